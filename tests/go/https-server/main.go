@@ -1,0 +1,160 @@
+// Command https-server is a tiny net/http + crypto/tls server used as a
+// uprobe target by the tracer's integration tests. It speaks HTTP/1.1 and
+// HTTP/2 (chosen by TLS ALPN, Go's default) and mimics a few kube-apiserver
+// shaped paths.
+//
+// It prints "listening on ADDR" on stdout once the socket is bound, so a test
+// can pass -addr 127.0.0.1:0 and read the chosen port. Without -cert/-key it
+// uses a fresh self-signed certificate for 127.0.0.1, ::1 and localhost.
+//
+// Uses only APIs present in Go 1.19 (no 1.22 mux patterns), so the same
+// source builds with old and new toolchains.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8443", "listen address (port 0 picks a free port)")
+	certFile := flag.String("cert", "", "PEM certificate file (default: self-signed)")
+	keyFile := flag.String("key", "", "PEM private key file (default: self-signed)")
+	verbose := flag.Bool("v", false, "log each request on stderr")
+	flag.Parse()
+
+	cert, err := loadCert(*certFile, *keyFile)
+	if err != nil {
+		log.Fatalf("https-server: %v", err)
+	}
+
+	var handler http.Handler = http.HandlerFunc(route)
+	if *verbose {
+		handler = logRequests(handler)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		// NextProtos h2 + http/1.1 is what ServeTLS sets up by default.
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatalf("https-server: listen: %v", err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	os.Stdout.Sync()
+
+	// Exit cleanly on SIGTERM/SIGINT so test harnesses get a 0 exit status.
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+
+	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
+		log.Fatalf("https-server: %v", err)
+	}
+}
+
+// route dispatches by hand (no 1.22 patterns) to stay buildable by Go 1.19.
+func route(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	// Drain any request body so the tracer sees the whole request on the wire.
+	io.Copy(io.Discard, r.Body)
+
+	switch {
+	case path == "/":
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok\n")
+	case strings.HasPrefix(path, "/api/v1/namespaces/"):
+		// /api/v1/namespaces/{ns}/pods/{name}
+		parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
+		if len(parts) != 3 || parts[0] == "" || parts[1] != "pods" || parts[2] == "" {
+			http.NotFound(w, r)
+			return
+		}
+		pod := map[string]interface{}{
+			"kind":       "Pod",
+			"apiVersion": "v1",
+			"metadata":   map[string]string{"name": parts[2], "namespace": parts[0]},
+			"status":     map[string]string{"phase": "Running"},
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(pod)
+	case strings.HasPrefix(path, "/status/"):
+		code, err := strconv.Atoi(strings.TrimPrefix(path, "/status/"))
+		if err != nil || code < 200 || code > 599 {
+			http.Error(w, "bad status code", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("%s %s %s", r.Proto, r.Method, r.URL.Path)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func loadCert(certFile, keyFile string) (tls.Certificate, error) {
+	if certFile != "" || keyFile != "" {
+		if certFile == "" || keyFile == "" {
+			return tls.Certificate{}, fmt.Errorf("-cert and -key must be given together")
+		}
+		return tls.LoadX509KeyPair(certFile, keyFile)
+	}
+	return selfSigned()
+}
+
+// selfSigned makes a throwaway ECDSA certificate so tests need no key files.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "https-server test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}

@@ -1,0 +1,594 @@
+//! HTTP/1.1 (and non-HTTP TCP/TLS) integration tests of the tracer binary, against real
+//! target processes on 127.0.0.1. Each test traces its own pids with its own tracer and sink, so
+//! tests may run concurrently.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use integration_tests::check::{
+    HttpExpect, K8s, ResourceExpect, assert_no_errors, check_absent_everywhere, check_common,
+    check_http_spans,
+};
+use integration_tests::procs::CURL_USER_AGENT;
+use integration_tests::*;
+use serde_json::json;
+
+const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_millis(700);
+const SECRETS: [&str; 2] = ["SECRET-TOKEN-abc123", "COOKIE-SECRET-xyz"];
+
+/// One curl request and what its span should say.
+struct Req {
+    method: &'static str,
+    /// Path and query.
+    target: String,
+    body: Option<usize>,
+    headers: Vec<String>,
+    exp: HttpExpect,
+}
+
+fn req(method: &'static str, target: &str, status: u16) -> Req {
+    let path = target.split('?').next().unwrap();
+    Req { method, target: target.into(), body: None, headers: vec![], exp: HttpExpect::server(method, path, status) }
+}
+
+impl Req {
+    fn route(mut self, r: &str) -> Self {
+        self.exp = self.exp.route(r);
+        self
+    }
+    fn k8s(mut self, k: K8s) -> Self {
+        self.exp = self.exp.k8s(k);
+        self
+    }
+    fn not_k8s(mut self) -> Self {
+        self.exp = self.exp.not_k8s();
+        self
+    }
+    fn body(mut self, n: usize) -> Self {
+        self.body = Some(n);
+        self
+    }
+    fn header(mut self, h: &str) -> Self {
+        self.headers.push(h.into());
+        self
+    }
+    fn min_duration(mut self, d: Duration) -> Self {
+        self.exp = self.exp.min_duration(d);
+        self
+    }
+    /// Chunked responses: their body size is not compared.
+    fn chunked(mut self) -> Self {
+        self.exp.label = "chunked".into();
+        self
+    }
+}
+
+/// Sends `r` with its own curl (so its own connection) to `base` (`http://127.0.0.1:PORT`) and
+/// completes the expectation with what curl measured.
+fn send(base: &str, server_port: u16, r: Req) -> HttpExpect {
+    let mut args: Vec<String> = vec!["-X".into(), r.method.into()];
+    for h in &r.headers {
+        args.push("-H".into());
+        args.push(h.clone());
+    }
+    if let Some(n) = r.body {
+        args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), "x".repeat(n)]);
+    }
+    args.push(format!("{base}{}", r.target));
+    let t = curl_one(&args);
+    assert_eq!(t.code, r.exp.status, "harness: {} {} answered {} (body {:?})", r.method, r.target, t.code, t.body);
+    let mut e = r
+        .exp
+        .client_port(t.local_port)
+        .server_port(server_port)
+        .user_agent(CURL_USER_AGENT)
+        .request_body(r.body.unwrap_or(0) as u64)
+        .max_duration(t.time_total);
+    if e.label != "chunked" {
+        e = e.response_body(t.size_download);
+    }
+    e
+}
+
+fn pid_args(pids: &[u32]) -> Vec<String> {
+    pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect()
+}
+
+fn pods_route() -> &'static str {
+    "/api/v1/namespaces/{namespace}/pods/{name}"
+}
+
+/// The main scenario: distinct requests to a python keep-alive server, each on its own connection.
+fn python_server_scenario(sink: Sink) {
+    let srv = PythonHttpServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(sink, srv.pid());
+    let window = sess.window_start;
+    let base = srv.url("");
+
+    let reqs = vec![
+        req("GET", "/api/v1/namespaces/default/pods/web-0", 200)
+            .header(&format!("Authorization: Bearer {}", SECRETS[0]))
+            .header(&format!("Cookie: session={}", SECRETS[1]))
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("web-0")),
+        req("GET", "/api/v1/namespaces/kube-system/pods?limit=5&labelSelector=app%3Dweb", 200)
+            .route("/api/v1/namespaces/{namespace}/pods")
+            .k8s(K8s::new("list", "v1", "pods").ns("kube-system")),
+        req("GET", "/apis/apps/v1/namespaces/default/deployments/web/status", 200)
+            .route("/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status")
+            .k8s(K8s::new("get", "v1", "deployments").group("apps").sub("status").ns("default").name("web")),
+        req("GET", "/api/v1/nodes", 200).route("/api/v1/nodes").k8s(K8s::new("list", "v1", "nodes")),
+        req("GET", "/healthz", 200).route("/healthz").not_k8s(),
+        req("GET", "/api/v1/namespaces/default/pods/missing", 404)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("missing")),
+        req("GET", "/status/500", 500),
+        req("POST", "/api/v1/namespaces/default/configmaps", 201)
+            .body(20_000)
+            .route("/api/v1/namespaces/{namespace}/configmaps")
+            .k8s(K8s::new("create", "v1", "configmaps").ns("default")),
+        req("GET", "/api/v1/namespaces/default/pods/slow?sleepMs=300", 200)
+            .min_duration(Duration::from_millis(300))
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("slow")),
+        req("GET", "/api/v1/namespaces/default/pods/big?size=50000", 200)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("big")),
+    ];
+    let exps: Vec<HttpExpect> = reqs.into_iter().map(|r| send(&base, srv.port(), r)).collect();
+
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    errs.extend(check_absent_everywhere(&fin.spans, &SECRETS));
+    for s in SECRETS {
+        if fin.output.stdout.contains(s) || fin.output.stderr.contains(s) {
+            errs.push(format!("secret {s:?} appears in the tracer's stdout/stderr"));
+        }
+    }
+    assert_no_errors(&format!("python server, {sink:?} sink"), &errs, &fin.spans);
+}
+
+#[test]
+fn python_server_spans_over_otlp_grpc() {
+    python_server_scenario(Sink::Grpc);
+}
+
+#[test]
+fn python_server_spans_over_otlp_http() {
+    python_server_scenario(Sink::Http);
+}
+
+#[test]
+fn python_server_spans_as_json_lines() {
+    python_server_scenario(Sink::Json);
+}
+
+/// Write verbs, subresources, cluster-wide group lists, and a watch (chunked, long-running).
+#[test]
+fn kubernetes_verbs_and_watch() {
+    let srv = PythonHttpServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    let window = sess.window_start;
+    let base = srv.url("");
+    let reqs = vec![
+        req("PUT", "/api/v1/namespaces/default/pods/web-0", 200)
+            .body(300)
+            .route(pods_route())
+            .k8s(K8s::new("update", "v1", "pods").ns("default").name("web-0")),
+        req("PATCH", "/api/v1/namespaces/default/pods/web-0", 200)
+            .body(50)
+            .header("Content-Type: application/merge-patch+json")
+            .route(pods_route())
+            .k8s(K8s::new("patch", "v1", "pods").ns("default").name("web-0")),
+        req("DELETE", "/api/v1/namespaces/default/pods/web-1", 200)
+            .route(pods_route())
+            .k8s(K8s::new("delete", "v1", "pods").ns("default").name("web-1")),
+        req("GET", "/api/v1/namespaces/default/pods/web-0/log", 200)
+            .route("/api/v1/namespaces/{namespace}/pods/{name}/log")
+            .k8s(K8s::new("get", "v1", "pods").sub("log").ns("default").name("web-0")),
+        req("GET", "/apis/apps/v1/deployments", 200)
+            .route("/apis/apps/v1/deployments")
+            .k8s(K8s::new("list", "v1", "deployments").group("apps")),
+        req("GET", "/api/v1/namespaces/default/pods?watch=true&resourceVersion=10", 200)
+            .chunked()
+            .route("/api/v1/namespaces/{namespace}/pods")
+            .k8s(K8s::new("watch", "v1", "pods").ns("default").long_running()),
+    ];
+    let exps: Vec<HttpExpect> = reqs.into_iter().map(|r| send(&base, srv.port(), r)).collect();
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_no_errors("kubernetes verbs and watch", &errs, &fin.spans);
+}
+
+/// Many requests on one connection: one span each, all with the connection's client.port, and
+/// durations that do not include the idle time between requests.
+#[test]
+fn keep_alive_connection_gives_one_span_per_request() {
+    let srv = PythonHttpServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let window = sess.window_start;
+
+    // python http.client: 4 requests on one connection, 300 ms apart
+    let paths: Vec<String> = (0..4).map(|i| format!("/api/v1/namespaces/ka/pods/p{i}")).collect();
+    let results = PythonClient::run(
+        json!({
+            "host": "127.0.0.1", "port": srv.port(), "sleep_ms": 300,
+            "requests": paths.iter().map(|p| json!({"method": "GET", "path": p})).collect::<Vec<_>>(),
+        }),
+        Duration::from_secs(30),
+    );
+    assert_eq!(results.len(), 4);
+    let py_port = results[0].local_port;
+    assert!(results.iter().all(|r| r.local_port == py_port && r.status == 200), "harness: {results:?}");
+    let mut exps: Vec<HttpExpect> = results
+        .iter()
+        .zip(&paths)
+        .map(|(r, p)| {
+            HttpExpect::server("GET", p, 200)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("ka").name(p.rsplit('/').next().unwrap()))
+                .client_port(py_port)
+                .server_port(srv.port())
+                .user_agent("itest-python-client/1.0")
+                .response_body(r.body_len)
+                .max_duration(r.elapsed)
+        })
+        .collect();
+
+    // curl with three URLs: one connection, reused
+    let curl_paths: Vec<String> = (0..3).map(|i| format!("/api/v1/namespaces/kc/pods/c{i}")).collect();
+    let run = curl(&curl_paths.iter().map(|p| srv.url(p)).collect::<Vec<_>>());
+    assert_eq!(run.transfers.iter().map(|t| t.num_connects).collect::<Vec<_>>(), vec![1, 0, 0], "harness: curl did not reuse its connection");
+    let curl_port = run.transfers[0].local_port;
+    assert_ne!(curl_port, py_port);
+    for (t, p) in run.transfers.iter().zip(&curl_paths) {
+        exps.push(
+            HttpExpect::server("GET", p, 200)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("kc").name(p.rsplit('/').next().unwrap()))
+                .client_port(curl_port)
+                .server_port(srv.port())
+                .user_agent(CURL_USER_AGENT)
+                .response_body(t.size_download)
+                .max_duration(t.time_total),
+        );
+    }
+
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_no_errors("keep-alive", &errs, &fin.spans);
+}
+
+/// nginx (one process: master_process off) answers with recv/writev/sendfile.
+#[test]
+fn nginx_server_spans() {
+    let ng = Nginx::start();
+    let res = ResourceExpect::of(ng.pid());
+    let mut sess = TraceSession::for_pid(Sink::Http, ng.pid());
+    let window = sess.window_start;
+    let base = ng.url("");
+    let mut exps: Vec<HttpExpect> = vec![
+        req("GET", "/api/v1/namespaces/default/pods/nginx-pod", 200)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("nginx-pod")),
+        req("GET", "/healthz", 200).route("/healthz").not_k8s(),
+        req("GET", "/api/v1/namespaces/default/pods/absent", 404)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("absent")),
+        req("GET", "/status/500", 500),
+    ]
+    .into_iter()
+    .map(|r| send(&base, ng.port(), r))
+    .collect();
+    assert_eq!(exps[0].response_body_size, Some(Nginx::POD_SIZE as u64));
+
+    // two requests on one keep-alive connection
+    let run = curl(&[ng.url("/index.html"), ng.url("/api/v1/namespaces/default/pods/absent2")]);
+    assert_eq!(run.transfers[1].num_connects, 0, "harness: curl did not reuse the nginx connection");
+    for (t, (p, code)) in run.transfers.iter().zip([("/index.html", 200u16), ("/api/v1/namespaces/default/pods/absent2", 404)]) {
+        assert_eq!(t.code, code);
+        exps.push(
+            HttpExpect::server("GET", p, code)
+                .client_port(t.local_port)
+                .server_port(ng.port())
+                .user_agent(CURL_USER_AGENT)
+                .response_body(t.size_download)
+                .max_duration(t.time_total),
+        );
+    }
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    if !errs.is_empty() {
+        errs.push(format!("(nginx error.log: {})", tail(&ng.error_log(), 2000)));
+    }
+    assert_no_errors("nginx", &errs, &fin.spans);
+}
+
+/// The target is an HTTP client: client spans for the requests it makes to a non-target server.
+#[test]
+fn target_as_http_client() {
+    let srv = PythonHttpServer::start();
+    let requests = json!([
+        {"method": "GET", "path": "/api/v1/namespaces/default/pods/a"},
+        {"method": "GET", "path": "/api/v1/namespaces/default/pods/missing"},
+        {"method": "POST", "path": "/api/v1/namespaces/default/pods", "body_size": 100},
+        {"method": "GET", "path": "/status/503"},
+    ]);
+    let mut client = PythonClient::start(json!({
+        "host": "127.0.0.1", "port": srv.port(), "wait_stdin": true, "requests": requests,
+    }));
+    let res = ResourceExpect::of(client.pid());
+    let mut sess = TraceSession::for_pid(Sink::Grpc, client.pid());
+    let window = sess.window_start;
+    client.go();
+    let results = client.wait_done(Duration::from_secs(30));
+    assert_eq!(results.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 404, 201, 503], "harness");
+    let base = |e: HttpExpect, r: &ClientResult| {
+        e.server_port(srv.port())
+            .user_agent("itest-python-client/1.0")
+            .response_body(r.body_len)
+            .max_duration(r.elapsed)
+    };
+    let exps = vec![
+        base(
+            HttpExpect::client("GET", "/api/v1/namespaces/default/pods/a", 200)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("default").name("a"))
+                .request_body(0),
+            &results[0],
+        ),
+        base(
+            HttpExpect::client("GET", "/api/v1/namespaces/default/pods/missing", 404)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("default").name("missing")),
+            &results[1],
+        ),
+        base(
+            HttpExpect::client("POST", "/api/v1/namespaces/default/pods", 201)
+                .route("/api/v1/namespaces/{namespace}/pods")
+                .k8s(K8s::new("create", "v1", "pods").ns("default"))
+                .request_body(100),
+            &results[2],
+        ),
+        base(HttpExpect::client("GET", "/status/503", 503), &results[3]),
+    ];
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    client.finish();
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_no_errors("target as client", &errs, &fin.spans);
+}
+
+/// Two `--pid` flags: each span carries its own process's resource.
+#[test]
+fn two_target_pids() {
+    let a = PythonHttpServer::start();
+    let b = PythonHttpServer::start();
+    let mut sess = TraceSession::start(Sink::Json, &pid_args(&[a.pid(), b.pid()]), &[], &[a.pid(), b.pid()]);
+    let window = sess.window_start;
+    let ea = send(&a.url(""), a.port(), req("GET", "/api/v1/namespaces/a/pods/x", 200).route(pods_route()));
+    let eb = send(&b.url(""), b.port(), req("GET", "/api/v1/namespaces/b/pods/y", 200).route(pods_route()));
+    sess.wait_spans(|_| true, 2, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &[ea.clone(), eb.clone()]);
+    for (e, srv) in [(&ea, &a), (&eb, &b)] {
+        let spans: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| s.attr_str("url.path") == Some(e.path.as_str())).cloned().collect();
+        errs.extend(check_common(&spans, &ResourceExpect::of(srv.pid()), window));
+    }
+    assert_no_errors("two pids", &errs, &fin.spans);
+}
+
+/// Traffic of a process that is not a target gives no span.
+#[test]
+fn non_target_traffic_gives_no_span() {
+    let target = PythonHttpServer::start();
+    let other = PythonHttpServer::start();
+    let mut sess = TraceSession::for_pid(Sink::Json, target.pid());
+    for p in ["/api/v1/namespaces/default/pods/other-0", "/healthz", "/status/500"] {
+        curl_one(&[other.url(p)]);
+    }
+    PythonClient::run(
+        json!({"host": "127.0.0.1", "port": other.port(), "requests": [{"method": "GET", "path": "/api/v1/nodes"}]}),
+        Duration::from_secs(20),
+    );
+    let e = send(&target.url(""), target.port(), req("GET", "/api/v1/namespaces/default/pods/mine", 200).route(pods_route()));
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    let fin = sess.finish(Duration::from_millis(1500));
+    let mut errs = check_http_spans(&fin.spans, &[e]);
+    errs.extend(check_common(&fin.spans, &ResourceExpect::of(target.pid()), 0));
+    assert_no_errors("non-target traffic", &errs, &fin.spans);
+}
+
+/// The target writes and reads regular files and a pipe whose bytes look like HTTP: no span. Its
+/// one real request (as a client) gives exactly one span.
+#[test]
+fn file_and_pipe_io_that_looks_like_http_gives_no_span() {
+    let srv = PythonHttpServer::start();
+    let decoy = TempDir::new("decoy");
+    let mut client = PythonClient::start(json!({
+        "host": "127.0.0.1", "port": srv.port(), "wait_stdin": true,
+        "decoy_dir": decoy.path(),
+        "requests": [{"method": "GET", "path": "/api/v1/namespaces/default/pods/real"}],
+    }));
+    let res = ResourceExpect::of(client.pid());
+    let mut sess = TraceSession::for_pid(Sink::Json, client.pid());
+    let window = sess.window_start;
+    client.go();
+    let results = client.wait_done(Duration::from_secs(30));
+    assert!(client.proc().stdout().contains("decoy_done"), "harness: decoy I/O did not run");
+    let e = HttpExpect::client("GET", "/api/v1/namespaces/default/pods/real", 200)
+        .route(pods_route())
+        .server_port(srv.port())
+        .max_duration(results[0].elapsed);
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    std::thread::sleep(Duration::from_millis(500));
+    client.finish();
+    let fin = sess.finish(Duration::from_millis(1000));
+    let mut errs = check_http_spans(&fin.spans, &[e]);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_no_errors("decoy file I/O", &errs, &fin.spans);
+}
+
+/// A TLS connection to the target (python HTTPS server): one connection span, no HTTP span.
+#[test]
+fn tls_connection_gives_one_connection_span() {
+    let srv = PythonHttpsServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    let window = sess.window_start;
+    let t = curl_one(&["-k", "--http1.1", &srv.url("/api/v1/namespaces/default/pods/big?size=10000")]);
+    assert_eq!(t.code, 200);
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    let fin = sess.finish(Duration::from_millis(1000));
+    let mut errs = check_common(&fin.spans, &res, window);
+    if fin.spans.len() != 1 {
+        errs.push(format!("expected exactly one span for one TLS connection, got {}", fin.spans.len()));
+    }
+    for s in &fin.spans {
+        errs.extend(check_connection_span(s, "TLS connection", true, t.local_port, srv.port()));
+        match s.attr_i64("network.io.received_bytes") {
+            Some(n) if n > 0 => {}
+            other => errs.push(format!("network.io.received_bytes = {other:?}, expected > 0")),
+        }
+        match s.attr_i64("network.io.sent_bytes") {
+            Some(n) if n >= 10_000 => {}
+            other => errs.push(format!("network.io.sent_bytes = {other:?}, expected >= 10000 (the encrypted 10000-byte body)")),
+        }
+    }
+    assert_no_errors("TLS connection", &errs, &fin.spans);
+}
+
+/// A plain TCP connection carrying binary (non-HTTP) bytes: one `TCP connection` span with exact
+/// byte counts.
+#[test]
+fn non_http_tcp_connection_gives_one_connection_span() {
+    let echo = EchoServer::start();
+    let res = ResourceExpect::of(echo.pid());
+    let mut sess = TraceSession::for_pid(Sink::Json, echo.pid());
+    let window = sess.window_start;
+    let mut s = TcpStream::connect(("127.0.0.1", echo.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let local_port = s.local_addr().unwrap().port();
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    s.write_all(&data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, data);
+    drop(s);
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    let fin = sess.finish(Duration::from_millis(1000));
+    let mut errs = check_common(&fin.spans, &res, window);
+    if fin.spans.len() != 1 {
+        errs.push(format!("expected exactly one span for one TCP connection, got {}", fin.spans.len()));
+    }
+    for sp in &fin.spans {
+        errs.extend(check_connection_span(sp, "TCP connection", false, local_port, echo.port()));
+        for key in ["network.io.received_bytes", "network.io.sent_bytes"] {
+            if sp.attr_i64(key) != Some(1000) {
+                errs.push(format!("{key} = {:?}, expected 1000", sp.attr(key)));
+            }
+        }
+    }
+    assert_no_errors("TCP connection", &errs, &fin.spans);
+}
+
+fn check_connection_span(s: &ReceivedSpan, name: &str, tls: bool, peer_port: u16, server_port: u16) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.name != name {
+        errs.push(format!("span name {:?}, expected {name:?}", s.name));
+    }
+    let want = |errs: &mut Vec<String>, k: &str, v: serde_json::Value| {
+        if s.attr(k) != Some(&v) {
+            errs.push(format!("{k} = {:?}, expected {v}", s.attr(k)));
+        }
+    };
+    want(&mut errs, "network.transport", json!("tcp"));
+    want(&mut errs, "network.peer.address", json!("127.0.0.1"));
+    want(&mut errs, "network.peer.port", json!(peer_port));
+    want(&mut errs, "server.port", json!(server_port));
+    if tls {
+        want(&mut errs, "tls.protocol.name", json!("tls"));
+    } else if let Some(v) = s.attr("tls.protocol.name") {
+        errs.push(format!("tls.protocol.name = {v} on a connection without TLS"));
+    }
+    for k in ["http.request.method", "http.response.status_code", "url.path"] {
+        if let Some(v) = s.attr(k) {
+            errs.push(format!("{k} = {v} on a non-HTTP connection span"));
+        }
+    }
+    errs
+}
+
+/// `--comm NAME` picks up a process started after the tracer.
+#[test]
+fn comm_target_started_after_the_tracer() {
+    let name = unique_name("kt-");
+    require_root();
+    let mut tracer = Tracer::start(&["--comm", &name, "--output", "json"]);
+    tracer.wait_for_stderr("waiting for", Duration::from_secs(60));
+    let srv = PythonHttpServer::start_named(&name);
+    tracer.wait_attached(srv.pid());
+    let window = now_unix_nanos();
+    let e = send(&srv.url(""), srv.port(), req("GET", "/api/v1/namespaces/late/pods/x", 200).route(pods_route()));
+    tracer.wait_json_spans(|_| true, 1, SPAN_TIMEOUT);
+    std::thread::sleep(SETTLE);
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_code(0);
+    let spans = out.json_spans();
+    let mut errs = check_http_spans(&spans, &[e]);
+    errs.extend(check_common(&spans, &ResourceExpect { pid: srv.pid(), comm: name.clone(), host: hostname() }, window));
+    assert_no_errors("--comm target started later", &errs, &spans);
+}
+
+/// Without --pid/--comm the tracer targets processes named kube-apiserver.
+#[test]
+fn default_target_is_kube_apiserver() {
+    let srv = PythonHttpServer::start_named("kube-apiserver");
+    assert_eq!(srv.comm(), "kube-apiserver");
+    let mut sess = TraceSession::start(Sink::Json, &[], &[], &[srv.pid()]);
+    let window = sess.window_start;
+    let e = send(
+        &srv.url(""),
+        srv.port(),
+        req("GET", "/api/v1/namespaces/kube-system/pods/etcd-0", 200)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("kube-system").name("etcd-0")),
+    );
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &[e]);
+    errs.extend(check_common(&fin.spans, &ResourceExpect::of(srv.pid()), window));
+    assert_no_errors("default comm", &errs, &fin.spans);
+}
+
+/// SIGTERM flushes pending spans and exits 0.
+#[test]
+fn sigterm_flushes_and_exits_zero() {
+    let srv = PythonHttpServer::start();
+    let sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    let t = curl_one(&[srv.url("/api/v1/namespaces/default/pods/term")]);
+    assert_eq!(t.code, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sess.tracer.stop_with(libc::SIGTERM);
+    out.assert_no_panic();
+    out.assert_code(0);
+    assert!(out.stderr.contains("final stats"), "{}", out.describe());
+    let spans = out.json_spans();
+    let n = spans.iter().filter(|s| s.attr_str("url.path") == Some("/api/v1/namespaces/default/pods/term")).count();
+    assert_eq!(n, 1, "expected the request's span on stdout after SIGTERM\n{}\n{}", dump(&spans), out.describe());
+}

@@ -1,0 +1,182 @@
+//! Event and map types shared by the eBPF probes (`tracer-ebpf`) and the agent (`tracer`).
+//!
+//! Every ring-buffer record starts with an [`EventHeader`]; its `kind` says which struct follows.
+//! All structs are `#[repr(C)]` with explicit padding so both sides agree byte for byte.
+#![no_std]
+
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Payload bytes carried by one large data chunk. A syscall that moved more than this is split into
+/// several chunk records (up to the configured capture limit), so one record never exceeds a page.
+pub const CHUNK_LARGE: usize = 4096;
+/// Payload bytes of the small size class: most API requests, etcd calls and frame headers fit, and a
+/// small record wastes far less ring-buffer space than a page-sized one.
+pub const CHUNK_SMALL: usize = 512;
+/// Hard ceiling of `--capture-bytes` (the probes loop at most this many large chunks per syscall).
+pub const MAX_CHUNKS: usize = 8;
+pub const MAX_CAPTURE_BYTES: usize = CHUNK_LARGE * MAX_CHUNKS;
+/// iovec entries looked at per readv/writev/sendmsg/recvmsg (later ones are counted, not copied).
+pub const MAX_IOVECS: usize = 8;
+
+/// Target TGIDs are a bitmap over this many u64 words: covers pid_max's ceiling (2^22).
+pub const TARGET_BITMAP_WORDS: u32 = 1 << 16;
+
+pub mod kind {
+    pub const DATA: u32 = 1;
+    pub const SOCK_OPEN: u32 = 2;
+    pub const SOCK_CLOSE: u32 = 3;
+    pub const PROC_EXEC: u32 = 4;
+    pub const PROC_EXIT: u32 = 5;
+}
+
+/// Direction of bytes as seen by the traced process.
+pub mod direction {
+    /// read/recv*: bytes that came in.
+    pub const INGRESS: u8 = 0;
+    /// write/send*: bytes that went out.
+    pub const EGRESS: u8 = 1;
+}
+
+/// Where the payload bytes were taken from.
+pub mod source {
+    pub const SYSCALL: u8 = 0;
+    pub const GO_TLS: u8 = 1;
+}
+
+/// Flags of a [`DataEvent`] chunk.
+pub mod data_flags {
+    /// First chunk of a syscall (its timestamps describe the whole syscall).
+    pub const FIRST: u8 = 1;
+    /// Last chunk of a syscall: `total_len - (offset + cap_len)` bytes were moved but not captured.
+    pub const LAST: u8 = 2;
+}
+
+/// How a socket fd came to be known.
+pub mod sock_role {
+    /// accept()/accept4(): the target is the server.
+    pub const ACCEPTED: u8 = 1;
+    /// connect(): the target is the client.
+    pub const CONNECTED: u8 = 2;
+}
+
+/// Indices of the per-CPU counter array `COUNTERS`.
+pub mod counter {
+    /// A ring-buffer reservation failed: an event was lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// The per-thread syscall argument map was full: a syscall was not followed.
+    pub const ARGS_FULL: u32 = 1;
+    /// The socket table was full: a new socket was not tracked.
+    pub const SOCKETS_FULL: u32 = 2;
+    /// Copying payload from user memory failed.
+    pub const READ_USER_FAILED: u32 = 3;
+    /// Data syscalls whose iovec count exceeded MAX_IOVECS (bytes beyond them were not copied).
+    pub const IOV_TRUNCATED: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad: u32,
+    /// bpf_ktime_get_ns (CLOCK_MONOTONIC) when the event was produced.
+    pub ts_ns: u64,
+    /// Goroutine id, filled by Go uprobes; 0 when unknown.
+    pub goid: u64,
+}
+
+/// One chunk of payload moved by a data syscall. `hdr.ts_ns` is the syscall's exit time.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent<const N: usize> {
+    pub hdr: EventHeader,
+    pub enter_ns: u64,
+    /// Bytes the syscall really moved (its return value).
+    pub total_len: u64,
+    pub fd: i32,
+    /// Offset of this chunk within the syscall's bytes.
+    pub offset: u32,
+    /// Bytes of `data` that are valid.
+    pub cap_len: u32,
+    /// Per-socket data-syscall sequence number: a gap tells userspace that events were lost.
+    pub seq: u32,
+    pub direction: u8,
+    pub source: u8,
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    pub data: [u8; N],
+}
+
+/// Byte offset of `data` in a [`DataEvent`], whatever its size class.
+pub const DATA_EVENT_HEADER_LEN: usize = core::mem::size_of::<DataEvent<0>>();
+
+/// Socket address as the kernel gave it: `family` is AF_INET (2) or AF_INET6 (10), 0 when unknown;
+/// IPv4 addresses use the first 4 bytes of `addr`; `port` is in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockAddr {
+    pub family: u16,
+    pub port: u16,
+    pub _pad: u32,
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockOpenEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// The listening socket an accepted connection came from (-1 for connects).
+    pub listen_fd: i32,
+    pub role: u8,
+    pub _pad: [u8; 7],
+    pub local: SockAddr,
+    pub peer: SockAddr,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockCloseEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcEvent {
+    pub hdr: EventHeader,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// Key of a comm name in the `TARGET_COMMS` map (NUL-padded, as the kernel stores it).
+pub type Comm = [u8; TASK_COMM_LEN];
+
+/// Value of the kernel socket table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketState {
+    /// Data syscalls seen on this socket (both directions); stamped into each [`DataEvent`].
+    pub seq: u32,
+    pub role: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the kernel socket table: `(tgid << 32) | fd`.
+#[inline(always)]
+pub const fn socket_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for SockAddr {}
+    unsafe impl aya::Pod for SockOpenEvent {}
+    unsafe impl aya::Pod for SockCloseEvent {}
+    unsafe impl aya::Pod for ProcEvent {}
+    unsafe impl aya::Pod for SocketState {}
+}

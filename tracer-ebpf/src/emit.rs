@@ -1,0 +1,149 @@
+//! Copies the payload of a data syscall into ring-buffer chunk records.
+//!
+//! A syscall's captured bytes (at most `--capture-bytes`) go out as one or more `DataEvent`
+//! chunks, small or page-sized, so that a 40-byte etcd request does not occupy a page of the ring.
+
+use aya_ebpf::helpers::{bpf_probe_read_user, generated};
+use core::ffi::c_void;
+use tracer_common::{
+    CHUNK_LARGE, CHUNK_SMALL, DataEvent, MAX_CHUNKS, MAX_IOVECS, counter, data_flags, kind, source,
+};
+
+use crate::{
+    maps::{EVENTS, capture_bytes, count},
+    probes::syscalls::header,
+};
+
+/// What the chunks of one syscall share.
+pub struct DataCtx {
+    pub pid_tgid: u64,
+    pub fd: i32,
+    pub direction: u8,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Bytes the syscall moved.
+    pub total: u64,
+    pub seq: u32,
+}
+
+/// `iovcnt` passed to [`emit_data`] when the bytes never were in user memory (sendfile).
+pub const NO_CAPTURE: u64 = u64::MAX;
+
+/// Emits the syscall's bytes: from one buffer at `ptr` when `iovcnt` is 0, from an iovec array at
+/// `ptr` otherwise, or none at all for [`NO_CAPTURE`].
+///
+/// The loops are shaped for the verifier: a buffer is cut into up to MAX_CHUNKS chunks of one
+/// size class, and an iovec array gives at most one chunk per iovec (iovecs of socket I/O are
+/// headers + body pieces; the first 4 KiB of each are what decoders need).
+#[inline(always)]
+pub fn emit_data(d: &DataCtx, ptr: u64, iovcnt: u64) {
+    let limit = capture_bytes() as u64;
+    let capturable = if d.total < limit { d.total } else { limit };
+    if iovcnt == NO_CAPTURE || capturable == 0 {
+        chunk::<CHUNK_SMALL>(d, 0, 0, 0, data_flags::FIRST | data_flags::LAST);
+    } else if iovcnt == 0 {
+        if capturable <= CHUNK_SMALL as u64 {
+            buffer::<CHUNK_SMALL>(d, ptr, capturable);
+        } else {
+            buffer::<CHUNK_LARGE>(d, ptr, capturable);
+        }
+    } else {
+        iovecs(d, ptr, iovcnt, capturable);
+    }
+}
+
+#[inline(always)]
+fn buffer<const N: usize>(d: &DataCtx, ptr: u64, capturable: u64) {
+    let mut done = 0u64;
+    for _ in 0..MAX_CHUNKS {
+        let mut n = capturable - done;
+        if n > N as u64 {
+            n = N as u64;
+        }
+        let mut flags = if done == 0 { data_flags::FIRST } else { 0 };
+        if done + n >= capturable {
+            flags |= data_flags::LAST;
+        }
+        if !chunk::<N>(d, ptr + done, n, done, flags) {
+            return;
+        }
+        done += n;
+        if done >= capturable {
+            return;
+        }
+    }
+}
+
+#[inline(always)]
+fn iovecs(d: &DataCtx, ptr: u64, iovcnt: u64, capturable: u64) {
+    if iovcnt > MAX_IOVECS as u64 {
+        count(counter::IOV_TRUNCATED);
+    }
+    let mut done = 0u64;
+    for i in 0..MAX_IOVECS {
+        if i as u64 >= iovcnt {
+            break;
+        }
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user((ptr + i as u64 * 16) as *const [u64; 2]) }) else {
+            break;
+        };
+        let mut n = len;
+        if n > capturable - done {
+            n = capturable - done;
+        }
+        if n > CHUNK_LARGE as u64 {
+            n = CHUNK_LARGE as u64;
+        }
+        let mut flags = if done == 0 { data_flags::FIRST } else { 0 };
+        // The last iovec looked at, or the capture is full: what follows is uncaptured.
+        if done + n >= capturable || i + 1 == MAX_IOVECS || i as u64 + 1 >= iovcnt || n < len {
+            flags |= data_flags::LAST;
+        }
+        if !chunk::<CHUNK_LARGE>(d, base, n, done, flags) || flags & data_flags::LAST != 0 {
+            return;
+        }
+        done += n;
+    }
+}
+
+/// Reserves one record of size class `N`, fills it and submits it. False when the ring was full or
+/// user memory could not be read (the record then says LAST, so the rest counts as uncaptured).
+#[inline(never)]
+fn chunk<const N: usize>(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<DataEvent<N>>(0) else {
+        count(counter::RINGBUF_FULL);
+        return false;
+    };
+    let ev = entry.as_mut_ptr();
+    let mut len = n as u32;
+    if len > N as u32 {
+        len = N as u32;
+    }
+    let mut flags = flags;
+    let mut ok = true;
+    unsafe {
+        if len > 0 {
+            let dst = (&raw mut (*ev).data).cast::<c_void>();
+            if generated::bpf_probe_read_user(dst, len, src as *const c_void) != 0 {
+                count(counter::READ_USER_FAILED);
+                len = 0;
+                flags |= data_flags::LAST;
+                ok = false;
+            }
+        }
+        (*ev).hdr = header(kind::DATA, d.pid_tgid);
+        (*ev).hdr.ts_ns = d.exit_ns;
+        (*ev).enter_ns = d.enter_ns;
+        (*ev).total_len = d.total;
+        (*ev).fd = d.fd;
+        (*ev).offset = offset as u32;
+        (*ev).cap_len = len;
+        (*ev).seq = d.seq;
+        (*ev).direction = d.direction;
+        (*ev).source = source::SYSCALL;
+        (*ev).flags = flags;
+        (*ev)._pad = [0; 5];
+    }
+    entry.submit(0);
+    ok
+}

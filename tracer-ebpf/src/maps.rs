@@ -1,0 +1,69 @@
+//! Maps shared by all probes, and the small helpers every probe starts with.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{Comm, SocketState, TARGET_BITMAP_WORDS, counter};
+
+use crate::probes::syscalls::PendingCall;
+
+/// Events to userspace. Userspace sets the real size at load time (`--ring-buffer-bytes`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Bitmap of target TGIDs: bit (tgid % 64) of word (tgid / 64). An array lookup is inlined by the
+/// verifier, so untraced processes pay a helper call and one load per syscall.
+#[map]
+pub static TARGETS: Array<u64> = Array::with_max_entries(TARGET_BITMAP_WORDS, 0);
+
+/// comm names to pick up at exec (userspace fills it from `--comm`).
+#[map]
+pub static TARGET_COMMS: HashMap<Comm, u8> = HashMap::with_max_entries(64, 0);
+
+/// Sockets of targets, keyed by `socket_key(tgid, fd)`. Non-socket fds are dropped in kernel.
+#[map]
+pub static SOCKETS: HashMap<u64, SocketState> = HashMap::with_max_entries(65536, 0);
+
+/// Arguments of the syscall a target thread is in, keyed by pid_tgid, read back at sys_exit.
+#[map]
+pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// `--capture-bytes`, patched by userspace before load.
+#[unsafe(no_mangle)]
+pub static CAPTURE_BYTES: u32 = 4096;
+
+#[inline(always)]
+pub fn capture_bytes() -> u32 {
+    unsafe { core::ptr::read_volatile(&CAPTURE_BYTES) }
+}
+
+/// The current task's pid_tgid if its process is a target.
+#[inline(always)]
+pub fn current_target() -> Option<u64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_target((pid_tgid >> 32) as u32) {
+        Some(pid_tgid)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    match TARGETS.get(tgid >> 6) {
+        Some(word) => (*word >> (tgid & 63)) & 1 == 1,
+        None => false,
+    }
+}
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,50 @@
+//! Targets that start or stop while the agent runs.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{ProcEvent, counter, kind};
+
+use crate::{
+    maps::{EVENTS, TARGET_COMMS, count, current_target, is_target},
+    probes::syscalls::header,
+};
+
+/// A process exec'd: report it if its new comm is a `--comm` target (or it already was a target,
+/// whose image changed). Other processes never reach userspace.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Ok(comm) = bpf_get_current_comm() else {
+        return 0;
+    };
+    let wanted = unsafe { TARGET_COMMS.get(&comm) }.is_some();
+    if wanted || is_target((pid_tgid >> 32) as u32) {
+        send(kind::PROC_EXEC, pid_tgid, comm);
+    }
+    0
+}
+
+/// A target's main thread exited: userspace closes its connections and forgets it.
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let Some(pid_tgid) = current_target() else {
+        return 0;
+    };
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return 0;
+    }
+    send(kind::PROC_EXIT, pid_tgid, bpf_get_current_comm().unwrap_or_default());
+    0
+}
+
+fn send(kind: u32, pid_tgid: u64, comm: [u8; 16]) {
+    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    entry.write(ProcEvent { hdr: header(kind, pid_tgid), comm });
+    entry.submit(0);
+}

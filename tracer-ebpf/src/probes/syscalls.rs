@@ -1,0 +1,306 @@
+//! Socket syscalls of target processes, from the raw `sys_enter`/`sys_exit` tracepoints.
+//!
+//! One pair of raw tracepoints instead of ~25 classic syscall tracepoints: untraced processes pay
+//! only the TGID bitmap test, and the syscall id is a register, not a record to read.
+//! At entry the arguments are stashed per thread; at exit the result decides what is reported.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use tracer_common::{
+    EventHeader, SockAddr, SockCloseEvent, SockOpenEvent, SocketState, counter, direction, kind,
+    sock_role, socket_key,
+};
+
+use crate::{
+    emit::{DataCtx, NO_CAPTURE, emit_data},
+    maps::{EVENTS, PENDING, SOCKETS, count, current_target},
+};
+
+/// x86-64 syscall numbers.
+mod nr {
+    pub const READ: i64 = 0;
+    pub const WRITE: i64 = 1;
+    pub const CLOSE: i64 = 3;
+    pub const READV: i64 = 19;
+    pub const WRITEV: i64 = 20;
+    pub const SENDFILE: i64 = 40;
+    pub const CONNECT: i64 = 42;
+    pub const ACCEPT: i64 = 43;
+    pub const SENDTO: i64 = 44;
+    pub const RECVFROM: i64 = 45;
+    pub const SENDMSG: i64 = 46;
+    pub const RECVMSG: i64 = 47;
+    pub const ACCEPT4: i64 = 288;
+}
+
+/// Offsets of the syscall argument registers in x86-64 `struct pt_regs`.
+mod regs {
+    pub const DI: usize = 112;
+    pub const SI: usize = 104;
+    pub const DX: usize = 96;
+}
+
+/// What a pending call is, i.e. how its exit is handled.
+pub mod call {
+    /// read/recvfrom into one buffer.
+    pub const READ: u32 = 1;
+    /// write/sendto from one buffer.
+    pub const WRITE: u32 = 2;
+    /// readv/recvmsg: `arg` points at an iovec array.
+    pub const READV: u32 = 3;
+    pub const WRITEV: u32 = 4;
+    /// recvmsg/sendmsg: `arg` points at a msghdr.
+    pub const RECVMSG: u32 = 5;
+    pub const SENDMSG: u32 = 6;
+    /// sendfile: bytes leave the socket without passing through user memory.
+    pub const SENDFILE: u32 = 7;
+    pub const ACCEPT: u32 = 8;
+    pub const CONNECT: u32 = 9;
+    /// close: handled at entry, never stashed.
+    pub const CLOSE_NOW: u32 = 10;
+}
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EINPROGRESS: i64 = 115;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingCall {
+    pub kind: u32,
+    pub fd: i32,
+    /// Buffer, iovec array, msghdr or sockaddr pointer, depending on `kind`.
+    pub arg: u64,
+    /// Buffer length or iovec count.
+    pub len: u64,
+    pub enter_ns: u64,
+    pub local: SockAddr,
+    pub peer: SockAddr,
+    /// Set by the inet_sock_set_state probe when a connect turned out to be TCP.
+    pub is_tcp: u32,
+    pub _pad: u32,
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let Some(pid_tgid) = current_target() else {
+        return 0;
+    };
+    let _ = try_sys_enter(&ctx, pid_tgid);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let Some(pid_tgid) = current_target() else {
+        return 0;
+    };
+    let _ = try_sys_exit(&ctx, pid_tgid);
+    0
+}
+
+#[inline(always)]
+fn reg(regs: *const u8, offset: usize) -> u64 {
+    unsafe { bpf_probe_read_kernel(regs.add(offset).cast::<u64>()) }.unwrap_or(0)
+}
+
+fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
+    let id: i64 = ctx.arg(1);
+    let kind = match id {
+        nr::READ | nr::RECVFROM => call::READ,
+        nr::WRITE | nr::SENDTO => call::WRITE,
+        nr::READV => call::READV,
+        nr::WRITEV => call::WRITEV,
+        nr::RECVMSG => call::RECVMSG,
+        nr::SENDMSG => call::SENDMSG,
+        nr::SENDFILE => call::SENDFILE,
+        nr::ACCEPT | nr::ACCEPT4 => call::ACCEPT,
+        nr::CONNECT => call::CONNECT,
+        nr::CLOSE => call::CLOSE_NOW,
+        _ => return Ok(()),
+    };
+    let regs: *const u8 = ctx.arg(0);
+    let fd = reg(regs, regs::DI) as i32;
+    let tgid = (pid_tgid >> 32) as u32;
+    if kind == call::CLOSE_NOW {
+        on_close(pid_tgid, fd);
+        return Ok(());
+    }
+
+    let mut pending = PendingCall {
+        kind,
+        fd,
+        arg: reg(regs, regs::SI),
+        len: reg(regs, regs::DX),
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        local: SockAddr::default(),
+        peer: SockAddr::default(),
+        is_tcp: 0,
+        _pad: 0,
+    };
+    match kind {
+        call::ACCEPT => {}
+        call::CONNECT => {
+            pending.peer = read_sockaddr(pending.arg);
+            if pending.peer.family != AF_INET && pending.peer.family != AF_INET6 {
+                return Ok(());
+            }
+        }
+        _ => {
+            // Data syscall: only sockets we know of. File I/O of the target stops here.
+            if SOCKETS.get_ptr(socket_key(tgid, fd as u32)).is_none() {
+                return Ok(());
+            }
+        }
+    }
+    if PENDING.insert(pid_tgid, pending, 0).is_err() {
+        count(counter::ARGS_FULL);
+    }
+    Ok(())
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
+    let Some(pending) = PENDING.get_ptr(pid_tgid) else {
+        return Ok(());
+    };
+    let pending = unsafe { *pending };
+    let _ = PENDING.remove(pid_tgid);
+    let ret: i64 = ctx.arg(1);
+    let tgid = (pid_tgid >> 32) as u32;
+    match pending.kind {
+        call::ACCEPT => {
+            if ret >= 0 {
+                let peer = read_sockaddr(pending.arg);
+                if peer.family != AF_UNIX {
+                    open_socket(pid_tgid, ret as i32, pending.fd, sock_role::ACCEPTED, SockAddr::default(), peer);
+                }
+            }
+        }
+        call::CONNECT => {
+            if (ret == 0 || ret == -EINPROGRESS) && pending.is_tcp == 1 {
+                open_socket(pid_tgid, pending.fd, -1, sock_role::CONNECTED, pending.local, pending.peer);
+            }
+        }
+        _ => {
+            if ret <= 0 {
+                return Ok(());
+            }
+            let key = socket_key(tgid, pending.fd as u32);
+            let Some(state) = SOCKETS.get_ptr_mut(key) else {
+                return Ok(());
+            };
+            // Not atomic (core has no BPF atomics): two threads racing on one socket may share a
+            // number, which userspace tolerates; it only treats a jump forward as lost events.
+            let seq = unsafe { (*state).seq };
+            unsafe { (*state).seq = seq.wrapping_add(1) };
+            let dir = match pending.kind {
+                call::READ | call::READV | call::RECVMSG => direction::INGRESS,
+                _ => direction::EGRESS,
+            };
+            let data = DataCtx {
+                pid_tgid,
+                fd: pending.fd,
+                direction: dir,
+                enter_ns: pending.enter_ns,
+                exit_ns: unsafe { bpf_ktime_get_ns() },
+                total: ret as u64,
+                seq,
+            };
+            match pending.kind {
+                call::READ | call::WRITE => emit_data(&data, pending.arg, 0),
+                call::READV | call::WRITEV => emit_data(&data, pending.arg, pending.len),
+                call::RECVMSG | call::SENDMSG => {
+                    // struct msghdr: msg_iov at 16, msg_iovlen at 24.
+                    let iov = read_user_u64(pending.arg + 16);
+                    let iovlen = read_user_u64(pending.arg + 24);
+                    emit_data(&data, iov, iovlen)
+                }
+                // sendfile: the bytes are counted, not captured.
+                _ => emit_data(&data, 0, NO_CAPTURE),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn read_user_u64(addr: u64) -> u64 {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}
+
+/// Reads a sockaddr_in/sockaddr_in6 from user memory. The first 16 bytes hold the family, the
+/// port and an IPv4 address; an IPv6 address sits at offset 8. Reading 16 bytes first stays inside
+/// a sockaddr_in even when it ends a page.
+fn read_sockaddr(ptr: u64) -> SockAddr {
+    let mut out = SockAddr::default();
+    if ptr == 0 {
+        return out;
+    }
+    let Ok(head) = (unsafe { bpf_probe_read_user(ptr as *const [u8; 16]) }) else {
+        return out;
+    };
+    out.family = u16::from_ne_bytes([head[0], head[1]]);
+    out.port = u16::from_be_bytes([head[2], head[3]]);
+    match out.family {
+        AF_INET => out.addr[..4].copy_from_slice(&head[4..8]),
+        AF_INET6 => {
+            if let Ok(addr) = unsafe { bpf_probe_read_user((ptr + 8) as *const [u8; 16]) } {
+                out.addr = addr;
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let state = SocketState { seq: 0, role, _pad: [0; 3] };
+    if SOCKETS.insert(socket_key(tgid, fd as u32), state, 0).is_err() {
+        count(counter::SOCKETS_FULL);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SockOpenEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    entry.write(SockOpenEvent {
+        hdr: header(kind::SOCK_OPEN, pid_tgid),
+        fd,
+        listen_fd,
+        role,
+        _pad: [0; 7],
+        local,
+        peer,
+    });
+    entry.submit(0);
+}
+
+fn on_close(pid_tgid: u64, fd: i32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if SOCKETS.remove(socket_key(tgid, fd as u32)).is_err() {
+        return; // not a socket we follow
+    }
+    let Some(mut entry) = EVENTS.reserve::<SockCloseEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd, _pad: 0 });
+    entry.submit(0);
+}
+
+#[inline(always)]
+pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        _pad: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        goid: 0,
+    }
+}

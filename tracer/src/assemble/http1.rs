@@ -1,0 +1,278 @@
+//! HTTP/1.1 exchanges → one span per request.
+//!
+//! Requests and responses are decoded separately per direction and paired in order (HTTP/1.1
+//! answers in request order, pipelining included). Server spans start when the first request byte
+//! was read and end when the last response byte was written; client spans start when the first
+//! request byte was written and end when the last response byte was read.
+
+use std::collections::VecDeque;
+
+use crate::{
+    clock::Clock,
+    connections::Connection,
+    events::Role,
+    protocols::{
+        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, Timing},
+        k8s,
+    },
+    span::{SpanKind, SpanRecord, SpanStatus},
+    stream::{Direction, Segment},
+};
+
+use super::{
+    AssembleStats,
+    attrs::{self, Attrs},
+};
+
+/// Requests in flight per connection at most (pipelining depth); beyond it the oldest is dropped.
+const MAX_PENDING: usize = 64;
+
+/// What a span needs to know of its connection (read only when a span is built).
+pub struct SpanContext<'a> {
+    pub conn: &'a Connection,
+    pub clock: &'a Clock,
+}
+
+struct Pending {
+    head: RequestHead,
+    info: k8s::RequestInfo,
+    start_ns: u64,
+    request_body: Option<u64>,
+    response: Option<(u16, Timing)>,
+    /// Already reported (long-running requests are reported when their response starts).
+    reported: bool,
+}
+
+pub struct Http1Conn {
+    role: Role,
+    requests: Http1Decoder,
+    responses: Http1Decoder,
+    pending: VecDeque<Pending>,
+    /// The response being decoded is an interim 1xx or matched no request: ignore its End.
+    ignore_response_end: bool,
+    scratch: Vec<Http1Event>,
+}
+
+impl Http1Conn {
+    pub fn new(role: Role) -> Self {
+        Http1Conn {
+            role,
+            requests: Http1Decoder::new(MessageKind::Request),
+            responses: Http1Decoder::new(MessageKind::Response),
+            pending: VecDeque::new(),
+            ignore_response_end: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Events were lost: start over, waiting for the next message start. Returns requests dropped.
+    pub fn reset(&mut self) -> usize {
+        let dropped = self.pending.iter().filter(|p| !p.reported).count();
+        *self = Http1Conn::new(self.role);
+        dropped
+    }
+
+    fn requests_dir(&self) -> Direction {
+        match self.role {
+            Role::Server => Direction::Ingress,
+            Role::Client => Direction::Egress,
+        }
+    }
+
+    pub fn feed(&mut self, ctx: &SpanContext<'_>, dir: Direction, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        let mut events = std::mem::take(&mut self.scratch);
+        if dir == self.requests_dir() {
+            self.requests.feed(seg, &mut events);
+            for ev in events.drain(..) {
+                self.on_request_event(ev, stats);
+            }
+        } else {
+            self.responses.feed(seg, &mut events);
+            for ev in events.drain(..) {
+                self.on_response_event(ctx, ev, seg, stats, out);
+            }
+        }
+        self.scratch = events;
+    }
+
+    fn on_request_event(&mut self, ev: Http1Event, stats: &mut AssembleStats) {
+        match ev {
+            Http1Event::Head { head: Head::Request(head), first_byte } => {
+                if head.method == "HEAD" {
+                    self.responses.expect_no_body_for_next_response();
+                }
+                if self.pending.len() >= MAX_PENDING {
+                    self.pending.pop_front();
+                    stats.pending_overflow += 1;
+                }
+                let info = k8s::request_info(&head.method, &head.target);
+                // Bytes read were there by the read's return; bytes written left from its start.
+                let start_ns = match self.role {
+                    Role::Server => first_byte.exit_ns,
+                    Role::Client => first_byte.enter_ns,
+                };
+                self.pending.push_back(Pending { head, info, start_ns, request_body: None, response: None, reported: false });
+            }
+            Http1Event::Head { head: Head::Response(_), .. } => {}
+            Http1Event::End { body_size, .. } => {
+                if let Some(p) = self.pending.iter_mut().find(|p| p.request_body.is_none()) {
+                    p.request_body = Some(body_size);
+                }
+            }
+            Http1Event::Desync { .. } => {
+                stats.desyncs += 1;
+                // The request being read is abandoned; complete ones still await their responses.
+                let before = self.pending.len();
+                self.pending.retain(|p| p.request_body.is_some());
+                stats.requests_abandoned += (before - self.pending.len()) as u64;
+            }
+        }
+    }
+
+    fn on_response_event(&mut self, ctx: &SpanContext<'_>, ev: Http1Event, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        match ev {
+            Http1Event::Head { head: Head::Response(r), first_byte } => {
+                // Interim responses (100 Continue) precede the real one; 101 is final.
+                if (100..200).contains(&r.status) && r.status != 101 {
+                    self.ignore_response_end = true;
+                    return;
+                }
+                let Some(p) = self.pending.iter_mut().find(|p| p.response.is_none()) else {
+                    stats.unmatched_responses += 1;
+                    self.ignore_response_end = true;
+                    return;
+                };
+                self.ignore_response_end = false;
+                p.response = Some((r.status, first_byte));
+                if p.info.long_running || r.status == 101 {
+                    // A watch streams for minutes: report it when it starts, keep no body state.
+                    let span = build_span(ctx, p, first_byte.exit_ns, None);
+                    p.reported = true;
+                    out.push(span);
+                    stats.spans += 1;
+                }
+            }
+            Http1Event::Head { head: Head::Request(_), .. } => {}
+            Http1Event::End { body_size, last_byte } => {
+                if std::mem::take(&mut self.ignore_response_end) {
+                    return;
+                }
+                let Some(idx) = self.pending.iter().position(|p| p.response.is_some()) else { return };
+                let Some(p) = self.pending.remove(idx) else { return };
+                if !p.reported {
+                    out.push(build_span(ctx, &p, last_byte.exit_ns, Some(body_size)));
+                    stats.spans += 1;
+                }
+            }
+            Http1Event::Desync { .. } => {
+                stats.desyncs += 1;
+                // Responses may have been lost in what could not be read: only requests that came
+                // after this point can be paired with what follows.
+                let before = self.pending.len();
+                self.pending.retain(|p| p.start_ns > seg.exit_ns);
+                stats.requests_abandoned += (before - self.pending.len()) as u64;
+                self.ignore_response_end = false;
+            }
+        }
+    }
+
+    /// Connection closed: a response delimited by close ends now; requests left unanswered are
+    /// reported as errors.
+    pub fn close(&mut self, ctx: &SpanContext<'_>, ts_ns: u64, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        let mut events = Vec::new();
+        self.responses.on_close(Timing { enter_ns: ts_ns, exit_ns: ts_ns }, &mut events);
+        let seg = Segment { data: &[], uncaptured_after: 0, enter_ns: ts_ns, exit_ns: ts_ns };
+        for ev in events {
+            self.on_response_event(ctx, ev, &seg, stats, out);
+        }
+        for p in self.pending.drain(..) {
+            if p.reported || p.request_body.is_none() {
+                continue;
+            }
+            let mut span = build_span(ctx, &p, ts_ns, None);
+            span.status = SpanStatus::Error("connection closed before the response completed".into());
+            out.push(span);
+            stats.spans += 1;
+        }
+    }
+}
+
+fn build_span(ctx: &SpanContext<'_>, p: &Pending, end_ns: u64, response_body: Option<u64>) -> SpanRecord {
+    let status_code = p.response.map(|(s, _)| s);
+    let mut a = attrs::connection(ctx.conn);
+    // server.address is the logical host the client asked for (Host header), when it said one.
+    if let Some(host) = p.head.host.as_deref().and_then(host_of) {
+        a.retain(|(k, _)| *k != "server.address");
+        a.push(("server.address", host.into()));
+    }
+    a.push(("http.request.method", p.head.method.clone().into()));
+    a.push(("url.path", p.info.path.clone().into()));
+    a.push(("http.route", p.info.route.clone().into()));
+    a.push(("network.protocol.name", "http".into()));
+    a.push(("network.protocol.version", "1.1".into()));
+    if let Some(s) = status_code {
+        a.push(("http.response.status_code", i64::from(s).into()));
+    }
+    if let Some(ua) = &p.head.user_agent {
+        a.push(("user_agent.original", ua.clone().into()));
+    }
+    if let Some(n) = p.request_body {
+        a.push(("http.request.body.size", n.into()));
+    }
+    if let Some(n) = response_body {
+        a.push(("http.response.body.size", n.into()));
+    }
+    k8s_attrs(&p.info, &mut a);
+
+    let error = match (ctx.conn.role, status_code) {
+        (Role::Server, Some(s)) => s >= 500,
+        (Role::Client, Some(s)) => s >= 400,
+        _ => false,
+    };
+    let status = if error { SpanStatus::Error(format!("HTTP {}", status_code.unwrap_or(0))) } else { SpanStatus::Unset };
+    let kind = match ctx.conn.role {
+        Role::Server => SpanKind::Server,
+        Role::Client => SpanKind::Client,
+    };
+    attrs::new_span(
+        k8s::span_name(&p.head.method, &p.info),
+        kind,
+        ctx.clock.to_unix_nanos(p.start_ns),
+        ctx.clock.to_unix_nanos(end_ns),
+        status,
+        a,
+        ctx.conn.process.clone(),
+    )
+}
+
+pub fn k8s_attrs(info: &k8s::RequestInfo, a: &mut Attrs) {
+    if !info.is_resource_request {
+        return;
+    }
+    a.push(("k8s.verb", info.verb.clone().into()));
+    for (key, v) in [
+        ("k8s.api.group", &info.api_group),
+        ("k8s.api.version", &info.api_version),
+        ("k8s.resource", &info.resource),
+        ("k8s.subresource", &info.subresource),
+        ("k8s.namespace.name", &info.namespace),
+        ("k8s.object.name", &info.name),
+    ] {
+        if let Some(v) = v {
+            a.push((key, v.clone().into()));
+        }
+    }
+    if info.long_running {
+        a.push(("k8s.long_running", true.into()));
+    }
+}
+
+/// Host part of a Host header (`name`, `name:port`, `[v6]:port`).
+fn host_of(host: &str) -> Option<&str> {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next()?
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    (!h.is_empty()).then_some(h)
+}

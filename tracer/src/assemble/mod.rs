@@ -1,0 +1,155 @@
+//! Assembly: decoded messages of a connection become spans.
+//!
+//! Protocol detection happens on the first payload of a connection; each protocol has its own
+//! assembler (`http1`); connections no decoder understands (TLS before the Go TLS probes, unknown
+//! protocols) still get one span when they close, so nothing the target does is invisible.
+
+mod attrs;
+mod http1;
+
+use crate::{
+    clock::Clock,
+    connections::{Connection, Feed},
+    events::Role,
+    protocols::http1 as h1,
+    span::{SpanKind, SpanRecord, SpanStatus},
+    stream::{Direction, Segment},
+};
+
+pub use http1::Http1Conn;
+
+/// Protocol state of a connection.
+pub enum ProtoState {
+    /// No payload classified yet; `tries` counts segments that matched nothing (mid-stream attach).
+    Detecting { tries: u8 },
+    Http1(Box<Http1Conn>),
+    /// Not decoded: reported as one connection span on close.
+    Opaque { tls: bool },
+}
+
+impl Default for ProtoState {
+    fn default() -> Self {
+        ProtoState::Detecting { tries: 0 }
+    }
+}
+
+/// Segments to look at before a pre-existing connection (seen mid-stream) is called opaque.
+const MID_STREAM_TRIES: u8 = 32;
+
+#[derive(Default, Debug, Clone)]
+pub struct AssembleStats {
+    pub spans: u64,
+    pub desyncs: u64,
+    pub lost_resets: u64,
+    pub unmatched_responses: u64,
+    pub pending_overflow: u64,
+    pub requests_abandoned: u64,
+}
+
+pub struct Assembler {
+    pub clock: Clock,
+    pub stats: AssembleStats,
+}
+
+impl Assembler {
+    pub fn new(clock: Clock) -> Self {
+        Assembler { clock, stats: AssembleStats::default() }
+    }
+
+    /// Feeds one chunk's outcome (see [`Connection::on_chunk`]) to the connection's decoder.
+    pub fn on_feed(&mut self, conn: &mut Connection, dir: Direction, feed: Feed<'_>, out: &mut Vec<SpanRecord>) {
+        match feed {
+            Feed::LostThen(seg) => {
+                self.stats.lost_resets += 1;
+                if let ProtoState::Http1(h) = &mut conn.proto {
+                    self.stats.requests_abandoned += h.reset() as u64;
+                }
+                self.on_segment(conn, dir, &seg, out);
+            }
+            Feed::Segments(gap, seg) => {
+                if let Some(gap) = gap {
+                    self.on_segment(conn, dir, &gap, out);
+                }
+                self.on_segment(conn, dir, &seg, out);
+            }
+        }
+    }
+
+    fn on_segment(&mut self, conn: &mut Connection, dir: Direction, seg: &Segment<'_>, out: &mut Vec<SpanRecord>) {
+        if let ProtoState::Detecting { tries } = conn.proto {
+            if seg.data.is_empty() {
+                return;
+            }
+            conn.proto = match detect(conn.role, dir, seg.data) {
+                Some(p) => p,
+                // Seen mid-stream: wait for a segment that starts a message.
+                None if conn.preexisting && tries + 1 < MID_STREAM_TRIES => {
+                    ProtoState::Detecting { tries: tries + 1 }
+                }
+                None => ProtoState::Opaque { tls: false },
+            };
+        }
+        if let ProtoState::Http1(mut h) = std::mem::take(&mut conn.proto) {
+            h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
+            conn.proto = ProtoState::Http1(h);
+        }
+    }
+
+    /// The connection is gone: finish what it had in flight, or give it its connection span.
+    pub fn on_close(&mut self, mut conn: Connection, ts_ns: u64, out: &mut Vec<SpanRecord>) {
+        match std::mem::take(&mut conn.proto) {
+            ProtoState::Http1(mut h) => {
+                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock }, ts_ns, &mut self.stats, out)
+            }
+            ProtoState::Opaque { tls } => out.push(self.connection_span(&conn, tls, ts_ns)),
+            ProtoState::Detecting { .. } => {
+                // Nothing was ever sent: still worth a span (a client that connected and left).
+                if conn.bytes_received + conn.bytes_sent > 0 || !conn.preexisting {
+                    out.push(self.connection_span(&conn, false, ts_ns));
+                }
+            }
+        }
+    }
+
+    fn connection_span(&self, conn: &Connection, tls: bool, end_ns: u64) -> SpanRecord {
+        let mut a = attrs::connection(conn);
+        a.push(("network.io.received_bytes", conn.bytes_received.into()));
+        a.push(("network.io.sent_bytes", conn.bytes_sent.into()));
+        if tls {
+            a.push(("tls.protocol.name", "tls".into()));
+        }
+        attrs::new_span(
+            if tls { "TLS connection" } else { "TCP connection" }.to_owned(),
+            match conn.role {
+                Role::Server => SpanKind::Server,
+                Role::Client => SpanKind::Client,
+            },
+            self.clock.to_unix_nanos(conn.opened_ns),
+            self.clock.to_unix_nanos(end_ns.max(conn.opened_ns)),
+            SpanStatus::Unset,
+            a,
+            conn.process.clone(),
+        )
+    }
+}
+
+/// Classifies a connection from one payload segment of direction `dir`.
+fn detect(role: Role, dir: Direction, data: &[u8]) -> Option<ProtoState> {
+    if is_tls_record(data) {
+        return Some(ProtoState::Opaque { tls: true });
+    }
+    let requests_dir = match role {
+        Role::Server => Direction::Ingress,
+        Role::Client => Direction::Egress,
+    };
+    let http1 = if dir == requests_dir { h1::looks_like_request(data) } else { h1::looks_like_response(data) };
+    http1.then(|| ProtoState::Http1(Box::new(Http1Conn::new(role))))
+}
+
+/// A TLS record header: handshake/alert/application data/change cipher spec, version 3.x.
+fn is_tls_record(data: &[u8]) -> bool {
+    matches!(data, [20..=23, 3, 0..=4, ..])
+}
+
+#[cfg(test)]
+mod tests;

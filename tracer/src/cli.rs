@@ -1,0 +1,176 @@
+//! Command-line flags. Every flag also reads an environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::export::{OtlpProtocol, Output};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tracer", version, about = "Trace kube-apiserver requests, and the etcd and webhook calls they make, from the kernel, as OpenTelemetry spans.")]
+pub struct Cli {
+    /// Trace processes with this command name (repeatable). Processes that start later are picked
+    /// up. Default: kube-apiserver, when no --pid is given.
+    #[arg(long = "comm", env = "TRACER_COMM", value_delimiter = ',', value_parser = parse_comm)]
+    pub comms: Vec<String>,
+
+    /// Trace this process id (repeatable).
+    #[arg(long = "pid", env = "TRACER_PID", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// OTLP collector endpoint, e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http).
+    #[arg(long, env = "TRACER_OTLP_ENDPOINT", value_parser = parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport: grpc, or http (OTLP/HTTP protobuf).
+    #[arg(long, env = "TRACER_OTLP_PROTOCOL", value_enum, default_value_t = ProtocolArg::Grpc)]
+    pub otlp_protocol: ProtocolArg,
+
+    /// Local output: terminal (live waterfall), json (one span per line on stdout) or none.
+    /// Default: terminal without --otlp-endpoint, none with it.
+    #[arg(long, env = "TRACER_OUTPUT", value_enum)]
+    pub output: Option<OutputArg>,
+
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, env = "TRACER_DURATION", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// Payload bytes captured per syscall. 4096 holds a request line with its headers (bearer
+    /// tokens included) and dozens of HTTP/2 frame headers; bodies beyond it are counted, not read.
+    #[arg(long, env = "TRACER_CAPTURE_BYTES", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(64..=tracer_common::MAX_CAPTURE_BYTES as i64))]
+    pub capture_bytes: u32,
+
+    /// Size of the kernel ring buffer in bytes (a power of two, at least 64 KiB).
+    #[arg(long, env = "TRACER_RING_BUFFER_BYTES", default_value_t = 16 << 20, value_parser = parse_ring_size)]
+    pub ring_buffer_bytes: u32,
+
+    /// Connections followed at once; beyond it the oldest idle ones are evicted (and counted).
+    #[arg(long, env = "TRACER_MAX_CONNECTIONS", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Spans queued for export at most; more are dropped (and counted) rather than wait.
+    #[arg(long, env = "TRACER_EXPORT_QUEUE", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub export_queue: u32,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info or tracer=debug.
+    #[arg(long, env = "TRACER_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Kernel BTF, required to load the probes.
+    #[arg(long = "btf", env = "TRACER_BTF", default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf_path: PathBuf,
+
+    /// Seconds between statistics log lines (0: only at exit).
+    #[arg(long, env = "TRACER_STATS_INTERVAL", default_value_t = 60)]
+    pub stats_interval: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolArg {
+    Grpc,
+    Http,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputArg {
+    Terminal,
+    Json,
+    None,
+}
+
+impl Cli {
+    /// `--comm` with its default applied.
+    pub fn target_comms(&self) -> Vec<String> {
+        if self.comms.is_empty() && self.pids.is_empty() {
+            vec!["kube-apiserver".to_owned()]
+        } else {
+            self.comms.clone()
+        }
+    }
+
+    pub fn output(&self) -> Output {
+        match (self.output, &self.otlp_endpoint) {
+            (Some(OutputArg::Terminal), _) | (None, None) => Output::Terminal,
+            (Some(OutputArg::Json), _) => Output::Json,
+            (Some(OutputArg::None), _) | (None, Some(_)) => Output::None,
+        }
+    }
+
+    pub fn otlp_protocol(&self) -> OtlpProtocol {
+        match self.otlp_protocol {
+            ProtocolArg::Grpc => OtlpProtocol::Grpc,
+            ProtocolArg::Http => OtlpProtocol::Http,
+        }
+    }
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    // The kernel keeps 15 bytes of a command name; a longer --comm could never match.
+    match s.len() {
+        0 => Err("empty command name".into()),
+        1..=15 => Ok(s.to_owned()),
+        _ => Err(format!("command names are at most 15 bytes (the kernel truncates them): use '{}'", truncate_comm(s))),
+    }
+}
+
+fn truncate_comm(s: &str) -> &str {
+    let mut end = 15;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("'{s}' is not an http:// or https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || authority.contains(char::is_whitespace) {
+        return Err(format!("'{s}' has no host"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("'{s}': {e}"))?;
+    if v < 65536 || !v.is_power_of_two() {
+        return Err(format!("{v} is not a power of two of at least 65536"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_env_free_parsing() {
+        let cli = Cli::try_parse_from(["tracer"]).unwrap();
+        assert_eq!(cli.target_comms(), vec!["kube-apiserver"]);
+        assert_eq!(cli.output(), Output::Terminal);
+        assert_eq!(cli.capture_bytes, 4096);
+        let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
+        assert!(cli.target_comms().is_empty());
+        assert_eq!(cli.output(), Output::None);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for args in [
+            &["tracer", "--capture-bytes", "0"][..],
+            &["tracer", "--capture-bytes", "1000000"],
+            &["tracer", "--otlp-protocol", "bogus"],
+            &["tracer", "--otlp-endpoint", "127.0.0.1:4317"],
+            &["tracer", "--ring-buffer-bytes", "100000"],
+            &["tracer", "--pid", "0"],
+            &["tracer", "--comm", "a-name-longer-than-fifteen"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The connection table: one entry per traced socket, keyed by (tgid, fd).
+//!
+//! It turns data chunks into per-direction [`Segment`]s, noticing lost events (a jump in the
+//! kernel's per-socket sequence number, or a chunk that does not continue its syscall) so the
+//! decoders can resynchronise instead of reading misaligned bytes. Bounded: beyond the limit the
+//! least recently active connection is evicted and counted.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use crate::{
+    assemble::ProtoState,
+    events::{DataChunk, Role},
+    span::ProcessInfo,
+    stream::{Direction, Segment},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// Progress through the chunks of the current syscall of one direction.
+#[derive(Default, Debug)]
+struct DirState {
+    /// A syscall whose LAST chunk has not arrived: (total bytes, captured end offset).
+    open_syscall: Option<(u64, u64)>,
+}
+
+pub struct Connection {
+    pub role: Role,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    /// Kernel time the connection was opened (or first seen, when it predates the agent).
+    pub opened_ns: u64,
+    pub last_ns: u64,
+    /// Opened before the agent attached: its streams may be seen from the middle.
+    pub preexisting: bool,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub process: Arc<ProcessInfo>,
+    pub proto: ProtoState,
+    dirs: [DirState; 2],
+    next_seq: Option<u32>,
+}
+
+/// What a data chunk means for the decoders.
+pub enum Feed<'a> {
+    /// Bytes were lost: reset decoders, then feed the segment.
+    LostThen(Segment<'a>),
+    /// Feed the segments in order (a gap segment of uncaptured bytes may come first).
+    Segments(Option<Segment<'a>>, Segment<'a>),
+}
+
+impl Connection {
+    pub fn new(role: Role, local: Option<SocketAddr>, peer: Option<SocketAddr>, opened_ns: u64, preexisting: bool, process: Arc<ProcessInfo>) -> Self {
+        Connection {
+            role,
+            local,
+            peer,
+            opened_ns,
+            last_ns: opened_ns,
+            preexisting,
+            bytes_received: 0,
+            bytes_sent: 0,
+            process,
+            proto: ProtoState::default(),
+            dirs: Default::default(),
+            next_seq: None,
+        }
+    }
+
+    /// Accounts one chunk and says how to feed it to the decoders.
+    pub fn on_chunk<'a>(&mut self, c: &DataChunk<'a>) -> Feed<'a> {
+        self.last_ns = self.last_ns.max(c.exit_ns);
+        let mut lost = false;
+        let dir = &mut self.dirs[c.direction.index()];
+        let mut gap = None;
+        if c.first {
+            if c.direction == Direction::Ingress {
+                self.bytes_received += c.total_len;
+            } else {
+                self.bytes_sent += c.total_len;
+            }
+            // A jump forward in the per-socket sequence means syscalls of this socket were lost.
+            if let Some(expected) = self.next_seq {
+                lost |= c.seq.wrapping_sub(expected) as i32 > 0;
+            }
+            self.next_seq = Some(c.seq.wrapping_add(1));
+            // The previous syscall of this direction never sent its LAST chunk (ring was full).
+            if let Some((total, end)) = dir.open_syscall.take() {
+                gap = Some(Segment { data: &[], uncaptured_after: total.saturating_sub(end), enter_ns: c.enter_ns, exit_ns: c.enter_ns });
+                lost = true;
+            }
+        } else {
+            match dir.open_syscall {
+                Some((_, end)) if end == u64::from(c.offset) => {}
+                _ => lost = true,
+            }
+        }
+        let end = u64::from(c.offset) + c.data.len() as u64;
+        let uncaptured_after = if c.last {
+            dir.open_syscall = None;
+            c.total_len.saturating_sub(end)
+        } else {
+            dir.open_syscall = Some((c.total_len, end));
+            0
+        };
+        let seg = Segment { data: c.data, uncaptured_after, enter_ns: c.enter_ns, exit_ns: c.exit_ns };
+        if lost { Feed::LostThen(seg) } else { Feed::Segments(gap, seg) }
+    }
+}
+
+impl Direction {
+    fn index(self) -> usize {
+        match self {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        }
+    }
+}
+
+pub struct ConnTable {
+    conns: HashMap<ConnKey, Connection>,
+    max: usize,
+    pub evicted: u64,
+}
+
+impl ConnTable {
+    pub fn new(max: usize) -> Self {
+        ConnTable { conns: HashMap::new(), max, evicted: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Connection> {
+        self.conns.get_mut(key)
+    }
+
+    /// Inserts, returning what was there (fd reuse without a seen close) and what had to be
+    /// evicted to make room: both still need their spans finished.
+    pub fn insert(&mut self, key: ConnKey, conn: Connection) -> Vec<Connection> {
+        let mut finished = Vec::new();
+        if let Some(old) = self.conns.remove(&key) {
+            finished.push(old);
+        }
+        if self.conns.len() >= self.max {
+            if let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k) {
+                finished.extend(self.conns.remove(&oldest));
+                self.evicted += 1;
+            }
+        }
+        self.conns.insert(key, conn);
+        finished
+    }
+
+    pub fn remove(&mut self, key: &ConnKey) -> Option<Connection> {
+        self.conns.remove(key)
+    }
+
+    /// Removes every connection of a process (it exited or was detached).
+    pub fn remove_process(&mut self, tgid: u32) -> Vec<Connection> {
+        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
+        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+    }
+
+    pub fn drain(&mut self) -> Vec<Connection> {
+        self.conns.drain().map(|(_, c)| c).collect()
+    }
+}

@@ -1,0 +1,232 @@
+//! Userspace view of the ring-buffer records defined in `tracer-common`.
+//!
+//! Parsing checks every length against the record it came in: a corrupt or unexpected record is
+//! an error to count, never a panic or an out-of-bounds read.
+
+use std::mem::size_of;
+
+use tracer_common::{
+    DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ProcEvent, SockAddr, SockCloseEvent,
+    SockOpenEvent, data_flags, direction, kind, sock_role,
+};
+
+use crate::stream::Direction;
+
+#[derive(Debug)]
+pub enum Event<'a> {
+    Data(DataChunk<'a>),
+    SockOpen(SockOpen),
+    SockClose { tgid: u32, fd: i32, ts_ns: u64 },
+    ProcExec { tgid: u32, comm: String },
+    ProcExit { tgid: u32 },
+}
+
+/// One chunk of a data syscall's payload.
+#[derive(Debug, Clone, Copy)]
+pub struct DataChunk<'a> {
+    pub tgid: u32,
+    pub fd: i32,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    pub total_len: u64,
+    pub offset: u32,
+    pub seq: u32,
+    pub direction: Direction,
+    pub first: bool,
+    pub last: bool,
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The target accepted the connection: it is the server.
+    Server,
+    /// The target connected: it is the client.
+    Client,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SockOpen {
+    pub tgid: u32,
+    pub fd: i32,
+    pub ts_ns: u64,
+    pub role: Role,
+    /// Listening socket of an accepted connection.
+    pub listen_fd: Option<i32>,
+    pub local: Option<std::net::SocketAddr>,
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    Short { kind: u32, len: usize },
+    UnknownKind(u32),
+    BadField(&'static str),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Short { kind, len } => write!(f, "record of kind {kind} too short ({len} bytes)"),
+            ParseError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            ParseError::BadField(what) => write!(f, "invalid {what}"),
+        }
+    }
+}
+
+/// Reads a `T` from the start of `bytes` if it is long enough.
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, ParseError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(ParseError::Short { kind, len: bytes.len() });
+    }
+    // SAFETY: length checked; the types are plain old data and read unaligned.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
+    let hdr: EventHeader = read(bytes, 0)?;
+    match hdr.kind {
+        kind::DATA => parse_data(bytes).map(Event::Data),
+        kind::SOCK_OPEN => {
+            let ev: SockOpenEvent = read(bytes, hdr.kind)?;
+            let role = match ev.role {
+                sock_role::ACCEPTED => Role::Server,
+                sock_role::CONNECTED => Role::Client,
+                _ => return Err(ParseError::BadField("socket role")),
+            };
+            Ok(Event::SockOpen(SockOpen {
+                tgid: hdr.tgid,
+                fd: ev.fd,
+                ts_ns: hdr.ts_ns,
+                role,
+                listen_fd: (ev.listen_fd >= 0).then_some(ev.listen_fd),
+                local: socket_addr(&ev.local),
+                peer: socket_addr(&ev.peer),
+            }))
+        }
+        kind::SOCK_CLOSE => {
+            let ev: SockCloseEvent = read(bytes, hdr.kind)?;
+            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns })
+        }
+        kind::PROC_EXEC => {
+            let ev: ProcEvent = read(bytes, hdr.kind)?;
+            Ok(Event::ProcExec { tgid: hdr.tgid, comm: comm_string(&ev.comm) })
+        }
+        kind::PROC_EXIT => Ok(Event::ProcExit { tgid: hdr.tgid }),
+        other => Err(ParseError::UnknownKind(other)),
+    }
+}
+
+fn parse_data(bytes: &[u8]) -> Result<DataChunk<'_>, ParseError> {
+    let ev: DataEvent<0> = read(bytes, kind::DATA)?;
+    let cap = ev.cap_len as usize;
+    let data = bytes
+        .get(DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN.saturating_add(cap))
+        .ok_or(ParseError::BadField("data length"))?;
+    if u64::from(ev.offset) + cap as u64 > ev.total_len {
+        return Err(ParseError::BadField("chunk offset"));
+    }
+    let direction = match ev.direction {
+        direction::INGRESS => Direction::Ingress,
+        direction::EGRESS => Direction::Egress,
+        _ => return Err(ParseError::BadField("direction")),
+    };
+    Ok(DataChunk {
+        tgid: ev.hdr.tgid,
+        fd: ev.fd,
+        enter_ns: ev.enter_ns,
+        exit_ns: ev.hdr.ts_ns,
+        total_len: ev.total_len,
+        offset: ev.offset,
+        seq: ev.seq,
+        direction,
+        first: ev.flags & data_flags::FIRST != 0,
+        last: ev.flags & data_flags::LAST != 0,
+        data,
+    })
+}
+
+pub fn socket_addr(a: &SockAddr) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match a.family {
+        2 => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
+        10 => {
+            let v6 = Ipv6Addr::from(a.addr);
+            // Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d; show them as IPv4.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, a.port))
+}
+
+pub fn comm_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::CHUNK_SMALL;
+
+    fn as_bytes<T>(v: &T) -> &[u8] {
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    fn data_event(payload: &[u8]) -> DataEvent<CHUNK_SMALL> {
+        let mut ev: DataEvent<CHUNK_SMALL> = unsafe { std::mem::zeroed() };
+        ev.hdr.kind = kind::DATA;
+        ev.hdr.tgid = 42;
+        ev.hdr.ts_ns = 2000;
+        ev.enter_ns = 1000;
+        ev.total_len = 100;
+        ev.fd = 7;
+        ev.cap_len = payload.len() as u32;
+        ev.direction = direction::EGRESS;
+        ev.flags = data_flags::FIRST | data_flags::LAST;
+        ev.data[..payload.len()].copy_from_slice(payload);
+        ev
+    }
+
+    #[test]
+    fn parses_a_data_chunk() {
+        let ev = data_event(b"GET / HTTP/1.1\r\n");
+        let Ok(Event::Data(d)) = parse(as_bytes(&ev)) else { panic!("not data") };
+        assert_eq!((d.tgid, d.fd, d.enter_ns, d.exit_ns, d.total_len), (42, 7, 1000, 2000, 100));
+        assert_eq!(d.data, b"GET / HTTP/1.1\r\n");
+        assert_eq!(d.direction, Direction::Egress);
+        assert!(d.first && d.last);
+    }
+
+    #[test]
+    fn rejects_corrupt_records_without_panicking() {
+        let mut ev = data_event(b"x");
+        ev.cap_len = 10_000;
+        assert_eq!(parse(as_bytes(&ev)).unwrap_err(), ParseError::BadField("data length"));
+        let mut ev = data_event(b"x");
+        ev.direction = 9;
+        assert!(parse(as_bytes(&ev)).is_err());
+        let mut ev = data_event(b"xyz");
+        ev.total_len = 1;
+        assert!(parse(as_bytes(&ev)).is_err());
+        assert!(parse(&[1, 0, 0]).is_err());
+        assert!(parse(&[99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        // Every truncation of a valid record is an error, never a panic.
+        let ev = data_event(b"hello");
+        let bytes = as_bytes(&ev);
+        for len in 0..DATA_EVENT_HEADER_LEN + 5 {
+            assert!(parse(&bytes[..len]).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_show_as_ipv4() {
+        let mut a = SockAddr { family: 10, port: 443, ..Default::default() };
+        a.addr[10] = 0xff;
+        a.addr[11] = 0xff;
+        a.addr[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(socket_addr(&a).unwrap().to_string(), "127.0.0.1:443");
+        assert_eq!(socket_addr(&SockAddr::default()), None);
+    }
+}

@@ -1,0 +1,773 @@
+//! OTLP export: batches spans and sends them with opentelemetry-otlp's `SpanExporter`.
+//!
+//! One exporter (one gRPC channel / HTTP client) serves every traced process: the resource is set
+//! per export call, since `set_resource` is cheap and exports never overlap.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ExportConfig, ExportStats, OtlpProtocol};
+use crate::span::{AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus};
+
+/// At most one failure warning per this interval, so a dead collector cannot flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) struct OtlpSink {
+    exporter: opentelemetry_otlp::SpanExporter,
+    url: String,
+    scope: InstrumentationScope,
+    max_batch: usize,
+    batch_timeout: Duration,
+    export_timeout: Duration,
+    stats: Arc<ExportStats>,
+    log: FailureLog,
+}
+
+impl OtlpSink {
+    pub(super) fn new(
+        endpoint: &str,
+        protocol: OtlpProtocol,
+        cfg: &ExportConfig,
+        stats: Arc<ExportStats>,
+    ) -> anyhow::Result<Self> {
+        let url = endpoint_url(endpoint, protocol)?;
+        let built = match protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&url)
+                .with_timeout(cfg.export_timeout)
+                .build(),
+            OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(&url)
+                .with_timeout(cfg.export_timeout)
+                .build(),
+        };
+        let exporter = built.map_err(|e| anyhow!("cannot set up OTLP export to {url}: {e}"))?;
+        Ok(OtlpSink {
+            exporter,
+            url,
+            scope: InstrumentationScope::builder("kube-apiserver-tracer")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            max_batch: cfg.max_batch,
+            batch_timeout: cfg.batch_timeout,
+            export_timeout: cfg.export_timeout,
+            stats,
+            log: FailureLog::default(),
+        })
+    }
+
+    /// Export loop. `stop` carries the shutdown deadline; after it, queued spans are flushed
+    /// (within the deadline) and the task ends.
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<SpanRecord>,
+        mut stop: oneshot::Receiver<Instant>,
+    ) {
+        let mut deadline: Option<Instant> = None;
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            if batch.is_empty() {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, self.max_batch) => if n == 0 { break },
+                    r = &mut stop, if deadline.is_none() => {
+                        deadline = Some(self.stop_deadline(r));
+                        rx.close(); // `recv_many` now drains what is queued, then returns 0.
+                        continue;
+                    }
+                }
+            }
+            // Fill the batch until it is full or has waited `batch_timeout`; when stopping, take
+            // only what is already queued.
+            let fill_until = tokio::time::Instant::now() + self.batch_timeout;
+            while batch.len() < self.max_batch && deadline.is_none() {
+                let room = self.max_batch - batch.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    () = tokio::time::sleep_until(fill_until) => break,
+                    r = &mut stop => {
+                        deadline = Some(self.stop_deadline(r));
+                        rx.close();
+                    }
+                }
+            }
+            while batch.len() < self.max_batch
+                && let Ok(span) = rx.try_recv()
+            {
+                batch.push(span);
+            }
+            self.export(std::mem::take(&mut batch), deadline).await;
+        }
+        let _ = self
+            .exporter
+            .shutdown_with_timeout(Duration::from_millis(100));
+    }
+
+    fn stop_deadline(&self, r: Result<Instant, oneshot::error::RecvError>) -> Instant {
+        // A dropped `Exporter` (no explicit shutdown) still gets one export's worth of time.
+        r.unwrap_or_else(|_| Instant::now() + self.export_timeout)
+    }
+
+    /// Exports one batch, one call per traced process (the resource differs).
+    async fn export(&mut self, batch: Vec<SpanRecord>, deadline: Option<Instant>) {
+        for (process, spans) in group_by_process(batch, &self.scope) {
+            let n = spans.len();
+            let limit = match deadline {
+                Some(d) => self
+                    .export_timeout
+                    .min(d.saturating_duration_since(Instant::now())),
+                None => self.export_timeout,
+            };
+            let result = if limit.is_zero() {
+                Err("shutdown deadline reached before export".to_owned())
+            } else {
+                self.exporter.set_resource(&resource(&process));
+                match tokio::time::timeout(limit, self.exporter.export(spans)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("timed out after {limit:?}")),
+                }
+            };
+            match result {
+                Ok(()) => {
+                    ExportStats::add(&self.stats.exported, n);
+                    self.log.success(&self.url);
+                }
+                Err(e) => {
+                    ExportStats::add(&self.stats.failed_batches, 1);
+                    ExportStats::add(&self.stats.dropped_export_failed, n);
+                    self.log.failure(&self.url, &e, n);
+                }
+            }
+        }
+    }
+}
+
+/// Rate-limited export failure logging, with a single "recovered" line after a warning.
+#[derive(Default)]
+struct FailureLog {
+    last_warn: Option<Instant>,
+    /// Failed batches not mentioned in a warning yet.
+    unreported: u64,
+    /// A warning was logged and no recovery line since.
+    warned: bool,
+}
+
+impl FailureLog {
+    fn failure(&mut self, url: &str, err: &str, spans: usize) {
+        self.unreported += 1;
+        if self.last_warn.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            return;
+        }
+        let earlier = match self.unreported - 1 {
+            0 => String::new(),
+            n => format!(" ({n} more batches failed since the last warning)"),
+        };
+        tracing::warn!(
+            "OTLP export to {url} failed, {spans} spans dropped{earlier}; next batches will be tried: {err}"
+        );
+        self.last_warn = Some(Instant::now());
+        self.unreported = 0;
+        self.warned = true;
+    }
+
+    fn success(&mut self, url: &str) {
+        if self.warned {
+            tracing::info!("OTLP export to {url} works again");
+            self.warned = false;
+        }
+    }
+}
+
+/// Checks the endpoint and returns the URL to give the exporter. For OTLP/HTTP a URL without a path
+/// gets the standard `/v1/traces`; gRPC URLs are used as given.
+pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Result<String> {
+    let endpoint = endpoint.trim();
+    let example = match protocol {
+        OtlpProtocol::Grpc => "http://localhost:4317",
+        OtlpProtocol::Http => "http://localhost:4318",
+    };
+    let bad =
+        |why: &str| anyhow!("invalid OTLP endpoint {endpoint:?}: {why} (expected e.g. {example})");
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return Err(bad("missing http:// scheme"));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => {}
+        // No TLS feature is enabled on opentelemetry-otlp/reqwest: fail now, not on every export.
+        "https" => {
+            return Err(bad(
+                "https is not supported by this build, use a plain http:// collector",
+            ));
+        }
+        _ => return Err(bad("scheme must be http")),
+    }
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed '[' in IPv6 address"))?;
+            (addr, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if host.is_empty() || !host.chars().all(host_ok) {
+        return Err(bad("missing or invalid host"));
+    }
+    if let Some(p) = port
+        && !matches!(p.parse::<u16>(), Ok(1..))
+    {
+        return Err(bad("invalid port"));
+    }
+    if path.chars().any(char::is_whitespace) {
+        return Err(bad("whitespace in path"));
+    }
+    Ok(match protocol {
+        OtlpProtocol::Http if path.is_empty() || path == "/" => {
+            format!("{scheme}://{authority}/v1/traces")
+        }
+        _ => endpoint.to_owned(),
+    })
+}
+
+/// Splits a batch by traced process, keeping arrival order within each group.
+fn group_by_process(
+    batch: Vec<SpanRecord>,
+    scope: &InstrumentationScope,
+) -> Vec<(Arc<ProcessInfo>, Vec<SpanData>)> {
+    let mut groups: Vec<(Arc<ProcessInfo>, Vec<SpanData>)> = Vec::new();
+    for span in batch {
+        let data = to_span_data(&span, scope);
+        match groups
+            .iter_mut()
+            .find(|(p, _)| Arc::ptr_eq(p, &span.process) || **p == *span.process)
+        {
+            Some((_, spans)) => spans.push(data),
+            None => groups.push((span.process, vec![data])),
+        }
+    }
+    groups
+}
+
+pub(super) fn resource(p: &ProcessInfo) -> Resource {
+    Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", p.service_name.clone()),
+            KeyValue::new("host.name", p.host_name.clone()),
+            KeyValue::new("process.pid", i64::from(p.pid)),
+            KeyValue::new("process.executable.name", p.executable_name.clone()),
+        ])
+        .build()
+}
+
+pub(super) fn to_span_data(s: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
+    let at = |nanos: u64| UNIX_EPOCH + Duration::from_nanos(nanos);
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from_bytes(s.trace_id),
+            SpanId::from_bytes(s.span_id),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        ),
+        parent_span_id: s.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
+        parent_span_is_remote: false,
+        span_kind: match s.kind {
+            SpanKind::Server => opentelemetry::trace::SpanKind::Server,
+            SpanKind::Client => opentelemetry::trace::SpanKind::Client,
+            SpanKind::Internal => opentelemetry::trace::SpanKind::Internal,
+        },
+        name: Cow::Owned(s.name.clone()),
+        start_time: at(s.start_unix_nano),
+        // Collectors reject negative durations; never let end precede start.
+        end_time: at(s.end_unix_nano.max(s.start_unix_nano)),
+        attributes: s
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    AttrValue::Str(s) => Value::from(s.clone()),
+                    AttrValue::Int(i) => Value::I64(*i),
+                    AttrValue::Bool(b) => Value::Bool(*b),
+                };
+                KeyValue::new(Key::from_static_str(k), value)
+            })
+            .collect(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: match &s.status {
+            SpanStatus::Unset => Status::Unset,
+            SpanStatus::Ok => Status::Ok,
+            SpanStatus::Error(msg) => Status::error(msg.clone()),
+        },
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{ExportHandle, Exporter, Output, start, test_span};
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::KeyValue as PbKeyValue;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+    fn process(pid: u32) -> Arc<ProcessInfo> {
+        Arc::new(ProcessInfo {
+            service_name: "kube-apiserver".into(),
+            pid,
+            executable_name: "kube-apiserver".into(),
+            host_name: "node-1".into(),
+        })
+    }
+
+    /// Root + etcd child from process 1234, one span from process 99.
+    fn spans() -> Vec<SpanRecord> {
+        let mut root = test_span("GET /api/v1/pods", 1, None, 0, 40);
+        root.status = SpanStatus::Ok;
+        root.attributes = vec![
+            ("http.response.status_code", AttrValue::Int(200)),
+            ("http.request.method", "GET".into()),
+        ];
+        let mut etcd = test_span("etcd Range", 2, Some(1), 10, 30);
+        etcd.status = SpanStatus::Error("boom".into());
+        etcd.attributes = vec![
+            ("etcd.key", "/registry/pods".into()),
+            ("etcd.count_only", AttrValue::Bool(true)),
+        ];
+        let mut other = test_span("GET /healthz", 3, None, 0, 1);
+        other.trace_id = [7; 16];
+        other.process = process(99);
+        vec![root, etcd, other]
+    }
+
+    fn cfg(endpoint: String, protocol: OtlpProtocol) -> ExportConfig {
+        ExportConfig {
+            otlp_endpoint: Some(endpoint),
+            otlp_protocol: protocol,
+            output: Output::None,
+            batch_timeout: Duration::from_millis(20),
+            export_timeout: Duration::from_millis(1500),
+            ..ExportConfig::default()
+        }
+    }
+
+    fn pb_attrs(kvs: &[PbKeyValue]) -> HashMap<String, String> {
+        kvs.iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    Some(any_value::Value::IntValue(i)) => format!("int:{i}"),
+                    Some(any_value::Value::BoolValue(b)) => format!("bool:{b}"),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Checks that what the collector got is exactly `spans()`, grouped by process.
+    fn check_received(reqs: &[ExportTraceServiceRequest]) {
+        let mut by_pid: HashMap<
+            String,
+            Vec<(String, &opentelemetry_proto::tonic::trace::v1::Span)>,
+        > = HashMap::new();
+        for rs in reqs.iter().flat_map(|r| &r.resource_spans) {
+            let res = pb_attrs(&rs.resource.as_ref().unwrap().attributes);
+            assert_eq!(res["service.name"], "kube-apiserver");
+            assert_eq!(res["host.name"], "node-1");
+            assert_eq!(res["process.executable.name"], "kube-apiserver");
+            assert_eq!(res.len(), 4, "{res:?}");
+            for ss in &rs.scope_spans {
+                let scope = ss.scope.as_ref().unwrap();
+                assert_eq!(
+                    (scope.name.as_str(), scope.version.as_str()),
+                    ("kube-apiserver-tracer", env!("CARGO_PKG_VERSION"))
+                );
+                for s in &ss.spans {
+                    by_pid
+                        .entry(res["process.pid"].clone())
+                        .or_default()
+                        .push((s.name.clone(), s));
+                }
+            }
+        }
+        let mine = &by_pid["int:1234"];
+        assert_eq!(
+            mine.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["GET /api/v1/pods", "etcd Range"]
+        );
+        assert_eq!(by_pid["int:99"].len(), 1);
+        let (root, etcd) = (mine[0].1, mine[1].1);
+        let want = spans();
+        assert_eq!(root.trace_id, [0xab; 16]);
+        assert_eq!(root.span_id, [0, 0, 0, 0, 0, 0, 0, 1]);
+        assert!(root.parent_span_id.is_empty());
+        assert_eq!(etcd.parent_span_id, [0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(root.start_time_unix_nano, want[0].start_unix_nano);
+        assert_eq!(root.end_time_unix_nano, want[0].end_unix_nano);
+        assert_eq!(root.kind, 2); // SPAN_KIND_SERVER
+        assert_eq!(etcd.kind, 3); // SPAN_KIND_CLIENT
+        let attrs = pb_attrs(&root.attributes);
+        assert_eq!(
+            (
+                attrs["http.response.status_code"].as_str(),
+                attrs["http.request.method"].as_str()
+            ),
+            ("int:200", "GET")
+        );
+        assert_eq!(pb_attrs(&etcd.attributes)["etcd.count_only"], "bool:true");
+        let status = etcd.status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, "boom")); // STATUS_CODE_ERROR
+        assert_eq!(root.status.as_ref().unwrap().code, 1); // STATUS_CODE_OK
+    }
+
+    struct Collector(UnboundedSender<ExportTraceServiceRequest>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.send(req.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    async fn grpc_collector(listener: TcpListener) -> UnboundedReceiver<ExportTraceServiceRequest> {
+        let (tx, rx) = unbounded_channel();
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        tokio::spawn(server);
+        rx
+    }
+
+    /// A minimal OTLP/HTTP collector: HTTP/1.1 keep-alive, Content-Length bodies only.
+    async fn http_collector() -> (
+        String,
+        UnboundedReceiver<(String, ExportTraceServiceRequest)>,
+    ) {
+        use prost::Message;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match sock.read(&mut chunk).await {
+                                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                                _ => return,
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                        let len: usize = head
+                            .lines()
+                            .filter_map(|l| l.split_once(':'))
+                            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                            .and_then(|(_, v)| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            match sock.read(&mut chunk).await {
+                                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                                _ => return,
+                            }
+                        }
+                        let req = ExportTraceServiceRequest::decode(&buf[head_end..head_end + len])
+                            .unwrap();
+                        buf.drain(..head_end + len);
+                        let _ = tx.send((head, req));
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                        if sock.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, rx)
+    }
+
+    async fn send_all(handle: &ExportHandle, exporter: Exporter) {
+        for s in spans() {
+            handle.submit(s);
+        }
+        exporter.shutdown(Duration::from_secs(3)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn grpc_collector_receives_spans_with_resource_and_ids() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut rx = grpc_collector(listener).await;
+        let (handle, exporter) = start(cfg(url, OtlpProtocol::Grpc)).unwrap();
+        send_all(&handle, exporter).await;
+        let mut reqs = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            reqs.push(r);
+        }
+        check_received(&reqs);
+        let stats = handle.stats();
+        assert_eq!(stats.exported.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn http_collector_receives_protobuf_on_v1_traces() {
+        let (url, mut rx) = http_collector().await;
+        let (handle, exporter) = start(cfg(url, OtlpProtocol::Http)).unwrap();
+        send_all(&handle, exporter).await;
+        let mut reqs = Vec::new();
+        while let Ok((head, r)) = rx.try_recv() {
+            assert!(head.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/x-protobuf"),
+                "{head}"
+            );
+            reqs.push(r);
+        }
+        check_received(&reqs);
+        assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3);
+    }
+
+    /// Down (refusing) and stuck (accepting, never answering) collectors: failures are counted,
+    /// nothing panics, every export is bounded by export_timeout.
+    #[tokio::test]
+    async fn unreachable_collector_counts_dropped_spans() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let stuck = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stuck_url = format!("http://{}", stuck.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = stuck.accept().await {
+                held.push(sock);
+            }
+        });
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::Http] {
+            for url in [&refused, &stuck_url] {
+                let cfg = ExportConfig {
+                    export_timeout: Duration::from_millis(300),
+                    ..cfg(url.clone(), protocol)
+                };
+                let (handle, exporter) = start(cfg).unwrap();
+                let t = Instant::now();
+                send_all(&handle, exporter).await;
+                let took = t.elapsed();
+                assert!(
+                    took < Duration::from_millis(1500),
+                    "{protocol:?} {url}: {took:?}"
+                );
+                let stats = handle.stats();
+                assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
+                assert_eq!(
+                    stats.dropped_export_failed.load(Ordering::Relaxed),
+                    3,
+                    "{protocol:?} {url}"
+                );
+                // One batch, split by process: two export calls.
+                assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 2);
+            }
+        }
+    }
+
+    /// Export resumes by itself once the collector comes back.
+    #[tokio::test]
+    async fn export_resumes_when_collector_returns() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let cfg = ExportConfig {
+            export_timeout: Duration::from_millis(300),
+            ..cfg(format!("http://{addr}"), OtlpProtocol::Grpc)
+        };
+        let (handle, exporter) = start(cfg).unwrap();
+        let stats = handle.stats();
+        handle.submit(test_span("lost", 1, None, 0, 1));
+        let t = Instant::now();
+        while stats.failed_batches.load(Ordering::Relaxed) == 0 {
+            assert!(t.elapsed() < Duration::from_secs(3), "no failure seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut rx = grpc_collector(TcpListener::bind(addr).await.unwrap()).await;
+        let t = Instant::now();
+        let got = loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "export did not resume"
+            );
+            handle.submit(test_span("kept", 2, None, 0, 1));
+            if let Ok(Some(req)) = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await
+            {
+                break req;
+            }
+        };
+        assert_eq!(got.resource_spans[0].scope_spans[0].spans[0].name, "kept");
+        exporter.shutdown(Duration::from_secs(2)).await.unwrap();
+        assert!(stats.exported.load(Ordering::Relaxed) >= 1);
+        assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn span_data_conversion_is_exact() {
+        let s = &spans()[1];
+        let scope = InstrumentationScope::builder("kube-apiserver-tracer")
+            .with_version("9.9")
+            .build();
+        let d = to_span_data(s, &scope);
+        assert_eq!(d.span_context.trace_id().to_bytes(), [0xab; 16]);
+        assert_eq!(d.span_context.span_id().to_bytes(), s.span_id);
+        assert!(d.span_context.is_sampled());
+        assert_eq!(d.parent_span_id.to_bytes(), [0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(d.span_kind, opentelemetry::trace::SpanKind::Client);
+        assert_eq!(d.name, "etcd Range");
+        assert_eq!(
+            d.start_time.duration_since(UNIX_EPOCH).unwrap().as_nanos(),
+            u128::from(s.start_unix_nano)
+        );
+        assert_eq!(
+            d.end_time.duration_since(UNIX_EPOCH).unwrap().as_nanos(),
+            u128::from(s.end_unix_nano)
+        );
+        assert_eq!(
+            d.attributes,
+            [
+                KeyValue::new("etcd.key", "/registry/pods"),
+                KeyValue::new("etcd.count_only", true)
+            ]
+        );
+        assert_eq!(d.status, Status::error("boom"));
+        assert_eq!(d.instrumentation_scope, scope);
+
+        let root = to_span_data(&spans()[0], &scope);
+        assert_eq!(root.parent_span_id, SpanId::INVALID);
+        assert_eq!(root.status, Status::Ok);
+        assert_eq!(
+            root.attributes[0],
+            KeyValue::new("http.response.status_code", 200i64)
+        );
+        let mut unset = spans()[2].clone();
+        unset.status = SpanStatus::Unset;
+        unset.end_unix_nano = unset.start_unix_nano - 5; // clock skew
+        let d = to_span_data(&unset, &scope);
+        assert_eq!(d.status, Status::Unset);
+        assert_eq!(d.end_time, d.start_time);
+    }
+
+    #[test]
+    fn resource_has_the_process_identity() {
+        let r = resource(&process(42));
+        let get = |k: &'static str| r.get(&Key::from_static_str(k));
+        assert_eq!(get("service.name"), Some(Value::from("kube-apiserver")));
+        assert_eq!(get("process.pid"), Some(Value::I64(42)));
+        assert_eq!(get("host.name"), Some(Value::from("node-1")));
+        assert_eq!(
+            get("process.executable.name"),
+            Some(Value::from("kube-apiserver"))
+        );
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn endpoint_urls() {
+        let http = |e| endpoint_url(e, OtlpProtocol::Http).map_err(|e| e.to_string());
+        let grpc = |e| endpoint_url(e, OtlpProtocol::Grpc).map_err(|e| e.to_string());
+        assert_eq!(
+            http("http://collector:4318").unwrap(),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            http("http://collector:4318/").unwrap(),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            http("http://collector:4318/custom/traces").unwrap(),
+            "http://collector:4318/custom/traces"
+        );
+        assert_eq!(
+            http(" http://[::1]:4318 ").unwrap(),
+            "http://[::1]:4318/v1/traces"
+        );
+        assert_eq!(
+            grpc("http://collector:4317").unwrap(),
+            "http://collector:4317"
+        );
+        assert_eq!(grpc("HTTP://10.0.0.1").unwrap(), "HTTP://10.0.0.1");
+        for bad in [
+            "collector:4317",
+            "",
+            "ftp://x",
+            "http://",
+            "http://a b:1",
+            "http://x:0",
+            "http://x:port",
+            "http://[::1",
+        ] {
+            assert!(grpc(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            grpc("https://c:4317")
+                .unwrap_err()
+                .contains("https is not supported")
+        );
+    }
+
+    #[test]
+    fn grouping_keeps_processes_apart() {
+        let scope = InstrumentationScope::builder("s").build();
+        let mut same_value = spans()[0].clone();
+        same_value.process = process(1234); // equal value, different Arc
+        let mut batch = spans();
+        batch.push(same_value);
+        let groups = group_by_process(batch, &scope);
+        assert_eq!(
+            groups
+                .iter()
+                .map(|(p, s)| (p.pid, s.len()))
+                .collect::<Vec<_>>(),
+            [(1234, 3), (99, 1)]
+        );
+    }
+}

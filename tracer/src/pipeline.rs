@@ -1,0 +1,139 @@
+//! Events in, spans out: the single-threaded heart of the agent.
+//!
+//! events → connections (table, stream continuity) → assemble (protocol decoders, spans) → export.
+//! Nothing here waits: export takes spans with a non-blocking submit.
+
+use anyhow::Result;
+
+use crate::{
+    assemble::Assembler,
+    clock::Clock,
+    connections::{ConnKey, ConnTable, Connection},
+    events::{self, Event, SockOpen},
+    export::ExportHandle,
+    local_addrs::LocalAddrs,
+    span::SpanRecord,
+    targets::Targets,
+};
+
+#[derive(Default, Debug, Clone)]
+pub struct PipelineStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub corrupt_events: u64,
+    pub data_for_unknown_connections: u64,
+}
+
+pub struct Pipeline {
+    pub targets: Targets,
+    pub conns: ConnTable,
+    pub assembler: Assembler,
+    pub stats: PipelineStats,
+    local_addrs: LocalAddrs,
+    export: ExportHandle,
+    spans: Vec<SpanRecord>,
+}
+
+impl Pipeline {
+    pub fn new(targets: Targets, max_connections: usize, clock: Clock, export: ExportHandle) -> Self {
+        Pipeline {
+            targets,
+            conns: ConnTable::new(max_connections),
+            assembler: Assembler::new(clock),
+            stats: PipelineStats::default(),
+            local_addrs: LocalAddrs::default(),
+            export,
+            spans: Vec::new(),
+        }
+    }
+
+    /// One ring-buffer record.
+    pub fn handle_record(&mut self, bytes: &[u8]) {
+        self.stats.events += 1;
+        self.stats.bytes += bytes.len() as u64;
+        match events::parse(bytes) {
+            Ok(ev) => self.handle(ev),
+            Err(e) => {
+                self.stats.corrupt_events += 1;
+                tracing::debug!("corrupt ring-buffer record: {e}");
+            }
+        }
+        self.flush();
+    }
+
+    fn handle(&mut self, ev: Event<'_>) {
+        match ev {
+            Event::Data(c) => {
+                let key = ConnKey { tgid: c.tgid, fd: c.fd };
+                match self.conns.get_mut(&key) {
+                    Some(conn) => {
+                        let feed = conn.on_chunk(&c);
+                        self.assembler.on_feed(conn, c.direction, feed, &mut self.spans);
+                    }
+                    None => self.stats.data_for_unknown_connections += 1,
+                }
+            }
+            Event::SockOpen(o) => self.open(o, false),
+            Event::SockClose { tgid, fd, ts_ns } => {
+                if let Some(conn) = self.conns.remove(&ConnKey { tgid, fd }) {
+                    self.assembler.on_close(conn, ts_ns, &mut self.spans);
+                }
+            }
+            Event::ProcExec { tgid, comm } => {
+                if !self.targets.is_active(tgid) && self.targets.comms().contains(&comm) {
+                    if let Err(e) = self.attach(tgid) {
+                        tracing::warn!("could not attach to new process {tgid} ({comm}): {e:#}");
+                    }
+                }
+            }
+            Event::ProcExit { tgid } => self.detach(tgid),
+        }
+    }
+
+    fn open(&mut self, o: SockOpen, preexisting: bool) {
+        let Some(process) = self.targets.process(o.tgid) else { return };
+        let local = o.local.or_else(|| self.local_addrs.accepted(o.tgid, o.listen_fd, o.peer));
+        let conn = Connection::new(o.role, local, o.peer, o.ts_ns, preexisting, process);
+        let replaced = self.conns.insert(ConnKey { tgid: o.tgid, fd: o.fd }, conn);
+        for old in replaced {
+            self.assembler.on_close(old, o.ts_ns, &mut self.spans);
+        }
+    }
+
+    /// Starts tracing a process and registers the connections it already had.
+    pub fn attach(&mut self, pid: u32) -> Result<()> {
+        let existing = self.targets.attach(pid)?;
+        let now = Clock::ktime_now();
+        for c in existing {
+            let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer) };
+            self.open(o, true);
+        }
+        self.flush();
+        Ok(())
+    }
+
+    pub fn detach(&mut self, tgid: u32) {
+        let now = Clock::ktime_now();
+        for conn in self.conns.remove_process(tgid) {
+            self.assembler.on_close(conn, now, &mut self.spans);
+        }
+        self.local_addrs.forget(tgid);
+        self.targets.detach(tgid);
+        self.flush();
+    }
+
+    /// At shutdown: what is in flight is finished as if the connections closed now.
+    pub fn finish(&mut self) {
+        let now = Clock::ktime_now();
+        for conn in self.conns.drain() {
+            self.assembler.on_close(conn, now, &mut self.spans);
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        for span in self.spans.drain(..) {
+            self.export.submit(span);
+        }
+    }
+}

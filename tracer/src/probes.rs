@@ -1,0 +1,150 @@
+//! Loads the eBPF object and attaches its programs, after checking what the kernel must offer.
+//! Each failure becomes one clear line for the operator.
+
+use std::{io, path::Path};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader, Endianness,
+    programs::{ProgramError, RawTracePoint, TracePoint},
+};
+
+use crate::cli::Cli;
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const TRACEFS_DEBUGFS: &str = "/sys/kernel/debug/tracing";
+
+/// Checks privileges, BTF and tracefs (mounting it if needed), then loads and attaches.
+pub fn load(cli: &Cli) -> Result<Ebpf> {
+    check_privileges()?;
+    let btf = Btf::parse_file(&cli.btf_path, Endianness::default()).map_err(|e| {
+        anyhow!(
+            "kernel BTF not usable at {}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass --btf)",
+            cli.btf_path.display()
+        )
+    })?;
+    ensure_tracefs()?;
+    // The kernel charges BPF memory to the cgroup; where RLIMIT_MEMLOCK cannot be raised that is fine.
+    raise_memlock();
+
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("CAPTURE_BYTES", &cli.capture_bytes, true)
+        .map_max_entries("EVENTS", cli.ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|e| anyhow!("loading the eBPF object failed: {}", last_lines(&e.to_string())))?;
+
+    for (name, tp) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
+        let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(|e| load_error(name, e))?;
+        prog.attach(tp).map_err(|e| anyhow!("attaching raw tracepoint {tp} failed: {e}"))?;
+    }
+    for (name, category) in [
+        ("inet_sock_set_state", "sock"),
+        ("sched_process_exec", "sched"),
+        ("sched_process_exit", "sched"),
+    ] {
+        let prog: &mut TracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(|e| load_error(name, e))?;
+        prog.attach(category, name)
+            .map_err(|e| anyhow!("attaching tracepoint {category}:{name} failed: {e}"))?;
+    }
+    Ok(ebpf)
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or_else(|| anyhow!("eBPF program {name} missing from the object"))?;
+    prog.try_into().with_context(|| format!("eBPF program {name} has an unexpected type"))
+}
+
+/// A load failure with the verifier's last lines, which say why.
+fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => anyhow!(
+            "the kernel refused eBPF program {name} ({io_error}); verifier: {}",
+            last_lines(&verifier_log.to_string())
+        ),
+        other => anyhow!("loading eBPF program {name} failed: {other}"),
+    }
+}
+
+/// The last few non-empty lines of a long message, joined into one line.
+fn last_lines(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(4)..];
+    tail.join(" | ")
+}
+
+fn check_privileges() -> Result<()> {
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    // Without root, CAP_BPF + CAP_PERFMON (tracing programs) + CAP_SYS_ADMIN (reading /proc of others
+    // and tracefs) are what the agent needs.
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let caps = effective_caps().unwrap_or(0);
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
+        .into_iter()
+        .filter(|(bit, _)| caps & (1u64 << bit) == 0)
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "must run as root or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (running as uid {}, missing {})",
+        unsafe { libc::geteuid() },
+        missing.join(", ")
+    )
+}
+
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn tracefs_ready(path: &str) -> bool {
+    Path::new(path).join("events").is_dir()
+}
+
+/// aya finds tracepoint ids under /sys/kernel/tracing (or the debugfs copy); mount it if absent.
+fn ensure_tracefs() -> Result<()> {
+    if tracefs_ready(TRACEFS) || tracefs_ready(TRACEFS_DEBUGFS) {
+        return Ok(());
+    }
+    let mount = || -> io::Result<()> {
+        let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
+        let rc = unsafe {
+            libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    match mount() {
+        Ok(()) if tracefs_ready(TRACEFS) => {
+            tracing::info!("mounted tracefs at {TRACEFS}");
+            Ok(())
+        }
+        Ok(()) => bail!("tracefs mounted at {TRACEFS} but has no events/ directory"),
+        Err(e) => bail!(
+            "tracefs is not mounted and mounting it at {TRACEFS} failed: {e} (mount it: mount -t tracefs nodev {TRACEFS})"
+        ),
+    }
+}
+
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; relying on cgroup accounting of BPF memory");
+    }
+}

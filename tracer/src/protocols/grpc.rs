@@ -1,0 +1,544 @@
+//! gRPC over HTTP/2: method from `:path`, length-prefixed messages in DATA frames, status from
+//! trailers.
+//!
+//! [`StreamMessages`] follows the streams of one direction and hands out the first message of
+//! each stream (bounded to [`FIRST_MESSAGE_LIMIT`] bytes), which is all the etcd decoder needs.
+//! Pairing requests with responses is the assembler's job.
+
+use std::collections::HashMap;
+
+use super::hpack::{Lookup, Unresolved, lookup};
+use super::http2::H2Event;
+
+/// At most this many bytes of a stream's first message are kept.
+pub const FIRST_MESSAGE_LIMIT: usize = 4096;
+/// `grpc-message` is truncated to this many bytes (at a character boundary).
+pub const GRPC_MESSAGE_MAX: usize = 256;
+/// Length-prefix size: compressed flag + u32 length.
+pub const PREFIX_LEN: usize = 5;
+
+/// `/pkg.Service/Method` → (`pkg.Service`, `Method`).
+pub fn parse_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?');
+    (ok(service) && ok(method)).then_some((service, method))
+}
+
+/// `application/grpc`, `application/grpc+proto`, `application/grpc; charset=...`.
+pub fn is_grpc_content_type(ct: &str) -> bool {
+    let ct = ct.trim();
+    match ct.strip_prefix("application/grpc") {
+        Some(rest) => rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'),
+        None => false,
+    }
+}
+
+/// Canonical name of a gRPC status code.
+pub fn code_name(code: u32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN_CODE",
+    }
+}
+
+/// Status carried by trailers (or a trailers-only response).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcStatus {
+    pub code: u32,
+    /// Percent-decoded `grpc-message`, truncated to [`GRPC_MESSAGE_MAX`] bytes; `None` if absent
+    /// or not resolvable.
+    pub message: Option<String>,
+}
+
+/// What the trailers say about the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusLookup {
+    Found(GrpcStatus),
+    /// No `grpc-status` in the block (and no unresolved field could be it).
+    Absent,
+    /// `grpc-status` may be among the unresolved fields (mid-connection HPACK), or is malformed.
+    Unknown,
+}
+
+/// Read `grpc-status` / `grpc-message` from a decoded header block.
+pub fn status_from_fields(fields: &[(&'static str, String)], unresolved: Unresolved) -> StatusLookup {
+    match lookup(fields, unresolved, "grpc-status") {
+        Lookup::Found(v) => match v.trim().parse::<u32>() {
+            Ok(code) => {
+                let message = lookup(fields, unresolved, "grpc-message").found().map(decode_grpc_message);
+                StatusLookup::Found(GrpcStatus { code, message })
+            }
+            Err(_) => StatusLookup::Unknown,
+        },
+        Lookup::Absent => StatusLookup::Absent,
+        Lookup::Unknown => StatusLookup::Unknown,
+    }
+}
+
+/// [`status_from_fields`] for an event; `None` if it is not a decoded header block.
+pub fn status_from_event(ev: &H2Event) -> Option<StatusLookup> {
+    match ev {
+        H2Event::Headers { fields, unresolved, .. } => Some(status_from_fields(fields, *unresolved)),
+        H2Event::HeadersUnknown { .. } => Some(StatusLookup::Unknown),
+        _ => None,
+    }
+}
+
+/// Percent-decode a `grpc-message` value (gRPC HTTP/2 spec: `%XX` escapes of UTF-8 bytes) and
+/// truncate it to [`GRPC_MESSAGE_MAX`] bytes at a character boundary.
+pub fn decode_grpc_message(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len().min(GRPC_MESSAGE_MAX + 4));
+    let mut i = 0;
+    while i < b.len() && out.len() < GRPC_MESSAGE_MAX + 4 {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    let s = String::from_utf8_lossy(&out);
+    truncate_str(&s, GRPC_MESSAGE_MAX).to_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+pub fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The first message of a stream direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcMessage {
+    /// Compressed-flag set: the bytes are compressed (not decodable here).
+    pub compressed: bool,
+    /// Length announced by the prefix.
+    pub declared_len: u32,
+    /// The first bytes of the message, at most [`FIRST_MESSAGE_LIMIT`].
+    pub bytes: Vec<u8>,
+}
+
+impl GrpcMessage {
+    /// All the message's bytes are here.
+    pub fn is_complete(&self) -> bool {
+        self.bytes.len() as u64 == u64::from(self.declared_len)
+    }
+}
+
+/// Reassembles the length-prefixed messages of one stream direction from its DATA frames.
+#[derive(Clone, Debug, Default)]
+pub struct MessageReader {
+    prefix: [u8; PREFIX_LEN],
+    prefix_have: usize,
+    /// Body bytes left in the current message, when inside one.
+    body_remaining: Option<u32>,
+    first: Option<GrpcMessage>,
+    /// The first message is finished (complete, cut by the limit, or cut by lost bytes).
+    first_done: bool,
+    first_taken: bool,
+    messages: u32,
+    lost: bool,
+    data_bytes: u64,
+}
+
+impl MessageReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages whose prefix was seen.
+    pub fn messages(&self) -> u32 {
+        self.messages
+    }
+
+    /// Message framing was lost (uncaptured prefix, unknown DATA length, bad flag byte).
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// DATA payload bytes of the stream (without padding), counted while lengths were known.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// The first message, once finished (complete or cut). Possibly truncated: compare
+    /// `bytes.len()` with `declared_len`.
+    pub fn first_message(&self) -> Option<&GrpcMessage> {
+        if self.first_done { self.first.as_ref() } else { None }
+    }
+
+    /// The first message if finished and not taken before; the partial first message if
+    /// `force` (the stream ended).
+    pub fn take_first(&mut self, force: bool) -> Option<GrpcMessage> {
+        if self.first_taken || !(self.first_done || force) {
+            return None;
+        }
+        let m = self.first.clone()?;
+        self.first_taken = true;
+        Some(m)
+    }
+
+    fn capturing(&self) -> bool {
+        self.first.is_some() && !self.first_done
+    }
+
+    fn cut_first(&mut self) {
+        if self.capturing() {
+            self.first_done = true;
+        }
+    }
+
+    /// One DATA frame: `data` is its captured start, `len` its payload length (`None` if unknown).
+    pub fn push(&mut self, data: &[u8], len: Option<u32>) {
+        let Some(len) = len else {
+            self.lost = true;
+            self.cut_first();
+            return;
+        };
+        self.data_bytes += u64::from(len);
+        if self.lost {
+            return;
+        }
+        let captured = &data[..data.len().min(len as usize)];
+        let mut i = 0;
+        while i < captured.len() {
+            match self.body_remaining {
+                None => {
+                    let n = (PREFIX_LEN - self.prefix_have).min(captured.len() - i);
+                    self.prefix[self.prefix_have..self.prefix_have + n].copy_from_slice(&captured[i..i + n]);
+                    self.prefix_have += n;
+                    i += n;
+                    if self.prefix_have == PREFIX_LEN {
+                        self.prefix_have = 0;
+                        let flag = self.prefix[0];
+                        if flag > 1 {
+                            self.lost = true;
+                            self.cut_first();
+                            return;
+                        }
+                        let mlen = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
+                        self.messages = self.messages.saturating_add(1);
+                        if self.first.is_none() {
+                            self.first = Some(GrpcMessage { compressed: flag == 1, declared_len: mlen, bytes: Vec::new() });
+                        }
+                        self.body_remaining = Some(mlen);
+                        self.end_body_if_done();
+                    }
+                }
+                Some(rem) => {
+                    let n = (rem as usize).min(captured.len() - i);
+                    if self.capturing()
+                        && let Some(f) = self.first.as_mut()
+                    {
+                        let room = FIRST_MESSAGE_LIMIT - f.bytes.len();
+                        f.bytes.extend_from_slice(&captured[i..i + n.min(room)]);
+                        if f.bytes.len() == FIRST_MESSAGE_LIMIT {
+                            self.first_done = true;
+                        }
+                    }
+                    i += n;
+                    self.body_remaining = Some(rem - n as u32);
+                    self.end_body_if_done();
+                }
+            }
+        }
+        let uncaptured = len - captured.len() as u32;
+        if uncaptured > 0 {
+            match self.body_remaining {
+                Some(rem) if rem >= uncaptured && self.prefix_have == 0 => {
+                    self.cut_first();
+                    self.body_remaining = Some(rem - uncaptured);
+                    self.end_body_if_done();
+                }
+                _ => {
+                    self.lost = true;
+                    self.cut_first();
+                }
+            }
+        }
+    }
+
+    fn end_body_if_done(&mut self) {
+        if self.body_remaining == Some(0) {
+            self.body_remaining = None;
+            self.cut_first();
+        }
+    }
+}
+
+/// The streams of one direction, each with a [`MessageReader`]. Only streams whose first HEADERS
+/// were seen are followed: DATA of a stream joined midway cannot be framed.
+#[derive(Debug)]
+pub struct StreamMessages {
+    readers: HashMap<u32, MessageReader>,
+    max_streams: usize,
+    dropped: u64,
+}
+
+impl StreamMessages {
+    pub fn new(max_streams: usize) -> Self {
+        StreamMessages { readers: HashMap::new(), max_streams, dropped: 0 }
+    }
+
+    /// Streams not followed because `max_streams` was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn len(&self) -> usize {
+        self.readers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.readers.is_empty()
+    }
+
+    pub fn reader(&self, stream_id: u32) -> Option<&MessageReader> {
+        self.readers.get(&stream_id)
+    }
+
+    /// Stop following a stream.
+    pub fn remove(&mut self, stream_id: u32) -> Option<MessageReader> {
+        self.readers.remove(&stream_id)
+    }
+
+    /// Feed an event of this direction. Returns `(stream_id, first message)` once per stream,
+    /// when the first message is finished, or (possibly partial) when the stream ends.
+    pub fn on_event(&mut self, ev: &H2Event) -> Option<(u32, GrpcMessage)> {
+        match ev {
+            H2Event::Headers { stream_id, end_stream, .. } | H2Event::HeadersUnknown { stream_id, end_stream, .. } => {
+                if *end_stream {
+                    let mut r = self.readers.remove(stream_id)?;
+                    return r.take_first(true).map(|m| (*stream_id, m));
+                }
+                if !self.readers.contains_key(stream_id) {
+                    if self.readers.len() >= self.max_streams {
+                        self.dropped += 1;
+                    } else {
+                        self.readers.insert(*stream_id, MessageReader::new());
+                    }
+                }
+                None
+            }
+            H2Event::Data { stream_id, len, end_stream, data, .. } => {
+                let r = self.readers.get_mut(stream_id)?;
+                r.push(data, *len);
+                let got = r.take_first(*end_stream);
+                if *end_stream {
+                    self.readers.remove(stream_id);
+                }
+                got.map(|m| (*stream_id, m))
+            }
+            H2Event::RstStream { stream_id, .. } => {
+                self.readers.remove(stream_id);
+                None
+            }
+            H2Event::Desync { .. } => {
+                self.readers.clear();
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::http2::build;
+    use crate::protocols::http2::Timing;
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_path("/etcdserverpb.KV/Range"), Some(("etcdserverpb.KV", "Range")));
+        assert_eq!(parse_path("/grpc.health.v1.Health/Check"), Some(("grpc.health.v1.Health", "Check")));
+        for bad in ["", "/", "etcdserverpb.KV/Range", "/etcdserverpb.KV", "/a/b/c", "//Range", "/a/", "/a b/c", "/a/b?x=1"] {
+            assert_eq!(parse_path(bad), None, "{bad}");
+        }
+        assert!(is_grpc_content_type("application/grpc"));
+        assert!(is_grpc_content_type("application/grpc+proto"));
+        assert!(!is_grpc_content_type("application/grpc-web"));
+        assert!(!is_grpc_content_type("application/json"));
+    }
+
+    #[test]
+    fn grpc_message_decoding() {
+        assert_eq!(decode_grpc_message("etcdserver%3A request timed out"), "etcdserver: request timed out");
+        assert_eq!(decode_grpc_message("caf%C3%A9 %zz %4"), "café %zz %4");
+        let long = "é".repeat(300);
+        let d = decode_grpc_message(&long);
+        assert!(d.len() <= GRPC_MESSAGE_MAX && d.len() >= GRPC_MESSAGE_MAX - 1);
+        assert!(d.chars().all(|c| c == 'é'));
+        let enc = "%E2%82%AC".repeat(200);
+        let d = decode_grpc_message(&enc);
+        assert!(d.len() <= GRPC_MESSAGE_MAX && d.chars().all(|c| c == '€'));
+    }
+
+    #[test]
+    fn status_lookup() {
+        let f = vec![("grpc-status", "0".to_string())];
+        assert_eq!(
+            status_from_fields(&f, Unresolved::default()),
+            StatusLookup::Found(GrpcStatus { code: 0, message: None })
+        );
+        let f = vec![("grpc-status", "14".to_string()), ("grpc-message", "etcdserver%3A leader changed".to_string())];
+        assert_eq!(
+            status_from_fields(&f, Unresolved::default()),
+            StatusLookup::Found(GrpcStatus { code: 14, message: Some("etcdserver: leader changed".into()) })
+        );
+        assert_eq!(status_from_fields(&[], Unresolved::default()), StatusLookup::Absent);
+        assert_eq!(status_from_fields(&[], Unresolved { total: 1, maybe_pseudo: 0 }), StatusLookup::Unknown);
+        assert_eq!(code_name(14), "UNAVAILABLE");
+    }
+
+    fn msg(len: usize) -> Vec<u8> {
+        (0..len).map(|i| i as u8).collect()
+    }
+
+    #[test]
+    fn reader_across_frames_and_splits() {
+        let body = msg(300);
+        let framed = build::grpc_message(&body);
+        for cut in 0..=framed.len() {
+            let mut r = MessageReader::new();
+            r.push(&framed[..cut], Some(cut as u32));
+            r.push(&framed[cut..], Some((framed.len() - cut) as u32));
+            let m = r.first_message().expect("finished");
+            assert!(m.is_complete() && !m.compressed);
+            assert_eq!(m.bytes, body);
+            assert_eq!(r.messages(), 1);
+        }
+        // Two messages in one frame, then a third.
+        let mut two = build::grpc_message(&msg(3));
+        two.extend(build::grpc_message(&msg(0)));
+        let mut r = MessageReader::new();
+        r.push(&two, Some(two.len() as u32));
+        r.push(&build::grpc_message(&msg(9)), Some(14));
+        assert_eq!(r.messages(), 3);
+        assert_eq!(r.first_message().unwrap().bytes, msg(3));
+    }
+
+    #[test]
+    fn reader_limits_and_uncaptured() {
+        // A 10 KiB message: first 4 KiB kept.
+        let framed = build::grpc_message(&msg(10_240));
+        let mut r = MessageReader::new();
+        r.push(&framed, Some(framed.len() as u32));
+        let m = r.take_first(false).unwrap();
+        assert_eq!((m.bytes.len(), m.declared_len, m.is_complete()), (FIRST_MESSAGE_LIMIT, 10_240, false));
+        assert!(r.take_first(true).is_none(), "taken once");
+        // Partly captured frame: the body is skipped by count, the next prefix is still found.
+        let mut r = MessageReader::new();
+        let mut f = build::grpc_message(&msg(100));
+        f.extend(build::grpc_message(&msg(2)));
+        r.push(&f[..50], Some(105));
+        r.push(&f[105..], Some(7));
+        assert_eq!(r.messages(), 2);
+        assert_eq!(r.first_message().unwrap().bytes.len(), 45);
+        assert!(!r.is_lost());
+        // Uncaptured bytes cover a prefix: lost.
+        let mut r = MessageReader::new();
+        r.push(&f[..50], Some(f.len() as u32));
+        assert!(r.is_lost());
+        // Bad flag byte.
+        let mut r = MessageReader::new();
+        r.push(&[7, 0, 0, 0, 1, 0], Some(6));
+        assert!(r.is_lost() && r.first_message().is_none());
+        // Unknown length.
+        let mut r = MessageReader::new();
+        r.push(&[0, 0, 0], None);
+        assert!(r.is_lost());
+    }
+
+    #[test]
+    fn stream_messages_follow_only_streams_seen_from_the_start() {
+        let t = Timing::default();
+        let mut s = StreamMessages::new(2);
+        let hdr = |sid, end| H2Event::Headers { stream_id: sid, end_stream: end, fields: vec![], unresolved: Unresolved::default(), timing: t };
+        let data = |sid, d: &[u8], end| H2Event::Data { stream_id: sid, len: Some(d.len() as u32), end_stream: end, data: d.to_vec(), timing: t };
+        // Stream 1: DATA without HEADERS (joined midway) is ignored.
+        assert_eq!(s.on_event(&data(1, &build::grpc_message(b"x"), false)), None);
+        assert!(s.on_event(&hdr(3, false)).is_none());
+        let got = s.on_event(&data(3, &build::grpc_message(b"abc"), false)).unwrap();
+        assert_eq!((got.0, got.1.bytes.as_slice()), (3, &b"abc"[..]));
+        // Trailers end the stream; nothing more to hand out.
+        assert!(s.on_event(&hdr(3, true)).is_none());
+        assert!(s.is_empty());
+        // Partial message handed out when the stream ends.
+        s.on_event(&hdr(5, false));
+        let framed = build::grpc_message(b"hello world");
+        assert!(s.on_event(&data(5, &framed[..8], false)).is_none());
+        let got = s.on_event(&hdr(5, true)).unwrap();
+        assert_eq!((got.1.bytes.as_slice(), got.1.declared_len), (&b"hel"[..], 11));
+        // Bounded.
+        s.on_event(&hdr(7, false));
+        s.on_event(&hdr(9, false));
+        s.on_event(&hdr(11, false));
+        assert_eq!((s.len(), s.dropped()), (2, 1));
+        s.on_event(&H2Event::Desync { reason: "x", at_ns: 0 });
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn no_panic_on_pseudo_random_data() {
+        let mut st: u64 = 42;
+        let mut next = move || {
+            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (st >> 33) as u32
+        };
+        for _ in 0..20_000 {
+            let mut r = MessageReader::new();
+            for _ in 0..next() % 6 {
+                let n = next() as usize % 40;
+                let d: Vec<u8> = (0..n).map(|_| if next() % 3 == 0 { 0 } else { next() as u8 }).collect();
+                let len = match next() % 4 {
+                    0 => None,
+                    1 => Some(n as u32 + next() % 50),
+                    _ => Some(n as u32),
+                };
+                r.push(&d, len);
+            }
+            let _ = r.take_first(next() % 2 == 0);
+            let s: String = (0..next() % 20).map(|_| ['%', '0', 'a', 'F', '9', 'z', 'é', '/'][next() as usize % 8]).collect();
+            let _ = decode_grpc_message(&s);
+            let _ = parse_path(&s);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The agent's lifecycle: load, attach targets, run the capture loop, shut down cleanly.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    capture::{Capture, HOUSEKEEPING, KernelCounters},
+    cli::Cli,
+    clock::Clock,
+    export::{self, ExportConfig},
+    pipeline::Pipeline,
+    probes, procfs,
+    targets::Targets,
+};
+
+/// Exit status of a run that otherwise went well but lost spans to a collector that was down.
+pub const EXIT_EXPORT_FAILED: i32 = 3;
+
+pub enum Outcome {
+    Clean,
+    /// Spans could not be delivered to the collector (the message says how many and where).
+    ExportFailed(String),
+}
+
+pub async fn run(cli: Cli) -> Result<Outcome> {
+    // Explicit pids must exist: a typo should fail now, not trace nothing silently.
+    for &pid in &cli.pids {
+        if !procfs::exists(pid) {
+            bail!("no such process: pid {pid}");
+        }
+    }
+    let mut ebpf = probes::load(&cli)?;
+    let mut capture = Capture::new(&mut ebpf)?;
+    let targets = Targets::new(&mut ebpf, cli.target_comms())?;
+
+    let (export, exporter) = export::start(ExportConfig {
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        otlp_protocol: cli.otlp_protocol(),
+        output: cli.output(),
+        queue_capacity: cli.export_queue as usize,
+        ..ExportConfig::default()
+    })?;
+    if let Some(endpoint) = &cli.otlp_endpoint {
+        warn_if_unreachable(endpoint).await;
+    }
+    let export_stats = export.stats();
+    let mut pipeline = Pipeline::new(targets, cli.max_connections as usize, Clock::new(), export);
+
+    for &pid in &cli.pids {
+        pipeline.attach(pid)?;
+    }
+    attach_by_comm(&mut pipeline);
+    if pipeline.targets.active_count() == 0 {
+        tracing::info!("waiting for a process named {}", pipeline.targets.comms().join(" or "));
+    }
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = async {
+        match cli.duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let stats_every = (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval));
+    let mut last_stats = tokio::time::Instant::now();
+
+    loop {
+        tokio::select! {
+            r = capture.drain(&mut pipeline) => r?,
+            _ = housekeeping.tick() => {
+                // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
+                attach_by_comm(&mut pipeline);
+                if stats_every.is_some_and(|every| last_stats.elapsed() >= every) {
+                    log_stats("stats", &pipeline, capture.kernel_counters(), &export_stats);
+                    last_stats = tokio::time::Instant::now();
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+
+    capture.drain_now(&mut pipeline);
+    pipeline.finish();
+    let counters = capture.kernel_counters();
+    drop(capture);
+    drop(ebpf); // detaches every probe
+    exporter.shutdown(Duration::from_secs(5)).await?;
+    log_stats("final stats", &pipeline, counters, &export_stats);
+
+    let failed = export_stats.dropped_export_failed.load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        let endpoint = cli.otlp_endpoint.unwrap_or_default();
+        return Ok(Outcome::ExportFailed(format!(
+            "{failed} spans could not be exported to {endpoint} (is the collector up?)"
+        )));
+    }
+    Ok(Outcome::Clean)
+}
+
+fn attach_by_comm(pipeline: &mut Pipeline) {
+    for pid in pipeline.targets.unattached_by_comm() {
+        if let Err(e) = pipeline.attach(pid) {
+            tracing::warn!("could not attach to process {pid}: {e:#}");
+        }
+    }
+}
+
+/// One line at start-up if the collector is not there (capture goes on; export retries).
+async fn warn_if_unreachable(endpoint: &str) {
+    let authority = endpoint.split("://").nth(1).unwrap_or(endpoint).split('/').next().unwrap_or("");
+    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
+    if !matches!(connect, Ok(Ok(_))) {
+        tracing::warn!("collector at {endpoint} is not reachable; spans will be dropped (and counted) until it is");
+    }
+}
+
+fn log_stats(what: &str, p: &Pipeline, k: KernelCounters, e: &export::ExportStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = &p.assembler.stats;
+    tracing::info!(
+        events = p.stats.events,
+        corrupt_events = p.stats.corrupt_events,
+        lost_ringbuf_full = k.ringbuf_full,
+        lost_args_full = k.args_full,
+        lost_sockets_full = k.sockets_full,
+        read_user_failed = k.read_user_failed,
+        connections = p.conns.len(),
+        connections_evicted = p.conns.evicted,
+        spans = a.spans,
+        desyncs = a.desyncs,
+        lost_resets = a.lost_resets,
+        requests_abandoned = a.requests_abandoned,
+        exported = e.exported.load(Relaxed),
+        dropped_queue_full = e.dropped_queue_full.load(Relaxed),
+        dropped_export_failed = e.dropped_export_failed.load(Relaxed),
+        "{what}"
+    );
+}

@@ -1,0 +1,155 @@
+//! Which processes are traced: `--pid`s, and processes named by `--comm` now or later.
+//!
+//! Attaching a process sets its bit in the kernel's TGID bitmap, then seeds the kernel socket table
+//! with the TCP sockets it already has, so connections opened before the agent started are seen.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData},
+};
+use tracer_common::{Comm, SocketState, TASK_COMM_LEN, sock_role, socket_key};
+
+use crate::{events::Role, procfs, span::ProcessInfo};
+
+const BPF_NOEXIST: u64 = 1;
+
+/// A TCP connection the process had before it was attached.
+#[derive(Debug, Clone, Copy)]
+pub struct ExistingConnection {
+    pub fd: i32,
+    pub role: Role,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+pub struct Targets {
+    comms: Vec<String>,
+    bitmap: Array<MapData, u64>,
+    sockets: BpfHashMap<MapData, u64, SocketState>,
+    active: HashMap<u32, Arc<ProcessInfo>>,
+    host_name: String,
+}
+
+impl Targets {
+    pub fn new(ebpf: &mut Ebpf, comms: Vec<String>) -> Result<Self> {
+        let mut comm_map: BpfHashMap<MapData, Comm, u8> = take(ebpf, "TARGET_COMMS")?;
+        for c in &comms {
+            let mut key = [0u8; TASK_COMM_LEN];
+            key[..c.len()].copy_from_slice(c.as_bytes());
+            comm_map.insert(key, 1, 0).context("filling the comm filter")?;
+        }
+        Ok(Targets {
+            comms,
+            bitmap: take(ebpf, "TARGETS")?,
+            sockets: take(ebpf, "SOCKETS")?,
+            active: HashMap::new(),
+            host_name: procfs::host_name(),
+        })
+    }
+
+    pub fn comms(&self) -> &[String] {
+        &self.comms
+    }
+
+    pub fn is_active(&self, tgid: u32) -> bool {
+        self.active.contains_key(&tgid)
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn process(&self, tgid: u32) -> Option<Arc<ProcessInfo>> {
+        self.active.get(&tgid).cloned()
+    }
+
+    /// Processes named by `--comm` that are running and not yet attached.
+    pub fn unattached_by_comm(&self) -> Vec<u32> {
+        if self.comms.is_empty() {
+            return Vec::new();
+        }
+        procfs::pids_with_comm(&self.comms).into_iter().filter(|p| !self.is_active(*p)).collect()
+    }
+
+    /// Starts tracing `pid`; returns the TCP connections it already had.
+    pub fn attach(&mut self, pid: u32) -> Result<Vec<ExistingConnection>> {
+        let comm = procfs::comm(pid).ok_or_else(|| anyhow!("no such process: pid {pid}"))?;
+        let info = Arc::new(ProcessInfo {
+            service_name: comm.clone(),
+            pid,
+            executable_name: procfs::exe_name(pid).unwrap_or_else(|| comm.clone()),
+            host_name: self.host_name.clone(),
+        });
+        self.set_bit(pid, true)?;
+        self.active.insert(pid, info);
+        // After the bit is set, new sockets are tracked by the kernel; seed the older ones without
+        // overwriting any the kernel just added (BPF_NOEXIST).
+        let existing = existing_connections(pid);
+        for c in &existing {
+            let role = match c.role {
+                Role::Server => sock_role::ACCEPTED,
+                Role::Client => sock_role::CONNECTED,
+            };
+            let state = SocketState { seq: 0, role, _pad: [0; 3] };
+            let _ = self.sockets.insert(socket_key(pid, c.fd as u32), state, BPF_NOEXIST);
+        }
+        tracing::info!(pid, comm = %comm, existing_connections = existing.len(), "target attached pid={pid}");
+        Ok(existing)
+    }
+
+    /// Stops tracing `pid` and forgets its sockets in the kernel table.
+    pub fn detach(&mut self, pid: u32) {
+        if self.active.remove(&pid).is_none() {
+            return;
+        }
+        let _ = self.set_bit(pid, false);
+        let stale: Vec<u64> = self.sockets.keys().filter_map(Result::ok).filter(|k| (k >> 32) as u32 == pid).collect();
+        for k in stale {
+            let _ = self.sockets.remove(&k);
+        }
+        tracing::info!(pid, "target detached pid={pid}");
+    }
+
+    fn set_bit(&mut self, pid: u32, on: bool) -> Result<()> {
+        let word = pid >> 6;
+        let bit = 1u64 << (pid & 63);
+        let old = self.bitmap.get(&word, 0).with_context(|| format!("pid {pid} is beyond pid_max"))?;
+        let new = if on { old | bit } else { old & !bit };
+        self.bitmap.set(word, new, 0).context("updating the target bitmap")?;
+        Ok(())
+    }
+}
+
+fn take<V>(ebpf: &mut Ebpf, name: &str) -> Result<V>
+where
+    V: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    V::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Established TCP connections of `pid`: server side when the local port is one it listens on.
+fn existing_connections(pid: u32) -> Vec<ExistingConnection> {
+    let table = procfs::tcp_sockets(pid);
+    let fds = procfs::socket_fds(pid);
+    let listening: Vec<u16> = fds
+        .iter()
+        .filter_map(|(_, inode)| table.get(inode))
+        .filter(|s| s.state == procfs::TCP_LISTEN)
+        .map(|s| s.local.port())
+        .collect();
+    fds.iter()
+        .filter_map(|&(fd, inode)| {
+            let s = table.get(&inode)?;
+            (s.state == procfs::TCP_ESTABLISHED).then_some(ExistingConnection {
+                fd,
+                role: if listening.contains(&s.local.port()) { Role::Server } else { Role::Client },
+                local: s.local,
+                peer: s.remote,
+            })
+        })
+        .collect()
+}
