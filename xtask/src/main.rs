@@ -1,1 +1,113 @@
-fn main() {}
+//! `cargo xtask <verb>`: set-up, build, run, test and bench for the tracer.
+//!
+//! Set-up is part of the product: on a fresh Debian/Ubuntu machine with rustup, `cargo xtask run`
+//! and `cargo xtask test` install what is missing (the pinned eBPF toolchain's rust-src, LLVM
+//! development libraries, bpf-linker built against them) or say in one line what to do.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run, test and benchmark the kube-apiserver tracer")]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Install what the build needs (toolchain, rust-src, LLVM, bpf-linker).
+    Setup,
+    /// Build the eBPF object and the agent (release).
+    Build,
+    /// Build and run the agent: `cargo xtask run -- --comm kube-apiserver`.
+    Run {
+        /// Flags for the tracer.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test: unit tests and the root integration tests that load the real probes.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.verb {
+        Verb::Setup => setup::ensure_build_tools(),
+        Verb::Build => setup::ensure_build_tools().and_then(|()| build_release()).map(|_| ()),
+        Verb::Run { args } => run(&args),
+        Verb::Test { args } => test(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+pub fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build_release() -> Result<PathBuf> {
+    status(cargo().args(["build", "--release", "--package", "tracer"]))?;
+    Ok(workspace_root().join("target/release/tracer"))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::ensure_build_tools()?;
+    let bin = build_release()?;
+    let st = Command::new(&bin).args(args).status().with_context(|| format!("cannot start {}", bin.display()))?;
+    std::process::exit(st.code().unwrap_or(1));
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::ensure_build_tools()?;
+    setup::ensure_test_tools()?;
+    if unsafe_geteuid() != 0 {
+        bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
+    }
+    status(cargo().args(["build", "--package", "tracer"]))?;
+    let tracer = workspace_root().join("target/debug/tracer");
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).args(args).env("TRACER_BIN", &tracer);
+    for (key, value) in setup::build_go_programs()? {
+        cmd.env(key, value);
+    }
+    status(&mut cmd)
+}
+
+fn unsafe_geteuid() -> u32 {
+    // Avoids a libc dependency: /proc/self/status has the effective uid second on the Uid line.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(u32::MAX)
+}

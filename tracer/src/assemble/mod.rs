@@ -89,9 +89,13 @@ impl Assembler {
                 None => ProtoState::Opaque { tls: false },
             };
         }
-        if let ProtoState::Http1(mut h) = std::mem::take(&mut conn.proto) {
-            h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
-            conn.proto = ProtoState::Http1(h);
+        // Taken out for the call so the decoder can read the connection while it is updated.
+        match std::mem::take(&mut conn.proto) {
+            ProtoState::Http1(mut h) => {
+                h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
+                conn.proto = ProtoState::Http1(h);
+            }
+            other => conn.proto = other,
         }
     }
 

@@ -352,6 +352,7 @@ pub struct H2Decoder {
     largest_frame: u32,
     fed_bytes: u64,
     saw_preface: bool,
+    data_capture_limit: usize,
     stats: H2Stats,
 }
 
@@ -373,6 +374,7 @@ impl H2Decoder {
             largest_frame: 0,
             fed_bytes: 0,
             saw_preface: false,
+            data_capture_limit: DATA_CAPTURE_LIMIT,
             stats: H2Stats::default(),
         }
     }
@@ -396,6 +398,12 @@ impl H2Decoder {
                 Role::Server => Mode::Frames,
             };
         }
+    }
+
+    /// How many payload bytes of each DATA frame to keep in [`H2Event::Data`] (default
+    /// [`DATA_CAPTURE_LIMIT`]; 0 when only lengths matter, e.g. plain HTTP/2 API traffic).
+    pub fn set_data_capture_limit(&mut self, limit: usize) {
+        self.data_capture_limit = limit.min(DATA_CAPTURE_LIMIT);
     }
 
     pub fn role(&self) -> Role {
@@ -484,6 +492,10 @@ impl H2Decoder {
         }
     }
 
+    fn count_unsynced(&mut self, captured: u64, uncaptured: u64) {
+        self.stats.bytes_unsynced = self.stats.bytes_unsynced.saturating_add(captured).saturating_add(uncaptured);
+    }
+
     fn desync(&mut self, reason: &'static str, at_ns: u64, out: &mut Out) {
         self.mode = Mode::Desynced;
         self.frame = None;
@@ -502,7 +514,7 @@ impl H2Decoder {
             if data.is_empty() {
                 if seg.uncaptured_after > 0 {
                     self.mode = Mode::Desynced;
-                    self.stats.bytes_unsynced += seg.uncaptured_after;
+                    self.stats.bytes_unsynced = self.stats.bytes_unsynced.saturating_add(seg.uncaptured_after);
                 }
                 return;
             }
@@ -515,7 +527,7 @@ impl H2Decoder {
                 self.mode = Mode::Frames;
             } else {
                 self.mode = Mode::Desynced;
-                self.stats.bytes_unsynced += seg.stream_len();
+                self.stats.bytes_unsynced = self.stats.bytes_unsynced.saturating_add(seg.stream_len());
                 return;
             }
         } else if self.mode == Mode::Desynced {
@@ -524,7 +536,7 @@ impl H2Decoder {
                 self.stats.resyncs += 1;
                 out.push(H2Event::Resync { at_ns: seg.enter_ns });
             } else {
-                self.stats.bytes_unsynced += seg.stream_len();
+                self.stats.bytes_unsynced = self.stats.bytes_unsynced.saturating_add(seg.stream_len());
                 return;
             }
         }
@@ -536,7 +548,7 @@ impl H2Decoder {
                     let n = (PREFACE.len() - matched).min(data.len() - pos);
                     if data[pos..pos + n] != PREFACE[matched..matched + n] {
                         self.desync("bad connection preface", seg.enter_ns, out);
-                        self.stats.bytes_unsynced += (data.len() - pos) as u64 + seg.uncaptured_after;
+                        self.count_unsynced((data.len() - pos) as u64, seg.uncaptured_after);
                         return;
                     }
                     pos += n;
@@ -557,7 +569,7 @@ impl H2Decoder {
                         pos += take;
                         if let Err(reason) = self.payload(Some(chunk), take as u32) {
                             self.desync(reason, seg.enter_ns, out);
-                            self.stats.bytes_unsynced += (data.len() - pos) as u64 + seg.uncaptured_after;
+                            self.count_unsynced((data.len() - pos) as u64, seg.uncaptured_after);
                             return;
                         }
                         if self.frame.as_ref().is_some_and(|f| f.remaining() == 0) {
@@ -576,7 +588,7 @@ impl H2Decoder {
                             let h = FrameHeader::parse(&self.hdr);
                             if let Err(reason) = self.start_frame(h) {
                                 self.desync(reason, seg.enter_ns, out);
-                                self.stats.bytes_unsynced += (data.len() - pos) as u64 + seg.uncaptured_after;
+                                self.count_unsynced((data.len() - pos) as u64, seg.uncaptured_after);
                                 return;
                             }
                             if self.frame.as_ref().is_some_and(|f| f.remaining() == 0) {
@@ -599,7 +611,7 @@ impl H2Decoder {
                     let rem = self.frame.as_ref().map_or(0, Frame::remaining);
                     let take = u64::from(rem).min(n) as u32;
                     n -= u64::from(take);
-                    self.stats.bytes_uncaptured += u64::from(take);
+                    self.stats.bytes_uncaptured = self.stats.bytes_uncaptured.saturating_add(u64::from(take));
                     // Uncaptured bytes cannot be invalid.
                     let _ = self.payload(None, take);
                     if self.frame.as_ref().is_some_and(|f| f.remaining() == 0) {
@@ -608,7 +620,7 @@ impl H2Decoder {
                 }
                 Mode::Frames | Mode::Preface(_) => {
                     self.desync("frame header not captured", seg.enter_ns, out);
-                    self.stats.bytes_unsynced += n;
+                    self.count_unsynced(0, n);
                     return;
                 }
                 Mode::Start | Mode::Desynced => return,
@@ -660,6 +672,7 @@ impl H2Decoder {
     /// Payload bytes of the current frame: `chunk` is `Some` for captured bytes, `None` for `n`
     /// uncaptured ones.
     fn payload(&mut self, chunk: Option<&[u8]>, n: u32) -> Result<(), &'static str> {
+        let capture_limit = self.data_capture_limit;
         let Some(f) = self.frame.as_mut() else { return Ok(()) };
         let start = f.off;
         let end = start + n;
@@ -686,7 +699,7 @@ impl H2Decoder {
         match kind {
             ft::DATA if cstart < cend => match chunk {
                 Some(c) if f.data_contiguous && cend_known.is_some() => {
-                    let room = DATA_CAPTURE_LIMIT.saturating_sub(f.data.len()) as u32;
+                    let room = capture_limit.saturating_sub(f.data.len()) as u32;
                     let b = cend.min(cstart + room);
                     if cstart < b {
                         f.data.extend_from_slice(&c[(cstart - start) as usize..(b - start) as usize]);
