@@ -162,14 +162,18 @@ impl HttpExpect {
 #[derive(Clone, Debug)]
 pub struct ResourceExpect {
     pub pid: u32,
-    /// The target's comm: `service.name` and `process.executable.name`.
+    /// The target's comm: `service.name`.
     pub comm: String,
+    /// `process.executable.name`: base name of `/proc/PID/exe` (OTel semantic conventions), which
+    /// differs from the comm when the process was started through a symlink.
+    pub exe: String,
     pub host: String,
 }
 
 impl ResourceExpect {
+    /// Reads comm and exe of a running `pid`.
     pub fn of(pid: u32) -> ResourceExpect {
-        ResourceExpect { pid, comm: crate::comm_of(pid), host: crate::hostname() }
+        ResourceExpect { pid, comm: crate::comm_of(pid), exe: crate::exe_name_of(pid), host: crate::hostname() }
     }
 }
 
@@ -215,11 +219,11 @@ pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_u
         if s.res_str("service.name") != Some(res.comm.as_str()) {
             errs.push(format!("{who}: resource service.name {:?}, expected {:?}", s.resource.get("service.name"), res.comm));
         }
-        if s.res_str("process.executable.name") != Some(res.comm.as_str()) {
+        if s.res_str("process.executable.name") != Some(res.exe.as_str()) {
             errs.push(format!(
                 "{who}: resource process.executable.name {:?}, expected {:?}",
                 s.resource.get("process.executable.name"),
-                res.comm
+                res.exe
             ));
         }
         if s.res_str("host.name") != Some(res.host.as_str()) {

@@ -176,17 +176,34 @@ pub fn closed_port() -> u16 {
     panic!("could not find a closed port");
 }
 
-/// Waits until something accepts TCP connections on 127.0.0.1:port.
+/// Waits until a socket LISTENs on 127.0.0.1:port (or 0.0.0.0 / [::]), read from /proc/net/tcp{,6}
+/// so that no probe connection is made (a traced target would see it).
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+    loop {
+        if is_listening(port) {
             return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    false
+}
+
+/// Whether some socket of this network namespace listens on TCP `port`.
+pub fn is_listening(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+            })
+    })
 }
 
 pub fn hostname() -> String {
@@ -196,6 +213,12 @@ pub fn hostname() -> String {
     assert_eq!(rc, 0, "gethostname failed");
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Base name of `/proc/PID/exe`'s target (OTel `process.executable.name` on Linux).
+pub fn exe_name_of(pid: u32) -> String {
+    let p = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|e| panic!("readlink /proc/{pid}/exe: {e}"));
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// `/proc/PID/comm` without the newline.

@@ -279,12 +279,25 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
+    /// Waits in select(2), then accepts (the usual event-loop shape).
     pub fn start() -> EchoServer {
+        Self::start_inner(false)
+    }
+
+    /// Sits in a blocking accept(2) between connections.
+    pub fn start_blocking_accept() -> EchoServer {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(blocking: bool) -> EchoServer {
         let dir = TempDir::new("echo");
         let script = dir.write("echo.py", scripts::ECHO_SERVER);
         let port_file = dir.join("port");
         let mut cmd = Command::new(python());
         cmd.arg(&script).arg(&port_file).current_dir(dir.path());
+        if blocking {
+            cmd.arg("blocking");
+        }
         let mut proc = Proc::spawn("python-echo-server", cmd);
         let port = wait_port_file(&mut proc, &port_file);
         wait_until_serving(&mut proc, port);

@@ -111,9 +111,11 @@ def main():
 main()
 "#;
 
-/// `echo.py PORTFILE`: raw TCP echo server on 127.0.0.1:0, a thread per connection.
+/// `echo.py PORTFILE [blocking]`: raw TCP echo server on 127.0.0.1:0, a thread per connection.
+/// The main thread waits in select(2) before each accept(2), or, with `blocking`, sits in a
+/// blocking accept(2).
 pub const ECHO_SERVER: &str = r#"
-import os, socket, sys, threading
+import os, select, socket, sys, threading
 
 def serve(c):
     with c:
@@ -131,7 +133,10 @@ port_file = sys.argv[1]
 with open(port_file + ".tmp", "w") as f:
     f.write(str(s.getsockname()[1]))
 os.rename(port_file + ".tmp", port_file)
+blocking = len(sys.argv) > 2 and sys.argv[2] == "blocking"
 while True:
+    if not blocking:
+        select.select([s], [], [])
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;

@@ -472,15 +472,10 @@ fn tls_connection_gives_one_connection_span() {
     assert_no_errors("TLS connection", &errs, &fin.spans);
 }
 
-/// A plain TCP connection carrying binary (non-HTTP) bytes: one `TCP connection` span with exact
-/// byte counts.
-#[test]
-fn non_http_tcp_connection_gives_one_connection_span() {
-    let echo = EchoServer::start();
-    let res = ResourceExpect::of(echo.pid());
-    let mut sess = TraceSession::for_pid(Sink::Json, echo.pid());
-    let window = sess.window_start;
-    let mut s = TcpStream::connect(("127.0.0.1", echo.port())).unwrap();
+/// Sends 1000 binary (non-HTTP) bytes to an echo server, reads them back, closes. Returns the
+/// client's local port.
+fn echo_exchange(port: u16) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let local_port = s.local_addr().unwrap().port();
     let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -488,10 +483,13 @@ fn non_http_tcp_connection_gives_one_connection_span() {
     let mut back = vec![0u8; data.len()];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, data);
-    drop(s);
-    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    local_port
+}
+
+fn check_echo_span(context: &str, echo: &EchoServer, sess: TraceSession, res: &ResourceExpect, local_port: u16) {
+    let window = sess.window_start;
     let fin = sess.finish(Duration::from_millis(1000));
-    let mut errs = check_common(&fin.spans, &res, window);
+    let mut errs = check_common(&fin.spans, res, window);
     if fin.spans.len() != 1 {
         errs.push(format!("expected exactly one span for one TCP connection, got {}", fin.spans.len()));
     }
@@ -503,7 +501,44 @@ fn non_http_tcp_connection_gives_one_connection_span() {
             }
         }
     }
-    assert_no_errors("TCP connection", &errs, &fin.spans);
+    assert_no_errors(context, &errs, &fin.spans);
+}
+
+/// A plain TCP connection carrying binary (non-HTTP) bytes: one `TCP connection` span with exact
+/// byte counts.
+#[test]
+fn non_http_tcp_connection_gives_one_connection_span() {
+    let echo = EchoServer::start();
+    let res = ResourceExpect::of(echo.pid());
+    let mut sess = TraceSession::for_pid(Sink::Json, echo.pid());
+    let local_port = echo_exchange(echo.port());
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    check_echo_span("TCP connection", &echo, sess, &res, local_port);
+}
+
+/// The target sits in a blocking accept(2) while the tracer attaches (a thread-per-connection
+/// server between clients): the connection that accept returns must still be traced.
+#[test]
+fn connection_from_an_accept_in_flight_at_attach_is_traced() {
+    let echo = EchoServer::start_blocking_accept();
+    let res = ResourceExpect::of(echo.pid());
+    if cfg!(target_arch = "x86_64") {
+        // harness sanity: the main thread is inside accept (43) or accept4 (288)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let sc = std::fs::read_to_string(format!("/proc/{}/syscall", echo.pid())).unwrap_or_default();
+            let nr = sc.split_whitespace().next().unwrap_or("");
+            if nr == "43" || nr == "288" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "harness: echo server not in accept: {sc:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut sess = TraceSession::for_pid(Sink::Json, echo.pid());
+    let local_port = echo_exchange(echo.port());
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    check_echo_span("connection accepted by an accept(2) in flight at attach", &echo, sess, &res, local_port);
 }
 
 fn check_connection_span(s: &ReceivedSpan, name: &str, tls: bool, peer_port: u16, server_port: u16) -> Vec<String> {
@@ -551,7 +586,9 @@ fn comm_target_started_after_the_tracer() {
     out.assert_code(0);
     let spans = out.json_spans();
     let mut errs = check_http_spans(&spans, &[e]);
-    errs.extend(check_common(&spans, &ResourceExpect { pid: srv.pid(), comm: name.clone(), host: hostname() }, window));
+    let res = ResourceExpect::of(srv.pid());
+    assert_eq!(res.comm, name);
+    errs.extend(check_common(&spans, &res, window));
     assert_no_errors("--comm target started later", &errs, &spans);
 }
 

@@ -71,7 +71,11 @@ pub mod counter {
     pub const READ_USER_FAILED: u32 = 3;
     /// Data syscalls whose iovec count exceeded MAX_IOVECS (bytes beyond them were not copied).
     pub const IOV_TRUNCATED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Go TLS calls on a connection whose fd could not be found (not a followed TCP socket).
+    pub const GO_TLS_NO_SOCKET: u32 = 5;
+    /// The per-goroutine Go TLS call map was full.
+    pub const GO_TLS_CALLS_FULL: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 #[repr(C)]
@@ -160,8 +164,24 @@ pub type Comm = [u8; TASK_COMM_LEN];
 pub struct SocketState {
     /// Data syscalls seen on this socket (both directions); stamped into each [`DataEvent`].
     pub seq: u32,
+    /// Go crypto/tls Read/Write calls seen on this socket, for plaintext events.
+    pub tls_seq: u32,
+    /// The Go `*tls.Conn` over this socket, once known (0 otherwise).
+    pub go_conn: u64,
     pub role: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
+}
+
+/// Offsets inside Go runtime structures that Go TLS probes follow, patched by userspace per binary.
+/// `tls.Conn.conn` (a net.Conn interface) → its data pointer → `*net.TCPConn` whose first word is
+/// `*netFD` → `netFD.pfd.Sysfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoTlsOffsets {
+    /// Offset of the interface data pointer of `tls.Conn.conn` in `tls.Conn`.
+    pub conn_iface_data: u64,
+    /// Offset of `pfd.Sysfd` in `net.netFD`.
+    pub netfd_sysfd: u64,
 }
 
 /// Key of the kernel socket table: `(tgid << 32) | fd`.
@@ -179,4 +199,5 @@ mod user {
     unsafe impl aya::Pod for SockCloseEvent {}
     unsafe impl aya::Pod for ProcEvent {}
     unsafe impl aya::Pod for SocketState {}
+    unsafe impl aya::Pod for GoTlsOffsets {}
 }

@@ -6,7 +6,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, generated};
 use core::ffi::c_void;
 use tracer_common::{
-    CHUNK_LARGE, CHUNK_SMALL, DataEvent, MAX_CHUNKS, MAX_IOVECS, counter, data_flags, kind, source,
+    CHUNK_LARGE, CHUNK_SMALL, DataEvent, MAX_CHUNKS, MAX_IOVECS, counter, data_flags, kind,
 };
 
 use crate::{
@@ -24,6 +24,7 @@ pub struct DataCtx {
     /// Bytes the syscall moved.
     pub total: u64,
     pub seq: u32,
+    pub source: u8,
 }
 
 /// `iovcnt` passed to [`emit_data`] when the bytes never were in user memory (sendfile).
@@ -140,7 +141,7 @@ fn chunk<const N: usize>(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) 
         (*ev).cap_len = len;
         (*ev).seq = d.seq;
         (*ev).direction = d.direction;
-        (*ev).source = source::SYSCALL;
+        (*ev).source = d.source;
         (*ev).flags = flags;
         (*ev)._pad = [0; 5];
     }

@@ -21,6 +21,8 @@ pub struct KernelCounters {
     pub sockets_full: u64,
     pub read_user_failed: u64,
     pub iov_truncated: u64,
+    pub go_tls_no_socket: u64,
+    pub go_tls_calls_full: u64,
 }
 
 pub struct Capture {
@@ -67,6 +69,8 @@ impl Capture {
             sockets_full: sum(counter::SOCKETS_FULL),
             read_user_failed: sum(counter::READ_USER_FAILED),
             iov_truncated: sum(counter::IOV_TRUNCATED),
+            go_tls_no_socket: sum(counter::GO_TLS_NO_SOCKET),
+            go_tls_calls_full: sum(counter::GO_TLS_CALLS_FULL),
         }
     }
 }

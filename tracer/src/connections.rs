@@ -40,8 +40,11 @@ pub struct Connection {
     pub bytes_sent: u64,
     pub process: Arc<ProcessInfo>,
     pub proto: ProtoState,
-    dirs: [DirState; 2],
-    next_seq: Option<u32>,
+    /// Go TLS plaintext has been seen: the syscall bytes are ciphertext and are no longer decoded.
+    pub plaintext: bool,
+    /// Stream continuity per source: [syscall, Go TLS] × [ingress, egress].
+    dirs: [[DirState; 2]; 2],
+    next_seq: [Option<u32>; 2],
 }
 
 /// What a data chunk means for the decoders.
@@ -65,28 +68,42 @@ impl Connection {
             bytes_sent: 0,
             process,
             proto: ProtoState::default(),
+            plaintext: false,
             dirs: Default::default(),
-            next_seq: None,
+            next_seq: [None; 2],
         }
     }
 
-    /// Accounts one chunk and says how to feed it to the decoders.
-    pub fn on_chunk<'a>(&mut self, c: &DataChunk<'a>) -> Feed<'a> {
+    /// Accounts one chunk and says how to feed it to the decoders (None: not to be decoded).
+    pub fn on_chunk<'a>(&mut self, c: &DataChunk<'a>) -> Option<Feed<'a>> {
         self.last_ns = self.last_ns.max(c.exit_ns);
+        if c.tls && !self.plaintext {
+            // From now on the decoders read plaintext; what they saw so far was ciphertext.
+            self.plaintext = true;
+            self.proto = ProtoState::default();
+        }
+        if !c.tls {
+            if c.first {
+                if c.direction == Direction::Ingress {
+                    self.bytes_received += c.total_len;
+                } else {
+                    self.bytes_sent += c.total_len;
+                }
+            }
+            if self.plaintext {
+                return None;
+            }
+        }
+        let source = usize::from(c.tls);
         let mut lost = false;
-        let dir = &mut self.dirs[c.direction.index()];
+        let dir = &mut self.dirs[source][c.direction.index()];
         let mut gap = None;
         if c.first {
-            if c.direction == Direction::Ingress {
-                self.bytes_received += c.total_len;
-            } else {
-                self.bytes_sent += c.total_len;
-            }
-            // A jump forward in the per-socket sequence means syscalls of this socket were lost.
-            if let Some(expected) = self.next_seq {
+            // A jump forward in the per-socket sequence means events of this socket were lost.
+            if let Some(expected) = self.next_seq[source] {
                 lost |= c.seq.wrapping_sub(expected) as i32 > 0;
             }
-            self.next_seq = Some(c.seq.wrapping_add(1));
+            self.next_seq[source] = Some(c.seq.wrapping_add(1));
             // The previous syscall of this direction never sent its LAST chunk (ring was full).
             if let Some((total, end)) = dir.open_syscall.take() {
                 gap = Some(Segment { data: &[], uncaptured_after: total.saturating_sub(end), enter_ns: c.enter_ns, exit_ns: c.enter_ns });
@@ -107,7 +124,7 @@ impl Connection {
             0
         };
         let seg = Segment { data: c.data, uncaptured_after, enter_ns: c.enter_ns, exit_ns: c.exit_ns };
-        if lost { Feed::LostThen(seg) } else { Feed::Segments(gap, seg) }
+        Some(if lost { Feed::LostThen(seg) } else { Feed::Segments(gap, seg) })
     }
 }
 

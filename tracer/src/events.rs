@@ -7,7 +7,7 @@ use std::mem::size_of;
 
 use tracer_common::{
     DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ProcEvent, SockAddr, SockCloseEvent,
-    SockOpenEvent, data_flags, direction, kind, sock_role,
+    SockOpenEvent, data_flags, direction, kind, sock_role, source,
 };
 
 use crate::stream::Direction;
@@ -32,6 +32,8 @@ pub struct DataChunk<'a> {
     pub offset: u32,
     pub seq: u32,
     pub direction: Direction,
+    /// Plaintext from Go crypto/tls rather than bytes of a syscall.
+    pub tls: bool,
     pub first: bool,
     pub last: bool,
     pub data: &'a [u8],
@@ -140,6 +142,11 @@ fn parse_data(bytes: &[u8]) -> Result<DataChunk<'_>, ParseError> {
         offset: ev.offset,
         seq: ev.seq,
         direction,
+        tls: match ev.source {
+            source::SYSCALL => false,
+            source::GO_TLS => true,
+            _ => return Err(ParseError::BadField("source")),
+        },
         first: ev.flags & data_flags::FIRST != 0,
         last: ev.flags & data_flags::LAST != 0,
         data,

@@ -12,6 +12,8 @@ pub mod clock;
 pub mod connections;
 pub mod events;
 pub mod export;
+pub mod gobin;
+pub mod gotls;
 pub mod local_addrs;
 pub mod pipeline;
 pub mod probes;

@@ -4,6 +4,7 @@
 //! Nothing here waits: export takes spans with a non-blocking submit.
 
 use anyhow::Result;
+use aya::Ebpf;
 
 use crate::{
     assemble::Assembler,
@@ -11,6 +12,7 @@ use crate::{
     connections::{ConnKey, ConnTable, Connection},
     events::{self, Event, SockOpen},
     export::ExportHandle,
+    gotls::{Attached, GoTls},
     local_addrs::LocalAddrs,
     span::SpanRecord,
     targets::Targets,
@@ -25,6 +27,9 @@ pub struct PipelineStats {
 }
 
 pub struct Pipeline {
+    /// Owns the loaded programs: dropping the pipeline detaches every probe.
+    ebpf: Ebpf,
+    gotls: GoTls,
     pub targets: Targets,
     pub conns: ConnTable,
     pub assembler: Assembler,
@@ -35,8 +40,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(targets: Targets, max_connections: usize, clock: Clock, export: ExportHandle) -> Self {
+    pub fn new(ebpf: Ebpf, gotls: GoTls, targets: Targets, max_connections: usize, clock: Clock, export: ExportHandle) -> Self {
         Pipeline {
+            ebpf,
+            gotls,
             targets,
             conns: ConnTable::new(max_connections),
             assembler: Assembler::new(clock),
@@ -67,8 +74,9 @@ impl Pipeline {
                 let key = ConnKey { tgid: c.tgid, fd: c.fd };
                 match self.conns.get_mut(&key) {
                     Some(conn) => {
-                        let feed = conn.on_chunk(&c);
-                        self.assembler.on_feed(conn, c.direction, feed, &mut self.spans);
+                        if let Some(feed) = conn.on_chunk(&c) {
+                            self.assembler.on_feed(conn, c.direction, feed, &mut self.spans);
+                        }
                     }
                     None => self.stats.data_for_unknown_connections += 1,
                 }
@@ -103,6 +111,14 @@ impl Pipeline {
     /// Starts tracing a process and registers the connections it already had.
     pub fn attach(&mut self, pid: u32) -> Result<()> {
         let existing = self.targets.attach(pid)?;
+        match self.gotls.attach(&mut self.ebpf, pid) {
+            Ok(Attached::Probes { go_version, rets }) => {
+                tracing::info!(pid, go_version = %go_version, ret_probes = rets, "Go TLS plaintext probes attached");
+            }
+            Ok(Attached::NotGo) => tracing::debug!(pid, "not a Go binary: TLS connections stay opaque"),
+            Ok(Attached::NoTls(f)) => tracing::debug!(pid, "Go binary without {f}"),
+            Err(e) => tracing::warn!(pid, "Go TLS probes not attached, TLS connections stay opaque: {e:#}"),
+        }
         let now = Clock::ktime_now();
         for c in existing {
             let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer) };
@@ -118,6 +134,7 @@ impl Pipeline {
             self.assembler.on_close(conn, now, &mut self.spans);
         }
         self.local_addrs.forget(tgid);
+        self.gotls.detach(&mut self.ebpf, tgid);
         self.targets.detach(tgid);
         self.flush();
     }

@@ -10,6 +10,7 @@ use crate::{
     cli::Cli,
     clock::Clock,
     export::{self, ExportConfig},
+    gotls::GoTls,
     pipeline::Pipeline,
     probes, procfs,
     targets::Targets,
@@ -46,7 +47,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         warn_if_unreachable(endpoint).await;
     }
     let export_stats = export.stats();
-    let mut pipeline = Pipeline::new(targets, cli.max_connections as usize, Clock::new(), export);
+    let gotls = GoTls::load(&mut ebpf)?;
+    let mut pipeline = Pipeline::new(ebpf, gotls, targets, cli.max_connections as usize, Clock::new(), export);
 
     for &pid in &cli.pids {
         pipeline.attach(pid)?;
@@ -89,10 +91,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     capture.drain_now(&mut pipeline);
     pipeline.finish();
     let counters = capture.kernel_counters();
-    drop(capture);
-    drop(ebpf); // detaches every probe
-    exporter.shutdown(Duration::from_secs(5)).await?;
     log_stats("final stats", &pipeline, counters, &export_stats);
+    drop(capture);
+    drop(pipeline); // detaches every probe
+    exporter.shutdown(Duration::from_secs(5)).await?;
 
     let failed = export_stats.dropped_export_failed.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
@@ -132,6 +134,8 @@ fn log_stats(what: &str, p: &Pipeline, k: KernelCounters, e: &export::ExportStat
         lost_args_full = k.args_full,
         lost_sockets_full = k.sockets_full,
         read_user_failed = k.read_user_failed,
+        go_tls_no_socket = k.go_tls_no_socket,
+        go_tls_calls_full = k.go_tls_calls_full,
         connections = p.conns.len(),
         connections_evicted = p.conns.evicted,
         spans = a.spans,

@@ -93,7 +93,7 @@ impl Targets {
                 Role::Server => sock_role::ACCEPTED,
                 Role::Client => sock_role::CONNECTED,
             };
-            let state = SocketState { seq: 0, role, _pad: [0; 3] };
+            let state = SocketState { seq: 0, tls_seq: 0, go_conn: 0, role, _pad: [0; 7] };
             let _ = self.sockets.insert(socket_key(pid, c.fd as u32), state, BPF_NOEXIST);
         }
         tracing::info!(pid, comm = %comm, existing_connections = existing.len(), "target attached pid={pid}");

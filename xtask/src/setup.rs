@@ -127,21 +127,28 @@ pub fn build_go_programs() -> Result<Vec<(String, String)>> {
     let out = root.join("target/go-bin");
     std::fs::create_dir_all(&out)?;
     let mut env = Vec::new();
-    for (dir, var) in [("https-server", "GO_HTTPS_SERVER_BIN"), ("http-client", "GO_HTTP_CLIENT_BIN")] {
-        if !src.join(dir).exists() {
-            continue;
-        }
-        let bin = out.join(dir);
+    // Release-like (stripped), unstripped (checked against .symtab) and externally linked PIE
+    // (C code before Go code) builds: each exercises another path of the Go binary analysis.
+    let builds: [(&str, &str, &[&str]); 4] = [
+        ("https-server", "GO_HTTPS_SERVER_BIN", &["-ldflags=-s -w"]),
+        ("https-server", "GO_HTTPS_SERVER_BIN_UNSTRIPPED", &[]),
+        ("https-server", "GO_HTTPS_SERVER_BIN_EXTPIE", &["-buildmode=pie", "-ldflags=-linkmode=external"]),
+        ("http-client", "GO_HTTP_CLIENT_BIN", &["-ldflags=-s -w"]),
+    ];
+    for (dir, var, flags) in builds {
+        let bin = out.join(var.to_lowercase());
         status(
             Command::new(&go)
-                .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+                .arg("build")
+                .args(flags)
+                .arg("-o")
                 .arg(&bin)
                 .arg(format!("./{dir}"))
                 .current_dir(&src)
                 .env("GOFLAGS", "-mod=mod")
                 .env("GOPROXY", "off")
                 .env("GOTOOLCHAIN", "local")
-                .env("CGO_ENABLED", "0")
+                .env("CGO_ENABLED", if var.ends_with("EXTPIE") { "1" } else { "0" })
                 .env("GOCACHE", root.join("target/go-cache"))
                 .env("GOPATH", root.join("target/go-path")),
         )

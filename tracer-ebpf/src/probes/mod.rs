@@ -1,3 +1,4 @@
+pub mod gotls;
 pub mod process;
 pub mod sock;
 pub mod syscalls;

@@ -11,10 +11,11 @@ use aya_ebpf::{
 };
 use tracer_common::{
     EventHeader, SockAddr, SockCloseEvent, SockOpenEvent, SocketState, counter, direction, kind,
-    sock_role, socket_key,
+    sock_role, socket_key, source,
 };
 
 use crate::{
+    probes::gotls,
     emit::{DataCtx, NO_CAPTURE, emit_data},
     maps::{EVENTS, PENDING, SOCKETS, count, current_target},
 };
@@ -38,6 +39,7 @@ mod nr {
 
 /// Offsets of the syscall argument registers in x86-64 `struct pt_regs`.
 mod regs {
+    pub const R14: usize = 8;
     pub const DI: usize = 112;
     pub const SI: usize = 104;
     pub const DX: usize = 96;
@@ -155,6 +157,8 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
             if SOCKETS.get_ptr(socket_key(tgid, fd as u32)).is_none() {
                 return Ok(());
             }
+            // A Go goroutine (R14 holds g) inside crypto/tls learns which socket it is on.
+            gotls::bind_syscall(tgid, reg(regs, regs::R14), fd);
         }
     }
     if PENDING.insert(pid_tgid, pending, 0).is_err() {
@@ -209,6 +213,7 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 exit_ns: unsafe { bpf_ktime_get_ns() },
                 total: ret as u64,
                 seq,
+                source: source::SYSCALL,
             };
             match pending.kind {
                 call::READ | call::WRITE => emit_data(&data, pending.arg, 0),
@@ -259,7 +264,7 @@ fn read_sockaddr(ptr: u64) -> SockAddr {
 
 fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr) {
     let tgid = (pid_tgid >> 32) as u32;
-    let state = SocketState { seq: 0, role, _pad: [0; 3] };
+    let state = SocketState { seq: 0, tls_seq: 0, go_conn: 0, role, _pad: [0; 7] };
     if SOCKETS.insert(socket_key(tgid, fd as u32), state, 0).is_err() {
         count(counter::SOCKETS_FULL);
         return;
@@ -282,9 +287,12 @@ fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr
 
 fn on_close(pid_tgid: u64, fd: i32) {
     let tgid = (pid_tgid >> 32) as u32;
-    if SOCKETS.remove(socket_key(tgid, fd as u32)).is_err() {
+    let key = socket_key(tgid, fd as u32);
+    let Some(state) = SOCKETS.get_ptr(key) else {
         return; // not a socket we follow
-    }
+    };
+    gotls::forget_conn(tgid, unsafe { (*state).go_conn });
+    let _ = SOCKETS.remove(key);
     let Some(mut entry) = EVENTS.reserve::<SockCloseEvent>(0) else {
         count(counter::RINGBUF_FULL);
         return;

@@ -38,12 +38,13 @@ impl Harness {
             offset: 0,
             seq: self.seq,
             direction: dir,
+            tls: false,
             first: true,
             last: true,
             data,
         };
         self.seq += 1;
-        let feed = self.conn.on_chunk(&chunk);
+        let feed = self.conn.on_chunk(&chunk).expect("syscall bytes of a plaintext connection are decoded");
         self.asm.on_feed(&mut self.conn, dir, feed, &mut self.spans);
     }
 

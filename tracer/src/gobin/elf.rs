@@ -58,7 +58,11 @@ pub(crate) fn header(data: &[u8]) -> Result<&Elf64, GoBinError> {
             return Err(GoBinError::UnsupportedArch("big-endian ELF".into()));
         }
         (elf::ELFCLASS64, elf::ELFDATA2LSB) => {}
-        _ => return Err(GoBinError::BadElf("invalid ELF class or data encoding".into())),
+        _ => {
+            return Err(GoBinError::BadElf(
+                "invalid ELF class or data encoding".into(),
+            ));
+        }
     }
     let machine = u16::from_le_bytes([data[18], data[19]]);
     if machine != elf::EM_X86_64 {
@@ -89,7 +93,8 @@ pub(crate) fn load_segments(hdr: &Elf64, data: &[u8]) -> Result<Vec<Segment>, Go
             flags: ph.p_flags(LE),
         };
         let end = seg.offset.checked_add(seg.filesz);
-        if end.is_none_or(|e| e > data.len() as u64) || seg.vaddr.checked_add(seg.filesz).is_none() {
+        if end.is_none_or(|e| e > data.len() as u64) || seg.vaddr.checked_add(seg.filesz).is_none()
+        {
             return Err(GoBinError::BadElf(format!(
                 "segment at file offset {:#x} (+{:#x}) runs past the end of the file ({:#x} bytes): truncated?",
                 seg.offset,
@@ -109,7 +114,9 @@ pub(crate) fn load_segments(hdr: &Elf64, data: &[u8]) -> Result<Vec<Segment>, Go
 /// a cut-off table means a truncated file.
 pub(crate) fn check_sections(hdr: &Elf64, data: &[u8]) -> Result<(), GoBinError> {
     hdr.sections(LE, data).map(drop).map_err(|e| {
-        GoBinError::BadElf(format!("{e} (section headers past the end of the file: truncated?)"))
+        GoBinError::BadElf(format!(
+            "{e} (section headers past the end of the file: truncated?)"
+        ))
     })
 }
 
@@ -210,11 +217,18 @@ pub(crate) fn moduledata_text(
 /// R_X86_64_RELATIVE relocations (offset -> addend) from SHT_RELA sections.
 fn relative_relocs(data: &[u8]) -> std::collections::HashMap<u64, u64> {
     let mut map = std::collections::HashMap::new();
-    let Ok(hdr) = Elf64::parse(data) else { return map };
-    let Ok(sections) = hdr.sections(LE, data) else { return map };
+    let Ok(hdr) = Elf64::parse(data) else {
+        return map;
+    };
+    let Ok(sections) = hdr.sections(LE, data) else {
+        return map;
+    };
     for sh in sections.iter() {
         if let Ok(Some((relas, _))) = sh.rela(LE, data) {
-            for r in relas.iter().filter(|r| r.r_type(LE, false) == elf::R_X86_64_RELATIVE) {
+            for r in relas
+                .iter()
+                .filter(|r| r.r_type(LE, false) == elf::R_X86_64_RELATIVE)
+            {
                 map.insert(r.r_offset(LE), r.r_addend(LE) as u64);
             }
         }
@@ -230,8 +244,15 @@ pub(crate) fn vaddr_to_offset(segs: &[Segment], addr: u64) -> Option<u64> {
 }
 
 /// `len` file-backed bytes at `addr`, all inside one segment.
-pub(crate) fn read_vaddr<'d>(data: &'d [u8], segs: &[Segment], addr: u64, len: u64) -> Option<&'d [u8]> {
-    let seg = segs.iter().find(|s| addr >= s.vaddr && addr - s.vaddr < s.filesz)?;
+pub(crate) fn read_vaddr<'d>(
+    data: &'d [u8],
+    segs: &[Segment],
+    addr: u64,
+    len: u64,
+) -> Option<&'d [u8]> {
+    let seg = segs
+        .iter()
+        .find(|s| addr >= s.vaddr && addr - s.vaddr < s.filesz)?;
     let rel = addr - seg.vaddr;
     if len > seg.filesz - rel {
         return None;

@@ -23,7 +23,10 @@ use pclntab::{PclnTable, PclnVersion};
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinError {
     #[error("cannot read {}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("not an ELF file")]
     NotElf,
     #[error("malformed ELF: {0}")]
@@ -76,7 +79,8 @@ pub struct FuncProbes {
 /// - at entry: RAX = `c` (*Conn), RBX = `b.ptr`, RCX = `b.len`, RDI = `b.cap`;
 /// - at each RET: RAX = `n`, RBX = `err`'s itab (0 when nil), RCX = `err`'s
 ///   data pointer. Argument registers are dead by then: save `b.ptr` at entry
-///   (keyed by goroutine, not thread: goroutines migrate between threads).
+///   keyed by goroutine, not thread (a goroutine blocked in Read can resume
+///   on another thread); R14 holds the current goroutine's `g` pointer.
 ///
 /// Before 1.17 (`register_abi == false`) arguments and results are on the
 /// stack instead, and these register mappings do not apply.
@@ -170,9 +174,12 @@ impl GoBinary {
     }
 
     /// Whether Go's register ABI (ABIInternal, amd64 Go >= 1.17) is in use.
-    /// Without a readable version, pclntab formats of 1.18+ imply it.
+    /// Go 1.17 could opt out (GOEXPERIMENT=noregabi, shown in the version
+    /// string). Without a readable version, pclntab formats of 1.18+ imply it.
     pub fn register_abi(&self) -> bool {
-        match self.go_version().and_then(buildinfo::parse_go_version) {
+        let version = self.go_version();
+        match version.and_then(buildinfo::parse_go_version) {
+            Some((1, 17)) => !version.is_some_and(|v| v.contains("noregabi")),
             Some((1, minor)) => minor >= 17,
             Some((major, _)) => major > 1,
             None => self.pcln.version != PclnVersion::Go116,
@@ -213,7 +220,11 @@ impl GoBinary {
             .iter()
             .find(|s| s.executable() && f.entry >= s.vaddr && f.entry - s.vaddr < s.filesz)
             .ok_or_else(not_code)?;
-        let len = f.end.checked_sub(f.entry).filter(|&l| l > 0).ok_or_else(not_code)?;
+        let len = f
+            .end
+            .checked_sub(f.entry)
+            .filter(|&l| l > 0)
+            .ok_or_else(not_code)?;
         let code = elf::read_vaddr(&self.data, std::slice::from_ref(seg), f.entry, len)
             .ok_or_else(not_code)?;
         let rets = rets::find_rets(code, f.entry).map_err(|addr| GoBinError::Decode {
@@ -271,7 +282,9 @@ fn resolve_text_start(
             elf::moduledata_text(data, segs, region.vaddr, funcname, first)
         })
         .or_else(|| elf::symtab_func(data, b"runtime.text").map(|(v, _)| v))
-        .ok_or_else(|| GoBinError::Corrupt("cannot locate runtime.text (moduledata not found)".into()))?;
+        .ok_or_else(|| {
+            GoBinError::Corrupt("cannot locate runtime.text (moduledata not found)".into())
+        })?;
     // The first function must be code, or the base is wrong.
     let first_entry = text.saturating_add(first);
     if !segs
@@ -287,7 +300,11 @@ fn resolve_text_start(
 
 /// Find `runtime.pcheader` by its magic when section headers are missing.
 fn scan_pclntab(data: &[u8], segs: &[Segment]) -> Option<Region> {
-    const MAGICS: [u32; 3] = [pclntab::MAGIC_GO116, pclntab::MAGIC_GO118, pclntab::MAGIC_GO120];
+    const MAGICS: [u32; 3] = [
+        pclntab::MAGIC_GO116,
+        pclntab::MAGIC_GO118,
+        pclntab::MAGIC_GO120,
+    ];
     segs.iter().find_map(|seg| {
         let bytes = elf::seg_bytes(data, seg);
         let is_header = |b: &[u8]| {
@@ -312,8 +329,10 @@ fn scan_pclntab(data: &[u8], segs: &[Segment]) -> Option<Region> {
 fn scan_buildinfo<'d>(data: &'d [u8], segs: &[Segment]) -> Option<&'d [u8]> {
     segs.iter().filter(|s| s.writable()).find_map(|seg| {
         let bytes = elf::seg_bytes(data, seg);
-        elf::scan(data, seg, buildinfo::ALIGN as u64, |b| b.starts_with(buildinfo::MAGIC))
-            .next()
-            .map(|i| &bytes[i..])
+        elf::scan(data, seg, buildinfo::ALIGN as u64, |b| {
+            b.starts_with(buildinfo::MAGIC)
+        })
+        .next()
+        .map(|i| &bytes[i..])
     })
 }

@@ -243,13 +243,21 @@ impl PclnTable {
         let i = if self.func_id(tab, first) == Some(0) {
             first
         } else {
-            matches.find(|&i| self.func_id(tab, i) == Some(0)).unwrap_or(first)
+            matches
+                .find(|&i| self.func_id(tab, i) == Some(0))
+                .unwrap_or(first)
         };
-        self.func_range(tab, i, text_start).map(|(entry, end, _)| (entry, end))
+        self.func_range(tab, i, text_start)
+            .map(|(entry, end, _)| (entry, end))
     }
 
     /// (entry, end, end came from pcsp) of function `i`.
-    pub(crate) fn func_range(&self, tab: &[u8], i: usize, text_start: u64) -> Option<(u64, u64, bool)> {
+    pub(crate) fn func_range(
+        &self,
+        tab: &[u8],
+        i: usize,
+        text_start: u64,
+    ) -> Option<(u64, u64, bool)> {
         let entry = self.entry(tab, i, text_start)?;
         let next = self.entry(tab, i + 1, text_start)?;
         if next <= entry {
@@ -285,7 +293,8 @@ mod tests {
         t[0..4].copy_from_slice(&MAGIC_GO116.to_le_bytes());
         t[6] = 1;
         t[7] = 8;
-        let put = |t: &mut Vec<u8>, at: usize, v: u64| t[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        let put =
+            |t: &mut Vec<u8>, at: usize, v: u64| t[at..at + 8].copy_from_slice(&v.to_le_bytes());
         // funcnametab at 64: "main.a\0main.b\0"
         let funcname = t.len();
         t.extend_from_slice(b"main.a\0main.b\0");
@@ -337,7 +346,10 @@ mod tests {
         assert!(PclnTable::parse(&tab[..20]).is_err());
         let mut t = tab.clone();
         t[0] = 0xfb; // Go 1.2 magic
-        assert!(matches!(PclnTable::parse(&t), Err(GoBinError::Unsupported(_))));
+        assert!(matches!(
+            PclnTable::parse(&t),
+            Err(GoBinError::Unsupported(_))
+        ));
         let mut t = tab.clone();
         t[8] = 0xff; // nfunc too large for the table
         assert!(PclnTable::parse(&t).is_err());

@@ -510,7 +510,11 @@ pub fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
 }
 
 /// Span attributes of an etcd call. Either side may be missing. Never contains values.
-pub fn attributes(op: EtcdOp, req: Option<&EtcdRequest>, resp: Option<&EtcdResponse>) -> Vec<(&'static str, AttrValue)> {
+pub fn attributes(
+    op: EtcdOp,
+    req: Option<&EtcdRequest>,
+    resp: Option<&EtcdResponse>,
+) -> Vec<(&'static str, AttrValue)> {
     let mut a: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
     fn put(a: &mut Vec<(&'static str, AttrValue)>, k: &'static str, v: impl Into<AttrValue>) {
         if !a.iter().any(|(n, _)| *n == k) {
@@ -668,7 +672,11 @@ mod tests {
         let resp = full::RangeResponse {
             header: hdr(12345),
             kvs: (0..3)
-                .map(|i| full::KeyValue { key: format!("/registry/pods/default/p{i}").into(), value: b"SECRET".to_vec(), ..Default::default() })
+                .map(|i| full::KeyValue {
+                    key: format!("/registry/pods/default/p{i}").into(),
+                    value: b"SECRET".to_vec(),
+                    ..Default::default()
+                })
                 .collect(),
             more: true,
             count: 1234,
@@ -691,7 +699,13 @@ mod tests {
 
     #[test]
     fn range_single_key_count_only() {
-        let req = pb::RangeRequest { key: b"/registry/ns/kube-system".to_vec(), revision: 77, count_only: true, keys_only: true, ..Default::default() };
+        let req = pb::RangeRequest {
+            key: b"/registry/ns/kube-system".to_vec(),
+            revision: 77,
+            count_only: true,
+            keys_only: true,
+            ..Default::default()
+        };
         let r = decode_request("Range", KV, &req.encode_to_vec()).unwrap();
         let a = attributes(EtcdOp::Range, Some(&r), None);
         assert_eq!(attr(&a, "etcd.prefix"), None);
@@ -707,7 +721,12 @@ mod tests {
 
     #[test]
     fn put_never_keeps_value() {
-        let req = full::PutRequest { key: b"/registry/secrets/ns/s".to_vec(), value: b"TOP-SECRET-VALUE".to_vec(), lease: 0x1234, prev_kv: true };
+        let req = full::PutRequest {
+            key: b"/registry/secrets/ns/s".to_vec(),
+            value: b"TOP-SECRET-VALUE".to_vec(),
+            lease: 0x1234,
+            prev_kv: true,
+        };
         let bytes = req.encode_to_vec();
         let r = decode_request("Put", KV, &bytes).unwrap();
         assert!(!format!("{r:?}").contains("TOP-SECRET"));
@@ -735,8 +754,20 @@ mod tests {
     fn txn_kubernetes_style_update() {
         // Kubernetes GuaranteedUpdate: compare mod_revision, success put, failure range.
         let req = full::TxnRequest {
-            compare: vec![full::Compare { result: 0, target: 2, key: b"/registry/pods/ns/p".to_vec(), value: b"CMPVALUE".to_vec() }],
-            success: vec![full::RequestOp { request_put: Some(full::PutRequest { key: b"/registry/pods/ns/p".to_vec(), value: b"NEWVALUE".to_vec(), lease: 0, prev_kv: false }) }],
+            compare: vec![full::Compare {
+                result: 0,
+                target: 2,
+                key: b"/registry/pods/ns/p".to_vec(),
+                value: b"CMPVALUE".to_vec(),
+            }],
+            success: vec![full::RequestOp {
+                request_put: Some(full::PutRequest {
+                    key: b"/registry/pods/ns/p".to_vec(),
+                    value: b"NEWVALUE".to_vec(),
+                    lease: 0,
+                    prev_kv: false,
+                }),
+            }],
             failure: vec![full::RequestOp { request_put: None }, full::RequestOp { request_put: None }],
         };
         let bytes = req.encode_to_vec();
@@ -752,10 +783,13 @@ mod tests {
                 target_union: Some(pb::compare::TargetUnion::ModRevision(41)),
                 range_end: vec![],
             }],
-            success: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest { key: b"/k".to_vec(), ..Default::default() })) }],
-            failure: vec![pb::RequestOp {
-                request: Some(pb::request_op::Request::RequestTxn(Box::default())),
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest {
+                    key: b"/k".to_vec(),
+                    ..Default::default()
+                })),
             }],
+            failure: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestTxn(Box::default())) }],
         };
         let r2 = decode_request("Txn", KV, &req2.encode_to_vec()).unwrap();
         assert_eq!(r2.key.as_deref(), Some(&b"/k"[..]));
@@ -772,7 +806,9 @@ mod tests {
 
     #[test]
     fn compact_watch_lease() {
-        let r = decode_request("Compact", KV, &pb::CompactionRequest { revision: 1000, physical: true }.encode_to_vec()).unwrap();
+        let r =
+            decode_request("Compact", KV, &pb::CompactionRequest { revision: 1000, physical: true }.encode_to_vec())
+                .unwrap();
         assert_eq!(attr(&attributes(EtcdOp::Compact, Some(&r), None), "etcd.revision"), Some(&AttrValue::Int(1000)));
 
         let w = pb::WatchRequest {
@@ -798,15 +834,29 @@ mod tests {
         assert_eq!(attr(&a, "etcd.watch.created"), Some(&AttrValue::Bool(true)));
         assert_eq!(attr(&a, "etcd.watch.events"), Some(&AttrValue::Int(0)));
 
-        let cancel = pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CancelRequest(pb::WatchCancelRequest { watch_id: 7 })) };
+        let cancel = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CancelRequest(pb::WatchCancelRequest { watch_id: 7 })),
+        };
         let r = decode_request("Watch", "etcdserverpb.Watch", &cancel.encode_to_vec()).unwrap();
         assert_eq!((r.watch_kind, r.watch_id), (Some(WatchKind::Cancel), Some(7)));
-        let resp = pb::WatchResponse { header: hdr(1), watch_id: 7, canceled: true, compact_revision: 3, cancel_reason: b"mvcc: required revision has been compacted".to_vec(), ..Default::default() };
+        let resp = pb::WatchResponse {
+            header: hdr(1),
+            watch_id: 7,
+            canceled: true,
+            compact_revision: 3,
+            cancel_reason: b"mvcc: required revision has been compacted".to_vec(),
+            ..Default::default()
+        };
         let p = decode_response("Watch", "etcdserverpb.Watch", &resp.encode_to_vec()).unwrap();
         assert_eq!(p.cancel_reason.as_deref(), Some("mvcc: required revision has been compacted"));
         assert_eq!(p.compact_revision, Some(3));
 
-        let g = decode_request("LeaseGrant", "etcdserverpb.Lease", &pb::LeaseGrantRequest { ttl: 60, id: 0 }.encode_to_vec()).unwrap();
+        let g = decode_request(
+            "LeaseGrant",
+            "etcdserverpb.Lease",
+            &pb::LeaseGrantRequest { ttl: 60, id: 0 }.encode_to_vec(),
+        )
+        .unwrap();
         let gr = pb::LeaseGrantResponse { header: hdr(2), id: 0x7777, ttl: 60, error: vec![] };
         let gp = decode_response("LeaseGrant", "etcdserverpb.Lease", &gr.encode_to_vec()).unwrap();
         let a = attributes(EtcdOp::LeaseGrant, Some(&g), Some(&gp));
@@ -820,7 +870,12 @@ mod tests {
         let ka = pb::LeaseKeepAliveResponse { header: hdr(3), id: 0x42, ttl: 59 };
         let p = decode_response("LeaseKeepAlive", "etcdserverpb.Lease", &ka.encode_to_vec()).unwrap();
         assert_eq!((p.lease_id, p.ttl, p.revision), (Some(0x42), Some(59), Some(3)));
-        let p = decode_response("LeaseRevoke", "etcdserverpb.Lease", &pb::HeaderOnlyResponse { header: hdr(4) }.encode_to_vec()).unwrap();
+        let p = decode_response(
+            "LeaseRevoke",
+            "etcdserverpb.Lease",
+            &pb::HeaderOnlyResponse { header: hdr(4) }.encode_to_vec(),
+        )
+        .unwrap();
         assert_eq!(p.revision, Some(4));
     }
 
@@ -848,7 +903,13 @@ mod tests {
     fn truncated_messages() {
         let resp = full::RangeResponse {
             header: hdr(777),
-            kvs: (0..100).map(|i| full::KeyValue { key: format!("/registry/k{i}").into(), value: vec![b'v'; 200], ..Default::default() }).collect(),
+            kvs: (0..100)
+                .map(|i| full::KeyValue {
+                    key: format!("/registry/k{i}").into(),
+                    value: vec![b'v'; 200],
+                    ..Default::default()
+                })
+                .collect(),
             more: false,
             count: 100,
         };
@@ -867,11 +928,19 @@ mod tests {
         let p = decode_response_prefix("Range", KV, &bytes[..3], bytes.len() as u32).unwrap();
         assert_eq!(p.revision, None);
         // A Put whose value was cut: the key is still known.
-        let put = full::PutRequest { key: b"/registry/configmaps/ns/big".to_vec(), value: vec![b'x'; 10_000], lease: 5, prev_kv: false };
+        let put = full::PutRequest {
+            key: b"/registry/configmaps/ns/big".to_vec(),
+            value: vec![b'x'; 10_000],
+            lease: 5,
+            prev_kv: false,
+        };
         let pb = put.encode_to_vec();
         assert_eq!(decode_request("Put", KV, &pb[..4096]), None);
         let r = decode_request_prefix("Put", KV, &pb[..4096], pb.len() as u32).unwrap();
-        assert_eq!((r.key.as_deref(), r.lease_id, r.truncated), (Some(&b"/registry/configmaps/ns/big"[..]), None, true));
+        assert_eq!(
+            (r.key.as_deref(), r.lease_id, r.truncated),
+            (Some(&b"/registry/configmaps/ns/big"[..]), None, true)
+        );
         // Through a GrpcMessage.
         let m = GrpcMessage { compressed: false, declared_len: pb.len() as u32, bytes: pb[..4096].to_vec() };
         assert!(decode_request_message("Put", KV, &m).is_some());
@@ -882,7 +951,12 @@ mod tests {
     #[test]
     fn corrupt_messages() {
         // Invalid wire type 7, field 0, overlong varint, length past the end.
-        for bad in [&[0x0f, 0x01][..], &[0x00, 0x01], &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &[0x0a, 0x05, b'a']] {
+        for bad in [
+            &[0x0f, 0x01][..],
+            &[0x00, 0x01],
+            &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            &[0x0a, 0x05, b'a'],
+        ] {
             assert_eq!(decode_request("Range", KV, bad), None, "{bad:?}");
         }
         assert_eq!(decode_request_prefix("Range", KV, &[0x0f, 0x01], 100), None);
@@ -911,12 +985,20 @@ mod tests {
         ];
         let seed = full::TxnRequest {
             compare: vec![full::Compare { result: 1, target: 2, key: b"/x".to_vec(), value: b"v".to_vec() }],
-            success: vec![full::RequestOp { request_put: Some(full::PutRequest { key: b"/x".to_vec(), value: b"y".to_vec(), lease: 3, prev_kv: true }) }],
+            success: vec![full::RequestOp {
+                request_put: Some(full::PutRequest {
+                    key: b"/x".to_vec(),
+                    value: b"y".to_vec(),
+                    lease: 3,
+                    prev_kv: true,
+                }),
+            }],
             failure: vec![],
         }
         .encode_to_vec();
         for _ in 0..30_000 {
-            let mut msg: Vec<u8> = if next() % 2 == 0 { seed.clone() } else { (0..next() % 64).map(|_| next() as u8).collect() };
+            let mut msg: Vec<u8> =
+                if next() % 2 == 0 { seed.clone() } else { (0..next() % 64).map(|_| next() as u8).collect() };
             for _ in 0..next() % 4 {
                 if !msg.is_empty() {
                     let i = next() as usize % msg.len();
@@ -925,10 +1007,16 @@ mod tests {
             }
             let (m, svc) = ops[next() as usize % ops.len()];
             let cut = next() as usize % (msg.len() + 1);
-            for r in [decode_request(m, svc, &msg), decode_request_prefix(m, svc, &msg[..cut], msg.len() as u32)].into_iter().flatten() {
+            for r in [decode_request(m, svc, &msg), decode_request_prefix(m, svc, &msg[..cut], msg.len() as u32)]
+                .into_iter()
+                .flatten()
+            {
                 let _ = attributes(r.op, Some(&r), None);
             }
-            for r in [decode_response(m, svc, &msg), decode_response_prefix(m, svc, &msg[..cut], msg.len() as u32)].into_iter().flatten() {
+            for r in [decode_response(m, svc, &msg), decode_response_prefix(m, svc, &msg[..cut], msg.len() as u32)]
+                .into_iter()
+                .flatten()
+            {
                 let _ = attributes(r.op, None, Some(&r));
             }
         }
@@ -940,10 +1028,11 @@ mod tests {
     fn go_grpc_range_call_end_to_end() {
         use crate::protocols::grpc::{StatusLookup, StreamMessages, parse_path, status_from_event};
         use crate::protocols::hpack::testenc::GoLikeEncoder;
-        use crate::protocols::http2::{build, flags, frame_type, settings_id, H2Connection, H2Event, PREFACE, Role};
+        use crate::protocols::http2::{H2Connection, H2Event, PREFACE, Role, build, flags, frame_type, settings_id};
         use crate::stream::Segment;
 
-        let req = pb::RangeRequest { key: b"/registry/leases/kube-system/kube-scheduler".to_vec(), ..Default::default() };
+        let req =
+            pb::RangeRequest { key: b"/registry/leases/kube-system/kube-scheduler".to_vec(), ..Default::default() };
         let mut client = PREFACE.to_vec();
         client.extend(build::settings(&[(2, 0), (4, 4_194_304), (6, 16_384 * 1024)]));
         client.extend(build::frame(frame_type::WINDOW_UPDATE, 0, 0, &4_128_769u32.to_be_bytes()));
@@ -963,14 +1052,25 @@ mod tests {
 
         let resp = full::RangeResponse {
             header: hdr(4242),
-            kvs: vec![full::KeyValue { key: req.key.clone(), value: b"lease-holder-identity".to_vec(), create_revision: 1, mod_revision: 4240, version: 9, lease: 0 }],
+            kvs: vec![full::KeyValue {
+                key: req.key.clone(),
+                value: b"lease-holder-identity".to_vec(),
+                create_revision: 1,
+                mod_revision: 4240,
+                version: 9,
+                lease: 0,
+            }],
             more: false,
             count: 1,
         };
         let mut server = build::settings(&[(settings_id::MAX_FRAME_SIZE, 16_384), (4, 1_048_576)]);
         server.extend(build::frame(frame_type::SETTINGS, flags::ACK, 0, &[]));
         let mut senc = GoLikeEncoder::new();
-        server.extend(build::headers(1, &senc.encode(&[(":status", "200"), ("content-type", "application/grpc")]), false));
+        server.extend(build::headers(
+            1,
+            &senc.encode(&[(":status", "200"), ("content-type", "application/grpc")]),
+            false,
+        ));
         server.extend(build::data(1, &build::grpc_message(&resp.encode_to_vec()), false));
         server.extend(build::headers(1, &senc.encode(&[("grpc-status", "0"), ("grpc-message", "")]), true));
 
@@ -995,8 +1095,14 @@ mod tests {
 
             let r = decode_request_message(method, service, &first_req.1).unwrap();
             let p = decode_response_message(method, service, &first_resp.1).unwrap();
-            let status = server_events.iter().filter(|e| matches!(e, H2Event::Headers { end_stream: true, .. })).find_map(status_from_event);
-            assert_eq!(status, Some(StatusLookup::Found(crate::protocols::grpc::GrpcStatus { code: 0, message: Some(String::new()) })));
+            let status = server_events
+                .iter()
+                .filter(|e| matches!(e, H2Event::Headers { end_stream: true, .. }))
+                .find_map(status_from_event);
+            assert_eq!(
+                status,
+                Some(StatusLookup::Found(crate::protocols::grpc::GrpcStatus { code: 0, message: Some(String::new()) }))
+            );
             let a = attributes(EtcdOp::from_rpc(service, method).unwrap(), Some(&r), Some(&p));
             assert_eq!(attr(&a, "etcd.key"), Some(&s("/registry/leases/kube-system/kube-scheduler")));
             assert_eq!(attr(&a, "etcd.response.revision"), Some(&AttrValue::Int(4242)));

@@ -256,7 +256,8 @@ impl MessageReader {
                         let mlen = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
                         self.messages = self.messages.saturating_add(1);
                         if self.first.is_none() {
-                            self.first = Some(GrpcMessage { compressed: flag == 1, declared_len: mlen, bytes: Vec::new() });
+                            self.first =
+                                Some(GrpcMessage { compressed: flag == 1, declared_len: mlen, bytes: Vec::new() });
                         }
                         self.body_remaining = Some(mlen);
                         self.end_body_if_done();
@@ -382,14 +383,16 @@ impl StreamMessages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocols::http2::build;
     use crate::protocols::http2::Timing;
+    use crate::protocols::http2::build;
 
     #[test]
     fn paths() {
         assert_eq!(parse_path("/etcdserverpb.KV/Range"), Some(("etcdserverpb.KV", "Range")));
         assert_eq!(parse_path("/grpc.health.v1.Health/Check"), Some(("grpc.health.v1.Health", "Check")));
-        for bad in ["", "/", "etcdserverpb.KV/Range", "/etcdserverpb.KV", "/a/b/c", "//Range", "/a/", "/a b/c", "/a/b?x=1"] {
+        for bad in
+            ["", "/", "etcdserverpb.KV/Range", "/etcdserverpb.KV", "/a/b/c", "//Range", "/a/", "/a b/c", "/a/b?x=1"]
+        {
             assert_eq!(parse_path(bad), None, "{bad}");
         }
         assert!(is_grpc_content_type("application/grpc"));
@@ -491,8 +494,20 @@ mod tests {
     fn stream_messages_follow_only_streams_seen_from_the_start() {
         let t = Timing::default();
         let mut s = StreamMessages::new(2);
-        let hdr = |sid, end| H2Event::Headers { stream_id: sid, end_stream: end, fields: vec![], unresolved: Unresolved::default(), timing: t };
-        let data = |sid, d: &[u8], end| H2Event::Data { stream_id: sid, len: Some(d.len() as u32), end_stream: end, data: d.to_vec(), timing: t };
+        let hdr = |sid, end| H2Event::Headers {
+            stream_id: sid,
+            end_stream: end,
+            fields: vec![],
+            unresolved: Unresolved::default(),
+            timing: t,
+        };
+        let data = |sid, d: &[u8], end| H2Event::Data {
+            stream_id: sid,
+            len: Some(d.len() as u32),
+            end_stream: end,
+            data: d.to_vec(),
+            timing: t,
+        };
         // Stream 1: DATA without HEADERS (joined midway) is ignored.
         assert_eq!(s.on_event(&data(1, &build::grpc_message(b"x"), false)), None);
         assert!(s.on_event(&hdr(3, false)).is_none());
@@ -536,7 +551,8 @@ mod tests {
                 r.push(&d, len);
             }
             let _ = r.take_first(next() % 2 == 0);
-            let s: String = (0..next() % 20).map(|_| ['%', '0', 'a', 'F', '9', 'z', 'é', '/'][next() as usize % 8]).collect();
+            let s: String =
+                (0..next() % 20).map(|_| ['%', '0', 'a', 'F', '9', 'z', 'é', '/'][next() as usize % 8]).collect();
             let _ = decode_grpc_message(&s);
             let _ = parse_path(&s);
         }

@@ -403,10 +403,7 @@ impl HpackDecoder {
     fn keep_cap(&self) -> usize {
         match self.exact_max {
             Some(m) => m.min(MAX_TRACKED_TABLE_SIZE),
-            None => self
-                .settings_hint
-                .unwrap_or(DEFAULT_TABLE_SIZE)
-                .clamp(DEFAULT_TABLE_SIZE, MAX_TRACKED_TABLE_SIZE),
+            None => self.settings_hint.unwrap_or(DEFAULT_TABLE_SIZE).clamp(DEFAULT_TABLE_SIZE, MAX_TRACKED_TABLE_SIZE),
         }
     }
 
@@ -768,13 +765,12 @@ pub(crate) mod testenc {
             out
         }
     }
-
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::testenc::GoLikeEncoder;
+    use super::*;
 
     fn get<'a>(b: &'a DecodedBlock, n: &str) -> Option<&'a str> {
         b.get(n).found()
@@ -785,8 +781,8 @@ mod tests {
         // RFC 7541 C.3.1 .. C.3.3
         let mut d = HpackDecoder::new_fresh();
         let b1 = [
-            0x82, 0x86, 0x84, 0x41, 0x0f, b'w', b'w', b'w', b'.', b'e', b'x', b'a', b'm', b'p',
-            b'l', b'e', b'.', b'c', b'o', b'm',
+            0x82, 0x86, 0x84, 0x41, 0x0f, b'w', b'w', b'w', b'.', b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'c',
+            b'o', b'm',
         ];
         let r = d.decode_block(&b1).unwrap();
         assert_eq!(
@@ -819,10 +815,7 @@ mod tests {
     #[test]
     fn rfc7541_c4_requests_with_huffman() {
         let mut d = HpackDecoder::new_fresh();
-        let b1 = [
-            0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90,
-            0xf4, 0xff,
-        ];
+        let b1 = [0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff];
         let r = d.decode_block(&b1).unwrap();
         assert_eq!(get(&r, ":authority"), Some("www.example.com"));
         let b2 = [0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf];
@@ -838,10 +831,9 @@ mod tests {
         let mut b1 = Vec::new();
         encode::int(&mut b1, 256, 5, 0x20);
         b1.extend_from_slice(&[
-            0x48, 0x82, 0x64, 0x02, 0x58, 0x85, 0xae, 0xc3, 0x77, 0x1a, 0x4b, 0x61, 0x96, 0xd0, 0x7a,
-            0xbe, 0x94, 0x10, 0x54, 0xd4, 0x44, 0xa8, 0x20, 0x05, 0x95, 0x04, 0x0b, 0x81, 0x66, 0xe0,
-            0x82, 0xa6, 0x2d, 0x1b, 0xff, 0x6e, 0x91, 0x9d, 0x29, 0xad, 0x17, 0x18, 0x63, 0xc7, 0x8f,
-            0x0b, 0x97, 0xc8, 0xe9, 0xae, 0x82, 0xae, 0x43, 0xd3,
+            0x48, 0x82, 0x64, 0x02, 0x58, 0x85, 0xae, 0xc3, 0x77, 0x1a, 0x4b, 0x61, 0x96, 0xd0, 0x7a, 0xbe, 0x94, 0x10,
+            0x54, 0xd4, 0x44, 0xa8, 0x20, 0x05, 0x95, 0x04, 0x0b, 0x81, 0x66, 0xe0, 0x82, 0xa6, 0x2d, 0x1b, 0xff, 0x6e,
+            0x91, 0x9d, 0x29, 0xad, 0x17, 0x18, 0x63, 0xc7, 0x8f, 0x0b, 0x97, 0xc8, 0xe9, 0xae, 0x82, 0xae, 0x43, 0xd3,
         ]);
         let r = d.decode_block(&b1).unwrap();
         assert_eq!(get(&r, ":status"), Some("302"));
@@ -956,6 +948,9 @@ mod tests {
         any_unresolved: usize,
         /// Blocks where an allow-listed field other than pseudo-headers was unknown.
         regular_unknown: usize,
+        /// Index (after attach) of the last block where some allow-listed field that the block
+        /// really carried was not found, +1.
+        all_present_warmup: usize,
         /// Fields whose value differed from the truth (must stay 0).
         wrong: usize,
         /// Fields claimed absent that were present (must stay 0).
@@ -995,6 +990,9 @@ mod tests {
                     Lookup::Unknown if !name.starts_with(':') => w.regular_unknown += 1,
                     _ => {}
                 }
+                if present && r.get(name).found().is_none() {
+                    w.all_present_warmup = n + 1;
+                }
             }
             if r.get(":path").found().is_none() || r.get(":method").found().is_none() {
                 w.path_unknown += 1;
@@ -1016,8 +1014,10 @@ mod tests {
             let w = run_attach(attach, 200 + attach, None);
             eprintln!("attach after {attach:>3} requests, 200 decoded: {w:?}");
             assert_eq!((w.wrong, w.wrong_absent), (0, 0), "attach {attach}");
-            // After one table cycle :method and :path are always known.
+            // After one table cycle :method and :path are always known, and so is every
+            // allow-listed field the client sends.
             assert!(w.path_warmup < 120, "attach {attach}: {w:?}");
+            assert!(w.all_present_warmup < 120, "attach {attach}: {w:?}");
         }
         // Attached at the very start of the connection: nothing unknown.
         let w = run_attach(0, 200, None);
@@ -1027,6 +1027,35 @@ mod tests {
         eprintln!("size update 2048 after attach: {w:?}");
         assert_eq!((w.wrong, w.wrong_absent), (0, 0));
         assert!(w.fully_known_at.is_some());
+    }
+
+    /// A Go gRPC server's responses never churn its table: after a mid-connection attach the
+    /// entries it indexed before stay unknown. They must stay *unknown*, never guessed.
+    #[test]
+    fn frozen_server_table_stays_unknown_never_wrong() {
+        let mut e = GoLikeEncoder::new();
+        let headers = [(":status", "200"), ("content-type", "application/grpc")];
+        let trailers = [("grpc-status", "0")];
+        for _ in 0..3 {
+            let _ = e.encode(&headers);
+            let _ = e.encode(&trailers);
+        }
+        let mut d = HpackDecoder::new_unknown();
+        for i in 0..100 {
+            let h = d.decode_block(&e.encode(&headers)).unwrap();
+            assert_eq!(h.get(":status"), Lookup::Found("200"));
+            assert_eq!(h.get("content-type"), Lookup::Unknown);
+            let err = i % 10 == 9;
+            let t = if err {
+                e.encode(&[("grpc-status", "14"), ("grpc-message", "etcdserver: leader changed")])
+            } else {
+                e.encode(&trailers)
+            };
+            let t = d.decode_block(&t).unwrap();
+            // The name grpc-status always comes from the pre-attach entry (chain of name references).
+            assert_eq!(t.get("grpc-status"), Lookup::Unknown);
+            assert_ne!(t.get("grpc-message"), Lookup::Absent);
+        }
     }
 
     #[test]
@@ -1119,7 +1148,10 @@ mod tests {
             }
         }
         let mut pos = 0;
-        assert_eq!(decode_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], &mut pos, 5), Err(HpackError::IntegerOverflow));
+        assert_eq!(
+            decode_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], &mut pos, 5),
+            Err(HpackError::IntegerOverflow)
+        );
         let mut pos = 0;
         assert_eq!(decode_int(&[0x1f, 0xff], &mut pos, 5), Err(HpackError::Truncated));
     }

@@ -184,7 +184,12 @@ pub enum H2Event {
         timing: Timing,
     },
     /// A header block that could not be decoded (bytes not captured, too large, or corrupt).
-    HeadersUnknown { stream_id: u32, end_stream: bool, reason: &'static str, timing: Timing },
+    HeadersUnknown {
+        stream_id: u32,
+        end_stream: bool,
+        reason: &'static str,
+        timing: Timing,
+    },
     /// One DATA frame.
     Data {
         stream_id: u32,
@@ -196,15 +201,33 @@ pub enum H2Event {
         data: Vec<u8>,
         timing: Timing,
     },
-    RstStream { stream_id: u32, error_code: Option<u32>, timing: Timing },
-    GoAway { last_stream_id: u32, error_code: u32, timing: Timing },
+    RstStream {
+        stream_id: u32,
+        error_code: Option<u32>,
+        timing: Timing,
+    },
+    GoAway {
+        last_stream_id: u32,
+        error_code: u32,
+        timing: Timing,
+    },
     /// SETTINGS sent by this direction; they govern the *other* direction (pass them to its
     /// decoder with [`H2Decoder::apply_peer_settings`]; [`H2Connection`] does it).
-    Settings { ack: bool, header_table_size: Option<u32>, max_frame_size: Option<u32>, timing: Timing },
+    Settings {
+        ack: bool,
+        header_table_size: Option<u32>,
+        max_frame_size: Option<u32>,
+        timing: Timing,
+    },
     /// The direction lost frame sync; in-flight streams of this direction lost data.
-    Desync { reason: &'static str, at_ns: u64 },
+    Desync {
+        reason: &'static str,
+        at_ns: u64,
+    },
     /// Frame sync regained at the start of a segment.
-    Resync { at_ns: u64 },
+    Resync {
+        at_ns: u64,
+    },
 }
 
 impl H2Event {
@@ -1089,7 +1112,9 @@ mod tests {
                 e => panic!("{e:?}"),
             }
             match &out[1] {
-                H2Event::Data { stream_id: 3, len: Some(7), end_stream: true, data, .. } => assert_eq!(data, b"{\"a\":1}"),
+                H2Event::Data { stream_id: 3, len: Some(7), end_stream: true, data, .. } => {
+                    assert_eq!(data, b"{\"a\":1}")
+                }
                 e => panic!("{e:?}"),
             }
         }
@@ -1150,6 +1175,10 @@ mod tests {
             [H2Event::Data { len: Some(20_000), data, .. }] => assert_eq!(data.len(), DATA_CAPTURE_LIMIT),
             e => panic!("{e:?}"),
         }
+        let mut d = H2Decoder::new_fresh(Role::Client);
+        d.set_data_capture_limit(0);
+        let out = feed_all(&mut d, &[&bytes]);
+        assert!(matches!(&out[..], [H2Event::Data { len: Some(20_000), data, .. }] if data.is_empty()));
     }
 
     #[test]
@@ -1242,10 +1271,7 @@ mod tests {
         for (bytes, reason) in cases {
             let mut d = H2Decoder::new_fresh(Role::Client);
             let out = feed_all(&mut d, &[PREFACE, &bytes]);
-            assert!(
-                matches!(out.last(), Some(H2Event::Desync { reason: r, .. }) if *r == reason),
-                "{reason}: {out:?}"
-            );
+            assert!(matches!(out.last(), Some(H2Event::Desync { reason: r, .. }) if *r == reason), "{reason}: {out:?}");
         }
     }
 

@@ -1,0 +1,167 @@
+//! Go crypto/tls plaintext: uprobes on `(*tls.Conn).Read` and `(*tls.Conn).Write`.
+//!
+//! Go moves goroutine stacks, so uretprobes (which rewrite the return address on the stack) are
+//! unsafe; userspace attaches the `*_ret` programs at every RET instruction instead. A call may
+//! also resume on another OS thread, so calls are keyed by goroutine (the `g` pointer, which the
+//! register ABI keeps in R14), not by thread.
+//!
+//! Register ABI (Go ≥ 1.17, amd64): receiver in RAX, `b []byte` in RBX (ptr) and RCX (len);
+//! results `n` in RAX, `err` in RBX/RCX.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe},
+    maps::HashMap,
+    programs::ProbeContext,
+};
+use tracer_common::{GoTlsOffsets, counter, direction, socket_key, source};
+
+use crate::{
+    emit::{DataCtx, emit_data},
+    maps::{SOCKETS, count, current_target},
+};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoTlsCall {
+    pub buf: u64,
+    pub conn: u64,
+    pub enter_ns: u64,
+    pub fd: i32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoroutineKey {
+    pub tgid: u64,
+    pub g: u64,
+}
+
+/// Calls in progress, by goroutine.
+#[map]
+static GO_TLS_CALLS: HashMap<GoroutineKey, GoTlsCall> = HashMap::with_max_entries(16384, 0);
+
+/// Struct offsets per target process (tgid), filled by userspace from the binary's Go version.
+#[map]
+pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entries(256, 0);
+
+/// `*tls.Conn` → socket fd, learned once per connection. Entries are removed when the socket is
+/// closed (SocketState.go_conn), so a reused Conn address cannot inherit a stale fd.
+#[map]
+pub static GO_CONN_FDS: HashMap<GoroutineKey, i32> = HashMap::with_max_entries(65536, 0);
+
+#[uprobe]
+pub fn go_tls_write_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, direction::EGRESS);
+    0
+}
+
+#[uprobe]
+pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, direction::INGRESS);
+    0
+}
+
+/// Attached at each RET of Write and of Read.
+#[uprobe]
+pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
+    ret(&ctx);
+    0
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, dir: u8) {
+    let Some(pid_tgid) = current_target() else { return };
+    let tgid = (pid_tgid >> 32) as u32;
+    let regs = unsafe { &*ctx.regs };
+    // -1: not known yet; the socket syscall this call makes will tell (see bind_syscall).
+    let fd = conn_fd(tgid, regs.rax).unwrap_or(-1);
+    let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, _pad: [0; 3] };
+    let key = GoroutineKey { tgid: tgid as u64, g: regs.r14 };
+    if GO_TLS_CALLS.insert(key, call, 0).is_err() {
+        count(counter::GO_TLS_CALLS_FULL);
+    }
+}
+
+#[inline(always)]
+fn ret(ctx: &ProbeContext) {
+    let Some(pid_tgid) = current_target() else { return };
+    let tgid = (pid_tgid >> 32) as u32;
+    let regs = unsafe { &*ctx.regs };
+    let key = GoroutineKey { tgid: tgid as u64, g: regs.r14 };
+    let Some(call) = GO_TLS_CALLS.get_ptr(key) else { return };
+    let call = unsafe { *call };
+    let _ = GO_TLS_CALLS.remove(key);
+    let n = regs.rax as i64;
+    if n <= 0 {
+        return;
+    }
+    if call.fd < 0 {
+        count(counter::GO_TLS_NO_SOCKET);
+        return;
+    }
+    let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, call.fd as u32)) else { return };
+    let seq = unsafe { (*state).tls_seq };
+    unsafe { (*state).tls_seq = seq.wrapping_add(1) };
+    let data = DataCtx {
+        pid_tgid,
+        fd: call.fd,
+        direction: call.direction,
+        enter_ns: call.enter_ns,
+        exit_ns: unsafe { bpf_ktime_get_ns() },
+        total: n as u64,
+        seq,
+        source: source::GO_TLS,
+    };
+    emit_data(&data, call.buf, 0);
+}
+
+/// A target goroutine is making a socket syscall: if it is inside a TLS call whose socket is not
+/// known yet, this is it. Works whatever wraps the net.Conn (keep-alive or limit listeners...).
+#[inline(always)]
+pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
+    let key = GoroutineKey { tgid: tgid as u64, g };
+    let Some(call) = GO_TLS_CALLS.get_ptr_mut(key) else { return };
+    unsafe {
+        if (*call).fd >= 0 {
+            return;
+        }
+        (*call).fd = fd;
+        remember(tgid, (*call).conn, fd);
+    }
+}
+
+#[inline(always)]
+fn remember(tgid: u32, conn: u64, fd: i32) {
+    let _ = GO_CONN_FDS.insert(GoroutineKey { tgid: tgid as u64, g: conn }, fd, 0);
+    if let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, fd as u32)) {
+        unsafe { (*state).go_conn = conn };
+    }
+}
+
+/// Forgets the `*tls.Conn` of a socket being closed.
+#[inline(always)]
+pub fn forget_conn(tgid: u32, conn: u64) {
+    if conn != 0 {
+        let _ = GO_CONN_FDS.remove(GoroutineKey { tgid: tgid as u64, g: conn });
+    }
+}
+
+/// The socket fd under a `*tls.Conn`: learned before, or found through the `*net.TCPConn` it
+/// usually wraps, if that is a TCP socket this process is known to have.
+#[inline(always)]
+fn conn_fd(tgid: u32, conn: u64) -> Option<i32> {
+    if let Some(fd) = unsafe { GO_CONN_FDS.get(GoroutineKey { tgid: tgid as u64, g: conn }) } {
+        return Some(*fd);
+    }
+    let off = unsafe { GO_TLS_OFFSETS.get(tgid) }?;
+    let tcp_conn: u64 = unsafe { bpf_probe_read_user((conn + off.conn_iface_data) as *const u64) }.ok()?;
+    let netfd: u64 = unsafe { bpf_probe_read_user(tcp_conn as *const u64) }.ok()?;
+    let fd: i64 = unsafe { bpf_probe_read_user((netfd + off.netfd_sysfd) as *const i64) }.ok()?;
+    let fd = fd as i32;
+    SOCKETS.get_ptr(socket_key(tgid, fd as u32))?;
+    remember(tgid, conn, fd);
+    Some(fd)
+}

@@ -1,0 +1,105 @@
+//! Attaches the Go crypto/tls uprobes to a target, when it is a Go binary that uses crypto/tls.
+//!
+//! The binary is read through /proc/PID/exe (works across mount namespaces); function addresses
+//! come from .gopclntab (release binaries are stripped); the return probes go on every RET
+//! instruction (see probes/gotls.rs in tracer-ebpf for why not uretprobes).
+
+use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{
+        UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
+};
+use tracer_common::GoTlsOffsets;
+
+use crate::gobin::{GoBinError, GoBinary};
+
+const PROGRAMS: [&str; 3] = ["go_tls_write_enter", "go_tls_read_enter", "go_tls_ret"];
+
+/// Layout the probes rely on, the same in every Go release with the register ABI (1.17 through
+/// 1.27 checked): `tls.Conn.conn` is the first field (an interface: itab, then data), the data of a
+/// `*net.TCPConn` starts with its `*netFD`, and `netFD.pfd.Sysfd` follows the 16-byte fdMutex.
+const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16 };
+
+pub struct GoTls {
+    offsets: BpfHashMap<MapData, u32, GoTlsOffsets>,
+    links: HashMap<u32, Vec<(usize, UProbeLinkId)>>,
+}
+
+/// What attaching found out, for the log.
+pub enum Attached {
+    Probes { go_version: String, rets: usize },
+    NotGo,
+    NoTls(String),
+}
+
+impl GoTls {
+    pub fn load(ebpf: &mut Ebpf) -> Result<Self> {
+        for name in PROGRAMS {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("eBPF program {name} missing"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
+        let offsets = BpfHashMap::try_from(ebpf.take_map("GO_TLS_OFFSETS").ok_or_else(|| anyhow!("GO_TLS_OFFSETS missing"))?)?;
+        Ok(GoTls { offsets, links: HashMap::new() })
+    }
+
+    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let bin = match GoBinary::open(&exe) {
+            Ok(b) => b,
+            Err(GoBinError::NotGo | GoBinError::NotElf) => return Ok(Attached::NotGo),
+            Err(e) => return Err(anyhow!("reading {}: {e}", exe.display())),
+        };
+        let points = match bin.tls_probe_points() {
+            Ok(p) => p,
+            Err(GoBinError::FunctionNotFound(f)) => return Ok(Attached::NoTls(f)),
+            Err(e) => return Err(anyhow!("{e}")),
+        };
+        let go_version = points.go_version.clone().unwrap_or_else(|| "unknown Go version".into());
+        if !points.register_abi {
+            return Err(anyhow!("{go_version} passes arguments on the stack (before Go 1.17): not supported"));
+        }
+        self.offsets.insert(pid, OFFSETS, 0).context("storing Go struct offsets")?;
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
+        let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset), (1, points.read.func.file_offset)];
+        points_by_prog.extend(points.write.ret_offsets.iter().chain(&points.read.ret_offsets).map(|&o| (2, o)));
+        let mut links = Vec::with_capacity(points_by_prog.len());
+        for (prog_idx, offset) in points_by_prog {
+            let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded above").try_into()?;
+            match prog.attach(offset, &exe, scope) {
+                Ok(link) => links.push((prog_idx, link)),
+                Err(e) => {
+                    self.detach_links(ebpf, links);
+                    let _ = self.offsets.remove(&pid);
+                    return Err(anyhow!("attaching a uprobe at {:#x} of {}: {e}", offset, exe.display()));
+                }
+            }
+        }
+        let rets = points.write.ret_offsets.len() + points.read.ret_offsets.len();
+        self.links.insert(pid, links);
+        Ok(Attached::Probes { go_version, rets })
+    }
+
+    pub fn detach(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        if let Some(links) = self.links.remove(&pid) {
+            self.detach_links(ebpf, links);
+        }
+        let _ = self.offsets.remove(&pid);
+    }
+
+    fn detach_links(&self, ebpf: &mut Ebpf, links: Vec<(usize, UProbeLinkId)>) {
+        for (prog_idx, link) in links {
+            if let Some(Ok(prog)) = ebpf.program_mut(PROGRAMS[prog_idx]).map(<&mut UProbe>::try_from) {
+                let _ = prog.detach(link);
+            }
+        }
+    }
+}
