@@ -22,7 +22,7 @@ pub use check::{HttpExpect, K8s, ResourceExpect};
 pub use otlp::{HttpExport, OtlpReceiver, Protocol};
 pub use procs::{
     ClientResult, CurlRun, EchoServer, Nginx, Proc, PythonClient, PythonHttpServer,
-    PythonHttpsServer, Transfer, curl, curl_one,
+    PythonHttpsServer, RawHttp, RawResponse, Transfer, curl, curl_one,
 };
 pub use session::{Finished, Sink, TraceSession};
 pub use span::{ReceivedSpan, dump};

@@ -579,3 +579,111 @@ pub fn curl<S: AsRef<OsStr>>(args: &[S]) -> CurlRun {
 pub fn curl_one<S: AsRef<OsStr>>(args: &[S]) -> Transfer {
     curl(args).one().clone()
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/// One response read by [`RawHttp`].
+#[derive(Clone, Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A hand-driven HTTP/1.1 client connection (for pipelining, fragmented writes, HEAD, 1xx...).
+pub struct RawHttp {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawHttp {
+    pub fn connect(port: u16) -> RawHttp {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawHttp { stream, buf: Vec::new() }
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().unwrap().port()
+    }
+
+    /// Writes `bytes` in one write(2).
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn fill(&mut self) -> bool {
+        use std::io::Read;
+        let mut tmp = [0u8; 16384];
+        let n = self.stream.read(&mut tmp).expect("read");
+        self.buf.extend_from_slice(&tmp[..n]);
+        n > 0
+    }
+
+    /// Reads one response. `head`: the request was HEAD (no body whatever the headers say).
+    /// Interim 1xx responses are returned like any other (call again for the final one).
+    pub fn read_response(&mut self, head: bool) -> RawResponse {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            assert!(self.fill(), "EOF before a complete response head: {:?}", String::from_utf8_lossy(&self.buf));
+        };
+        let head_text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let mut lines = head_text.split("\r\n");
+        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let mut resp = RawResponse { status, headers, body: Vec::new() };
+        if head || (100..200).contains(&status) || status == 204 || status == 304 {
+            return resp;
+        }
+        if let Some(cl) = resp.header("content-length") {
+            let n: usize = cl.parse().unwrap();
+            while self.buf.len() < n {
+                assert!(self.fill(), "EOF in response body");
+            }
+            resp.body = self.buf.drain(..n).collect();
+        } else if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            loop {
+                let i = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(self.fill(), "EOF in chunk size");
+                };
+                let size_line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
+                while self.buf.len() < size + 2 {
+                    assert!(self.fill(), "EOF in chunk");
+                }
+                resp.body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            while self.fill() {}
+            resp.body = std::mem::take(&mut self.buf);
+        }
+        resp
+    }
+
+    /// Closes the connection (both directions).
+    pub fn close(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}

@@ -13,6 +13,9 @@
 /// - `/echo` (any method): 200 with the received body length as the body
 /// - anything else: 404
 ///
+/// `/status/204` and `/status/304` have neither body nor Content-Length. `?close=N` on any path
+/// answers N bytes without Content-Length and closes the connection (close-delimited body).
+/// `Expect: 100-continue` gets an interim `100 Continue` (http.server does that).
 /// `?sleepMs=N` on any path delays the answer by N ms. Every response has a Content-Length except
 /// watches (chunked). Request bodies are read by Content-Length.
 pub const HTTP_SERVER: &str = r#"
@@ -70,8 +73,21 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(int(q["sleepMs"][0]) / 1000.0)
         if path in ("/healthz", "/readyz", "/livez"):
             return self.send(200, "ok", "text/plain")
+        if "close" in q:
+            # HTTP/1.0-style framing: no Content-Length, the body ends when the connection closes
+            body = b"c" * int(q["close"][0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if path.startswith("/status/"):
             code = int(path.split("/")[2])
+            if code in (204, 304):
+                self.send_response(code)
+                self.end_headers()
+                return
             return self.send(code, json.dumps({"code": code}))
         if path == "/echo":
             return self.send(200, str(len(body)), "text/plain")

@@ -275,6 +275,26 @@ fn python_server_answers_every_route() {
     assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
     assert_eq!(run.transfers[2].code, 500);
     assert!(srv.log().contains("GET /api/v1/nodes"), "{}", srv.log());
+    let close = curl_one(&[srv.url("/api/v1/namespaces/default/configmaps/cm?close=2500")]);
+    assert_eq!(close.size_download, 2500);
+    assert_eq!(curl_one(&[srv.url("/status/204")]).size_download, 0);
+
+    // hand-driven connection: HEAD, 204, pipelining, 100-continue
+    let mut c = RawHttp::connect(srv.port());
+    c.send(b"HEAD /api/v1/namespaces/default/pods/h HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(true);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    c.send(b"GET /status/204 HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response(false).status, 204);
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.read_response(false).status, 100);
+    c.send(b"hello");
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"5"[..]));
+    c.close();
 }
 
 #[test]

@@ -326,6 +326,7 @@ fn target_as_http_client() {
         {"method": "GET", "path": "/api/v1/namespaces/default/pods/missing"},
         {"method": "POST", "path": "/api/v1/namespaces/default/pods", "body_size": 100},
         {"method": "GET", "path": "/status/503"},
+        {"method": "GET", "path": "/api/v1/namespaces/default/configmaps/cm?close=2500"},
     ]);
     let mut client = PythonClient::start(json!({
         "host": "127.0.0.1", "port": srv.port(), "wait_stdin": true, "requests": requests,
@@ -335,7 +336,8 @@ fn target_as_http_client() {
     let window = sess.window_start;
     client.go();
     let results = client.wait_done(Duration::from_secs(30));
-    assert_eq!(results.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 404, 201, 503], "harness");
+    assert_eq!(results.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 404, 201, 503, 200], "harness");
+    assert_eq!(results[4].body_len, 2500, "harness: close-delimited body");
     let base = |e: HttpExpect, r: &ClientResult| {
         e.server_port(srv.port())
             .user_agent("itest-python-client/1.0")
@@ -364,6 +366,13 @@ fn target_as_http_client() {
             &results[2],
         ),
         base(HttpExpect::client("GET", "/status/503", 503), &results[3]),
+        // no Content-Length: the body ends when the server closes the connection
+        base(
+            HttpExpect::client("GET", "/api/v1/namespaces/default/configmaps/cm", 200)
+                .route("/api/v1/namespaces/{namespace}/configmaps/{name}")
+                .k8s(K8s::new("get", "v1", "configmaps").ns("default").name("cm")),
+            &results[4],
+        ),
     ];
     sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
     client.finish();
@@ -628,4 +637,188 @@ fn sigterm_flushes_and_exits_zero() {
     let spans = out.json_spans();
     let n = spans.iter().filter(|s| s.attr_str("url.path") == Some("/api/v1/namespaces/default/pods/term")).count();
     assert_eq!(n, 1, "expected the request's span on stdout after SIGTERM\n{}\n{}", dump(&spans), out.describe());
+}
+
+/// One hand-driven connection: HEAD (Content-Length but no body), 204 (no body), two pipelined
+/// requests in one write, a request written in three fragments, `Expect: 100-continue` with an
+/// interim response, and a final GET. Every request gets exactly its own span.
+#[test]
+fn http1_framing_edge_cases_on_one_connection() {
+    let srv = PythonHttpServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let window = sess.window_start;
+    let mut c = RawHttp::connect(srv.port());
+    let lp = c.local_port();
+    let ua = "itest-raw/1.0";
+    let host = format!("Host: 127.0.0.1:{}\r\nUser-Agent: {ua}\r\n", srv.port());
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\n{host}\r\n");
+    let base = |e: HttpExpect| e.client_port(lp).server_port(srv.port()).user_agent(ua);
+    let mut exps = Vec::new();
+
+    // HEAD: Content-Length announces a body that never comes
+    let t = std::time::Instant::now();
+    c.send(format!("HEAD /api/v1/namespaces/edge/pods/h HTTP/1.1\r\n{host}\r\n").as_bytes());
+    let r = c.read_response(true);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-length").is_some_and(|v| v != "0"), "harness: HEAD answer without Content-Length");
+    exps.push(base(HttpExpect::server("HEAD", "/api/v1/namespaces/edge/pods/h", 200))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}")
+        .max_duration(t.elapsed()));
+
+    // 204: no body, no Content-Length
+    let t = std::time::Instant::now();
+    c.send(get("/status/204").as_bytes());
+    assert_eq!(c.read_response(false).status, 204);
+    exps.push(base(HttpExpect::server("GET", "/status/204", 204)).max_duration(t.elapsed()));
+
+    // two pipelined requests in one write(2)
+    let t = std::time::Instant::now();
+    c.send((get("/api/v1/namespaces/edge/pods/p1") + &get("/api/v1/namespaces/edge/pods/p2")).as_bytes());
+    let r1 = c.read_response(false);
+    let r2 = c.read_response(false);
+    let d = t.elapsed();
+    for (p, r) in [("/api/v1/namespaces/edge/pods/p1", &r1), ("/api/v1/namespaces/edge/pods/p2", &r2)] {
+        assert_eq!(r.status, 200);
+        exps.push(base(HttpExpect::server("GET", p, 200)).route(pods_route()).response_body(r.body.len() as u64).max_duration(d));
+    }
+
+    // one request in three writes, 60 ms apart
+    let req_text = get("/api/v1/namespaces/edge/pods/frag");
+    let t = std::time::Instant::now();
+    for part in [&req_text[..5], &req_text[5..30], &req_text[30..]] {
+        c.send(part.as_bytes());
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    exps.push(base(HttpExpect::server("GET", "/api/v1/namespaces/edge/pods/frag", 200))
+        .route(pods_route())
+        .response_body(r.body.len() as u64)
+        .max_duration(t.elapsed()));
+
+    // Expect: 100-continue
+    let t = std::time::Instant::now();
+    c.send(format!("POST /api/v1/namespaces/edge/configmaps HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 3000\r\nExpect: 100-continue\r\n\r\n").as_bytes());
+    assert_eq!(c.read_response(false).status, 100, "harness: no interim 100 Continue");
+    c.send("y".repeat(3000).as_bytes());
+    let r = c.read_response(false);
+    assert_eq!(r.status, 201);
+    exps.push(base(HttpExpect::server("POST", "/api/v1/namespaces/edge/configmaps", 201))
+        .route("/api/v1/namespaces/{namespace}/configmaps")
+        .k8s(K8s::new("create", "v1", "configmaps").ns("edge"))
+        .request_body(3000)
+        .response_body(r.body.len() as u64)
+        .max_duration(t.elapsed()));
+
+    // and the connection is still in sync
+    let t = std::time::Instant::now();
+    c.send(get("/api/v1/namespaces/edge/pods/last").as_bytes());
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    exps.push(base(HttpExpect::server("GET", "/api/v1/namespaces/edge/pods/last", 200))
+        .route(pods_route())
+        .k8s(K8s::new("get", "v1", "pods").ns("edge").name("last"))
+        .response_body(r.body.len() as u64)
+        .max_duration(t.elapsed()));
+    c.close();
+
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_no_errors("HTTP/1.1 framing edge cases", &errs, &fin.spans);
+}
+
+/// Eight connections at once, five keep-alive requests each: 40 spans, none lost or mixed up.
+#[test]
+fn concurrent_connections_are_all_traced() {
+    let srv = PythonHttpServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let window = sess.window_start;
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let urls: Vec<(String, String)> = (0..5)
+                .map(|i| {
+                    let p = format!("/api/v1/namespaces/c{t}/pods/p{i}");
+                    (srv.url(&p), p)
+                })
+                .collect();
+            std::thread::spawn(move || {
+                let run = curl(&urls.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>());
+                urls.into_iter().map(|(_, p)| p).zip(run.transfers).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut exps = Vec::new();
+    for h in handles {
+        for (p, t) in h.join().unwrap() {
+            assert_eq!(t.code, 200);
+            exps.push(
+                HttpExpect::server("GET", &p, 200)
+                    .route(pods_route())
+                    .client_port(t.local_port)
+                    .server_port(srv.port())
+                    .response_body(t.size_download)
+                    .max_duration(t.time_total),
+            );
+        }
+    }
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_no_errors("concurrent connections", &errs, &fin.spans);
+}
+
+/// A `--comm` target that exits and starts again (new pid) is followed.
+#[test]
+fn comm_target_restart_is_followed() {
+    require_root();
+    let name = unique_name("kr-");
+    let a = PythonHttpServer::start_named(&name);
+    let res_a = ResourceExpect::of(a.pid());
+    let mut tracer = Tracer::start(&["--comm", &name, "--output", "json"]);
+    tracer.wait_attached(a.pid());
+    let window = now_unix_nanos();
+    let ea = send(&a.url(""), a.port(), req("GET", "/api/v1/namespaces/first/pods/a", 200).route(pods_route()));
+    tracer.expect_json_spans("for the first process", |_| true, 1, SPAN_TIMEOUT);
+    drop(a);
+    let b = PythonHttpServer::start_named(&name);
+    let res_b = ResourceExpect::of(b.pid());
+    tracer.wait_attached(b.pid());
+    let eb = send(&b.url(""), b.port(), req("GET", "/api/v1/namespaces/second/pods/b", 200).route(pods_route()));
+    tracer.wait_json_spans(|_| true, 2, SPAN_TIMEOUT);
+    std::thread::sleep(SETTLE);
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_code(0);
+    let spans = out.json_spans();
+    let mut errs = check_http_spans(&spans, &[ea.clone(), eb.clone()]);
+    for (e, res) in [(&ea, &res_a), (&eb, &res_b)] {
+        let mine: Vec<ReceivedSpan> = spans.iter().filter(|s| s.attr_str("url.path") == Some(e.path.as_str())).cloned().collect();
+        errs.extend(check_common(&mine, res, window));
+    }
+    assert_no_errors("--comm target restarted", &errs, &spans);
+}
+
+/// `--output terminal` (the default without an OTLP endpoint) shows the requests and exits cleanly.
+#[test]
+fn terminal_output_shows_requests() {
+    require_root();
+    let srv = PythonHttpServer::start();
+    let mut tracer = Tracer::start(&["--pid", &srv.pid().to_string()]);
+    tracer.wait_attached(srv.pid());
+    assert_eq!(curl_one(&[srv.url("/api/v1/namespaces/term/pods/shown")]).code, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_code(0);
+    let text = strip_ansi(&out.stdout);
+    assert!(
+        text.contains("GET") && (text.contains("/api/v1/namespaces/term/pods/shown") || text.contains("/api/v1/namespaces/{namespace}/pods/{name}")),
+        "the terminal output should show the request\n{}",
+        out.describe()
+    );
 }

@@ -6,6 +6,7 @@
 
 mod attrs;
 mod http1;
+mod http2;
 
 use crate::{
     clock::Clock,
@@ -17,12 +18,14 @@ use crate::{
 };
 
 pub use http1::Http1Conn;
+pub use http2::Http2Conn;
 
 /// Protocol state of a connection.
 pub enum ProtoState {
     /// No payload classified yet; `tries` counts segments that matched nothing (mid-stream attach).
     Detecting { tries: u8 },
     Http1(Box<Http1Conn>),
+    Http2(Box<Http2Conn>),
     /// Not decoded: reported as one connection span on close.
     Opaque { tls: bool },
 }
@@ -61,9 +64,11 @@ impl Assembler {
         match feed {
             Feed::LostThen(seg) => {
                 self.stats.lost_resets += 1;
-                if let ProtoState::Http1(h) = &mut conn.proto {
-                    self.stats.requests_abandoned += h.reset() as u64;
-                }
+                self.stats.requests_abandoned += match &mut conn.proto {
+                    ProtoState::Http1(h) => h.reset(),
+                    ProtoState::Http2(h) => h.reset(),
+                    _ => 0,
+                } as u64;
                 self.on_segment(conn, dir, &seg, out);
             }
             Feed::Segments(gap, seg) => {
@@ -80,7 +85,7 @@ impl Assembler {
             if seg.data.is_empty() {
                 return;
             }
-            conn.proto = match detect(conn.role, dir, seg.data) {
+            conn.proto = match detect(conn.role, dir, seg.data, conn.preexisting) {
                 Some(p) => p,
                 // Seen mid-stream: wait for a segment that starts a message.
                 None if conn.preexisting && tries + 1 < MID_STREAM_TRIES => {
@@ -95,6 +100,10 @@ impl Assembler {
                 h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
                 conn.proto = ProtoState::Http1(h);
             }
+            ProtoState::Http2(mut h) => {
+                h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
+                conn.proto = ProtoState::Http2(h);
+            }
             other => conn.proto = other,
         }
     }
@@ -103,6 +112,9 @@ impl Assembler {
     pub fn on_close(&mut self, mut conn: Connection, ts_ns: u64, out: &mut Vec<SpanRecord>) {
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => {
+                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock }, ts_ns, &mut self.stats, out)
+            }
+            ProtoState::Http2(mut h) => {
                 h.close(&http1::SpanContext { conn: &conn, clock: &self.clock }, ts_ns, &mut self.stats, out)
             }
             ProtoState::Opaque { tls } => out.push(self.connection_span(&conn, tls, ts_ns)),
@@ -138,7 +150,7 @@ impl Assembler {
 }
 
 /// Classifies a connection from one payload segment of direction `dir`.
-fn detect(role: Role, dir: Direction, data: &[u8]) -> Option<ProtoState> {
+fn detect(role: Role, dir: Direction, data: &[u8], mid_stream: bool) -> Option<ProtoState> {
     if is_tls_record(data) {
         return Some(ProtoState::Opaque { tls: true });
     }
@@ -146,8 +158,35 @@ fn detect(role: Role, dir: Direction, data: &[u8]) -> Option<ProtoState> {
         Role::Server => Direction::Ingress,
         Role::Client => Direction::Egress,
     };
+    if dir == requests_dir && data.starts_with(H2_PREFACE) {
+        return Some(ProtoState::Http2(Box::new(Http2Conn::new(role, true))));
+    }
+    if mid_stream && looks_like_h2_frames(data) {
+        return Some(ProtoState::Http2(Box::new(Http2Conn::new(role, false))));
+    }
     let http1 = if dir == requests_dir { h1::looks_like_request(data) } else { h1::looks_like_response(data) };
     http1.then(|| ProtoState::Http1(Box::new(Http1Conn::new(role))))
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Mid-stream HTTP/2: a segment that starts with a plausible frame header (known type, sane
+/// length, flags and stream id) followed, when captured, by another plausible one.
+fn looks_like_h2_frames(data: &[u8]) -> bool {
+    let plausible = |b: &[u8]| -> Option<usize> {
+        let h: &[u8; 9] = b.get(..9)?.try_into().ok()?;
+        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+        let kind = h[3];
+        let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
+        let ok = kind <= 9 && len <= 16384 && (h[5] & 0x80 == 0)
+            && match kind { 4 | 6 | 7 => stream == 0, 0 | 1 | 2 | 3 | 5 | 9 => stream != 0, _ => true };
+        ok.then_some(9 + len)
+    };
+    let Some(first) = plausible(data) else { return false };
+    match data.get(first..) {
+        Some(rest) if rest.len() >= 9 => plausible(rest).is_some(),
+        _ => first <= data.len(),
+    }
 }
 
 /// A TLS record header: handshake/alert/application data/change cipher spec, version 3.x.

@@ -1,0 +1,322 @@
+//! HTTP/2 streams → one span each: gRPC (etcd first-class) and plain HTTP/2.
+//!
+//! A stream's span starts with its request HEADERS and ends with END_STREAM of the response (or
+//! RST_STREAM, or the connection closing: then it is an error). Streaming etcd RPCs (Watch,
+//! LeaseKeepAlive) live as long as the connection; they are reported when their first response
+//! message arrives — the watch was created, the lease kept alive — instead of as one endless span.
+//! Names that could not be resolved (connection joined mid-way, HPACK table not yet learned) are
+//! reported as unknown, never guessed.
+
+use std::collections::HashMap;
+
+use crate::{
+    events::Role,
+    protocols::{
+        etcd::{self, EtcdOp, EtcdRequest, EtcdResponse},
+        grpc::{self, StatusLookup, StreamMessages},
+        hpack::Lookup,
+        http2::{H2Connection, H2Event, Role as H2Role, Timing},
+        k8s,
+    },
+    span::{AttrValue, SpanKind, SpanRecord, SpanStatus},
+    stream::{Direction, Segment},
+};
+
+use super::{AssembleStats, attrs, http1::{SpanContext, k8s_attrs}};
+
+/// Streams followed per connection at most (HTTP/2's default concurrency is 100–250).
+const MAX_STREAMS: usize = 1024;
+/// Bytes of an etcd key used for the k8s object attributes and the attribute itself.
+const ETCD_PREFIX: &str = "/registry";
+
+#[derive(Default)]
+struct Stream {
+    start_ns: u64,
+    method: Option<String>,
+    path: Option<String>,
+    authority: Option<String>,
+    user_agent: Option<String>,
+    /// `:method` or `:path` could not be resolved.
+    name_unknown: bool,
+    request_bytes: u64,
+    status: Option<u16>,
+    grpc_status: Option<(u32, Option<String>)>,
+    /// Trailers were seen but `grpc-status` could not be resolved.
+    grpc_status_unknown: bool,
+    response_bytes: u64,
+    etcd_req: Option<EtcdRequest>,
+    etcd_resp: Option<EtcdResponse>,
+    reported: bool,
+}
+
+pub struct Http2Conn {
+    role: Role,
+    h2: H2Connection,
+    streams: HashMap<u32, Stream>,
+    requests: StreamMessages,
+    responses: StreamMessages,
+    scratch: Vec<H2Event>,
+}
+
+impl Http2Conn {
+    /// `fresh`: the connection is seen from its first byte (HPACK tables start empty).
+    pub fn new(role: Role, fresh: bool) -> Self {
+        Http2Conn {
+            role,
+            h2: if fresh { H2Connection::new_fresh() } else { H2Connection::new() },
+            streams: HashMap::new(),
+            requests: StreamMessages::new(MAX_STREAMS),
+            responses: StreamMessages::new(MAX_STREAMS),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Events were lost: the streams in flight cannot be finished correctly. Returns how many.
+    pub fn reset(&mut self) -> usize {
+        let n = self.streams.values().filter(|s| !s.reported).count();
+        *self = Http2Conn::new(self.role, false);
+        n
+    }
+
+    pub fn feed(&mut self, ctx: &SpanContext<'_>, dir: Direction, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        let from_client = matches!((self.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
+        let mut events = std::mem::take(&mut self.scratch);
+        self.h2.feed(if from_client { H2Role::Client } else { H2Role::Server }, seg, &mut events);
+        for ev in events.drain(..) {
+            if from_client {
+                self.on_request_event(&ev, stats);
+            } else {
+                self.on_response_event(ctx, &ev, stats, out);
+            }
+        }
+        self.scratch = events;
+    }
+
+    fn on_request_event(&mut self, ev: &H2Event, stats: &mut AssembleStats) {
+        match ev {
+            H2Event::Headers { stream_id, timing, .. } | H2Event::HeadersUnknown { stream_id, timing, .. } => {
+                if self.streams.contains_key(stream_id) {
+                    return; // request trailers
+                }
+                if self.streams.len() >= MAX_STREAMS {
+                    stats.pending_overflow += 1;
+                    return;
+                }
+                let mut s = Stream { start_ns: timing.start_ns, ..Default::default() };
+                match ev.header(":method") {
+                    Some(Lookup::Found(m)) => s.method = Some(m.to_owned()),
+                    _ => s.name_unknown = true,
+                }
+                match ev.header(":path") {
+                    Some(Lookup::Found(p)) => s.path = Some(p.to_owned()),
+                    _ => s.name_unknown = true,
+                }
+                s.authority = found(ev, ":authority");
+                s.user_agent = found(ev, "user-agent");
+                self.streams.insert(*stream_id, s);
+            }
+            H2Event::Data { stream_id, len, .. } => {
+                if let Some(s) = self.streams.get_mut(stream_id) {
+                    s.request_bytes += u64::from(len.unwrap_or(0));
+                }
+            }
+            H2Event::RstStream { stream_id, .. } => {
+                // The client cancelled: keep the stream so the span says so when it is reported.
+                if let Some(s) = self.streams.get_mut(stream_id) {
+                    s.grpc_status.get_or_insert((1, Some("cancelled by the client (RST_STREAM)".into())));
+                }
+            }
+            H2Event::Desync { .. } => stats.desyncs += 1,
+            _ => {}
+        }
+        if let Some((id, msg)) = self.requests.on_event(ev)
+            && let Some(s) = self.streams.get_mut(&id)
+            && let Some((service, method)) = s.path.as_deref().and_then(grpc::parse_path)
+        {
+            s.etcd_req = etcd::decode_request_message(method, service, &msg);
+        }
+    }
+
+    fn on_response_event(&mut self, ctx: &SpanContext<'_>, ev: &H2Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        if let Some((id, msg)) = self.responses.on_event(ev)
+            && let Some(s) = self.streams.get_mut(&id)
+        {
+            if let Some((service, method)) = s.path.as_deref().and_then(grpc::parse_path) {
+                s.etcd_resp = etcd::decode_response_message(method, service, &msg);
+            }
+            // A streaming RPC answered for the first time: report it now (see module doc).
+            if is_streaming(s) && !s.reported {
+                let end = match ev {
+                    H2Event::Data { timing, .. } => timing.end_ns,
+                    _ => s.start_ns,
+                };
+                out.push(build_span(ctx, s, end, None));
+                s.reported = true;
+                stats.spans += 1;
+            }
+        }
+        match ev {
+            H2Event::Headers { stream_id, end_stream, timing, .. } => {
+                let Some(s) = self.streams.get_mut(stream_id) else {
+                    stats.unmatched_responses += 1;
+                    return;
+                };
+                if s.status.is_none() {
+                    s.status = match ev.header(":status") {
+                        Some(Lookup::Found(v)) => v.parse().ok(),
+                        _ => None,
+                    };
+                }
+                match grpc::status_from_event(ev) {
+                    Some(StatusLookup::Found(st)) => s.grpc_status = Some((st.code, st.message)),
+                    Some(StatusLookup::Unknown) if *end_stream => s.grpc_status_unknown = true,
+                    _ => {}
+                }
+                if *end_stream {
+                    self.finish(ctx, *stream_id, *timing, None, stats, out);
+                }
+            }
+            H2Event::HeadersUnknown { stream_id, end_stream, timing, .. } => {
+                if let Some(s) = self.streams.get_mut(stream_id) {
+                    s.grpc_status_unknown = true;
+                }
+                if *end_stream {
+                    self.finish(ctx, *stream_id, *timing, None, stats, out);
+                }
+            }
+            H2Event::Data { stream_id, len, end_stream, timing, .. } => {
+                if let Some(s) = self.streams.get_mut(stream_id) {
+                    s.response_bytes += u64::from(len.unwrap_or(0));
+                }
+                if *end_stream {
+                    self.finish(ctx, *stream_id, *timing, None, stats, out);
+                }
+            }
+            H2Event::RstStream { stream_id, error_code, timing } => {
+                let why = format!("stream reset by the server (RST_STREAM {})", error_code.unwrap_or(0));
+                self.finish(ctx, *stream_id, *timing, Some(why), stats, out);
+            }
+            H2Event::Desync { .. } => {
+                // Responses in flight may have lost their end: they are finished at close.
+                stats.desyncs += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, ctx: &SpanContext<'_>, id: u32, timing: Timing, error: Option<String>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        let Some(s) = self.streams.remove(&id) else { return };
+        if s.reported {
+            return;
+        }
+        out.push(build_span(ctx, &s, timing.end_ns, error));
+        stats.spans += 1;
+    }
+
+    /// The connection closed: streams still open are reported as errors.
+    pub fn close(&mut self, ctx: &SpanContext<'_>, ts_ns: u64, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+        for (_, s) in self.streams.drain() {
+            if s.reported || (s.status.is_none() && s.request_bytes == 0 && s.name_unknown) {
+                continue;
+            }
+            out.push(build_span(ctx, &s, ts_ns, Some("connection closed before the stream ended".into())));
+            stats.spans += 1;
+        }
+    }
+}
+
+fn found(ev: &H2Event, name: &str) -> Option<String> {
+    match ev.header(name) {
+        Some(Lookup::Found(v)) => Some(v.to_owned()),
+        _ => None,
+    }
+}
+
+fn is_streaming(s: &Stream) -> bool {
+    matches!(s.etcd_req.as_ref().map(|r| r.op), Some(EtcdOp::Watch | EtcdOp::LeaseKeepAlive))
+}
+
+fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<String>) -> SpanRecord {
+    let mut a = attrs::connection(ctx.conn);
+    a.push(("network.protocol.name", "http".into()));
+    a.push(("network.protocol.version", "2".into()));
+    let grpc_path = s.path.as_deref().and_then(grpc::parse_path);
+    let mut status = SpanStatus::Unset;
+    let name;
+    if s.name_unknown {
+        // Attached mid-connection and the HPACK table does not know this name yet.
+        name = "unknown".to_owned();
+        a.push(("http.request.method", "_OTHER".into()));
+    } else if let Some((service, method)) = grpc_path {
+        a.push(("rpc.system", "grpc".into()));
+        a.push(("rpc.service", service.to_owned().into()));
+        a.push(("rpc.method", method.to_owned().into()));
+        if let Some((code, msg)) = &s.grpc_status {
+            a.push(("rpc.grpc.status_code", i64::from(*code).into()));
+            if *code != 0 {
+                let text = msg.clone().unwrap_or_else(|| grpc::code_name(*code).to_owned());
+                status = SpanStatus::Error(text);
+            }
+        }
+        name = match EtcdOp::from_rpc(service, method) {
+            Some(op) => {
+                a.extend(etcd::attributes(op, s.etcd_req.as_ref(), s.etcd_resp.as_ref()));
+                let resource = etcd_k8s_attrs(s.etcd_req.as_ref(), &mut a);
+                match resource {
+                    Some(r) => format!("etcd {} {r}", op.as_str()),
+                    None => format!("etcd {}", op.as_str()),
+                }
+            }
+            None => format!("{service}/{method}"),
+        };
+    } else {
+        let method = s.method.as_deref().unwrap_or("GET");
+        let info = k8s::request_info(method, s.path.as_deref().unwrap_or("/"));
+        a.push(("http.request.method", method.to_owned().into()));
+        a.push(("url.path", info.path.clone().into()));
+        a.push(("http.route", info.route.clone().into()));
+        k8s_attrs(&info, &mut a);
+        name = k8s::span_name(method, &info);
+        if let Some(code) = s.status {
+            let bad = match ctx.conn.role {
+                Role::Server => code >= 500,
+                Role::Client => code >= 400,
+            };
+            if bad {
+                status = SpanStatus::Error(format!("HTTP {code}"));
+            }
+        }
+    }
+    if let Some(code) = s.status {
+        a.push(("http.response.status_code", i64::from(code).into()));
+    }
+    if let Some(ua) = &s.user_agent {
+        a.push(("user_agent.original", ua.clone().into()));
+    }
+    if let Some(host) = s.authority.as_deref().and_then(|h| h.rsplit_once(':').map_or(Some(h), |(h, _)| Some(h))) {
+        a.retain(|(k, _)| *k != "server.address");
+        a.push(("server.address", host.trim_matches(['[', ']']).to_owned().into()));
+    }
+    a.push(("http.request.body.size", s.request_bytes.into()));
+    a.push(("http.response.body.size", s.response_bytes.into()));
+    if let Some(why) = error {
+        status = SpanStatus::Error(why);
+    }
+    let kind = match ctx.conn.role {
+        Role::Server => SpanKind::Server,
+        Role::Client => SpanKind::Client,
+    };
+    attrs::new_span(name, kind, ctx.clock.to_unix_nanos(s.start_ns), ctx.clock.to_unix_nanos(end_ns), status, a, ctx.conn.process.clone())
+}
+
+/// Kubernetes object of an etcd key (`/registry/<resource>/<namespace>/<name>`); returns the resource.
+fn etcd_k8s_attrs(req: Option<&EtcdRequest>, a: &mut Vec<(&'static str, AttrValue)>) -> Option<String> {
+    let key = req?.key.as_deref()?;
+    let info = k8s::parse_registry_key(ETCD_PREFIX, key)?;
+    for (k, v) in [("k8s.resource", &info.resource), ("k8s.namespace.name", &info.namespace), ("k8s.object.name", &info.name)] {
+        if let Some(v) = v {
+            a.push((k, v.clone().into()));
+        }
+    }
+    info.resource
+}

@@ -1,0 +1,236 @@
+//! Load generators and probes of the machine: wrk, a syscall loop compiled at bench time, many
+//! idle keep-alive connections.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::procs::Proc;
+
+#[derive(Debug, Clone, Default)]
+pub struct WrkResult {
+    pub req_per_sec: f64,
+    pub requests: u64,
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+pub fn wrk(wrk: &Path, work: &Path, url: &str, threads: u32, conns: u32, secs: u64) -> Result<WrkResult> {
+    let mut cmd = Command::new(wrk);
+    cmd.arg(format!("-t{threads}"))
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .args(["--latency", "--timeout", "5s"])
+        .arg(url);
+    let mut p = Proc::spawn("wrk", work, &mut cmd)?;
+    let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {
+        bail!("wrk did not finish within {} s", secs + 60);
+    };
+    let out = p.stdout_text();
+    if !st.success() {
+        bail!("wrk failed ({st}): {}", p.last_words());
+    }
+    parse_wrk(&out).with_context(|| format!("unexpected wrk output: {}", out.replace('\n', " | ")))
+}
+
+fn duration_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1e3,
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        _ => return None,
+    })
+}
+
+pub fn parse_wrk(out: &str) -> Result<WrkResult> {
+    let mut r = WrkResult::default();
+    for line in out.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            r.req_per_sec = v.trim().parse()?;
+        } else if words.first() == Some(&"50%") {
+            r.p50_ms = duration_ms(words.get(1).unwrap_or(&"")).ok_or_else(|| anyhow!("bad p50"))?;
+        } else if words.first() == Some(&"99%") {
+            r.p99_ms = duration_ms(words.get(1).unwrap_or(&"")).ok_or_else(|| anyhow!("bad p99"))?;
+        } else if words.len() >= 4 && words[1] == "requests" && words[2] == "in" {
+            r.requests = words[0].parse()?;
+            r.seconds = words[3].trim_end_matches(',').trim_end_matches('s').parse()?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            r.errors += v.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>();
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            r.errors += v.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    if r.req_per_sec == 0.0 || r.requests == 0 {
+        bail!("no Requests/sec");
+    }
+    Ok(r)
+}
+
+/// The syscall loop (C): `syscall-loop getppid|read N` prints the mean ns per call, timed inside
+/// the process after a warm-up, pinned to the last CPU.
+const SYSCALL_LOOP_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: syscall-loop getppid|read N\n"); return 2; }
+    int use_read = strcmp(argv[1], "read") == 0;
+    long n = atol(argv[2]);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(sysconf(_SC_NPROCESSORS_ONLN) - 1, &set);
+    sched_setaffinity(0, sizeof set, &set);
+    int fd = open("/dev/zero", O_RDONLY);
+    if (fd < 0) { perror("/dev/zero"); return 1; }
+    char c;
+    for (long i = 0; i < n / 10; i++) {
+        if (use_read) { if (read(fd, &c, 1) != 1) return 1; } else syscall(SYS_getppid);
+    }
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (use_read) { if (read(fd, &c, 1) != 1) return 1; } else syscall(SYS_getppid);
+    }
+    double t1 = now_ns();
+    printf("%.3f\n", (t1 - t0) / n);
+    return 0;
+}
+"#;
+
+pub fn build_syscall_loop(gcc: &Path, work: &Path) -> Result<PathBuf> {
+    let src = work.join("syscall-loop.c");
+    let bin = work.join("syscall-loop");
+    std::fs::write(&src, SYSCALL_LOOP_C)?;
+    let out = Command::new(gcc).args(["-O2", "-o"]).arg(&bin).arg(&src).output().context("running gcc")?;
+    if !out.status.success() {
+        bail!("gcc could not build the syscall loop: {}", String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or(""));
+    }
+    Ok(bin)
+}
+
+/// Mean ns per syscall of `n` calls.
+pub fn syscall_loop(bin: &Path, work: &Path, which: &str, n: u64) -> Result<f64> {
+    let mut cmd = Command::new(bin);
+    cmd.arg(which).arg(n.to_string());
+    let mut p = Proc::spawn("syscall-loop", work, &mut cmd)?;
+    let Some(st) = p.wait_timeout(Duration::from_secs(120)) else { bail!("the syscall loop did not finish") };
+    if !st.success() {
+        bail!("the syscall loop failed ({st}): {}", p.last_words());
+    }
+    p.stdout_text().trim().parse().with_context(|| format!("syscall loop printed {:?}", p.stdout_text()))
+}
+
+/// Raises this process's RLIMIT_NOFILE soft (and if needed hard) limit to at least `n`.
+pub fn raise_nofile(n: u64) -> Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur >= n {
+            return Ok(());
+        }
+        lim.rlim_cur = n;
+        if lim.rlim_max < n {
+            lim.rlim_max = n;
+        }
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            bail!("cannot raise RLIMIT_NOFILE to {n} (ulimit -n): {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `n` keep-alive connections to `port`, each having sent one GET and read the start of its
+/// answer. Dropping the vector closes them.
+pub fn open_connections(port: u16, n: usize, path: &str) -> Result<Vec<TcpStream>> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connection {i} of {n} to {addr}"))?;
+        conns.push(s);
+    }
+    request_all(&mut conns, path)?;
+    Ok(conns)
+}
+
+/// One GET on every connection (pipelined over all of them), then read each answer's first bytes.
+pub fn request_all(conns: &mut [TcpStream], path: &str) -> Result<()> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: xtask-bench\r\n\r\n");
+    for s in conns.iter_mut() {
+        s.write_all(req.as_bytes())?;
+    }
+    let mut buf = [0u8; 4096];
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let n = s.read(&mut buf).with_context(|| format!("reading the answer on connection {i}"))?;
+        if n == 0 || !buf.starts_with(b"HTTP/1.1 200") {
+            bail!("connection {i}: unexpected answer {:?}", String::from_utf8_lossy(&buf[..n.min(40)]));
+        }
+        // Drain the rest of this answer (body may come in a second segment) without blocking long.
+        s.set_nonblocking(true)?;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        s.set_nonblocking(false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wrk_output() {
+        let out = "Running 10s test @ http://127.0.0.1:8080/index.html
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   285.08us   55.41us   3.37ms   89.05%
+    Req/Sec   112.03k     4.16k  118.44k    83.00%
+  Latency Distribution
+     50%  276.00us
+     75%  300.00us
+     90%  330.00us
+     99%    1.49ms
+  1125434 requests in 10.10s, 912.24MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec: 111427.56
+Transfer/sec:     90.32MB
+";
+        let r = super::parse_wrk(out).unwrap();
+        assert_eq!(r.requests, 1125434);
+        assert!((r.seconds - 10.10).abs() < 1e-9);
+        assert!((r.p50_ms - 0.276).abs() < 1e-9);
+        assert!((r.p99_ms - 1.49).abs() < 1e-9);
+        assert_eq!(r.errors, 3);
+        assert!((r.req_per_sec - 111427.56).abs() < 1e-6);
+    }
+}

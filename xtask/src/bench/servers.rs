@@ -1,0 +1,172 @@
+//! The traced servers: one-process nginx serving a small static file, and a one-member etcd on
+//! tmpfs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{
+    grpc,
+    procs::{Proc, TempDir, free_port, wait_for_port},
+};
+
+/// Size of the static file wrk fetches (like nginx's default index.html).
+pub const INDEX_SIZE: usize = 615;
+
+pub struct Nginx {
+    proc: Proc,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    pub fn start(nginx: &Path, work: &Path) -> Result<Nginx> {
+        let mut last_err = None;
+        for _attempt in 0..5 {
+            let dir = TempDir::new(work, "nginx")?;
+            let d = dir.0.display().to_string();
+            let port = free_port()?;
+            std::fs::create_dir_all(dir.0.join("www"))?;
+            let mut body = String::from("<!DOCTYPE html>\n<html><head><title>bench</title></head><body>\n");
+            while body.len() < INDEX_SIZE - 15 {
+                body.push_str("x");
+            }
+            body.push_str("\n</body></html>\n");
+            std::fs::write(dir.0.join("www/index.html"), &body[..])?;
+            for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+                std::fs::create_dir_all(dir.0.join("tmp").join(t))?;
+            }
+            let conf = format!(
+                r#"daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/client_body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 600s;
+    default_type text/html;
+    server {{
+        listen 127.0.0.1:{port} backlog=8192;
+        server_name localhost;
+        root {d}/www;
+        location / {{ try_files $uri =404; }}
+    }}
+}}
+"#
+            );
+            let conf_path = dir.0.join("nginx.conf");
+            std::fs::write(&conf_path, conf)?;
+            let mut cmd = Command::new(nginx);
+            cmd.arg("-p").arg(&dir.0).arg("-e").arg(dir.0.join("error.log")).arg("-c").arg(&conf_path).current_dir(&dir.0);
+            let mut proc = Proc::spawn("nginx", work, &mut cmd)?;
+            match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
+                Ok(()) => return Ok(Nginx { proc, port, _dir: dir }),
+                Err(e) => {
+                    let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
+                    last_err = Some(e.context(log.lines().last().unwrap_or("").to_owned()));
+                }
+            }
+        }
+        Err(last_err.unwrap()).context("nginx did not start")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/index.html", self.port)
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(st) = self.proc.try_wait() {
+            bail!("nginx exited ({st}) during the bench");
+        }
+        Ok(())
+    }
+}
+
+pub struct Etcd {
+    proc: Proc,
+    pub port: u16,
+    _data: TempDir,
+}
+
+impl Etcd {
+    /// etcd with its data on tmpfs (/dev/shm when present), so fsync does not make the numbers
+    /// depend on the disk: what is left is CPU and syscalls, which is what the tracer changes.
+    pub fn start(etcd: &Path, work: &Path) -> Result<Etcd> {
+        let shm = PathBuf::from("/dev/shm");
+        let parent = if shm.is_dir() { shm } else { work.to_path_buf() };
+        let mut last_err = None;
+        for _attempt in 0..5 {
+            let data = TempDir::new(&parent, "xtask-bench-etcd")?;
+            let (client, peer) = (free_port()?, free_port()?);
+            if client == peer {
+                continue;
+            }
+            let curl = format!("http://127.0.0.1:{client}");
+            let purl = format!("http://127.0.0.1:{peer}");
+            let mut cmd = Command::new(etcd);
+            cmd.arg("--name=bench")
+                .arg(format!("--data-dir={}", data.0.display()))
+                .arg(format!("--listen-client-urls={curl}"))
+                .arg(format!("--advertise-client-urls={curl}"))
+                .arg(format!("--listen-peer-urls={purl}"))
+                .arg(format!("--initial-advertise-peer-urls={purl}"))
+                .arg(format!("--initial-cluster=bench={purl}"))
+                .arg("--initial-cluster-state=new")
+                .arg("--logger=zap")
+                .arg("--log-level=error")
+                .arg("--auto-compaction-mode=revision")
+                .arg("--auto-compaction-retention=100000")
+                .current_dir(work);
+            let mut proc = Proc::spawn("etcd", work, &mut cmd)?;
+            if let Err(e) = wait_for_port(&mut proc, client, Duration::from_secs(30)) {
+                last_err = Some(e);
+                continue;
+            }
+            // Serving gRPC once a put goes through (leader elected).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match grpc::probe(client) {
+                    Ok(()) => return Ok(Etcd { proc, port: client, _data: data }),
+                    Err(e) if Instant::now() >= deadline => {
+                        bail!("etcd on port {client} never answered a gRPC Put: {e:#}; {}", proc.last_words())
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+                if let Some(st) = proc.try_wait() {
+                    last_err = Some(anyhow::anyhow!("{} exited ({st})", proc.last_words()));
+                    break;
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free ports"))).context("etcd did not start")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(st) = self.proc.try_wait() {
+            bail!("etcd exited ({st}) during the bench: {}", self.proc.last_words());
+        }
+        Ok(())
+    }
+}
