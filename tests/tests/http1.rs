@@ -322,7 +322,8 @@ fn nginx_server_spans() {
 fn target_as_http_client() {
     let srv = PythonHttpServer::start();
     let requests = json!([
-        {"method": "GET", "path": "/api/v1/namespaces/default/pods/a"},
+        {"method": "GET", "path": "/api/v1/namespaces/default/pods/a",
+         "headers": {"Authorization": format!("Bearer {}", SECRETS[0]), "Cookie": format!("session={}", SECRETS[1])}},
         {"method": "GET", "path": "/api/v1/namespaces/default/pods/missing"},
         {"method": "POST", "path": "/api/v1/namespaces/default/pods", "body_size": 100},
         {"method": "GET", "path": "/status/503"},
@@ -379,6 +380,7 @@ fn target_as_http_client() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans(&fin.spans, &exps);
     errs.extend(check_common(&fin.spans, &res, window));
+    errs.extend(check_absent_everywhere(&fin.spans, &SECRETS));
     assert_no_errors("target as client", &errs, &fin.spans);
 }
 
@@ -821,4 +823,55 @@ fn terminal_output_shows_requests() {
         "the terminal output should show the request\n{}",
         out.describe()
     );
+}
+
+/// `--capture-bytes 1024` and a request whose headers are 4 KB: its span still has method, path
+/// and status, the next request on the connection is decoded normally, and the (captured) bearer
+/// token appears nowhere.
+#[test]
+fn headers_beyond_the_capture_limit() {
+    let srv = PythonHttpServer::start();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::start(Sink::Json, &pid_args(&[srv.pid()]), &["--capture-bytes", "1024"], &[srv.pid()]);
+    let window = sess.window_start;
+    let mut c = RawHttp::connect(srv.port());
+    let lp = c.local_port();
+    let padding = "p".repeat(4000);
+    let t = std::time::Instant::now();
+    c.send(
+        format!(
+            "GET /api/v1/namespaces/big/pods/h1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nX-Padding: {padding}\r\n\r\n",
+            SECRETS[0]
+        )
+        .as_bytes(),
+    );
+    let r1 = c.read_response(false);
+    let d1 = t.elapsed();
+    assert_eq!(r1.status, 200);
+    let t = std::time::Instant::now();
+    c.send(b"GET /api/v1/namespaces/big/pods/after HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: itest-raw/1.0\r\n\r\n");
+    let r2 = c.read_response(false);
+    let d2 = t.elapsed();
+    assert_eq!(r2.status, 200);
+    c.close();
+    let exps = vec![
+        HttpExpect::server("GET", "/api/v1/namespaces/big/pods/h1", 200).client_port(lp).max_duration(d1),
+        HttpExpect::server("GET", "/api/v1/namespaces/big/pods/after", 200)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("big").name("after"))
+            .client_port(lp)
+            .server_port(srv.port())
+            .user_agent("itest-raw/1.0")
+            .response_body(r2.body.len() as u64)
+            .max_duration(d2),
+    ];
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans(&fin.spans, &exps);
+    errs.extend(check_common(&fin.spans, &res, window));
+    errs.extend(check_absent_everywhere(&fin.spans, &SECRETS));
+    if fin.output.stdout.contains(SECRETS[0]) || fin.output.stderr.contains(SECRETS[0]) {
+        errs.push("the bearer token appears in the tracer's output".into());
+    }
+    assert_no_errors("headers beyond --capture-bytes", &errs, &fin.spans);
 }

@@ -79,7 +79,8 @@ impl GoTls {
                 Err(e) => {
                     self.detach_links(ebpf, links);
                     let _ = self.offsets.remove(&pid);
-                    return Err(anyhow!("attaching a uprobe at {:#x} of {}: {e}", offset, exe.display()));
+                    let e = anyhow::Error::new(e).context(format!("attaching a uprobe at {offset:#x} of {}", exe.display()));
+                    return Err(e);
                 }
             }
         }

@@ -88,9 +88,14 @@ impl Pipeline {
                 }
             }
             Event::ProcExec { tgid, comm } => {
-                if !self.targets.is_active(tgid) && self.targets.comms().contains(&comm) {
+                let active = self.targets.is_active(tgid);
+                if active {
+                    // A target exec'd a new image: its uprobes and process details are stale.
+                    self.detach(tgid);
+                }
+                if active || self.targets.comms().contains(&comm) {
                     if let Err(e) = self.attach(tgid) {
-                        tracing::warn!("could not attach to new process {tgid} ({comm}): {e:#}");
+                        tracing::warn!("could not attach to process {tgid} ({comm}): {e:#}");
                     }
                 }
             }

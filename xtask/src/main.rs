@@ -4,6 +4,7 @@
 //! and `cargo xtask test` install what is missing (the pinned eBPF toolchain's rust-src, LLVM
 //! development libraries, bpf-linker built against them) or say in one line what to do.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -39,6 +40,12 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the tracer's cost (untraced vs traced); report in target/bench/report.json.
+    Bench {
+        /// A shorter run (under 5 minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
         Verb::Build => setup::ensure_build_tools().and_then(|()| build_release()).map(|_| ()),
         Verb::Run { args } => run(&args),
         Verb::Test { args } => test(&args),
+        Verb::Bench { quick } => bench::run(quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

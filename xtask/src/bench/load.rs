@@ -145,8 +145,9 @@ pub fn syscall_loop(bin: &Path, work: &Path, which: &str, n: u64) -> Result<f64>
     p.stdout_text().trim().parse().with_context(|| format!("syscall loop printed {:?}", p.stdout_text()))
 }
 
-/// Raises this process's RLIMIT_NOFILE soft (and if needed hard) limit to at least `n`.
-pub fn raise_nofile(n: u64) -> Result<()> {
+/// Raises this process's RLIMIT_NOFILE soft limit towards `n` (up to the hard limit, which only
+/// CAP_SYS_RESOURCE may raise); returns the soft limit now in force.
+pub fn raise_nofile(n: u64) -> Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls with a valid pointer.
     unsafe {
@@ -154,17 +155,20 @@ pub fn raise_nofile(n: u64) -> Result<()> {
             bail!("getrlimit: {}", std::io::Error::last_os_error());
         }
         if lim.rlim_cur >= n {
-            return Ok(());
+            return Ok(lim.rlim_cur);
         }
-        lim.rlim_cur = n;
-        if lim.rlim_max < n {
-            lim.rlim_max = n;
+        let mut want = lim;
+        want.rlim_cur = n;
+        want.rlim_max = want.rlim_max.max(n);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+            return Ok(n);
         }
+        lim.rlim_cur = lim.rlim_max.min(n);
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            bail!("cannot raise RLIMIT_NOFILE to {n} (ulimit -n): {}", std::io::Error::last_os_error());
+            bail!("cannot raise RLIMIT_NOFILE (ulimit -n): {}", std::io::Error::last_os_error());
         }
     }
-    Ok(())
+    Ok(lim.rlim_cur)
 }
 
 /// `n` keep-alive connections to `port`, each having sent one GET and read the start of its

@@ -183,7 +183,6 @@ pub type FinalStats = BTreeMap<String, u64>;
 
 pub struct Tracer {
     proc: Proc,
-    pub started: Instant,
 }
 
 impl Tracer {
@@ -206,7 +205,7 @@ impl Tracer {
             }
             sleep(Duration::from_millis(25));
         }
-        Ok(Tracer { proc, started: Instant::now() })
+        Ok(Tracer { proc })
     }
 
     pub fn pid(&self) -> u32 {

@@ -29,6 +29,8 @@ impl Nginx {
         for _attempt in 0..5 {
             let dir = TempDir::new(work, "nginx")?;
             let d = dir.0.display().to_string();
+            // nginx inherits our limit (raised up to the hard limit); ask for no more than that.
+            let nofile = super::load::raise_nofile(65536)?;
             let port = free_port()?;
             std::fs::create_dir_all(dir.0.join("www"))?;
             let mut body = String::from("<!DOCTYPE html>\n<html><head><title>bench</title></head><body>\n");
@@ -44,7 +46,7 @@ impl Nginx {
                 r#"daemon off;
 master_process off;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {nofile};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 20000; }}

@@ -1,0 +1,999 @@
+//! `cargo xtask bench [--quick]`: what the tracer costs, measured side by side in one run.
+//!
+//! Every scenario alternates untraced and traced runs against the same server process (ABBA
+//! order, so drift cancels), several rounds, and compares medians:
+//!
+//! 1. nginx (one process) under wrk, and etcd under a gRPC Put/Range load: throughput, p50, p99;
+//! 2. the tax on untraced processes: ns per syscall added to a syscall loop by a loaded tracer;
+//! 3. the ceiling: wrk connections raised until the tracer loses events or saturates a core;
+//! 4. the agent: CPU per 1k requests, peak RSS, RSS with 10k live connections;
+//! 5. per eBPF program: kernel run time per run (BPF_ENABLE_STATS).
+//!
+//! A table goes to stdout and `target/bench/report.json` gets every figure with the machine it
+//! was measured on. A missed budget is a finding, not a failure: the bench exits non-zero only
+//! when it could not measure (a tool or server broke), with one line saying what.
+
+mod bpfstats;
+mod grpc;
+mod load;
+mod procs;
+mod servers;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::workspace_root;
+use load::WrkResult;
+use procs::{FinalStats, Proc, Tracer};
+use servers::{Etcd, Nginx};
+
+/// Run lengths and sizes; `--quick` stays under 5 minutes on 2 cores.
+#[derive(Debug, Clone)]
+struct Params {
+    mode: &'static str,
+    rounds: usize,
+    wrk_secs: u64,
+    wrk_conns: u32,
+    etcd_secs: u64,
+    etcd_conns: usize,
+    etcd_inflight: usize,
+    syscall_calls: u64,
+    syscall_rounds: usize,
+    ceiling_levels: Vec<u32>,
+    ceiling_secs: u64,
+    live_conns: usize,
+    bpf_secs: u64,
+}
+
+impl Params {
+    fn new(quick: bool) -> Params {
+        if quick {
+            Params {
+                mode: "quick",
+                rounds: 3,
+                wrk_secs: 5,
+                wrk_conns: 32,
+                etcd_secs: 5,
+                etcd_conns: 8,
+                etcd_inflight: 8,
+                syscall_calls: 2_000_000,
+                syscall_rounds: 4,
+                ceiling_levels: vec![32, 256, 1024],
+                ceiling_secs: 5,
+                live_conns: 10_000,
+                bpf_secs: 5,
+            }
+        } else {
+            Params {
+                mode: "full",
+                rounds: 7,
+                wrk_secs: 10,
+                wrk_conns: 32,
+                etcd_secs: 10,
+                etcd_conns: 8,
+                etcd_inflight: 8,
+                syscall_calls: 5_000_000,
+                syscall_rounds: 8,
+                ceiling_levels: vec![16, 64, 256, 1024, 4096],
+                ceiling_secs: 10,
+                live_conns: 10_000,
+                bpf_secs: 10,
+            }
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "mode": self.mode,
+            "rounds": self.rounds,
+            "wrk": format!("wrk -t1 -c{} -d{}s --latency", self.wrk_conns, self.wrk_secs),
+            "etcd_load": format!("{} h2c connections x {} in-flight unary calls (50% Put 256 B, 50% Range), {} s",
+                self.etcd_conns, self.etcd_inflight, self.etcd_secs),
+            "syscall_calls": self.syscall_calls,
+            "syscall_rounds": self.syscall_rounds,
+            "ceiling_levels_wrk_connections": self.ceiling_levels,
+            "ceiling_secs": self.ceiling_secs,
+            "live_connections": self.live_conns,
+            "bpf_stats_secs": self.bpf_secs,
+        })
+    }
+}
+
+/// What a scenario's figure must meet.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    None,
+    /// traced / baseline ≥ x
+    MinRatio(f64),
+    /// traced / baseline ≤ x
+    MaxRatio(f64),
+    /// traced − baseline ≤ x
+    MaxDelta(f64),
+    /// traced ≤ x
+    MaxTraced(f64),
+    /// decided by the scenario (zero lost events at a rate)
+    Given(bool, &'static str),
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: String,
+    baseline: Option<f64>,
+    traced: Option<f64>,
+    unit: &'static str,
+    budget: Budget,
+    note: String,
+    samples_baseline: Vec<f64>,
+    samples_traced: Vec<f64>,
+}
+
+impl Scenario {
+    fn new(name: &str, unit: &'static str, budget: Budget) -> Scenario {
+        Scenario {
+            name: name.to_owned(),
+            baseline: None,
+            traced: None,
+            unit,
+            budget,
+            note: String::new(),
+            samples_baseline: Vec::new(),
+            samples_traced: Vec::new(),
+        }
+    }
+
+    /// Medians of both sample sets.
+    fn samples(mut self, baseline: Vec<f64>, traced: Vec<f64>) -> Scenario {
+        self.baseline = median(&baseline);
+        self.traced = median(&traced);
+        self.samples_baseline = baseline;
+        self.samples_traced = traced;
+        self
+    }
+
+    fn values(mut self, baseline: Option<f64>, traced: Option<f64>) -> Scenario {
+        self.baseline = baseline;
+        self.traced = traced;
+        self
+    }
+
+    fn note(mut self, note: impl Into<String>) -> Scenario {
+        self.note = note.into();
+        self
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        match (self.baseline, self.traced) {
+            (Some(b), Some(t)) if b != 0.0 => Some(t / b),
+            _ => None,
+        }
+    }
+
+    fn delta(&self) -> Option<f64> {
+        Some(self.traced? - self.baseline?)
+    }
+
+    fn budget_text(&self) -> Option<String> {
+        match self.budget {
+            Budget::None => None,
+            Budget::MinRatio(x) => Some(format!("ratio >= {x}")),
+            Budget::MaxRatio(x) => Some(format!("ratio <= {x}")),
+            Budget::MaxDelta(x) => Some(format!("added <= {x} {}", self.unit)),
+            Budget::MaxTraced(x) => Some(format!("traced <= {x} {}", self.unit)),
+            Budget::Given(_, text) => Some(text.to_owned()),
+        }
+    }
+
+    fn meets(&self) -> Option<bool> {
+        match self.budget {
+            Budget::None => None,
+            Budget::MinRatio(x) => Some(self.ratio()? >= x),
+            Budget::MaxRatio(x) => Some(self.ratio()? <= x),
+            Budget::MaxDelta(x) => Some(self.delta()? <= x),
+            Budget::MaxTraced(x) => Some(self.traced? <= x),
+            Budget::Given(ok, _) => Some(ok),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "baseline": self.baseline,
+            "traced": self.traced,
+            "ratio": self.ratio(),
+            "delta": self.delta(),
+            "unit": self.unit,
+            "budget": self.budget_text(),
+            "meets_budget": self.meets(),
+            "note": self.note,
+            "samples": { "baseline": self.samples_baseline, "traced": self.samples_traced },
+        })
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
+}
+
+fn percentile_us(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64
+}
+
+/// Tools, paths and findings shared by the scenarios.
+struct Ctx {
+    p: Params,
+    work: PathBuf,
+    tracer: PathBuf,
+    wrk: PathBuf,
+    nginx: PathBuf,
+    etcd: PathBuf,
+    gcc: PathBuf,
+    scenarios: Vec<Scenario>,
+    extra: BTreeMap<&'static str, Value>,
+    warnings: Vec<String>,
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("bench: {}", msg.as_ref());
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let started = Instant::now();
+    if !is_root() {
+        bail!("the bench loads eBPF programs and starts servers: run `cargo xtask bench` as root");
+    }
+    let root = workspace_root();
+    let out_dir = root.join("target/bench");
+    let work = out_dir.join("run");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+
+    let tools = ensure_tools()?;
+    let tracer = tracer_binary(&root, &work)?;
+    let gcc = tools["gcc"].clone();
+    let mut ctx = Ctx {
+        p: Params::new(quick),
+        work: work.clone(),
+        tracer,
+        wrk: tools["wrk"].clone(),
+        nginx: tools["nginx"].clone(),
+        etcd: tools["etcd"].clone(),
+        gcc,
+        scenarios: Vec::new(),
+        extra: BTreeMap::new(),
+        warnings: Vec::new(),
+    };
+    let nofile = load::raise_nofile(65536)?;
+    // Room for the live connections (both ends are on this machine: the bench and nginx each need
+    // one fd per connection, in different processes).
+    if nofile < ctx.p.live_conns as u64 + 1000 {
+        let n = (nofile.saturating_sub(1000)) as usize;
+        let w = format!("RLIMIT_NOFILE is {nofile} (hard limit): live connections lowered from {} to {n}", ctx.p.live_conns);
+        say(format!("warning: {w}"));
+        ctx.warnings.push(w);
+        ctx.p.live_conns = n;
+    }
+    let mut machine = machine_info(&root, &ctx);
+    for w in machine_warnings(&machine) {
+        say(format!("warning: {w}"));
+        ctx.warnings.push(w);
+    }
+    say(format!("{} run, tracer {}, work dir {}", ctx.p.mode, ctx.tracer.display(), work.display()));
+
+    let mut errors = Vec::new();
+    type Step = fn(&mut Ctx) -> Result<()>;
+    let steps: [(&str, Step); 6] = [
+        ("nginx", nginx_scenario),
+        ("etcd", etcd_scenario),
+        ("syscall tax", syscall_tax_scenario),
+        ("ceiling", ceiling_scenario),
+        ("live connections", live_connections_scenario),
+        ("bpf stats", bpf_stats_scenario),
+    ];
+    for (name, step) in steps {
+        let t = Instant::now();
+        say(format!("--- {name}"));
+        if let Err(e) = step(&mut ctx) {
+            let msg = format!("{name}: {}", format!("{e:#}").replace('\n', " "));
+            say(format!("error: {msg}"));
+            errors.push(msg);
+        }
+        say(format!("{name} took {:.0} s", t.elapsed().as_secs_f64()));
+    }
+
+    machine["loadavg_end"] = json!(procs::read_small("/proc/loadavg").trim());
+    let elapsed = started.elapsed().as_secs_f64();
+    print_table(&ctx);
+    let report = json!({
+        "generated_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "mode": ctx.p.mode,
+        "elapsed_s": (elapsed * 10.0).round() / 10.0,
+        "machine": machine,
+        "parameters": ctx.p.to_json(),
+        "scenarios": ctx.scenarios.iter().map(Scenario::to_json).collect::<Vec<_>>(),
+        "details": ctx.extra,
+        "warnings": ctx.warnings,
+        "errors": errors,
+    });
+    let path = out_dir.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    println!();
+    println!("report: {} ({} run, {:.0} s)", path.display(), ctx.p.mode, elapsed);
+    let missed: Vec<&str> = ctx.scenarios.iter().filter(|s| s.meets() == Some(false)).map(|s| s.name.as_str()).collect();
+    if !missed.is_empty() {
+        println!("budgets missed: {}", missed.join(", "));
+    }
+    if !errors.is_empty() {
+        bail!("{} scenario(s) could not be measured: {}", errors.len(), errors.join("; "));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn find_tool(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// wrk, nginx, etcd and gcc, installed with apt-get when missing.
+fn ensure_tools() -> Result<BTreeMap<&'static str, PathBuf>> {
+    const TOOLS: &[(&str, &str)] = &[("wrk", "wrk"), ("nginx", "nginx-light"), ("etcd", "etcd-server"), ("gcc", "gcc")];
+    let missing: Vec<&str> = TOOLS.iter().filter(|(b, _)| find_tool(b).is_none()).map(|(_, p)| *p).collect();
+    if !missing.is_empty() {
+        crate::setup::apt_install(&missing, "the bench drives real servers and load generators")?;
+    }
+    let mut out = BTreeMap::new();
+    for (bin, pkg) in TOOLS {
+        let path = find_tool(bin).with_context(|| format!("{bin} is still missing after installing {pkg}"))?;
+        out.insert(*bin, path);
+    }
+    Ok(out)
+}
+
+/// `$TRACER_BIN`, or a fresh release build; copied into the work dir so that a rebuild during the
+/// bench cannot swap it.
+fn tracer_binary(root: &Path, work: &Path) -> Result<PathBuf> {
+    let src = match std::env::var_os("TRACER_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            crate::setup::ensure_build_tools()?;
+            say("building the tracer (release)");
+            crate::status(
+                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .args(["build", "--release", "--package", "tracer"])
+                    .current_dir(root),
+            )?;
+            root.join("target/release/tracer")
+        }
+    };
+    if !src.is_file() {
+        bail!("no tracer binary at {}", src.display());
+    }
+    let dst = work.join("tracer");
+    std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+    Ok(dst)
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn machine_info(root: &Path, ctx: &Ctx) -> Value {
+    let cpuinfo = procs::read_small("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_default();
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let mem_kib: u64 = procs::read_small("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let foreign: Vec<String> = bpfstats::all_programs()
+        .into_iter()
+        .filter(|p| p.prog_type == 17 || p.prog_type == 5 || p.prog_type == 2)
+        .map(|p| format!("{}:{} (type {})", p.id, p.name, p.prog_type))
+        .collect();
+    let others_tracing: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = procs::read_small(&format!("/proc/{pid}/comm"));
+            (comm.trim() == "tracer").then(|| pid.to_string())
+        })
+        .collect();
+    let git = |args: &[&str]| {
+        Command::new("git").args(args).current_dir(root).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let dirty = git(&["status", "--porcelain", "--", "tracer", "tracer-ebpf", "tracer-common"]).is_some_and(|s| !s.is_empty());
+    json!({
+        "cpu_model": model,
+        "cores": cores,
+        "kernel": procs::read_small("/proc/sys/kernel/osrelease").trim(),
+        "memory_mib": mem_kib / 1024,
+        "loadavg_start": procs::read_small("/proc/loadavg").trim(),
+        "bpf_stats_enabled_sysctl": bpfstats::sysctl_enabled(),
+        "other_bpf_tracing_programs_at_start": foreign,
+        "other_tracer_processes_at_start": others_tracing,
+        "tracer_git": format!("{}{}", git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default(), if dirty { "+dirty" } else { "" }),
+        "tools": {
+            "wrk": first_line(&ctx.wrk.display().to_string(), &["-v"]),
+            "nginx": first_line(&ctx.nginx.display().to_string(), &["-v"]),
+            "etcd": first_line(&ctx.etcd.display().to_string(), &["--version"]),
+            "gcc": first_line(&ctx.gcc.display().to_string(), &["--version"]),
+        },
+    })
+}
+
+fn machine_warnings(m: &Value) -> Vec<String> {
+    let mut w = Vec::new();
+    if m["bpf_stats_enabled_sysctl"] == json!(true) {
+        w.push("kernel.bpf_stats_enabled=1: every eBPF program run pays two extra clock reads; traced figures are pessimistic".into());
+    }
+    if let Some(list) = m["other_bpf_tracing_programs_at_start"].as_array().filter(|l| !l.is_empty()) {
+        w.push(format!(
+            "{} other tracing eBPF programs are loaded (they tax every syscall in both columns): {}",
+            list.len(),
+            list.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let Some(list) = m["other_tracer_processes_at_start"].as_array().filter(|l| !l.is_empty()) {
+        w.push(format!("other tracer processes are running (pids {:?}): figures are noisier", list));
+    }
+    let load: f64 = m["loadavg_start"].as_str().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
+    if load > 0.5 {
+        w.push(format!("load average {load} at start: something else is using the CPUs; figures are noisier"));
+    }
+    w
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario helpers
+
+/// One traced run's figures from the agent.
+#[derive(Debug, Clone, Default)]
+struct AgentRun {
+    cpu_s: f64,
+    hwm_kib: u64,
+    stats: FinalStats,
+}
+
+impl AgentRun {
+    fn stat(&self, key: &str) -> u64 {
+        self.stats.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// Starts the tracer on `pid`, runs `load`, stops the tracer: the load's result and the agent's
+/// CPU time during the load, peak RSS and final stats.
+fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<T>) -> Result<(T, AgentRun)> {
+    let tracer = Tracer::start(&ctx.tracer, &ctx.work, pid, extra)?;
+    sleep(Duration::from_millis(300));
+    let cpu0 = tracer.cpu_seconds()?;
+    let result = load();
+    let cpu1 = tracer.cpu_seconds().unwrap_or(cpu0);
+    let hwm = tracer.status_kib("VmHWM").unwrap_or(0);
+    let stats = tracer.stop();
+    let result = result?;
+    Ok((result, AgentRun { cpu_s: cpu1 - cpu0, hwm_kib: hwm, stats: stats? }))
+}
+
+fn round_order(round: usize) -> [bool; 2] {
+    if round % 2 == 0 { [false, true] } else { [true, false] }
+}
+
+fn fmt(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 100.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(fmt).unwrap_or_else(|| "-".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. nginx and etcd, untraced vs traced
+
+fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
+    let url = nginx.url();
+    let run_wrk = |ctx: &Ctx| load::wrk(&ctx.wrk, &ctx.work, &url, 1, p.wrk_conns, p.wrk_secs);
+    load::wrk(&ctx.wrk, &ctx.work, &url, 1, p.wrk_conns, 2).context("warm-up")?;
+    let (mut base, mut tr): (Vec<WrkResult>, Vec<WrkResult>) = (Vec::new(), Vec::new());
+    let mut agent: Vec<AgentRun> = Vec::new();
+    for round in 0..p.rounds {
+        for is_traced in round_order(round) {
+            if is_traced {
+                let (r, a) = traced(ctx, nginx.pid(), &[], || run_wrk(ctx))?;
+                say(format!(
+                    "nginx round {}/{} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
+                    round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms, a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
+                ));
+                tr.push(r);
+                agent.push(a);
+            } else {
+                let r = run_wrk(ctx)?;
+                say(format!("nginx round {}/{} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms));
+                base.push(r);
+            }
+            nginx.check_alive()?;
+        }
+    }
+    let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+    let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
+    let conf = format!("wrk -t1 -c{} -d{}s, {} B static file, {} rounds", p.wrk_conns, p.wrk_secs, servers::INDEX_SIZE, p.rounds);
+    let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
+    let requests: u64 = tr.iter().map(|r| r.requests).sum();
+    let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
+    let mut note = conf.clone();
+    if errors > 0 {
+        note += &format!("; wrk socket errors/non-2xx: {errors}");
+    }
+    if spans == 0 {
+        let w = "nginx: the tracer reported no spans for the traced runs: it did not decode the traffic".to_owned();
+        say(format!("warning: {w}"));
+        ctx.warnings.push(w);
+    }
+    ctx.scenarios.push(
+        Scenario::new("nginx_throughput", "req/s", Budget::MinRatio(0.98))
+            .samples(col(&base, |r| r.req_per_sec), col(&tr, |r| r.req_per_sec))
+            .note(format!("{note}; traced: {spans} spans for {requests} requests, {lost} lost events")),
+    );
+    ctx.scenarios.push(
+        Scenario::new("nginx_latency_p50", "ms", Budget::None).samples(col(&base, |r| r.p50_ms), col(&tr, |r| r.p50_ms)).note(conf.clone()),
+    );
+    ctx.scenarios.push(
+        Scenario::new("nginx_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99_ms), col(&tr, |r| r.p99_ms)).note(conf),
+    );
+    let cpu_per_1k: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
+    let cores: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
+    let events_per_req: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
+    ctx.scenarios.push(
+        Scenario::new("agent_cpu_per_1k_requests", "ms CPU", Budget::None)
+            .samples(Vec::new(), cpu_per_1k)
+            .note(format!(
+                "agent utime+stime while nginx serves wrk -c{}: {} of a core, {} ring-buffer events per request",
+                p.wrk_conns,
+                fmt_opt(median(&cores)),
+                fmt_opt(median(&events_per_req))
+            )),
+    );
+    ctx.scenarios.push(
+        Scenario::new("agent_rss_peak_under_load", "MiB", Budget::None)
+            .samples(Vec::new(), agent.iter().map(|a| a.hwm_kib as f64 / 1024.0).collect())
+            .note("VmHWM of the agent after a traced nginx run"),
+    );
+    ctx.extra.insert(
+        "nginx_agent_runs",
+        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
+    );
+    Ok(())
+}
+
+fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let mut etcd = Etcd::start(&ctx.etcd, &ctx.work)?;
+    let port = etcd.port;
+    let run_load = || grpc::run(port, p.etcd_conns, p.etcd_inflight, Duration::from_secs(p.etcd_secs));
+    grpc::run(port, p.etcd_conns, p.etcd_inflight, Duration::from_secs(2)).context("warm-up")?;
+    struct R {
+        ops: f64,
+        p50: f64,
+        p99: f64,
+        errors: u64,
+        calls: u64,
+    }
+    let summarize = |mut r: grpc::LoadResult| {
+        r.lat_us.sort_unstable();
+        R {
+            ops: r.ops_per_sec(),
+            p50: percentile_us(&r.lat_us, 50.0) / 1000.0,
+            p99: percentile_us(&r.lat_us, 99.0) / 1000.0,
+            errors: r.errors,
+            calls: r.ok,
+        }
+    };
+    let (mut base, mut tr, mut agent): (Vec<R>, Vec<R>, Vec<AgentRun>) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..p.rounds {
+        for is_traced in round_order(round) {
+            if is_traced {
+                let (r, a) = traced(ctx, etcd.pid(), &[], run_load)?;
+                let r = summarize(r);
+                say(format!(
+                    "etcd round {}/{} traced:   {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, lost {}",
+                    round + 1, p.rounds, r.ops, r.p50, r.p99, a.cpu_s, a.stat("events"), a.stat("lost_ringbuf_full")
+                ));
+                tr.push(r);
+                agent.push(a);
+            } else {
+                let r = summarize(run_load()?);
+                say(format!("etcd round {}/{} untraced: {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.ops, r.p50, r.p99));
+                base.push(r);
+            }
+            etcd.check_alive()?;
+        }
+    }
+    let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
+    let mut conf = format!(
+        "gRPC over h2c: {} connections x {} in flight, 50% Put (256 B) / 50% Range, {} s, {} rounds; data on tmpfs",
+        p.etcd_conns, p.etcd_inflight, p.etcd_secs, p.rounds
+    );
+    if errors > 0 {
+        conf += &format!("; {errors} failed calls");
+    }
+    let col = |v: &[R], f: fn(&R) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+    let calls: u64 = tr.iter().map(|r| r.calls).sum();
+    let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
+    let events: u64 = agent.iter().map(|a| a.stat("events")).sum();
+    let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
+    ctx.scenarios.push(
+        Scenario::new("etcd_throughput", "calls/s", Budget::MinRatio(0.98))
+            .samples(col(&base, |r| r.ops), col(&tr, |r| r.ops))
+            .note(format!(
+                "{conf}; traced: agent {:.3} ms CPU per 1k calls, {:.1} events per call, {lost} lost events",
+                cpu * 1e3 / (calls.max(1) as f64 / 1e3),
+                events as f64 / calls.max(1) as f64
+            )),
+    );
+    ctx.scenarios
+        .push(Scenario::new("etcd_latency_p50", "ms", Budget::None).samples(col(&base, |r| r.p50), col(&tr, |r| r.p50)).note(conf.clone()));
+    ctx.scenarios
+        .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99), col(&tr, |r| r.p99)).note(conf));
+    ctx.extra.insert(
+        "etcd_agent_runs",
+        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The tax on untraced processes
+
+fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let bin = load::build_syscall_loop(&ctx.gcc, &ctx.work)?;
+    // The tracer needs a target: an idle process that makes no syscalls.
+    let idle = Proc::spawn("idle-target", &ctx.work, Command::new("sleep").arg("100000"))?;
+    let kinds = ["getppid", "read"];
+    let mut base: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut tr: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let measure = |out: &mut BTreeMap<&str, Vec<f64>>| -> Result<()> {
+        for k in kinds {
+            out.entry(k).or_default().push(load::syscall_loop(&bin, &ctx.work, k, p.syscall_calls)?);
+        }
+        Ok(())
+    };
+    measure(&mut BTreeMap::new())?; // warm-up
+    for round in 0..p.syscall_rounds {
+        for is_traced in round_order(round) {
+            if is_traced {
+                traced(ctx, idle.pid(), &[], || measure(&mut tr))?;
+            } else {
+                measure(&mut base)?;
+            }
+        }
+        say(format!(
+            "syscall round {}/{}: getppid {:.1} -> {:.1} ns, read {:.1} -> {:.1} ns",
+            round + 1,
+            p.syscall_rounds,
+            base["getppid"].last().unwrap(),
+            tr["getppid"].last().unwrap(),
+            base["read"].last().unwrap(),
+            tr["read"].last().unwrap()
+        ));
+    }
+    for (k, what) in [("getppid", "syscall(SYS_getppid)"), ("read", "read(/dev/zero, 1 byte)")] {
+        ctx.scenarios.push(
+            Scenario::new(&format!("untraced_syscall_{k}"), "ns/call", Budget::MaxDelta(30.0))
+                .samples(base[k].clone(), tr[k].clone())
+                .note(format!(
+                    "{what} x {} in an untraced process pinned to one CPU; traced = tracer loaded (attached to an idle process); {} rounds",
+                    p.syscall_calls, p.syscall_rounds
+                )),
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The ceiling
+
+fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
+    let url = nginx.url();
+    load::wrk(&ctx.wrk, &ctx.work, &url, 2, 64, 2).context("warm-up")?;
+    const TARGET_RPS: f64 = 50_000.0;
+    let mut levels = Vec::new();
+    for &conns in &p.ceiling_levels {
+        let run_wrk = || load::wrk(&ctx.wrk, &ctx.work, &url, 2, conns, p.ceiling_secs);
+        let untraced = run_wrk()?;
+        let (r, a) = traced(ctx, nginx.pid(), &[], run_wrk)?;
+        nginx.check_alive()?;
+        let lost = a.stat("lost_ringbuf_full");
+        let core = a.cpu_s / r.seconds;
+        let events_s = a.stat("events") as f64 / r.seconds;
+        say(format!(
+            "ceiling -c{conns}: untraced {:.0} req/s; traced {:.0} req/s, {:.0} events/s, agent {:.0}% of a core, lost {lost}, p99 {:.2} ms",
+            untraced.req_per_sec,
+            r.req_per_sec,
+            events_s,
+            core * 100.0,
+            r.p99_ms
+        ));
+        let saturated = core >= 0.95;
+        levels.push(json!({
+            "wrk_connections": conns,
+            "untraced_req_per_s": untraced.req_per_sec,
+            "untraced_p99_ms": untraced.p99_ms,
+            "traced_req_per_s": r.req_per_sec,
+            "traced_p99_ms": r.p99_ms,
+            "events_per_s": events_s,
+            "agent_core_fraction": core,
+            "lost_ringbuf_full": lost,
+            "final_stats": a.stats,
+        }));
+        if lost > 0 || saturated {
+            say(format!("ceiling reached at -c{conns}: {}", if lost > 0 { "events lost" } else { "agent saturates a core" }));
+            break;
+        }
+    }
+    let num = |l: &Value, k: &str| l[k].as_f64().unwrap_or(0.0);
+    let zero_loss: Vec<&Value> = levels.iter().filter(|l| l["lost_ringbuf_full"].as_u64() == Some(0)).collect();
+    let best = zero_loss.iter().max_by(|a, b| num(a, "traced_req_per_s").total_cmp(&num(b, "traced_req_per_s")));
+    let highest = levels.iter().max_by(|a, b| num(a, "traced_req_per_s").total_cmp(&num(b, "traced_req_per_s")));
+    // The budget: no loss at the first level offering 50k req/s, or at the highest rate reached.
+    let judged = levels.iter().find(|l| num(l, "traced_req_per_s") >= TARGET_RPS).or(highest);
+    let (ok, judged_note) = match judged {
+        Some(l) => (
+            l["lost_ringbuf_full"].as_u64() == Some(0),
+            format!(
+                "{} lost events at {:.0} req/s (wrk -c{}){}",
+                l["lost_ringbuf_full"],
+                num(l, "traced_req_per_s"),
+                l["wrk_connections"],
+                if num(l, "traced_req_per_s") >= TARGET_RPS { "" } else { "; 50k req/s not reached on this machine, judged at the highest rate reached" }
+            ),
+        ),
+        None => (false, "no level measured".into()),
+    };
+    let stop = levels.last().map(|l| {
+        if l["lost_ringbuf_full"].as_u64().unwrap_or(0) > 0 {
+            format!("events lost at wrk -c{}", l["wrk_connections"])
+        } else if num(l, "agent_core_fraction") >= 0.95 {
+            format!("agent saturated a core at wrk -c{}", l["wrk_connections"])
+        } else {
+            format!("neither loss nor saturation up to wrk -c{} (nginx/wrk are the bottleneck)", l["wrk_connections"])
+        }
+    });
+    let stop = stop.unwrap_or_default();
+    ctx.scenarios.push(
+        Scenario::new("ceiling_zero_loss_req_per_s", "req/s", Budget::Given(ok, "0 lost events at 50k req/s (or highest reached)"))
+            .values(best.map(|l| num(l, "untraced_req_per_s")), best.map(|l| num(l, "traced_req_per_s")))
+            .note(format!("wrk -t2, default ring (16 MiB); {judged_note}; {stop}")),
+    );
+    ctx.scenarios.push(
+        Scenario::new("ceiling_zero_loss_events_per_s", "events/s", Budget::None)
+            .values(None, best.map(|l| num(l, "events_per_s")))
+            .note(format!("ring-buffer events/s decoded with zero drops, agent at {} of a core", fmt_opt(best.map(|l| num(l, "agent_core_fraction"))))),
+    );
+    ctx.extra.insert("ceiling_levels", json!(levels));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The agent with many live connections
+
+fn live_connections_scenario(ctx: &mut Ctx) -> Result<()> {
+    let n = ctx.p.live_conns;
+    let nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
+    let port = nginx.port;
+    // a) the agent sees the connections open (accepts).
+    let tracer = Tracer::start(&ctx.tracer, &ctx.work, nginx.pid(), &[])?;
+    sleep(Duration::from_millis(500));
+    let idle_rss = tracer.status_kib("VmRSS")?;
+    let cpu0 = tracer.cpu_seconds()?;
+    let t = Instant::now();
+    let mut conns = load::open_connections(port, n, "/index.html")?;
+    load::request_all(&mut conns, "/index.html")?;
+    let open_s = t.elapsed().as_secs_f64();
+    sleep(Duration::from_secs(1));
+    let hwm_a = tracer.status_kib("VmHWM")?;
+    let rss_a = tracer.status_kib("VmRSS")?;
+    let cpu_a = tracer.cpu_seconds()? - cpu0;
+    let stats_a = tracer.stop()?;
+    say(format!(
+        "{n} connections opened while traced ({open_s:.1} s): agent RSS {:.1} MiB idle -> peak {:.1} MiB, {:.2} s CPU, spans {}",
+        idle_rss as f64 / 1024.0,
+        hwm_a as f64 / 1024.0,
+        cpu_a,
+        stats_a.get("spans").copied().unwrap_or(0)
+    ));
+    // b) the agent attaches to a process that already has them (seeded from /proc/PID/fd).
+    let tracer = Tracer::start(&ctx.tracer, &ctx.work, nginx.pid(), &[])?;
+    load::request_all(&mut conns, "/index.html")?;
+    sleep(Duration::from_secs(1));
+    let hwm_b = tracer.status_kib("VmHWM")?;
+    let stats_b = tracer.stop()?;
+    say(format!("attached to nginx holding {n} connections: agent peak RSS {:.1} MiB", hwm_b as f64 / 1024.0));
+    drop(conns);
+    let mib = |k: u64| k as f64 / 1024.0;
+    ctx.scenarios.push(
+        Scenario::new("agent_rss_10k_live_connections", "MiB", Budget::MaxTraced(64.0))
+            .values(Some(mib(idle_rss)), Some(mib(hwm_a.max(hwm_b))))
+            .note(format!(
+                "baseline = agent VmRSS attached to idle nginx; traced = VmHWM with {n} keep-alive connections (2 requests each): {:.1} MiB when it saw them open, {:.1} MiB when attached to them",
+                mib(hwm_a),
+                mib(hwm_b)
+            )),
+    );
+    ctx.extra.insert(
+        "live_connections",
+        json!({
+            "connections": n,
+            "idle_vm_rss_kib": idle_rss,
+            "seen_open": {"vm_hwm_kib": hwm_a, "vm_rss_kib": rss_a, "cpu_s": cpu_a, "final_stats": stats_a},
+            "attached_later": {"vm_hwm_kib": hwm_b, "final_stats": stats_b},
+        }),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. eBPF run time per program
+
+fn bpf_stats_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let bin = load::build_syscall_loop(&ctx.gcc, &ctx.work)?;
+    let nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
+    let url = nginx.url();
+    let on = bpfstats::enable()?;
+    let tracer = Tracer::start(&ctx.tracer, &ctx.work, nginx.pid(), &[])?;
+    let tpid = tracer.pid();
+    let snap = || bpfstats::process_programs(tpid);
+
+    // a) untraced syscalls only: what the TGID filter costs per run.
+    let s0 = snap()?;
+    let calls = p.syscall_calls;
+    load::syscall_loop(&bin, &ctx.work, "getppid", calls)?;
+    let s1 = snap()?;
+    // b) nginx under wrk: traced syscalls (plus wrk's and everyone's untraced ones).
+    let w = load::wrk(&ctx.wrk, &ctx.work, &url, 1, p.wrk_conns, p.bpf_secs)?;
+    let s2 = snap()?;
+    let stats = tracer.stop()?;
+    drop(on);
+
+    let mut rows = Vec::new();
+    let mut total_ns_b = 0u64;
+    for (phase, d) in [("untraced getppid loop", bpfstats::delta(&s0, &s1)), ("nginx under wrk", bpfstats::delta(&s1, &s2))] {
+        for prog in d {
+            let per = if prog.run_cnt > 0 { prog.run_time_ns as f64 / prog.run_cnt as f64 } else { 0.0 };
+            if phase == "nginx under wrk" {
+                total_ns_b += prog.run_time_ns;
+            }
+            rows.push(json!({
+                "phase": phase,
+                "program": prog.name,
+                "prog_type": prog.prog_type,
+                "run_cnt": prog.run_cnt,
+                "run_time_ns": prog.run_time_ns,
+                "ns_per_run": per,
+            }));
+        }
+    }
+    println!();
+    println!("eBPF programs (kernel.bpf_stats, BPF_ENABLE_STATS)");
+    println!("{:<24} {:<16} {:>12} {:>14} {:>10}", "phase", "program", "runs", "run time ns", "ns/run");
+    for r in &rows {
+        println!(
+            "{:<24} {:<16} {:>12} {:>14} {:>10}",
+            r["phase"].as_str().unwrap_or(""),
+            r["program"].as_str().unwrap_or(""),
+            r["run_cnt"],
+            r["run_time_ns"],
+            fmt(r["ns_per_run"].as_f64().unwrap_or(0.0))
+        );
+    }
+    let filter_ns: Option<f64> = {
+        let d = bpfstats::delta(&s0, &s1);
+        let enter_exit: Vec<_> = d.iter().filter(|p| p.name == "sys_enter" || p.name == "sys_exit").collect();
+        let runs: u64 = enter_exit.iter().map(|p| p.run_cnt).sum();
+        let ns: u64 = enter_exit.iter().map(|p| p.run_time_ns).sum();
+        (runs > 0).then(|| ns as f64 / (runs as f64 / 2.0))
+    };
+    ctx.scenarios.push(
+        Scenario::new("bpf_ns_per_untraced_syscall", "ns", Budget::None)
+            .values(None, filter_ns)
+            .note("sys_enter + sys_exit run time per syscall of an untraced process (the TGID bitmap test), from bpf stats"),
+    );
+    ctx.scenarios.push(
+        Scenario::new("bpf_ns_per_nginx_request", "ns", Budget::None)
+            .values(None, Some(total_ns_b as f64 / w.requests.max(1) as f64))
+            .note(format!(
+                "all the tracer's programs, run time per request while nginx serves wrk -c{} ({:.0} req/s; includes wrk's untraced syscalls)",
+                p.wrk_conns, w.req_per_sec
+            )),
+    );
+    ctx.extra.insert("bpf_programs", json!(rows));
+    ctx.extra.insert("bpf_stats_run_final_stats", json!(stats));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn print_table(ctx: &Ctx) {
+    println!();
+    println!("tracer cost, {} run: medians of untraced (baseline) vs traced", ctx.p.mode);
+    println!(
+        "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<40} {}",
+        "scenario", "baseline", "traced", "ratio", "delta", "unit", "budget", "ok"
+    );
+    for s in &ctx.scenarios {
+        println!(
+            "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<40} {}",
+            s.name,
+            fmt_opt(s.baseline),
+            fmt_opt(s.traced),
+            s.ratio().map(|r| format!("{r:.3}")).unwrap_or_else(|| "-".into()),
+            fmt_opt(s.delta()),
+            s.unit,
+            s.budget_text().unwrap_or_else(|| "-".into()),
+            match s.meets() {
+                Some(true) => "yes",
+                Some(false) => "MISSED",
+                None => "-",
+            }
+        );
+    }
+    for s in ctx.scenarios.iter().filter(|s| !s.note.is_empty()) {
+        println!("  {}: {}", s.name, s.note);
+    }
+    for w in &ctx.warnings {
+        println!("warning: {w}");
+    }
+}
