@@ -27,13 +27,18 @@ pub struct K8s {
 
 impl K8s {
     pub fn new(verb: &str, version: &str, resource: &str) -> K8s {
-        K8s { verb: verb.into(), version: version.into(), resource: resource.into(), ..Default::default() }
+        K8s {
+            verb: verb.into(),
+            version: version.into(),
+            resource: resource.into(),
+            ..Default::default()
+        }
     }
     pub fn group(mut self, g: &str) -> K8s {
         self.group = Some(g.into());
         self
     }
-    pub fn sub(mut self, s: &str) -> K8s {
+    pub fn subresource(mut self, s: &str) -> K8s {
         self.subresource = Some(s.into());
         self
     }
@@ -173,7 +178,12 @@ pub struct ResourceExpect {
 impl ResourceExpect {
     /// Reads comm and exe of a running `pid`.
     pub fn of(pid: u32) -> ResourceExpect {
-        ResourceExpect { pid, comm: crate::comm_of(pid), exe: crate::exe_name_of(pid), host: crate::hostname() }
+        ResourceExpect {
+            pid,
+            comm: crate::comm_of(pid),
+            exe: crate::exe_name_of(pid),
+            host: crate::hostname(),
+        }
     }
 }
 
@@ -183,14 +193,23 @@ fn is_hex_id(s: &str, len: usize) -> bool {
 
 /// Checks every span carries well-formed ids, sane times within `[window_start - 2s, now + 2s]`,
 /// and the expected resource.
-pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_unix_nano: u64) -> Vec<String> {
+pub fn check_common(
+    spans: &[ReceivedSpan],
+    res: &ResourceExpect,
+    window_start_unix_nano: u64,
+) -> Vec<String> {
     let mut errs = Vec::new();
     let now = crate::now_unix_nanos();
     let lo = window_start_unix_nano.saturating_sub(2_000_000_000);
     let hi = now + 2_000_000_000;
     let mut ids = BTreeSet::new();
     for s in spans {
-        let who = format!("span {:?} ({} {:?})", s.name, s.kind, s.attr_str("url.path").unwrap_or(""));
+        let who = format!(
+            "span {:?} ({} {:?})",
+            s.name,
+            s.kind,
+            s.attr_str("url.path").unwrap_or("")
+        );
         if !is_hex_id(&s.trace_id, 32) {
             errs.push(format!("{who}: bad trace_id {:?}", s.trace_id));
         }
@@ -204,7 +223,10 @@ pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_u
             errs.push(format!("{who}: bad parent_span_id {:?}", s.parent_span_id));
         }
         if s.end <= s.start {
-            errs.push(format!("{who}: end {} is not after start {}", s.end, s.start));
+            errs.push(format!(
+                "{who}: end {} is not after start {}",
+                s.end, s.start
+            ));
         }
         if s.start < lo || s.start > hi {
             errs.push(format!(
@@ -214,10 +236,18 @@ pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_u
             ));
         }
         if s.pid() != Some(res.pid) {
-            errs.push(format!("{who}: resource process.pid {:?}, expected {}", s.resource.get("process.pid"), res.pid));
+            errs.push(format!(
+                "{who}: resource process.pid {:?}, expected {}",
+                s.resource.get("process.pid"),
+                res.pid
+            ));
         }
         if s.res_str("service.name") != Some(res.comm.as_str()) {
-            errs.push(format!("{who}: resource service.name {:?}, expected {:?}", s.resource.get("service.name"), res.comm));
+            errs.push(format!(
+                "{who}: resource service.name {:?}, expected {:?}",
+                s.resource.get("service.name"),
+                res.comm
+            ));
         }
         if s.res_str("process.executable.name") != Some(res.exe.as_str()) {
             errs.push(format!(
@@ -227,7 +257,11 @@ pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_u
             ));
         }
         if s.res_str("host.name") != Some(res.host.as_str()) {
-            errs.push(format!("{who}: resource host.name {:?}, expected {:?}", s.resource.get("host.name"), res.host));
+            errs.push(format!(
+                "{who}: resource host.name {:?}, expected {:?}",
+                s.resource.get("host.name"),
+                res.host
+            ));
         }
     }
     errs
@@ -243,7 +277,9 @@ fn want_str(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str, expe
 fn want_int(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str, expected: i64) {
     match s.attr(key) {
         Some(v) if v.as_i64() == Some(expected) => {}
-        other => errs.push(format!("{who}: {key} = {other:?}, expected integer {expected}")),
+        other => errs.push(format!(
+            "{who}: {key} = {other:?}, expected integer {expected}"
+        )),
     }
 }
 
@@ -259,14 +295,30 @@ fn want_none(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str) {
 /// Checks one span against one expectation.
 pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
     let mut errs = Vec::new();
-    let who = format!("{} span for {} {}{}", e.kind, e.method, e.path, if e.label.is_empty() { String::new() } else { format!(" ({})", e.label) });
+    let who = format!(
+        "{} span for {} {}{}",
+        e.kind,
+        e.method,
+        e.path,
+        if e.label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", e.label)
+        }
+    );
     let who = who.as_str();
     if s.kind != e.kind {
         errs.push(format!("{who}: kind {:?}", s.kind));
     }
     want_str(&mut errs, who, s, "http.request.method", &e.method);
     want_str(&mut errs, who, s, "url.path", &e.path);
-    want_int(&mut errs, who, s, "http.response.status_code", e.status.into());
+    want_int(
+        &mut errs,
+        who,
+        s,
+        "http.response.status_code",
+        e.status.into(),
+    );
     want_str(&mut errs, who, s, "network.protocol.version", "1.1");
     if let Some(r) = &e.route {
         want_str(&mut errs, who, s, "http.route", r);
@@ -275,14 +327,23 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
             errs.push(format!("{who}: name {:?}, expected {name:?}", s.name));
         }
     } else if !s.name.starts_with(&format!("{} ", e.method)) {
-        errs.push(format!("{who}: name {:?} does not start with the method", s.name));
+        errs.push(format!(
+            "{who}: name {:?} does not start with the method",
+            s.name
+        ));
     }
     let want_status = if e.is_error() { "error" } else { "unset" };
     if s.status_code != want_status {
-        errs.push(format!("{who}: status {:?} ({:?}), expected {want_status} for HTTP {}", s.status_code, s.status_message, e.status));
+        errs.push(format!(
+            "{who}: status {:?} ({:?}), expected {want_status} for HTTP {}",
+            s.status_code, s.status_message, e.status
+        ));
     }
     if s.kind == "server" && !s.parent_span_id.is_empty() {
-        errs.push(format!("{who}: a server span for a request without traceparent has parent {:?}", s.parent_span_id));
+        errs.push(format!(
+            "{who}: a server span for a request without traceparent has parent {:?}",
+            s.parent_span_id
+        ));
     }
     if let Some(p) = e.client_port {
         want_str(&mut errs, who, s, "client.address", "127.0.0.1");
@@ -299,7 +360,9 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         Some(0) => match s.attr("http.request.body.size") {
             None => {}
             Some(v) if v.as_i64() == Some(0) => {}
-            Some(v) => errs.push(format!("{who}: http.request.body.size = {v}, expected absent or 0")),
+            Some(v) => errs.push(format!(
+                "{who}: http.request.body.size = {v}, expected absent or 0"
+            )),
         },
         Some(n) => want_int(&mut errs, who, s, "http.request.body.size", n as i64),
         None => {}
@@ -311,15 +374,19 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
     if d == Duration::ZERO {
         errs.push(format!("{who}: duration is zero"));
     }
-    if let Some(max) = e.max_duration {
-        if d > max + DURATION_SLACK {
-            errs.push(format!("{who}: duration {d:?} is longer than the client-measured {max:?} (+{DURATION_SLACK:?})"));
-        }
+    if let Some(max) = e.max_duration
+        && d > max + DURATION_SLACK
+    {
+        errs.push(format!(
+            "{who}: duration {d:?} is longer than the client-measured {max:?} (+{DURATION_SLACK:?})"
+        ));
     }
-    if let Some(min) = e.min_duration {
-        if d < min {
-            errs.push(format!("{who}: duration {d:?} is shorter than the server's {min:?} delay"));
-        }
+    if let Some(min) = e.min_duration
+        && d < min
+    {
+        errs.push(format!(
+            "{who}: duration {d:?} is shorter than the server's {min:?} delay"
+        ));
     }
     if let Some(k) = &e.k8s {
         want_str(&mut errs, who, s, "k8s.verb", &k.verb);
@@ -327,7 +394,9 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
             Some(g) => want_str(&mut errs, who, s, "k8s.api.group", g),
             None => {
                 if let Some(v) = s.attr("k8s.api.group") {
-                    errs.push(format!("{who}: k8s.api.group = {v} for the core group, expected it absent"));
+                    errs.push(format!(
+                        "{who}: k8s.api.group = {v} for the core group, expected it absent"
+                    ));
                 }
             }
         }
@@ -346,12 +415,16 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         if k.long_running {
             match s.attr("k8s.long_running") {
                 Some(Value::Bool(true)) => {}
-                other => errs.push(format!("{who}: k8s.long_running = {other:?}, expected true")),
+                other => errs.push(format!(
+                    "{who}: k8s.long_running = {other:?}, expected true"
+                )),
             }
         } else {
             match s.attr("k8s.long_running") {
                 None | Some(Value::Bool(false)) => {}
-                Some(other) => errs.push(format!("{who}: k8s.long_running = {other}, expected absent or false")),
+                Some(other) => errs.push(format!(
+                    "{who}: k8s.long_running = {other}, expected absent or false"
+                )),
             }
         }
     } else if e.not_k8s {
@@ -381,7 +454,10 @@ pub fn check_http_spans(spans: &[ReceivedSpan], exps: &[HttpExpect]) -> Vec<Stri
             .map(|(i, _)| i)
             .collect();
         match idx.as_slice() {
-            [] => errs.push(format!("no {} span for {} {} (HTTP {})", e.kind, e.method, e.path, e.status)),
+            [] => errs.push(format!(
+                "no {} span for {} {} (HTTP {})",
+                e.kind, e.method, e.path, e.status
+            )),
             [i] => {
                 used[*i] = true;
                 errs.extend(check_http_span(&spans[*i], e));
@@ -390,7 +466,13 @@ pub fn check_http_spans(spans: &[ReceivedSpan], exps: &[HttpExpect]) -> Vec<Stri
                 for i in many {
                     used[*i] = true;
                 }
-                errs.push(format!("{} {} spans for {} {} (expected exactly one)", many.len(), e.kind, e.method, e.path));
+                errs.push(format!(
+                    "{} {} spans for {} {} (expected exactly one)",
+                    many.len(),
+                    e.kind,
+                    e.method,
+                    e.path
+                ));
             }
         }
     }

@@ -90,7 +90,9 @@ impl TraceService for GrpcSink {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.store.add_export(request.get_ref());
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -133,13 +135,15 @@ impl OtlpReceiver {
                     .build()
                     .expect("tokio runtime");
                 rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(std_listener)
-                        .expect("tokio listener");
+                    let listener =
+                        tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
                     match protocol {
                         Protocol::Grpc => {
                             let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                            let svc = TraceServiceServer::new(GrpcSink { store: thread_store.clone() })
-                                .max_decoding_message_size(64 << 20);
+                            let svc = TraceServiceServer::new(GrpcSink {
+                                store: thread_store.clone(),
+                            })
+                            .max_decoding_message_size(64 << 20);
                             let res = tonic::transport::Server::builder()
                                 .serve_with_incoming_shutdown(svc, incoming, async {
                                     let _ = rx.await;
@@ -156,7 +160,14 @@ impl OtlpReceiver {
                 let _ = done_tx.send(());
             })
             .expect("spawn receiver thread");
-        OtlpReceiver { protocol, addr, store, shutdown: Some(tx), done: Some(done_rx), thread: Some(thread) }
+        OtlpReceiver {
+            protocol,
+            addr,
+            store,
+            shutdown: Some(tx),
+            done: Some(done_rx),
+            thread: Some(thread),
+        }
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -226,7 +237,13 @@ impl OtlpReceiver {
 
     /// Like [`wait_for`](Self::wait_for) but panics with every received span listed when fewer than
     /// `count` matched in time.
-    pub fn expect<F>(&self, what: &str, pred: F, count: usize, timeout: Duration) -> Vec<ReceivedSpan>
+    pub fn expect<F>(
+        &self,
+        what: &str,
+        pred: F,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<ReceivedSpan>
     where
         F: Fn(&ReceivedSpan) -> bool,
     {
@@ -266,12 +283,11 @@ impl Drop for OtlpReceiver {
         }
         // A client that keeps its connection open would make a graceful shutdown wait; give it a
         // moment, then leave the thread behind rather than hang the test.
-        if let Some(done) = self.done.take() {
-            if done.recv_timeout(Duration::from_secs(2)).is_ok() {
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
-            }
+        if let Some(done) = self.done.take()
+            && done.recv_timeout(Duration::from_secs(2)).is_ok()
+            && let Some(t) = self.thread.take()
+        {
+            let _ = t.join();
         }
     }
 }
@@ -291,13 +307,12 @@ async fn serve_http(
                 Ok((stream, _)) => {
                     let store = store.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = handle_http_conn(stream, store.clone()).await {
-                            if e.kind() != std::io::ErrorKind::UnexpectedEof
+                        if let Err(e) = handle_http_conn(stream, store.clone()).await
+                            && e.kind() != std::io::ErrorKind::UnexpectedEof
                                 && e.kind() != std::io::ErrorKind::ConnectionReset
                             {
                                 store.add_error(format!("OTLP/HTTP connection: {e}"));
                             }
-                        }
                     });
                 }
                 Err(e) => {
@@ -325,7 +340,9 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<Opt
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
     }
-    String::from_utf8(buf).map(Some).map_err(|_| bad("header line is not UTF-8"))
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| bad("header line is not UTF-8"))
 }
 
 async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> std::io::Result<()> {
@@ -347,20 +364,33 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
         };
         let mut headers: Vec<(String, String)> = Vec::new();
         loop {
-            let h = read_line(&mut r).await?.ok_or_else(|| bad("EOF in headers"))?;
+            let h = read_line(&mut r)
+                .await?
+                .ok_or_else(|| bad("EOF in headers"))?;
             if h.is_empty() {
                 break;
             }
-            let (k, v) = h.split_once(':').ok_or_else(|| bad(format!("bad header {h:?}")))?;
+            let (k, v) = h
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header {h:?}")))?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
         let header = |name: &str| {
-            headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
         };
         let mut body = Vec::new();
-        if header("transfer-encoding").to_ascii_lowercase().contains("chunked") {
+        if header("transfer-encoding")
+            .to_ascii_lowercase()
+            .contains("chunked")
+        {
             loop {
-                let size_line = read_line(&mut r).await?.ok_or_else(|| bad("EOF in chunk size"))?;
+                let size_line = read_line(&mut r)
+                    .await?
+                    .ok_or_else(|| bad("EOF in chunk size"))?;
                 let size_hex = size_line.split(';').next().unwrap_or("").trim();
                 let size = usize::from_str_radix(size_hex, 16)
                     .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
@@ -383,7 +413,11 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
             }
         } else {
             let cl = header("content-length");
-            let len: usize = if cl.is_empty() { 0 } else { cl.parse().map_err(|_| bad("bad content-length"))? };
+            let len: usize = if cl.is_empty() {
+                0
+            } else {
+                cl.parse().map_err(|_| bad("bad content-length"))?
+            };
             body.resize(len, 0);
             r.read_exact(&mut body).await?;
         }
@@ -396,20 +430,35 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
         } else if method != "POST" {
             store.add_error(format!("OTLP/HTTP: {method} {target}: unexpected method"));
             (405, "Method Not Allowed", Vec::new())
-        } else if !content_encoding.is_empty() && !content_encoding.eq_ignore_ascii_case("identity") {
-            store.add_error(format!("OTLP/HTTP: unsupported content-encoding {content_encoding:?}"));
+        } else if !content_encoding.is_empty() && !content_encoding.eq_ignore_ascii_case("identity")
+        {
+            store.add_error(format!(
+                "OTLP/HTTP: unsupported content-encoding {content_encoding:?}"
+            ));
             (415, "Unsupported Media Type", Vec::new())
         } else if !content_type.starts_with("application/x-protobuf") {
-            store.add_error(format!("OTLP/HTTP: unsupported content-type {content_type:?}"));
+            store.add_error(format!(
+                "OTLP/HTTP: unsupported content-type {content_type:?}"
+            ));
             (415, "Unsupported Media Type", Vec::new())
         } else {
             match ExportTraceServiceRequest::decode(&body[..]) {
                 Ok(req) => {
                     store.add_export(&req);
-                    (200, "OK", ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+                    (
+                        200,
+                        "OK",
+                        ExportTraceServiceResponse {
+                            partial_success: None,
+                        }
+                        .encode_to_vec(),
+                    )
                 }
                 Err(e) => {
-                    store.add_error(format!("OTLP/HTTP: undecodable body ({} bytes): {e}", body.len()));
+                    store.add_error(format!(
+                        "OTLP/HTTP: undecodable body ({} bytes): {e}",
+                        body.len()
+                    ));
                     (400, "Bad Request", Vec::new())
                 }
             }

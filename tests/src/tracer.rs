@@ -71,7 +71,13 @@ impl TracerOutput {
     /// Asserts the exit code, with the whole output in the message.
     pub fn assert_code(&self, expected: i32) {
         let code = self.code();
-        assert_eq!(code, expected, "tracer {:?}: expected exit code {expected}, got {code}\n{}", self.args, self.describe());
+        assert_eq!(
+            code,
+            expected,
+            "tracer {:?}: expected exit code {expected}, got {code}\n{}",
+            self.args,
+            self.describe()
+        );
     }
 
     /// Asserts that the tracer did not panic.
@@ -86,7 +92,10 @@ impl TracerOutput {
 
     /// The `error: ...` lines of stderr.
     pub fn error_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| l.starts_with("error: ") || l.starts_with("error:")).collect()
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: ") || l.starts_with("error:"))
+            .collect()
     }
 
     /// Asserts a clean error exit: the code, no panic, and a stderr line starting with `error: `
@@ -96,9 +105,10 @@ impl TracerOutput {
         self.assert_code(code);
         let lines = self.error_lines();
         assert!(
-            !lines.is_empty(),
-            "tracer {:?}: expected a stderr line starting with `error: `\n{}",
+            lines.len() == 1,
+            "tracer {:?}: expected exactly one stderr line starting with `error: `, got {}\n{}",
             self.args,
+            lines.len(),
             self.describe()
         );
         let stderr_lc = self.stderr.to_lowercase();
@@ -122,7 +132,8 @@ pub fn parse_json_lines(stdout: &str) -> Result<Vec<ReceivedSpan>, String> {
             continue;
         }
         spans.push(
-            ReceivedSpan::from_json_line(line).map_err(|e| format!("stdout line {}: {e}", i + 1))?,
+            ReceivedSpan::from_json_line(line)
+                .map_err(|e| format!("stdout line {}: {e}", i + 1))?,
         );
     }
     Ok(spans)
@@ -175,7 +186,13 @@ impl Tracer {
         std::fs::copy(tracer_bin(), &bin).expect("copy tracer binary");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let mut cmd = Command::new(setpriv);
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]);
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ]);
         cmd.arg(&bin).args(args);
         cmd.current_dir(dir.path());
         configure_env(&mut cmd);
@@ -185,10 +202,12 @@ impl Tracer {
     }
 
     fn spawn(mut cmd: Command, args: Vec<String>, keep: Option<TempDir>) -> Tracer {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn tracer {:?} {args:?}: {e}", cmd.get_program()));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot spawn tracer {:?} {args:?}: {e}", cmd.get_program())
+        });
         let pid = child.id();
         let (stdout, h1) = Collector::spawn(child.stdout.take().unwrap(), "tracer-stdout");
         let (stderr, h2) = Collector::spawn(child.stderr.take().unwrap(), "tracer-stderr");
@@ -228,7 +247,9 @@ impl Tracer {
 
     /// Whether the process has exited (reaps it if so).
     pub fn has_exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn describe_now(&self) -> String {
@@ -245,29 +266,35 @@ impl Tracer {
     /// Waits for a stderr line containing `needle`; panics (with all output) on timeout or exit.
     pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> String {
         let n = needle.to_owned();
-        self.wait_for_stderr_line(&format!("a line containing {needle:?}"), move |l| l.contains(&n), timeout)
+        self.wait_for_stderr_line(
+            &format!("a line containing {needle:?}"),
+            move |l| l.contains(&n),
+            timeout,
+        )
     }
 
     /// Waits for a stderr line satisfying `pred`; panics (with all output) on timeout or exit.
-    pub fn wait_for_stderr_line<F: Fn(&str) -> bool>(&mut self, what: &str, pred: F, timeout: Duration) -> String {
+    pub fn wait_for_stderr_line<F: Fn(&str) -> bool>(
+        &mut self,
+        what: &str,
+        pred: F,
+        timeout: Duration,
+    ) -> String {
         let stderr = self.stderr.clone();
         let mut exited = None;
-        let child = self.child.as_mut();
-        let mut stop = {
-            let exited = &mut exited;
-            let mut child = child;
-            move || {
-                if let Some(c) = child.as_mut() {
-                    if let Ok(Some(st)) = c.try_wait() {
-                        *exited = Some(st);
-                        return true;
-                    }
+        let got = {
+            let mut child = self.child.as_mut();
+            let mut stop = || {
+                if let Some(c) = child.as_mut()
+                    && let Ok(Some(st)) = c.try_wait()
+                {
+                    exited = Some(st);
+                    return true;
                 }
                 false
-            }
+            };
+            stderr.wait_line(&pred, timeout, &mut stop)
         };
-        let got = stderr.wait_line(&pred, timeout, &mut stop);
-        drop(stop);
         match got {
             Some(l) => l,
             None => match exited {
@@ -275,7 +302,10 @@ impl Tracer {
                     "tracer exited ({st}) before logging {what}\n{}",
                     self.describe_now()
                 ),
-                None => panic!("tracer did not log {what} within {timeout:?}\n{}", self.describe_now()),
+                None => panic!(
+                    "tracer did not log {what} within {timeout:?}\n{}",
+                    self.describe_now()
+                ),
             },
         }
     }
@@ -283,7 +313,11 @@ impl Tracer {
     /// Waits for the readiness line of `pid`: `target attached` and `pid=<PID>` on one line.
     pub fn wait_attached(&mut self, pid: u32) -> String {
         let what = format!("`target attached` with pid={pid}");
-        self.wait_for_stderr_line(&what, move |l| l.contains("target attached") && has_pid_field(l, pid), ATTACH_TIMEOUT)
+        self.wait_for_stderr_line(
+            &what,
+            move |l| l.contains("target attached") && has_pid_field(l, pid),
+            ATTACH_TIMEOUT,
+        )
     }
 
     /// Spans printed so far with `--output json`; panics on a line that is not a span.
@@ -297,10 +331,16 @@ impl Tracer {
     }
 
     /// Waits until at least `count` JSON spans satisfy `pred` (or timeout); returns the matching ones.
-    pub fn wait_json_spans<F: Fn(&ReceivedSpan) -> bool>(&mut self, pred: F, count: usize, timeout: Duration) -> Vec<ReceivedSpan> {
+    pub fn wait_json_spans<F: Fn(&ReceivedSpan) -> bool>(
+        &mut self,
+        pred: F,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + timeout;
         loop {
-            let got: Vec<ReceivedSpan> = self.json_spans().into_iter().filter(|s| pred(s)).collect();
+            let got: Vec<ReceivedSpan> =
+                self.json_spans().into_iter().filter(|s| pred(s)).collect();
             if got.len() >= count || Instant::now() >= deadline || self.has_exited().is_some() {
                 return got;
             }
@@ -309,7 +349,13 @@ impl Tracer {
     }
 
     /// Like [`wait_json_spans`](Self::wait_json_spans) but panics when fewer than `count` matched.
-    pub fn expect_json_spans<F: Fn(&ReceivedSpan) -> bool>(&mut self, what: &str, pred: F, count: usize, timeout: Duration) -> Vec<ReceivedSpan> {
+    pub fn expect_json_spans<F: Fn(&ReceivedSpan) -> bool>(
+        &mut self,
+        what: &str,
+        pred: F,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<ReceivedSpan> {
         let got = self.wait_json_spans(pred, count, timeout);
         if got.len() < count {
             panic!(
@@ -351,7 +397,10 @@ impl Tracer {
                 break st;
             }
             if Instant::now() >= deadline {
-                let msg = format!("tracer did not exit within {timeout:?}\n{}", self.describe_now());
+                let msg = format!(
+                    "tracer did not exit within {timeout:?}\n{}",
+                    self.describe_now()
+                );
                 self.kill();
                 panic!("{msg}");
             }
@@ -392,7 +441,10 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         if self.child.is_some() {
             if std::thread::panicking() {
-                eprintln!("[harness] test failed while the tracer was running:\n{}", self.describe_now());
+                eprintln!(
+                    "[harness] test failed while the tracer was running:\n{}",
+                    self.describe_now()
+                );
             }
             self.kill();
         }
@@ -400,7 +452,9 @@ impl Drop for Tracer {
 }
 
 fn args_vec<S: AsRef<OsStr>>(args: &[S]) -> Vec<String> {
-    args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect()
+    args.iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn configure_env(cmd: &mut Command) {
@@ -422,7 +476,8 @@ pub fn has_pid_field(line: &str, pid: u32) -> bool {
     let needle = format!("pid={pid}");
     let mut rest = line;
     while let Some(i) = rest.find(&needle) {
-        let before_ok = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
+        let before_ok = i == 0
+            || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
         let after = &rest[i + needle.len()..];
         let after_ok = !after.starts_with(|c: char| c.is_ascii_digit());
         if before_ok && after_ok {

@@ -5,6 +5,7 @@
 //! development libraries, bpf-linker built against them) or say in one line what to do.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -34,7 +35,13 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every test: unit tests and the root integration tests that load the real probes.
+    /// Run every fuzz target for a while (default 60 s each).
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
+    /// Every test: unit tests, the root integration tests that load the real probes, and a short
+    /// run of every fuzz target.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -55,6 +62,7 @@ fn main() -> ExitCode {
         Verb::Build => setup::ensure_build_tools().and_then(|()| build_release()).map(|_| ()),
         Verb::Run { args } => run(&args),
         Verb::Test { args } => test(&args),
+        Verb::Fuzz { seconds } => setup::ensure_build_tools().and_then(|()| fuzz::run(seconds)),
         Verb::Bench { quick } => bench::run(quick),
     };
     match result {
@@ -109,8 +117,14 @@ fn test(args: &[String]) -> Result<()> {
     for (key, value) in setup::build_go_programs()? {
         cmd.env(key, value);
     }
-    status(&mut cmd)
+    let tests = status(&mut cmd);
+    // Fuzz even when a test failed, so one run shows everything; then report the first failure.
+    let fuzz = fuzz::run(FUZZ_SECONDS_IN_TEST);
+    tests.and(fuzz)
 }
+
+/// Each fuzz target's share of `cargo xtask test`: brief, as a regression guard.
+const FUZZ_SECONDS_IN_TEST: u32 = 15;
 
 fn unsafe_geteuid() -> u32 {
     // Avoids a libc dependency: /proc/self/status has the effective uid second on the Uid line.

@@ -1,0 +1,7 @@
+#![no_main]
+//! Ring-buffer records as the agent parses them: corrupt bytes are errors, never panics.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = tracer::events::parse(data);
+});

@@ -1,0 +1,112 @@
+//go:build go1.24
+
+// Command h2c-server is a plain-text HTTP/2 (h2c, prior knowledge) and HTTP/1.1 server used as
+// a target by the tracer's integration tests: HTTP/2 without TLS and without gRPC.
+//
+// It prints "listening on ADDR" on stdout once the socket is bound, so a test can pass
+// -addr 127.0.0.1:0 and read the chosen port. Routes (same as https-server):
+// `/` → 200 "ok\n", `/api/v1/namespaces/{ns}/pods/{name}` → 200 JSON Pod (any method; a request
+// body is read and discarded), `/status/{code}` → that status (200–599), anything else → 404.
+//
+// Needs Go 1.24+ (http.Server.Protocols with SetUnencryptedHTTP2); the build constraint keeps
+// older toolchains from trying.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address (port 0 picks a free port)")
+	verbose := flag.Bool("v", false, "log each request on stderr")
+	flag.Parse()
+
+	var handler http.Handler = http.HandlerFunc(route)
+	if *verbose {
+		handler = logRequests(handler)
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		Protocols:         &protocols,
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatalf("h2c-server: listen: %v", err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	os.Stdout.Sync()
+
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		log.Fatalf("h2c-server: %v", err)
+	}
+}
+
+func route(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	io.Copy(io.Discard, r.Body)
+
+	switch {
+	case path == "/":
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok\n")
+	case strings.HasPrefix(path, "/api/v1/namespaces/"):
+		parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
+		if len(parts) != 3 || parts[0] == "" || parts[1] != "pods" || parts[2] == "" {
+			http.NotFound(w, r)
+			return
+		}
+		pod := map[string]interface{}{
+			"kind":       "Pod",
+			"apiVersion": "v1",
+			"metadata":   map[string]string{"name": parts[2], "namespace": parts[0]},
+			"status":     map[string]string{"phase": "Running"},
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(pod)
+	case strings.HasPrefix(path, "/status/"):
+		code, err := strconv.Atoi(strings.TrimPrefix(path, "/status/"))
+		if err != nil || code < 200 || code > 599 {
+			http.Error(w, "bad status code", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("%s %s %s", r.Proto, r.Method, r.URL.Path)
+		next.ServeHTTP(w, r)
+	})
+}
