@@ -96,19 +96,31 @@ fn missing_btf_is_a_runtime_error() {
 fn unusable_tracefs_is_a_runtime_error() {
     require_root();
     let target = idle_process();
-    // Cannot be created (procfs) and so cannot be mounted on.
-    let path = "/proc/sys/nonexistent-itest-tracefs";
-    let out = Tracer::run(
-        &[
-            "--pid",
-            &target.pid().to_string(),
-            "--tracefs",
-            path,
-            "--duration",
-            "5",
-        ],
-        RUN_TIMEOUT,
-    );
+    // A machine where tracefs is absent and cannot be mounted: in a private mount namespace,
+    // /sys/kernel is replaced by an empty read-only tmpfs, so /sys/kernel/tracing does not exist
+    // and cannot be created. BTF is passed from a copy, since /sys/kernel/btf is hidden too.
+    let unshare = integration_tests::require_tool("unshare", "util-linux");
+    let dir = std::env::temp_dir().join(format!("itest-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let btf = dir.join("vmlinux");
+    std::fs::copy("/sys/kernel/btf/vmlinux", &btf).expect("copy kernel BTF");
+    let tracer = integration_tests::tracer_bin();
+    let pid = target.pid().to_string();
+    let args = [
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o ro none /sys/kernel && exec \"$0\" \"$@\"",
+        tracer.to_str().unwrap(),
+        "--btf",
+        btf.to_str().unwrap(),
+        "--pid",
+        &pid,
+        "--duration",
+        "5",
+    ];
+    let out = Tracer::start_program(&unshare, &args).wait_exit(RUN_TIMEOUT);
+    let _ = std::fs::remove_dir_all(&dir);
     out.assert_error(1, &["tracefs"]);
 }
 

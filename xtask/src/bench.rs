@@ -499,6 +499,8 @@ fn machine_warnings(m: &Value) -> Vec<String> {
 #[derive(Debug, Clone, Default)]
 struct AgentRun {
     cpu_s: f64,
+    /// Context switches of all its threads during the load.
+    switches: u64,
     hwm_kib: u64,
     stats: FinalStats,
 }
@@ -515,12 +517,14 @@ fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<
     let tracer = Tracer::start(&ctx.tracer, &ctx.work, pid, extra)?;
     sleep(Duration::from_millis(300));
     let cpu0 = tracer.cpu_seconds()?;
+    let sw0 = tracer.context_switches();
     let result = load();
     let cpu1 = tracer.cpu_seconds().unwrap_or(cpu0);
+    let sw1 = tracer.context_switches();
     let hwm = tracer.status_kib("VmHWM").unwrap_or(0);
     let stats = tracer.stop();
     let result = result?;
-    Ok((result, AgentRun { cpu_s: cpu1 - cpu0, hwm_kib: hwm, stats: stats? }))
+    Ok((result, AgentRun { cpu_s: cpu1 - cpu0, switches: sw1.saturating_sub(sw0), hwm_kib: hwm, stats: stats? }))
 }
 
 fn round_order(round: usize) -> [bool; 2] {
@@ -602,14 +606,18 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     let cpu_per_1k: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
     let cores: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
     let events_per_req: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
+    let switches_per_s: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.switches as f64 / r.seconds).collect();
+    let events_per_switch: Vec<f64> = agent.iter().map(|a| a.stat("events") as f64 / a.switches.max(1) as f64).collect();
     ctx.scenarios.push(
         Scenario::new("agent_cpu_per_1k_requests", "ms CPU", Budget::None)
             .samples(Vec::new(), cpu_per_1k)
             .note(format!(
-                "agent utime+stime while nginx serves wrk -c{}: {} of a core, {} ring-buffer events per request",
+                "agent utime+stime while nginx serves wrk -c{}: {} of a core, {} ring-buffer events per request, {} context switches/s ({} events per wake-up)",
                 p.wrk_conns,
                 fmt_opt(median(&cores)),
-                fmt_opt(median(&events_per_req))
+                fmt_opt(median(&events_per_req)),
+                fmt_opt(median(&switches_per_s)),
+                fmt_opt(median(&events_per_switch))
             )),
     );
     ctx.scenarios.push(
@@ -619,7 +627,7 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     );
     ctx.extra.insert(
         "nginx_agent_runs",
-        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
+        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
     );
     Ok(())
 }
@@ -695,7 +703,7 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
         .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99), col(&tr, |r| r.p99)).note(conf));
     ctx.extra.insert(
         "etcd_agent_runs",
-        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
+        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
     );
     Ok(())
 }
@@ -784,6 +792,7 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
             "traced_p99_ms": r.p99_ms,
             "events_per_s": events_s,
             "agent_core_fraction": core,
+            "agent_context_switches_per_s": a.switches as f64 / r.seconds,
             "lost_ringbuf_full": lost,
             "final_stats": a.stats,
         }));
@@ -854,6 +863,8 @@ fn live_connections_scenario(ctx: &mut Ctx) -> Result<()> {
     sleep(Duration::from_secs(1));
     let hwm_a = tracer.status_kib("VmHWM")?;
     let rss_a = tracer.status_kib("VmRSS")?;
+    let anon_a = tracer.status_kib("RssAnon")?;
+    let ring_a = tracer.bpf_map_rss_kib();
     let cpu_a = tracer.cpu_seconds()? - cpu0;
     let stats_a = tracer.stop()?;
     say(format!(
@@ -876,9 +887,12 @@ fn live_connections_scenario(ctx: &mut Ctx) -> Result<()> {
         Scenario::new("agent_rss_10k_live_connections", "MiB", Budget::MaxTraced(64.0))
             .values(Some(mib(idle_rss)), Some(mib(hwm_a.max(hwm_b))))
             .note(format!(
-                "baseline = agent VmRSS attached to idle nginx; traced = VmHWM with {n} keep-alive connections (2 requests each): {:.1} MiB when it saw them open, {:.1} MiB when attached to them",
+                "baseline = agent VmRSS attached to idle nginx; traced = VmHWM with {n} keep-alive connections (2 requests each): {:.1} MiB when it saw them open, {:.1} MiB when attached to them; of VmRSS {:.1} MiB: {:.1} MiB eBPF map mappings (ring buffer), {:.1} MiB anonymous (heap)",
                 mib(hwm_a),
-                mib(hwm_b)
+                mib(hwm_b),
+                mib(rss_a),
+                mib(ring_a),
+                mib(anon_a)
             )),
     );
     ctx.extra.insert(
@@ -886,7 +900,7 @@ fn live_connections_scenario(ctx: &mut Ctx) -> Result<()> {
         json!({
             "connections": n,
             "idle_vm_rss_kib": idle_rss,
-            "seen_open": {"vm_hwm_kib": hwm_a, "vm_rss_kib": rss_a, "cpu_s": cpu_a, "final_stats": stats_a},
+            "seen_open": {"vm_hwm_kib": hwm_a, "vm_rss_kib": rss_a, "rss_anon_kib": anon_a, "bpf_map_rss_kib": ring_a, "cpu_s": cpu_a, "final_stats": stats_a},
             "attached_later": {"vm_hwm_kib": hwm_b, "final_stats": stats_b},
         }),
     );

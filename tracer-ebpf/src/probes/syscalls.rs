@@ -43,6 +43,7 @@ mod regs {
     pub const DI: usize = 112;
     pub const SI: usize = 104;
     pub const DX: usize = 96;
+    pub const ORIG_AX: usize = 120;
 }
 
 /// What a pending call is, i.e. how its exit is handled.
@@ -169,6 +170,7 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
 
 fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
     let Some(pending) = PENDING.get_ptr(pid_tgid) else {
+        accept_entered_before_attach(ctx, pid_tgid);
         return Ok(());
     };
     let pending = unsafe { *pending };
@@ -230,6 +232,25 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// An accept() that was already blocking when the process became a target has no pending entry,
+/// yet its connection is new: take its arguments from the registers saved at syscall entry.
+#[inline(always)]
+fn accept_entered_before_attach(ctx: &RawTracePointContext, pid_tgid: u64) {
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let id = reg(regs, regs::ORIG_AX) as i64;
+    if id != nr::ACCEPT && id != nr::ACCEPT4 {
+        return;
+    }
+    let peer = read_sockaddr(reg(regs, regs::SI));
+    if peer.family != AF_UNIX {
+        open_socket(pid_tgid, ret as i32, reg(regs, regs::DI) as i32, sock_role::ACCEPTED, SockAddr::default(), peer);
+    }
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@ use crate::{
     connections::Connection,
     events::Role,
     protocols::{
-        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, Timing},
+        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD, Timing},
         k8s,
     },
     span::{SpanKind, SpanRecord, SpanStatus},
@@ -38,6 +38,8 @@ struct Pending {
     info: k8s::RequestInfo,
     start_ns: u64,
     request_body: Option<u64>,
+    /// The head was longer than the capture: its end (and body) are unknown, the rest is known.
+    truncated: bool,
     response: Option<(u16, Timing)>,
     /// Already reported (long-running requests are reported when their response starts).
     reported: bool,
@@ -111,7 +113,7 @@ impl Http1Conn {
                     Role::Server => first_byte.exit_ns,
                     Role::Client => first_byte.enter_ns,
                 };
-                self.pending.push_back(Pending { head, info, start_ns, request_body: None, response: None, reported: false });
+                self.pending.push_back(Pending { head, info, start_ns, request_body: None, truncated: false, response: None, reported: false });
             }
             Http1Event::Head { head: Head::Response(_), .. } => {}
             Http1Event::End { body_size, .. } => {
@@ -119,11 +121,16 @@ impl Http1Conn {
                     p.request_body = Some(body_size);
                 }
             }
-            Http1Event::Desync { .. } => {
+            Http1Event::Desync { reason } => {
                 stats.desyncs += 1;
+                if reason == TRUNCATED_HEAD
+                    && let Some(p) = self.pending.back_mut().filter(|p| p.request_body.is_none())
+                {
+                    p.truncated = true;
+                }
                 // The request being read is abandoned; complete ones still await their responses.
                 let before = self.pending.len();
-                self.pending.retain(|p| p.request_body.is_some());
+                self.pending.retain(|p| p.request_body.is_some() || p.truncated);
                 stats.requests_abandoned += (before - self.pending.len()) as u64;
             }
         }
@@ -164,8 +171,18 @@ impl Http1Conn {
                     stats.spans += 1;
                 }
             }
-            Http1Event::Desync { .. } => {
+            Http1Event::Desync { reason } => {
                 stats.desyncs += 1;
+                if reason == TRUNCATED_HEAD
+                    && let Some(idx) = self.pending.iter().position(|p| p.response.is_some())
+                    && let Some(p) = self.pending.remove(idx)
+                {
+                    // Its status is known, its end is not: it ends, at the latest, here.
+                    if !p.reported {
+                        out.push(build_span(ctx, &p, seg.exit_ns, None));
+                        stats.spans += 1;
+                    }
+                }
                 // Responses may have been lost in what could not be read: only requests that came
                 // after this point can be paired with what follows.
                 let before = self.pending.len();
@@ -186,7 +203,7 @@ impl Http1Conn {
             self.on_response_event(ctx, ev, &seg, stats, out);
         }
         for p in self.pending.drain(..) {
-            if p.reported || p.request_body.is_none() {
+            if p.reported || (p.request_body.is_none() && !p.truncated) {
                 continue;
             }
             let mut span = build_span(ctx, &p, ts_ns, None);

@@ -430,6 +430,15 @@ impl Http1Decoder {
 
     /// Bytes moved but not captured: skip them where their length is all we need, else desync.
     fn skip_uncaptured(&mut self, mut n: u64, ts: Timing, out: &mut Vec<Http1Event>) {
+        if n > 0 && self.state == State::Head && !self.buf.is_empty() {
+            // A head longer than the capture (big bearer tokens): report what its captured lines
+            // say, then wait for the next message, since where this one ends is unknown.
+            if let Some(head) = salvage_head(self.kind, &self.buf) {
+                out.push(Http1Event::Head { head, first_byte: self.first_byte });
+            }
+            self.desync(TRUNCATED_HEAD, out);
+            return;
+        }
         while n > 0 && self.is_decoding() {
             let skipped = match self.state {
                 State::Head | State::ChunkSize | State::Trailers { .. } => 0,
@@ -593,6 +602,23 @@ enum Parsed {
     Partial,
     Complete { len: usize, head: Head, body: BodyFraming },
     Error(&'static str),
+}
+
+/// Desync reason after a head whose end was not captured; a `Head` with the captured lines
+/// precedes it when the start line was captured.
+pub const TRUNCATED_HEAD: &str = "head not fully captured";
+
+/// The complete lines of a partial head, closed as if it ended there.
+fn salvage_head(kind: MessageKind, partial: &[u8]) -> Option<Head> {
+    let end = partial.iter().rposition(|&b| b == b'\n')? + 1;
+    let mut closed = partial[..end].to_vec();
+    closed.extend_from_slice(b"\r\n");
+    let head = match parse_head(kind, &closed) {
+        Parsed::Complete { head, .. } => Some(head),
+        _ => None,
+    };
+    closed.fill(0); // may hold credentials
+    head
 }
 
 fn parse_head(kind: MessageKind, bytes: &[u8]) -> Parsed {
@@ -1471,6 +1497,25 @@ mod tests {
             resolve(&[Exp::Head(response(304, None, false), 0), Exp::End(0, 0)], |_| 5)
         );
         assert!(!dec.is_desynced());
+    }
+
+    #[test]
+    fn a_head_longer_than_the_capture_still_reports_its_start_line() {
+        let mut d = Http1Decoder::new(MessageKind::Request);
+        let mut out = Vec::new();
+        let head = b"GET /api/v1/namespaces/a/pods HTTP/1.1\r\nHost: h\r\nUser-Agent: k/1\r\nAuthorization: Bearer aaaa";
+        d.feed(&partial(head, 5000, 1), &mut out);
+        match &out[..] {
+            [Http1Event::Head { head: Head::Request(r), .. }, Http1Event::Desync { reason: TRUNCATED_HEAD }] => {
+                assert_eq!((r.method.as_str(), r.target.as_str()), ("GET", "/api/v1/namespaces/a/pods"));
+                assert_eq!(r.user_agent.as_deref(), Some("k/1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The next message starts a segment: decoding resumes.
+        out.clear();
+        d.feed(&seg(b"GET /b HTTP/1.1\r\n\r\n", 2), &mut out);
+        assert!(matches!(&out[..], [Http1Event::Head { .. }, Http1Event::End { .. }]), "{out:?}");
     }
 
     #[test]

@@ -175,6 +175,38 @@ pub fn status_kib(pid: u32, key: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("no {key} in /proc/{pid}/status"))
 }
 
+/// Resident KiB of a process's mappings of eBPF maps (the ring buffer: its data pages are mapped
+/// twice, so a 16 MiB ring shows as 32 MiB).
+pub fn bpf_map_rss_kib(pid: u32) -> u64 {
+    let smaps = read_small(&format!("/proc/{pid}/smaps"));
+    let mut in_map = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            in_map = line.contains("bpf-map");
+        } else if in_map && let Some(v) = line.strip_prefix("Rss:") {
+            total += v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Context switches (voluntary + involuntary) of all threads of a process: its wake-ups.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .map(|t| {
+            read_small(&t.path().join("status").display().to_string())
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tracer
 
@@ -218,6 +250,14 @@ impl Tracer {
 
     pub fn status_kib(&self, key: &str) -> Result<u64> {
         status_kib(self.pid(), key)
+    }
+
+    pub fn bpf_map_rss_kib(&self) -> u64 {
+        bpf_map_rss_kib(self.pid())
+    }
+
+    pub fn context_switches(&self) -> u64 {
+        context_switches(self.pid())
     }
 
     /// SIGINT, then the numbers of the `final stats` line.
