@@ -11,6 +11,8 @@
 //! message: nothing is skipped.
 
 pub mod check;
+pub mod etcd;
+pub mod gotls;
 pub mod otlp;
 pub mod procs;
 pub mod scripts;

