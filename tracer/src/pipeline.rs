@@ -69,6 +69,7 @@ impl Pipeline {
     }
 
     fn handle(&mut self, ev: Event<'_>) {
+        tracing::trace!(?ev, "event");
         match ev {
             Event::Data(c) => {
                 let key = ConnKey { tgid: c.tgid, fd: c.fd };

@@ -36,6 +36,8 @@ struct Stream {
     path: Option<String>,
     authority: Option<String>,
     user_agent: Option<String>,
+    /// `content-type: application/grpc…`: the path names a gRPC method.
+    grpc: bool,
     /// `:method` or `:path` could not be resolved.
     name_unknown: bool,
     request_bytes: u64,
@@ -113,6 +115,7 @@ impl Http2Conn {
                 }
                 s.authority = found(ev, ":authority");
                 s.user_agent = found(ev, "user-agent");
+                s.grpc = found(ev, "content-type").is_some_and(|ct| grpc::is_grpc_content_type(&ct));
                 self.streams.insert(*stream_id, s);
             }
             H2Event::Data { stream_id, len, .. } => {
@@ -131,7 +134,7 @@ impl Http2Conn {
         }
         if let Some((id, msg)) = self.requests.on_event(ev)
             && let Some(s) = self.streams.get_mut(&id)
-            && let Some((service, method)) = s.path.as_deref().and_then(grpc::parse_path)
+            && let Some((service, method)) = grpc_method(s)
         {
             s.etcd_req = etcd::decode_request_message(method, service, &msg);
         }
@@ -141,7 +144,7 @@ impl Http2Conn {
         if let Some((id, msg)) = self.responses.on_event(ev)
             && let Some(s) = self.streams.get_mut(&id)
         {
-            if let Some((service, method)) = s.path.as_deref().and_then(grpc::parse_path) {
+            if let Some((service, method)) = grpc_method(s) {
                 s.etcd_resp = etcd::decode_response_message(method, service, &msg);
             }
             // A streaming RPC answered for the first time: report it now (see module doc).
@@ -232,6 +235,11 @@ fn found(ev: &H2Event, name: &str) -> Option<String> {
     }
 }
 
+/// Service and method of a gRPC stream (only with a gRPC content-type: `/a/b` alone is no proof).
+fn grpc_method(s: &Stream) -> Option<(&str, &str)> {
+    s.path.as_deref().filter(|_| s.grpc).and_then(grpc::parse_path)
+}
+
 fn is_streaming(s: &Stream) -> bool {
     matches!(s.etcd_req.as_ref().map(|r| r.op), Some(EtcdOp::Watch | EtcdOp::LeaseKeepAlive))
 }
@@ -240,7 +248,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<Stri
     let mut a = attrs::connection(ctx.conn);
     a.push(("network.protocol.name", "http".into()));
     a.push(("network.protocol.version", "2".into()));
-    let grpc_path = s.path.as_deref().and_then(grpc::parse_path);
+    let grpc_path = grpc_method(s);
     let mut status = SpanStatus::Unset;
     let name;
     if s.name_unknown {

@@ -86,12 +86,10 @@ impl Assembler {
                 return;
             }
             conn.proto = match detect(conn.role, dir, seg.data, conn.preexisting) {
-                Some(p) => p,
-                // Seen mid-stream: wait for a segment that starts a message.
-                None if conn.preexisting && tries + 1 < MID_STREAM_TRIES => {
-                    ProtoState::Detecting { tries: tries + 1 }
-                }
-                None => ProtoState::Opaque { tls: false },
+                Detected::Proto(p) => p,
+                // Seen mid-stream, or the server spoke first: wait for a segment that says more.
+                Detected::Wait if tries + 1 < MID_STREAM_TRIES => ProtoState::Detecting { tries: tries + 1 },
+                Detected::Wait | Detected::Opaque => ProtoState::Opaque { tls: false },
             };
         }
         // Taken out for the call so the decoder can read the connection while it is updated.
@@ -149,23 +147,44 @@ impl Assembler {
     }
 }
 
+enum Detected {
+    Proto(ProtoState),
+    /// Not telling yet (a server that speaks first, a stream joined mid-way).
+    Wait,
+    Opaque,
+}
+
 /// Classifies a connection from one payload segment of direction `dir`.
-fn detect(role: Role, dir: Direction, data: &[u8], mid_stream: bool) -> Option<ProtoState> {
+fn detect(role: Role, dir: Direction, data: &[u8], mid_stream: bool) -> Detected {
     if is_tls_record(data) {
-        return Some(ProtoState::Opaque { tls: true });
+        return Detected::Proto(ProtoState::Opaque { tls: true });
     }
     let requests_dir = match role {
         Role::Server => Direction::Ingress,
         Role::Client => Direction::Egress,
     };
-    if dir == requests_dir && data.starts_with(H2_PREFACE) {
-        return Some(ProtoState::Http2(Box::new(Http2Conn::new(role, true))));
+    let h2 = |fresh| Detected::Proto(ProtoState::Http2(Box::new(Http2Conn::new(role, fresh))));
+    let h1 = || Detected::Proto(ProtoState::Http1(Box::new(Http1Conn::new(role))));
+    if dir == requests_dir {
+        if data.starts_with(H2_PREFACE) {
+            h2(true)
+        } else if h1::looks_like_request(data) {
+            h1()
+        } else if mid_stream && looks_like_h2_frames(data) {
+            h2(false)
+        } else if mid_stream {
+            Detected::Wait
+        } else {
+            Detected::Opaque
+        }
+    } else if h1::looks_like_response(data) {
+        h1()
+    } else if looks_like_h2_frames(data) {
+        // An HTTP/2 server sends its SETTINGS without waiting for the client's preface.
+        h2(!mid_stream)
+    } else {
+        Detected::Wait
     }
-    if mid_stream && looks_like_h2_frames(data) {
-        return Some(ProtoState::Http2(Box::new(Http2Conn::new(role, false))));
-    }
-    let http1 = if dir == requests_dir { h1::looks_like_request(data) } else { h1::looks_like_response(data) };
-    http1.then(|| ProtoState::Http1(Box::new(Http1Conn::new(role))))
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
