@@ -319,8 +319,8 @@ pub fn check_http_span_version(s: &ReceivedSpan, e: &HttpExpect, version: &str) 
 }
 
 /// Matches spans to expectations by (kind, method, url.path, client.port when expected): each
-/// expectation has exactly one span of protocol `version`. Spans matched by none are errors unless
-/// `ignore(span)`.
+/// expectation takes one span (identical expectations take one each, in order) and is checked
+/// against it for protocol `version`. Spans left over are errors unless `ignore(span)`.
 pub fn check_http_spans_version(
     spans: &[ReceivedSpan],
     exps: &[HttpExpect],
@@ -342,8 +342,8 @@ pub fn check_http_spans_version(
             })
             .map(|(i, _)| i)
             .collect();
-        match idx.as_slice() {
-            [] => errs.push(format!(
+        match idx.first() {
+            None => errs.push(format!(
                 "no {} HTTP/{version} span for {} {} (HTTP {}{})",
                 e.kind,
                 e.method,
@@ -351,15 +351,9 @@ pub fn check_http_spans_version(
                 e.status,
                 e.client_port.map(|p| format!(", client port {p}")).unwrap_or_default()
             )),
-            [i] => {
-                used[*i] = true;
-                errs.extend(check_http_span_version(&spans[*i], e, version));
-            }
-            many => {
-                for i in many {
-                    used[*i] = true;
-                }
-                errs.push(format!("{} {} spans for {} {} (expected exactly one)", many.len(), e.kind, e.method, e.path));
+            Some(&i) => {
+                used[i] = true;
+                errs.extend(check_http_span_version(&spans[i], e, version));
             }
         }
     }
@@ -403,4 +397,83 @@ pub fn final_stats_line(stderr: &str) -> String {
 /// JSON value helper for attribute expectations.
 pub fn v<T: Into<Value>>(x: T) -> Value {
     x.into()
+}
+
+/// Outcome of a connection the tracer joined mid-way, seen from its HTTP spans.
+#[derive(Debug, Default)]
+pub struct MidHttp {
+    /// Requests made after the tracer attached.
+    pub requests_after_attach: usize,
+    /// Spans named `unknown`.
+    pub unknown: usize,
+    /// Spans that are exactly right for their request.
+    pub named_right: usize,
+    /// Index (in request order) of the first request with a span named right.
+    pub first_named: Option<usize>,
+    /// Requests made after attach without a named span.
+    pub unnamed_after_attach: Vec<usize>,
+}
+
+/// Checks the spans of one connection joined mid-way. `exps` are all requests of the connection
+/// in order (distinct paths), `attached_at` the number of them that had completed when the tracer
+/// was attached (the next one may have been in flight). Every span not named `unknown` must be
+/// exactly right for one request made after attach (checked with [`check_http_span_version`]),
+/// at most one span per request, requests from `must_name_from` on must all have their span, and
+/// at most `max_unknown` spans may be `unknown`.
+pub fn check_mid_http(
+    conn_spans: &[ReceivedSpan],
+    exps: &[HttpExpect],
+    version: &str,
+    attached_at: usize,
+    must_name_from: usize,
+    max_unknown: usize,
+) -> (MidHttp, Vec<String>) {
+    let mut errs = Vec::new();
+    let mut m = MidHttp { requests_after_attach: exps.len().saturating_sub(attached_at), ..Default::default() };
+    let mut named_for = vec![0usize; exps.len()];
+    for s in conn_spans {
+        if s.name == "unknown" {
+            m.unknown += 1;
+            continue;
+        }
+        let Some(idx) = exps.iter().position(|e| {
+            s.attr_str("url.path") == Some(e.path.as_str()) && s.attr_str("http.request.method") == Some(e.method.as_str())
+        }) else {
+            errs.push(format!("span that matches no request: {}", s.summary()));
+            continue;
+        };
+        if idx + 1 < attached_at {
+            errs.push(format!("span for request #{idx}, completed BEFORE the tracer attached: {}", s.summary()));
+        }
+        named_for[idx] += 1;
+        let e = &exps[idx];
+        let span_errs = check_http_span_version(s, e, version);
+        if span_errs.is_empty() {
+            m.named_right += 1;
+            m.first_named = Some(m.first_named.map_or(idx, |f: usize| f.min(idx)));
+        }
+        errs.extend(span_errs.into_iter().map(|x| format!("request #{idx}: {x}")));
+    }
+    for (i, n) in named_for.iter().enumerate() {
+        if *n > 1 {
+            errs.push(format!("{n} spans for request #{i} {} {}", exps[i].method, exps[i].path));
+        }
+        if *n == 0 && i >= attached_at {
+            m.unnamed_after_attach.push(i);
+            if i >= must_name_from {
+                errs.push(format!("request #{i} {} {} (made after attach) has no span", exps[i].method, exps[i].path));
+            }
+        }
+    }
+    if m.unknown > max_unknown {
+        errs.push(format!("{} spans are `unknown` (at most {max_unknown} allowed)", m.unknown));
+    }
+    let total = m.unknown + named_for.iter().sum::<usize>();
+    if total > m.requests_after_attach + 1 {
+        errs.push(format!("{total} spans for {} requests made after attach", m.requests_after_attach));
+    }
+    if !errs.is_empty() {
+        errs.push(format!("mid-connection summary: {m:?}"));
+    }
+    (m, errs)
 }

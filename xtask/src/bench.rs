@@ -268,6 +268,7 @@ pub fn run(quick: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
+    servers::remove_stale_etcd_dirs();
     let tools = ensure_tools()?;
     let tracer = tracer_binary(&root, &work)?;
     let gcc = tools["gcc"].clone();

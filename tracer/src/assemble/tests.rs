@@ -189,3 +189,119 @@ fn a_connection_that_never_spoke_still_gets_a_span() {
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].name, "TCP connection");
 }
+
+mod h2 {
+    use super::*;
+    use crate::protocols::http2::build;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// HPACK literal without indexing, name from the static table (index < 15).
+    fn lit(index: u8, value: &str) -> Vec<u8> {
+        let mut v = if index < 15 { vec![index] } else { vec![0x0f, index - 15] };
+        v.push(value.len() as u8);
+        v.extend_from_slice(value.as_bytes());
+        v
+    }
+
+    fn block(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// `:method GET` (static 2), `:method POST` (3), `:status 200` (8).
+    const GET: u8 = 0x82;
+    const POST: u8 = 0x83;
+    const STATUS_200: u8 = 0x88;
+    const PATH: u8 = 4;
+    const CONTENT_TYPE: u8 = 31;
+
+    fn grpc_trailers(code: u32) -> Vec<u8> {
+        // grpc-status is not in the static table: literal with a literal name.
+        let mut v = vec![0x00, 11];
+        v.extend_from_slice(b"grpc-status");
+        let code = code.to_string();
+        v.push(code.len() as u8);
+        v.extend_from_slice(code.as_bytes());
+        v
+    }
+
+    #[test]
+    fn plain_http2_where_the_server_speaks_first() {
+        let mut h = Harness::new(Role::Server);
+        h.send(Direction::Egress, &build::settings(&[]), 5, 6);
+        let req = [PREFACE.to_vec(), build::settings(&[]), build::headers(1, &block(&[vec![GET], lit(PATH, "/api/v1/namespaces/default/pods/x")]), true)].concat();
+        h.send(Direction::Ingress, &req, 10, 11);
+        let resp = [build::headers(1, &[STATUS_200], false), build::data(1, b"{}", true)].concat();
+        h.send(Direction::Egress, &resp, 20, 30);
+        let spans = h.close(100);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let s = &spans[0];
+        assert_eq!(s.name, "GET /api/v1/namespaces/{namespace}/pods/{name}");
+        assert_eq!(attr(s, "network.protocol.version"), &AttrValue::Str("2".into()));
+        assert_eq!(attr(s, "http.response.status_code"), &AttrValue::Int(200));
+        assert_eq!(attr(s, "http.response.body.size"), &AttrValue::Int(2));
+        assert_eq!(s.end_unix_nano - s.start_unix_nano, 20, "request HEADERS read (enter 10) → END_STREAM written (exit 30)");
+    }
+
+    #[test]
+    fn a_two_segment_path_without_grpc_content_type_is_not_grpc() {
+        let mut h = Harness::new(Role::Server);
+        let req = [PREFACE.to_vec(), build::headers(1, &block(&[vec![GET], lit(PATH, "/status/503")]), true)].concat();
+        h.send(Direction::Ingress, &req, 10, 11);
+        h.send(Direction::Egress, &build::headers(1, &lit(8, "503"), true), 20, 21);
+        let spans = h.close(100);
+        assert_eq!(spans[0].name, "GET /status/{path}");
+        assert!(spans[0].attr("rpc.system").is_none());
+        assert!(matches!(spans[0].status, SpanStatus::Error(_)));
+    }
+
+    /// RangeRequest { key: 1, range_end: 2 } and RangeResponse { header: 1 { revision: 3 }, count: 4 }.
+    fn range_request(key: &[u8], range_end: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x0a, key.len() as u8];
+        v.extend_from_slice(key);
+        v.push(0x12);
+        v.push(range_end.len() as u8);
+        v.extend_from_slice(range_end);
+        v
+    }
+
+    #[test]
+    fn an_etcd_range_over_grpc_is_a_client_span_with_its_key() {
+        let mut h = Harness::new(Role::Client);
+        let headers = block(&[vec![POST], lit(PATH, "/etcdserverpb.KV/Range"), lit(CONTENT_TYPE, "application/grpc")]);
+        let msg = build::grpc_message(&range_request(b"/registry/pods/default/", b"/registry/pods/default0"));
+        let req = [PREFACE.to_vec(), build::settings(&[]), build::headers(1, &headers, false), build::data(1, &msg, true)].concat();
+        h.send(Direction::Egress, &req, 100, 101);
+        let resp_msg = build::grpc_message(&[0x0a, 0x02, 0x18, 0x07, 0x20, 0x03]);
+        let resp = [build::settings(&[]), build::headers(1, &[STATUS_200], false), build::data(1, &resp_msg, false), build::headers(1, &grpc_trailers(0), true)].concat();
+        h.send(Direction::Ingress, &resp, 150, 160);
+        let spans = h.close(200);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let s = &spans[0];
+        assert_eq!(s.name, "etcd Range pods");
+        assert_eq!(s.kind, SpanKind::Client);
+        assert_eq!(attr(s, "rpc.system"), &AttrValue::Str("grpc".into()));
+        assert_eq!(attr(s, "rpc.method"), &AttrValue::Str("Range".into()));
+        assert_eq!(attr(s, "rpc.grpc.status_code"), &AttrValue::Int(0));
+        assert_eq!(attr(s, "etcd.key"), &AttrValue::Str("/registry/pods/default/".into()));
+        assert_eq!(attr(s, "etcd.prefix"), &AttrValue::Bool(true));
+        assert_eq!(attr(s, "etcd.response.count"), &AttrValue::Int(3));
+        assert_eq!(attr(s, "etcd.response.revision"), &AttrValue::Int(7));
+        assert_eq!(attr(s, "k8s.namespace.name"), &AttrValue::Str("default".into()));
+        assert_eq!(s.status, SpanStatus::Unset);
+        assert_eq!(s.end_unix_nano - s.start_unix_nano, 60);
+    }
+
+    #[test]
+    fn a_failed_grpc_call_is_an_error() {
+        let mut h = Harness::new(Role::Client);
+        let headers = block(&[vec![POST], lit(PATH, "/etcdserverpb.KV/Put"), lit(CONTENT_TYPE, "application/grpc")]);
+        let req = [PREFACE.to_vec(), build::headers(1, &headers, false), build::data(1, &build::grpc_message(&[0x0a, 0x01, b'k']), true)].concat();
+        h.send(Direction::Egress, &req, 1, 2);
+        // Trailers-only response: grpc-status 5 (NotFound).
+        h.send(Direction::Ingress, &build::headers(1, &[vec![STATUS_200], grpc_trailers(5)].concat(), true), 3, 4);
+        let spans = h.close(10);
+        assert_eq!(attr(&spans[0], "rpc.grpc.status_code"), &AttrValue::Int(5));
+        assert!(matches!(spans[0].status, SpanStatus::Error(_)));
+    }
+}

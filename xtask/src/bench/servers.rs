@@ -102,6 +102,19 @@ http {{
     }
 }
 
+/// Removes etcd data dirs left on tmpfs by benches that were killed (their pid is gone).
+pub fn remove_stale_etcd_dirs() {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("xtask-bench-etcd-") else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 pub struct Etcd {
     proc: Proc,
     pub port: u16,
