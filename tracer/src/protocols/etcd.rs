@@ -12,7 +12,7 @@
 use prost::Message;
 
 use super::etcd_proto as pb;
-use super::grpc::{GrpcMessage, truncate_str};
+use super::{grpc::GrpcMessage, truncate_str};
 use crate::span::AttrValue;
 
 /// Keys and ranges are rendered to at most this many bytes.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::hpack::{Lookup, Unresolved, lookup};
 use super::http2::H2Event;
+use super::truncate_str;
 
 /// At most this many bytes of a stream's first message are kept.
 pub const FIRST_MESSAGE_LIMIT: usize = 4096;
@@ -130,18 +131,6 @@ fn hex(c: u8) -> Option<u8> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
-pub fn truncate_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The first message of a stream direction.

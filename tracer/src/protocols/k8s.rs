@@ -10,6 +10,8 @@
 //! Everything here handles hostile input (it comes from captured traffic):
 //! nothing panics and every stored string is capped.
 
+use super::truncate_str;
+
 /// Cap for names and other path segments: k8s object names are DNS subdomains (≤ 253).
 const MAX_SEGMENT_LEN: usize = 253;
 /// Cap for `path` and `route`.
@@ -78,8 +80,8 @@ pub fn request_info(method: &str, target: &str) -> RequestInfo {
     let mut info = resolve_resource(method, &segments, &query)
         .unwrap_or_else(|| non_resource(method, &segments, raw_path));
     info.long_running = is_long_running(&info, &path, &query);
-    info.path = truncate(raw_path, MAX_PATH_LEN).to_owned();
-    info.route = truncate(&info.route, MAX_PATH_LEN).to_owned();
+    info.path = truncate_str(raw_path, MAX_PATH_LEN).to_owned();
+    info.route = truncate_str(&info.route, MAX_PATH_LEN).to_owned();
     info
 }
 
@@ -256,8 +258,8 @@ fn method_verb(method: &str) -> &'static str {
 
 /// Go's `strings.ToLower(method)`, capped (lowercasing may grow the string).
 fn lowercase_verb(method: &str) -> String {
-    let lower = truncate(method, MAX_VERB_LEN).to_lowercase();
-    truncate(&lower, MAX_VERB_LEN).to_owned()
+    let lower = truncate_str(method, MAX_VERB_LEN).to_lowercase();
+    truncate_str(&lower, MAX_VERB_LEN).to_owned()
 }
 
 fn non_resource(method: &str, segments: &[&str], raw_path: &str) -> RequestInfo {
@@ -537,21 +539,9 @@ fn hex_value(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// A stored path segment: `None` when empty (Go's zero value), capped otherwise.
 fn field(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| truncate(s, MAX_SEGMENT_LEN).to_owned())
+    (!s.is_empty()).then(|| truncate_str(s, MAX_SEGMENT_LEN).to_owned())
 }
 
 // ---------------------------------------------------------------------------
