@@ -1,13 +1,15 @@
 //! HTTP/2 without gRPC and without TLS (h2c): a real Go net/http server (`tests/go/h2c-server`,
 //! Go 1.24+, HTTP/1.1 and HTTP/2 with prior knowledge on one port) traced on the server side, and
-//! curl traced on the client side. Each test has its own processes and tracer.
+//! curl and the Go h2c client (`h2c-server -client`) traced on the client side. Each test has its
+//! own processes and tracer.
 
 use std::time::Duration;
 
 use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_no_errors, check_common};
 use integration_tests::etcd::ExecTarget;
 use integration_tests::gotls::{
-    GoServer, check_http_spans_version, check_mid_http, check_no_connection_spans, final_stats_line,
+    GoHttpClient, GoResponse, GoServer, check_http_spans_version, check_mid_http,
+    check_no_connection_spans, final_stats_line, tracer_log_summary,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
@@ -20,47 +22,41 @@ fn pods_route() -> &'static str {
 }
 
 fn pod(ns: &str, name: &str) -> (String, K8s) {
-    (format!("/api/v1/namespaces/{ns}/pods/{name}"), K8s::new("get", "v1", "pods").ns(ns).name(name))
+    (
+        format!("/api/v1/namespaces/{ns}/pods/{name}"),
+        K8s::new("get", "v1", "pods").ns(ns).name(name),
+    )
 }
 
-/// curl `--http2-prior-knowledge` against the h2c server: four requests on one connection (one
-/// stream each), then a POST with a 3000-byte body on another; and one HTTP/1.1 request to the same
-/// port for contrast. Every request gets one server span with `network.protocol.version` "2"
-/// (the HTTP/1.1 one "1.1"), method, path, route, status (503 is an error), k8s attributes, body
-/// sizes and the connection's ports; no `TCP connection` span.
+/// The h2c server traced; clients not traced: curl `--http2-prior-knowledge` (a GET and a POST
+/// with a 3000-byte body, one connection each — curl 7.88 cannot reuse a prior-knowledge
+/// connection), the Go h2c client with four requests on one connection (four streams), and one
+/// curl HTTP/1.1 request to the same port for contrast. Every request gets one server span with
+/// `network.protocol.version` "2" (the HTTP/1.1 one "1.1"), method, path, route, status (503 is an
+/// error), k8s attributes, body sizes and the connection's ports; no `TCP connection` span.
 #[test]
-fn h2c_server_spans_for_curl_prior_knowledge() {
+fn h2c_server_spans_for_curl_and_go_clients() {
     let srv = GoServer::h2c();
     let res = ResourceExpect::of(srv.pid());
     let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
     let window = sess.window_start;
     let port = srv.port();
+    let mut h2 = Vec::new();
 
     let (p0, k0) = pod("default", "web-0");
-    let paths = [p0.clone(), "/status/503".into(), "/status/404".into(), "/".into()];
-    let urls: Vec<String> = paths.iter().map(|p| srv.url(p)).collect();
-    let mut args = vec!["--http2-prior-knowledge".to_owned()];
-    args.extend(urls);
-    let run = curl(&args);
-    assert_eq!(run.transfers.len(), 4);
-    let lp = run.transfers[0].local_port;
-    assert!(run.transfers.iter().all(|t| t.local_port == lp), "harness: curl did not reuse its connection: {run:?}");
-    let codes: Vec<u16> = run.transfers.iter().map(|t| t.code).collect();
-    assert_eq!(codes, [200, 503, 404, 200], "harness: unexpected answers");
-    let base = |e: HttpExpect, t: &Transfer| {
-        e.client_port(t.local_port)
+    let t = curl_one(&["--http2-prior-knowledge".to_owned(), srv.url(&p0)]);
+    assert_eq!(t.code, 200);
+    h2.push(
+        HttpExpect::server("GET", &p0, 200)
+            .route(pods_route())
+            .k8s(k0)
+            .client_port(t.local_port)
             .server_port(port)
             .user_agent(CURL_USER_AGENT)
             .request_body(0)
             .response_body(t.size_download)
-    };
-    let mut h2 = vec![
-        base(HttpExpect::server("GET", &p0, 200).route(pods_route()).k8s(k0), &run.transfers[0]),
-        base(HttpExpect::server("GET", "/status/503", 503).not_k8s(), &run.transfers[1]),
-        base(HttpExpect::server("GET", "/status/404", 404).not_k8s(), &run.transfers[2]),
-        base(HttpExpect::server("GET", "/", 200).not_k8s(), &run.transfers[3]),
-    ];
-
+            .max_duration(t.time_total),
+    );
     let (p1, _) = pod("ns1", "posted");
     let t = curl_one(&[
         "--http2-prior-knowledge".to_owned(),
@@ -80,16 +76,66 @@ fn h2c_server_spans_for_curl_prior_knowledge() {
             .server_port(port)
             .user_agent(CURL_USER_AGENT)
             .request_body(3000)
-            .response_body(t.size_download),
+            .response_body(t.size_download)
+            .max_duration(t.time_total),
     );
 
-    let (p2, k2) = pod("h1", "plain");
-    let t1 = curl_one(&["--http1.1".to_owned(), srv.url(&p2)]);
-    assert_eq!(t1.code, 200);
-    let h1 = vec![
+    let (p2, k2) = pod("kube-system", "etcd-0");
+    let paths = [
+        p2.clone(),
+        "/status/503".into(),
+        "/status/404".into(),
+        "/".into(),
+    ];
+    let urls: Vec<String> = paths.iter().map(|p| srv.url(p)).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for u in &urls {
+        args.extend(["-url", u.as_str()]);
+    }
+    let mut go = GoHttpClient::h2c(&args, false);
+    let rs = go.wait_success(Duration::from_secs(20));
+    let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [200, 503, 404, 200],
+        "harness: h2c client answers {rs:?}"
+    );
+    let lp = rs[0].local_port.expect("local port");
+    assert!(
+        rs.iter()
+            .all(|r| r.local_port == Some(lp) && r.proto == "HTTP/2.0"),
+        "harness: not one h2c connection: {rs:?}"
+    );
+    let base = |e: HttpExpect, r: &GoResponse| {
+        e.client_port(lp)
+            .server_port(port)
+            .user_agent("Go-http-client/2.0")
+            .request_body(0)
+            .response_body(r.bytes)
+    };
+    h2.push(base(
         HttpExpect::server("GET", &p2, 200)
             .route(pods_route())
-            .k8s(k2)
+            .k8s(k2),
+        &rs[0],
+    ));
+    h2.push(base(
+        HttpExpect::server("GET", "/status/503", 503).not_k8s(),
+        &rs[1],
+    ));
+    h2.push(base(
+        HttpExpect::server("GET", "/status/404", 404).not_k8s(),
+        &rs[2],
+    ));
+    h2.push(base(HttpExpect::server("GET", "/", 200).not_k8s(), &rs[3]));
+
+    let (p3, k3) = pod("h1", "plain");
+    let t1 = curl_one(&["--http1.1".to_owned(), srv.url(&p3)]);
+    assert_eq!(t1.code, 200);
+    let h1 = vec![
+        HttpExpect::server("GET", &p3, 200)
+            .route(pods_route())
+            .k8s(k3)
             .client_port(t1.local_port)
             .server_port(port)
             .user_agent(CURL_USER_AGENT)
@@ -99,23 +145,28 @@ fn h2c_server_spans_for_curl_prior_knowledge() {
 
     sess.wait_spans(|_| true, h2.len() + h1.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let is_v = |v: &'static str| move |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some(v);
-    let spans_h2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_v("1.1")(s)).cloned().collect();
-    let spans_h1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_v("1.1")(s)).cloned().collect();
+    let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
+    let spans_h2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_h1(s)).cloned().collect();
+    let spans_h1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_h1(s)).cloned().collect();
     let mut errs = check_http_spans_version(&spans_h2, &h2, "2", &|_| false);
     errs.extend(check_http_spans_version(&spans_h1, &h1, "1.1", &|_| false));
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
     if !errs.is_empty() {
-        errs.push(final_stats_line(&fin.output.stderr));
+        errs.push(format!(
+            "tracer log:\n    {}",
+            tracer_log_summary(&fin.output.stderr)
+        ));
     }
     assert_no_errors("h2c server (HTTP/2 prior knowledge)", &errs, &fin.spans);
 }
 
-/// Client side: a shell is traced, then execs curl `--http2-prior-knowledge` with two URLs (one
-/// connection): two client spans, version "2", the h2c server's port, 404 an error (client span).
+/// Client side, two targets in one tracer: a shell that execs curl `--http2-prior-knowledge`
+/// after attach (same pid, new image), and the Go h2c client (waits on stdin until attached)
+/// with three requests on one connection. Client spans, version "2", the server's port, 404 an
+/// error (client span), the client's real local port.
 #[test]
-fn h2c_client_spans_of_curl_exec_after_attach() {
+fn h2c_client_spans_of_curl_and_go_client() {
     let srv = GoServer::h2c();
     let port = srv.port();
     let curl_bin = require_tool("curl", "curl");
@@ -130,86 +181,160 @@ fn h2c_client_spans_of_curl_exec_after_attach() {
         "--http2-prior-knowledge".into(),
         "-o".into(),
         "/dev/null".into(),
-        "-o".into(),
-        "/dev/null".into(),
         srv.url(&p0),
-        srv.url("/status/404"),
     ];
-    let mut target = ExecTarget::start(&argv, &[]);
-    let pid = target.pid();
-    let mut sess = TraceSession::for_pid(Sink::Json, pid);
+    let mut curl_target = ExecTarget::start(&argv, &[]);
+    let (p1, k1) = pod("default", "go-0");
+    let (u1, u2, u3) = (srv.url(&p1), srv.url("/status/404"), srv.url("/"));
+    let mut go = GoHttpClient::h2c(&["-url", &u1, "-url", &u2, "-url", &u3], true);
+    let go_res = ResourceExpect::of(go.pid());
+    let pids = [curl_target.pid(), go.pid()];
+    let args: Vec<String> = pids
+        .iter()
+        .flat_map(|p| ["--pid".to_owned(), p.to_string()])
+        .collect();
+    let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     let window = sess.window_start;
-    target.go();
-    target.wait_success(Duration::from_secs(20));
+    curl_target.go();
+    curl_target.wait_success(Duration::from_secs(20));
+    go.go();
+    let rs = go.wait_success(Duration::from_secs(20));
+    assert_eq!(
+        rs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 404, 200],
+        "harness: {rs:?}"
+    );
+    let lp = rs[0].local_port.expect("local port");
 
-    let exps = vec![
-        HttpExpect::client("GET", &p0, 200).route(pods_route()).k8s(k0).server_port(port).user_agent(CURL_USER_AGENT),
-        HttpExpect::client("GET", "/status/404", 404).not_k8s().server_port(port).user_agent(CURL_USER_AGENT),
+    let curl_exps = vec![
+        HttpExpect::client("GET", &p0, 200)
+            .route(pods_route())
+            .k8s(k0)
+            .server_port(port)
+            .user_agent(CURL_USER_AGENT),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let go_exps = vec![
+        HttpExpect::client("GET", &p1, 200)
+            .route(pods_route())
+            .k8s(k1)
+            .response_body(rs[0].bytes),
+        HttpExpect::client("GET", "/status/404", 404)
+            .not_k8s()
+            .response_body(rs[1].bytes),
+        HttpExpect::client("GET", "/", 200)
+            .not_k8s()
+            .response_body(rs[2].bytes),
+    ]
+    .into_iter()
+    .map(|e| {
+        e.client_port(lp)
+            .server_port(port)
+            .user_agent("Go-http-client/2.0")
+    })
+    .collect::<Vec<_>>();
+    sess.wait_spans(|_| true, curl_exps.len() + go_exps.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let mut errs = check_http_spans_version(&fin.spans, &exps, "2", &|_| false);
+    let of = |pid: u32| {
+        fin.spans
+            .iter()
+            .filter(|s| s.pid() == Some(pid))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (curl_spans, go_spans) = (of(pids[0]), of(pids[1]));
+    let mut errs = check_http_spans_version(&curl_spans, &curl_exps, "2", &|_| false);
+    errs.extend(check_http_spans_version(&go_spans, &go_exps, "2", &|_| {
+        false
+    }));
     errs.extend(check_no_connection_spans(&fin.spans));
-    for s in &fin.spans {
+    for s in &curl_spans {
         match s.attr_i64("client.port") {
             Some(p) if p > 0 => {}
-            other => errs.push(format!("client span {:?}: client.port = {other:?}, expected curl's real local port", s.name)),
+            other => errs.push(format!(
+                "curl client span {:?}: client.port = {other:?}, expected curl's real local port",
+                s.name
+            )),
         }
     }
-    let res = ResourceExpect { pid, comm: "curl".into(), exe: "curl".into(), host: hostname() };
-    errs.extend(check_common(&fin.spans, &res, window));
-    if !errs.is_empty() {
-        errs.push(final_stats_line(&fin.output.stderr));
+    let res = ResourceExpect {
+        pid: pids[0],
+        comm: "curl".into(),
+        exe: "curl".into(),
+        host: hostname(),
+    };
+    errs.extend(check_common(&curl_spans, &res, window));
+    errs.extend(check_common(&go_spans, &go_res, window));
+    if fin.spans.len() != curl_spans.len() + go_spans.len() {
+        errs.push("spans of another process".into());
     }
-    assert_no_errors("curl h2c exec'd after attach (client side)", &errs, &fin.spans);
+    if !errs.is_empty() {
+        errs.push(format!(
+            "tracer log:\n    {}",
+            tracer_log_summary(&fin.output.stderr)
+        ));
+    }
+    assert_no_errors("h2c clients (client side)", &errs, &fin.spans);
 }
 
-/// Mid-connection h2c: curl sends 80 requests with distinct paths over one HTTP/2 connection at
-/// 20/s; the tracer attaches to the server after ~1 s. Every span not named `unknown` is right
-/// for its request (none starts before the tracer did), at most 10 are unknown, and the last 40
-/// requests all have their span.
+/// Mid-connection h2c: the Go h2c client sends 80 requests with distinct paths over one HTTP/2
+/// connection, one every 50 ms; the tracer attaches to the server after 20 answers. Every span not
+/// named `unknown` is right for its request (none starts before the tracer did), at most 10 are
+/// unknown, and the last 40 requests all have their span.
 #[test]
 fn h2c_connection_joined_mid_way() {
     let srv = GoServer::h2c();
     let port = srv.port();
     let n = 80;
-    let paths: Vec<String> = (0..n).map(|i| format!("/api/v1/namespaces/mid/pods/p-{i:03}")).collect();
-    let mut args = vec!["--http2-prior-knowledge".to_owned(), "--rate".into(), "20/s".into()];
-    args.extend(paths.iter().map(|p| srv.url(p)));
-    let started = std::time::Instant::now();
-    let h = std::thread::spawn(move || curl(&args));
-    std::thread::sleep(Duration::from_millis(1000));
+    let url = srv.url("/api/v1/namespaces/mid/pods/p-%d");
+    let mut go = GoHttpClient::h2c(
+        &["-url", &url, "-n", &n.to_string(), "-interval", "50ms"],
+        false,
+    );
+    go.wait_responses(20, Duration::from_secs(20));
     let not_before = now_unix_nanos();
     let sess = TraceSession::for_pid(Sink::Json, srv.pid());
-    // at most 20/s since `started`: an estimate of the requests made before attach, for the report
-    let attached_at = ((started.elapsed().as_secs_f64() * 20.0) as usize).min(n);
-    let run = h.join().expect("curl thread");
-    assert_eq!(run.transfers.len(), n);
-    let lp = run.transfers[0].local_port;
-    assert!(run.transfers.iter().all(|t| t.local_port == lp && t.code == 200), "harness: curl did not reuse one connection or failed");
+    let attached_at = go.responses().len();
+    let rs = go.wait_success(Duration::from_secs(30));
+    assert_eq!(rs.len(), n);
+    let lp = rs[0].local_port.expect("local port");
+    assert!(
+        rs.iter()
+            .all(|r| r.local_port == Some(lp) && r.status == 200),
+        "harness: not one connection, or failures"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let fin = sess.finish(SETTLE);
-    let exps: Vec<HttpExpect> = paths
+    let exps: Vec<HttpExpect> = rs
         .iter()
-        .zip(&run.transfers)
-        .map(|(p, t)| {
-            HttpExpect::server("GET", p, 200)
+        .enumerate()
+        .map(|(i, r)| {
+            HttpExpect::server("GET", &format!("/api/v1/namespaces/mid/pods/p-{i}"), 200)
                 .route(pods_route())
                 .client_port(lp)
                 .server_port(port)
-                .response_body(t.size_download)
+                .response_body(r.bytes)
         })
         .collect();
-    let conn: Vec<ReceivedSpan> =
-        fin.spans.iter().filter(|s| s.attr_i64("client.port") == Some(i64::from(lp)) || s.name == "unknown").cloned().collect();
+    let conn: Vec<ReceivedSpan> = fin
+        .spans
+        .iter()
+        .filter(|s| s.attr_i64("client.port") == Some(i64::from(lp)) || s.name == "unknown")
+        .cloned()
+        .collect();
     let (m, mut errs) = check_mid_http(&conn, &exps, "2", not_before, n - 40, 10);
     eprintln!(
-        "[h2c mid-connection] tracer attached after <= ~{attached_at} of {n} requests: {m:?}\n{}",
+        "[h2c mid-connection] tracer attached after {attached_at} of {n} requests: {m:?}\n{}",
         final_stats_line(&fin.output.stderr)
     );
     errs.extend(check_no_connection_spans(&fin.spans));
+    if fin.spans.len() != conn.len() {
+        errs.push("spans of another connection".into());
+    }
     if !errs.is_empty() {
-        errs.push(final_stats_line(&fin.output.stderr));
+        errs.push(format!(
+            "tracer log:\n    {}",
+            tracer_log_summary(&fin.output.stderr)
+        ));
     }
     assert_no_errors("h2c connection joined mid-way", &errs, &fin.spans);
 }

@@ -129,11 +129,13 @@ pub fn build_go_programs() -> Result<Vec<(String, String)>> {
     let mut env = Vec::new();
     // Release-like (stripped), unstripped (checked against .symtab) and externally linked PIE
     // (C code before Go code) builds: each exercises another path of the Go binary analysis.
-    let builds: [(&str, &str, &[&str]); 4] = [
+    let builds: [(&str, &str, &[&str]); 5] = [
         ("https-server", "GO_HTTPS_SERVER_BIN", &["-ldflags=-s -w"]),
         ("https-server", "GO_HTTPS_SERVER_BIN_UNSTRIPPED", &[]),
         ("https-server", "GO_HTTPS_SERVER_BIN_EXTPIE", &["-buildmode=pie", "-ldflags=-linkmode=external"]),
         ("http-client", "GO_HTTP_CLIENT_BIN", &["-ldflags=-s -w"]),
+        // h2c server and client (Go 1.24+: http.Protocols), tests/tests/http2.rs
+        ("h2c-server", "GO_H2C_SERVER_BIN", &["-ldflags=-s -w"]),
     ];
     for (dir, var, flags) in builds {
         let bin = out.join(var.to_lowercase());

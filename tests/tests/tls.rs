@@ -1,0 +1,750 @@
+//! Go crypto/tls plaintext (uprobes on stripped Go binaries): etcd 3.4 (Go 1.19) with TLS and
+//! client-certificate auth, the Go 1.27 HTTPS server and HTTP client of `tests/go`, etcdctl over
+//! TLS. The tracer must decode the plaintext: spans like without TLS, and no `TLS connection` (nor
+//! `TCP connection`) span for those connections. Includes connections established before the
+//! tracer started and reused after.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::check::{
+    HttpExpect, K8s, ResourceExpect, assert_no_errors, check_absent_everywhere, check_common,
+};
+use integration_tests::etcd::{
+    Etcd, EtcdExpect, EtcdTls, ExecTarget, GrpcClient, check_absent_in_output, check_etcd_spans,
+    check_mid_stream,
+};
+use integration_tests::gotls::{
+    GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
+    check_no_connection_spans, final_stats_line, tcp_connections_of, tracer_log_summary,
+    wait_go_tls_probes,
+};
+use integration_tests::procs::CURL_USER_AGENT;
+use integration_tests::*;
+use serde_json::json;
+
+const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_millis(700);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(25);
+
+const NEVER: [&str; 4] = [
+    "itest-tls-never-value-1a2b",
+    "itest-tls-never-value-3c4d",
+    "itest-tls-never-value-5e6f",
+    "itest-tls-never-value-7a8b",
+];
+
+fn pods_route() -> &'static str {
+    "/api/v1/namespaces/{namespace}/pods/{name}"
+}
+
+fn log_tail(errs: &mut Vec<String>, stderr: &str) {
+    if !errs.is_empty() {
+        errs.push(format!("tracer log:\n    {}", tracer_log_summary(stderr)));
+    }
+}
+
+/// etcd with TLS and `--client-cert-auth` traced; etcdctl with a client certificate: put,
+/// get --prefix, txn and watch give the same etcd spans as in plain text (keys, counts, txn
+/// shape, watch reported when created), and no connection is left undecoded.
+#[test]
+fn etcd_mtls_etcdctl_server_spans() {
+    let etcd = Etcd::start_with(EtcdTls::Mutual);
+    let res = ResourceExpect::of(etcd.pid());
+    let mut sess = TraceSession::for_pid(Sink::Json, etcd.pid());
+    wait_go_tls_probes(&mut sess.tracer, etcd.pid());
+    let window = sess.window_start;
+    let port = etcd.port();
+
+    etcd.ctl(&["put", "/registry/secrets/kube-system/tok", NEVER[0]]);
+    etcd.ctl(&["put", "/registry/secrets/kube-system/tok2", NEVER[1]]);
+    etcd.ctl(&["get", "--prefix", "/registry/secrets/kube-system/"]);
+    let txn = format!(
+        "mod(\"/registry/secrets/kube-system/tok\") > \"0\"\n\nput /registry/secrets/kube-system/tok {}\n\n\n",
+        NEVER[2]
+    );
+    let out = etcd.ctl_in(&["txn", "--interactive=false"], Some(&txn));
+    assert!(
+        out.starts_with("SUCCESS"),
+        "harness: the txn should succeed: {out:?}"
+    );
+    let mut watcher = etcd.ctl_spawn(&["watch", "/registry/secrets/kube-system/tok2"]);
+    sess.wait_spans(
+        |s| s.attr_str("rpc.method") == Some("Watch"),
+        1,
+        SPAN_TIMEOUT,
+    );
+    watcher.assert_running();
+    watcher.kill();
+
+    let sv = |e: EtcdExpect| e.server_port(port);
+    let exps = vec![
+        sv(EtcdExpect::kv(
+            "server",
+            "Put",
+            "/registry/secrets/kube-system/tok",
+        )),
+        sv(EtcdExpect::kv(
+            "server",
+            "Put",
+            "/registry/secrets/kube-system/tok2",
+        )),
+        sv(EtcdExpect::kv(
+            "server",
+            "Range",
+            "/registry/secrets/kube-system/",
+        ))
+        .attr("etcd.prefix", json!(true))
+        .attr("etcd.response.count", json!(2))
+        .attr("etcd.response.kvs", json!(2)),
+        sv(EtcdExpect::kv(
+            "server",
+            "Txn",
+            "/registry/secrets/kube-system/tok",
+        ))
+        .attr("etcd.txn.compares", json!(1))
+        .attr("etcd.txn.success_ops", json!(1))
+        .attr("etcd.txn.failure_ops", json!(0))
+        .attr("etcd.txn.succeeded", json!(true)),
+        sv(EtcdExpect::new("server", "etcdserverpb.Watch", "Watch")
+            .key("/registry/secrets/kube-system/tok2"))
+        .grpc_status(None)
+        .attr("etcd.watch.created", json!(true)),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_etcd_spans(&fin.spans, &exps, &|_| false);
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_common(&fin.spans, &res, window));
+    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
+    errs.extend(check_absent_in_output(
+        &fin.output.stdout,
+        &fin.output.stderr,
+        &NEVER,
+    ));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "etcd with TLS + client certs, etcdctl (server side)",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// etcd's HTTP endpoints over TLS with a client certificate: curl `--http1.1` to /version and
+/// /health (two requests on one connection, then one more on its own) give HTTP/1.1 server spans
+/// `GET /version` / `GET /health`.
+#[test]
+fn etcd_mtls_http1_endpoints_with_curl() {
+    let etcd = Etcd::start_with(EtcdTls::Mutual);
+    let res = ResourceExpect::of(etcd.pid());
+    let certs = etcd.certs().unwrap().clone();
+    let mut sess = TraceSession::for_pid(Sink::Json, etcd.pid());
+    wait_go_tls_probes(&mut sess.tracer, etcd.pid());
+    let window = sess.window_start;
+    let port = etcd.port();
+    let mut args = certs.curl_args();
+    args.insert(0, "--http1.1".into());
+    let mut a = args.clone();
+    a.extend([etcd.url("/version"), etcd.url("/health")]);
+    let run = curl(&a);
+    let mut b = args.clone();
+    b.push(etcd.url("/version"));
+    let one = curl_one(&b);
+    let mut exps = Vec::new();
+    for (path, t) in [
+        ("/version", &run.transfers[0]),
+        ("/health", &run.transfers[1]),
+        ("/version", &one),
+    ] {
+        assert_eq!(t.code, 200, "harness: {path} answered {}", t.code);
+        exps.push(
+            HttpExpect::server("GET", path, 200)
+                .route(path)
+                .not_k8s()
+                .client_port(t.local_port)
+                .server_port(port)
+                .user_agent(CURL_USER_AGENT)
+                .response_body(t.size_download)
+                .max_duration(t.time_total),
+        );
+    }
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_common(&fin.spans, &res, window));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "etcd /version and /health over TLS (HTTP/1.1)",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// The stripped Go 1.27 HTTPS server traced: curl `-k --http1.1` (two requests on one connection)
+/// and curl `-k --http2` (three streams on one connection): server spans with the right
+/// `network.protocol.version`, method, path, route, status, k8s attributes and ports.
+#[test]
+fn go_https_server_http1_and_http2() {
+    let srv = GoServer::https();
+    let res = ResourceExpect::of(srv.pid());
+    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let window = sess.window_start;
+    let port = srv.port();
+    let pod = |ns: &str, n: &str| format!("/api/v1/namespaces/{ns}/pods/{n}");
+    let exp = |e: HttpExpect, t: &Transfer| {
+        e.client_port(t.local_port)
+            .server_port(port)
+            .user_agent(CURL_USER_AGENT)
+            .response_body(t.size_download)
+            .request_body(0)
+    };
+
+    let (a, b) = (pod("tls1", "a"), "/status/503".to_owned());
+    let r1 = curl(&[
+        "-k".to_owned(),
+        "--http1.1".into(),
+        srv.url(&a),
+        srv.url(&b),
+    ]);
+    assert_eq!(
+        r1.transfers.iter().map(|t| t.code).collect::<Vec<_>>(),
+        [200, 503]
+    );
+    assert_eq!(
+        r1.transfers[0].local_port, r1.transfers[1].local_port,
+        "harness: curl did not reuse its connection"
+    );
+    let h1 = vec![
+        exp(
+            HttpExpect::server("GET", &a, 200)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("tls1").name("a")),
+            &r1.transfers[0],
+        ),
+        exp(
+            HttpExpect::server("GET", &b, 503).not_k8s(),
+            &r1.transfers[1],
+        ),
+    ];
+
+    let (c, d, e) = (pod("tls2", "c"), "/status/404".to_owned(), "/".to_owned());
+    let r2 = curl(&[
+        "-k".to_owned(),
+        "--http2".into(),
+        srv.url(&c),
+        srv.url(&d),
+        srv.url(&e),
+    ]);
+    assert_eq!(
+        r2.transfers.iter().map(|t| t.code).collect::<Vec<_>>(),
+        [200, 404, 200]
+    );
+    let h2 = vec![
+        exp(
+            HttpExpect::server("GET", &c, 200)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("tls2").name("c")),
+            &r2.transfers[0],
+        ),
+        exp(
+            HttpExpect::server("GET", &d, 404).not_k8s(),
+            &r2.transfers[1],
+        ),
+        exp(
+            HttpExpect::server("GET", &e, 200).not_k8s(),
+            &r2.transfers[2],
+        ),
+    ];
+
+    sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
+    let s1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_h1(s)).cloned().collect();
+    let s2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_h1(s)).cloned().collect();
+    let mut errs = check_http_spans_version(&s1, &h1, "1.1", &|_| false);
+    errs.extend(check_http_spans_version(&s2, &h2, "2", &|_| false));
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_common(&fin.spans, &res, window));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "Go HTTPS server (stripped, Go 1.27): HTTP/1.1 and HTTP/2",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// Client side: the stripped Go HTTP client (waits on stdin until the tracer is attached), one
+/// run with HTTP/1.1 and one with HTTP/2, three requests each on one TLS connection, back to back:
+/// three client spans each, version "1.1" / "2", status, sizes, the server's port, a real client
+/// port; no `TLS connection` span.
+#[test]
+fn go_tls_client_spans_http1_and_http2() {
+    let srv = GoServer::https();
+    let port = srv.port();
+    let p1 = "/api/v1/namespaces/cl1/pods/h1";
+    let p2 = "/api/v1/namespaces/cl2/pods/h2";
+    let (u1, u2) = (srv.url(p1), srv.url(p2));
+    let mut c1 = GoHttpClient::start(&["-url", &u1, "-n", "3", "-http2=false"], true);
+    let mut c2 = GoHttpClient::start(&["-url", &u2, "-n", "3"], true);
+    let (res1, res2) = (ResourceExpect::of(c1.pid()), ResourceExpect::of(c2.pid()));
+    let pids = [c1.pid(), c2.pid()];
+    let args: Vec<String> = pids
+        .iter()
+        .flat_map(|p| ["--pid".to_owned(), p.to_string()])
+        .collect();
+    let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
+    for p in pids {
+        wait_go_tls_probes(&mut sess.tracer, p);
+    }
+    let window = sess.window_start;
+    c1.go();
+    let r1 = c1.wait_success(CLIENT_TIMEOUT);
+    c2.go();
+    let r2 = c2.wait_success(CLIENT_TIMEOUT);
+    assert!(
+        r1.len() == 3 && r1.iter().all(|r| r.proto == "HTTP/1.1" && r.status == 200),
+        "harness: {r1:?}"
+    );
+    assert!(
+        r2.len() == 3 && r2.iter().all(|r| r.proto == "HTTP/2.0" && r.status == 200),
+        "harness: {r2:?}"
+    );
+    let exp = |p: &str, ns: &str, name: &str, bytes: u64, ua: &str| {
+        HttpExpect::client("GET", p, 200)
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns(ns).name(name))
+            .server_port(port)
+            .user_agent(ua)
+            .response_body(bytes)
+    };
+    let e1: Vec<HttpExpect> = r1
+        .iter()
+        .map(|r| exp(p1, "cl1", "h1", r.bytes, "Go-http-client/1.1"))
+        .collect();
+    let e2: Vec<HttpExpect> = r2
+        .iter()
+        .map(|r| exp(p2, "cl2", "h2", r.bytes, "Go-http-client/2.0"))
+        .collect();
+    sess.wait_spans(|_| true, 6, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let of = |pid: u32| {
+        fin.spans
+            .iter()
+            .filter(|s| s.pid() == Some(pid))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (s1, s2) = (of(pids[0]), of(pids[1]));
+    let mut errs = check_http_spans_version(&s1, &e1, "1.1", &|_| false);
+    errs.extend(check_http_spans_version(&s2, &e2, "2", &|_| false));
+    errs.extend(check_no_connection_spans(&fin.spans));
+    for s in &fin.spans {
+        match s.attr_i64("client.port") {
+            Some(p) if p > 0 => {}
+            other => errs.push(format!("client span {:?} {:?}: client.port = {other:?}, expected the client's real local port", s.name, s.attr_str("url.path"))),
+        }
+    }
+    errs.extend(check_common(&s1, &res1, window));
+    errs.extend(check_common(&s2, &res2, window));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "Go TLS client (stripped, Go 1.27): HTTP/1.1 and HTTP/2",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// Client side over TLS: a shell is traced, then execs etcdctl with client certificates (same
+/// pid, new image: the Go TLS probes must be attached to the new image before it talks): a
+/// client span `etcd Put configmaps`, no `TLS connection` span.
+#[test]
+fn etcdctl_tls_client_exec_after_attach() {
+    let etcd = Etcd::start_with(EtcdTls::Mutual);
+    let port = etcd.port();
+    let key = "/registry/configmaps/kube-system/tls-c1";
+    let mut put = ExecTarget::start(
+        &etcd.ctl_argv(&["put", key, NEVER[3]]),
+        &[("ETCDCTL_API", "3")],
+    );
+    let pid = put.pid();
+    let mut sess = TraceSession::for_pid(Sink::Json, pid);
+    let window = sess.window_start;
+    put.go();
+    put.wait_success(CLIENT_TIMEOUT);
+    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let exps = vec![EtcdExpect::kv("client", "Put", key).server_port(port)];
+    let mut errs = check_etcd_spans(&fin.spans, &exps, &|_| false);
+    errs.extend(check_no_connection_spans(&fin.spans));
+    let res = ResourceExpect {
+        pid,
+        comm: "etcdctl".into(),
+        exe: "etcdctl".into(),
+        host: hostname(),
+    };
+    errs.extend(check_common(&fin.spans, &res, window));
+    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
+    errs.extend(check_absent_in_output(
+        &fin.output.stdout,
+        &fin.output.stderr,
+        &NEVER,
+    ));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "etcdctl over TLS exec'd after attach (client side)",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// The local port of `client_pid`'s established connection to `server_port`.
+fn client_local_port(client_pid: u32, server_port: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((l, _)) = tcp_connections_of(client_pid)
+            .into_iter()
+            .find(|(_, r)| *r == server_port)
+        {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "harness: no connection of pid {client_pid} to port {server_port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Go TLS client connection reused across attach: 60 HTTP/1.1 requests, one per 100 ms, the
+/// tracer attached after 15 answers, to the server or to the client. Every span of the connection
+/// is right (path, status, version), none is `unknown` or wrong, at most 2 requests after attach
+/// are missed (the TLS read in flight at attach), and no `TLS connection` span.
+fn tls_http1_reused_across_attach(trace_client: bool) {
+    let srv = GoServer::https();
+    let port = srv.port();
+    let path = "/api/v1/namespaces/reuse/pods/p";
+    let n = 60;
+    let url = srv.url(path);
+    let mut c = GoHttpClient::start(
+        &[
+            "-url",
+            &url,
+            "-n",
+            &n.to_string(),
+            "-interval",
+            "100ms",
+            "-http2=false",
+        ],
+        false,
+    );
+    c.wait_responses(15, CLIENT_TIMEOUT);
+    let lp = client_local_port(c.pid(), port);
+    let target = if trace_client { c.pid() } else { srv.pid() };
+    let res = ResourceExpect::of(target);
+    let mut sess = TraceSession::for_pid(Sink::Json, target);
+    wait_go_tls_probes(&mut sess.tracer, target);
+    let window = sess.window_start;
+    let attached_at = c.responses().len();
+    let rs = c.wait_success(CLIENT_TIMEOUT);
+    assert!(
+        rs.len() == n && rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/1.1"),
+        "harness: {rs:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let fin = sess.finish(SETTLE);
+    let kind = if trace_client { "client" } else { "server" };
+    let e = HttpExpect::new(kind, "GET", path, 200)
+        .route(pods_route())
+        .k8s(K8s::new("get", "v1", "pods").ns("reuse").name("p"))
+        .server_port(port)
+        .response_body(rs[0].bytes);
+    let e = if trace_client { e } else { e.client_port(lp) };
+    let conn: Vec<ReceivedSpan> = fin
+        .spans
+        .iter()
+        .filter(|s| {
+            if trace_client {
+                s.attr_i64("server.port") == Some(i64::from(port))
+            } else {
+                s.attr_i64("client.port") == Some(i64::from(lp))
+            }
+        })
+        .cloned()
+        .collect();
+    let mut errs = Vec::new();
+    for s in &conn {
+        errs.extend(
+            check_http_span_version(s, &e, "1.1")
+                .into_iter()
+                .map(|x| format!("{x} [{}]", s.summary())),
+        );
+    }
+    let after = n - attached_at;
+    eprintln!(
+        "[TLS HTTP/1.1 reused across attach, tracer on the {kind}] {} spans for {after} requests completed after attach (attached after {attached_at})\n{}",
+        conn.len(),
+        final_stats_line(&fin.output.stderr)
+    );
+    if conn.len() + 2 < after || conn.len() > after + 1 {
+        errs.push(format!("{} spans on the connection for {after} requests after attach (at most 2 may be missed)", conn.len()));
+    }
+    if fin.spans.len() != conn.len() {
+        errs.push(format!(
+            "{} spans not of the connection",
+            fin.spans.len() - conn.len()
+        ));
+    }
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_common(&fin.spans, &res, window));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        &format!("TLS connection reused across attach (tracer on the {kind})"),
+        &errs,
+        &fin.spans,
+    );
+}
+
+#[test]
+fn tls_http1_connection_reused_across_attach_server_side() {
+    tls_http1_reused_across_attach(false);
+}
+
+#[test]
+fn tls_http1_connection_reused_across_attach_client_side() {
+    tls_http1_reused_across_attach(true);
+}
+
+/// HTTP/2 over TLS joined mid-way, server side: curl `-k --http2` sends 80 requests with
+/// distinct paths over one connection at 20/s; the tracer attaches to the Go server after ~1.2 s.
+/// Every span not named `unknown` is right for its request, at most 10 are unknown, the last 40
+/// requests all have their span, and no `TLS connection` span.
+#[test]
+fn tls_http2_connection_joined_mid_way_server_side() {
+    let srv = GoServer::https();
+    let port = srv.port();
+    let n = 80;
+    let paths: Vec<String> = (0..n)
+        .map(|i| format!("/api/v1/namespaces/mid/pods/p-{i:03}"))
+        .collect();
+    let mut args = vec![
+        "-k".to_owned(),
+        "--http2".into(),
+        "--rate".into(),
+        "20/s".into(),
+    ];
+    args.extend(paths.iter().map(|p| srv.url(p)));
+    let started = Instant::now();
+    let h = std::thread::spawn(move || curl(&args));
+    std::thread::sleep(Duration::from_millis(1200));
+    let not_before = now_unix_nanos();
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let attached_at = ((started.elapsed().as_secs_f64() * 20.0) as usize).min(n);
+    let run = h.join().expect("curl thread");
+    assert_eq!(run.transfers.len(), n);
+    let lp = run.transfers[0].local_port;
+    assert!(
+        run.transfers
+            .iter()
+            .all(|t| t.local_port == lp && t.code == 200),
+        "harness: curl did not reuse one connection or failed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let fin = sess.finish(SETTLE);
+    let exps: Vec<HttpExpect> = paths
+        .iter()
+        .zip(&run.transfers)
+        .map(|(p, t)| {
+            HttpExpect::server("GET", p, 200)
+                .route(pods_route())
+                .client_port(lp)
+                .server_port(port)
+                .response_body(t.size_download)
+        })
+        .collect();
+    let conn: Vec<ReceivedSpan> = fin
+        .spans
+        .iter()
+        .filter(|s| s.attr_i64("client.port") == Some(i64::from(lp)) || s.name == "unknown")
+        .cloned()
+        .collect();
+    let (m, mut errs) = check_mid_http(&conn, &exps, "2", not_before, n - 40, 10);
+    // user-agent was indexed by curl's HPACK encoder before attach: it may be unresolvable
+    // (absent), never wrong
+    for s in &conn {
+        if let Some(ua) = s.attr_str("user_agent.original")
+            && ua != CURL_USER_AGENT
+        {
+            errs.push(format!(
+                "user_agent.original = {ua:?}, expected {CURL_USER_AGENT:?} or absent: {}",
+                s.summary()
+            ));
+        }
+    }
+    eprintln!(
+        "[TLS HTTP/2 mid-connection, curl -> Go server] tracer attached after <= ~{attached_at} of {n} requests: {m:?}\n{}",
+        final_stats_line(&fin.output.stderr)
+    );
+    errs.extend(check_no_connection_spans(&fin.spans));
+    if fin.spans.len() != conn.len() {
+        errs.push("spans of another connection".into());
+    }
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "TLS HTTP/2 connection joined mid-way (server side)",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// HTTP/2 over TLS joined mid-way with a client whose request headers never change (the Go
+/// client, one URL): its HPACK encoder indexed every request header before the tracer attached
+/// and never inserts again, so `:path` cannot be learned — spans are `unknown` and must never be
+/// wrong. One span per request after attach (at most 2 missed), no `TLS connection` span.
+#[test]
+fn tls_http2_constant_headers_mid_way_never_wrong() {
+    let srv = GoServer::https();
+    let port = srv.port();
+    let path = "/api/v1/namespaces/h2mid/pods/same";
+    let n = 50;
+    let url = srv.url(path);
+    let mut c = GoHttpClient::start(
+        &["-url", &url, "-n", &n.to_string(), "-interval", "100ms"],
+        false,
+    );
+    c.wait_responses(10, CLIENT_TIMEOUT);
+    let lp = client_local_port(c.pid(), port);
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let attached_at = c.responses().len();
+    let rs = c.wait_success(CLIENT_TIMEOUT);
+    assert!(
+        rs.len() == n && rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/2.0"),
+        "harness: {rs:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let fin = sess.finish(SETTLE);
+    let e = HttpExpect::server("GET", path, 200)
+        .route(pods_route())
+        .k8s(K8s::new("get", "v1", "pods").ns("h2mid").name("same"))
+        .client_port(lp)
+        .server_port(port)
+        .response_body(rs[0].bytes);
+    let mut errs = Vec::new();
+    let (mut unknown, mut named) = (0, 0);
+    for s in &fin.spans {
+        if s.name == "unknown" {
+            unknown += 1;
+            if s.attr_i64("client.port") != Some(i64::from(lp)) {
+                errs.push(format!(
+                    "unknown span not on the connection: {}",
+                    s.summary()
+                ));
+            }
+        } else if s.name == "TLS connection" || s.name == "TCP connection" {
+            // reported below
+        } else {
+            named += 1;
+            errs.extend(
+                check_http_span_version(s, &e, "2")
+                    .into_iter()
+                    .map(|x| format!("{x} [{}]", s.summary())),
+            );
+        }
+    }
+    let after = n - attached_at;
+    eprintln!(
+        "[TLS HTTP/2 mid-connection, constant headers, Go client -> Go server] attached after {attached_at} of {n}: {named} named, {unknown} unknown for {after} requests\n{}",
+        final_stats_line(&fin.output.stderr)
+    );
+    if named + unknown + 2 < after || named + unknown > after + 1 {
+        errs.push(format!(
+            "{} spans ({named} named, {unknown} unknown) for {after} requests after attach",
+            named + unknown
+        ));
+    }
+    errs.extend(check_no_connection_spans(&fin.spans));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "TLS HTTP/2 with constant headers joined mid-way",
+        &errs,
+        &fin.spans,
+    );
+}
+
+/// etcd over TLS (client certs) joined mid-way: the grpcio client (BoringSSL; the server side is
+/// Go crypto/tls) makes 30 calls, the tracer attaches to etcd, then 200 calls with distinct keys
+/// and per-call deadlines: like in plain text, every named span is right, at most 100 unknown, the
+/// last 100 named, no `TLS connection` span; at most one call without a span (the TLS read in
+/// flight when the probes were attached cannot be seen: its entry probe never ran).
+#[test]
+fn etcd_tls_mid_connection_grpc_warms_up_without_wrong_names() {
+    let etcd = Etcd::start_with(EtcdTls::Mutual);
+    let ns = unique_name("tls");
+    let mut client = GrpcClient::start(&etcd, &ns, NEVER[3], 30, 200, true);
+    let mut sess = TraceSession::for_pid(Sink::Json, etcd.pid());
+    wait_go_tls_probes(&mut sess.tracer, etcd.pid());
+    client.go();
+    let calls = client.wait_done(Duration::from_secs(60));
+    sess.wait_spans(
+        |s| s.attr_i64("server.port") == Some(i64::from(etcd.port())),
+        200,
+        SPAN_TIMEOUT,
+    );
+    let fin = sess.finish(SETTLE);
+    client.finish();
+    let (m, mut errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 1);
+    eprintln!(
+        "[etcd gRPC mid-connection, TLS] {} calls after attach: {} unknown, {} named right, first named call #{:?}, last unnamed call #{:?}\n{}",
+        m.calls,
+        m.unknown,
+        m.named_right,
+        m.first_named,
+        m.last_unnamed,
+        final_stats_line(&fin.output.stderr)
+    );
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_absent_everywhere(&fin.spans, &[NEVER[3]]));
+    errs.extend(check_absent_in_output(
+        &fin.output.stdout,
+        &fin.output.stderr,
+        &[NEVER[3]],
+    ));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors("etcd gRPC over TLS joined mid-way", &errs, &fin.spans);
+}
+
+/// Readiness: traffic right after the tracer logged `target attached` (the harness's readiness
+/// line) must already be decoded — the Go TLS probes must be in place by then. Three HTTPS
+/// requests (own connections) to the Go server at once after `target attached`: three HTTP/1.1
+/// spans, no `TLS connection` span.
+#[test]
+fn go_tls_decoded_right_after_target_attached() {
+    let srv = GoServer::https();
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    let paths: Vec<String> = (0..3)
+        .map(|i| format!("/api/v1/namespaces/ready/pods/r-{i}"))
+        .collect();
+    let mut exps = Vec::new();
+    for p in &paths {
+        let t = curl_one(&["-k".to_owned(), "--http1.1".into(), srv.url(p)]);
+        assert_eq!(t.code, 200);
+        exps.push(
+            HttpExpect::server("GET", p, 200)
+                .route(pods_route())
+                .client_port(t.local_port)
+                .server_port(srv.port()),
+        );
+    }
+    sess.wait_spans(|_| true, 3, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
+    errs.extend(check_no_connection_spans(&fin.spans));
+    log_tail(&mut errs, &fin.output.stderr);
+    assert_no_errors(
+        "Go TLS traffic right after `target attached`",
+        &errs,
+        &fin.spans,
+    );
+}
