@@ -187,6 +187,12 @@ impl ConnTable {
         keys.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
+    /// Removes the connections of a process whose fd is not in `keep`.
+    pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection> {
+        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();
+        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+    }
+
     pub fn drain(&mut self) -> Vec<Connection> {
         self.conns.drain().map(|(_, c)| c).collect()
     }

@@ -153,8 +153,12 @@ fn parse_data(bytes: &[u8]) -> Result<DataChunk<'_>, ParseError> {
     })
 }
 
+/// The address, if the kernel gave a usable one (a known family and a port).
 pub fn socket_addr(a: &SockAddr) -> Option<std::net::SocketAddr> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    if a.port == 0 {
+        return None;
+    }
     let ip = match a.family {
         2 => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
         10 => {

@@ -19,7 +19,10 @@ use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets};
 
 use crate::gobin::{GoBinError, GoBinary};
 
-const PROGRAMS: [&str; 3] = ["go_tls_write_enter", "go_tls_read_enter", "go_tls_ret"];
+const PROGRAMS: [&str; 5] = ["go_tls_write_enter", "go_tls_read_enter", "go_tls_ret", "go_tls_io_enter", "go_tls_io_ret"];
+
+/// Where crypto/tls reads from its socket, handshake included (see probes/gotls.rs).
+const TLS_READ_FROM_UNTIL: &str = "crypto/tls.(*Conn).readFromUntil";
 
 /// Layout the probes rely on, the same in every Go release with the register ABI (1.17 through
 /// 1.27 checked): `tls.Conn.conn` is the first field (an interface: itab, then data), the data of a
@@ -77,6 +80,13 @@ impl GoTls {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset), (1, points.read.func.file_offset)];
         points_by_prog.extend(points.write.ret_offsets.iter().chain(&points.read.ret_offsets).map(|&o| (2, o)));
+        // Optional: without it the fd is still learned from Read/Write themselves.
+        if let Some(f) = bin.function(TLS_READ_FROM_UNTIL)
+            && let Ok(rets) = bin.ret_offsets(&f)
+        {
+            points_by_prog.push((3, f.file_offset));
+            points_by_prog.extend(rets.into_iter().map(|o| (4, o)));
+        }
         let mut links = Vec::with_capacity(points_by_prog.len());
         for (prog_idx, offset) in points_by_prog {
             let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded above").try_into()?;

@@ -89,15 +89,15 @@ impl Pipeline {
                 }
             }
             Event::ProcExec { tgid, comm } => {
-                let active = self.targets.is_active(tgid);
-                if active {
-                    // A target exec'd a new image: its uprobes and process details are stale.
-                    self.detach(tgid);
-                }
-                if active || self.targets.comms().contains(&comm) {
-                    if let Err(e) = self.attach(tgid) {
-                        tracing::warn!("could not attach to process {tgid} ({comm}): {e:#}");
-                    }
+                let result = if self.targets.is_active(tgid) {
+                    self.exec(tgid)
+                } else if self.targets.comms().contains(&comm) {
+                    self.attach(tgid)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = result {
+                    tracing::warn!("could not attach to process {tgid} ({comm}): {e:#}");
                 }
             }
             Event::ProcExit { tgid } => self.detach(tgid),
@@ -117,6 +117,34 @@ impl Pipeline {
     /// Starts tracing a process and registers the connections it already had.
     pub fn attach(&mut self, pid: u32) -> Result<()> {
         let existing = self.targets.attach(pid)?;
+        self.attach_go_tls(pid);
+        let now = Clock::ktime_now();
+        let count = existing.len();
+        for c in existing {
+            let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer) };
+            self.open(o, true);
+        }
+        self.flush();
+        // Logged once every probe is in place: from here on, nothing the target does is missed.
+        let comm = self.targets.process(pid).map(|p| p.service_name.clone()).unwrap_or_default();
+        tracing::info!(pid, comm = %comm, existing_connections = count, "target attached pid={pid}");
+        Ok(())
+    }
+
+    /// A target exec'd: uprobes follow the new image; connections that did not survive are closed.
+    fn exec(&mut self, pid: u32) -> Result<()> {
+        self.gotls.detach(&mut self.ebpf, pid);
+        let alive = self.targets.exec(pid)?;
+        let now = Clock::ktime_now();
+        for conn in self.conns.remove_process_except(pid, &alive) {
+            self.assembler.on_close(conn, now, &mut self.spans);
+        }
+        self.attach_go_tls(pid);
+        tracing::info!(pid, "target exec'd a new image pid={pid}");
+        Ok(())
+    }
+
+    fn attach_go_tls(&mut self, pid: u32) {
         match self.gotls.attach(&mut self.ebpf, pid) {
             Ok(Attached::Probes { go_version, rets }) => {
                 tracing::info!(pid, go_version = %go_version, ret_probes = rets, "Go TLS plaintext probes attached");
@@ -125,13 +153,6 @@ impl Pipeline {
             Ok(Attached::NoTls(f)) => tracing::debug!(pid, "Go binary without {f}"),
             Err(e) => tracing::warn!(pid, "Go TLS probes not attached, TLS connections stay opaque: {e:#}"),
         }
-        let now = Clock::ktime_now();
-        for c in existing {
-            let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer) };
-            self.open(o, true);
-        }
-        self.flush();
-        Ok(())
     }
 
     pub fn detach(&mut self, tgid: u32) {

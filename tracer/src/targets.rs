@@ -74,15 +74,19 @@ impl Targets {
         procfs::pids_with_comm(&self.comms).into_iter().filter(|p| !self.is_active(*p)).collect()
     }
 
+    fn process_info(&self, pid: u32) -> Result<Arc<ProcessInfo>> {
+        let comm = procfs::comm(pid).ok_or_else(|| anyhow!("no such process: pid {pid}"))?;
+        Ok(Arc::new(ProcessInfo {
+            executable_name: procfs::exe_name(pid).unwrap_or_else(|| comm.clone()),
+            service_name: comm,
+            pid,
+            host_name: self.host_name.clone(),
+        }))
+    }
+
     /// Starts tracing `pid`; returns the TCP connections it already had.
     pub fn attach(&mut self, pid: u32) -> Result<Vec<ExistingConnection>> {
-        let comm = procfs::comm(pid).ok_or_else(|| anyhow!("no such process: pid {pid}"))?;
-        let info = Arc::new(ProcessInfo {
-            service_name: comm.clone(),
-            pid,
-            executable_name: procfs::exe_name(pid).unwrap_or_else(|| comm.clone()),
-            host_name: self.host_name.clone(),
-        });
+        let info = self.process_info(pid)?;
         self.set_bit(pid, true)?;
         self.active.insert(pid, info);
         // After the bit is set, new sockets are tracked by the kernel; seed the older ones without
@@ -96,8 +100,26 @@ impl Targets {
             let state = SocketState { seq: 0, tls_seq: 0, go_conn: 0, role, _pad: [0; 7] };
             let _ = self.sockets.insert(socket_key(pid, c.fd as u32), state, BPF_NOEXIST);
         }
-        tracing::info!(pid, comm = %comm, existing_connections = existing.len(), "target attached pid={pid}");
         Ok(existing)
+    }
+
+    /// A target exec'd a new image: it is traced without a gap (its bit stays set); its details
+    /// are read again, and sockets that did not survive the exec (close-on-exec) are forgotten.
+    /// Returns the fds that are still sockets.
+    pub fn exec(&mut self, pid: u32) -> Result<Vec<i32>> {
+        let info = self.process_info(pid)?;
+        self.active.insert(pid, info);
+        let alive: Vec<i32> = procfs::socket_fds(pid).into_iter().map(|(fd, _)| fd).collect();
+        let stale: Vec<u64> = self
+            .sockets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| (k >> 32) as u32 == pid && !alive.contains(&(*k as u32 as i32)))
+            .collect();
+        for k in stale {
+            let _ = self.sockets.remove(&k);
+        }
+        Ok(alive)
     }
 
     /// Stops tracing `pid` and forgets its sockets in the kernel table.

@@ -342,8 +342,12 @@ pub fn run(quick: bool) -> Result<()> {
         "warnings": ctx.warnings,
         "errors": errors,
     });
+    // report.json is the latest run; report-quick.json / report-full.json keep the latest of each.
     let path = out_dir.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    for p in [path.clone(), out_dir.join(format!("report-{}.json", ctx.p.mode))] {
+        std::fs::write(&p, &text).with_context(|| format!("writing {}", p.display()))?;
+    }
     println!();
     println!("report: {} ({} run, {:.0} s)", path.display(), ctx.p.mode, elapsed);
     let missed: Vec<&str> = ctx.scenarios.iter().filter(|s| s.meets() == Some(false)).map(|s| s.name.as_str()).collect();
@@ -827,7 +831,7 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
         } else if num(l, "agent_core_fraction") >= 0.95 {
             format!("agent saturated a core at wrk -c{}", l["wrk_connections"])
         } else {
-            format!("neither loss nor saturation up to wrk -c{} (nginx/wrk are the bottleneck)", l["wrk_connections"])
+            format!("no loss and no saturated agent core up to wrk -c{}: the machine's CPUs, shared by nginx, wrk, the agent and the probes, bound the rate", l["wrk_connections"])
         }
     });
     let stop = stop.unwrap_or_default();

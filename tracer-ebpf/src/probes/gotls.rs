@@ -34,6 +34,33 @@ pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entrie
 #[map]
 pub static GO_CONN_FDS: HashMap<GoKey, i32> = HashMap::with_max_entries(65536, 0);
 
+/// `*tls.Conn` whose `readFromUntil` a goroutine is in: the socket read it makes names the
+/// connection's fd. That runs during the handshake too, before the first Read, which may then be
+/// served from bytes the handshake already read (no syscall of its own to learn the fd from).
+#[map]
+static GO_TLS_IO: HashMap<GoKey, u64> = HashMap::with_max_entries(16384, 0);
+
+#[uprobe]
+pub fn go_tls_io_enter(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = current_target() else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    let regs = unsafe { &*ctx.regs };
+    let conn = regs.rax;
+    if unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }.is_none() {
+        let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, conn, 0);
+    }
+    0
+}
+
+/// Attached at each RET of `readFromUntil`.
+#[uprobe]
+pub fn go_tls_io_ret(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = current_target() else { return 0 };
+    let regs = unsafe { &*ctx.regs };
+    let _ = GO_TLS_IO.remove(GoKey { tgid: pid_tgid >> 32, ptr: regs.r14 });
+    0
+}
+
 #[uprobe]
 pub fn go_tls_write_enter(ctx: ProbeContext) -> u32 {
     enter(&ctx, direction::EGRESS);
@@ -105,6 +132,10 @@ fn ret(ctx: &ProbeContext) {
 #[inline(always)]
 pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
     let key = GoKey { tgid: tgid as u64, ptr: g };
+    if let Some(conn) = unsafe { GO_TLS_IO.get(key) } {
+        remember(tgid, *conn, fd);
+        let _ = GO_TLS_IO.remove(key);
+    }
     let Some(call) = GO_TLS_CALLS.get_ptr_mut(key) else { return };
     unsafe {
         if (*call).fd >= 0 {

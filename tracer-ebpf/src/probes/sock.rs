@@ -18,6 +18,7 @@ const AF_INET: u16 = 2;
 
 /// Field offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format (stable since 4.16).
 mod field {
+    pub const SKADDR: usize = 8;
     pub const NEWSTATE: usize = 20;
     pub const SPORT: usize = 24;
     pub const FAMILY: usize = 28;
@@ -55,9 +56,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64) -> Result<(),
     } else {
         local.addr = unsafe { ctx.read_at(field::SADDR_V6)? };
     }
+    let sk: u64 = unsafe { ctx.read_at(field::SKADDR)? };
     unsafe {
         (*pending).local = local;
         (*pending).is_tcp = 1;
+        (*pending).sk = sk;
     }
     Ok(())
 }

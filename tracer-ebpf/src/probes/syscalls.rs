@@ -86,6 +86,8 @@ pub struct PendingCall {
     /// Set by the inet_sock_set_state probe when a connect turned out to be TCP.
     pub is_tcp: u32,
     pub _pad: u32,
+    /// The kernel `struct sock` of a connect, from the same probe.
+    pub sk: u64,
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -144,6 +146,7 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
         peer: SockAddr::default(),
         is_tcp: 0,
         _pad: 0,
+        sk: 0,
     };
     match kind {
         call::ACCEPT => {}
@@ -188,7 +191,9 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
         }
         call::CONNECT => {
             if (ret == 0 || ret == -EINPROGRESS) && pending.is_tcp == 1 {
-                open_socket(pid_tgid, pending.fd, -1, sock_role::CONNECTED, pending.local, pending.peer);
+                let mut local = pending.local;
+                local.port = bound_port(pending.sk, pending.peer.port);
+                open_socket(pid_tgid, pending.fd, -1, sock_role::CONNECTED, local, pending.peer);
             }
         }
         _ => {
@@ -250,6 +255,21 @@ fn accept_entered_before_attach(ctx: &RawTracePointContext, pid_tgid: u64) {
     let peer = read_sockaddr(reg(regs, regs::SI));
     if peer.family != AF_UNIX {
         open_socket(pid_tgid, ret as i32, reg(regs, regs::DI) as i32, sock_role::ACCEPTED, SockAddr::default(), peer);
+    }
+}
+
+/// The local port a connect was given. It is chosen after the SYN_SENT transition (where the
+/// address is learned), so it is read at connect's exit from `struct sock_common`, whose leading
+/// `skc_daddr, skc_rcv_saddr, skc_hash, skc_dport, skc_num` layout has not changed in a decade;
+/// the peer port at `skc_dport` confirms the layout before `skc_num` is believed. 0 if unsure.
+#[inline(always)]
+fn bound_port(sk: u64, peer_port: u16) -> u16 {
+    if sk == 0 {
+        return 0;
+    }
+    match unsafe { bpf_probe_read_kernel((sk + 12) as *const [u8; 4]) } {
+        Ok(p) if u16::from_be_bytes([p[0], p[1]]) == peer_port => u16::from_ne_bytes([p[2], p[3]]),
+        _ => 0,
     }
 }
 

@@ -166,7 +166,9 @@ fn detect(role: Role, dir: Direction, data: &[u8], mid_stream: bool) -> Detected
     let h2 = |fresh| Detected::Proto(ProtoState::Http2(Box::new(Http2Conn::new(role, fresh))));
     let h1 = || Detected::Proto(ProtoState::Http1(Box::new(Http1Conn::new(role))));
     if dir == requests_dir {
-        if data.starts_with(H2_PREFACE) {
+        // The preface may come in pieces (Go reads "PRI * HTTP/2.0" first); the decoder joins them.
+        let preface_start = data.len() >= 3 && H2_PREFACE.starts_with(&data[..data.len().min(H2_PREFACE.len())]);
+        if data.starts_with(H2_PREFACE) || preface_start {
             h2(true)
         } else if h1::looks_like_request(data) {
             h1()
