@@ -359,43 +359,69 @@ fn go_tls_client_spans_http1_and_http2() {
 /// pid, new image: the Go TLS probes must be attached to the new image before it talks): a
 /// client span `etcd Put configmaps`, no `TLS connection` span.
 #[test]
-fn etcdctl_tls_client_exec_after_attach() {
+fn etcdctl_tls_client_interactive_txn_after_attach() {
+    // etcdctl `txn -i` connects (mTLS handshake, HTTP/2 set-up) and then waits for the
+    // transaction on stdin: the call is made on a TLS connection opened before the tracer
+    // attached, by a stripped Go 1.19 client whose uprobes are in place by then.
     let etcd = Etcd::start_with(EtcdTls::Mutual);
     let port = etcd.port();
     let key = "/registry/configmaps/kube-system/tls-c1";
-    let mut put = ExecTarget::start(
-        &etcd.ctl_argv(&["put", key, NEVER[3]]),
-        &[("ETCDCTL_API", "3")],
-    );
-    let pid = put.pid();
+    let argv = etcd.ctl_argv(&["txn", "-i"]);
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("ETCDCTL_API", "3")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start etcdctl txn -i");
+    let pid = child.id();
+    // Let it connect before the tracer exists.
+    client_local_port(pid, port);
     let mut sess = TraceSession::for_pid(Sink::Json, pid);
+    integration_tests::gotls::wait_go_tls_probes(&mut sess.tracer, pid);
     let window = sess.window_start;
-    put.go();
-    put.wait_success(CLIENT_TIMEOUT);
-    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
+    {
+        use std::io::Write;
+        let input = format!("create(\"{key}\") = \"0\"\n\nput {key} {}\n\n\n", NEVER[3]);
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write the transaction");
+    }
+    let out = child.wait_with_output().expect("etcdctl txn");
+    assert!(out.status.success(), "etcdctl txn -i failed: {}", String::from_utf8_lossy(&out.stderr));
+    sess.wait_spans(|s| s.name.starts_with("etcd Txn"), 1, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let exps = vec![EtcdExpect::kv("client", "Put", key).server_port(port)];
-    let mut errs = check_etcd_spans(&fin.spans, &exps, &|_| false);
+    let txns: Vec<_> = fin.spans.iter().filter(|s| s.name.starts_with("etcd Txn")).collect();
+    let mut errs = Vec::new();
+    if txns.len() != 1 {
+        errs.push(format!("expected exactly one `etcd Txn` span, got {}", txns.len()));
+    }
+    for s in &txns {
+        for (k, want) in [
+            ("rpc.method", "Txn"),
+            ("db.system.name", "etcd"),
+            ("etcd.key", key),
+            ("k8s.resource", "configmaps"),
+            ("k8s.namespace.name", "kube-system"),
+        ] {
+            if s.attr_str(k) != Some(want) {
+                errs.push(format!("{k} = {:?}, want {want:?}", s.attr_str(k)));
+            }
+        }
+        if s.kind != "client" || s.attr_i64("server.port") != Some(i64::from(port)) {
+            errs.push(format!("kind {} server.port {:?}: want a client span to port {port}", s.kind, s.attr_i64("server.port")));
+        }
+        if s.attr_i64("rpc.grpc.status_code") != Some(0) || s.attr_bool("etcd.txn.succeeded") != Some(true) {
+            errs.push(format!("status {:?} succeeded {:?}", s.attr_i64("rpc.grpc.status_code"), s.attr_bool("etcd.txn.succeeded")));
+        }
+    }
     errs.extend(check_no_connection_spans(&fin.spans));
-    let res = ResourceExpect {
-        pid,
-        comm: "etcdctl".into(),
-        exe: "etcdctl".into(),
-        host: hostname(),
-    };
+    let res = ResourceExpect { pid, comm: "etcdctl".into(), exe: "etcdctl".into(), host: hostname() };
     errs.extend(check_common(&fin.spans, &res, window));
     errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &NEVER,
-    ));
+    errs.extend(check_absent_in_output(&fin.output.stdout, &fin.output.stderr, &NEVER));
     log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "etcdctl over TLS exec'd after attach (client side)",
-        &errs,
-        &fin.spans,
-    );
+    assert_no_errors("etcdctl txn -i over mTLS, connection opened before attach (client side)", &errs, &fin.spans);
 }
 
 /// The local port of `client_pid`'s established connection to `server_port`.

@@ -19,7 +19,8 @@ use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets};
 
 use crate::gobin::{GoBinError, GoBinary};
 
-const PROGRAMS: [&str; 5] = ["go_tls_write_enter", "go_tls_read_enter", "go_tls_ret", "go_tls_io_enter", "go_tls_io_ret"];
+const PROGRAMS: [&str; 6] =
+    ["go_tls_write_enter", "go_tls_read_enter", "go_tls_write_ret", "go_tls_read_ret", "go_tls_io_enter", "go_tls_io_ret"];
 
 /// Where crypto/tls reads from its socket, handshake included (see probes/gotls.rs).
 const TLS_READ_FROM_UNTIL: &str = "crypto/tls.(*Conn).readFromUntil";
@@ -79,13 +80,14 @@ impl GoTls {
         self.offsets.insert(pid, OFFSETS, 0).context("storing Go struct offsets")?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset), (1, points.read.func.file_offset)];
-        points_by_prog.extend(points.write.ret_offsets.iter().chain(&points.read.ret_offsets).map(|&o| (2, o)));
+        points_by_prog.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
+        points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (3, o)));
         // Optional: without it the fd is still learned from Read/Write themselves.
         if let Some(f) = bin.function(TLS_READ_FROM_UNTIL)
             && let Ok(rets) = bin.ret_offsets(&f)
         {
-            points_by_prog.push((3, f.file_offset));
-            points_by_prog.extend(rets.into_iter().map(|o| (4, o)));
+            points_by_prog.push((4, f.file_offset));
+            points_by_prog.extend(rets.into_iter().map(|o| (5, o)));
         }
         let mut links = Vec::with_capacity(points_by_prog.len());
         for (prog_idx, offset) in points_by_prog {

@@ -73,10 +73,17 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Attached at each RET of Write and of Read.
+/// Attached at each RET of Write.
 #[uprobe]
-pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
-    ret(&ctx);
+pub fn go_tls_write_ret(ctx: ProbeContext) -> u32 {
+    ret(&ctx, direction::EGRESS);
+    0
+}
+
+/// Attached at each RET of Read.
+#[uprobe]
+pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
+    ret(&ctx, direction::INGRESS);
     0
 }
 
@@ -95,15 +102,23 @@ fn enter(ctx: &ProbeContext, dir: u8) {
 }
 
 #[inline(always)]
-fn ret(ctx: &ProbeContext) {
+fn ret(ctx: &ProbeContext, dir: u8) {
     let Some(pid_tgid) = current_target() else { return };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
-    let Some(call) = GO_TLS_CALLS.get_ptr(key) else { return };
-    let call = unsafe { *call };
-    let _ = GO_TLS_CALLS.remove(key);
     let n = regs.rax as i64;
+    let call = match GO_TLS_CALLS.get_ptr(key) {
+        Some(call) => {
+            let call = unsafe { *call };
+            let _ = GO_TLS_CALLS.remove(key);
+            call
+        }
+        None => match call_from_spill_slots(tgid, regs.rsp, n, dir) {
+            Some(call) => call,
+            None => return,
+        },
+    };
     if n <= 0 {
         return;
     }
@@ -125,6 +140,26 @@ fn ret(ctx: &ProbeContext) {
         source: source::GO_TLS,
     };
     emit_data(&data, call.buf, 0);
+}
+
+/// A call that was already running when the probes were attached (an HTTP/2 read loop waits in
+/// Read all the time) has no entry record. Its arguments are still in the ABI's spill slots above
+/// the return address — (*Conn).Read and Write spill the receiver and `b` there because they are
+/// live across calls — so at RET: receiver at RSP+8, b.ptr at RSP+16, b.len at RSP+24. Used only
+/// when the receiver is a connection whose fd is known and `b` can hold what was returned.
+#[inline(always)]
+fn call_from_spill_slots(tgid: u32, rsp: u64, n: i64, dir: u8) -> Option<GoTlsCall> {
+    if n <= 0 {
+        return None;
+    }
+    let slots: [u64; 3] = unsafe { bpf_probe_read_user((rsp + 8) as *const [u64; 3]) }.ok()?;
+    let [conn, buf, len] = slots;
+    if buf == 0 || len < n as u64 {
+        return None;
+    }
+    let fd = unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    Some(GoTlsCall { buf, conn, enter_ns: now, fd: *fd, direction: dir, _pad: [0; 3] })
 }
 
 /// A target goroutine is making a socket syscall: if it is inside a TLS call whose socket is not
