@@ -69,7 +69,9 @@ impl Pipeline {
     }
 
     fn handle(&mut self, ev: Event<'_>) {
-        tracing::trace!(?ev, "event");
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_event(&ev);
+        }
         match ev {
             Event::Data(c) => {
                 let key = ConnKey { tgid: c.tgid, fd: c.fd };
@@ -178,5 +180,16 @@ impl Pipeline {
         for span in self.spans.drain(..) {
             self.export.submit(span);
         }
+    }
+}
+
+/// One compact line per event (payload bytes are never logged: they may hold credentials).
+fn trace_event(ev: &Event<'_>) {
+    match ev {
+        Event::Data(c) => tracing::trace!(
+            tgid = c.tgid, fd = c.fd, dir = ?c.direction, tls = c.tls, seq = c.seq, total = c.total_len,
+            offset = c.offset, captured = c.data.len(), first = c.first, last = c.last, exit_ns = c.exit_ns, "data"
+        ),
+        other => tracing::trace!(?other, "event"),
     }
 }

@@ -337,15 +337,21 @@ pub fn run(quick: bool) -> Result<()> {
         "elapsed_s": (elapsed * 10.0).round() / 10.0,
         "machine": machine,
         "parameters": ctx.p.to_json(),
+        "only": only,
         "scenarios": ctx.scenarios.iter().map(Scenario::to_json).collect::<Vec<_>>(),
         "details": ctx.extra,
         "warnings": ctx.warnings,
         "errors": errors,
     });
-    // report.json is the latest run; report-quick.json / report-full.json keep the latest of each.
+    // report.json is the latest run; report-quick.json / report-full.json keep the latest complete
+    // run of each kind.
     let path = out_dir.join("report.json");
     let text = serde_json::to_string_pretty(&report)? + "\n";
-    for p in [path.clone(), out_dir.join(format!("report-{}.json", ctx.p.mode))] {
+    let mut paths = vec![path.clone()];
+    if only.is_none() {
+        paths.push(out_dir.join(format!("report-{}.json", ctx.p.mode)));
+    }
+    for p in paths {
         std::fs::write(&p, &text).with_context(|| format!("writing {}", p.display()))?;
     }
     println!();
@@ -465,6 +471,7 @@ fn machine_info(root: &Path, ctx: &Ctx) -> Value {
         "bpf_stats_enabled_sysctl": bpfstats::sysctl_enabled(),
         "other_bpf_tracing_programs_at_start": foreign,
         "other_tracer_processes_at_start": others_tracing,
+        "tracer_bin": std::env::var("TRACER_BIN").unwrap_or_else(|_| "target/release/tracer (built by the bench)".into()),
         "tracer_git": format!("{}{}", git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default(), if dirty { "+dirty" } else { "" }),
         "tools": {
             "wrk": first_line(&ctx.wrk.display().to_string(), &["-v"]),
@@ -533,7 +540,7 @@ fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<
 }
 
 fn round_order(round: usize) -> [bool; 2] {
-    if round % 2 == 0 { [false, true] } else { [true, false] }
+    if round.is_multiple_of(2) { [false, true] } else { [true, false] }
 }
 
 fn fmt(v: f64) -> String {
@@ -997,12 +1004,12 @@ fn print_table(ctx: &Ctx) {
     println!();
     println!("tracer cost, {} run: medians of untraced (baseline) vs traced", ctx.p.mode);
     println!(
-        "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<40} {}",
-        "scenario", "baseline", "traced", "ratio", "delta", "unit", "budget", "ok"
+        "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<48} ok",
+        "scenario", "baseline", "traced", "ratio", "delta", "unit", "budget"
     );
     for s in &ctx.scenarios {
         println!(
-            "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<40} {}",
+            "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<48} {}",
             s.name,
             fmt_opt(s.baseline),
             fmt_opt(s.traced),

@@ -95,6 +95,12 @@ fn enter(ctx: &ProbeContext, dir: u8) {
     // -1: not known yet; the socket syscall this call makes will tell (see bind_syscall).
     let fd = conn_fd(tgid, regs.rax).unwrap_or(-1);
     let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, _pad: [0; 3] };
+    if dir == direction::EGRESS && fd >= 0 {
+        // Sent at entry: the peer's answer can be read (and reported) by another goroutine before
+        // this Write reaches its RET, and a request must never come after its response.
+        emit_call(pid_tgid, &call, regs.rcx as i64, call.enter_ns);
+        return;
+    }
     let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if GO_TLS_CALLS.insert(key, call, 0).is_err() {
         count(counter::GO_TLS_CALLS_FULL);
@@ -114,16 +120,28 @@ fn ret(ctx: &ProbeContext, dir: u8) {
             let _ = GO_TLS_CALLS.remove(key);
             call
         }
-        None => match call_from_spill_slots(tgid, regs.rsp, n, dir) {
+        // Reads only: a Write whose socket was known was already reported at its entry.
+        None if dir == direction::INGRESS => match call_from_spill_slots(tgid, regs.rsp, n, dir) {
             Some(call) => call,
             None => return,
         },
+        None => return,
     };
     if n <= 0 {
         return;
     }
     if call.fd < 0 {
         count(counter::GO_TLS_NO_SOCKET);
+        return;
+    }
+    emit_call(pid_tgid, &call, n, unsafe { bpf_ktime_get_ns() });
+}
+
+/// Emits `n` plaintext bytes of a call as data of its socket.
+#[inline(always)]
+fn emit_call(pid_tgid: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if n <= 0 {
         return;
     }
     let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, call.fd as u32)) else { return };
@@ -134,7 +152,7 @@ fn ret(ctx: &ProbeContext, dir: u8) {
         fd: call.fd,
         direction: call.direction,
         enter_ns: call.enter_ns,
-        exit_ns: unsafe { bpf_ktime_get_ns() },
+        exit_ns,
         total: n as u64,
         seq,
         source: source::GO_TLS,

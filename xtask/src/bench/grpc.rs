@@ -210,20 +210,18 @@ fn worker(port: u16, inflight: usize, deadline: Instant, seed: u64, io_timeout: 
             GOAWAY => bail!("etcd sent GOAWAY: {}", String::from_utf8_lossy(payload.get(8..).unwrap_or_default())),
             _ => {}
         }
-        if let Some(id) = done {
-            if let Some(c) = calls.remove(&id) {
-                let now = Instant::now();
-                if now <= deadline || result.ok + result.errors == 0 {
-                    if c.got_data {
-                        result.ok += 1;
-                        result.lat_us.push(now.duration_since(c.start).as_micros().min(u32::MAX as u128) as u32);
-                    } else {
-                        result.errors += 1;
-                    }
+        if let Some(c) = done.and_then(|id| calls.remove(&id)) {
+            let now = Instant::now();
+            if now <= deadline || result.ok + result.errors == 0 {
+                if c.got_data {
+                    result.ok += 1;
+                    result.lat_us.push(now.duration_since(c.start).as_micros().min(u32::MAX as u128) as u32);
+                } else {
+                    result.errors += 1;
                 }
-                if now < deadline {
-                    send(&mut out, &mut calls, &mut next_stream, &mut rng);
-                }
+            }
+            if now < deadline {
+                send(&mut out, &mut calls, &mut next_stream, &mut rng);
             }
         }
         if consumed > (WINDOW / 2) as u64 {

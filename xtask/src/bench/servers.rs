@@ -35,7 +35,7 @@ impl Nginx {
             std::fs::create_dir_all(dir.0.join("www"))?;
             let mut body = String::from("<!DOCTYPE html>\n<html><head><title>bench</title></head><body>\n");
             while body.len() < INDEX_SIZE - 15 {
-                body.push_str("x");
+                body.push('x');
             }
             body.push_str("\n</body></html>\n");
             std::fs::write(dir.0.join("www/index.html"), &body[..])?;
