@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{EVENTS, capture_bytes, count},
+    maps::{EVENTS, capture_bytes, count, submit_flags},
     probes::syscalls::header,
 };
 
@@ -145,6 +145,6 @@ fn chunk<const N: usize>(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) 
         (*ev).flags = flags;
         (*ev)._pad = [0; 5];
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     ok
 }

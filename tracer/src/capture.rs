@@ -53,10 +53,11 @@ impl Capture {
         Ok(())
     }
 
-    /// Like [`drain`] but returns at once when nothing is pending (used at shutdown).
+    /// Like [`drain`] but returns at once when nothing is pending (periodic polls, shutdown).
     pub fn drain_now(&mut self, pipeline: &mut Pipeline) {
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
+        for _ in 0..65536 {
+            let Some(item) = ring.next() else { break };
             pipeline.handle_record(&item);
         }
     }

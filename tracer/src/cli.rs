@@ -41,8 +41,9 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(64..=tracer_common::MAX_CAPTURE_BYTES as i64))]
     pub capture_bytes: u32,
 
-    /// Size of the kernel ring buffer in bytes (a power of two, at least 64 KiB).
-    #[arg(long, env = "TRACER_RING_BUFFER_BYTES", default_value_t = 16 << 20, value_parser = parse_ring_size)]
+    /// Size of the kernel ring buffer in bytes (a power of two, at least 64 KiB). Its pages are
+    /// mapped twice, so it counts double in RSS.
+    #[arg(long, env = "TRACER_RING_BUFFER_BYTES", default_value_t = 8 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_bytes: u32,
 
     /// Connections followed at once; beyond it the oldest idle ones are evicted (and counted).

@@ -16,7 +16,9 @@ fn main() -> ExitCode {
     let ansi = unsafe { libc::isatty(2) } == 1;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread: capture, decoding and OTLP export share it (capture never awaits export), and no
+    // cross-thread wake-ups are paid per ring-buffer batch. Terminal/JSON output has its own thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

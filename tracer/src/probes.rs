@@ -51,6 +51,8 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         prog.attach(category, name)
             .map_err(|e| anyhow!("attaching tracepoint {category}:{name} failed: {e}"))?;
     }
+    // Loading parsed the kernel BTF (tens of MiB of heap, now free): give it back to the system.
+    unsafe { libc::malloc_trim(0) };
     Ok(ebpf)
 }
 

@@ -16,6 +16,9 @@ use crate::{
     targets::Targets,
 };
 
+/// How often the ring buffer is read when the probes did not wake the agent.
+const POLL_PERIOD: Duration = Duration::from_millis(10);
+
 /// Exit status of a run that otherwise went well but lost spans to a collector that was down.
 pub const EXIT_EXPORT_FAILED: i32 = 3;
 
@@ -68,12 +71,17 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     };
     tokio::pin!(deadline);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    // The probes wake the agent only when a lot is waiting (see tracer-ebpf maps.rs); this tick
+    // collects the rest, so a span is never held back for longer than one period.
+    let mut poll = tokio::time::interval(POLL_PERIOD);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stats_every = (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval));
     let mut last_stats = tokio::time::Instant::now();
 
     loop {
         tokio::select! {
             r = capture.drain(&mut pipeline) => r?,
+            _ = poll.tick() => capture.drain_now(&mut pipeline),
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 attach_by_comm(&mut pipeline);

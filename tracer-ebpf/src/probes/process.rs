@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tracer_common::{ProcEvent, counter, kind};
 
 use crate::{
-    maps::{EVENTS, TARGET_COMMS, count, current_target, is_target},
+    maps::{EVENTS, TARGET_COMMS, count, submit_flags, current_target, is_target},
     probes::syscalls::header,
 };
 
@@ -46,5 +46,5 @@ fn send(kind: u32, pid_tgid: u64, comm: [u8; 16]) {
         return;
     };
     entry.write(ProcEvent { hdr: header(kind, pid_tgid), comm });
-    entry.submit(0);
+    entry.submit(submit_flags());
 }

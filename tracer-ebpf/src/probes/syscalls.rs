@@ -17,7 +17,7 @@ use tracer_common::{
 use crate::{
     probes::gotls,
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{EVENTS, PENDING, SOCKETS, count, current_target},
+    maps::{EVENTS, PENDING, SOCKETS, count, submit_flags, current_target},
 };
 
 /// x86-64 syscall numbers.
@@ -303,6 +303,7 @@ fn read_sockaddr(ptr: u64) -> SockAddr {
     out
 }
 
+#[inline(always)]
 fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr) {
     let tgid = (pid_tgid >> 32) as u32;
     let state = SocketState { seq: 0, tls_seq: 0, go_conn: 0, role, _pad: [0; 7] };
@@ -323,7 +324,7 @@ fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr
         local,
         peer,
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 fn on_close(pid_tgid: u64, fd: i32) {
@@ -339,7 +340,7 @@ fn on_close(pid_tgid: u64, fd: i32) {
         return;
     };
     entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd, _pad: 0 });
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[inline(always)]

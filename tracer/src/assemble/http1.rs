@@ -52,7 +52,6 @@ pub struct Http1Conn {
     pending: VecDeque<Pending>,
     /// The response being decoded is an interim 1xx or matched no request: ignore its End.
     ignore_response_end: bool,
-    scratch: Vec<Http1Event>,
 }
 
 impl Http1Conn {
@@ -63,7 +62,6 @@ impl Http1Conn {
             responses: Http1Decoder::new(MessageKind::Response),
             pending: VecDeque::new(),
             ignore_response_end: false,
-            scratch: Vec::new(),
         }
     }
 
@@ -82,7 +80,8 @@ impl Http1Conn {
     }
 
     pub fn feed(&mut self, ctx: &SpanContext<'_>, dir: Direction, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
-        let mut events = std::mem::take(&mut self.scratch);
+        // Not kept per connection: with 10k idle connections, idle buffers are what RSS is made of.
+        let mut events = Vec::new();
         if dir == self.requests_dir() {
             self.requests.feed(seg, &mut events);
             for ev in events.drain(..) {
@@ -94,7 +93,9 @@ impl Http1Conn {
                 self.on_response_event(ctx, ev, seg, stats, out);
             }
         }
-        self.scratch = events;
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
     }
 
     fn on_request_event(&mut self, ev: Http1Event, stats: &mut AssembleStats) {
