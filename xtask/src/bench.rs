@@ -845,7 +845,7 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
     ctx.scenarios.push(
         Scenario::new("ceiling_zero_loss_req_per_s", "req/s", Budget::Given(ok, "0 lost events at 50k req/s (or highest reached)"))
             .values(best.map(|l| num(l, "untraced_req_per_s")), best.map(|l| num(l, "traced_req_per_s")))
-            .note(format!("wrk -t2, default ring (16 MiB); {judged_note}; {stop}")),
+            .note(format!("wrk -t2, default ring (8 MiB); {judged_note}; {stop}")),
     );
     ctx.scenarios.push(
         Scenario::new("ceiling_zero_loss_events_per_s", "events/s", Budget::None)

@@ -176,7 +176,7 @@ pub fn status_kib(pid: u32, key: &str) -> Result<u64> {
 }
 
 /// Resident KiB of a process's mappings of eBPF maps (the ring buffer: its data pages are mapped
-/// twice, so a 16 MiB ring shows as 32 MiB).
+/// twice, so an 8 MiB ring shows as 16 MiB).
 pub fn bpf_map_rss_kib(pid: u32) -> u64 {
     let smaps = read_small(&format!("/proc/{pid}/smaps"));
     let mut in_map = false;
