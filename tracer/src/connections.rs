@@ -167,11 +167,11 @@ impl ConnTable {
         if let Some(old) = self.conns.remove(&key) {
             finished.push(old);
         }
-        if self.conns.len() >= self.max {
-            if let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k) {
-                finished.extend(self.conns.remove(&oldest));
-                self.evicted += 1;
-            }
+        if self.conns.len() >= self.max
+            && let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k)
+        {
+            finished.extend(self.conns.remove(&oldest));
+            self.evicted += 1;
         }
         self.conns.insert(key, conn);
         finished

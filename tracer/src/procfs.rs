@@ -27,7 +27,7 @@ pub fn exe_name(pid: u32) -> Option<String> {
 pub fn pids_with_comm(comms: &[String]) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| comm(pid).is_some_and(|c| comms.iter().any(|w| *w == c)))
+        .filter(|&pid| comm(pid).is_some_and(|c| comms.contains(&c)))
         .collect()
 }
 
