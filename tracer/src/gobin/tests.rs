@@ -30,14 +30,20 @@ fn etcd_bytes() -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{ETCD} is required (Debian package etcd-server): {e}"))
 }
 
+/// `$VAR`, else where `cargo xtask test` builds it (target/go-bin/<var in lower case>).
 fn env_bin(var: &str) -> PathBuf {
-    match std::env::var_os(var) {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "{var} is not set: it must name a build of tests/go/https-server \
-             (see the header of tracer/src/gobin/tests.rs)"
-        ),
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
     }
+    let built = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/go-bin")).join(var.to_lowercase());
+    if built.is_file() {
+        return built;
+    }
+    panic!(
+        "{var} is not set and {} does not exist: it must name a build of tests/go/https-server \
+         (`cargo xtask test` builds it; see the header of tracer/src/gobin/tests.rs)",
+        built.display()
+    )
 }
 
 fn open(path: &std::path::Path) -> GoBinary {
