@@ -202,7 +202,9 @@ pub struct GoTlsCall {
     /// Socket fd, or -1 until the call's own socket syscall tells it.
     pub fd: i32,
     pub direction: u8,
-    pub _pad: [u8; 3],
+    /// 1: the bytes were already reported at entry (a Write whose socket was known).
+    pub emitted: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Key of the kernel socket table: `(tgid << 32) | fd`.

@@ -94,14 +94,23 @@ fn enter(ctx: &ProbeContext, dir: u8) {
     let regs = unsafe { &*ctx.regs };
     // -1: not known yet; the socket syscall this call makes will tell (see bind_syscall).
     let fd = conn_fd(tgid, regs.rax).unwrap_or(-1);
-    let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, _pad: [0; 3] };
+    let mut call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, emitted: 0, _pad: [0; 2] };
+    let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if dir == direction::EGRESS && fd >= 0 {
+        // A goroutine whose stack must grow runs the function's entry twice (the prologue calls
+        // morestack, which restarts the function): the same call is not reported twice.
+        if let Some(prev) = unsafe { GO_TLS_CALLS.get(key) }
+            && prev.emitted == 1
+            && prev.buf == call.buf
+            && prev.conn == call.conn
+        {
+            return;
+        }
         // Sent at entry: the peer's answer can be read (and reported) by another goroutine before
         // this Write reaches its RET, and a request must never come after its response.
         emit_call(pid_tgid, &call, regs.rcx as i64, call.enter_ns);
-        return;
+        call.emitted = 1;
     }
-    let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if GO_TLS_CALLS.insert(key, call, 0).is_err() {
         count(counter::GO_TLS_CALLS_FULL);
     }
@@ -118,6 +127,9 @@ fn ret(ctx: &ProbeContext, dir: u8) {
         Some(call) => {
             let call = unsafe { *call };
             let _ = GO_TLS_CALLS.remove(key);
+            if call.emitted == 1 {
+                return;
+            }
             call
         }
         // Reads only: a Write whose socket was known was already reported at its entry.
@@ -177,7 +189,7 @@ fn call_from_spill_slots(tgid: u32, rsp: u64, n: i64, dir: u8) -> Option<GoTlsCa
     }
     let fd = unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }?;
     let now = unsafe { bpf_ktime_get_ns() };
-    Some(GoTlsCall { buf, conn, enter_ns: now, fd: *fd, direction: dir, _pad: [0; 3] })
+    Some(GoTlsCall { buf, conn, enter_ns: now, fd: *fd, direction: dir, emitted: 0, _pad: [0; 2] })
 }
 
 /// A target goroutine is making a socket syscall: if it is inside a TLS call whose socket is not

@@ -41,6 +41,8 @@ struct Pending {
     /// The head was longer than the capture: its end (and body) are unknown, the rest is known.
     truncated: bool,
     response: Option<(u16, Timing)>,
+    /// The response was an orphan that had already ended: report once the request is complete.
+    answered: Option<(u64, Timing)>,
     /// Already reported (long-running requests are reported when their response starts).
     reported: bool,
 }
@@ -50,8 +52,19 @@ pub struct Http1Conn {
     requests: Http1Decoder,
     responses: Http1Decoder,
     pending: VecDeque<Pending>,
-    /// The response being decoded is an interim 1xx or matched no request: ignore its End.
+    /// The response being decoded is an interim 1xx: ignore its End.
     ignore_response_end: bool,
+    /// A response that arrived before any request it could answer. The two directions are
+    /// reported by different threads (Go's read and write loops), so a response can be processed
+    /// just before its request; kept until the next request says whether it was this one's.
+    orphan: Option<Orphan>,
+}
+
+struct Orphan {
+    status: u16,
+    first_byte: Timing,
+    /// Body size and last byte, once the response ended.
+    end: Option<(u64, Timing)>,
 }
 
 impl Http1Conn {
@@ -62,6 +75,7 @@ impl Http1Conn {
             responses: Http1Decoder::new(MessageKind::Response),
             pending: VecDeque::new(),
             ignore_response_end: false,
+            orphan: None,
         }
     }
 
@@ -85,7 +99,7 @@ impl Http1Conn {
         if dir == self.requests_dir() {
             self.requests.feed(seg, &mut events);
             for ev in events.drain(..) {
-                self.on_request_event(ev, stats);
+                self.on_request_event(ctx, ev, stats, out);
             }
         } else {
             self.responses.feed(seg, &mut events);
@@ -98,7 +112,7 @@ impl Http1Conn {
         }
     }
 
-    fn on_request_event(&mut self, ev: Http1Event, stats: &mut AssembleStats) {
+    fn on_request_event(&mut self, ctx: &SpanContext<'_>, ev: Http1Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
         match ev {
             Http1Event::Head { head: Head::Request(head), first_byte } => {
                 if head.method == "HEAD" {
@@ -114,12 +128,34 @@ impl Http1Conn {
                     Role::Server => first_byte.exit_ns,
                     Role::Client => first_byte.enter_ns,
                 };
-                self.pending.push_back(Pending { head, info, start_ns, request_body: None, truncated: false, response: None, reported: false });
+                let mut p = Pending { head, info, start_ns, request_body: None, truncated: false, response: None, answered: None, reported: false };
+                // A response can only answer a request that started before it.
+                if let Some(o) = self.orphan.take().filter(|o| self.pending.is_empty() && start_ns <= o.first_byte.exit_ns) {
+                    p.response = Some((o.status, o.first_byte));
+                    p.answered = o.end;
+                    if o.end.is_none() {
+                        self.ignore_response_end = false;
+                    }
+                    if p.info.long_running {
+                        out.push(build_span(ctx, &p, o.first_byte.exit_ns, None));
+                        p.reported = true;
+                        stats.spans += 1;
+                    }
+                }
+                self.pending.push_back(p);
             }
             Http1Event::Head { head: Head::Response(_), .. } => {}
             Http1Event::End { body_size, .. } => {
-                if let Some(p) = self.pending.iter_mut().find(|p| p.request_body.is_none()) {
-                    p.request_body = Some(body_size);
+                let Some(idx) = self.pending.iter().position(|p| p.request_body.is_none()) else { return };
+                self.pending[idx].request_body = Some(body_size);
+                // Its response came first and is complete: the exchange is done.
+                if let Some((size, last)) = self.pending[idx].answered
+                    && let Some(p) = self.pending.remove(idx)
+                {
+                    if !p.reported {
+                        out.push(build_span(ctx, &p, last.exit_ns, Some(size)));
+                        stats.spans += 1;
+                    }
                 }
             }
             Http1Event::Desync { reason } => {
@@ -147,6 +183,7 @@ impl Http1Conn {
                 }
                 let Some(p) = self.pending.iter_mut().find(|p| p.response.is_none()) else {
                     stats.unmatched_responses += 1;
+                    self.orphan = Some(Orphan { status: r.status, first_byte, end: None });
                     self.ignore_response_end = true;
                     return;
                 };
@@ -163,6 +200,9 @@ impl Http1Conn {
             Http1Event::Head { head: Head::Request(_), .. } => {}
             Http1Event::End { body_size, last_byte } => {
                 if std::mem::take(&mut self.ignore_response_end) {
+                    if let Some(o) = self.orphan.as_mut().filter(|o| o.end.is_none()) {
+                        o.end = Some((body_size, last_byte));
+                    }
                     return;
                 }
                 let Some(idx) = self.pending.iter().position(|p| p.response.is_some()) else { return };

@@ -305,3 +305,43 @@ mod h2 {
         assert!(matches!(spans[0].status, SpanStatus::Error(_)));
     }
 }
+
+#[test]
+fn joined_mid_way_a_response_without_its_request_shifts_nothing() {
+    let mut h = Harness::new(Role::Client);
+    h.conn.preexisting = true;
+    let req = b"GET /api/v1/namespaces/a/pods/p HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    // The response to a request written before the agent attached comes first.
+    h.send(Direction::Ingress, resp, 5, 6);
+    for i in 0..3u64 {
+        h.send(Direction::Egress, req, 100 * i + 10, 100 * i + 11);
+        h.send(Direction::Ingress, resp, 100 * i + 12, 100 * i + 13);
+    }
+    let spans = h.close(1_000);
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for s in &spans {
+        assert_eq!(s.end_unix_nano - s.start_unix_nano, 3, "paired with its own response");
+        assert_eq!(s.status, SpanStatus::Unset);
+    }
+}
+
+#[test]
+fn a_response_processed_just_before_its_request_is_still_its_answer() {
+    // Go's read loop can report a response before the write loop's request reaches the agent.
+    let mut h = Harness::new(Role::Client);
+    let req = b"GET /api/v1/namespaces/a/pods/p HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    for i in 0..3u64 {
+        // Request written at 10 (entry), response read at 12..13, but delivered in reverse.
+        h.send(Direction::Ingress, resp, 100 * i + 12, 100 * i + 13);
+        h.send(Direction::Egress, req, 100 * i + 10, 100 * i + 11);
+    }
+    let spans = h.close(1_000);
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for s in &spans {
+        assert_eq!(s.end_unix_nano - s.start_unix_nano, 3, "paired with its own response");
+        assert_eq!(s.status, SpanStatus::Unset);
+        assert_eq!(attr(s, "http.response.status_code"), &AttrValue::Int(200));
+    }
+}
