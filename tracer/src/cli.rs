@@ -56,6 +56,11 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub export_queue: u32,
 
+    /// Server port of etcd (repeatable): HTTP/2 streams to or on it are etcd calls even while
+    /// their names are unknown (connections joined mid-way).
+    #[arg(long = "etcd-port", env = "TRACER_ETCD_PORT", value_delimiter = ',', default_value = "2379")]
+    pub etcd_ports: Vec<u16>,
+
     /// Log filter (tracing EnvFilter syntax), e.g. info or tracer=debug.
     #[arg(long, env = "TRACER_LOG", default_value = "info")]
     pub log_level: String,

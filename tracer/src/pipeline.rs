@@ -40,13 +40,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(ebpf: Ebpf, gotls: GoTls, targets: Targets, max_connections: usize, clock: Clock, export: ExportHandle) -> Self {
+    pub fn new(ebpf: Ebpf, gotls: GoTls, targets: Targets, max_connections: usize, assembler: Assembler, export: ExportHandle) -> Self {
         Pipeline {
             ebpf,
             gotls,
             targets,
             conns: ConnTable::new(max_connections),
-            assembler: Assembler::new(clock),
+            assembler,
             stats: PipelineStats::default(),
             local_addrs: LocalAddrs::default(),
             export,

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    assemble::Assembler,
     capture::{Capture, HOUSEKEEPING, KernelCounters},
     cli::Cli,
     clock::Clock,
@@ -51,7 +52,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     }
     let export_stats = export.stats();
     let gotls = GoTls::load(&mut ebpf)?;
-    let mut pipeline = Pipeline::new(ebpf, gotls, targets, cli.max_connections as usize, Clock::new(), export);
+    let assembler = Assembler::new(Clock::new(), cli.etcd_ports.clone());
+    let mut pipeline = Pipeline::new(ebpf, gotls, targets, cli.max_connections as usize, assembler, export);
 
     for &pid in &cli.pids {
         pipeline.attach(pid)?;

@@ -31,6 +31,17 @@ const MAX_PENDING: usize = 64;
 pub struct SpanContext<'a> {
     pub conn: &'a Connection,
     pub clock: &'a Clock,
+    pub etcd_ports: &'a [u16],
+}
+
+impl SpanContext<'_> {
+    /// The connection's server port (the peer's for a client, ours for a server).
+    pub fn server_port(&self) -> Option<u16> {
+        match self.conn.role {
+            Role::Server => self.conn.local.map(|a| a.port()),
+            Role::Client => self.conn.peer.map(|a| a.port()),
+        }
+    }
 }
 
 struct Pending {

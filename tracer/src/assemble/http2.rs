@@ -252,9 +252,16 @@ fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<Stri
     let mut status = SpanStatus::Unset;
     let name;
     if s.name_unknown {
-        // Attached mid-connection and the HPACK table does not know this name yet.
-        name = "unknown".to_owned();
+        // Attached mid-connection and the HPACK table does not know this name yet. On an etcd
+        // port it is still known to be an etcd call, just not which one.
         a.push(("http.request.method", "_OTHER".into()));
+        if ctx.server_port().is_some_and(|p| ctx.etcd_ports.contains(&p)) {
+            name = "etcd unknown".to_owned();
+            a.push(("rpc.system", "grpc".into()));
+            a.push(("db.system.name", "etcd".into()));
+        } else {
+            name = "unknown".to_owned();
+        }
     } else if let Some((service, method)) = grpc_path {
         a.push(("rpc.system", "grpc".into()));
         a.push(("rpc.service", service.to_owned().into()));

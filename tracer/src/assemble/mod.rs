@@ -52,11 +52,14 @@ pub struct AssembleStats {
 pub struct Assembler {
     pub clock: Clock,
     pub stats: AssembleStats,
+    /// Server ports of etcd (`--etcd-port`): streams on them whose names are not known yet are
+    /// still labelled as etcd calls.
+    pub etcd_ports: Vec<u16>,
 }
 
 impl Assembler {
-    pub fn new(clock: Clock) -> Self {
-        Assembler { clock, stats: AssembleStats::default() }
+    pub fn new(clock: Clock, etcd_ports: Vec<u16>) -> Self {
+        Assembler { clock, stats: AssembleStats::default(), etcd_ports }
     }
 
     /// Feeds one chunk's outcome (see [`Connection::on_chunk`]) to the connection's decoder.
@@ -95,11 +98,11 @@ impl Assembler {
         // Taken out for the call so the decoder can read the connection while it is updated.
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => {
-                h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
+                h.feed(&http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, dir, seg, &mut self.stats, out);
                 conn.proto = ProtoState::Http1(h);
             }
             ProtoState::Http2(mut h) => {
-                h.feed(&http1::SpanContext { conn, clock: &self.clock }, dir, seg, &mut self.stats, out);
+                h.feed(&http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, dir, seg, &mut self.stats, out);
                 conn.proto = ProtoState::Http2(h);
             }
             other => conn.proto = other,
@@ -110,10 +113,10 @@ impl Assembler {
     pub fn on_close(&mut self, mut conn: Connection, ts_ns: u64, out: &mut Vec<SpanRecord>) {
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => {
-                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock }, ts_ns, &mut self.stats, out)
+                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, ts_ns, &mut self.stats, out)
             }
             ProtoState::Http2(mut h) => {
-                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock }, ts_ns, &mut self.stats, out)
+                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, ts_ns, &mut self.stats, out)
             }
             ProtoState::Opaque { tls } => out.push(self.connection_span(&conn, tls, ts_ns)),
             ProtoState::Detecting { .. } => {

@@ -24,7 +24,7 @@ impl Harness {
     fn new(role: Role) -> Self {
         let local = "10.0.0.1:6443".parse().ok();
         let peer = "10.0.0.2:40000".parse().ok();
-        Harness { asm: Assembler::new(Clock::new()), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: 0, spans: Vec::new() }
+        Harness { asm: Assembler::new(Clock::new(), vec![2379]), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: 0, spans: Vec::new() }
     }
 
     /// One syscall moving `total` bytes of which `data` were captured.
@@ -290,6 +290,22 @@ mod h2 {
         assert_eq!(attr(s, "k8s.namespace.name"), &AttrValue::Str("default".into()));
         assert_eq!(s.status, SpanStatus::Unset);
         assert_eq!(s.end_unix_nano - s.start_unix_nano, 60);
+    }
+
+    #[test]
+    fn a_stream_joined_mid_way_on_an_etcd_port_is_an_etcd_call_of_unknown_name() {
+        let mut h = Harness::new(Role::Client);
+        h.conn.peer = "10.0.0.3:2379".parse().ok();
+        h.conn.preexisting = true;
+        // Indexed fields 62 and 63: dynamic-table entries learned before the agent attached.
+        let req = [build::headers(7, &[0xbe, 0xbf], false), build::data(7, &build::grpc_message(&[0x0a, 0x01, b'k']), true)].concat();
+        h.send(Direction::Egress, &req, 10, 11);
+        h.send(Direction::Ingress, &build::headers(7, &[vec![STATUS_200], grpc_trailers(0)].concat(), true), 20, 21);
+        let spans = h.close(100);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(spans[0].name, "etcd unknown");
+        assert_eq!(attr(&spans[0], "db.system.name"), &AttrValue::Str("etcd".into()));
+        assert!(spans[0].attr("rpc.method").is_none(), "the method is not guessed");
     }
 
     #[test]
