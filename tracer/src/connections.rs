@@ -187,6 +187,11 @@ impl ConnTable {
         keys.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
+    /// The connections of a process.
+    pub fn of_process_mut(&mut self, tgid: u32) -> impl Iterator<Item = &mut Connection> {
+        self.conns.iter_mut().filter(move |(k, _)| k.tgid == tgid).map(|(_, c)| c)
+    }
+
     /// Removes the connections of a process whose fd is not in `keep`.
     pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection> {
         let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();

@@ -141,6 +141,13 @@ impl Pipeline {
         for conn in self.conns.remove_process_except(pid, &alive) {
             self.assembler.on_close(conn, now, &mut self.spans);
         }
+        // Connections that survived the exec, or that the new image opened before this event was
+        // handled, belong to the process as it is now.
+        if let Some(info) = self.targets.process(pid) {
+            for conn in self.conns.of_process_mut(pid) {
+                conn.process = info.clone();
+            }
+        }
         self.attach_go_tls(pid);
         tracing::info!(pid, "target exec'd a new image pid={pid}");
         Ok(())
