@@ -92,7 +92,7 @@ impl Pipeline {
             }
             Event::ProcExec { tgid, comm } => {
                 let result = if self.targets.is_active(tgid) {
-                    self.exec(tgid)
+                    self.exec(tgid, &comm)
                 } else if self.targets.comms().contains(&comm) {
                     self.attach(tgid)
                 } else {
@@ -134,9 +134,9 @@ impl Pipeline {
     }
 
     /// A target exec'd: uprobes follow the new image; connections that did not survive are closed.
-    fn exec(&mut self, pid: u32) -> Result<()> {
+    fn exec(&mut self, pid: u32, comm: &str) -> Result<()> {
         self.gotls.detach(&mut self.ebpf, pid);
-        let alive = self.targets.exec(pid)?;
+        let alive = self.targets.exec(pid, comm)?;
         let now = Clock::ktime_now();
         for conn in self.conns.remove_process_except(pid, &alive) {
             self.assembler.on_close(conn, now, &mut self.spans);

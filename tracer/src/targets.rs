@@ -106,8 +106,17 @@ impl Targets {
     /// A target exec'd a new image: it is traced without a gap (its bit stays set); its details
     /// are read again, and sockets that did not survive the exec (close-on-exec) are forgotten.
     /// Returns the fds that are still sockets.
-    pub fn exec(&mut self, pid: u32) -> Result<Vec<i32>> {
-        let info = self.process_info(pid)?;
+    pub fn exec(&mut self, pid: u32, comm: &str) -> Result<Vec<i32>> {
+        // A short-lived image may be gone by the time its exec is handled: its spans still belong
+        // to the new image, named by the comm the kernel reported at exec.
+        let info = self.process_info(pid).unwrap_or_else(|_| {
+            Arc::new(ProcessInfo {
+                service_name: comm.to_owned(),
+                pid,
+                executable_name: comm.to_owned(),
+                host_name: self.host_name.clone(),
+            })
+        });
         self.active.insert(pid, info);
         let alive: Vec<i32> = procfs::socket_fds(pid).into_iter().map(|(fd, _)| fd).collect();
         let stale: Vec<u64> = self
