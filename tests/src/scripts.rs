@@ -162,12 +162,13 @@ while True:
 /// Plan fields: `host`, `port`, `requests` (list of `{method, path, body_size?, headers?}`),
 /// `wait_stdin` (bool: wait for a line before starting, and for another one (or EOF) before
 /// exiting), `sleep_ms` (pause between requests), `decoy_dir` (if set: first write and read
-/// regular files and a pipe whose bytes look like HTTP).
+/// regular files and a pipe whose bytes look like HTTP). A request with `half_close: true` shuts
+/// down the client's sending side (`shutdown(SHUT_WR)`) before reading its response.
 ///
 /// Prints JSON lines: `{"event":"ready","pid":N}`, one `{"event":"response",...}` per request
 /// (status, elapsed seconds, local_port, body_len), `{"event":"done"}`.
 pub const HTTP_CLIENT: &str = r#"
-import http.client, json, os, sys, time
+import http.client, json, os, socket, sys, time
 
 plan = json.loads(sys.argv[1])
 
@@ -213,6 +214,8 @@ for i, r in enumerate(plan.get("requests", [])):
     t0 = time.monotonic()
     conn.request(r["method"], r["path"], body=body, headers=headers)
     local_port = conn.sock.getsockname()[1]
+    if r.get("half_close"):
+        conn.sock.shutdown(socket.SHUT_WR)
     resp = conn.getresponse()
     data = resp.read()
     elapsed = time.monotonic() - t0

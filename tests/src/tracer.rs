@@ -142,7 +142,7 @@ pub fn parse_json_lines(stdout: &str) -> Result<Vec<ReceivedSpan>, String> {
 impl Tracer {
     /// A `Command` for the tracer binary with a hermetic environment: every inherited `TRACER_*`
     /// variable except `TRACER_LOG` removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`,
-    /// `RUST_BACKTRACE=1`.
+    /// `RUST_BACKTRACE=1`, and `TRACER_PROBE_MODE` from `ITEST_PROBE_MODE` when that is set.
     pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
         let mut cmd = Command::new(tracer_bin());
         cmd.args(args);
@@ -311,13 +311,19 @@ impl Tracer {
     }
 
     /// Waits for the readiness line of `pid`: `target attached` and `pid=<PID>` on one line.
+    /// Under `ITEST_PROBE_MODE=syscalls`, also checks that the tracer runs with syscall hooks.
     pub fn wait_attached(&mut self, pid: u32) -> String {
         let what = format!("`target attached` with pid={pid}");
-        self.wait_for_stderr_line(
+        let line = self.wait_for_stderr_line(
             &what,
             move |l| l.contains("target attached") && has_pid_field(l, pid),
             ATTACH_TIMEOUT,
-        )
+        );
+        if std::env::var("ITEST_PROBE_MODE").as_deref() == Ok("syscalls") && !self.args.iter().any(|a| a == "--probe-mode") {
+            let stderr = self.stderr();
+            assert!(stderr.contains("with sys_enter/sys_exit"), "ITEST_PROBE_MODE=syscalls, yet the tracer does not say it uses syscall hooks:\n{stderr}");
+        }
+        line
     }
 
     /// Spans printed so far with `--output json`; panics on a line that is not a span.
@@ -466,6 +472,10 @@ fn configure_env(cmd: &mut Command) {
     }
     if std::env::var_os("TRACER_LOG").is_none() {
         cmd.env("TRACER_LOG", "info");
+    }
+    // `cargo xtask test` runs the protocol suites a second time with the syscall hooks.
+    if let Some(mode) = std::env::var_os("ITEST_PROBE_MODE") {
+        cmd.env("TRACER_PROBE_MODE", mode);
     }
     cmd.env("NO_COLOR", "1");
     cmd.env("RUST_BACKTRACE", "1");

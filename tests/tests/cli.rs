@@ -24,6 +24,7 @@ fn bad_flag_values_exit_2() {
         (&["--capture-bytes", "lots"], "capture-bytes"),
         (&["--otlp-protocol", "bogus"], "otlp-protocol"),
         (&["--output", "bogus"], "output"),
+        (&["--probe-mode", "kprobes"], "probe-mode"),
         (&["--pid", "not-a-pid"], "pid"),
         (&["--no-such-flag"], "no-such-flag"),
     ];
@@ -32,6 +33,25 @@ fn bad_flag_values_exit_2() {
         full.extend(["--duration", "2"]);
         let out = Tracer::run(&full, RUN_TIMEOUT);
         out.assert_error(2, &[needle]);
+    }
+}
+
+/// `--probe-mode` picks the hooks, and the log says which; this kernel (6.18) has both.
+#[test]
+fn probe_mode_is_chosen_and_logged() {
+    require_root();
+    let idle = idle_process();
+    for (mode, needle) in [
+        ("auto", "sock_send_length/sock_recv_length tracepoints"),
+        ("socket", "sock_send_length/sock_recv_length tracepoints"),
+        ("syscalls", "capturing socket I/O with sys_enter/sys_exit"),
+    ] {
+        let pid = idle.pid().to_string();
+        let mut t = Tracer::start(&["--probe-mode", mode, "--pid", &pid, "--output", "none"]);
+        t.wait_attached(idle.pid());
+        let out = t.stop();
+        out.assert_code(0);
+        assert!(out.stderr.contains(needle), "--probe-mode {mode}: no {needle:?} in:\n{}", out.stderr);
     }
 }
 

@@ -75,7 +75,10 @@ pub mod counter {
     pub const GO_TLS_NO_SOCKET: u32 = 5;
     /// The per-goroutine Go TLS call map was full.
     pub const GO_TLS_CALLS_FULL: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Socket I/O of a target outside any syscall whose arguments say which fd it is on (io_uring,
+    /// sendmmsg...) on a socket not known yet: not followed.
+    pub const NO_SYSCALL_FD: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 #[repr(C)]
@@ -168,8 +171,46 @@ pub struct SocketState {
     pub tls_seq: u32,
     /// The Go `*tls.Conn` over this socket, once known (0 otherwise).
     pub go_conn: u64,
+    /// The kernel `struct sock` behind the fd (socket hooks); 0 until known.
+    pub sk: u64,
+    /// When a connect started (socket hooks report the connection at its first bytes).
+    pub open_ns: u64,
+    /// Ports (host order) of a socket seeded from /proc, checked against `sk` when it is learned.
+    pub local_port: u16,
+    pub peer_port: u16,
     pub role: u8,
-    pub _pad: [u8; 7],
+    /// 1 once userspace was told of this socket (a SOCK_OPEN, or seeded by userspace itself).
+    pub announced: u8,
+    pub _pad: [u8; 2],
+}
+
+impl SocketState {
+    pub const fn new(role: u8) -> Self {
+        SocketState { seq: 0, tls_seq: 0, go_conn: 0, sk: 0, open_ns: 0, local_port: 0, peer_port: 0, role, announced: 1, _pad: [0; 2] }
+    }
+}
+
+/// Which hooks capture socket I/O (the `PROBE_MODE` global).
+pub mod probe_mode {
+    /// Raw `sys_enter`/`sys_exit` tracepoints: every syscall of every process runs a probe.
+    pub const SYSCALLS: u32 = 0;
+    /// `sock:sock_send_length`/`sock_recv_length` (Linux ≥ 6.3): only socket I/O runs a probe.
+    pub const SOCKET: u32 = 1;
+}
+
+/// Field offsets in the kernel's `struct sock`, from its BTF (patched by userspace before load).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockOffsets {
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
 }
 
 /// Offsets inside Go runtime structures that Go TLS probes follow, patched by userspace per binary.
@@ -225,4 +266,5 @@ mod user {
     unsafe impl aya::Pod for GoTlsOffsets {}
     unsafe impl aya::Pod for GoKey {}
     unsafe impl aya::Pod for GoTlsCall {}
+    unsafe impl aya::Pod for SockOffsets {}
 }

@@ -11,7 +11,7 @@ use tracer_common::{
 
 use crate::{
     maps::{EVENTS, capture_bytes, count, submit_flags},
-    probes::syscalls::header,
+    sockets::header,
 };
 
 /// What the chunks of one syscall share.

@@ -1,7 +1,10 @@
 //! eBPF probes of the kube-apiserver tracer.
 //!
-//! probes/syscalls.rs follows socket syscalls (raw sys_enter/sys_exit tracepoints), probes/sock.rs
-//! learns local addresses of connects, probes/process.rs notices targets that start and stop.
+//! Socket I/O is captured one of two ways: probes/sockio.rs hooks `sock:sock_send_length` and
+//! `sock_recv_length` (Linux ≥ 6.3, only socket I/O runs a probe), or probes/syscalls.rs hooks the
+//! raw sys_enter/sys_exit tracepoints (older kernels). probes/sock.rs follows TCP state changes
+//! (connects, closes), probes/gotls.rs Go crypto/tls plaintext, probes/process.rs targets that
+//! start and stop.
 //! Every program filters on the target TGID (or, for exec, the target comm) first.
 #![no_std]
 #![no_main]
@@ -9,6 +12,8 @@
 mod emit;
 mod maps;
 mod probes;
+mod sockets;
+mod userregs;
 
 #[cfg(not(test))]
 #[panic_handler]

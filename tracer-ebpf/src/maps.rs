@@ -3,9 +3,9 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Comm, SocketState, TARGET_BITMAP_WORDS, counter};
+use tracer_common::{Comm, SockOffsets, SocketState, TARGET_BITMAP_WORDS, counter};
 
 use crate::probes::syscalls::PendingCall;
 
@@ -18,6 +18,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 pub static TARGETS: Array<u64> = Array::with_max_entries(TARGET_BITMAP_WORDS, 0);
 
+/// The targets with Go crypto/tls probes, same layout: only their socket I/O is matched with TLS
+/// calls in progress (two hash lookups the others are spared).
+#[map]
+pub static GO_TLS_TARGETS: Array<u64> = Array::with_max_entries(TARGET_BITMAP_WORDS, 0);
+
 /// comm names to pick up at exec (userspace fills it from `--comm`).
 #[map]
 pub static TARGET_COMMS: HashMap<Comm, u8> = HashMap::with_max_entries(64, 0);
@@ -25,6 +30,11 @@ pub static TARGET_COMMS: HashMap<Comm, u8> = HashMap::with_max_entries(64, 0);
 /// Sockets of targets, keyed by `socket_key(tgid, fd)`. Non-socket fds are dropped in kernel.
 #[map]
 pub static SOCKETS: HashMap<u64, SocketState> = HashMap::with_max_entries(65536, 0);
+
+/// `struct sock` → its `SOCKETS` key, so a TCP state change (close, reset) finds the fd. Socket
+/// hooks only. LRU: an entry whose socket was dropped from `SOCKETS` ages out.
+#[map]
+pub static SK_KEYS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Arguments of the syscall a target thread is in, keyed by pid_tgid, read back at sys_exit.
 #[map]
@@ -42,6 +52,34 @@ pub fn capture_bytes() -> u32 {
     unsafe { core::ptr::read_volatile(&CAPTURE_BYTES) }
 }
 
+/// `tracer_common::probe_mode`, patched by userspace before load.
+#[unsafe(no_mangle)]
+pub static PROBE_MODE: u32 = 0;
+
+#[inline(always)]
+pub fn probe_mode() -> u32 {
+    unsafe { core::ptr::read_volatile(&PROBE_MODE) }
+}
+
+/// `struct sock` field offsets from the kernel's BTF, patched by userspace (socket hooks).
+#[unsafe(no_mangle)]
+pub static SOCK_OFFSETS: SockOffsets = SockOffsets {
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_family: 0,
+    skc_state: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    sk_protocol: 0,
+};
+
+#[inline(always)]
+pub fn sock_offsets() -> SockOffsets {
+    unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) }
+}
+
 /// The current task's pid_tgid if its process is a target.
 #[inline(always)]
 pub fn current_target() -> Option<u64> {
@@ -55,7 +93,17 @@ pub fn current_target() -> Option<u64> {
 
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    match TARGETS.get(tgid >> 6) {
+    has_bit(&TARGETS, tgid)
+}
+
+#[inline(always)]
+pub fn is_go_tls_target(tgid: u32) -> bool {
+    has_bit(&GO_TLS_TARGETS, tgid)
+}
+
+#[inline(always)]
+fn has_bit(bitmap: &Array<u64>, tgid: u32) -> bool {
+    match bitmap.get(tgid >> 6) {
         Some(word) => (*word >> (tgid & 63)) & 1 == 1,
         None => false,
     }

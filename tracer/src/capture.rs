@@ -23,6 +23,8 @@ pub struct KernelCounters {
     pub iov_truncated: u64,
     pub go_tls_no_socket: u64,
     pub go_tls_calls_full: u64,
+    /// Socket I/O on an unknown socket in a syscall without an fd argument (io_uring...).
+    pub no_syscall_fd: u64,
 }
 
 pub struct Capture {
@@ -72,6 +74,7 @@ impl Capture {
             iov_truncated: sum(counter::IOV_TRUNCATED),
             go_tls_no_socket: sum(counter::GO_TLS_NO_SOCKET),
             go_tls_calls_full: sum(counter::GO_TLS_CALLS_FULL),
+            no_syscall_fd: sum(counter::NO_SYSCALL_FD),
         }
     }
 }

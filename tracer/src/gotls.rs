@@ -9,7 +9,7 @@ use std::{collections::HashMap, num::NonZeroU32, path::PathBuf};
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{
         UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
@@ -17,7 +17,10 @@ use aya::{
 };
 use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets};
 
-use crate::gobin::{GoBinError, GoBinary};
+use crate::{
+    gobin::{GoBinError, GoBinary},
+    targets::set_tgid_bit,
+};
 
 const PROGRAMS: [&str; 6] =
     ["go_tls_write_enter", "go_tls_read_enter", "go_tls_write_ret", "go_tls_read_ret", "go_tls_io_enter", "go_tls_io_ret"];
@@ -32,6 +35,8 @@ const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16
 
 pub struct GoTls {
     offsets: BpfHashMap<MapData, u32, GoTlsOffsets>,
+    /// Processes with Go TLS probes: only their socket I/O is matched with TLS calls in progress.
+    go_targets: Array<MapData, u64>,
     /// Per-process entries to forget when a process goes (values are opaque here).
     conn_fds: BpfHashMap<MapData, GoKey, i32>,
     calls: BpfHashMap<MapData, GoKey, GoTlsCall>,
@@ -56,9 +61,10 @@ impl GoTls {
         }
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         let offsets = BpfHashMap::try_from(take("GO_TLS_OFFSETS")?)?;
+        let go_targets = Array::try_from(take("GO_TLS_TARGETS")?)?;
         let conn_fds = BpfHashMap::try_from(take("GO_CONN_FDS")?)?;
         let calls = BpfHashMap::try_from(take("GO_TLS_CALLS")?)?;
-        Ok(GoTls { offsets, conn_fds, calls, links: HashMap::new() })
+        Ok(GoTls { offsets, go_targets, conn_fds, calls, links: HashMap::new() })
     }
 
     pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
@@ -78,6 +84,7 @@ impl GoTls {
             return Err(anyhow!("{go_version} passes arguments on the stack (before Go 1.17): not supported"));
         }
         self.offsets.insert(pid, OFFSETS, 0).context("storing Go struct offsets")?;
+        set_tgid_bit(&mut self.go_targets, pid, true)?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset), (1, points.read.func.file_offset)];
         points_by_prog.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
@@ -97,6 +104,7 @@ impl GoTls {
                 Err(e) => {
                     self.detach_links(ebpf, links);
                     let _ = self.offsets.remove(&pid);
+                    let _ = set_tgid_bit(&mut self.go_targets, pid, false);
                     let e = anyhow::Error::new(e).context(format!("attaching a uprobe at {offset:#x} of {}", exe.display()));
                     return Err(e);
                 }
@@ -112,6 +120,7 @@ impl GoTls {
             self.detach_links(ebpf, links);
         }
         let _ = self.offsets.remove(&pid);
+        let _ = set_tgid_bit(&mut self.go_targets, pid, false);
         // The process is gone or re-exec'd: its connections and calls in progress with it.
         let stale: Vec<GoKey> = self.conn_fds.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
         for k in stale {

@@ -14,6 +14,7 @@ pub mod events;
 pub mod export;
 pub mod gobin;
 pub mod gotls;
+pub mod kernel_btf;
 pub mod local_addrs;
 pub mod pipeline;
 pub mod probes;

@@ -109,8 +109,20 @@ impl Pipeline {
     fn open(&mut self, o: SockOpen, preexisting: bool) {
         let Some(process) = self.targets.process(o.tgid) else { return };
         let local = o.local.or_else(|| self.local_addrs.accepted(o.tgid, o.listen_fd, o.peer));
+        let key = ConnKey { tgid: o.tgid, fd: o.fd };
+        // Socket hooks meet sockets at their first bytes: one the target had before it was attached
+        // may be met between its bit being set and its seeding from /proc. It is the same socket
+        // (same addresses), already known as a connection joined mid-way, with its true role.
+        if !preexisting
+            && let Some(c) = self.conns.get_mut(&key)
+            && c.preexisting
+            && c.local == local
+            && c.peer == o.peer
+        {
+            return;
+        }
         let conn = Connection::new(o.role, local, o.peer, o.ts_ns, preexisting, process);
-        let replaced = self.conns.insert(ConnKey { tgid: o.tgid, fd: o.fd }, conn);
+        let replaced = self.conns.insert(key, conn);
         for old in replaced {
             self.assembler.on_close(old, o.ts_ns, &mut self.spans);
         }

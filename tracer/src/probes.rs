@@ -9,7 +9,12 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 
-use crate::cli::Cli;
+use tracer_common::{SockOffsets, probe_mode};
+
+use crate::{
+    cli::{Cli, ProbeModeArg},
+    kernel_btf,
+};
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
@@ -28,15 +33,23 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
     ensure_tracefs()?;
     // The kernel charges BPF memory to the cgroup; where RLIMIT_MEMLOCK cannot be raised that is fine.
     raise_memlock();
+    let (mode, offsets) = choose_probe_mode(cli)?;
 
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("CAPTURE_BYTES", &cli.capture_bytes, true)
+        .override_global("PROBE_MODE", &mode, true)
+        .override_global("SOCK_OFFSETS", &offsets, true)
         .map_max_entries("EVENTS", cli.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", last_lines(&e.to_string())))?;
 
-    for (name, tp) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
+    let raw: &[(&str, &str)] = if mode == probe_mode::SOCKET {
+        &[("sock_send_length", "sock_send_length"), ("sock_recv_length", "sock_recv_length")]
+    } else {
+        &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")]
+    };
+    for &(name, tp) in raw {
         let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|e| load_error(name, e))?;
         prog.attach(tp).map_err(|e| anyhow!("attaching raw tracepoint {tp} failed: {e}"))?;
@@ -54,6 +67,31 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
     // Loading parsed the kernel BTF (tens of MiB of heap, now free): give it back to the system.
     unsafe { libc::malloc_trim(0) };
     Ok(ebpf)
+}
+
+/// Socket hooks when the kernel has the tracepoints and its BTF gives the `struct sock` offsets
+/// they need; syscall hooks otherwise (or when asked).
+fn choose_probe_mode(cli: &Cli) -> Result<(u32, SockOffsets)> {
+    if cli.probe_mode == ProbeModeArg::Syscalls {
+        tracing::info!("capturing socket I/O with sys_enter/sys_exit (--probe-mode syscalls)");
+        return Ok((probe_mode::SYSCALLS, SockOffsets::default()));
+    }
+    let available = if ![TRACEFS, TRACEFS_DEBUGFS].iter().any(|t| Path::new(t).join("events/sock/sock_recv_length").is_dir()) {
+        Err(anyhow!("the kernel has no sock:sock_send_length/sock_recv_length tracepoints (Linux 6.3+)"))
+    } else {
+        kernel_btf::sock_offsets(&cli.btf_path)
+    };
+    match available {
+        Ok(offsets) => {
+            tracing::info!("capturing socket I/O with the sock_send_length/sock_recv_length tracepoints");
+            Ok((probe_mode::SOCKET, offsets))
+        }
+        Err(e) if cli.probe_mode == ProbeModeArg::Socket => bail!("--probe-mode socket: {e:#}"),
+        Err(e) => {
+            tracing::info!("capturing socket I/O with sys_enter/sys_exit: {e:#}");
+            Ok((probe_mode::SYSCALLS, SockOffsets::default()))
+        }
+    }
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
@@ -78,7 +116,8 @@ fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
 /// The last few non-empty lines of a long message, joined into one line.
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(4)..];
+    let keep = if std::env::var_os("TRACER_FULL_VERIFIER_LOG").is_some() { 400 } else { 4 };
+    let tail = &lines[lines.len().saturating_sub(keep)..];
     tail.join(" | ")
 }
 

@@ -146,6 +146,7 @@ fn log_stats(what: &str, p: &Pipeline, k: KernelCounters, e: &export::ExportStat
         read_user_failed = k.read_user_failed,
         go_tls_no_socket = k.go_tls_no_socket,
         go_tls_calls_full = k.go_tls_calls_full,
+        no_syscall_fd = k.no_syscall_fd,
         connections = p.conns.len(),
         connections_evicted = p.conns.evicted,
         spans = a.spans,

@@ -97,7 +97,10 @@ impl Targets {
                 Role::Server => sock_role::ACCEPTED,
                 Role::Client => sock_role::CONNECTED,
             };
-            let state = SocketState { seq: 0, tls_seq: 0, go_conn: 0, role, _pad: [0; 7] };
+            let mut state = SocketState::new(role);
+            // The socket hooks learn its `struct sock` at its next bytes, checked by these ports.
+            state.local_port = c.local.port();
+            state.peer_port = c.peer.port();
             let _ = self.sockets.insert(socket_key(pid, c.fd as u32), state, BPF_NOEXIST);
         }
         Ok(existing)
@@ -145,13 +148,18 @@ impl Targets {
     }
 
     fn set_bit(&mut self, pid: u32, on: bool) -> Result<()> {
-        let word = pid >> 6;
-        let bit = 1u64 << (pid & 63);
-        let old = self.bitmap.get(&word, 0).with_context(|| format!("pid {pid} is beyond pid_max"))?;
-        let new = if on { old | bit } else { old & !bit };
-        self.bitmap.set(word, new, 0).context("updating the target bitmap")?;
-        Ok(())
+        set_tgid_bit(&mut self.bitmap, pid, on)
     }
+}
+
+/// Sets or clears `pid`'s bit in a kernel TGID bitmap (bit `pid % 64` of word `pid / 64`).
+pub fn set_tgid_bit(bitmap: &mut Array<MapData, u64>, pid: u32, on: bool) -> Result<()> {
+    let word = pid >> 6;
+    let bit = 1u64 << (pid & 63);
+    let old = bitmap.get(&word, 0).with_context(|| format!("pid {pid} is beyond pid_max"))?;
+    let new = if on { old | bit } else { old & !bit };
+    bitmap.set(word, new, 0).context("updating a TGID bitmap")?;
+    Ok(())
 }
 
 fn take<V>(ebpf: &mut Ebpf, name: &str) -> Result<V>

@@ -18,7 +18,7 @@ use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, counter, direction, socket_k
 
 use crate::{
     emit::{DataCtx, emit_data},
-    maps::{SOCKETS, count, current_target},
+    maps::{SOCKETS, count, current_target, is_go_tls_target},
 };
 
 /// Calls in progress, by goroutine.
@@ -196,6 +196,9 @@ fn call_from_spill_slots(tgid: u32, rsp: u64, n: i64, dir: u8) -> Option<GoTlsCa
 /// known yet, this is it. Works whatever wraps the net.Conn (keep-alive or limit listeners...).
 #[inline(always)]
 pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
+    if !is_go_tls_target(tgid) {
+        return;
+    }
     let key = GoKey { tgid: tgid as u64, ptr: g };
     if let Some(conn) = unsafe { GO_TLS_IO.get(key) } {
         remember(tgid, *conn, fd);

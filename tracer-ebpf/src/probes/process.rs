@@ -9,7 +9,7 @@ use tracer_common::{ProcEvent, counter, kind};
 
 use crate::{
     maps::{EVENTS, TARGET_COMMS, count, submit_flags, current_target, is_target},
-    probes::syscalls::header,
+    sockets::header,
 };
 
 /// A process exec'd: report it if its new comm is a `--comm` target (or it already was a target,

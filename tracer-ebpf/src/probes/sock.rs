@@ -1,26 +1,43 @@
-//! `sock:inet_sock_set_state`: learns the local address of a target's TCP connect.
+//! `sock:inet_sock_set_state`: TCP state changes of targets' sockets.
 //!
-//! tcp_v4/v6_connect moves the socket to SYN_SENT inside the connect syscall, in the caller's
-//! context, so the pending connect of this very thread is the socket that changed state. That also
-//! tells TCP apart from UDP "connects" (DNS), which are not followed.
+//! - SYN_SENT happens inside connect (or a fast-open sendto), in the caller's context. With
+//!   syscall hooks it gives the pending connect its local address and tells TCP from UDP
+//!   "connects" (DNS). With socket hooks it marks the fd as a connect, announced at its first
+//!   bytes, once its local port is chosen.
+//! - With socket hooks, these end a connection: FIN_WAIT1 from the owner's close (not from a
+//!   shutdown: a half-closed socket still reads what the peer sends), LAST_ACK (both sides are
+//!   done), a reset or abort (CLOSE straight from an open state, maybe in softirq), and a new
+//!   connection in the same `struct sock` memory (SYN_SENT/SYN_RECV), which catches closes that
+//!   changed no state. CLOSE after FIN_WAIT/CLOSING does not: the fd may still hold unread bytes.
+//!   With syscall hooks, close() itself says so.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::SockAddr;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use tracer_common::{SockAddr, SocketState, probe_mode, sock_role, socket_key};
 
 use crate::{
-    maps::{PENDING, current_target},
+    maps::{PENDING, SK_KEYS, SOCKETS, current_target, probe_mode},
     probes::syscalls::call,
+    sockets::close_socket,
+    userregs::{UserRegs, nr},
 };
 
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_LAST_ACK: i32 = 9;
 const IPPROTO_TCP: u16 = 6;
 const AF_INET: u16 = 2;
 
 /// Field offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format (stable since 4.16).
 mod field {
     pub const SKADDR: usize = 8;
+    pub const OLDSTATE: usize = 16;
     pub const NEWSTATE: usize = 20;
     pub const SPORT: usize = 24;
+    pub const DPORT: usize = 26;
     pub const FAMILY: usize = 28;
     pub const PROTOCOL: usize = 30;
     pub const SADDR: usize = 32;
@@ -29,17 +46,58 @@ mod field {
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let Some(pid_tgid) = current_target() else {
+    let target = current_target();
+    let Ok([oldstate, newstate]) = (unsafe { ctx.read_at::<[i32; 2]>(field::OLDSTATE) }) else {
         return 0;
     };
-    let _ = try_inet_sock_set_state(&ctx, pid_tgid);
+    match target {
+        Some(pid_tgid) => {
+            let _ = try_inet_sock_set_state(&ctx, pid_tgid, oldstate, newstate);
+        }
+        // A reset can close a target's socket from any context, and a `struct sock` that starts a
+        // new life (reused memory) ends its old one: look it up by its address.
+        None if (is_reset(oldstate, newstate) || is_new_life(newstate)) && probe_mode() == probe_mode::SOCKET => {
+            if let Ok(sk) = unsafe { ctx.read_at::<u64>(field::SKADDR) } {
+                let _ = forget_sk(sk);
+            }
+        }
+        None => {}
+    }
     0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i32> {
-    let newstate: i32 = unsafe { ctx.read_at(field::NEWSTATE)? };
+/// A socket starting a connection: if its memory held a target's socket before, that one is gone
+/// (its close was not seen, e.g. shutdown then close, which changes no state).
+#[inline(always)]
+fn is_new_life(newstate: i32) -> bool {
+    newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV
+}
+
+/// CLOSE straight from an open state: a reset, or an abort (close with unread bytes, SO_LINGER 0).
+#[inline(always)]
+fn is_reset(oldstate: i32, newstate: i32) -> bool {
+    newstate == TCP_CLOSE && matches!(oldstate, TCP_ESTABLISHED | TCP_CLOSE_WAIT | TCP_SYN_SENT | TCP_SYN_RECV)
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64, oldstate: i32, newstate: i32) -> Result<(), i64> {
     let protocol: u16 = unsafe { ctx.read_at(field::PROTOCOL)? };
-    if newstate != TCP_SYN_SENT || protocol != IPPROTO_TCP {
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk: u64 = unsafe { ctx.read_at(field::SKADDR)? };
+    if probe_mode() == probe_mode::SOCKET {
+        return match newstate {
+            TCP_SYN_SENT => {
+                let _ = forget_sk(sk);
+                mark_connect(pid_tgid, sk)
+            }
+            TCP_SYN_RECV => forget_sk(sk),
+            TCP_FIN_WAIT1 | TCP_LAST_ACK => closed(ctx, pid_tgid, sk, newstate),
+            _ if is_reset(oldstate, newstate) => closed(ctx, pid_tgid, sk, newstate),
+            _ => Ok(()),
+        };
+    }
+    if newstate != TCP_SYN_SENT {
         return Ok(());
     }
     let Some(pending) = PENDING.get_ptr_mut(pid_tgid) else {
@@ -56,11 +114,69 @@ fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64) -> Result<(),
     } else {
         local.addr = unsafe { ctx.read_at(field::SADDR_V6)? };
     }
-    let sk: u64 = unsafe { ctx.read_at(field::SKADDR)? };
     unsafe {
         (*pending).local = local;
         (*pending).is_tcp = 1;
         (*pending).sk = sk;
+    }
+    Ok(())
+}
+
+/// Socket hooks: the fd a target is connecting becomes a client connection, announced at its
+/// first bytes (by then its local port is chosen).
+#[inline(always)]
+fn mark_connect(pid_tgid: u64, sk: u64) -> Result<(), i64> {
+    let regs = UserRegs::current().ok_or(0i64)?;
+    if !matches!(regs.syscall(), nr::CONNECT | nr::SENDTO | nr::SENDMSG) {
+        return Ok(());
+    }
+    let fd = regs.di() as u32;
+    let key = socket_key((pid_tgid >> 32) as u32, fd);
+    if let Some(old) = SOCKETS.get_ptr(key) {
+        close_socket(key, &unsafe { *old });
+    }
+    let mut state = SocketState::new(sock_role::CONNECTED);
+    state.sk = sk;
+    state.open_ns = unsafe { bpf_ktime_get_ns() };
+    state.announced = 0;
+    SOCKETS.insert(key, state, 0)?;
+    SK_KEYS.insert(sk, key, 0)?;
+    Ok(())
+}
+
+/// Socket hooks: a target's socket left the open states in the target's own context.
+#[inline(always)]
+fn closed(ctx: &TracePointContext, pid_tgid: u64, sk: u64, newstate: i32) -> Result<(), i64> {
+    let regs = UserRegs::current();
+    let syscall = regs.as_ref().map(UserRegs::syscall).unwrap_or(-1);
+    if syscall == nr::SHUTDOWN && newstate == TCP_FIN_WAIT1 {
+        return Ok(()); // half-closed: the fd still reads what the peer sends
+    }
+    if SK_KEYS.get_ptr(sk).is_some() {
+        return forget_sk(sk);
+    }
+    // A socket seeded from /proc whose `sk` was never learned (no bytes since attach), closed by
+    // close(fd): the ports tell it is the same socket.
+    let Some(regs) = regs.filter(|_| syscall == nr::CLOSE) else { return Ok(()) };
+    let key = socket_key((pid_tgid >> 32) as u32, regs.di() as u32);
+    let Some(state) = SOCKETS.get_ptr(key) else { return Ok(()) };
+    let state = unsafe { *state };
+    let sport: u16 = unsafe { ctx.read_at(field::SPORT)? };
+    let dport: u16 = unsafe { ctx.read_at(field::DPORT)? };
+    if state.sk == 0 && state.local_port == sport && state.peer_port == dport {
+        close_socket(key, &state);
+    }
+    Ok(())
+}
+
+/// Socket hooks: the socket `sk` is closed; its connection ends.
+#[inline(always)]
+fn forget_sk(sk: u64) -> Result<(), i64> {
+    let key = *unsafe { SK_KEYS.get(sk) }.ok_or(0i64)?;
+    let _ = SK_KEYS.remove(sk);
+    let state = unsafe { *SOCKETS.get_ptr(key).ok_or(0i64)? };
+    if state.sk == sk {
+        close_socket(key, &state);
     }
     Ok(())
 }

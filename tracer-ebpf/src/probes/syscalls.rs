@@ -9,33 +9,15 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tracer_common::{
-    EventHeader, SockAddr, SockCloseEvent, SockOpenEvent, SocketState, counter, direction, kind,
-    sock_role, socket_key, source,
-};
+use tracer_common::{SockAddr, SocketState, counter, direction, sock_role, socket_key, source};
 
 use crate::{
-    probes::gotls,
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{EVENTS, PENDING, SOCKETS, count, submit_flags, current_target},
+    maps::{PENDING, SOCKETS, count, current_target},
+    probes::gotls,
+    sockets::{announce_open, close_socket},
+    userregs::nr,
 };
-
-/// x86-64 syscall numbers.
-mod nr {
-    pub const READ: i64 = 0;
-    pub const WRITE: i64 = 1;
-    pub const CLOSE: i64 = 3;
-    pub const READV: i64 = 19;
-    pub const WRITEV: i64 = 20;
-    pub const SENDFILE: i64 = 40;
-    pub const CONNECT: i64 = 42;
-    pub const ACCEPT: i64 = 43;
-    pub const SENDTO: i64 = 44;
-    pub const RECVFROM: i64 = 45;
-    pub const SENDMSG: i64 = 46;
-    pub const RECVMSG: i64 = 47;
-    pub const ACCEPT4: i64 = 288;
-}
 
 /// Offsets of the syscall argument registers in x86-64 `struct pt_regs`.
 mod regs {
@@ -306,51 +288,17 @@ fn read_sockaddr(ptr: u64) -> SockAddr {
 #[inline(always)]
 fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr) {
     let tgid = (pid_tgid >> 32) as u32;
-    let state = SocketState { seq: 0, tls_seq: 0, go_conn: 0, role, _pad: [0; 7] };
-    if SOCKETS.insert(socket_key(tgid, fd as u32), state, 0).is_err() {
+    if SOCKETS.insert(socket_key(tgid, fd as u32), SocketState::new(role), 0).is_err() {
         count(counter::SOCKETS_FULL);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<SockOpenEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return;
-    };
-    entry.write(SockOpenEvent {
-        hdr: header(kind::SOCK_OPEN, pid_tgid),
-        fd,
-        listen_fd,
-        role,
-        _pad: [0; 7],
-        local,
-        peer,
-    });
-    entry.submit(submit_flags());
+    announce_open(pid_tgid, fd, listen_fd, role, local, peer, unsafe { bpf_ktime_get_ns() });
 }
 
 fn on_close(pid_tgid: u64, fd: i32) {
-    let tgid = (pid_tgid >> 32) as u32;
-    let key = socket_key(tgid, fd as u32);
+    let key = socket_key((pid_tgid >> 32) as u32, fd as u32);
     let Some(state) = SOCKETS.get_ptr(key) else {
         return; // not a socket we follow
     };
-    gotls::forget_conn(tgid, unsafe { (*state).go_conn });
-    let _ = SOCKETS.remove(key);
-    let Some(mut entry) = EVENTS.reserve::<SockCloseEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return;
-    };
-    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd, _pad: 0 });
-    entry.submit(submit_flags());
-}
-
-#[inline(always)]
-pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
-    EventHeader {
-        kind,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        goid: 0,
-    }
+    close_socket(key, &unsafe { *state });
 }

@@ -79,18 +79,23 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
     Ok(r)
 }
 
-/// The syscall loop (C): `syscall-loop getppid|read CALLS REPEATS` prints the mean ns per call of
-/// the fastest of REPEATS batches of CALLS calls (the minimum filters out bursts of interference),
-/// timed inside the process after a warm-up, pinned to the last CPU. The clock is the thread's CPU time (user +
-/// kernel, syscall entry and exit included), so time spent preempted by other work on a busy
-/// machine does not count.
+/// The syscall loop (C): `syscall-loop getppid|read|tcp CALLS REPEATS` prints the mean ns per
+/// call of the fastest of REPEATS batches of CALLS calls (the minimum filters out bursts of
+/// interference), timed inside the process after a warm-up, pinned to the last CPU. `tcp`
+/// alternates send and recv of 1 byte over a loopback TCP connection (socket I/O is what the
+/// tracer hooks). The clock is the thread's CPU time (user + kernel, syscall entry and exit
+/// included), so time spent preempted by other work on a busy machine does not count.
 const SYSCALL_LOOP_C: &str = r#"
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,26 +106,47 @@ static double now_ns(void) {
     return t.tv_sec * 1e9 + t.tv_nsec;
 }
 
+static int mode, fd, tx, rx;
+
+/* One call of the chosen kind; for tcp, calls alternate between send and the matching recv. */
+static int call(long i) {
+    char c = 'x';
+    switch (mode) {
+    case 0: syscall(SYS_getppid); return 0;
+    case 1: return read(fd, &c, 1) == 1 ? 0 : -1;
+    default: return (i & 1) ? (recv(rx, &c, 1, 0) == 1 ? 0 : -1) : (send(tx, &c, 1, 0) == 1 ? 0 : -1);
+    }
+}
+
+static int tcp_pair(void) {
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (l < 0 || bind(l, (void *)&a, sizeof a) || listen(l, 1) || getsockname(l, (void *)&a, &len)) return -1;
+    tx = socket(AF_INET, SOCK_STREAM, 0);
+    if (tx < 0 || connect(tx, (void *)&a, sizeof a)) return -1;
+    rx = accept(l, NULL, NULL);
+    setsockopt(tx, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return rx < 0 ? -1 : 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: syscall-loop getppid|read CALLS REPEATS\n"); return 2; }
-    int use_read = strcmp(argv[1], "read") == 0;
+    if (argc != 4) { fprintf(stderr, "usage: syscall-loop getppid|read|tcp CALLS REPEATS\n"); return 2; }
+    mode = strcmp(argv[1], "read") == 0 ? 1 : strcmp(argv[1], "tcp") == 0 ? 2 : 0;
     long n = atol(argv[2]), reps = atol(argv[3]);
+    if (mode == 2) n = n / 10 * 2; /* socket calls are slower: fewer, and whole send/recv pairs */
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(sysconf(_SC_NPROCESSORS_ONLN) - 1, &set);
     sched_setaffinity(0, sizeof set, &set);
-    int fd = open("/dev/zero", O_RDONLY);
+    fd = open("/dev/zero", O_RDONLY);
     if (fd < 0) { perror("/dev/zero"); return 1; }
-    char c;
-    for (long i = 0; i < n / 10; i++) {
-        if (use_read) { if (read(fd, &c, 1) != 1) return 1; } else syscall(SYS_getppid);
-    }
+    if (mode == 2 && tcp_pair()) { perror("loopback TCP"); return 1; }
+    for (long i = 0; i < n / 10; i++) if (call(i)) return 1;
     double best = 1e18;
     for (long r = 0; r < reps; r++) {
         double t0 = now_ns();
-        for (long i = 0; i < n; i++) {
-            if (use_read) { if (read(fd, &c, 1) != 1) return 1; } else syscall(SYS_getppid);
-        }
+        for (long i = 0; i < n; i++) if (call(i)) return 1;
         double t = (now_ns() - t0) / n;
         if (t < best) best = t;
     }

@@ -1,0 +1,57 @@
+//! The socket table of targets, and the open/close events that keep userspace in step with it.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use tracer_common::{EventHeader, SockAddr, SockCloseEvent, SockOpenEvent, SocketState, counter, kind};
+
+use crate::{
+    maps::{EVENTS, SK_KEYS, SOCKETS, count, submit_flags},
+    probes::gotls,
+};
+
+#[inline(always)]
+pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        _pad: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        goid: 0,
+    }
+}
+
+/// Tells userspace of a new connection of `pid_tgid` on `fd`, stamped `ts_ns`.
+#[inline(always)]
+pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr, ts_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<SockOpenEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let mut hdr = header(kind::SOCK_OPEN, pid_tgid);
+    hdr.ts_ns = ts_ns;
+    entry.write(SockOpenEvent { hdr, fd, listen_fd, role, _pad: [0; 7], local, peer });
+    entry.submit(submit_flags());
+}
+
+/// Forgets the socket at `key` (whose state is `state`) and tells userspace it closed, if it knew.
+#[inline(always)]
+pub fn close_socket(key: u64, state: &SocketState) {
+    let tgid = (key >> 32) as u32;
+    gotls::forget_conn(tgid, state.go_conn);
+    if state.sk != 0 {
+        let _ = SK_KEYS.remove(state.sk);
+    }
+    let announced = state.announced;
+    let _ = SOCKETS.remove(key);
+    if announced == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SockCloseEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    // The closing thread is not always known (a reset arrives in softirq): only the process is.
+    let pid_tgid = (tgid as u64) << 32;
+    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd: key as u32 as i32, _pad: 0 });
+    entry.submit(submit_flags());
+}
