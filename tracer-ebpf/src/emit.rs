@@ -34,8 +34,9 @@ pub const NO_CAPTURE: u64 = u64::MAX;
 /// `ptr` otherwise, or none at all for [`NO_CAPTURE`].
 ///
 /// The loops are shaped for the verifier: a buffer is cut into up to MAX_CHUNKS chunks of one
-/// size class, and an iovec array gives at most one chunk per iovec (iovecs of socket I/O are
-/// headers + body pieces; the first 4 KiB of each are what decoders need).
+/// size class, and an iovec array gives at most one chunk per iovec, of the class that fits it
+/// (iovecs of socket I/O are headers + body pieces; the first 4 KiB of each are what decoders
+/// need).
 #[inline(always)]
 pub fn emit_data(d: &DataCtx, ptr: u64, iovcnt: u64) {
     let limit = capture_bytes() as u64;
@@ -100,7 +101,13 @@ fn iovecs(d: &DataCtx, ptr: u64, iovcnt: u64, capturable: u64) {
         if done + n >= capturable || i + 1 == MAX_IOVECS || i as u64 + 1 >= iovcnt || n < len {
             flags |= data_flags::LAST;
         }
-        if !chunk::<CHUNK_LARGE>(d, base, n, done, flags) || flags & data_flags::LAST != 0 {
+        // Most iovecs are small (headers, frame headers): a small record when it fits.
+        let sent = if n <= CHUNK_SMALL as u64 {
+            chunk::<CHUNK_SMALL>(d, base, n, done, flags)
+        } else {
+            chunk::<CHUNK_LARGE>(d, base, n, done, flags)
+        };
+        if !sent || flags & data_flags::LAST != 0 {
             return;
         }
         done += n;

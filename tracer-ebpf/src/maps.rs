@@ -109,16 +109,19 @@ fn has_bit(bitmap: &Array<u64>, tgid: u32) -> bool {
     }
 }
 
-/// Unread bytes in the ring past which a submit wakes the agent. Below it the agent is not woken
-/// per record (each wake-up is an inter-processor interrupt, a VM exit on virtual machines); it
-/// drains the ring on its own every few milliseconds instead.
-const WAKEUP_BYTES: u64 = 256 * 1024;
+/// Unread bytes in the ring past which a submit wakes the agent: a quarter of the ring, patched by
+/// userspace. Below it the agent is not woken per record (each wake-up is an inter-processor
+/// interrupt, a VM exit on virtual machines); it drains the ring on its own every few milliseconds
+/// instead. Above it every submit raises a wake-up until the agent catches up, so it must sit well
+/// above what arrives between two drains.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: u64 = 256 * 1024;
 
 /// Flags for `submit`: wake the agent only when enough is waiting.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
     use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BYTES {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) } {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -138,14 +138,15 @@ impl Direction {
 }
 
 pub struct ConnTable {
-    conns: HashMap<ConnKey, Connection>,
+    // foldhash: the default SipHash showed in profiles; keys are (tgid, fd), not attacker-chosen.
+    conns: HashMap<ConnKey, Connection, foldhash::fast::RandomState>,
     max: usize,
     pub evicted: u64,
 }
 
 impl ConnTable {
     pub fn new(max: usize) -> Self {
-        ConnTable { conns: HashMap::new(), max, evicted: 0 }
+        ConnTable { conns: HashMap::default(), max, evicted: 0 }
     }
 
     pub fn len(&self) -> usize {

@@ -40,6 +40,7 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         .override_global("CAPTURE_BYTES", &cli.capture_bytes, true)
         .override_global("PROBE_MODE", &mode, true)
         .override_global("SOCK_OFFSETS", &offsets, true)
+        .override_global("WAKEUP_BYTES", &(u64::from(cli.ring_buffer_bytes) / 4), true)
         .map_max_entries("EVENTS", cli.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", last_lines(&e.to_string())))?;
@@ -105,10 +106,12 @@ where
 /// A load failure with the verifier's last lines, which say why.
 fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => anyhow!(
-            "the kernel refused eBPF program {name} ({io_error}); verifier: {}",
-            last_lines(&verifier_log.to_string())
-        ),
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            // The whole log, for whoever debugs the probes (--log-level debug).
+            tracing::debug!("verifier log of {name}:\n{log}");
+            anyhow!("the kernel refused eBPF program {name} ({io_error}); verifier: {}", last_lines(&log))
+        }
         other => anyhow!("loading eBPF program {name} failed: {other}"),
     }
 }
@@ -116,8 +119,7 @@ fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
 /// The last few non-empty lines of a long message, joined into one line.
 fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let keep = if std::env::var_os("TRACER_FULL_VERIFIER_LOG").is_some() { 400 } else { 4 };
-    let tail = &lines[lines.len().saturating_sub(keep)..];
+    let tail = &lines[lines.len().saturating_sub(4)..];
     tail.join(" | ")
 }
 

@@ -1,6 +1,9 @@
 //! Attribute sets shared by span kinds, and span construction.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use crate::{
     connections::Connection,
@@ -12,9 +15,29 @@ pub type Attrs = Vec<(&'static str, AttrValue)>;
 
 fn push_addr(a: &mut Attrs, addr_key: &'static str, port_key: &'static str, addr: Option<SocketAddr>) {
     if let Some(addr) = addr {
-        a.push((addr_key, addr.ip().to_string().into()));
+        a.push((addr_key, ip_text(addr.ip()).into()));
         a.push((port_key, addr.port().into()));
     }
+}
+
+/// An address as text. IPv4, on every span, is written digit by digit: `Display` goes through the
+/// formatting machinery, which was a tenth of the agent's CPU under load.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
 }
 
 /// Transport attributes of a connection, by role: for a server span the peer is the client.
@@ -50,5 +73,22 @@ pub fn new_span(
         status,
         attributes,
         process,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.96.0.10", "192.168.100.255", "9.99.100.1", "::1", "fd00::a:2379", "::ffff:10.0.0.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for n in (0..=u32::MAX).step_by(9_999_991) {
+            let ip = IpAddr::V4(n.into());
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 }
