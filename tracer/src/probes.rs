@@ -24,16 +24,18 @@ const TRACEFS_DEBUGFS: &str = "/sys/kernel/debug/tracing";
 /// Checks privileges, BTF and tracefs (mounting it if needed), then loads and attaches.
 pub fn load(cli: &Cli) -> Result<Ebpf> {
     check_privileges()?;
+    ensure_tracefs()?;
+    // Before aya parses the BTF again, and freed first: both parses at once doubled the peak RSS.
+    let (mode, offsets) = choose_probe_mode(cli)?;
+    unsafe { libc::malloc_trim(0) };
     let btf = Btf::parse_file(&cli.btf_path, Endianness::default()).map_err(|e| {
         anyhow!(
             "kernel BTF not usable at {}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass --btf)",
             cli.btf_path.display()
         )
     })?;
-    ensure_tracefs()?;
     // The kernel charges BPF memory to the cgroup; where RLIMIT_MEMLOCK cannot be raised that is fine.
     raise_memlock();
-    let (mode, offsets) = choose_probe_mode(cli)?;
 
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))

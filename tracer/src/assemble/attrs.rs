@@ -42,7 +42,9 @@ fn ip_text(ip: IpAddr) -> String {
 
 /// Transport attributes of a connection, by role: for a server span the peer is the client.
 pub fn connection(conn: &Connection) -> Attrs {
-    let mut a: Attrs = vec![("network.transport", "tcp".into())];
+    // Room for what every span kind adds after these (growing it showed in profiles).
+    let mut a: Attrs = Vec::with_capacity(32);
+    a.push(("network.transport", "tcp".into()));
     push_addr(&mut a, "network.peer.address", "network.peer.port", conn.peer);
     let (client, server) = match conn.role {
         Role::Server => (conn.peer, conn.local),
