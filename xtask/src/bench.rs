@@ -106,6 +106,8 @@ impl Params {
             "ceiling_secs": self.ceiling_secs,
             "live_connections": self.live_conns,
             "bpf_stats_secs": self.bpf_secs,
+            // The tracer inherits TRACER_PROBE_MODE: `syscalls` benches the fallback hooks.
+            "tracer_probe_mode": std::env::var("TRACER_PROBE_MODE").unwrap_or_else(|_| "auto".into()),
         })
     }
 }
@@ -299,7 +301,8 @@ pub fn run(quick: bool) -> Result<()> {
         say(format!("warning: {w}"));
         ctx.warnings.push(w);
     }
-    say(format!("{} run, tracer {}, work dir {}", ctx.p.mode, ctx.tracer.display(), work.display()));
+    let probe_mode = std::env::var("TRACER_PROBE_MODE").unwrap_or_else(|_| "auto".into());
+    say(format!("{} run, tracer {} (probe mode {probe_mode}), work dir {}", ctx.p.mode, ctx.tracer.display(), work.display()));
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
