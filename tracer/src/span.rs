@@ -1,6 +1,6 @@
 //! The span record every assembler produces and every exporter consumes.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanKind {
@@ -38,19 +38,21 @@ impl SpanStatus {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
-    Str(String),
+    /// Constants ("tcp", "http", "etcd"...) are borrowed: a span has dozens of attributes, and
+    /// allocating each showed in profiles.
+    Str(Cow<'static, str>),
     Int(i64),
     Bool(bool),
 }
 
-impl From<&str> for AttrValue {
-    fn from(v: &str) -> Self {
-        AttrValue::Str(v.to_owned())
+impl From<&'static str> for AttrValue {
+    fn from(v: &'static str) -> Self {
+        AttrValue::Str(Cow::Borrowed(v))
     }
 }
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
-        AttrValue::Str(v)
+        AttrValue::Str(Cow::Owned(v))
     }
 }
 impl From<i64> for AttrValue {

@@ -272,7 +272,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &Pending, end_ns: u64, response_body: Op
     // server.address is the logical host the client asked for (Host header), when it said one.
     if let Some(host) = p.head.host.as_deref().and_then(host_of) {
         a.retain(|(k, _)| *k != "server.address");
-        a.push(("server.address", host.into()));
+        a.push(("server.address", host.to_owned().into()));
     }
     a.push(("http.request.method", p.head.method.clone().into()));
     a.push(("url.path", p.info.path.clone().into()));

@@ -332,7 +332,7 @@ fn label(s: &SpanRecord) -> String {
         return s.name.clone();
     }
     let detail = match s.attr("etcd.key") {
-        Some(AttrValue::Str(key)) => key.clone(),
+        Some(AttrValue::Str(key)) => key.to_string(),
         _ => s
             .attributes
             .iter()
@@ -350,7 +350,7 @@ fn label(s: &SpanRecord) -> String {
 
 fn attr_text(v: &AttrValue) -> String {
     match v {
-        AttrValue::Str(s) => s.clone(),
+        AttrValue::Str(s) => s.to_string(),
         AttrValue::Int(i) => i.to_string(),
         AttrValue::Bool(b) => b.to_string(),
     }

@@ -642,7 +642,7 @@ mod tests {
     }
 
     fn s(v: &str) -> AttrValue {
-        AttrValue::Str(v.into())
+        AttrValue::Str(v.to_owned().into())
     }
 
     fn hdr(rev: i64) -> Option<pb::ResponseHeader> {

@@ -621,8 +621,12 @@ const CLUSTER_SCOPED: &[&str] = &[
 /// `health`, `/registry/masterleases/10.0.0.1` → name `10.0.0.1`).
 /// Invalid UTF-8 is replaced by U+FFFD.
 pub fn parse_registry_key(prefix: &str, key: &[u8]) -> Option<EtcdKeyInfo> {
-    let prefix = normalize_etcd_prefix(prefix);
-    let rest = String::from_utf8_lossy(key.strip_prefix(prefix.as_bytes())?);
+    // Like the etcd3 store: the key starts with `path.Join("/", prefix)` plus a slash. Matched in
+    // place (one call per etcd span: formatting the prefix each time showed in profiles).
+    let p = prefix.trim_matches('/');
+    let after_root = key.strip_prefix(b"/")?;
+    let after_prefix = if p.is_empty() { after_root } else { after_root.strip_prefix(p.as_bytes())?.strip_prefix(b"/")? };
+    let rest = String::from_utf8_lossy(after_prefix);
     let is_prefix = rest.is_empty() || rest.ends_with('/');
     let rest = rest.strip_suffix('/').unwrap_or(&rest);
     let segments: Vec<&str> = if rest.is_empty() {
@@ -646,14 +650,6 @@ pub fn parse_registry_key(prefix: &str, key: &[u8]) -> Option<EtcdKeyInfo> {
         name: name.as_deref().and_then(field),
         is_prefix,
     })
-}
-
-/// Like the etcd3 store: `path.Join("/", prefix)` plus a trailing slash.
-fn normalize_etcd_prefix(prefix: &str) -> String {
-    match prefix.trim_matches('/') {
-        "" => "/".to_owned(),
-        p => format!("/{p}/"),
-    }
 }
 
 /// Returns (group, resource, segments after the resource).
