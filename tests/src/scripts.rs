@@ -163,7 +163,8 @@ while True:
 /// `wait_stdin` (bool: wait for a line before starting, and for another one (or EOF) before
 /// exiting), `sleep_ms` (pause between requests), `decoy_dir` (if set: first write and read
 /// regular files and a pipe whose bytes look like HTTP). A request with `half_close: true` shuts
-/// down the client's sending side (`shutdown(SHUT_WR)`) before reading its response.
+/// down the client's sending side (`shutdown(SHUT_WR)`) before reading its response, after
+/// `half_close_delay_ms` if given.
 ///
 /// Prints JSON lines: `{"event":"ready","pid":N}`, one `{"event":"response",...}` per request
 /// (status, elapsed seconds, local_port, body_len), `{"event":"done"}`.
@@ -215,6 +216,7 @@ for i, r in enumerate(plan.get("requests", [])):
     conn.request(r["method"], r["path"], body=body, headers=headers)
     local_port = conn.sock.getsockname()[1]
     if r.get("half_close"):
+        time.sleep(r.get("half_close_delay_ms", 0) / 1000.0)
         conn.sock.shutdown(socket.SHUT_WR)
     resp = conn.getresponse()
     data = resp.read()

@@ -486,39 +486,43 @@ fn target_as_http_client() {
     fin.assert_ok("target as client", &errs);
 }
 
-/// A client that shuts down its sending side after the request (its socket goes to FIN_WAIT1
-/// while the fd still reads) still gets its response reported: only a close ends a connection.
+/// A client that shuts down its sending side after the request still gets its response reported:
+/// only a close ends a connection. Twice: shut down at once (FIN_WAIT1, the server has not answered
+/// yet), and 300 ms later, when the server has answered and closed (LAST_ACK, the answer still
+/// unread in the socket).
 #[test]
 fn client_half_close_before_the_response() {
-    let srv = PythonHttpServer::start();
-    let requests = json!([
-        {"method": "GET", "path": "/api/v1/namespaces/default/pods/first"},
-        {"method": "GET", "path": "/api/v1/namespaces/default/pods/last", "half_close": true,
-         "headers": {"Connection": "close"}},
-    ]);
-    let mut client = PythonClient::start(json!({
-        "host": "127.0.0.1", "port": srv.port(), "wait_stdin": true, "requests": requests,
-    }));
-    let mut sess = TraceSession::for_pid(Sink::Json, client.pid());
-    client.go();
-    let results = client.wait_done(Duration::from_secs(30));
-    assert_eq!(results.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 200], "harness");
-    let exps: Vec<HttpExpect> = ["first", "last"]
-        .iter()
-        .zip(&results)
-        .map(|(name, r)| {
-            HttpExpect::client("GET", &format!("/api/v1/namespaces/default/pods/{name}"), 200)
-                .server_port(srv.port())
-                .route(pods_route())
-                .response_body(r.body_len)
-                .max_duration(r.elapsed)
-        })
-        .collect();
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    client.finish();
-    let fin = sess.finish(SETTLE);
-    let errs = check_http_spans(&fin.spans, &exps);
-    fin.assert_ok("half-closed client", &errs);
+    for delay_ms in [0, 300] {
+        let srv = PythonHttpServer::start();
+        let requests = json!([
+            {"method": "GET", "path": "/api/v1/namespaces/default/pods/first"},
+            {"method": "GET", "path": "/api/v1/namespaces/default/pods/last", "half_close": true,
+             "half_close_delay_ms": delay_ms, "headers": {"Connection": "close"}},
+        ]);
+        let mut client = PythonClient::start(json!({
+            "host": "127.0.0.1", "port": srv.port(), "wait_stdin": true, "requests": requests,
+        }));
+        let mut sess = TraceSession::for_pid(Sink::Json, client.pid());
+        client.go();
+        let results = client.wait_done(Duration::from_secs(30));
+        assert_eq!(results.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 200], "harness");
+        let exps: Vec<HttpExpect> = ["first", "last"]
+            .iter()
+            .zip(&results)
+            .map(|(name, r)| {
+                HttpExpect::client("GET", &format!("/api/v1/namespaces/default/pods/{name}"), 200)
+                    .server_port(srv.port())
+                    .route(pods_route())
+                    .response_body(r.body_len)
+                    .max_duration(r.elapsed)
+            })
+            .collect();
+        sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+        client.finish();
+        let fin = sess.finish(SETTLE);
+        let errs = check_http_spans(&fin.spans, &exps);
+        fin.assert_ok(&format!("client half-closed after {delay_ms} ms"), &errs);
+    }
 }
 
 /// Two `--pid` flags: each span carries its own process's resource.

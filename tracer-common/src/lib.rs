@@ -148,7 +148,28 @@ pub struct SockOpenEvent {
 pub struct SockCloseEvent {
     pub hdr: EventHeader,
     pub fd: i32,
-    pub _pad: u32,
+    /// Why the probes consider the socket closed (`close_reason`), for logs.
+    pub reason: u32,
+}
+
+/// What told the probes a socket was closed.
+pub mod close_reason {
+    /// close() (syscall hooks).
+    pub const CLOSE_SYSCALL: u32 = 1;
+    /// FIN_WAIT1 or LAST_ACK from the owner (socket hooks).
+    pub const CLOSED_STATE: u32 = 2;
+    /// A reset or abort.
+    pub const RESET: u32 = 3;
+    /// Its `struct sock` started a new connection.
+    pub const NEW_LIFE: u32 = 4;
+    /// Its fd turned up on another socket.
+    pub const FD_REUSED: u32 = 5;
+    /// Its fd was connected again.
+    pub const RECONNECTED: u32 = 6;
+    /// close() of a socket seeded from /proc whose `struct sock` was never learned.
+    pub const SEEDED_CLOSE: u32 = 7;
+    /// The kernel destroyed the socket (its fd was closed, and TCP is done with it).
+    pub const DESTROYED: u32 = 8;
 }
 
 #[repr(C)]

@@ -35,7 +35,7 @@ pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: So
 
 /// Forgets the socket at `key` (whose state is `state`) and tells userspace it closed, if it knew.
 #[inline(always)]
-pub fn close_socket(key: u64, state: &SocketState) {
+pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
     let tgid = (key >> 32) as u32;
     gotls::forget_conn(tgid, state.go_conn);
     if state.sk != 0 {
@@ -52,6 +52,6 @@ pub fn close_socket(key: u64, state: &SocketState) {
     };
     // The closing thread is not always known (a reset arrives in softirq): only the process is.
     let pid_tgid = (tgid as u64) << 32;
-    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd: key as u32 as i32, _pad: 0 });
+    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd: key as u32 as i32, reason });
     entry.submit(submit_flags());
 }

@@ -16,7 +16,7 @@ use crate::stream::Direction;
 pub enum Event<'a> {
     Data(DataChunk<'a>),
     SockOpen(SockOpen),
-    SockClose { tgid: u32, fd: i32, ts_ns: u64 },
+    SockClose { tgid: u32, fd: i32, ts_ns: u64, reason: u32 },
     ProcExec { tgid: u32, comm: String },
     ProcExit { tgid: u32 },
 }
@@ -108,7 +108,7 @@ pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
         }
         kind::SOCK_CLOSE => {
             let ev: SockCloseEvent = read(bytes, hdr.kind)?;
-            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns })
+            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns, reason: ev.reason })
         }
         kind::PROC_EXEC => {
             let ev: ProcEvent = read(bytes, hdr.kind)?;

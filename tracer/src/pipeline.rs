@@ -85,7 +85,7 @@ impl Pipeline {
                 }
             }
             Event::SockOpen(o) => self.open(o, false),
-            Event::SockClose { tgid, fd, ts_ns } => {
+            Event::SockClose { tgid, fd, ts_ns, .. } => {
                 if let Some(conn) = self.conns.remove(&ConnKey { tgid, fd }) {
                     self.assembler.on_close(conn, ts_ns, &mut self.spans);
                 }

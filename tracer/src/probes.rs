@@ -57,11 +57,11 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         prog.load().map_err(|e| load_error(name, e))?;
         prog.attach(tp).map_err(|e| anyhow!("attaching raw tracepoint {tp} failed: {e}"))?;
     }
-    for (name, category) in [
-        ("inet_sock_set_state", "sock"),
-        ("sched_process_exec", "sched"),
-        ("sched_process_exit", "sched"),
-    ] {
+    let mut tracepoints = vec![("inet_sock_set_state", "sock"), ("sched_process_exec", "sched"), ("sched_process_exit", "sched")];
+    if mode == probe_mode::SOCKET {
+        tracepoints.push(("tcp_destroy_sock", "tcp"));
+    }
+    for (name, category) in tracepoints {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|e| load_error(name, e))?;
         prog.attach(category, name)

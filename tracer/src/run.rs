@@ -31,6 +31,10 @@ pub enum Outcome {
 }
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
+    // First: a signal during start-up then ends the run cleanly once it is attached, instead of
+    // killing it half-way (the default action).
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     // Explicit pids must exist: a typo should fail now, not trace nothing silently.
     for &pid in &cli.pids {
         if !procfs::exists(pid) {
@@ -64,8 +68,6 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         tracing::info!("waiting for a process named {}", pipeline.targets.comms().join(" or "));
     }
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = async {
         match cli.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,

@@ -10,9 +10,11 @@
 //!   connection in the same `struct sock` memory (SYN_SENT/SYN_RECV), which catches closes that
 //!   changed no state. CLOSE after FIN_WAIT/CLOSING does not: the fd may still hold unread bytes.
 //!   With syscall hooks, close() itself says so.
+//! - `tcp:tcp_destroy_sock` (socket hooks) ends the connection of a socket whose close changed no
+//!   state.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{SockAddr, SocketState, probe_mode, sock_role, socket_key};
+use tracer_common::{SockAddr, SocketState, close_reason, probe_mode, sock_role, socket_key};
 
 use crate::{
     maps::{PENDING, SK_KEYS, SOCKETS, current_target, probe_mode},
@@ -58,7 +60,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         // new life (reused memory) ends its old one: look it up by its address.
         None if (is_reset(oldstate, newstate) || is_new_life(newstate)) && probe_mode() == probe_mode::SOCKET => {
             if let Ok(sk) = unsafe { ctx.read_at::<u64>(field::SKADDR) } {
-                let _ = forget_sk(sk);
+                let reason = if is_reset(oldstate, newstate) { close_reason::RESET } else { close_reason::NEW_LIFE };
+                let _ = forget_sk(sk, reason);
             }
         }
         None => {}
@@ -88,10 +91,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64, oldstate: i32
     if probe_mode() == probe_mode::SOCKET {
         return match newstate {
             TCP_SYN_SENT => {
-                let _ = forget_sk(sk);
+                let _ = forget_sk(sk, close_reason::NEW_LIFE);
                 mark_connect(pid_tgid, sk)
             }
-            TCP_SYN_RECV => forget_sk(sk),
+            TCP_SYN_RECV => forget_sk(sk, close_reason::NEW_LIFE),
             TCP_FIN_WAIT1 | TCP_LAST_ACK => closed(ctx, pid_tgid, sk, newstate),
             _ if is_reset(oldstate, newstate) => closed(ctx, pid_tgid, sk, newstate),
             _ => Ok(()),
@@ -133,7 +136,7 @@ fn mark_connect(pid_tgid: u64, sk: u64) -> Result<(), i64> {
     let fd = regs.di() as u32;
     let key = socket_key((pid_tgid >> 32) as u32, fd);
     if let Some(old) = SOCKETS.get_ptr(key) {
-        close_socket(key, &unsafe { *old });
+        close_socket(key, &unsafe { *old }, close_reason::RECONNECTED);
     }
     let mut state = SocketState::new(sock_role::CONNECTED);
     state.sk = sk;
@@ -149,11 +152,14 @@ fn mark_connect(pid_tgid: u64, sk: u64) -> Result<(), i64> {
 fn closed(ctx: &TracePointContext, pid_tgid: u64, sk: u64, newstate: i32) -> Result<(), i64> {
     let regs = UserRegs::current();
     let syscall = regs.as_ref().map(UserRegs::syscall).unwrap_or(-1);
-    if syscall == nr::SHUTDOWN && newstate == TCP_FIN_WAIT1 {
-        return Ok(()); // half-closed: the fd still reads what the peer sends
+    if syscall == nr::SHUTDOWN && newstate != TCP_CLOSE {
+        // Half-closed (FIN_WAIT1), or both sides done (LAST_ACK): the fd still reads what the
+        // peer sent. Its close() may change no state; tcp_destroy_sock says when it is gone.
+        return Ok(());
     }
     if SK_KEYS.get_ptr(sk).is_some() {
-        return forget_sk(sk);
+        let reason = if newstate == TCP_CLOSE { close_reason::RESET } else { close_reason::CLOSED_STATE };
+        return forget_sk(sk, reason);
     }
     // A socket seeded from /proc whose `sk` was never learned (no bytes since attach), closed by
     // close(fd): the ports tell it is the same socket.
@@ -164,19 +170,30 @@ fn closed(ctx: &TracePointContext, pid_tgid: u64, sk: u64, newstate: i32) -> Res
     let sport: u16 = unsafe { ctx.read_at(field::SPORT)? };
     let dport: u16 = unsafe { ctx.read_at(field::DPORT)? };
     if state.sk == 0 && state.local_port == sport && state.peer_port == dport {
-        close_socket(key, &state);
+        close_socket(key, &state, close_reason::SEEDED_CLOSE);
     }
     Ok(())
 }
 
+/// `tcp:tcp_destroy_sock` (socket hooks): the kernel frees a TCP socket, which happens only once
+/// its fd is closed. It catches the closes that changed no state (after shutdown, or in TIME_WAIT),
+/// in whatever context the last packet was handled: the socket is looked up by its address.
+#[tracepoint]
+pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    if let Ok(sk) = unsafe { ctx.read_at::<u64>(field::SKADDR) } {
+        let _ = forget_sk(sk, close_reason::DESTROYED);
+    }
+    0
+}
+
 /// Socket hooks: the socket `sk` is closed; its connection ends.
 #[inline(always)]
-fn forget_sk(sk: u64) -> Result<(), i64> {
+fn forget_sk(sk: u64, reason: u32) -> Result<(), i64> {
     let key = *unsafe { SK_KEYS.get(sk) }.ok_or(0i64)?;
     let _ = SK_KEYS.remove(sk);
     let state = unsafe { *SOCKETS.get_ptr(key).ok_or(0i64)? };
     if state.sk == sk {
-        close_socket(key, &state);
+        close_socket(key, &state, reason);
     }
     Ok(())
 }

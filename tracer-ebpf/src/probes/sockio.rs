@@ -14,7 +14,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tracer_common::{SockAddr, SocketState, counter, direction, sock_role, socket_key, source};
+use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, sock_role, socket_key, source};
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
@@ -158,7 +158,7 @@ fn known_socket(pid_tgid: u64, fd: i32, sk: u64) -> Option<*mut SocketState> {
         }
         // The fd now names another socket: the old one was closed without a TCP state change
         // we could tie to it.
-        close_socket(key, &unsafe { *state });
+        close_socket(key, &unsafe { *state }, close_reason::FD_REUSED);
     }
     let (local, peer) = addresses(sk);
     if peer.family == 0 {

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tracer_common::{SockAddr, SocketState, counter, direction, sock_role, socket_key, source};
+use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, sock_role, socket_key, source};
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
@@ -300,5 +300,5 @@ fn on_close(pid_tgid: u64, fd: i32) {
     let Some(state) = SOCKETS.get_ptr(key) else {
         return; // not a socket we follow
     };
-    close_socket(key, &unsafe { *state });
+    close_socket(key, &unsafe { *state }, close_reason::CLOSE_SYSCALL);
 }
