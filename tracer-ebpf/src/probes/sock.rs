@@ -4,12 +4,11 @@
 //!   syscall hooks it gives the pending connect its local address and tells TCP from UDP
 //!   "connects" (DNS). With socket hooks it marks the fd as a connect, announced at its first
 //!   bytes, once its local port is chosen.
-//! - With socket hooks, these end a connection: FIN_WAIT1 from the owner's close (not from a
-//!   shutdown: a half-closed socket still reads what the peer sends), LAST_ACK (both sides are
-//!   done), a reset or abort (CLOSE straight from an open state, maybe in softirq), and a new
-//!   connection in the same `struct sock` memory (SYN_SENT/SYN_RECV), which catches closes that
-//!   changed no state. CLOSE after FIN_WAIT/CLOSING does not: the fd may still hold unread bytes.
-//!   With syscall hooks, close() itself says so.
+//! - With socket hooks, these end a connection: FIN_WAIT1 or LAST_ACK from the owner's close (not
+//!   from a shutdown: the fd still reads what the peer sent or sends), a reset or abort (CLOSE
+//!   straight from an open state, maybe in softirq), and a new connection in the same `struct sock`
+//!   memory (SYN_SENT/SYN_RECV). CLOSE after FIN_WAIT/CLOSING does not: the fd may still hold
+//!   unread bytes. With syscall hooks, close() itself says so.
 //! - `tcp:tcp_destroy_sock` (socket hooks) ends the connection of a socket whose close changed no
 //!   state.
 
