@@ -18,19 +18,10 @@ use tracer_common::{SockAddr, SocketState, close_reason, probe_mode, sock_role, 
 use crate::{
     maps::{PENDING, SK_KEYS, SOCKETS, current_target, probe_mode},
     probes::syscalls::call,
-    sockets::close_socket,
+    sockets::{AF_INET, IPPROTO_TCP, close_socket, tcp_state::*},
     userregs::{UserRegs, nr},
 };
 
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_CLOSE_WAIT: i32 = 8;
-const TCP_FIN_WAIT1: i32 = 4;
-const TCP_CLOSE: i32 = 7;
-const TCP_LAST_ACK: i32 = 9;
-const IPPROTO_TCP: u16 = 6;
-const AF_INET: u16 = 2;
 
 /// Field offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format (stable since 4.16).
 mod field {
@@ -72,13 +63,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 /// (its close was not seen, e.g. shutdown then close, which changes no state).
 #[inline(always)]
 fn is_new_life(newstate: i32) -> bool {
-    newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV
+    newstate == SYN_SENT || newstate == SYN_RECV
 }
 
 /// CLOSE straight from an open state: a reset, or an abort (close with unread bytes, SO_LINGER 0).
 #[inline(always)]
 fn is_reset(oldstate: i32, newstate: i32) -> bool {
-    newstate == TCP_CLOSE && matches!(oldstate, TCP_ESTABLISHED | TCP_CLOSE_WAIT | TCP_SYN_SENT | TCP_SYN_RECV)
+    newstate == CLOSE && matches!(oldstate, ESTABLISHED | CLOSE_WAIT | SYN_SENT | SYN_RECV)
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64, oldstate: i32, newstate: i32) -> Result<(), i64> {
@@ -89,17 +80,17 @@ fn try_inet_sock_set_state(ctx: &TracePointContext, pid_tgid: u64, oldstate: i32
     let sk: u64 = unsafe { ctx.read_at(field::SKADDR)? };
     if probe_mode() == probe_mode::SOCKET {
         return match newstate {
-            TCP_SYN_SENT => {
+            SYN_SENT => {
                 let _ = forget_sk(sk, close_reason::NEW_LIFE);
                 mark_connect(pid_tgid, sk)
             }
-            TCP_SYN_RECV => forget_sk(sk, close_reason::NEW_LIFE),
-            TCP_FIN_WAIT1 | TCP_LAST_ACK => closed(ctx, pid_tgid, sk, newstate),
+            SYN_RECV => forget_sk(sk, close_reason::NEW_LIFE),
+            FIN_WAIT1 | LAST_ACK => closed(ctx, pid_tgid, sk, newstate),
             _ if is_reset(oldstate, newstate) => closed(ctx, pid_tgid, sk, newstate),
             _ => Ok(()),
         };
     }
-    if newstate != TCP_SYN_SENT {
+    if newstate != SYN_SENT {
         return Ok(());
     }
     let Some(pending) = PENDING.get_ptr_mut(pid_tgid) else {
@@ -151,13 +142,13 @@ fn mark_connect(pid_tgid: u64, sk: u64) -> Result<(), i64> {
 fn closed(ctx: &TracePointContext, pid_tgid: u64, sk: u64, newstate: i32) -> Result<(), i64> {
     let regs = UserRegs::current();
     let syscall = regs.as_ref().map(UserRegs::syscall).unwrap_or(-1);
-    if syscall == nr::SHUTDOWN && newstate != TCP_CLOSE {
+    if syscall == nr::SHUTDOWN && newstate != CLOSE {
         // Half-closed (FIN_WAIT1), or both sides done (LAST_ACK): the fd still reads what the
         // peer sent. Its close() may change no state; tcp_destroy_sock says when it is gone.
         return Ok(());
     }
     if SK_KEYS.get_ptr(sk).is_some() {
-        let reason = if newstate == TCP_CLOSE { close_reason::RESET } else { close_reason::CLOSED_STATE };
+        let reason = if newstate == CLOSE { close_reason::RESET } else { close_reason::CLOSED_STATE };
         return forget_sk(sk, reason);
     }
     // A socket seeded from /proc whose `sk` was never learned (no bytes since attach), closed by

@@ -20,18 +20,11 @@ use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
     maps::{SK_KEYS, SOCKETS, count, current_target, sock_offsets},
     probes::gotls,
-    sockets::{announce_open, close_socket},
+    sockets::{AF_INET, AF_INET6, IPPROTO_TCP, announce_open, close_socket, tcp_state},
     userregs::{UserRegs, nr},
 };
 
 const MSG_PEEK: i32 = 2;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const IPPROTO_TCP: u16 = 6;
-const TCP_ESTABLISHED: u8 = 1;
-const TCP_FIN_WAIT1: u8 = 4;
-const TCP_FIN_WAIT2: u8 = 5;
-const TCP_CLOSE_WAIT: u8 = 8;
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
@@ -166,8 +159,8 @@ fn known_socket(pid_tgid: u64, fd: i32, sk: u64) -> Option<*mut SocketState> {
     }
     // Bytes moved as the socket died (a last write answered by a reset, processed inside it):
     // its connection is over, not new.
-    let state = read_kernel::<u8>(sk + sock_offsets().skc_state as u64).unwrap_or(0);
-    if !matches!(state, TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT) {
+    let state = i32::from(read_kernel::<u8>(sk + sock_offsets().skc_state as u64).unwrap_or(0));
+    if !matches!(state, tcp_state::ESTABLISHED | tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT) {
         return None;
     }
     let mut state = SocketState::new(sock_role::ACCEPTED);
