@@ -15,7 +15,7 @@ use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
     maps::{PENDING, SOCKETS, count, current_target},
     probes::gotls,
-    sockets::{announce_open, close_socket},
+    sockets::{AF_INET, AF_INET6, announce_open, close_socket},
     userregs::nr,
 };
 
@@ -49,8 +49,6 @@ pub mod call {
 }
 
 const AF_UNIX: u16 = 1;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 const EINPROGRESS: i64 = 115;
 
 #[repr(C)]
