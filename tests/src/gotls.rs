@@ -522,16 +522,18 @@ pub struct MidHttp {
 /// Checks the spans of one connection joined mid-way. `exps` are all requests of the connection
 /// in order (distinct paths); the tracer was started at `not_before` (unix ns): no span may start
 /// earlier. Every span not named `unknown` must be exactly right for its request (checked with
-/// [`check_http_span_version`]), at most one span per request, requests from `must_name_from` on
-/// must all have their span, and at most `max_unknown` spans may be `unknown`.
+/// [`check_http_span_version`]), at most one span per request, and at most `max_unknown` spans
+/// may be `unknown`. `attached_at` requests had completed when the tracer was attached (measured):
+/// the requests from 3 after it on, and at least the last 40, must all have their span.
 pub fn check_mid_http(
     conn_spans: &[ReceivedSpan],
     exps: &[HttpExpect],
     version: &str,
     not_before: u64,
-    must_name_from: usize,
+    attached_at: usize,
     max_unknown: usize,
 ) -> (MidHttp, Vec<String>) {
+    let must_name_from = exps.len().saturating_sub(40).max(attached_at + 3);
     let mut errs = Vec::new();
     let mut m = MidHttp::default();
     let mut named_for = vec![0usize; exps.len()];

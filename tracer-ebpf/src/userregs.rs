@@ -3,11 +3,23 @@
 //! Hooks inside a syscall read its number and arguments from there: `orig_ax` is the syscall
 //! number, `di, si, dx, r10` its first four arguments, and R14 holds a Go goroutine's `g`.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use aya_ebpf::helpers::generated;
 
-/// The first 16 words of `struct pt_regs`: r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax,
-/// cx, dx, si, di, orig_ax.
-pub struct UserRegs([u64; 16]);
+/// The task's `struct pt_regs`, read in place. `bpf_task_pt_regs` returns a BTF-typed pointer,
+/// so the verifier allows plain loads from it (guarded by the kernel's exception table) instead
+/// of a `bpf_probe_read_kernel` copy of the whole block, which showed in profiles.
+pub struct UserRegs(*const u64);
+
+/// Word indexes in `struct pt_regs`: r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx,
+/// si, di, orig_ax.
+mod word {
+    pub const R14: usize = 1;
+    pub const R10: usize = 7;
+    pub const DX: usize = 12;
+    pub const SI: usize = 13;
+    pub const DI: usize = 14;
+    pub const ORIG_AX: usize = 15;
+}
 
 impl UserRegs {
     /// The current task's saved registers (`bpf_task_pt_regs`, Linux ≥ 5.15).
@@ -17,32 +29,38 @@ impl UserRegs {
         if regs == 0 {
             return None;
         }
-        unsafe { bpf_probe_read_kernel(regs as *const [u64; 16]) }.ok().map(UserRegs)
+        Some(UserRegs(regs as *const u64))
+    }
+
+    #[inline(always)]
+    fn word(&self, index: usize) -> u64 {
+        // Volatile: one 8-byte load at the field's offset, as the verifier checks it against BTF.
+        unsafe { core::ptr::read_volatile(self.0.add(index)) }
     }
 
     #[inline(always)]
     pub fn r14(&self) -> u64 {
-        self.0[1]
+        self.word(word::R14)
     }
     #[inline(always)]
     pub fn r10(&self) -> u64 {
-        self.0[7]
+        self.word(word::R10)
     }
     #[inline(always)]
     pub fn dx(&self) -> u64 {
-        self.0[12]
+        self.word(word::DX)
     }
     #[inline(always)]
     pub fn si(&self) -> u64 {
-        self.0[13]
+        self.word(word::SI)
     }
     #[inline(always)]
     pub fn di(&self) -> u64 {
-        self.0[14]
+        self.word(word::DI)
     }
     #[inline(always)]
     pub fn syscall(&self) -> i64 {
-        self.0[15] as i64
+        self.word(word::ORIG_AX) as i64
     }
 }
 

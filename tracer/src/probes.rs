@@ -47,15 +47,13 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", last_lines(&e.to_string())))?;
 
-    let raw: &[(&str, &str)] = if mode == probe_mode::SOCKET {
-        &[("sock_send_length", "sock_send_length"), ("sock_recv_length", "sock_recv_length")]
-    } else {
-        &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")]
-    };
-    for &(name, tp) in raw {
+    // Each raw tracepoint program is named after its tracepoint.
+    let raw: &[&str] =
+        if mode == probe_mode::SOCKET { &["sock_send_length", "sock_recv_length"] } else { &["sys_enter", "sys_exit"] };
+    for &name in raw {
         let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|e| load_error(name, e))?;
-        prog.attach(tp).map_err(|e| anyhow!("attaching raw tracepoint {tp} failed: {e}"))?;
+        prog.attach(name).map_err(|e| anyhow!("attaching raw tracepoint {name} failed: {e}"))?;
     }
     let mut tracepoints = vec![("inet_sock_set_state", "sock"), ("sched_process_exec", "sched"), ("sched_process_exit", "sched")];
     if mode == probe_mode::SOCKET {

@@ -26,8 +26,8 @@ use crate::{
 /// Field offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format (stable since 4.16).
 mod field {
     pub const SKADDR: usize = 8;
+    /// `oldstate`, then `newstate` at 20: read together.
     pub const OLDSTATE: usize = 16;
-    pub const NEWSTATE: usize = 20;
     pub const SPORT: usize = 24;
     pub const DPORT: usize = 26;
     pub const FAMILY: usize = 28;

@@ -153,6 +153,12 @@ impl Http1Conn {
                         stats.spans += 1;
                     }
                 }
+                if self.pending.capacity() == 0 {
+                    // Room for one (no pipelining, the usual case). VecDeque's default first
+                    // capacity of 4 made an allocation large enough for glibc to consolidate its
+                    // free lists on every request.
+                    self.pending.reserve_exact(1);
+                }
                 self.pending.push_back(p);
             }
             Http1Event::Head { head: Head::Response(_), .. } => {}

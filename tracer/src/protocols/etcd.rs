@@ -462,6 +462,12 @@ fn decode_response_inner(op: EtcdOp, msg: &[u8], truncated: bool) -> Option<Etcd
 /// Render a key: valid UTF-8 kept, other bytes and control characters as `\xNN`, at most
 /// [`KEY_MAX`] bytes (cut at a character/escape boundary).
 pub fn printable_key(key: &[u8]) -> String {
+    // Printable ASCII, as Kubernetes' keys are, is copied as is (the general path showed in
+    // profiles).
+    if key.iter().all(|b| (0x20..0x7f).contains(b)) {
+        let kept = &key[..key.len().min(KEY_MAX)];
+        return std::str::from_utf8(kept).map(str::to_owned).unwrap_or_default();
+    }
     let mut out = String::with_capacity(key.len().min(KEY_MAX));
     let push = |out: &mut String, piece: &str| -> bool {
         if out.len() + piece.len() > KEY_MAX {

@@ -297,14 +297,15 @@ impl MessageReader {
 /// were seen are followed: DATA of a stream joined midway cannot be framed.
 #[derive(Debug)]
 pub struct StreamMessages {
-    readers: HashMap<u32, MessageReader>,
+    /// foldhash, as for the streams of `assemble::http2` (bounded, randomly seeded).
+    readers: HashMap<u32, MessageReader, foldhash::fast::RandomState>,
     max_streams: usize,
     dropped: u64,
 }
 
 impl StreamMessages {
     pub fn new(max_streams: usize) -> Self {
-        StreamMessages { readers: HashMap::new(), max_streams, dropped: 0 }
+        StreamMessages { readers: HashMap::default(), max_streams, dropped: 0 }
     }
 
     /// Streams not followed because `max_streams` was reached.

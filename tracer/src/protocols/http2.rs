@@ -352,11 +352,35 @@ struct Block {
     stream_id: u32,
     end_stream: bool,
     push: bool,
+    /// The encoded block: it may hold Authorization or Cookie values, so it is zeroed before it
+    /// is freed.
     buf: Vec<u8>,
     lost: Option<&'static str>,
     start_ns: u64,
     /// The last frame of the block carried END_HEADERS.
     done: bool,
+}
+
+impl Block {
+    /// Gives up on the block's bytes.
+    fn lose(&mut self, reason: &'static str) {
+        self.lost = Some(reason);
+        wipe(&mut self.buf);
+        self.buf = Vec::new();
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        wipe(&mut self.buf);
+    }
+}
+
+fn wipe(buf: &mut [u8]) {
+    if !buf.is_empty() {
+        buf.fill(0);
+        std::hint::black_box(buf);
+    }
 }
 
 /// Decoder for one direction of an HTTP/2 connection.
@@ -680,7 +704,8 @@ impl H2Decoder {
                     stream_id: h.stream_id,
                     end_stream: h.kind == ft::HEADERS && h.has(flags::END_STREAM),
                     push: h.kind == ft::PUSH_PROMISE,
-                    buf: Vec::new(),
+                    // Most blocks are one frame: one allocation of the right size.
+                    buf: Vec::with_capacity((h.length as usize).min(MAX_HEADER_BLOCK)),
                     lost: None,
                     start_ns: self.hdr_start_ns,
                     done: false,
@@ -718,7 +743,6 @@ impl H2Decoder {
         let cstart = f.prefix.max(start);
         let cend_known = f.content_end();
         let cend = cend_known.unwrap_or(f.hdr.length).min(end);
-        let slice = |c: &[u8], a: u32, b: u32| -> Vec<u8> { c[(a - start) as usize..(b - start) as usize].to_vec() };
         match kind {
             ft::DATA if cstart < cend => match chunk {
                 Some(c) if f.data_contiguous && cend_known.is_some() => {
@@ -738,16 +762,12 @@ impl H2Decoder {
                     match chunk {
                         Some(c) => {
                             if b.buf.len() + (cend - cstart) as usize > MAX_HEADER_BLOCK {
-                                b.lost = Some("header block too large");
-                                b.buf = Vec::new();
+                                b.lose("header block too large");
                             } else {
-                                b.buf.extend_from_slice(&slice(c, cstart, cend));
+                                b.buf.extend_from_slice(&c[(cstart - start) as usize..(cend - start) as usize]);
                             }
                         }
-                        None => {
-                            b.lost = Some("header block not captured");
-                            b.buf = Vec::new();
-                        }
+                        None => b.lose("header block not captured"),
                     }
                 }
             }
