@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::etcd::check_absent_in_output;
+use crate::gotls::tracer_log_summary;
+use crate::session::Finished;
 use crate::span::{ReceivedSpan, dump};
 
 /// Slack added to client-measured durations (clock granularity, scheduling).
@@ -482,6 +485,23 @@ pub fn check_http_spans(spans: &[ReceivedSpan], exps: &[HttpExpect]) -> Vec<Stri
         }
     }
     errs
+}
+
+/// Panics with every problem, a summary of the tracer's log and every span when `errs` is not
+/// empty.
+pub fn assert_finished_ok(context: &str, mut errs: Vec<String>, fin: &Finished) {
+    if !errs.is_empty() {
+        errs.push(format!("tracer log:\n    {}", tracer_log_summary(&fin.output.stderr)));
+    }
+    assert_no_errors(context, &errs, &fin.spans);
+}
+
+/// [`assert_finished_ok`], once it is checked that none of `never` (values the tracer must not
+/// export) appears in any span or in the tracer's stdout or stderr.
+pub fn assert_session_ok(context: &str, mut errs: Vec<String>, fin: &Finished, never: &[&str]) {
+    errs.extend(check_absent_everywhere(&fin.spans, never));
+    errs.extend(check_absent_in_output(&fin.output.stdout, &fin.output.stderr, never));
+    assert_finished_ok(context, errs, fin);
 }
 
 /// Panics with every problem and every span when `errs` is not empty.

@@ -4,14 +4,11 @@
 
 use std::time::Duration;
 
-use integration_tests::check::{
-    ResourceExpect, assert_no_errors, check_absent_everywhere, check_common,
-};
+use integration_tests::check::{ResourceExpect, assert_session_ok, check_common};
 use integration_tests::etcd::{
-    Etcd, EtcdExpect, ExecTarget, GrpcClient, check_absent_in_output, check_etcd_spans,
-    check_mid_stream, parse_lease_grant,
+    Etcd, EtcdExpect, ExecTarget, GrpcClient, check_etcd_spans, check_mid_stream, parse_lease_grant,
 };
-use integration_tests::gotls::{final_stats_line, tracer_log_summary};
+use integration_tests::gotls::final_stats_line;
 use integration_tests::*;
 use serde_json::{Value, json};
 
@@ -133,19 +130,7 @@ fn kv_operations_give_server_spans() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
-    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &NEVER,
-    ));
-    if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
-    }
-    assert_no_errors("etcd KV operations (server side)", &errs, &fin.spans);
+    assert_session_ok("etcd KV operations (server side)", errs, &fin, &NEVER);
 }
 
 /// `etcdctl watch --prefix`: the Watch stream is reported once, when the watch is created (while
@@ -196,19 +181,7 @@ fn watch_is_reported_when_created() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
-    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &NEVER,
-    ));
-    if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
-    }
-    assert_no_errors("etcd watch (server side)", &errs, &fin.spans);
+    assert_session_ok("etcd watch (server side)", errs, &fin, &NEVER);
 }
 
 /// Lease grant, a keep-alive (a stream: reported at its first answer), a put with the lease,
@@ -268,23 +241,7 @@ fn lease_lifecycle_and_a_failing_call() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
-    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &NEVER,
-    ));
-    if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
-    }
-    assert_no_errors(
-        "etcd leases and a failing call (server side)",
-        &errs,
-        &fin.spans,
-    );
+    assert_session_ok("etcd leases and a failing call (server side)", errs, &fin, &NEVER);
 }
 
 /// Client side: a shell is traced, then execs etcdctl (same pid, new image): `put` and
@@ -345,23 +302,7 @@ fn client_spans_of_etcdctl_exec_after_attach() {
         };
         errs.extend(check_common(&mine, &res, window));
     }
-    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &NEVER,
-    ));
-    if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
-    }
-    assert_no_errors(
-        "etcdctl exec'd after attach (client side)",
-        &errs,
-        &fin.spans,
-    );
+    assert_session_ok("etcdctl exec'd after attach (client side)", errs, &fin, &NEVER);
 }
 
 /// Mid-connection: one grpcio channel (one HTTP/2 connection) makes 30 calls, then the tracer
@@ -385,7 +326,7 @@ fn mid_connection_grpc_warms_up_without_wrong_names() {
     );
     let fin = sess.finish(SETTLE);
     client.finish();
-    let (m, mut errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 0);
+    let (m, errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 0);
     eprintln!(
         "[etcd gRPC mid-connection, plain] {} calls after attach: {} unknown, {} named right, first named call #{:?}, last unnamed call #{:?}\n{}",
         m.calls,
@@ -395,17 +336,5 @@ fn mid_connection_grpc_warms_up_without_wrong_names() {
         m.last_unnamed,
         final_stats_line(&fin.output.stderr)
     );
-    errs.extend(check_absent_everywhere(&fin.spans, &[NEVER[3]]));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &[NEVER[3]],
-    ));
-    if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
-    }
-    assert_no_errors("etcd gRPC connection joined mid-way", &errs, &fin.spans);
+    assert_session_ok("etcd gRPC connection joined mid-way", errs, &fin, &[NEVER[3]]);
 }

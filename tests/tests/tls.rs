@@ -7,16 +7,12 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::check::{
-    HttpExpect, K8s, ResourceExpect, assert_no_errors, check_absent_everywhere, check_common,
+    HttpExpect, K8s, ResourceExpect, assert_finished_ok, assert_session_ok, check_common,
 };
-use integration_tests::etcd::{
-    Etcd, EtcdExpect, EtcdTls, GrpcClient, check_absent_in_output, check_etcd_spans,
-    check_mid_stream,
-};
+use integration_tests::etcd::{Etcd, EtcdExpect, EtcdTls, GrpcClient, check_etcd_spans, check_mid_stream};
 use integration_tests::gotls::{
     GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
-    check_no_connection_spans, final_stats_line, tcp_connections_of, tracer_log_summary,
-    wait_go_tls_probes,
+    check_no_connection_spans, final_stats_line, tcp_connections_of, wait_go_tls_probes,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
@@ -35,12 +31,6 @@ const NEVER: [&str; 4] = [
 
 fn pods_route() -> &'static str {
     "/api/v1/namespaces/{namespace}/pods/{name}"
-}
-
-fn log_tail(errs: &mut Vec<String>, stderr: &str) {
-    if !errs.is_empty() {
-        errs.push(format!("tracer log:\n    {}", tracer_log_summary(stderr)));
-    }
 }
 
 /// etcd with TLS and `--client-cert-auth` traced; etcdctl with a client certificate: put,
@@ -115,18 +105,7 @@ fn etcd_mtls_etcdctl_server_spans() {
     let mut errs = check_etcd_spans(&fin.spans, &exps, &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
-    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &NEVER,
-    ));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "etcd with TLS + client certs, etcdctl (server side)",
-        &errs,
-        &fin.spans,
-    );
+    assert_session_ok("etcd with TLS + client certs, etcdctl (server side)", errs, &fin, &NEVER);
 }
 
 /// etcd's HTTP endpoints over TLS with a client certificate: curl `--http1.1` to /version and
@@ -172,12 +151,7 @@ fn etcd_mtls_http1_endpoints_with_curl() {
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "etcd /version and /health over TLS (HTTP/1.1)",
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok("etcd /version and /health over TLS (HTTP/1.1)", errs, &fin);
 }
 
 /// The stripped Go 1.27 HTTPS server traced: curl `-k --http1.1` (two requests on one connection)
@@ -266,12 +240,7 @@ fn go_https_server_http1_and_http2() {
     errs.extend(check_http_spans_version(&s2, &h2, "2", &|_| false));
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "Go HTTPS server (stripped, Go 1.27): HTTP/1.1 and HTTP/2",
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok("Go HTTPS server (stripped, Go 1.27): HTTP/1.1 and HTTP/2", errs, &fin);
 }
 
 /// Client side: the stripped Go HTTP client (waits on stdin until the tracer is attached), one
@@ -347,12 +316,7 @@ fn go_tls_client_spans_http1_and_http2() {
     }
     errs.extend(check_common(&s1, &res1, window));
     errs.extend(check_common(&s2, &res2, window));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "Go TLS client (stripped, Go 1.27): HTTP/1.1 and HTTP/2",
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok("Go TLS client (stripped, Go 1.27): HTTP/1.1 and HTTP/2", errs, &fin);
 }
 
 /// Client side over TLS: a shell is traced, then execs etcdctl with client certificates (same
@@ -418,10 +382,7 @@ fn etcdctl_tls_client_interactive_txn_after_attach() {
     errs.extend(check_no_connection_spans(&fin.spans));
     let res = ResourceExpect { pid, comm: "etcdctl".into(), exe: "etcdctl".into(), host: hostname() };
     errs.extend(check_common(&fin.spans, &res, window));
-    errs.extend(check_absent_everywhere(&fin.spans, &NEVER));
-    errs.extend(check_absent_in_output(&fin.output.stdout, &fin.output.stderr, &NEVER));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors("etcdctl txn -i over mTLS, connection opened before attach (client side)", &errs, &fin.spans);
+    assert_session_ok("etcdctl txn -i over mTLS, connection opened before attach (client side)", errs, &fin, &NEVER);
 }
 
 /// The local port of `client_pid`'s established connection to `server_port`.
@@ -523,12 +484,7 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
     }
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        &format!("TLS connection reused across attach (tracer on the {kind})"),
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok(&format!("TLS connection reused across attach (tracer on the {kind})"), errs, &fin);
 }
 
 #[test]
@@ -616,12 +572,7 @@ fn tls_http2_connection_joined_mid_way_server_side() {
     if fin.spans.len() != conn.len() {
         errs.push("spans of another connection".into());
     }
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "TLS HTTP/2 connection joined mid-way (server side)",
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok("TLS HTTP/2 connection joined mid-way (server side)", errs, &fin);
 }
 
 /// HTTP/2 over TLS joined mid-way with a client whose request headers never change (the Go
@@ -691,12 +642,7 @@ fn tls_http2_constant_headers_mid_way_never_wrong() {
         ));
     }
     errs.extend(check_no_connection_spans(&fin.spans));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "TLS HTTP/2 with constant headers joined mid-way",
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok("TLS HTTP/2 with constant headers joined mid-way", errs, &fin);
 }
 
 /// etcd over TLS (client certs) joined mid-way: the grpcio client (BoringSSL; the server side is
@@ -731,14 +677,7 @@ fn etcd_tls_mid_connection_grpc_warms_up_without_wrong_names() {
         final_stats_line(&fin.output.stderr)
     );
     errs.extend(check_no_connection_spans(&fin.spans));
-    errs.extend(check_absent_everywhere(&fin.spans, &[NEVER[3]]));
-    errs.extend(check_absent_in_output(
-        &fin.output.stdout,
-        &fin.output.stderr,
-        &[NEVER[3]],
-    ));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors("etcd gRPC over TLS joined mid-way", &errs, &fin.spans);
+    assert_session_ok("etcd gRPC over TLS joined mid-way", errs, &fin, &[NEVER[3]]);
 }
 
 /// Readiness: traffic right after the tracer logged `target attached` (the harness's readiness
@@ -767,10 +706,5 @@ fn go_tls_decoded_right_after_target_attached() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
-    log_tail(&mut errs, &fin.output.stderr);
-    assert_no_errors(
-        "Go TLS traffic right after `target attached`",
-        &errs,
-        &fin.spans,
-    );
+    assert_finished_ok("Go TLS traffic right after `target attached`", errs, &fin);
 }
