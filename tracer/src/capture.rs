@@ -45,23 +45,14 @@ impl Capture {
     /// Waits until records are available, then hands them all to the pipeline.
     pub async fn drain(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        // Bound one pass so housekeeping and shutdown are not starved under a flood.
-        for _ in 0..65536 {
-            let Some(item) = ring.next() else { break };
-            pipeline.handle_record(&item);
-        }
+        drain_ring(guard.get_inner_mut(), pipeline);
         guard.clear_ready();
         Ok(())
     }
 
     /// Like [`drain`] but returns at once when nothing is pending (periodic polls, shutdown).
     pub fn drain_now(&mut self, pipeline: &mut Pipeline) {
-        let ring = self.ring.get_mut();
-        for _ in 0..65536 {
-            let Some(item) = ring.next() else { break };
-            pipeline.handle_record(&item);
-        }
+        drain_ring(self.ring.get_mut(), pipeline);
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {
@@ -76,6 +67,15 @@ impl Capture {
             go_tls_calls_full: sum(counter::GO_TLS_CALLS_FULL),
             no_syscall_fd: sum(counter::NO_SYSCALL_FD),
         }
+    }
+}
+
+/// Hands the pending records to the pipeline. One pass is bounded so that housekeeping and
+/// shutdown are not starved under a flood.
+fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) {
+    for _ in 0..65536 {
+        let Some(item) = ring.next() else { break };
+        pipeline.handle_record(&item);
     }
 }
 

@@ -18,7 +18,7 @@ use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, soc
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{SK_KEYS, SOCKETS, count, current_target, sock_offsets},
+    maps::{SK_KEYS, SOCKETS, count, current_target, is_go_tls_target, sock_offsets},
     probes::gotls,
     sockets::{AF_INET, AF_INET6, IPPROTO_TCP, announce_open, close_socket, tcp_state},
     userregs::{UserRegs, nr},
@@ -66,6 +66,9 @@ fn try_sock_io(ctx: &RawTracePointContext, pid_tgid: u64, dir: u8) -> Result<(),
         return Ok(()); // the same bytes are read again for real
     }
     let tgid = (pid_tgid >> 32) as u32;
+    if ret <= 0 && !is_go_tls_target(tgid) {
+        return Ok(()); // nothing moved (EAGAIN...), and no Go TLS call to tie to this socket
+    }
     let regs = UserRegs::current().ok_or(0i64)?;
     let (fd, kind, a, b) = match regs.syscall() {
         nr::READ | nr::RECVFROM | nr::WRITE | nr::SENDTO => (regs.di() as i32, payload::BUFFER, regs.si(), 0),
