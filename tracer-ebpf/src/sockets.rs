@@ -24,16 +24,11 @@ pub mod tcp_state {
     pub const LAST_ACK: i32 = 9;
 }
 
+/// An event header stamped `ts_ns` (callers that have a time already pass it: reading the clock
+/// is a helper call per record).
 #[inline(always)]
-pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
-    EventHeader {
-        kind,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        goid: 0,
-    }
+pub fn header(kind: u32, pid_tgid: u64, ts_ns: u64) -> EventHeader {
+    EventHeader { kind, tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, _pad: 0, ts_ns, goid: 0 }
 }
 
 /// Tells userspace of a new connection of `pid_tgid` on `fd`, stamped `ts_ns`.
@@ -43,9 +38,7 @@ pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: So
         count(counter::RINGBUF_FULL);
         return;
     };
-    let mut hdr = header(kind::SOCK_OPEN, pid_tgid);
-    hdr.ts_ns = ts_ns;
-    entry.write(SockOpenEvent { hdr, fd, listen_fd, role, _pad: [0; 7], local, peer });
+    entry.write(SockOpenEvent { hdr: header(kind::SOCK_OPEN, pid_tgid, ts_ns), fd, listen_fd, role, _pad: [0; 7], local, peer });
     entry.submit(submit_flags());
 }
 
@@ -68,6 +61,6 @@ pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
     };
     // The closing thread is not always known (a reset arrives in softirq): only the process is.
     let pid_tgid = (tgid as u64) << 32;
-    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid), fd: key as u32 as i32, reason });
+    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid, unsafe { bpf_ktime_get_ns() }), fd: key as u32 as i32, reason });
     entry.submit(submit_flags());
 }

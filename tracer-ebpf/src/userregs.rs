@@ -12,7 +12,7 @@ pub struct UserRegs(*const u64);
 
 /// Word indexes in `struct pt_regs`: r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx,
 /// si, di, orig_ax.
-mod word {
+pub mod word {
     pub const R14: usize = 1;
     pub const R10: usize = 7;
     pub const DX: usize = 12;

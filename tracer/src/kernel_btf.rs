@@ -14,11 +14,14 @@ use tracer_common::SockOffsets;
 pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
     let data = std::fs::read(path).map_err(|e| anyhow!("reading kernel BTF {}: {e}", path.display()))?;
     let btf = Btf::parse(&data)?;
+    // Each struct is looked up once: a lookup is a pass over all of vmlinux's types.
+    let sock = btf.find_struct("sock")?;
+    let sock_common = btf.find_struct("sock_common")?;
     // `struct sock` begins with its `sock_common`.
-    if btf.field_offset("sock", "__sk_common")? != 0 {
+    if btf.member_offset(sock, "__sk_common")? != 0 {
         bail!("struct sock does not begin with __sk_common");
     }
-    let common = |f| btf.field_offset("sock_common", f);
+    let common = |f| btf.member_offset(sock_common, f);
     Ok(SockOffsets {
         skc_daddr: common("skc_daddr")?,
         skc_rcv_saddr: common("skc_rcv_saddr")?,
@@ -28,24 +31,29 @@ pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
         skc_state: common("skc_state")?,
         skc_v6_daddr: common("skc_v6_daddr")?,
         skc_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
-        sk_protocol: btf.field_offset("sock", "sk_protocol")?,
+        sk_protocol: btf.member_offset(sock, "sk_protocol")?,
     })
 }
 
 /// BTF kinds (include/uapi/linux/btf.h).
 mod kind {
+    pub const UNKNOWN: u32 = 0;
     pub const INT: u32 = 1;
+    pub const PTR: u32 = 2;
     pub const ARRAY: u32 = 3;
     pub const STRUCT: u32 = 4;
     pub const UNION: u32 = 5;
     pub const ENUM: u32 = 6;
+    pub const FWD: u32 = 7;
     pub const TYPEDEF: u32 = 8;
     pub const VOLATILE: u32 = 9;
     pub const CONST: u32 = 10;
     pub const RESTRICT: u32 = 11;
+    pub const FUNC: u32 = 12;
     pub const FUNC_PROTO: u32 = 13;
     pub const VAR: u32 = 14;
     pub const DATASEC: u32 = 15;
+    pub const FLOAT: u32 = 16;
     pub const DECL_TAG: u32 = 17;
     pub const TYPE_TAG: u32 = 18;
     pub const ENUM64: u32 = 19;
@@ -73,7 +81,7 @@ struct TypeHeader {
 
 impl<'a> Btf<'a> {
     fn parse(data: &'a [u8]) -> Result<Self> {
-        let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        let u32_at = |o: usize| le_u32(data, o);
         let magic = data.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if magic != Some(MAGIC) {
             bail!("not little-endian BTF (bad magic)");
@@ -98,8 +106,7 @@ impl<'a> Btf<'a> {
     }
 
     fn u32_at(&self, pos: usize) -> Result<u32> {
-        let b = self.types.get(pos..pos + 4).ok_or_else(|| anyhow!("truncated BTF type section"))?;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        le_u32(self.types, pos).ok_or_else(|| anyhow!("truncated BTF type section"))
     }
 
     fn header(&self, pos: usize) -> Result<TypeHeader> {
@@ -120,7 +127,16 @@ impl<'a> Btf<'a> {
             kind::ARRAY => 12,
             kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 12 * t.vlen,
             kind::ENUM | kind::FUNC_PROTO => 8 * t.vlen,
-            0 | 2 | 7 | kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | 12 | 16 | kind::TYPE_TAG => 0,
+            kind::UNKNOWN
+            | kind::PTR
+            | kind::FWD
+            | kind::TYPEDEF
+            | kind::VOLATILE
+            | kind::CONST
+            | kind::RESTRICT
+            | kind::FUNC
+            | kind::FLOAT
+            | kind::TYPE_TAG => 0,
             k => bail!("unknown BTF kind {k}"),
         })
     }
@@ -130,15 +146,22 @@ impl<'a> Btf<'a> {
         &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
     }
 
-    /// Byte offset of `field` in struct `name`, looking through anonymous unions and structs.
-    fn field_offset(&self, name: &str, field: &str) -> Result<u32> {
-        let pos = self
-            .starts
+    /// Where struct `name` is in the type section.
+    fn find_struct(&self, name: &str) -> Result<usize> {
+        self.starts
             .iter()
             .map(|&p| p as usize)
             .find(|&p| self.header(p).is_ok_and(|t| t.kind == kind::STRUCT && self.name(t.name_off) == name.as_bytes()))
-            .ok_or_else(|| anyhow!("kernel BTF has no struct {name}"))?;
-        self.find_member(pos, field, 0)?.ok_or_else(|| anyhow!("kernel struct {name} has no field {field}"))
+            .ok_or_else(|| anyhow!("kernel BTF has no struct {name}"))
+    }
+
+    /// Byte offset of `field` in the struct at `pos` (from [`Btf::find_struct`]), looking through
+    /// anonymous unions and structs.
+    fn member_offset(&self, pos: usize, field: &str) -> Result<u32> {
+        self.find_member(pos, field, 0)?.ok_or_else(|| {
+            let name = self.header(pos).map(|t| String::from_utf8_lossy(self.name(t.name_off)).into_owned()).unwrap_or_default();
+            anyhow!("kernel struct {name} has no field {field}")
+        })
     }
 
     fn find_member(&self, pos: usize, field: &str, base_bits: u32) -> Result<Option<u32>> {
@@ -180,6 +203,11 @@ impl<'a> Btf<'a> {
     }
 }
 
+/// The little-endian u32 at `pos`, if `data` holds it.
+fn le_u32(data: &[u8], pos: usize) -> Option<u32> {
+    data.get(pos..pos + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,14 +231,15 @@ mod tests {
     fn missing_names_and_corrupt_data_are_errors() {
         let data = std::fs::read(VMLINUX).unwrap();
         let btf = Btf::parse(&data).unwrap();
-        let e = btf.field_offset("sock_common", "no_such_field").unwrap_err();
+        let common = btf.find_struct("sock_common").unwrap();
+        let e = btf.member_offset(common, "no_such_field").unwrap_err();
         assert_eq!(e.to_string(), "kernel struct sock_common has no field no_such_field");
-        assert_eq!(btf.field_offset("no_such_struct_xyz", "a").unwrap_err().to_string(), "kernel BTF has no struct no_such_struct_xyz");
+        assert_eq!(btf.find_struct("no_such_struct_xyz").unwrap_err().to_string(), "kernel BTF has no struct no_such_struct_xyz");
         assert!(Btf::parse(b"not btf at all").is_err());
         assert!(Btf::parse(&data[..100]).is_err(), "truncated");
         // Cut anywhere: an error, never a panic.
         for cut in (24..data.len()).step_by(data.len() / 97) {
-            let _ = Btf::parse(&data[..cut]).and_then(|b| b.field_offset("sock", "sk_protocol"));
+            let _ = Btf::parse(&data[..cut]).and_then(|b| b.find_struct("sock").and_then(|s| b.member_offset(s, "sk_protocol")));
         }
         assert!(sock_offsets(Path::new("/nonexistent/btf")).is_err());
     }

@@ -1,7 +1,7 @@
 //! Targets that start or stop while the agent runs.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -45,6 +45,6 @@ fn send(kind: u32, pid_tgid: u64, comm: [u8; 16]) {
         count(counter::RINGBUF_FULL);
         return;
     };
-    entry.write(ProcEvent { hdr: header(kind, pid_tgid), comm });
+    entry.write(ProcEvent { hdr: header(kind, pid_tgid, unsafe { bpf_ktime_get_ns() }), comm });
     entry.submit(submit_flags());
 }

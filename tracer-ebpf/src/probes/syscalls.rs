@@ -16,17 +16,8 @@ use crate::{
     maps::{PENDING, SOCKETS, count, current_target},
     probes::gotls,
     sockets::{AF_INET, AF_INET6, announce_open, close_socket},
-    userregs::nr,
+    userregs::{nr, word},
 };
-
-/// Offsets of the syscall argument registers in x86-64 `struct pt_regs`.
-mod regs {
-    pub const R14: usize = 8;
-    pub const DI: usize = 112;
-    pub const SI: usize = 104;
-    pub const DX: usize = 96;
-    pub const ORIG_AX: usize = 120;
-}
 
 /// What a pending call is, i.e. how its exit is handled.
 pub mod call {
@@ -89,8 +80,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn reg(regs: *const u8, offset: usize) -> u64 {
-    unsafe { bpf_probe_read_kernel(regs.add(offset).cast::<u64>()) }.unwrap_or(0)
+/// Word `index` (`userregs::word`) of the `struct pt_regs` that `sys_enter`/`sys_exit` pass. That
+/// pointer is untyped for the verifier, so the word is copied out (`UserRegs` reads in place).
+fn reg(regs: *const u64, index: usize) -> u64 {
+    unsafe { bpf_probe_read_kernel(regs.add(index)) }.unwrap_or(0)
 }
 
 fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
@@ -108,8 +101,8 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
         nr::CLOSE => call::CLOSE_NOW,
         _ => return Ok(()),
     };
-    let regs: *const u8 = ctx.arg(0);
-    let fd = reg(regs, regs::DI) as i32;
+    let regs: *const u64 = ctx.arg(0);
+    let fd = reg(regs, word::DI) as i32;
     let tgid = (pid_tgid >> 32) as u32;
     if kind == call::CLOSE_NOW {
         on_close(pid_tgid, fd);
@@ -119,8 +112,8 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
     let mut pending = PendingCall {
         kind,
         fd,
-        arg: reg(regs, regs::SI),
-        len: reg(regs, regs::DX),
+        arg: reg(regs, word::SI),
+        len: reg(regs, word::DX),
         enter_ns: unsafe { bpf_ktime_get_ns() },
         local: SockAddr::default(),
         peer: SockAddr::default(),
@@ -142,7 +135,7 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 return Ok(());
             }
             // A Go goroutine (R14 holds g) inside crypto/tls learns which socket it is on.
-            gotls::bind_syscall(tgid, reg(regs, regs::R14), fd);
+            gotls::bind_syscall(tgid, reg(regs, word::R14), fd);
         }
     }
     if PENDING.insert(pid_tgid, pending, 0).is_err() {
@@ -227,14 +220,14 @@ fn accept_entered_before_attach(ctx: &RawTracePointContext, pid_tgid: u64) {
     if ret < 0 {
         return;
     }
-    let regs: *const u8 = ctx.arg(0);
-    let id = reg(regs, regs::ORIG_AX) as i64;
+    let regs: *const u64 = ctx.arg(0);
+    let id = reg(regs, word::ORIG_AX) as i64;
     if id != nr::ACCEPT && id != nr::ACCEPT4 {
         return;
     }
-    let peer = read_sockaddr(reg(regs, regs::SI));
+    let peer = read_sockaddr(reg(regs, word::SI));
     if peer.family != AF_UNIX {
-        open_socket(pid_tgid, ret as i32, reg(regs, regs::DI) as i32, sock_role::ACCEPTED, SockAddr::default(), peer);
+        open_socket(pid_tgid, ret as i32, reg(regs, word::DI) as i32, sock_role::ACCEPTED, SockAddr::default(), peer);
     }
 }
 
