@@ -148,14 +148,24 @@ impl GoServer {
         Self::start("go-https-server", &https_server_bin(), "https")
     }
 
+    /// The HTTPS server with each accepted connection wrapped in a type of its own (`-wrap`), so
+    /// the `tls.Conn` does not hold a `*net.TCPConn`.
+    pub fn https_wrapped() -> GoServer {
+        Self::start_with("go-https-server", &https_server_bin(), "https", &["-wrap"])
+    }
+
     /// The stripped Go h2c server: HTTP/1.1 and HTTP/2 with prior knowledge, no TLS.
     pub fn h2c() -> GoServer {
         Self::start("go-h2c-server", &h2c_server_bin(), "http")
     }
 
     fn start(name: &str, bin: &Path, scheme: &'static str) -> GoServer {
+        Self::start_with(name, bin, scheme, &[])
+    }
+
+    fn start_with(name: &str, bin: &Path, scheme: &'static str, args: &[&str]) -> GoServer {
         let mut cmd = Command::new(bin);
-        cmd.args(["-addr", "127.0.0.1:0"]);
+        cmd.args(["-addr", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn(name, cmd);
         let line = proc.wait_stdout_line(
             "`listening on ADDR`",

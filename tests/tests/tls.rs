@@ -12,7 +12,7 @@ use integration_tests::check::{
 use integration_tests::etcd::{Etcd, EtcdExpect, EtcdTls, GrpcClient, check_etcd_spans, check_mid_stream};
 use integration_tests::gotls::{
     GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
-    check_no_connection_spans, final_stats_line, tcp_connections_of, wait_go_tls_probes,
+    check_no_connection_spans, final_stats, final_stats_line, tcp_connections_of, wait_go_tls_probes,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
@@ -708,3 +708,51 @@ fn go_tls_decoded_right_after_target_attached() {
     errs.extend(check_no_connection_spans(&fin.spans));
     assert_finished_ok("Go TLS traffic right after `target attached`", errs, &fin);
 }
+
+/// A server whose connections are not `*net.TCPConn` (each accepted conn wrapped in a type of its
+/// own, as proxy-protocol or limit listeners do): the socket under each `tls.Conn` is learned at
+/// its handshake. New connections, one request each over HTTP/1.1 (the request may arrive with the
+/// client's Finished and be read by the handshake, so the first Read makes no syscall), then two
+/// over one HTTP/2 connection: every request has its span, and no TLS bytes went without a socket.
+#[test]
+fn go_tls_wrapped_connections_fd_learned_at_handshake() {
+    let srv = GoServer::https_wrapped();
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let window = sess.window_start;
+    let res = ResourceExpect::of(srv.pid());
+    let exp = |p: &str, t: &Transfer| {
+        HttpExpect::server("GET", p, 200)
+            .route(pods_route())
+            .client_port(t.local_port)
+            .server_port(srv.port())
+    };
+    let mut h1 = Vec::new();
+    for i in 0..4 {
+        let p = format!("/api/v1/namespaces/wrapped/pods/w-{i}");
+        let t = curl_one(&["-k".to_owned(), "--http1.1".into(), srv.url(&p)]);
+        assert_eq!(t.code, 200);
+        h1.push(exp(&p, &t));
+    }
+    let paths = ["/api/v1/namespaces/wrapped/pods/h2-a", "/api/v1/namespaces/wrapped/pods/h2-b"];
+    let r = curl(&["-k".to_owned(), "--http2".into(), srv.url(paths[0]), srv.url(paths[1])]);
+    assert_eq!(r.transfers.iter().map(|t| t.code).collect::<Vec<_>>(), [200, 200]);
+    let h2: Vec<HttpExpect> = paths.iter().zip(&r.transfers).map(|(p, t)| exp(p, t)).collect();
+
+    sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
+    let s1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_h1(s)).cloned().collect();
+    let s2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_h1(s)).cloned().collect();
+    let mut errs = check_http_spans_version(&s1, &h1, "1.1", &|_| false);
+    errs.extend(check_http_spans_version(&s2, &h2, "2", &|_| false));
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_common(&fin.spans, &res, window));
+    let stats = final_stats(&fin.output.stderr);
+    match stats.get("go_tls_no_socket") {
+        Some(0) => {}
+        other => errs.push(format!("go_tls_no_socket should be 0, is {other:?}")),
+    }
+    assert_finished_ok("Go HTTPS server with wrapped connections", errs, &fin);
+}
+

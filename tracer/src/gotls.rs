@@ -22,11 +22,12 @@ use crate::{
     targets::set_tgid_bit,
 };
 
-const PROGRAMS: [&str; 6] =
-    ["go_tls_write_enter", "go_tls_read_enter", "go_tls_write_ret", "go_tls_read_ret", "go_tls_io_enter", "go_tls_io_ret"];
+const PROGRAMS: [&str; 5] =
+    ["go_tls_write_enter", "go_tls_read_enter", "go_tls_write_ret", "go_tls_read_ret", "go_tls_handshake_enter"];
 
-/// Where crypto/tls reads from its socket, handshake included (see probes/gotls.rs).
-const TLS_READ_FROM_UNTIL: &str = "crypto/tls.(*Conn).readFromUntil";
+/// Where crypto/tls connections start: their first socket I/O names the fd of connections that
+/// do not wrap a `*net.TCPConn` directly (see probes/gotls.rs). Once per connection.
+const TLS_HANDSHAKES: [&str; 2] = ["crypto/tls.(*Conn).serverHandshake", "crypto/tls.(*Conn).clientHandshake"];
 
 /// Layout the probes rely on, the same in every Go release with the register ABI (1.17 through
 /// 1.27 checked): `tls.Conn.conn` is the first field (an interface: itab, then data), the data of a
@@ -89,13 +90,8 @@ impl GoTls {
         let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset), (1, points.read.func.file_offset)];
         points_by_prog.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
         points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (3, o)));
-        // Optional: without it the fd is still learned from Read/Write themselves.
-        if let Some(f) = bin.function(TLS_READ_FROM_UNTIL)
-            && let Ok(rets) = bin.ret_offsets(&f)
-        {
-            points_by_prog.push((4, f.file_offset));
-            points_by_prog.extend(rets.into_iter().map(|o| (5, o)));
-        }
+        // Optional: without them the fd is still learned from Read/Write themselves.
+        points_by_prog.extend(TLS_HANDSHAKES.iter().filter_map(|name| bin.function(name)).map(|f| (4, f.file_offset)));
         let mut links = Vec::with_capacity(points_by_prog.len());
         for (prog_idx, offset) in points_by_prog {
             let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded above").try_into()?;

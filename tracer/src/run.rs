@@ -7,7 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     assemble::Assembler,
-    capture::{Capture, HOUSEKEEPING, KernelCounters},
+    capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
     cli::Cli,
     clock::Clock,
     export::{self, ExportConfig},
@@ -16,10 +16,6 @@ use crate::{
     probes, procfs,
     targets::Targets,
 };
-
-/// How often the ring buffer is read when the probes did not wake the agent. Short, so each batch
-/// is short too: a 10 ms batch held a CPU long enough to double nginx's p99 on 2 cores.
-const POLL_PERIOD: Duration = Duration::from_millis(2);
 
 /// Exit status of a run that otherwise went well but lost spans to a collector that was down.
 pub const EXIT_EXPORT_FAILED: i32 = 3;
@@ -76,17 +72,27 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     };
     tokio::pin!(deadline);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-    // The probes wake the agent only when a lot is waiting (see tracer-ebpf maps.rs); this tick
+    // The probes wake the agent only when a lot is waiting (see tracer-ebpf maps.rs); this timer
     // collects the rest, so a span is never held back for longer than one period.
-    let mut poll = tokio::time::interval(POLL_PERIOD);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period = PollPeriod::default();
+    let poll = tokio::time::sleep(period.current());
+    tokio::pin!(poll);
     let stats_every = (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval));
     let mut last_stats = tokio::time::Instant::now();
 
     loop {
         tokio::select! {
-            r = capture.drain(&mut pipeline) => r?,
-            _ = poll.tick() => capture.drain_now(&mut pipeline),
+            r = capture.drain(&mut pipeline) => {
+                let next = period.after_read(r?);
+                poll.as_mut().reset(tokio::time::Instant::now() + next);
+            }
+            _ = &mut poll => {
+                let next = period.after_read(capture.drain_now(&mut pipeline));
+                // On the grid of the last deadline, as an interval would be: "now + period"
+                // would add the read's own time and the timer wheel's rounding up to each period.
+                let deadline = (poll.deadline() + next).max(tokio::time::Instant::now());
+                poll.as_mut().reset(deadline);
+            }
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 attach_by_comm(&mut pipeline);

@@ -40,6 +40,7 @@ func main() {
 	certFile := flag.String("cert", "", "PEM certificate file (default: self-signed)")
 	keyFile := flag.String("key", "", "PEM private key file (default: self-signed)")
 	verbose := flag.Bool("v", false, "log each request on stderr")
+	wrap := flag.Bool("wrap", false, "wrap each accepted connection in another net.Conn type (as proxy or limit listeners do)")
 	flag.Parse()
 
 	cert, err := loadCert(*certFile, *keyFile)
@@ -61,6 +62,9 @@ func main() {
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatalf("https-server: listen: %v", err)
+	}
+	if *wrap {
+		ln = wrappingListener{ln}
 	}
 	fmt.Printf("listening on %s\n", ln.Addr())
 	os.Stdout.Sync()
@@ -157,4 +161,21 @@ func selfSigned() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// wrappingListener hands out connections that are not *net.TCPConn, so a tracer cannot find the
+// socket under a tls.Conn by following a *net.TCPConn.
+type wrappingListener struct{ net.Listener }
+
+type wrappedConn struct {
+	net.Conn
+	accepted time.Time
+}
+
+func (l wrappingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &wrappedConn{Conn: c, accepted: time.Now()}, nil
 }

@@ -34,14 +34,19 @@ pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entrie
 #[map]
 pub static GO_CONN_FDS: HashMap<GoKey, i32> = HashMap::with_max_entries(65536, 0);
 
-/// `*tls.Conn` whose `readFromUntil` a goroutine is in: the socket read it makes names the
-/// connection's fd. That runs during the handshake too, before the first Read, which may then be
-/// served from bytes the handshake already read (no syscall of its own to learn the fd from).
+/// `*tls.Conn` whose handshake a goroutine is running: the first socket syscall it makes names the
+/// connection's fd (and removes the entry). For connections whose fd is not found through a
+/// `*net.TCPConn` (wrapped conns): the first Read may be served from bytes the handshake already
+/// read, with no syscall of its own to learn the fd from.
 #[map]
 static GO_TLS_IO: HashMap<GoKey, u64> = HashMap::with_max_entries(16384, 0);
 
+/// Attached at the entry of `serverHandshake` and `clientHandshake`, which run once per
+/// connection. (An earlier version probed `readFromUntil`, entry and RETs: three calls per
+/// HTTP request, each a trap, which made half of the probes' cost on a Go HTTPS server.) No RET
+/// probe: a handshake reads or writes its socket before anything else, which clears the entry.
 #[uprobe]
-pub fn go_tls_io_enter(ctx: ProbeContext) -> u32 {
+pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     let Some(pid_tgid) = current_target() else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
@@ -49,15 +54,6 @@ pub fn go_tls_io_enter(ctx: ProbeContext) -> u32 {
     if unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }.is_none() {
         let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, conn, 0);
     }
-    0
-}
-
-/// Attached at each RET of `readFromUntil`.
-#[uprobe]
-pub fn go_tls_io_ret(ctx: ProbeContext) -> u32 {
-    let Some(pid_tgid) = current_target() else { return 0 };
-    let regs = unsafe { &*ctx.regs };
-    let _ = GO_TLS_IO.remove(GoKey { tgid: pid_tgid >> 32, ptr: regs.r14 });
     0
 }
 
@@ -160,7 +156,6 @@ fn emit_call(pid_tgid: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
     let seq = unsafe { (*state).tls_seq };
     unsafe { (*state).tls_seq = seq.wrapping_add(1) };
     let data = DataCtx {
-        pid_tgid,
         fd: call.fd,
         direction: call.direction,
         enter_ns: call.enter_ns,

@@ -106,7 +106,6 @@ fn try_sock_io(ctx: &RawTracePointContext, pid_tgid: u64, dir: u8) -> Result<(),
     unsafe { (*state).seq = seq.wrapping_add(1) };
     let now = unsafe { bpf_ktime_get_ns() };
     let data = DataCtx {
-        pid_tgid,
         fd,
         direction: dir,
         // The hook runs as the bytes are moved: for a write, its start is not known, and only

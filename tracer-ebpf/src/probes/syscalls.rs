@@ -186,7 +186,6 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 _ => direction::EGRESS,
             };
             let data = DataCtx {
-                pid_tgid,
                 fd: pending.fd,
                 direction: dir,
                 enter_ns: pending.enter_ns,
