@@ -83,6 +83,8 @@ fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> usize {
     n
 }
 
+pub const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
 /// How long the agent sleeps before it reads the ring again, when the probes do not wake it
 /// (they do so only when a quarter of the ring is waiting).
 ///
@@ -145,5 +147,3 @@ mod tests {
         assert_eq!(p.after_read(15), Duration::from_millis(4));
     }
 }
-
-pub const HOUSEKEEPING: Duration = Duration::from_millis(500);

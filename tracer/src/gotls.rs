@@ -46,7 +46,7 @@ pub struct GoTls {
 
 /// What attaching found out, for the log.
 pub enum Attached {
-    Probes { go_version: String, rets: usize },
+    Probes { go_version: String, rets: usize, read_entry: bool },
     NotGo,
     NoTls(String),
 }
@@ -87,7 +87,13 @@ impl GoTls {
         self.offsets.insert(pid, OFFSETS, 0).context("storing Go struct offsets")?;
         set_tgid_bit(&mut self.go_targets, pid, true)?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
-        let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset), (1, points.read.func.file_offset)];
+        let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset)];
+        // Each probe hit is a trap, and Read is called twice per HTTP/1 request by net/http (the
+        // second one waits for the next request): when Read keeps its arguments where its RET
+        // probe finds them, its entry is not probed.
+        if !points.read_spills_args {
+            points_by_prog.push((1, points.read.func.file_offset));
+        }
         points_by_prog.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
         points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (3, o)));
         // Optional: without them the fd is still learned from Read/Write themselves.
@@ -108,7 +114,7 @@ impl GoTls {
         }
         let rets = points.write.ret_offsets.len() + points.read.ret_offsets.len();
         self.links.insert(pid, links);
-        Ok(Attached::Probes { go_version, rets })
+        Ok(Attached::Probes { go_version, rets, read_entry: !points.read_spills_args })
     }
 
     pub fn detach(&mut self, ebpf: &mut Ebpf, pid: u32) {

@@ -173,7 +173,7 @@ impl<'a> Btf<'a> {
             let bits = base_bits + bits;
             let name = self.name(name_off);
             if name == field.as_bytes() {
-                if bitfield != 0 || bits % 8 != 0 {
+                if bitfield != 0 || !bits.is_multiple_of(8) {
                     bail!("kernel field {field} is a bit field");
                 }
                 return Ok(Some(bits / 8));

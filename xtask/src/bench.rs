@@ -3,7 +3,8 @@
 //! Every scenario alternates untraced and traced runs against the same server process (ABBA
 //! order, so drift cancels), several rounds, and compares medians:
 //!
-//! 1. nginx (one process) under wrk, and etcd under a gRPC Put/Range load: throughput, p50, p99;
+//! 1. nginx (one process) under wrk, etcd under a gRPC Put/Range load, and a Go HTTPS server
+//!    (crypto/tls, read through uprobes) under wrk: throughput, p50, p99;
 //! 2. the tax on untraced processes: ns per syscall added to a syscall loop by a loaded tracer;
 //! 3. the ceiling: wrk connections raised until the tracer loses events or saturates a core;
 //! 4. the agent: CPU per 1k requests, peak RSS, RSS with 10k live connections;
@@ -33,7 +34,7 @@ use serde_json::{Value, json};
 use crate::workspace_root;
 use load::WrkResult;
 use procs::{FinalStats, Proc, Tracer};
-use servers::{Etcd, Nginx};
+use servers::{Etcd, GoHttps, Nginx};
 
 /// Run lengths and sizes; `--quick` stays under 5 minutes on 2 cores.
 #[derive(Debug, Clone)]
@@ -306,9 +307,10 @@ pub fn run(quick: bool) -> Result<()> {
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("nginx", nginx_scenario),
         ("etcd", etcd_scenario),
+        ("go tls", go_tls_scenario),
         ("syscall tax", syscall_tax_scenario),
         ("ceiling", ceiling_scenario),
         ("live connections", live_connections_scenario),
@@ -526,6 +528,10 @@ impl AgentRun {
     }
 }
 
+fn agent_runs_json(runs: &[AgentRun]) -> Value {
+    json!(runs.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>())
+}
+
 /// Starts the tracer on `pid`, runs `load`, stops the tracer: the load's result and the agent's
 /// CPU time during the load, peak RSS and final stats.
 fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<T>) -> Result<(T, AgentRun)> {
@@ -566,32 +572,44 @@ fn fmt_opt(v: Option<f64>) -> String {
 // ---------------------------------------------------------------------------------------------
 // 1. nginx and etcd, untraced vs traced
 
-fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
-    let p = ctx.p.clone();
-    let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
-    let url = nginx.url();
-    let run_wrk = |ctx: &Ctx| load::wrk(&ctx.wrk, &ctx.work, &url, 1, p.wrk_conns, p.wrk_secs);
-    load::wrk(&ctx.wrk, &ctx.work, &url, 1, p.wrk_conns, 2).context("warm-up")?;
-    let (mut base, mut tr): (Vec<WrkResult>, Vec<WrkResult>) = (Vec::new(), Vec::new());
-    let mut agent: Vec<AgentRun> = Vec::new();
+/// Rounds of wrk against `url` on the server `pid`, untraced and traced in ABBA order:
+/// (untraced runs, traced runs, the agent of each traced run).
+fn wrk_rounds(
+    ctx: &Ctx,
+    label: &str,
+    pid: u32,
+    url: &str,
+    check_alive: &mut dyn FnMut() -> Result<()>,
+) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
+    let p = &ctx.p;
+    let run_wrk = || load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, p.wrk_secs);
+    load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, 2).context("warm-up")?;
+    let (mut base, mut tr, mut agent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..p.rounds {
         for is_traced in round_order(round) {
             if is_traced {
-                let (r, a) = traced(ctx, nginx.pid(), &[], || run_wrk(ctx))?;
+                let (r, a) = traced(ctx, pid, &[], run_wrk)?;
                 say(format!(
-                    "nginx round {}/{} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
+                    "{label} round {}/{} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
                     round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms, a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
                 ));
                 tr.push(r);
                 agent.push(a);
             } else {
-                let r = run_wrk(ctx)?;
-                say(format!("nginx round {}/{} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms));
+                let r = run_wrk()?;
+                say(format!("{label} round {}/{} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms));
                 base.push(r);
             }
-            nginx.check_alive()?;
+            check_alive()?;
         }
     }
+    Ok((base, tr, agent))
+}
+
+fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
+    let (base, tr, agent) = wrk_rounds(ctx, "nginx", nginx.pid(), &nginx.url(), &mut || nginx.check_alive())?;
     let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
     let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
     let conf = format!("wrk -t1 -c{} -d{}s, {} B static file, {} rounds", p.wrk_conns, p.wrk_secs, servers::INDEX_SIZE, p.rounds);
@@ -642,7 +660,7 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     );
     ctx.extra.insert(
         "nginx_agent_runs",
-        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
+        agent_runs_json(&agent),
     );
     Ok(())
 }
@@ -718,7 +736,54 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
         .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99), col(&tr, |r| r.p99)).note(conf));
     ctx.extra.insert(
         "etcd_agent_runs",
-        json!(agent.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>()),
+        agent_runs_json(&agent),
+    );
+    Ok(())
+}
+
+/// The path kube-apiserver traffic takes: Go's crypto/tls, whose plaintext the uprobes read
+/// (entry and RET of `(*tls.Conn).Read` and `Write`: traps, unlike the socket tracepoints).
+fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let bin = crate::setup::build_go_program("https-server", "bench_go_https_server", &["-ldflags=-s -w"])?;
+    let mut srv = GoHttps::start(&bin, &ctx.work)?;
+    let (base, tr, agent) = wrk_rounds(ctx, "go tls", srv.pid(), &srv.url(), &mut || srv.check_alive())?;
+    let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+    let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
+    let mut conf = format!(
+        "Go net/http + crypto/tls server (tests/go/https-server, stripped), wrk -t1 -c{} -d{}s over TLS (HTTP/1.1 keep-alive), a pod GET answered with JSON, {} rounds",
+        p.wrk_conns, p.wrk_secs, p.rounds
+    );
+    if errors > 0 {
+        conf += &format!("; wrk socket errors/non-2xx: {errors}");
+    }
+    let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
+    let requests: u64 = tr.iter().map(|r| r.requests).sum();
+    let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
+    let no_socket: u64 = agent.iter().map(|a| a.stat("go_tls_no_socket")).sum();
+    let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
+    if spans == 0 {
+        let w = "go tls: the tracer reported no spans for the traced runs: the uprobes did not decode the traffic".to_owned();
+        say(format!("warning: {w}"));
+        ctx.warnings.push(w);
+    }
+    ctx.scenarios.push(
+        Scenario::new("go_tls_throughput", "req/s", Budget::MinRatio(0.98))
+            .samples(col(&base, |r| r.req_per_sec), col(&tr, |r| r.req_per_sec))
+            .note(format!(
+                "{conf}; traced: {spans} spans for {requests} requests, agent {:.3} ms CPU per 1k requests, {lost} lost events, {no_socket} TLS calls without a socket",
+                cpu * 1e3 / (requests.max(1) as f64 / 1e3)
+            )),
+    );
+    ctx.scenarios.push(
+        Scenario::new("go_tls_latency_p50", "ms", Budget::None).samples(col(&base, |r| r.p50_ms), col(&tr, |r| r.p50_ms)).note(conf.clone()),
+    );
+    ctx.scenarios.push(
+        Scenario::new("go_tls_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99_ms), col(&tr, |r| r.p99_ms)).note(conf),
+    );
+    ctx.extra.insert(
+        "go_tls_agent_runs",
+        agent_runs_json(&agent),
     );
     Ok(())
 }
@@ -741,10 +806,18 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
         Ok(())
     };
     measure(&mut BTreeMap::new())?; // warm-up
+    let mut wakeups = Vec::new();
     for round in 0..p.syscall_rounds {
         for is_traced in round_order(round) {
             if is_traced {
-                traced(ctx, idle.pid(), &[], || measure(&mut tr))?;
+                let mut secs = 0.0;
+                let ((), a) = traced(ctx, idle.pid(), &[], || {
+                    let t = Instant::now();
+                    let r = measure(&mut tr);
+                    secs = t.elapsed().as_secs_f64();
+                    r
+                })?;
+                wakeups.push(a.switches as f64 / secs);
             } else {
                 measure(&mut base)?;
             }
@@ -775,6 +848,12 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
                 )),
         );
     }
+    ctx.scenarios.push(
+        Scenario::new("agent_wakeups_per_s_idle_target", "wake-ups/s", Budget::None).samples(Vec::new(), wakeups).note(
+            "context switches/s of the agent, all threads, while its target is idle (the syscall rounds above): \
+             the ring is read every 2 ms while records flow, up to every 50 ms when they do not",
+        ),
+    );
     Ok(())
 }
 

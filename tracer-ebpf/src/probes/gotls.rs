@@ -128,7 +128,9 @@ fn ret(ctx: &ProbeContext, dir: u8) {
             }
             call
         }
-        // Reads only: a Write whose socket was known was already reported at its entry.
+        // Reads only: a Write whose socket was known was already reported at its entry. Read's
+        // entry is not probed at all when its arguments stay in their spill slots (userspace
+        // checks the binary's code), or the call began before the probes were attached.
         None if dir == direction::INGRESS => match call_from_spill_slots(tgid, regs.rsp, n, dir) {
             Some(call) => call,
             None => return,
@@ -167,11 +169,13 @@ fn emit_call(pid_tgid: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
     emit_data(&data, call.buf, 0);
 }
 
-/// A call that was already running when the probes were attached (an HTTP/2 read loop waits in
-/// Read all the time) has no entry record. Its arguments are still in the ABI's spill slots above
-/// the return address — (*Conn).Read and Write spill the receiver and `b` there because they are
-/// live across calls — so at RET: receiver at RSP+8, b.ptr at RSP+16, b.len at RSP+24. Used only
-/// when the receiver is a connection whose fd is known and `b` can hold what was returned.
+/// A Read without an entry record: its entry is not probed, or it was already running when the
+/// probes were attached (an HTTP/2 read loop waits in Read all the time). Its arguments are still
+/// in the ABI's spill slots above the return address — (*Conn).Read spills the receiver and `b`
+/// there because they are live across calls (userspace checks the prologue) — so at RET:
+/// receiver at RSP+8, b.ptr at RSP+16, b.len at RSP+24. Used only when the receiver is a
+/// connection whose socket is known, and `b` can hold what was returned. The read's start is not
+/// known: its end stands for it (the bytes arrived before it).
 #[inline(always)]
 fn call_from_spill_slots(tgid: u32, rsp: u64, n: i64, dir: u8) -> Option<GoTlsCall> {
     if n <= 0 {
@@ -182,9 +186,9 @@ fn call_from_spill_slots(tgid: u32, rsp: u64, n: i64, dir: u8) -> Option<GoTlsCa
     if buf == 0 || len < n as u64 {
         return None;
     }
-    let fd = unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }?;
+    let fd = conn_fd(tgid, conn)?;
     let now = unsafe { bpf_ktime_get_ns() };
-    Some(GoTlsCall { buf, conn, enter_ns: now, fd: *fd, direction: dir, emitted: 0, _pad: [0; 2] })
+    Some(GoTlsCall { buf, conn, enter_ns: now, fd, direction: dir, emitted: 0, _pad: [0; 2] })
 }
 
 /// A target goroutine is making a socket syscall: if it is inside a TLS call whose socket is not

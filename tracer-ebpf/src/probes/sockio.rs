@@ -116,6 +116,9 @@ fn try_sock_io(ctx: &RawTracePointContext, pid_tgid: u64, dir: u8) -> Result<(),
         seq,
         source: source::SYSCALL,
     };
+    // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
+    // userspace only counts these bytes. Copying them would be wasted work.
+    let kind = if unsafe { (*state).go_conn } != 0 { payload::NONE } else { kind };
     match kind {
         payload::BUFFER => emit_data(&data, a, 0),
         payload::IOVEC => emit_data(&data, a, b),

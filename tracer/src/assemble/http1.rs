@@ -168,11 +168,10 @@ impl Http1Conn {
                 // Its response came first and is complete: the exchange is done.
                 if let Some((size, last)) = self.pending[idx].answered
                     && let Some(p) = self.pending.remove(idx)
+                    && !p.reported
                 {
-                    if !p.reported {
-                        out.push(build_span(ctx, &p, last.exit_ns, Some(size)));
-                        stats.spans += 1;
-                    }
+                    out.push(build_span(ctx, &p, last.exit_ns, Some(size)));
+                    stats.spans += 1;
                 }
             }
             Http1Event::Desync { reason } => {

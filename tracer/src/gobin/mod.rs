@@ -90,6 +90,9 @@ pub struct TlsProbePoints {
     pub register_abi: bool,
     pub read: FuncProbes,
     pub write: FuncProbes,
+    /// Read keeps its receiver and `b` in their spill slots: its RET probe finds them there, and
+    /// its entry needs no probe.
+    pub read_spills_args: bool,
 }
 
 pub const TLS_CONN_READ: &str = "crypto/tls.(*Conn).Read";
@@ -210,11 +213,29 @@ impl GoBinary {
 
     /// File offsets of every RET in `f`, decoding linearly from entry to end.
     pub fn ret_offsets(&self, f: &GoFunc) -> Result<Vec<u64>, GoBinError> {
+        let (code, seg) = self.code(f)?;
+        let rets = rets::find_rets(code, f.entry).map_err(|addr| GoBinError::Decode {
+            func: f.name.clone(),
+            addr,
+        })?;
+        // Recompute from the segment rather than trusting f.file_offset.
+        let base = seg.offset + (f.entry - seg.vaddr);
+        Ok(rets.into_iter().map(|a| base + (a - f.entry)).collect())
+    }
+
+    /// Whether `f` keeps its first three register arguments in their spill slots (see
+    /// [`rets::spills_first_three_args`]).
+    pub fn spills_first_three_args(&self, f: &GoFunc) -> bool {
+        self.code(f).is_ok_and(|(code, _)| rets::spills_first_three_args(code, f.entry))
+    }
+
+    /// The machine code of `f`, from an executable segment only (a bogus range must not yield
+    /// "offsets"), and that segment.
+    fn code(&self, f: &GoFunc) -> Result<(&[u8], &Segment), GoBinError> {
         let not_code = || GoBinError::NotCode {
             func: f.name.clone(),
             addr: f.entry,
         };
-        // Only executable segments: a bogus range must not yield "offsets".
         let seg = self
             .segs
             .iter()
@@ -227,13 +248,7 @@ impl GoBinary {
             .ok_or_else(not_code)?;
         let code = elf::read_vaddr(&self.data, std::slice::from_ref(seg), f.entry, len)
             .ok_or_else(not_code)?;
-        let rets = rets::find_rets(code, f.entry).map_err(|addr| GoBinError::Decode {
-            func: f.name.clone(),
-            addr,
-        })?;
-        // Recompute from the segment rather than trusting f.file_offset.
-        let base = seg.offset + (f.entry - seg.vaddr);
-        Ok(rets.into_iter().map(|a| base + (a - f.entry)).collect())
+        Ok((code, seg))
     }
 
     fn probes(&self, name: &str) -> Result<FuncProbes, GoBinError> {
@@ -249,10 +264,12 @@ impl GoBinary {
 
     /// Entry and RET offsets of `crypto/tls.(*Conn).Read` and `Write`.
     pub fn tls_probe_points(&self) -> Result<TlsProbePoints, GoBinError> {
+        let read = self.probes(TLS_CONN_READ)?;
         Ok(TlsProbePoints {
             go_version: self.go_version().map(str::to_owned),
             register_abi: self.register_abi(),
-            read: self.probes(TLS_CONN_READ)?,
+            read_spills_args: self.register_abi() && self.spills_first_three_args(&read.func),
+            read,
             write: self.probes(TLS_CONN_WRITE)?,
         })
     }

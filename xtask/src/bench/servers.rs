@@ -1,5 +1,5 @@
-//! The traced servers: one-process nginx serving a small static file, and a one-member etcd on
-//! tmpfs.
+//! The traced servers: one-process nginx serving a small static file, a one-member etcd on
+//! tmpfs, and the Go HTTPS server of tests/go (crypto/tls, read through uprobes).
 
 use std::{
     path::{Path, PathBuf},
@@ -185,3 +185,43 @@ impl Etcd {
         Ok(())
     }
 }
+
+/// `tests/go/https-server`, stripped like a release binary: net/http over crypto/tls, a
+/// kube-apiserver-shaped pod GET answered with a small JSON object.
+pub struct GoHttps {
+    proc: Proc,
+    pub port: u16,
+}
+
+impl GoHttps {
+    pub fn start(bin: &Path, work: &Path) -> Result<GoHttps> {
+        let mut last_err = None;
+        for _attempt in 0..5 {
+            let port = free_port()?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
+            let mut proc = Proc::spawn("go-https-server", work, &mut cmd)?;
+            match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
+                Ok(()) => return Ok(GoHttps { proc, port }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap()).context("the Go HTTPS server did not start")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/api/v1/namespaces/bench/pods/p", self.port)
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(st) = self.proc.try_wait() {
+            bail!("the Go HTTPS server exited ({st}) during the bench: {}", self.proc.last_words());
+        }
+        Ok(())
+    }
+}
+
