@@ -791,6 +791,9 @@ fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // 2. The tax on untraced processes
 
+/// Calls per batch of the uprobe-hit measurement (a hit takes microseconds on some VMs).
+const UPROBE_CALLS: u64 = 20_000;
+
 fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let bin = load::build_syscall_loop(&ctx.gcc, &ctx.work)?;
@@ -848,6 +851,19 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
                 )),
         );
     }
+    // What one probe hit costs here: Go TLS probes are uprobes, and every hit is a trap.
+    let (mut plain, mut probed) = (Vec::new(), Vec::new());
+    for _ in 0..p.syscall_rounds {
+        plain.push(load::syscall_loop(&bin, &ctx.work, "call", UPROBE_CALLS, 5)?);
+        let _probe = load::Uprobe::attach(&bin, &ctx.work)?;
+        probed.push(load::syscall_loop(&bin, &ctx.work, "call", UPROBE_CALLS, 5)?);
+    }
+    say(format!("uprobe hit: {} -> {} ns per call", fmt_opt(median(&plain)), fmt_opt(median(&probed))));
+    ctx.scenarios.push(Scenario::new("uprobe_hit_cost", "ns/call", Budget::None).samples(plain, probed).note(format!(
+        "a C function called in a loop, with and without a uprobe on it (a tracefs event, no eBPF), fastest of 5 x {UPROBE_CALLS} calls in wall time, {} rounds: \
+         the trap each Go TLS probe hit takes, whatever its program does",
+        p.syscall_rounds
+    )));
     ctx.scenarios.push(
         Scenario::new("agent_wakeups_per_s_idle_target", "wake-ups/s", Budget::None).samples(Vec::new(), wakeups).note(
             "context switches/s of the agent, all threads, while its target is idle (the syscall rounds above): \

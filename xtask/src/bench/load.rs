@@ -100,13 +100,20 @@ const SYSCALL_LOOP_C: &str = r#"
 #include <time.h>
 #include <unistd.h>
 
+/* Thread CPU time, except for "call": a trap's cost may be spent outside the guest (the
+   hypervisor), which a VM's steal-time accounting keeps out of CPU time but not out of wall time. */
+static clockid_t clock_id = CLOCK_THREAD_CPUTIME_ID;
+
 static double now_ns(void) {
     struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    clock_gettime(clock_id, &t);
     return t.tv_sec * 1e9 + t.tv_nsec;
 }
 
 static int mode, fd, tx, rx;
+
+/* A function for a uprobe (mode "call"): what a probe hit costs on this machine. */
+__attribute__((noinline)) void probe_me(void) { __asm__ volatile(""); }
 
 /* One call of the chosen kind; for tcp, calls alternate between send and the matching recv. */
 static int call(long i) {
@@ -114,8 +121,23 @@ static int call(long i) {
     switch (mode) {
     case 0: syscall(SYS_getppid); return 0;
     case 1: return read(fd, &c, 1) == 1 ? 0 : -1;
+    case 3: probe_me(); return 0;
     default: return (i & 1) ? (recv(rx, &c, 1, 0) == 1 ? 0 : -1) : (send(tx, &c, 1, 0) == 1 ? 0 : -1);
     }
+}
+
+/* The file offset of probe_me, from the mapping that holds it. */
+static int print_probe_offset(void) {
+    unsigned long addr = (unsigned long)&probe_me, lo, hi, off;
+    char line[512];
+    FILE *f = fopen("/proc/self/maps", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%lx-%lx %*s %lx", &lo, &hi, &off) == 3 && addr >= lo && addr < hi) {
+            printf("%#lx\n", addr - lo + off);
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int tcp_pair(void) {
@@ -131,10 +153,12 @@ static int tcp_pair(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: syscall-loop getppid|read|tcp CALLS REPEATS\n"); return 2; }
-    mode = strcmp(argv[1], "read") == 0 ? 1 : strcmp(argv[1], "tcp") == 0 ? 2 : 0;
+    if (argc == 2 && strcmp(argv[1], "offset") == 0) return print_probe_offset();
+    if (argc != 4) { fprintf(stderr, "usage: syscall-loop getppid|read|tcp|call CALLS REPEATS | offset\n"); return 2; }
+    mode = strcmp(argv[1], "read") == 0 ? 1 : strcmp(argv[1], "tcp") == 0 ? 2 : strcmp(argv[1], "call") == 0 ? 3 : 0;
     long n = atol(argv[2]), reps = atol(argv[3]);
     if (mode == 2) n = n / 10 * 2; /* socket calls are slower: fewer, and whole send/recv pairs */
+    if (mode == 3) clock_id = CLOCK_MONOTONIC;
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(sysconf(_SC_NPROCESSORS_ONLN) - 1, &set);
@@ -176,6 +200,55 @@ pub fn syscall_loop(bin: &Path, work: &Path, which: &str, n: u64, reps: u32) -> 
         bail!("the syscall loop failed ({st}): {}", p.last_words());
     }
     p.stdout_text().trim().parse().with_context(|| format!("syscall loop printed {:?}", p.stdout_text()))
+}
+
+/// A uprobe on the syscall loop's `probe_me`, as a tracefs event (no eBPF), enabled while this
+/// lives: every call of the function then takes the trap a Go TLS probe hit takes.
+pub struct Uprobe {
+    tracefs: PathBuf,
+    group: String,
+}
+
+impl Uprobe {
+    pub fn attach(bin: &Path, work: &Path) -> Result<Uprobe> {
+        let mut p = Proc::spawn("syscall-loop", work, Command::new(bin).arg("offset"))?;
+        let st = p.wait_timeout(Duration::from_secs(10)).context("the syscall loop did not print its offset")?;
+        let offset = p.stdout_text().trim().to_owned();
+        if !st.success() || !offset.starts_with("0x") {
+            bail!("the syscall loop could not find probe_me in its mappings: {offset:?}");
+        }
+        let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|d| d.join("uprobe_events").exists())
+            .context("no tracefs with uprobe_events (mount -t tracefs nodev /sys/kernel/tracing)")?;
+        let group = format!("xtask_bench_{}", std::process::id());
+        let def = format!("p:{group}/probe_me {}:{offset}\n", bin.display());
+        append(&tracefs.join("uprobe_events"), &def)?;
+        let probe = Uprobe { tracefs, group };
+        std::fs::write(probe.event_dir().join("enable"), "1").context("enabling the uprobe event")?;
+        Ok(probe)
+    }
+
+    fn event_dir(&self) -> PathBuf {
+        self.tracefs.join("events").join(&self.group).join("probe_me")
+    }
+}
+
+impl Drop for Uprobe {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.event_dir().join("enable"), "0");
+        let _ = append(&self.tracefs.join("uprobe_events"), &format!("-:{}/probe_me\n", self.group));
+    }
+}
+
+fn append(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .with_context(|| format!("writing {line:?} to {}", path.display()))
 }
 
 /// Raises this process's RLIMIT_NOFILE soft limit towards `n` (up to the hard limit, which only
