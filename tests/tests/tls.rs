@@ -756,3 +756,51 @@ fn go_tls_wrapped_connections_fd_learned_at_handshake() {
     assert_finished_ok("Go HTTPS server with wrapped connections", errs, &fin);
 }
 
+
+/// Responses written by one `crypto/tls.(*Conn).Write` each, at stack depths from shallow to
+/// ~190 KiB in 48-byte steps, each from a fresh goroutine (a new connection per request): at some
+/// depths (several in this range with Go 1.27) Write's own prologue finds the stack too small, and
+/// morestack restarts Write from its entry. Every response must be reported exactly once: one
+/// span per request, whose body (delimited by the connection's close) is 5 bytes, not the whole
+/// response again.
+#[test]
+fn go_tls_write_reported_once_when_its_stack_grows() {
+    let srv = GoServer::https();
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let paths: Vec<String> = (0..4000).map(|n| format!("/deep/{n}")).collect();
+    let mut args = vec!["-k".to_owned(), "--http1.1".into(), "-H".into(), "Connection: close".into()];
+    args.extend(paths.iter().map(|p| srv.url(p)));
+    let r = curl(&args);
+    assert!(
+        r.transfers.iter().all(|t| t.code == 200 && t.size_download == 5),
+        "harness: every /deep/N should answer 200 with 5 bytes"
+    );
+    assert!(
+        r.transfers.iter().all(|t| t.num_connects == 1),
+        "harness: curl should open a connection per request"
+    );
+    let exps: Vec<HttpExpect> = paths
+        .iter()
+        .zip(&r.transfers)
+        .map(|(p, t)| {
+            HttpExpect::server("GET", p, 200)
+                .not_k8s()
+                .client_port(t.local_port)
+                .server_port(srv.port())
+                .response_body(t.size_download)
+        })
+        .collect();
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
+    errs.extend(check_no_connection_spans(&fin.spans));
+    let stats = final_stats(&fin.output.stderr);
+    for key in ["desyncs", "go_tls_no_socket"] {
+        match stats.get(key) {
+            Some(0) => {}
+            other => errs.push(format!("{key} should be 0, is {other:?}")),
+        }
+    }
+    assert_finished_ok("Go TLS writes at every stack depth", errs, &fin);
+}

@@ -22,8 +22,14 @@ use crate::{
     targets::set_tgid_bit,
 };
 
-const PROGRAMS: [&str; 5] =
-    ["go_tls_write_enter", "go_tls_read_enter", "go_tls_write_ret", "go_tls_read_ret", "go_tls_handshake_enter"];
+const PROGRAMS: [&str; 6] = [
+    "go_tls_write_enter",
+    "go_tls_read_enter",
+    "go_tls_write_ret",
+    "go_tls_read_ret",
+    "go_tls_handshake_enter",
+    "go_tls_write_body",
+];
 
 /// Where crypto/tls connections start: their first socket I/O names the fd of connections that
 /// do not wrap a `*net.TCPConn` directly (see probes/gotls.rs). Once per connection.
@@ -87,17 +93,26 @@ impl GoTls {
         self.offsets.insert(pid, OFFSETS, 0).context("storing Go struct offsets")?;
         set_tgid_bit(&mut self.go_targets, pid, true)?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
-        let mut points_by_prog: Vec<(usize, u64)> = vec![(0, points.write.func.file_offset)];
-        // Each probe hit is a trap, and Read is called twice per HTTP/1 request by net/http (the
-        // second one waits for the next request): when Read keeps its arguments where its RET
-        // probe finds them, its entry is not probed.
+        // Each probe hit is a trap (microseconds on some VMs), so as few as possible run per call.
+        // Write: after its stack check, where a probe runs once per call, reports it whole; at its
+        // entry (run again when the stack grows) it needs its RETs too. Read is called twice per
+        // HTTP/1 request by net/http (the second waits for the next request): when it keeps its
+        // arguments where its RET probe finds them, its entry is not probed.
+        let mut points_by_prog: Vec<(usize, u64)> = match points.write_body {
+            Some(body) => vec![(5, body)],
+            None => {
+                let mut v = vec![(0, points.write.func.file_offset)];
+                v.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
+                v
+            }
+        };
         if !points.read_spills_args {
             points_by_prog.push((1, points.read.func.file_offset));
         }
-        points_by_prog.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
         points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (3, o)));
         // Optional: without them the fd is still learned from Read/Write themselves.
         points_by_prog.extend(TLS_HANDSHAKES.iter().filter_map(|name| bin.function(name)).map(|f| (4, f.file_offset)));
+        let rets = points_by_prog.iter().filter(|(prog, _)| matches!(prog, 2 | 3)).count();
         let mut links = Vec::with_capacity(points_by_prog.len());
         for (prog_idx, offset) in points_by_prog {
             let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded above").try_into()?;
@@ -112,7 +127,6 @@ impl GoTls {
                 }
             }
         }
-        let rets = points.write.ret_offsets.len() + points.read.ret_offsets.len();
         self.links.insert(pid, links);
         Ok(Attached::Probes { go_version, rets, read_entry: !points.read_spills_args })
     }

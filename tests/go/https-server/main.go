@@ -118,9 +118,40 @@ func route(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(code)
 		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+	case strings.HasPrefix(path, "/deep/"):
+		// HTTP/1.1 only: the response is written raw on the hijacked connection, n frames down.
+		n, err := strconv.Atoi(strings.TrimPrefix(path, "/deep/"))
+		hj, ok := w.(http.Hijacker)
+		if err != nil || n < 0 || n > 10000 || !ok {
+			http.Error(w, "bad depth, or not HTTP/1.1", http.StatusBadRequest)
+			return
+		}
+		conn, _, err := hj.Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		deepWrite(conn, n)
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// deepWrite writes a whole response with one conn.Write (crypto/tls.(*Conn).Write) n small
+// frames (48 bytes each) down, with nothing else called at that depth before it: as n grows, the
+// depth at which Write starts moves by less than Write's own stack check covers, so for some n it
+// is Write's prologue that finds the goroutine's stack too small, and morestack restarts Write
+// from its entry after growing the stack.
+//
+//go:noinline
+func deepWrite(conn net.Conn, n int) int {
+	if n > 0 {
+		return deepWrite(conn, n-1) + 1
+	}
+	// No Content-Length: the body ends with the connection, so a reader that got the same Write
+	// twice sees a longer body rather than a second response.
+	conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\ndeep\n"))
+	return 0
 }
 
 func logRequests(next http.Handler) http.Handler {

@@ -34,8 +34,8 @@ pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entrie
 #[map]
 pub static GO_CONN_FDS: HashMap<GoKey, i32> = HashMap::with_max_entries(65536, 0);
 
-/// `*tls.Conn` whose handshake a goroutine is running: the first socket syscall it makes names the
-/// connection's fd (and removes the entry). For connections whose fd is not found through a
+/// `*tls.Conn` whose handshake (or a Write whose socket was not known) a goroutine is running:
+/// the first socket syscall it makes names the connection's fd (and removes the entry). For connections whose fd is not found through a
 /// `*net.TCPConn` (wrapped conns): the first Read may be served from bytes the handshake already
 /// read, with no syscall of its own to learn the fd from.
 #[map]
@@ -54,6 +54,26 @@ pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     if unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }.is_none() {
         let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, conn, 0);
     }
+    0
+}
+
+/// Attached after Write's stack check when userspace found one: runs once per call, so the call
+/// is reported here, whole, and Write needs no RET probe. A Write whose socket is not known yet
+/// (a wrapped conn that was open before the probes) is lost, and counted; the syscall it makes
+/// names the socket for the calls after it.
+#[uprobe]
+pub fn go_tls_write_body(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = current_target() else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    let regs = unsafe { &*ctx.regs };
+    let Some(fd) = conn_fd(tgid, regs.rax) else {
+        let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, regs.rax, 0);
+        count(counter::GO_TLS_NO_SOCKET);
+        return 0;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: now, fd, direction: direction::EGRESS, emitted: 1, _pad: [0; 2] };
+    emit_call(pid_tgid, &call, regs.rcx as i64, now);
     0
 }
 

@@ -93,6 +93,9 @@ pub struct TlsProbePoints {
     /// Read keeps its receiver and `b` in their spill slots: its RET probe finds them there, and
     /// its entry needs no probe.
     pub read_spills_args: bool,
+    /// File offset of the first instruction of Write after its stack check: a probe there runs
+    /// once per call, so Write needs no RET probe.
+    pub write_body: Option<u64>,
 }
 
 pub const TLS_CONN_READ: &str = "crypto/tls.(*Conn).Read";
@@ -223,6 +226,14 @@ impl GoBinary {
         Ok(rets.into_iter().map(|a| base + (a - f.entry)).collect())
     }
 
+    /// File offset of the first instruction of `f` after its stack check (see
+    /// [`rets::after_stack_check`]).
+    pub fn after_stack_check(&self, f: &GoFunc) -> Option<u64> {
+        let (code, seg) = self.code(f).ok()?;
+        let at = rets::after_stack_check(code, f.entry)?;
+        Some(seg.offset + (at - seg.vaddr))
+    }
+
     /// Whether `f` keeps its first three register arguments in their spill slots (see
     /// [`rets::spills_first_three_args`]).
     pub fn spills_first_three_args(&self, f: &GoFunc) -> bool {
@@ -265,12 +276,14 @@ impl GoBinary {
     /// Entry and RET offsets of `crypto/tls.(*Conn).Read` and `Write`.
     pub fn tls_probe_points(&self) -> Result<TlsProbePoints, GoBinError> {
         let read = self.probes(TLS_CONN_READ)?;
+        let write = self.probes(TLS_CONN_WRITE)?;
         Ok(TlsProbePoints {
             go_version: self.go_version().map(str::to_owned),
             register_abi: self.register_abi(),
             read_spills_args: self.register_abi() && self.spills_first_three_args(&read.func),
+            write_body: self.after_stack_check(&write.func),
             read,
-            write: self.probes(TLS_CONN_WRITE)?,
+            write,
         })
     }
 }

@@ -88,9 +88,63 @@ pub fn spills_first_three_args(code: &[u8], ip: u64) -> bool {
     false
 }
 
+/// The address of the first instruction after Go's stack check (`cmp rsp or r12,
+/// [r14+0x10]` — the goroutine's stack guard — then a conditional branch to
+/// morestack), if the function at `ip` starts with one. A probe there runs
+/// once per call: a probe at the entry runs again when the stack must grow,
+/// since morestack restarts the function from its entry. The registers still
+/// hold the arguments there.
+pub fn after_stack_check(code: &[u8], ip: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    let mut checked = false;
+    for _ in 0..3 {
+        if !decoder.can_decode() {
+            return None;
+        }
+        decoder.decode_out(&mut ins);
+        match ins.mnemonic() {
+            // Large frames compare the future stack pointer: lea r12, [rsp-N].
+            Mnemonic::Lea if ins.op0_register() == Register::R12 && ins.memory_base() == Register::RSP => {}
+            Mnemonic::Cmp
+                if matches!(ins.op0_register(), Register::RSP | Register::R12)
+                    && ins.op1_kind() == OpKind::Memory
+                    && ins.memory_base() == Register::R14
+                    && ins.memory_displacement64() == 0x10 =>
+            {
+                checked = true
+            }
+            _ if checked && ins.flow_control() == FlowControl::ConditionalBranch => {
+                return Some(ins.next_ip());
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{find_rets, spills_first_three_args};
+    use super::{after_stack_check, find_rets, spills_first_three_args};
+
+    #[test]
+    fn finds_the_end_of_both_stack_checks() {
+        // Small frame: cmp rsp, [r14+0x10]; jbe; push rbp
+        assert_eq!(after_stack_check(&READ_PROLOGUE, 0x5bfce0), Some(0x5bfcea));
+        // Large frame, crypto/tls.(*Conn).Write in Go 1.27: lea r12, [rsp-0x48];
+        // cmp r12, [r14+0x10]; jbe; push rbp
+        let write = [
+            0x4c, 0x8d, 0x64, 0x24, 0xb8, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xb3, 0x07, 0x00,
+            0x00, 0x55,
+        ];
+        assert_eq!(after_stack_check(&write, 0x5be840), Some(0x5be84f));
+        // No stack check (a NOSPLIT function): none.
+        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5, 0xc3], 0x10), None);
+        // A comparison with another field is not the stack guard.
+        let mut other = READ_PROLOGUE;
+        other[3] = 0x18;
+        assert_eq!(after_stack_check(&other, 0x10), None);
+    }
 
     /// The prologue of crypto/tls.(*Conn).Read as Go 1.27 compiles it.
     const READ_PROLOGUE: [u8; 41] = [

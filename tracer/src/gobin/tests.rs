@@ -93,6 +93,9 @@ fn check_tls_probes(bin: &GoBinary) -> TlsProbePoints {
     // Every Go release these tests use (1.19 in etcd, the toolchain's own) keeps Read's receiver
     // and buffer in their spill slots: Read is probed at its RETs only.
     assert!(pp.read_spills_args, "crypto/tls.(*Conn).Read: arguments not found in their spill slots");
+    let body = pp.write_body.expect("crypto/tls.(*Conn).Write: no stack check found");
+    let w = &pp.write.func;
+    assert!((w.file_offset + 6..w.file_offset + 20).contains(&body), "Write's body at {body:#x}, entry {:#x}", w.file_offset);
     pp
 }
 
