@@ -484,6 +484,17 @@ pub fn final_stats(stderr: &str) -> HashMap<String, i64> {
         .unwrap_or_default()
 }
 
+/// Problems for each of `keys` that the `final stats` line in `stderr` does not give as 0.
+pub fn check_zero_stats(stderr: &str, keys: &[&str]) -> Vec<String> {
+    let stats = final_stats(stderr);
+    keys.iter()
+        .filter_map(|k| match stats.get(*k) {
+            Some(0) => None,
+            other => Some(format!("{k} should be 0, is {other:?}")),
+        })
+        .collect()
+}
+
 /// The tracer's log lines about targets and probes, warnings and errors, and `final stats`: for
 /// failure messages.
 pub fn tracer_log_summary(stderr: &str) -> String {

@@ -12,7 +12,7 @@ use integration_tests::check::{
 use integration_tests::etcd::{Etcd, EtcdExpect, EtcdTls, GrpcClient, check_etcd_spans, check_mid_stream};
 use integration_tests::gotls::{
     GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
-    check_no_connection_spans, final_stats, final_stats_line, tcp_connections_of, wait_go_tls_probes,
+    check_no_connection_spans, check_zero_stats, final_stats_line, tcp_connections_of, wait_go_tls_probes,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
@@ -748,14 +748,9 @@ fn go_tls_wrapped_connections_fd_learned_at_handshake() {
     errs.extend(check_http_spans_version(&s2, &h2, "2", &|_| false));
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
-    let stats = final_stats(&fin.output.stderr);
-    match stats.get("go_tls_no_socket") {
-        Some(0) => {}
-        other => errs.push(format!("go_tls_no_socket should be 0, is {other:?}")),
-    }
+    errs.extend(check_zero_stats(&fin.output.stderr, &["go_tls_no_socket"]));
     assert_finished_ok("Go HTTPS server with wrapped connections", errs, &fin);
 }
-
 
 /// Responses written by one `crypto/tls.(*Conn).Write` each, at stack depths from shallow to
 /// ~190 KiB in 48-byte steps, each from a fresh goroutine (a new connection per request): at some
@@ -795,12 +790,6 @@ fn go_tls_write_reported_once_when_its_stack_grows() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
-    let stats = final_stats(&fin.output.stderr);
-    for key in ["desyncs", "go_tls_no_socket"] {
-        match stats.get(key) {
-            Some(0) => {}
-            other => errs.push(format!("{key} should be 0, is {other:?}")),
-        }
-    }
+    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
     assert_finished_ok("Go TLS writes at every stack depth", errs, &fin);
 }

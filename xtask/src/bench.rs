@@ -606,11 +606,30 @@ fn wrk_rounds(
     Ok((base, tr, agent))
 }
 
+/// `<prefix>_throughput` (with `note`), `_latency_p50` and `_latency_p99` (with `conf`).
+fn push_wrk_scenarios(ctx: &mut Ctx, prefix: &str, base: &[WrkResult], tr: &[WrkResult], note: String, conf: String) {
+    let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+    ctx.scenarios.push(
+        Scenario::new(&format!("{prefix}_throughput"), "req/s", Budget::MinRatio(0.98))
+            .samples(col(base, |r| r.req_per_sec), col(tr, |r| r.req_per_sec))
+            .note(note),
+    );
+    ctx.scenarios.push(
+        Scenario::new(&format!("{prefix}_latency_p50"), "ms", Budget::None)
+            .samples(col(base, |r| r.p50_ms), col(tr, |r| r.p50_ms))
+            .note(conf.clone()),
+    );
+    ctx.scenarios.push(
+        Scenario::new(&format!("{prefix}_latency_p99"), "ms", Budget::MaxRatio(1.03))
+            .samples(col(base, |r| r.p99_ms), col(tr, |r| r.p99_ms))
+            .note(conf),
+    );
+}
+
 fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
     let (base, tr, agent) = wrk_rounds(ctx, "nginx", nginx.pid(), &nginx.url(), &mut || nginx.check_alive())?;
-    let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
     let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
     let conf = format!("wrk -t1 -c{} -d{}s, {} B static file, {} rounds", p.wrk_conns, p.wrk_secs, servers::INDEX_SIZE, p.rounds);
     let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
@@ -625,17 +644,8 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
         say(format!("warning: {w}"));
         ctx.warnings.push(w);
     }
-    ctx.scenarios.push(
-        Scenario::new("nginx_throughput", "req/s", Budget::MinRatio(0.98))
-            .samples(col(&base, |r| r.req_per_sec), col(&tr, |r| r.req_per_sec))
-            .note(format!("{note}; traced: {spans} spans for {requests} requests, {lost} lost events")),
-    );
-    ctx.scenarios.push(
-        Scenario::new("nginx_latency_p50", "ms", Budget::None).samples(col(&base, |r| r.p50_ms), col(&tr, |r| r.p50_ms)).note(conf.clone()),
-    );
-    ctx.scenarios.push(
-        Scenario::new("nginx_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99_ms), col(&tr, |r| r.p99_ms)).note(conf),
-    );
+    let note = format!("{note}; traced: {spans} spans for {requests} requests, {lost} lost events");
+    push_wrk_scenarios(ctx, "nginx", &base, &tr, note, conf);
     let cpu_per_1k: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
     let cores: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
     let events_per_req: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
@@ -748,7 +758,6 @@ fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
     let bin = crate::setup::build_go_program("https-server", "bench_go_https_server", &["-ldflags=-s -w"])?;
     let mut srv = GoHttps::start(&bin, &ctx.work)?;
     let (base, tr, agent) = wrk_rounds(ctx, "go tls", srv.pid(), &srv.url(), &mut || srv.check_alive())?;
-    let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
     let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
     let mut conf = format!(
         "Go net/http + crypto/tls server (tests/go/https-server, stripped), wrk -t1 -c{} -d{}s over TLS (HTTP/1.1 keep-alive), a pod GET answered with JSON, {} rounds",
@@ -767,24 +776,12 @@ fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
         say(format!("warning: {w}"));
         ctx.warnings.push(w);
     }
-    ctx.scenarios.push(
-        Scenario::new("go_tls_throughput", "req/s", Budget::MinRatio(0.98))
-            .samples(col(&base, |r| r.req_per_sec), col(&tr, |r| r.req_per_sec))
-            .note(format!(
-                "{conf}; traced: {spans} spans for {requests} requests, agent {:.3} ms CPU per 1k requests, {lost} lost events, {no_socket} TLS calls without a socket",
-                cpu * 1e3 / (requests.max(1) as f64 / 1e3)
-            )),
+    let note = format!(
+        "{conf}; traced: {spans} spans for {requests} requests, agent {:.3} ms CPU per 1k requests, {lost} lost events, {no_socket} TLS calls without a socket",
+        cpu * 1e3 / (requests.max(1) as f64 / 1e3)
     );
-    ctx.scenarios.push(
-        Scenario::new("go_tls_latency_p50", "ms", Budget::None).samples(col(&base, |r| r.p50_ms), col(&tr, |r| r.p50_ms)).note(conf.clone()),
-    );
-    ctx.scenarios.push(
-        Scenario::new("go_tls_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99_ms), col(&tr, |r| r.p99_ms)).note(conf),
-    );
-    ctx.extra.insert(
-        "go_tls_agent_runs",
-        agent_runs_json(&agent),
-    );
+    push_wrk_scenarios(ctx, "go_tls", &base, &tr, note, conf);
+    ctx.extra.insert("go_tls_agent_runs", agent_runs_json(&agent));
     Ok(())
 }
 

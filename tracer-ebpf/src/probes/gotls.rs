@@ -35,9 +35,9 @@ pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entrie
 pub static GO_CONN_FDS: HashMap<GoKey, i32> = HashMap::with_max_entries(65536, 0);
 
 /// `*tls.Conn` whose handshake (or a Write whose socket was not known) a goroutine is running:
-/// the first socket syscall it makes names the connection's fd (and removes the entry). For connections whose fd is not found through a
-/// `*net.TCPConn` (wrapped conns): the first Read may be served from bytes the handshake already
-/// read, with no syscall of its own to learn the fd from.
+/// the first socket syscall it makes names the connection's fd, and removes the entry. This is
+/// for connections whose fd is not found through a `*net.TCPConn` (wrapped conns): their first
+/// Read may be served from bytes the handshake already read, with no syscall to learn it from.
 #[map]
 static GO_TLS_IO: HashMap<GoKey, u64> = HashMap::with_max_entries(16384, 0);
 
