@@ -29,6 +29,18 @@ const NEVER: [&str; 4] = [
     "itest-tls-never-value-7a8b",
 ];
 
+/// The HTTP/1.1 spans against `h1`, the HTTP/2 ones against `h2`, and no connection left
+/// undecoded.
+fn check_h1_and_h2_server_spans(spans: &[ReceivedSpan], h1: &[HttpExpect], h2: &[HttpExpect]) -> Vec<String> {
+    let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
+    let s1: Vec<ReceivedSpan> = spans.iter().filter(|s| is_h1(s)).cloned().collect();
+    let s2: Vec<ReceivedSpan> = spans.iter().filter(|s| !is_h1(s)).cloned().collect();
+    let mut errs = check_http_spans_version(&s1, h1, "1.1", &|_| false);
+    errs.extend(check_http_spans_version(&s2, h2, "2", &|_| false));
+    errs.extend(check_no_connection_spans(spans));
+    errs
+}
+
 fn pods_route() -> &'static str {
     "/api/v1/namespaces/{namespace}/pods/{name}"
 }
@@ -233,12 +245,7 @@ fn go_https_server_http1_and_http2() {
 
     sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
-    let s1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_h1(s)).cloned().collect();
-    let s2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_h1(s)).cloned().collect();
-    let mut errs = check_http_spans_version(&s1, &h1, "1.1", &|_| false);
-    errs.extend(check_http_spans_version(&s2, &h2, "2", &|_| false));
-    errs.extend(check_no_connection_spans(&fin.spans));
+    let mut errs = check_h1_and_h2_server_spans(&fin.spans, &h1, &h2);
     errs.extend(check_common(&fin.spans, &res, window));
     assert_finished_ok("Go HTTPS server (stripped, Go 1.27): HTTP/1.1 and HTTP/2", errs, &fin);
 }
@@ -741,12 +748,7 @@ fn go_tls_wrapped_connections_fd_learned_at_handshake() {
 
     sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
-    let s1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_h1(s)).cloned().collect();
-    let s2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_h1(s)).cloned().collect();
-    let mut errs = check_http_spans_version(&s1, &h1, "1.1", &|_| false);
-    errs.extend(check_http_spans_version(&s2, &h2, "2", &|_| false));
-    errs.extend(check_no_connection_spans(&fin.spans));
+    let mut errs = check_h1_and_h2_server_spans(&fin.spans, &h1, &h2);
     errs.extend(check_common(&fin.spans, &res, window));
     errs.extend(check_zero_stats(&fin.output.stderr, &["go_tls_no_socket"]));
     assert_finished_ok("Go HTTPS server with wrapped connections", errs, &fin);
