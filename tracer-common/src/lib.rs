@@ -107,7 +107,9 @@ pub struct DataEvent<const N: usize> {
     pub offset: u32,
     /// Bytes of `data` that are valid.
     pub cap_len: u32,
-    /// Per-socket data-syscall sequence number: a gap tells userspace that events were lost.
+    /// Sequence number per socket, source and direction: a gap tells userspace that events were
+    /// lost. (One counter for both directions would not do: records of a read and a write made
+    /// at the same time on two CPUs can reach the ring in the other order than their numbers.)
     pub seq: u32,
     pub direction: u8,
     pub source: u8,
@@ -186,10 +188,11 @@ pub type Comm = [u8; TASK_COMM_LEN];
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SocketState {
-    /// Data syscalls seen on this socket (both directions); stamped into each [`DataEvent`].
-    pub seq: u32,
-    /// Go crypto/tls Read/Write calls seen on this socket, for plaintext events.
-    pub tls_seq: u32,
+    /// Data syscalls seen on this socket, per direction (indexed by [`direction`]); stamped into
+    /// each [`DataEvent`].
+    pub seq: [u32; 2],
+    /// Go crypto/tls Read/Write calls seen on this socket, per direction, for plaintext events.
+    pub tls_seq: [u32; 2],
     /// The Go `*tls.Conn` over this socket, once known (0 otherwise).
     pub go_conn: u64,
     /// The kernel `struct sock` behind the fd (socket hooks); 0 until known.
@@ -207,7 +210,7 @@ pub struct SocketState {
 
 impl SocketState {
     pub const fn new(role: u8) -> Self {
-        SocketState { seq: 0, tls_seq: 0, go_conn: 0, sk: 0, open_ns: 0, local_port: 0, peer_port: 0, role, announced: 1, _pad: [0; 2] }
+        SocketState { seq: [0; 2], tls_seq: [0; 2], go_conn: 0, sk: 0, open_ns: 0, local_port: 0, peer_port: 0, role, announced: 1, _pad: [0; 2] }
     }
 }
 

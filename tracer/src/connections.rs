@@ -44,7 +44,8 @@ pub struct Connection {
     pub plaintext: bool,
     /// Stream continuity per source: [syscall, Go TLS] × [ingress, egress].
     dirs: [[DirState; 2]; 2],
-    next_seq: [Option<u32>; 2],
+    /// Next sequence number expected per source and direction (the kernel counts them apart).
+    next_seq: [[Option<u32>; 2]; 2],
 }
 
 /// What a data chunk means for the decoders.
@@ -70,7 +71,7 @@ impl Connection {
             proto: ProtoState::default(),
             plaintext: false,
             dirs: Default::default(),
-            next_seq: [None; 2],
+            next_seq: [[None; 2]; 2],
         }
     }
 
@@ -100,10 +101,11 @@ impl Connection {
         let mut gap = None;
         if c.first {
             // A jump forward in the per-socket sequence means events of this socket were lost.
-            if let Some(expected) = self.next_seq[source] {
+            let next = &mut self.next_seq[source][c.direction.index()];
+            if let Some(expected) = *next {
                 lost |= c.seq.wrapping_sub(expected) as i32 > 0;
             }
-            self.next_seq[source] = Some(c.seq.wrapping_add(1));
+            *next = Some(c.seq.wrapping_add(1));
             // The previous syscall of this direction never sent its LAST chunk (ring was full).
             if let Some((total, end)) = dir.open_syscall.take() {
                 gap = Some(Segment { data: &[], uncaptured_after: total.saturating_sub(end), enter_ns: c.enter_ns, exit_ns: c.enter_ns });
@@ -129,7 +131,7 @@ impl Connection {
 }
 
 impl Direction {
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Direction::Ingress => 0,
             Direction::Egress => 1,

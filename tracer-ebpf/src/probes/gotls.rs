@@ -175,8 +175,9 @@ fn emit_call(pid_tgid: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
         return;
     }
     let Some(state) = SOCKETS.get_ptr_mut(socket_key(tgid, call.fd as u32)) else { return };
-    let seq = unsafe { (*state).tls_seq };
-    unsafe { (*state).tls_seq = seq.wrapping_add(1) };
+    let d = usize::from(call.direction & 1);
+    let seq = unsafe { (*state).tls_seq[d] };
+    unsafe { (*state).tls_seq[d] = seq.wrapping_add(1) };
     let data = DataCtx {
         fd: call.fd,
         direction: call.direction,

@@ -102,8 +102,9 @@ fn try_sock_io(ctx: &RawTracePointContext, pid_tgid: u64, dir: u8) -> Result<(),
     let state = known_socket(pid_tgid, fd, sk).ok_or(0i64)?;
     gotls::bind_syscall(tgid, regs.r14(), fd);
     // Not atomic: two threads racing on one socket may share a number, which userspace tolerates.
-    let seq = unsafe { (*state).seq };
-    unsafe { (*state).seq = seq.wrapping_add(1) };
+    let d = usize::from(dir & 1);
+    let seq = unsafe { (*state).seq[d] };
+    unsafe { (*state).seq[d] = seq.wrapping_add(1) };
     let now = unsafe { bpf_ktime_get_ns() };
     let data = DataCtx {
         fd,

@@ -179,12 +179,13 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
             };
             // Not atomic (core has no BPF atomics): two threads racing on one socket may share a
             // number, which userspace tolerates; it only treats a jump forward as lost events.
-            let seq = unsafe { (*state).seq };
-            unsafe { (*state).seq = seq.wrapping_add(1) };
             let dir = match pending.kind {
                 call::READ | call::READV | call::RECVMSG => direction::INGRESS,
                 _ => direction::EGRESS,
             };
+            let d = usize::from(dir & 1);
+            let seq = unsafe { (*state).seq[d] };
+            unsafe { (*state).seq[d] = seq.wrapping_add(1) };
             let data = DataCtx {
                 fd: pending.fd,
                 direction: dir,

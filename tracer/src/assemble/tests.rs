@@ -16,7 +16,8 @@ fn process() -> Arc<ProcessInfo> {
 struct Harness {
     asm: Assembler,
     conn: Connection,
-    seq: u32,
+    /// The kernel's sequence numbers of this socket, per direction (ingress, egress).
+    seq: [u32; 2],
     spans: Vec<SpanRecord>,
 }
 
@@ -24,7 +25,7 @@ impl Harness {
     fn new(role: Role) -> Self {
         let local = "10.0.0.1:6443".parse().ok();
         let peer = "10.0.0.2:40000".parse().ok();
-        Harness { asm: Assembler::new(Clock::new(), vec![2379]), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: 0, spans: Vec::new() }
+        Harness { asm: Assembler::new(Clock::new(), vec![2379]), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: [0; 2], spans: Vec::new() }
     }
 
     /// One syscall moving `total` bytes of which `data` were captured.
@@ -36,14 +37,14 @@ impl Harness {
             exit_ns,
             total_len: total,
             offset: 0,
-            seq: self.seq,
+            seq: self.seq[dir.index()],
             direction: dir,
             tls: false,
             first: true,
             last: true,
             data,
         };
-        self.seq += 1;
+        self.seq[dir.index()] += 1;
         let feed = self.conn.on_chunk(&chunk).expect("syscall bytes of a plaintext connection are decoded");
         self.asm.on_feed(&mut self.conn, dir, feed, &mut self.spans);
     }
@@ -164,7 +165,7 @@ fn tls_bytes_give_a_connection_span_and_no_http_span() {
 fn lost_events_never_pair_a_response_with_the_wrong_request() {
     let mut h = Harness::new(Role::Server);
     h.send(Direction::Ingress, b"GET /api/v1/pods HTTP/1.1\r\nHost: a\r\n\r\n", 10, 11);
-    h.seq += 3; // the ring buffer was full: three syscalls of this socket never arrived
+    h.seq[0] += 3; // the ring buffer was full: three reads of this socket never arrived
     h.send(Direction::Ingress, b"GET /api/v1/nodes HTTP/1.1\r\nHost: a\r\n\r\n", 30, 31);
     h.send(Direction::Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 40, 41);
     let spans = h.close(50);

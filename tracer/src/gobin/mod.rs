@@ -273,7 +273,8 @@ impl GoBinary {
         Ok(FuncProbes { func, ret_offsets })
     }
 
-    /// Entry and RET offsets of `crypto/tls.(*Conn).Read` and `Write`.
+    /// Entry and RET offsets of `crypto/tls.(*Conn).Read` and `Write`, and whether fewer probes
+    /// can do (Read's spilled arguments, the end of Write's stack check).
     pub fn tls_probe_points(&self) -> Result<TlsProbePoints, GoBinError> {
         let read = self.probes(TLS_CONN_READ)?;
         let write = self.probes(TLS_CONN_WRITE)?;

@@ -2,8 +2,9 @@
 //! uprobes because uretprobes break Go: the runtime moves goroutine stacks
 //! and the return-address trampoline ends up in the wrong place.
 //!
-//! Also: does a function keep its first register arguments in their spill
-//! slots, where a probe at its RET can still read them.
+//! Also read from the code: whether a function keeps its first register
+//! arguments in their spill slots (where a probe at its RET can still read
+//! them), and where its stack check ends (a probe there runs once per call).
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
