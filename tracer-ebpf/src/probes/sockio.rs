@@ -31,7 +31,7 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     let Some(pid_tgid) = current_target() else {
         return 0;
     };
-    let _ = try_sock_io(&ctx, pid_tgid, direction::EGRESS);
+    let _ = try_sock_io::<{ direction::EGRESS }>(&ctx, pid_tgid);
     0
 }
 
@@ -40,7 +40,7 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let Some(pid_tgid) = current_target() else {
         return 0;
     };
-    let _ = try_sock_io(&ctx, pid_tgid, direction::INGRESS);
+    let _ = try_sock_io::<{ direction::INGRESS }>(&ctx, pid_tgid);
     0
 }
 
@@ -57,7 +57,10 @@ mod payload {
     pub const NONE: u8 = 3;
 }
 
-fn try_sock_io(ctx: &RawTracePointContext, pid_tgid: u64, dir: u8) -> Result<(), i64> {
+/// `DIR` is a constant of each program, so that the per-direction counter is at a fixed offset:
+/// a variable one made the verifier's pruning fail at `--capture-bytes 32768`.
+fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
+    let dir = DIR;
     // TP_PROTO(struct sock *sk, int ret, int flags)
     let sk: u64 = ctx.arg(0);
     let ret = ctx.arg::<u64>(1) as i32 as i64;
@@ -102,9 +105,8 @@ fn try_sock_io(ctx: &RawTracePointContext, pid_tgid: u64, dir: u8) -> Result<(),
     let state = known_socket(pid_tgid, fd, sk).ok_or(0i64)?;
     gotls::bind_syscall(tgid, regs.r14(), fd);
     // Not atomic: two threads racing on one socket may share a number, which userspace tolerates.
-    let d = usize::from(dir & 1);
-    let seq = unsafe { (*state).seq[d] };
-    unsafe { (*state).seq[d] = seq.wrapping_add(1) };
+    let seq = unsafe { (*state).seq[DIR as usize & 1] };
+    unsafe { (*state).seq[DIR as usize & 1] = seq.wrapping_add(1) };
     let now = unsafe { bpf_ktime_get_ns() };
     let data = DataCtx {
         fd,
