@@ -58,24 +58,29 @@ fn probe_mode_is_chosen_and_logged() {
 #[test]
 fn capture_bytes_bounds_are_accepted() {
     // 64 and 32768 are valid: the tracer starts (it waits for its default comm) and exits after
-    // --duration with 0.
+    // --duration with 0. With both hook sets: the verifier checks the capture loops at load, and
+    // the largest size is where its state pruning has failed before.
     require_root();
-    for v in ["64", "32768"] {
-        let out = Tracer::run(
-            &[
-                "--capture-bytes",
-                v,
-                "--comm",
-                &unique_name("nx-"),
-                "--duration",
-                "1",
-                "--output",
-                "none",
-            ],
-            RUN_TIMEOUT,
-        );
-        out.assert_no_panic();
-        out.assert_code(0);
+    for mode in ["socket", "syscalls"] {
+        for v in ["64", "32768"] {
+            let out = Tracer::run(
+                &[
+                    "--capture-bytes",
+                    v,
+                    "--probe-mode",
+                    mode,
+                    "--comm",
+                    &unique_name("nx-"),
+                    "--duration",
+                    "1",
+                    "--output",
+                    "none",
+                ],
+                RUN_TIMEOUT,
+            );
+            out.assert_no_panic();
+            out.assert_code(0);
+        }
     }
 }
 
