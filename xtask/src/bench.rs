@@ -528,6 +528,11 @@ impl AgentRun {
     }
 }
 
+/// One figure of each run.
+fn col<T>(runs: &[T], f: fn(&T) -> f64) -> Vec<f64> {
+    runs.iter().map(f).collect()
+}
+
 fn agent_runs_json(runs: &[AgentRun]) -> Value {
     json!(runs.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>())
 }
@@ -606,9 +611,22 @@ fn wrk_rounds(
     Ok((base, tr, agent))
 }
 
-/// `<prefix>_throughput` (with `note`), `_latency_p50` and `_latency_p99` (with `conf`).
-fn push_wrk_scenarios(ctx: &mut Ctx, prefix: &str, base: &[WrkResult], tr: &[WrkResult], note: String, conf: String) {
-    let col = |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+/// `<label>_throughput`, `_latency_p50` and `_latency_p99` from wrk rounds: each note is `conf`
+/// (with wrk's errors, if any), the throughput's also what the agent reported, then `extra`. Warns
+/// when the traced runs gave no span at all.
+fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkResult], agent: &[AgentRun], conf: String, extra: &str) {
+    let errors: u64 = base.iter().chain(tr).map(|r| r.errors).sum();
+    let conf = if errors > 0 { format!("{conf}; wrk socket errors/non-2xx: {errors}") } else { conf };
+    let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
+    let requests: u64 = tr.iter().map(|r| r.requests).sum();
+    let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
+    if spans == 0 {
+        let w = format!("{label}: the tracer reported no spans for the traced runs: it did not decode the traffic");
+        say(format!("warning: {w}"));
+        ctx.warnings.push(w);
+    }
+    let note = format!("{conf}; traced: {spans} spans for {requests} requests, {lost} lost events{extra}");
+    let prefix = label.replace(' ', "_");
     ctx.scenarios.push(
         Scenario::new(&format!("{prefix}_throughput"), "req/s", Budget::MinRatio(0.98))
             .samples(col(base, |r| r.req_per_sec), col(tr, |r| r.req_per_sec))
@@ -630,22 +648,8 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
     let (base, tr, agent) = wrk_rounds(ctx, "nginx", nginx.pid(), &nginx.url(), &mut || nginx.check_alive())?;
-    let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
     let conf = format!("wrk -t1 -c{} -d{}s, {} B static file, {} rounds", p.wrk_conns, p.wrk_secs, servers::INDEX_SIZE, p.rounds);
-    let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
-    let requests: u64 = tr.iter().map(|r| r.requests).sum();
-    let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
-    let mut note = conf.clone();
-    if errors > 0 {
-        note += &format!("; wrk socket errors/non-2xx: {errors}");
-    }
-    if spans == 0 {
-        let w = "nginx: the tracer reported no spans for the traced runs: it did not decode the traffic".to_owned();
-        say(format!("warning: {w}"));
-        ctx.warnings.push(w);
-    }
-    let note = format!("{note}; traced: {spans} spans for {requests} requests, {lost} lost events");
-    push_wrk_scenarios(ctx, "nginx", &base, &tr, note, conf);
+    push_wrk_scenarios(ctx, "nginx", &base, &tr, &agent, conf, "");
     let cpu_per_1k: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
     let cores: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
     let events_per_req: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
@@ -726,7 +730,6 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
     if errors > 0 {
         conf += &format!("; {errors} failed calls");
     }
-    let col = |v: &[R], f: fn(&R) -> f64| v.iter().map(f).collect::<Vec<f64>>();
     let calls: u64 = tr.iter().map(|r| r.calls).sum();
     let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
     let events: u64 = agent.iter().map(|a| a.stat("events")).sum();
@@ -758,29 +761,15 @@ fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
     let bin = crate::setup::build_go_program("https-server", "bench_go_https_server", &["-ldflags=-s -w"])?;
     let mut srv = GoHttps::start(&bin, &ctx.work)?;
     let (base, tr, agent) = wrk_rounds(ctx, "go tls", srv.pid(), &srv.url(), &mut || srv.check_alive())?;
-    let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
-    let mut conf = format!(
+    let conf = format!(
         "Go net/http + crypto/tls server (tests/go/https-server, stripped), wrk -t1 -c{} -d{}s over TLS (HTTP/1.1 keep-alive), a pod GET answered with JSON, {} rounds",
         p.wrk_conns, p.wrk_secs, p.rounds
     );
-    if errors > 0 {
-        conf += &format!("; wrk socket errors/non-2xx: {errors}");
-    }
-    let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
     let requests: u64 = tr.iter().map(|r| r.requests).sum();
-    let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
     let no_socket: u64 = agent.iter().map(|a| a.stat("go_tls_no_socket")).sum();
     let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
-    if spans == 0 {
-        let w = "go tls: the tracer reported no spans for the traced runs: the uprobes did not decode the traffic".to_owned();
-        say(format!("warning: {w}"));
-        ctx.warnings.push(w);
-    }
-    let note = format!(
-        "{conf}; traced: {spans} spans for {requests} requests, agent {:.3} ms CPU per 1k requests, {lost} lost events, {no_socket} TLS calls without a socket",
-        cpu * 1e3 / (requests.max(1) as f64 / 1e3)
-    );
-    push_wrk_scenarios(ctx, "go_tls", &base, &tr, note, conf);
+    let extra = format!(", {no_socket} TLS calls without a socket, agent {:.3} ms CPU per 1k requests", cpu * 1e3 / (requests.max(1) as f64 / 1e3));
+    push_wrk_scenarios(ctx, "go tls", &base, &tr, &agent, conf, &extra);
     ctx.extra.insert("go_tls_agent_runs", agent_runs_json(&agent));
     Ok(())
 }
@@ -850,9 +839,10 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     }
     // What one probe hit costs here: Go TLS probes are uprobes, and every hit is a trap.
     let (mut plain, mut probed) = (Vec::new(), Vec::new());
+    let offset = load::probe_offset(&bin, &ctx.work)?;
     for _ in 0..p.syscall_rounds {
         plain.push(load::syscall_loop(&bin, &ctx.work, "call", UPROBE_CALLS, 5)?);
-        let _probe = load::Uprobe::attach(&bin, &ctx.work)?;
+        let _probe = load::Uprobe::attach(&bin, &offset)?;
         probed.push(load::syscall_loop(&bin, &ctx.work, "call", UPROBE_CALLS, 5)?);
     }
     say(format!("uprobe hit: {} -> {} ns per call", fmt_opt(median(&plain)), fmt_opt(median(&probed))));

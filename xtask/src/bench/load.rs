@@ -209,14 +209,20 @@ pub struct Uprobe {
     group: String,
 }
 
+/// The file offset of the syscall loop's `probe_me`, as the loop finds it in its own mappings.
+pub fn probe_offset(bin: &Path, work: &Path) -> Result<String> {
+    let mut p = Proc::spawn("syscall-loop", work, Command::new(bin).arg("offset"))?;
+    let st = p.wait_timeout(Duration::from_secs(10)).context("the syscall loop did not print its offset")?;
+    let offset = p.stdout_text().trim().to_owned();
+    if !st.success() || !offset.starts_with("0x") {
+        bail!("the syscall loop could not find probe_me in its mappings: {offset:?}");
+    }
+    Ok(offset)
+}
+
 impl Uprobe {
-    pub fn attach(bin: &Path, work: &Path) -> Result<Uprobe> {
-        let mut p = Proc::spawn("syscall-loop", work, Command::new(bin).arg("offset"))?;
-        let st = p.wait_timeout(Duration::from_secs(10)).context("the syscall loop did not print its offset")?;
-        let offset = p.stdout_text().trim().to_owned();
-        if !st.success() || !offset.starts_with("0x") {
-            bail!("the syscall loop could not find probe_me in its mappings: {offset:?}");
-        }
+    /// At `offset` ([`probe_offset`]) of `bin`.
+    pub fn attach(bin: &Path, offset: &str) -> Result<Uprobe> {
         let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
             .into_iter()
             .map(PathBuf::from)
