@@ -195,9 +195,12 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 seq,
                 source: source::SYSCALL,
             };
-            // Ciphertext under a Go tls.Conn: counted, not copied (as in probes/sockio.rs).
-            let kind = if unsafe { (*state).go_conn } != 0 { call::SENDFILE } else { pending.kind };
-            match kind {
+            if unsafe { (*state).go_conn } != 0 {
+                // Ciphertext under a Go tls.Conn: counted, not copied (as in probes/sockio.rs).
+                emit_data(&data, 0, NO_CAPTURE);
+                return Ok(());
+            }
+            match pending.kind {
                 call::READ | call::WRITE => emit_data(&data, pending.arg, 0),
                 call::READV | call::WRITEV => emit_data(&data, pending.arg, pending.len),
                 call::RECVMSG | call::SENDMSG => {
