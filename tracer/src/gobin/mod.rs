@@ -230,8 +230,7 @@ impl GoBinary {
     /// [`rets::after_stack_check`]).
     pub fn after_stack_check(&self, f: &GoFunc) -> Option<u64> {
         let (code, seg) = self.code(f).ok()?;
-        let at = rets::after_stack_check(code, f.entry)?;
-        Some(seg.offset + (at - seg.vaddr))
+        elf::vaddr_to_offset(std::slice::from_ref(seg), rets::after_stack_check(code, f.entry)?)
     }
 
     /// Whether `f` keeps its first three register arguments in their spill slots (see
