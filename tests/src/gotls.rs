@@ -459,14 +459,26 @@ pub fn check_no_connection_spans(spans: &[ReceivedSpan]) -> Vec<String> {
 /// readiness line (`target attached`) is logged before the Go TLS uprobes are in place (20-120 ms
 /// earlier, measured): tests of TLS decoding wait for this line too; the gap itself is tested
 /// separately (tls.rs, `go_tls_decoded_right_after_target_attached`).
+///
+/// Also checks where the probes went. Every Go build of the tests allows one probe per call (the
+/// copy in Read, the stack check's branch in Write); under `ITEST_GO_TLS_PROBES=entry-and-rets`
+/// (the second pass of `cargo xtask test`) the probes must be at entries and RETs instead.
 pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
-    tracer.wait_for_stderr_line(
+    let line = tracer.wait_for_stderr_line(
         &format!("`Go TLS plaintext probes attached` with pid={pid}"),
         move |l| {
             l.contains("Go TLS plaintext probes attached") && crate::tracer::has_pid_field(l, pid)
         },
         Duration::from_secs(30),
-    )
+    );
+    let expected: &[&str] = match std::env::var("ITEST_GO_TLS_PROBES").as_deref() {
+        Ok("entry-and-rets") => &["read_probe=\"entry and RETs\"", "write_probe=\"entry and RETs\""],
+        _ => &["read_probe=\"plaintext copy\"", "write_probe=\"stack check branch\""],
+    };
+    for e in expected {
+        assert!(line.contains(e), "the Go TLS probes should be attached with {e}: {line}");
+    }
+    line
 }
 
 /// `final stats` counters of the tracer's stderr (`key=value` pairs of the last such line).

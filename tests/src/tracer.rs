@@ -142,7 +142,8 @@ pub fn parse_json_lines(stdout: &str) -> Result<Vec<ReceivedSpan>, String> {
 impl Tracer {
     /// A `Command` for the tracer binary with a hermetic environment: every inherited `TRACER_*`
     /// variable except `TRACER_LOG` removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`,
-    /// `RUST_BACKTRACE=1`, and `TRACER_PROBE_MODE` from `ITEST_PROBE_MODE` when that is set.
+    /// `RUST_BACKTRACE=1`, and `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES` from `ITEST_PROBE_MODE`
+    /// and `ITEST_GO_TLS_PROBES` when they are set.
     pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
         let mut cmd = Command::new(tracer_bin());
         cmd.args(args);
@@ -476,6 +477,10 @@ fn configure_env(cmd: &mut Command) {
     // `cargo xtask test` runs the protocol suites a second time with the syscall hooks.
     if let Some(mode) = std::env::var_os("ITEST_PROBE_MODE") {
         cmd.env("TRACER_PROBE_MODE", mode);
+    }
+    // ... and with the Go TLS probes at every entry and RET.
+    if let Some(probes) = std::env::var_os("ITEST_GO_TLS_PROBES") {
+        cmd.env("TRACER_GO_TLS_PROBES", probes);
     }
     cmd.env("NO_COLOR", "1");
     cmd.env("RUST_BACKTRACE", "1");

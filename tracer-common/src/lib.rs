@@ -247,6 +247,9 @@ pub struct GoTlsOffsets {
     pub conn_iface_data: u64,
     /// Offset of `pfd.Sysfd` in `net.netFD`.
     pub netfd_sysfd: u64,
+    /// Bytes between RSP at Read's copy of its plaintext and Read's return address (its receiver
+    /// is in its spill slot just above): see `go_tls_read_copy`. 0 when that probe is not used.
+    pub read_frame: u64,
 }
 
 /// Key of the Go TLS maps: a process and a pointer in it (a goroutine's `g`, or a `*tls.Conn`).

@@ -76,6 +76,14 @@ pub struct Cli {
     #[arg(long, env = "TRACER_PROBE_MODE", value_enum, default_value_t = ProbeModeArg::Auto)]
     pub probe_mode: ProbeModeArg,
 
+    /// Where Go crypto/tls calls are probed. Each probe hit is a trap. auto: one probe per call
+    /// where the binary's code allows it, on an instruction the kernel emulates in one trap (the
+    /// copy in Read, the stack check's branch in Write); the rest as entry-and-rets.
+    /// entry-and-rets: each call's entry and every RET, several traps per call, as most tracers
+    /// do; for a Go build whose code auto misreads.
+    #[arg(long, env = "TRACER_GO_TLS_PROBES", value_enum, default_value_t = GoTlsProbesArg::Auto)]
+    pub go_tls_probes: GoTlsProbesArg,
+
     /// Seconds between statistics log lines (0: only at exit).
     #[arg(long, env = "TRACER_STATS_INTERVAL", default_value_t = 60)]
     pub stats_interval: u64,
@@ -86,6 +94,12 @@ pub enum ProbeModeArg {
     Auto,
     Socket,
     Syscalls,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoTlsProbesArg {
+    Auto,
+    EntryAndRets,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,14 +22,23 @@ use crate::{
     targets::set_tgid_bit,
 };
 
-const PROGRAMS: [&str; 6] = [
+/// The programs, indexed by the constants below.
+const PROGRAMS: [&str; 7] = [
     "go_tls_write_enter",
     "go_tls_read_enter",
     "go_tls_write_ret",
     "go_tls_read_ret",
     "go_tls_handshake_enter",
-    "go_tls_write_body",
+    "go_tls_write_checked",
+    "go_tls_read_copy",
 ];
+const WRITE_ENTER: usize = 0;
+const READ_ENTER: usize = 1;
+const WRITE_RET: usize = 2;
+const READ_RET: usize = 3;
+const HANDSHAKE: usize = 4;
+const WRITE_CHECKED: usize = 5;
+const READ_COPY: usize = 6;
 
 /// Where crypto/tls connections start: their first socket I/O names the fd of connections that
 /// do not wrap a `*net.TCPConn` directly (see probes/gotls.rs). Once per connection.
@@ -38,7 +47,8 @@ const TLS_HANDSHAKES: [&str; 2] = ["crypto/tls.(*Conn).serverHandshake", "crypto
 /// Layout the probes rely on, the same in every Go release with the register ABI (1.17 through
 /// 1.27 checked): `tls.Conn.conn` is the first field (an interface: itab, then data), the data of a
 /// `*net.TCPConn` starts with its `*netFD`, and `netFD.pfd.Sysfd` follows the 16-byte fdMutex.
-const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16 };
+/// `read_frame` comes from each binary's code.
+const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16, read_frame: 0 };
 
 pub struct GoTls {
     offsets: BpfHashMap<MapData, u32, GoTlsOffsets>,
@@ -48,17 +58,19 @@ pub struct GoTls {
     conn_fds: BpfHashMap<MapData, GoKey, i32>,
     calls: BpfHashMap<MapData, GoKey, GoTlsCall>,
     links: HashMap<u32, Vec<(usize, UProbeLinkId)>>,
+    /// `--go-tls-probes entry-and-rets`: never the one-probe points.
+    entry_and_rets: bool,
 }
 
 /// What attaching found out, for the log.
 pub enum Attached {
-    Probes { go_version: String, rets: usize, read_entry: bool },
+    Probes { go_version: String, read: &'static str, write: &'static str, rets: usize },
     NotGo,
     NoTls(String),
 }
 
 impl GoTls {
-    pub fn load(ebpf: &mut Ebpf) -> Result<Self> {
+    pub fn load(ebpf: &mut Ebpf, entry_and_rets: bool) -> Result<Self> {
         for name in PROGRAMS {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
@@ -71,7 +83,7 @@ impl GoTls {
         let go_targets = Array::try_from(take("GO_TLS_TARGETS")?)?;
         let conn_fds = BpfHashMap::try_from(take("GO_CONN_FDS")?)?;
         let calls = BpfHashMap::try_from(take("GO_TLS_CALLS")?)?;
-        Ok(GoTls { offsets, go_targets, conn_fds, calls, links: HashMap::new() })
+        Ok(GoTls { offsets, go_targets, conn_fds, calls, links: HashMap::new(), entry_and_rets })
     }
 
     pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
@@ -90,29 +102,50 @@ impl GoTls {
         if !points.register_abi {
             return Err(anyhow!("{go_version} passes arguments on the stack (before Go 1.17): not supported"));
         }
-        self.offsets.insert(pid, OFFSETS, 0).context("storing Go struct offsets")?;
+        let read_copy = points.read_copy.filter(|_| !self.entry_and_rets);
+        let offsets = GoTlsOffsets { read_frame: read_copy.map_or(0, |c| c.frame), ..OFFSETS };
+        self.offsets.insert(pid, offsets, 0).context("storing Go struct offsets")?;
         set_tgid_bit(&mut self.go_targets, pid, true)?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
-        // Each probe hit is a trap (microseconds on some VMs), so as few as possible run per call.
-        // Write: after its stack check, where a probe runs once per call, reports it whole; at its
-        // entry (run again when the stack grows) it needs its RETs too. Read is called twice per
-        // HTTP/1 request by net/http (the second waits for the next request): when it keeps its
-        // arguments where its RET probe finds them, its entry is not probed.
-        let mut points_by_prog: Vec<(usize, u64)> = match points.write_body {
-            Some(body) => vec![(5, body)],
+        // Each probe hit is a trap (10 µs on some VMs), so as few as possible run per call, on
+        // instructions the kernel emulates in one trap (a branch, a call) rather than single-steps
+        // in two (a RET, most others). Write: on its stack check's branch, where the probe can
+        // tell the run that goes on from the one that restarts for a larger stack, and reports the
+        // call whole; otherwise at its entry (run again when the stack grows) and RETs. Read (twice
+        // per HTTP/1 request in net/http: the second waits for the next request): on its copy of
+        // the plaintext; otherwise at its RETs, plus its entry when its arguments are not kept in
+        // their spill slots.
+        let (write, mut points_by_prog) = match points.write_check.filter(|_| !self.entry_and_rets) {
+            Some(check) => ("stack check branch", vec![(WRITE_CHECKED, check)]),
             None => {
-                let mut v = vec![(0, points.write.func.file_offset)];
-                v.extend(points.write.ret_offsets.iter().map(|&o| (2, o)));
-                v
+                let mut v = vec![(WRITE_ENTER, points.write.func.file_offset)];
+                v.extend(points.write.ret_offsets.iter().map(|&o| (WRITE_RET, o)));
+                ("entry and RETs", v)
             }
         };
-        if !points.read_spills_args {
-            points_by_prog.push((1, points.read.func.file_offset));
-        }
-        points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (3, o)));
-        // Optional: without them the fd is still learned from Read/Write themselves.
-        points_by_prog.extend(TLS_HANDSHAKES.iter().filter_map(|name| bin.function(name)).map(|f| (4, f.file_offset)));
-        let rets = points_by_prog.iter().filter(|(prog, _)| matches!(prog, 2 | 3)).count();
+        let read = match read_copy {
+            Some(copy) => {
+                points_by_prog.push((READ_COPY, copy.file_offset));
+                "plaintext copy"
+            }
+            None if points.read_spills_args && !self.entry_and_rets => {
+                points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (READ_RET, o)));
+                "RETs"
+            }
+            None => {
+                points_by_prog.push((READ_ENTER, points.read.func.file_offset));
+                points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (READ_RET, o)));
+                "entry and RETs"
+            }
+        };
+        // Optional: without them the fd is still learned from Read/Write themselves. Once per
+        // connection; repeated runs when the stack grows are harmless.
+        let handshakes = TLS_HANDSHAKES.iter().filter_map(|name| bin.function(name));
+        points_by_prog.extend(handshakes.map(|f| {
+            let check = bin.stack_check_branch(&f).filter(|_| !self.entry_and_rets);
+            (HANDSHAKE, check.unwrap_or(f.file_offset))
+        }));
+        let rets = points_by_prog.iter().filter(|(prog, _)| matches!(*prog, WRITE_RET | READ_RET)).count();
         let mut links = Vec::with_capacity(points_by_prog.len());
         for (prog_idx, offset) in points_by_prog {
             let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded above").try_into()?;
@@ -128,7 +161,7 @@ impl GoTls {
             }
         }
         self.links.insert(pid, links);
-        Ok(Attached::Probes { go_version, rets, read_entry: !points.read_spills_args })
+        Ok(Attached::Probes { go_version, read, write, rets })
     }
 
     pub fn detach(&mut self, ebpf: &mut Ebpf, pid: u32) {

@@ -837,20 +837,24 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
                 )),
         );
     }
-    // What one probe hit costs here: Go TLS probes are uprobes, and every hit is a trap.
-    let (mut plain, mut probed) = (Vec::new(), Vec::new());
-    let offset = load::probe_offset(&bin, &ctx.work)?;
-    for _ in 0..p.syscall_rounds {
-        plain.push(load::syscall_loop(&bin, &ctx.work, "call", UPROBE_CALLS, 5)?);
-        let _probe = load::Uprobe::attach(&bin, &offset)?;
-        probed.push(load::syscall_loop(&bin, &ctx.work, "call", UPROBE_CALLS, 5)?);
+    // What one probe hit costs here: Go TLS probes are uprobes, and every hit is a trap, or two.
+    for (which, name, what) in [
+        ("branch", "uprobe_hit_cost_emulated", "a uprobe on a call instruction, which the kernel emulates: one trap (where the Go TLS probes go when the binary allows)"),
+        ("ret", "uprobe_hit_cost_single_stepped", "a uprobe on a ret instruction, which the kernel single-steps out of line: two traps (as at a Go function's RETs)"),
+    ] {
+        let (mut plain, mut probed) = (Vec::new(), Vec::new());
+        let offset = load::probe_offset(&bin, &ctx.work, which)?;
+        for _ in 0..p.syscall_rounds {
+            plain.push(load::syscall_loop(&bin, &ctx.work, which, UPROBE_CALLS, 5)?);
+            let _probe = load::Uprobe::attach(&bin, &offset)?;
+            probed.push(load::syscall_loop(&bin, &ctx.work, which, UPROBE_CALLS, 5)?);
+        }
+        say(format!("{name}: {} -> {} ns per call", fmt_opt(median(&plain)), fmt_opt(median(&probed))));
+        ctx.scenarios.push(Scenario::new(name, "ns/call", Budget::None).samples(plain, probed).note(format!(
+            "a C function called in a loop, with and without {what}; a tracefs event, no eBPF; fastest of 5 x {UPROBE_CALLS} calls in wall time, {} rounds",
+            p.syscall_rounds
+        )));
     }
-    say(format!("uprobe hit: {} -> {} ns per call", fmt_opt(median(&plain)), fmt_opt(median(&probed))));
-    ctx.scenarios.push(Scenario::new("uprobe_hit_cost", "ns/call", Budget::None).samples(plain, probed).note(format!(
-        "a C function called in a loop, with and without a uprobe on it (a tracefs event, no eBPF), fastest of 5 x {UPROBE_CALLS} calls in wall time, {} rounds: \
-         the trap each Go TLS probe hit takes, whatever its program does",
-        p.syscall_rounds
-    )));
     ctx.scenarios.push(
         Scenario::new("agent_wakeups_per_s_idle_target", "wake-ups/s", Budget::None).samples(Vec::new(), wakeups).note(
             "context switches/s of the agent, all threads, while its target is idle (the syscall rounds above): \

@@ -118,12 +118,14 @@ fn test(args: &[String]) -> Result<()> {
     cmd.envs(go_programs.iter().cloned());
     let tests = status(&mut cmd);
     // This kernel has the socket hooks, which the tracer picks. The syscall hooks are its fallback
-    // for kernels before 6.3: the protocol suites run again with them.
+    // for kernels before 6.3: the protocol suites run again with them, and with the Go TLS probes
+    // at every entry and RET, the fallback for Go builds whose code does not allow one probe per
+    // call.
     let mut cmd = cargo();
     cmd.args(["test", "--package", "integration-tests", "--no-fail-fast"]);
     cmd.args(["--test", "http1", "--test", "http2", "--test", "etcd", "--test", "tls"]).args(args);
-    cmd.env("TRACER_BIN", &tracer).env("ITEST_PROBE_MODE", "syscalls").envs(go_programs);
-    eprintln!("xtask: the protocol suites again, with the syscall hooks (ITEST_PROBE_MODE=syscalls)");
+    cmd.env("TRACER_BIN", &tracer).env("ITEST_PROBE_MODE", "syscalls").env("ITEST_GO_TLS_PROBES", "entry-and-rets").envs(go_programs);
+    eprintln!("xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)");
     let tests = tests.and(status(&mut cmd));
     // Fuzz even when a test failed, so one run shows everything; then report the first failure.
     let fuzz = fuzz::run(FUZZ_SECONDS_IN_TEST);

@@ -1,7 +1,10 @@
 //! Go crypto/tls plaintext: uprobes on `(*tls.Conn).Read` and `(*tls.Conn).Write`.
 //!
-//! Go moves goroutine stacks, so uretprobes (which rewrite the return address on the stack) are
-//! unsafe; userspace attaches the `*_ret` programs at every RET instruction instead. A call may
+//! Each probe hit is a trap. Where the binary's code allows (userspace checks it), a call takes
+//! one probe, on an instruction the kernel emulates (a branch or a call): `go_tls_write_checked`
+//! and `go_tls_read_copy`. Otherwise calls are probed at their entry and RETs: Go moves goroutine
+//! stacks, so uretprobes (which rewrite the return address on the stack) are unsafe, and
+//! userspace attaches the `*_ret` programs at every RET instruction instead. A call may
 //! also resume on another OS thread, so calls are keyed by goroutine (the `g` pointer, which the
 //! register ABI keeps in R14), not by thread.
 //!
@@ -57,15 +60,24 @@ pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Attached after Write's stack check when userspace found one: runs once per call, so the call
-/// is reported here, whole, and Write needs no RET probe. A Write whose socket is not known yet
-/// (a wrapped conn that was open before the probes) is lost, and counted; the syscall it makes
-/// names the socket for the calls after it.
+/// x86 EFLAGS carry and zero flags: `jbe` branches when either is set.
+const CF_ZF: u64 = 1 | 1 << 6;
+
+/// Attached on the branch of Write's stack check (`jbe morestack`) when userspace found one: a
+/// probed branch is emulated by the kernel in one trap, where the entry's `cmp` is single-stepped
+/// in two. The flags of the check tell whether the branch is taken; when it is, morestack grows
+/// the stack and restarts Write from its entry, so only the run that goes on into Write reports
+/// the call, whole: Write needs no RET probe. A Write whose socket is not known yet (a wrapped
+/// conn that was open before the probes) is lost, and counted; the syscall it makes names the
+/// socket for the calls after it.
 #[uprobe]
-pub fn go_tls_write_body(ctx: ProbeContext) -> u32 {
+pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
     let Some(pid_tgid) = current_target() else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
+    if regs.eflags & CF_ZF != 0 {
+        return 0;
+    }
     let Some(fd) = conn_fd(tgid, regs.rax) else {
         let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, regs.rax, 0);
         count(counter::GO_TLS_NO_SOCKET);
@@ -74,6 +86,34 @@ pub fn go_tls_write_body(ctx: ProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: now, fd, direction: direction::EGRESS, emitted: 1, _pad: [0; 2] };
     emit_call(pid_tgid, &call, regs.rcx as i64, now);
+    0
+}
+
+/// Attached on Read's `call runtime.memmove` when userspace found it (see `ReadCopy` in the
+/// agent's gobin): the one copy of the plaintext Read returns, out of the decrypted record. A
+/// probed call is emulated in one trap, where each RET would take two; Read then needs no other
+/// probe. memmove's registers: RBX = the plaintext, RCX = `n`, the count Read returns. The
+/// receiver is in its spill slot, `read_frame` + 8 bytes above RSP. The read's start is not known:
+/// the copy stands for it (the bytes arrived before it).
+#[uprobe]
+pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = current_target() else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    let regs = unsafe { &*ctx.regs };
+    let n = regs.rcx as i64;
+    // The copy is from one record, which holds at most 16 KiB of plaintext.
+    if n <= 0 || n > 1 << 14 {
+        return 0;
+    }
+    let Some(off) = (unsafe { GO_TLS_OFFSETS.get(tgid) }) else { return 0 };
+    let Ok(conn) = (unsafe { bpf_probe_read_user((regs.rsp + off.read_frame + 8) as *const u64) }) else { return 0 };
+    let Some(fd) = conn_fd(tgid, conn) else {
+        count(counter::GO_TLS_NO_SOCKET);
+        return 0;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let call = GoTlsCall { buf: regs.rbx, conn, enter_ns: now, fd, direction: direction::INGRESS, emitted: 1, _pad: [0; 2] };
+    emit_call(pid_tgid, &call, n, now);
     0
 }
 

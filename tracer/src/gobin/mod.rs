@@ -93,9 +93,26 @@ pub struct TlsProbePoints {
     /// Read keeps its receiver and `b` in their spill slots: its RET probe finds them there, and
     /// its entry needs no probe.
     pub read_spills_args: bool,
-    /// File offset of the first instruction of Write after its stack check: a probe there runs
-    /// once per call, so Write needs no RET probe.
-    pub write_body: Option<u64>,
+    /// Where Read copies the plaintext it returns out of the connection's decrypted record, when
+    /// found: then neither its entry nor its RETs need a probe.
+    pub read_copy: Option<ReadCopy>,
+    /// File offset of the branch of Write's stack check: a probe there that skips the runs which
+    /// take the branch reports each call once, so Write needs no RET probe.
+    pub write_check: Option<u64>,
+}
+
+/// The one `call runtime.memmove` in `crypto/tls.(*Conn).Read`: `copy(b, r.s[r.i:])` of the
+/// inlined `bytes.(*Reader).Read` over the decrypted record (`n, _ := c.input.Read(b)`), the only
+/// copy Read makes. memmove's arguments are in registers there: RAX = `b.ptr`, RBX = the
+/// plaintext, RCX = `n`, the count Read returns. A probe on a call costs one trap, where a probe
+/// on a RET costs two.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadCopy {
+    /// File offset of the call instruction.
+    pub file_offset: u64,
+    /// Bytes between RSP in Read's body and its return address: the receiver is in its spill slot
+    /// at RSP + frame + 8 (see [`rets::arg_spill_frame`]).
+    pub frame: u64,
 }
 
 pub const TLS_CONN_READ: &str = "crypto/tls.(*Conn).Read";
@@ -226,17 +243,29 @@ impl GoBinary {
         Ok(rets.into_iter().map(|a| base + (a - f.entry)).collect())
     }
 
-    /// File offset of the first instruction of `f` after its stack check (see
-    /// [`rets::after_stack_check`]).
-    pub fn after_stack_check(&self, f: &GoFunc) -> Option<u64> {
+    /// File offset of the branch of `f`'s stack check (see [`rets::stack_check_branch`]).
+    pub fn stack_check_branch(&self, f: &GoFunc) -> Option<u64> {
         let (code, seg) = self.code(f).ok()?;
-        elf::vaddr_to_offset(std::slice::from_ref(seg), rets::after_stack_check(code, f.entry)?)
+        elf::vaddr_to_offset(std::slice::from_ref(seg), rets::stack_check_branch(code, f.entry)?)
     }
 
-    /// Whether `f` keeps its first three register arguments in their spill slots (see
-    /// [`rets::spills_first_three_args`]).
-    pub fn spills_first_three_args(&self, f: &GoFunc) -> bool {
-        self.code(f).is_ok_and(|(code, _)| rets::spills_first_three_args(code, f.entry))
+    /// `f`'s frame when it keeps its first three register arguments in their spill slots (see
+    /// [`rets::arg_spill_frame`]).
+    pub fn arg_spill_frame(&self, f: &GoFunc) -> Option<u64> {
+        let (code, _) = self.code(f).ok()?;
+        rets::arg_spill_frame(code, f.entry)
+    }
+
+    /// Where Read copies its plaintext out (see [`ReadCopy`]): the only direct call to
+    /// runtime.memmove in `read`, which must keep its receiver in its spill slot.
+    fn read_copy(&self, read: &GoFunc) -> Option<ReadCopy> {
+        let frame = self.arg_spill_frame(read)?;
+        let memmove = self.function("runtime.memmove")?;
+        let (code, seg) = self.code(read).ok()?;
+        match rets::direct_calls(code, read.entry, memmove.entry).ok()?[..] {
+            [call] => Some(ReadCopy { file_offset: elf::vaddr_to_offset(std::slice::from_ref(seg), call)?, frame }),
+            _ => None,
+        }
     }
 
     /// The machine code of `f`, from an executable segment only (a bogus range must not yield
@@ -272,16 +301,18 @@ impl GoBinary {
         Ok(FuncProbes { func, ret_offsets })
     }
 
-    /// Entry and RET offsets of `crypto/tls.(*Conn).Read` and `Write`, and whether fewer probes
-    /// can do (Read's spilled arguments, the end of Write's stack check).
+    /// Entry and RET offsets of `crypto/tls.(*Conn).Read` and `Write`, and where fewer, cheaper
+    /// probes can do (Read's copy of its plaintext, its spilled arguments, the branch of Write's
+    /// stack check).
     pub fn tls_probe_points(&self) -> Result<TlsProbePoints, GoBinError> {
         let read = self.probes(TLS_CONN_READ)?;
         let write = self.probes(TLS_CONN_WRITE)?;
         Ok(TlsProbePoints {
             go_version: self.go_version().map(str::to_owned),
             register_abi: self.register_abi(),
-            read_spills_args: self.register_abi() && self.spills_first_three_args(&read.func),
-            write_body: self.after_stack_check(&write.func),
+            read_spills_args: self.register_abi() && self.arg_spill_frame(&read.func).is_some(),
+            read_copy: self.read_copy(&read.func).filter(|_| self.register_abi()),
+            write_check: self.stack_check_branch(&write.func),
             read,
             write,
         })

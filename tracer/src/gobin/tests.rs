@@ -91,11 +91,19 @@ fn check_tls_probes(bin: &GoBinary) -> TlsProbePoints {
     }
     assert!(pp.register_abi);
     // Every Go release these tests use (1.19 in etcd, the toolchain's own) keeps Read's receiver
-    // and buffer in their spill slots: Read is probed at its RETs only.
+    // and buffer in their spill slots, and copies Read's plaintext with one call to memmove: Read
+    // is probed at that call only.
     assert!(pp.read_spills_args, "crypto/tls.(*Conn).Read: arguments not found in their spill slots");
-    let body = pp.write_body.expect("crypto/tls.(*Conn).Write: no stack check found");
+    let copy = pp.read_copy.expect("crypto/tls.(*Conn).Read: no single call to runtime.memmove");
+    let r = &pp.read.func;
+    assert!((r.file_offset..r.file_offset + (r.end - r.entry)).contains(&copy.file_offset));
+    assert_eq!(bin.data[copy.file_offset as usize], 0xe8, "not a call rel32 at {:#x}", copy.file_offset);
+    assert!(matches!(copy.frame, 0x20..=0x200), "Read's frame {:#x}", copy.frame);
+    let check = pp.write_check.expect("crypto/tls.(*Conn).Write: no stack check found");
     let w = &pp.write.func;
-    assert!((w.file_offset + 6..w.file_offset + 20).contains(&body), "Write's body at {body:#x}, entry {:#x}", w.file_offset);
+    assert!((w.file_offset + 4..w.file_offset + 10).contains(&check), "Write's stack check branch at {check:#x}, entry {:#x}", w.file_offset);
+    let jbe = &bin.data[check as usize..check as usize + 2];
+    assert!(jbe[0] == 0x76 || jbe == [0x0f, 0x86], "not a jbe at {check:#x}: {jbe:x?}");
     pp
 }
 

@@ -100,7 +100,7 @@ const SYSCALL_LOOP_C: &str = r#"
 #include <time.h>
 #include <unistd.h>
 
-/* Thread CPU time, except for "call": a trap's cost may be spent outside the guest (the
+/* Thread CPU time, except for the uprobe modes: a trap's cost may be spent outside the guest (the
    hypervisor), which a VM's steal-time accounting keeps out of CPU time but not out of wall time. */
 static clockid_t clock_id = CLOCK_THREAD_CPUTIME_ID;
 
@@ -112,8 +112,11 @@ static double now_ns(void) {
 
 static int mode, fd, tx, rx;
 
-/* A function for a uprobe (mode "call"): what a probe hit costs on this machine. */
-__attribute__((noinline)) void probe_me(void) { __asm__ volatile(""); }
+/* Functions for a uprobe (modes "ret" and "branch"): what a probe hit costs on this machine. The
+   kernel single-steps most probed instructions, `ret` included (two traps), and emulates a probed
+   branch or call (one trap). */
+__attribute__((noinline, naked)) void probe_ret(void) { __asm__ volatile("ret"); }
+__attribute__((noinline, naked)) void probe_call(void) { __asm__ volatile("call probe_ret\n\tret"); }
 
 /* One call of the chosen kind; for tcp, calls alternate between send and the matching recv. */
 static int call(long i) {
@@ -121,14 +124,15 @@ static int call(long i) {
     switch (mode) {
     case 0: syscall(SYS_getppid); return 0;
     case 1: return read(fd, &c, 1) == 1 ? 0 : -1;
-    case 3: probe_me(); return 0;
+    case 3: probe_ret(); return 0;
+    case 4: probe_call(); return 0;
     default: return (i & 1) ? (recv(rx, &c, 1, 0) == 1 ? 0 : -1) : (send(tx, &c, 1, 0) == 1 ? 0 : -1);
     }
 }
 
-/* The file offset of probe_me, from the mapping that holds it. */
-static int print_probe_offset(void) {
-    unsigned long addr = (unsigned long)&probe_me, lo, hi, off;
+/* The file offset of the function probed in mode `which`, from the mapping that holds it. */
+static int print_probe_offset(const char *which) {
+    unsigned long addr = (unsigned long)(strcmp(which, "ret") == 0 ? &probe_ret : &probe_call), lo, hi, off;
     char line[512];
     FILE *f = fopen("/proc/self/maps", "r");
     while (f && fgets(line, sizeof line, f)) {
@@ -153,12 +157,12 @@ static int tcp_pair(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 2 && strcmp(argv[1], "offset") == 0) return print_probe_offset();
-    if (argc != 4) { fprintf(stderr, "usage: syscall-loop getppid|read|tcp|call CALLS REPEATS | offset\n"); return 2; }
-    mode = strcmp(argv[1], "read") == 0 ? 1 : strcmp(argv[1], "tcp") == 0 ? 2 : strcmp(argv[1], "call") == 0 ? 3 : 0;
+    if (argc == 3 && strcmp(argv[1], "offset") == 0) return print_probe_offset(argv[2]);
+    if (argc != 4) { fprintf(stderr, "usage: syscall-loop getppid|read|tcp|ret|branch CALLS REPEATS | offset ret|branch\n"); return 2; }
+    mode = strcmp(argv[1], "read") == 0 ? 1 : strcmp(argv[1], "tcp") == 0 ? 2 : strcmp(argv[1], "ret") == 0 ? 3 : strcmp(argv[1], "branch") == 0 ? 4 : 0;
     long n = atol(argv[2]), reps = atol(argv[3]);
     if (mode == 2) n = n / 10 * 2; /* socket calls are slower: fewer, and whole send/recv pairs */
-    if (mode == 3) clock_id = CLOCK_MONOTONIC;
+    if (mode >= 3) clock_id = CLOCK_MONOTONIC;
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(sysconf(_SC_NPROCESSORS_ONLN) - 1, &set);
@@ -202,20 +206,21 @@ pub fn syscall_loop(bin: &Path, work: &Path, which: &str, n: u64, reps: u32) -> 
     p.stdout_text().trim().parse().with_context(|| format!("syscall loop printed {:?}", p.stdout_text()))
 }
 
-/// A uprobe on the syscall loop's `probe_me`, as a tracefs event (no eBPF), enabled while this
-/// lives: every call of the function then takes the trap a Go TLS probe hit takes.
+/// A uprobe on one of the syscall loop's probed functions, as a tracefs event (no eBPF), enabled
+/// while this lives: every call of the function then takes the trap(s) a Go TLS probe hit takes.
 pub struct Uprobe {
     tracefs: PathBuf,
     group: String,
 }
 
-/// The file offset of the syscall loop's `probe_me`, as the loop finds it in its own mappings.
-pub fn probe_offset(bin: &Path, work: &Path) -> Result<String> {
-    let mut p = Proc::spawn("syscall-loop", work, Command::new(bin).arg("offset"))?;
+/// The file offset of the function the syscall loop calls in mode `which` (`ret`: a lone `ret`;
+/// `branch`: a `call`), as the loop finds it in its own mappings.
+pub fn probe_offset(bin: &Path, work: &Path, which: &str) -> Result<String> {
+    let mut p = Proc::spawn("syscall-loop", work, Command::new(bin).args(["offset", which]))?;
     let st = p.wait_timeout(Duration::from_secs(10)).context("the syscall loop did not print its offset")?;
     let offset = p.stdout_text().trim().to_owned();
     if !st.success() || !offset.starts_with("0x") {
-        bail!("the syscall loop could not find probe_me in its mappings: {offset:?}");
+        bail!("the syscall loop could not find its {which} function in its mappings: {offset:?}");
     }
     Ok(offset)
 }
