@@ -795,3 +795,81 @@ fn go_tls_write_reported_once_when_its_stack_grows() {
     errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
     assert_finished_ok("Go TLS writes at every stack depth", errs, &fin);
 }
+
+/// Bodies larger than a TLS record (16 KiB), server side: the Go server drains 300,000-byte
+/// request bodies (curl, HTTP/1.1 and HTTP/2, two per connection) in Reads that each copy part
+/// of a record, so one record's plaintext comes out in several probe hits. A wrong count or
+/// position shows as a wrong body size, or breaks the framing of the request after it.
+#[test]
+fn go_tls_server_reads_bodies_larger_than_a_record() {
+    const BODY: usize = 300_000;
+    let srv = GoServer::https();
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let dir = TempDir::new("tls-body");
+    // Not one byte repeated: a misplaced copy would also misplace the next request's bytes.
+    let body: Vec<u8> = (0..BODY).map(|i| b'a' + (i % 26) as u8).collect();
+    let file = dir.write("body", &body);
+    let mut expects = Vec::new();
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let paths: Vec<String> = ["a", "b"].iter().map(|n| format!("/api/v1/namespaces/big/pods/{n}-{version}")).collect();
+        let mut args = vec!["-k".to_owned(), flag.into(), "--data-binary".into(), format!("@{}", file.display())];
+        args.extend(paths.iter().map(|p| srv.url(p)));
+        let r = curl(&args);
+        assert!(r.transfers.iter().all(|t| t.code == 200), "harness: {:?}", r.transfers);
+        assert_eq!(r.transfers[0].local_port, r.transfers[1].local_port, "harness: curl did not reuse its connection");
+        let exps: Vec<HttpExpect> = paths
+            .iter()
+            .zip(&r.transfers)
+            .map(|(p, t)| {
+                HttpExpect::server("POST", p, 200)
+                    .route(pods_route())
+                    .client_port(t.local_port)
+                    .server_port(srv.port())
+                    .request_body(BODY as u64)
+                    .response_body(t.size_download)
+            })
+            .collect();
+        expects.push(exps);
+    }
+    sess.wait_spans(|_| true, 4, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_h1_and_h2_server_spans(&fin.spans, &expects[0], &expects[1]);
+    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
+    assert_finished_ok("Go HTTPS server reading 300,000-byte bodies", errs, &fin);
+}
+
+/// Bodies larger than a TLS record, client side: the Go client reads 1,000,000-byte responses
+/// (HTTP/1.1 and HTTP/2, three per connection) through bufio in Reads of a few KiB, each a part
+/// of a record.
+#[test]
+fn go_tls_client_reads_bodies_larger_than_a_record() {
+    const BODY: u64 = 1_000_000;
+    let srv = GoServer::https();
+    let path = format!("/bytes/{BODY}");
+    let url = srv.url(&path);
+    let mut c1 = GoHttpClient::start(&["-url", &url, "-n", "3", "-http2=false"], true);
+    let mut c2 = GoHttpClient::start(&["-url", &url, "-n", "3"], true);
+    let pids = [c1.pid(), c2.pid()];
+    let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
+    let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
+    for p in pids {
+        wait_go_tls_probes(&mut sess.tracer, p);
+    }
+    c1.go();
+    let r1 = c1.wait_success(CLIENT_TIMEOUT);
+    c2.go();
+    let r2 = c2.wait_success(CLIENT_TIMEOUT);
+    for (r, proto) in [(&r1, "HTTP/1.1"), (&r2, "HTTP/2.0")] {
+        assert!(r.len() == 3 && r.iter().all(|r| r.proto == proto && r.status == 200 && r.bytes == BODY), "harness: {r:?}");
+    }
+    let exps = || vec![HttpExpect::client("GET", &path, 200).not_k8s().server_port(srv.port()).response_body(BODY); 3];
+    sess.wait_spans(|_| true, 6, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let of = |pid: u32| fin.spans.iter().filter(|s| s.pid() == Some(pid)).cloned().collect::<Vec<_>>();
+    let mut errs = check_http_spans_version(&of(pids[0]), &exps(), "1.1", &|_| false);
+    errs.extend(check_http_spans_version(&of(pids[1]), &exps(), "2", &|_| false));
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
+    assert_finished_ok("Go TLS client reading 1,000,000-byte bodies", errs, &fin);
+}

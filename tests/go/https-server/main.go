@@ -118,6 +118,26 @@ func route(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(code)
 		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+	case strings.HasPrefix(path, "/bytes/"):
+		// N bytes of 'x', with a Content-Length: bodies larger than a TLS record.
+		n, err := strconv.Atoi(strings.TrimPrefix(path, "/bytes/"))
+		if err != nil || n < 0 || n > 64<<20 {
+			http.Error(w, "bad size", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		chunk := strings.Repeat("x", 32<<10)
+		for n > 0 {
+			k := len(chunk)
+			if n < k {
+				k = n
+			}
+			if _, err := io.WriteString(w, chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
 	case strings.HasPrefix(path, "/deep/"):
 		// HTTP/1.1 only: the response is written raw on the hijacked connection, n frames down.
 		n, err := strconv.Atoi(strings.TrimPrefix(path, "/deep/"))
