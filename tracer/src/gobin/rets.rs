@@ -17,20 +17,33 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKi
 /// cut-off instruction, returns its address as the error: the caller must not
 /// trust any offset then, since a uprobe inside an instruction corrupts it.
 pub fn find_rets(code: &[u8], ip: u64) -> Result<Vec<u64>, u64> {
+    // Mnemonic::Ret is near return only (far return is Retf).
+    find_all(code, ip, |ins| ins.mnemonic() == Mnemonic::Ret)
+}
+
+/// Addresses of the direct calls (`call rel32`) to `target` in `code`, decoded as in
+/// [`find_rets`].
+pub fn direct_calls(code: &[u8], ip: u64, target: u64) -> Result<Vec<u64>, u64> {
+    find_all(code, ip, |ins| {
+        ins.mnemonic() == Mnemonic::Call && ins.op0_kind() == OpKind::NearBranch64 && ins.near_branch_target() == target
+    })
+}
+
+/// Addresses of the instructions of `code` (at `ip`) that `wanted` picks, decoding linearly.
+fn find_all(code: &[u8], ip: u64, wanted: impl Fn(&Instruction) -> bool) -> Result<Vec<u64>, u64> {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut ins = Instruction::default();
-    let mut rets = Vec::new();
+    let mut found = Vec::new();
     while decoder.can_decode() {
         decoder.decode_out(&mut ins);
         if ins.is_invalid() {
             return Err(ins.ip());
         }
-        // Mnemonic::Ret is near return only (far return is Retf).
-        if ins.mnemonic() == Mnemonic::Ret {
-            rets.push(ins.ip());
+        if wanted(&ins) {
+            found.push(ins.ip());
         }
     }
-    Ok(rets)
+    Ok(found)
 }
 
 /// The frame of the function at `ip` (its code in `code`): how many bytes RSP is below the return
@@ -126,25 +139,6 @@ pub fn stack_check_branch(code: &[u8], ip: u64) -> Option<u64> {
         }
     }
     None
-}
-
-/// Addresses of the direct calls (`call rel32`) to `target` in `code`, which starts at `ip` at a
-/// function entry (decoding is linear, as in [`find_rets`]). On an undecodable instruction,
-/// returns its address as the error.
-pub fn direct_calls(code: &[u8], ip: u64, target: u64) -> Result<Vec<u64>, u64> {
-    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
-    let mut ins = Instruction::default();
-    let mut calls = Vec::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut ins);
-        if ins.is_invalid() {
-            return Err(ins.ip());
-        }
-        if ins.mnemonic() == Mnemonic::Call && ins.op0_kind() == OpKind::NearBranch64 && ins.near_branch_target() == target {
-            calls.push(ins.ip());
-        }
-    }
-    Ok(calls)
 }
 
 #[cfg(test)]
