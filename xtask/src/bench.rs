@@ -4,7 +4,8 @@
 //! order, so drift cancels), several rounds, and compares medians:
 //!
 //! 1. nginx (one process) under wrk, etcd under a gRPC Put/Range load, and a Go HTTPS server
-//!    (crypto/tls, read through uprobes) under wrk: throughput, p50, p99;
+//!    (crypto/tls, read through uprobes) under wrk (HTTP/1.1) and h2load (HTTP/2): throughput,
+//!    p50, p99;
 //! 2. the tax on untraced processes: ns per syscall added to a syscall loop by a loaded tracer;
 //! 3. the ceiling: wrk connections raised until the tracer loses events or saturates a core;
 //! 4. the agent: CPU per 1k requests, peak RSS, RSS with 10k live connections;
@@ -43,6 +44,9 @@ struct Params {
     rounds: usize,
     wrk_secs: u64,
     wrk_conns: u32,
+    /// h2load: connections, and streams in flight on each.
+    h2_conns: u32,
+    h2_streams: u32,
     etcd_secs: u64,
     etcd_conns: usize,
     etcd_inflight: usize,
@@ -63,6 +67,8 @@ impl Params {
                 rounds: 3,
                 wrk_secs: 5,
                 wrk_conns: 32,
+                h2_conns: 8,
+                h2_streams: 8,
                 etcd_secs: 5,
                 etcd_conns: 8,
                 etcd_inflight: 8,
@@ -80,6 +86,8 @@ impl Params {
                 rounds: 7,
                 wrk_secs: 10,
                 wrk_conns: 32,
+                h2_conns: 8,
+                h2_streams: 8,
                 etcd_secs: 10,
                 etcd_conns: 8,
                 etcd_inflight: 8,
@@ -99,6 +107,7 @@ impl Params {
             "mode": self.mode,
             "rounds": self.rounds,
             "wrk": format!("wrk -t1 -c{} -d{}s --latency", self.wrk_conns, self.wrk_secs),
+            "h2load": format!("h2load -t1 -c{} -m{} -D {}", self.h2_conns, self.h2_streams, self.wrk_secs),
             "etcd_load": format!("{} h2c connections x {} in-flight unary calls (50% Put 256 B, 50% Range), {} s",
                 self.etcd_conns, self.etcd_inflight, self.etcd_secs),
             "syscall_loop": format!("fastest of {} batches of {} calls, thread CPU time", self.syscall_reps, self.syscall_calls),
@@ -248,6 +257,7 @@ struct Ctx {
     work: PathBuf,
     tracer: PathBuf,
     wrk: PathBuf,
+    h2load: PathBuf,
     nginx: PathBuf,
     etcd: PathBuf,
     gcc: PathBuf,
@@ -280,6 +290,7 @@ pub fn run(quick: bool) -> Result<()> {
         work: work.clone(),
         tracer,
         wrk: tools["wrk"].clone(),
+        h2load: tools["h2load"].clone(),
         nginx: tools["nginx"].clone(),
         etcd: tools["etcd"].clone(),
         gcc,
@@ -307,10 +318,11 @@ pub fn run(quick: bool) -> Result<()> {
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
-    let steps: [(&str, Step); 7] = [
+    let steps: [(&str, Step); 8] = [
         ("nginx", nginx_scenario),
         ("etcd", etcd_scenario),
         ("go tls", go_tls_scenario),
+        ("go tls h2", go_tls_h2_scenario),
         ("syscall tax", syscall_tax_scenario),
         ("ceiling", ceiling_scenario),
         ("live connections", live_connections_scenario),
@@ -387,9 +399,10 @@ fn find_tool(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// wrk, nginx, etcd and gcc, installed with apt-get when missing.
+/// wrk, h2load, nginx, etcd and gcc, installed with apt-get when missing.
 fn ensure_tools() -> Result<BTreeMap<&'static str, PathBuf>> {
-    const TOOLS: &[(&str, &str)] = &[("wrk", "wrk"), ("nginx", "nginx-light"), ("etcd", "etcd-server"), ("gcc", "gcc")];
+    const TOOLS: &[(&str, &str)] =
+        &[("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx-light"), ("etcd", "etcd-server"), ("gcc", "gcc")];
     let missing: Vec<&str> = TOOLS.iter().filter(|(b, _)| find_tool(b).is_none()).map(|(_, p)| *p).collect();
     if !missing.is_empty() {
         crate::setup::apt_install(&missing, "the bench drives real servers and load generators")?;
@@ -480,6 +493,7 @@ fn machine_info(root: &Path, ctx: &Ctx) -> Value {
         "tracer_git": format!("{}{}", git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default(), if dirty { "+dirty" } else { "" }),
         "tools": {
             "wrk": first_line(&ctx.wrk.display().to_string(), &["-v"]),
+            "h2load": first_line(&ctx.h2load.display().to_string(), &["--version"]),
             "nginx": first_line(&ctx.nginx.display().to_string(), &["-v"]),
             "etcd": first_line(&ctx.etcd.display().to_string(), &["--version"]),
             "gcc": first_line(&ctx.gcc.display().to_string(), &["--version"]),
@@ -577,8 +591,7 @@ fn fmt_opt(v: Option<f64>) -> String {
 // ---------------------------------------------------------------------------------------------
 // 1. nginx and etcd, untraced vs traced
 
-/// Rounds of wrk against `url` on the server `pid`, untraced and traced in ABBA order:
-/// (untraced runs, traced runs, the agent of each traced run).
+/// Rounds of wrk against `url` on the server `pid` (see [`load_rounds`]).
 fn wrk_rounds(
     ctx: &Ctx,
     label: &str,
@@ -587,13 +600,26 @@ fn wrk_rounds(
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
     let p = &ctx.p;
-    let run_wrk = || load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, p.wrk_secs);
-    load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, 2).context("warm-up")?;
+    load_rounds(ctx, label, pid, &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs), check_alive)
+}
+
+/// Rounds of an HTTP load (`run` for N seconds) on the server `pid`, after a 2 s warm-up,
+/// untraced and traced in ABBA order: (untraced runs, traced runs, the agent of each traced run).
+fn load_rounds(
+    ctx: &Ctx,
+    label: &str,
+    pid: u32,
+    run: &dyn Fn(u64) -> Result<WrkResult>,
+    check_alive: &mut dyn FnMut() -> Result<()>,
+) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
+    let p = &ctx.p;
+    let run_load = || run(p.wrk_secs);
+    run(2).context("warm-up")?;
     let (mut base, mut tr, mut agent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..p.rounds {
         for is_traced in round_order(round) {
             if is_traced {
-                let (r, a) = traced(ctx, pid, &[], run_wrk)?;
+                let (r, a) = traced(ctx, pid, &[], run_load)?;
                 say(format!(
                     "{label} round {}/{} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
                     round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms, a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
@@ -601,7 +627,7 @@ fn wrk_rounds(
                 tr.push(r);
                 agent.push(a);
             } else {
-                let r = run_wrk()?;
+                let r = run_load()?;
                 say(format!("{label} round {}/{} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms));
                 base.push(r);
             }
@@ -611,12 +637,12 @@ fn wrk_rounds(
     Ok((base, tr, agent))
 }
 
-/// `<label>_throughput`, `_latency_p50` and `_latency_p99` from wrk rounds: each note is `conf`
-/// (with wrk's errors, if any), the throughput's also what the agent reported, then `extra`. Warns
+/// `<label>_throughput`, `_latency_p50` and `_latency_p99` from load rounds: each note is `conf`
+/// (with the load generator's errors, if any), the throughput's also what the agent reported, then `extra`. Warns
 /// when the traced runs gave no span at all.
 fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkResult], agent: &[AgentRun], conf: String, extra: &str) {
     let errors: u64 = base.iter().chain(tr).map(|r| r.errors).sum();
-    let conf = if errors > 0 { format!("{conf}; wrk socket errors/non-2xx: {errors}") } else { conf };
+    let conf = if errors > 0 { format!("{conf}; load generator errors (socket, non-2xx): {errors}") } else { conf };
     let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
     let requests: u64 = tr.iter().map(|r| r.requests).sum();
     let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
@@ -755,23 +781,51 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// The path kube-apiserver traffic takes: Go's crypto/tls, whose plaintext the uprobes read
-/// (entry and RET of `(*tls.Conn).Read` and `Write`: traps, unlike the socket tracepoints).
+/// (traps, unlike the socket tracepoints). HTTP/1.1 under wrk here, HTTP/2 under h2load in
+/// [`go_tls_h2_scenario`].
 fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
-    let bin = crate::setup::build_go_program("https-server", "bench_go_https_server", &["-ldflags=-s -w"])?;
-    let mut srv = GoHttps::start(&bin, &ctx.work)?;
+    let mut srv = GoHttps::start(&go_https_server()?, &ctx.work)?;
     let (base, tr, agent) = wrk_rounds(ctx, "go tls", srv.pid(), &srv.url(), &mut || srv.check_alive())?;
     let conf = format!(
         "Go net/http + crypto/tls server (tests/go/https-server, stripped), wrk -t1 -c{} -d{}s over TLS (HTTP/1.1 keep-alive), a pod GET answered with JSON, {} rounds",
         p.wrk_conns, p.wrk_secs, p.rounds
     );
+    push_go_tls_scenarios(ctx, "go tls", &base, &tr, &agent, conf);
+    ctx.extra.insert("go_tls_agent_runs", agent_runs_json(&agent));
+    Ok(())
+}
+
+/// The same server over HTTP/2, as kube-apiserver's clients (client-go, kubectl) talk to it:
+/// many streams on few connections, one TLS read loop per connection.
+fn go_tls_h2_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let mut srv = GoHttps::start(&go_https_server()?, &ctx.work)?;
+    let url = srv.url();
+    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, p.h2_conns, p.h2_streams, secs);
+    let (base, tr, agent) = load_rounds(ctx, "go tls h2", srv.pid(), &run, &mut || srv.check_alive())?;
+    let conf = format!(
+        "the Go HTTPS server over HTTP/2 (TLS ALPN h2), h2load -t1 -c{} -m{} -D {} (connections x streams in flight), a pod GET answered with JSON, {} rounds",
+        p.h2_conns, p.h2_streams, p.wrk_secs, p.rounds
+    );
+    push_go_tls_scenarios(ctx, "go tls h2", &base, &tr, &agent, conf);
+    ctx.extra.insert("go_tls_h2_agent_runs", agent_runs_json(&agent));
+    Ok(())
+}
+
+/// The Go HTTPS server of the tests, built stripped as a release would be.
+fn go_https_server() -> Result<PathBuf> {
+    crate::setup::build_go_program("https-server", "bench_go_https_server", &["-ldflags=-s -w"])
+}
+
+/// The wrk-style scenarios of a Go TLS run, with the TLS calls that found no socket and the
+/// agent's CPU per 1k requests in the throughput's note.
+fn push_go_tls_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkResult], agent: &[AgentRun], conf: String) {
     let requests: u64 = tr.iter().map(|r| r.requests).sum();
     let no_socket: u64 = agent.iter().map(|a| a.stat("go_tls_no_socket")).sum();
     let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
     let extra = format!(", {no_socket} TLS calls without a socket, agent {:.3} ms CPU per 1k requests", cpu * 1e3 / (requests.max(1) as f64 / 1e3));
-    push_wrk_scenarios(ctx, "go tls", &base, &tr, &agent, conf, &extra);
-    ctx.extra.insert("go_tls_agent_runs", agent_runs_json(&agent));
-    Ok(())
+    push_wrk_scenarios(ctx, label, base, tr, agent, conf, &extra);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-//! Load generators and probes of the machine: wrk, a syscall loop compiled at bench time, many
-//! idle keep-alive connections.
+//! Load generators and probes of the machine: wrk, h2load, a syscall loop compiled at bench time,
+//! many idle keep-alive connections.
 
 use std::{
     io::{Read, Write},
@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::procs::Proc;
 
+/// What an HTTP load generator (wrk, h2load) measured in one run.
 #[derive(Debug, Clone, Default)]
 pub struct WrkResult {
     pub req_per_sec: f64,
@@ -75,6 +76,63 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
     }
     if r.req_per_sec == 0.0 || r.requests == 0 {
         bail!("no Requests/sec");
+    }
+    Ok(r)
+}
+
+/// h2load (nghttp2): `conns` HTTP/2 connections with `streams` requests in flight on each, for
+/// `secs`, over TLS for an https URL. Throughput from its summary; p50/p99 from its per-request log
+/// (start, status, duration in µs).
+pub fn h2load(h2load: &Path, work: &Path, url: &str, conns: u32, streams: u32, secs: u64) -> Result<WrkResult> {
+    let log = work.join("h2load-requests.log");
+    let mut cmd = Command::new(h2load);
+    cmd.args(["-t1", &format!("-c{conns}"), &format!("-m{streams}"), "-D", &secs.to_string()])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url);
+    let mut p = Proc::spawn("h2load", work, &mut cmd)?;
+    let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {
+        bail!("h2load did not finish within {} s", secs + 60);
+    };
+    let out = p.stdout_text();
+    if !st.success() {
+        bail!("h2load failed ({st}): {}", p.last_words());
+    }
+    let mut r = parse_h2load(&out).with_context(|| format!("unexpected h2load output: {}", out.replace('\n', " | ")))?;
+    let log_text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let _ = std::fs::remove_file(&log);
+    let mut us: Vec<u32> = log_text.lines().filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok()).collect();
+    if us.is_empty() {
+        bail!("h2load logged no request");
+    }
+    us.sort_unstable();
+    r.p50_ms = super::percentile_us(&us, 50.0) / 1000.0;
+    r.p99_ms = super::percentile_us(&us, 99.0) / 1000.0;
+    Ok(r)
+}
+
+/// Throughput, requests and errors from h2load's summary (latencies come from its log).
+pub fn parse_h2load(out: &str) -> Result<WrkResult> {
+    let mut r = WrkResult::default();
+    // "12 succeeded," -> 12
+    let count = |words: &[&str], what: &str| -> u64 {
+        words.windows(2).find(|w| w[1].trim_end_matches(',') == what).and_then(|w| w[0].parse().ok()).unwrap_or(0)
+    };
+    for line in out.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(v) = line.strip_prefix("finished in ") {
+            // "finished in 5.00s, 40818.20 req/s, 4.98MB/s"
+            let mut parts = v.split(", ");
+            r.seconds = parts.next().unwrap_or("").trim_end_matches('s').parse()?;
+            r.req_per_sec = parts.next().unwrap_or("").trim_end_matches(" req/s").parse()?;
+        } else if line.starts_with("requests:") {
+            r.requests = count(&words, "succeeded");
+            r.errors += count(&words, "failed") + count(&words, "errored") + count(&words, "timeout");
+        } else if line.starts_with("status codes:") {
+            r.errors += count(&words, "4xx") + count(&words, "5xx");
+        }
+    }
+    if r.req_per_sec == 0.0 || r.requests == 0 {
+        bail!("no req/s or no succeeded request");
     }
     Ok(r)
 }
@@ -353,5 +411,24 @@ Transfer/sec:     90.32MB
         assert!((r.p99_ms - 1.49).abs() < 1e-9);
         assert_eq!(r.errors, 3);
         assert!((r.req_per_sec - 111427.56).abs() < 1e-6);
+    }
+
+    #[test]
+    fn parses_h2load_summary() {
+        // h2load 1.52.0 over TLS, -c8 -m8 -D 3 (recorded).
+        let out = "\
+finished in 3.00s, 40433.33 req/s, 4.94MB/s
+requests: 121300 total, 121364 started, 121300 done, 121298 succeeded, 1 failed, 1 errored, 0 timeout
+status codes: 121290 2xx, 0 3xx, 3 4xx, 5 5xx
+traffic: 14.81MB (15527792) total, 474.66KB (486056) headers (space savings 95.45%), 12.26MB (12857800) data
+                     min         max         mean         sd        +/- sd
+time for request:       58us      9.47ms      1.39ms       696us    79.01%
+";
+        let r = super::parse_h2load(out).unwrap();
+        assert_eq!(r.requests, 121298);
+        assert_eq!(r.errors, 10);
+        assert!((r.seconds - 3.0).abs() < 1e-9);
+        assert!((r.req_per_sec - 40433.33).abs() < 1e-6);
+        assert!(super::parse_h2load("finished in 3.00s, 0.00 req/s, 0B/s\nrequests: 0 total").is_err());
     }
 }
