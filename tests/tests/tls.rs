@@ -873,3 +873,42 @@ fn go_tls_client_reads_bodies_larger_than_a_record() {
     errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
     assert_finished_ok("Go TLS client reading 1,000,000-byte bodies", errs, &fin);
 }
+
+/// HTTP/2 clients that leave with streams in flight: h2load (nghttp2) runs for 2 s on 4
+/// connections × 16 streams, then closes its connections with answers unread, which the kernel
+/// turns into resets while the Go server is still answering. The server's Writes after a reset
+/// go to a connection whose socket the probes saw close: none may count as a TLS call without a
+/// socket (a counter of plaintext the tracer lost), and every answer h2load got has its span.
+/// Plain and wrapped connections (the wrapped ones are learned at their handshake).
+#[test]
+fn go_tls_h2_clients_leaving_mid_stream() {
+    let h2load = require_tool("h2load", "nghttp2-client");
+    for srv in [GoServer::https(), GoServer::https_wrapped()] {
+        let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+        wait_go_tls_probes(&mut sess.tracer, srv.pid());
+        let path = "/api/v1/namespaces/h2load/pods/p";
+        let out = std::process::Command::new(&h2load)
+            .args(["-t1", "-c4", "-m16", "-D", "2"])
+            .arg(srv.url(path))
+            .output()
+            .expect("run h2load");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "requests: 9000 total, 9064 started, 9000 done, 9000 succeeded, 0 failed, ..."
+        let succeeded: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("requests: "))
+            .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" succeeded")?.parse().ok()))
+            .unwrap_or_else(|| panic!("harness: no succeeded count in h2load's output: {text}"));
+        assert!(out.status.success() && succeeded > 100, "harness: h2load: {text}");
+        let is_answer = |s: &ReceivedSpan| s.attr_str("url.path") == Some(path) && s.attr_i64("http.response.status_code") == Some(200);
+        sess.wait_spans(is_answer, succeeded, SPAN_TIMEOUT);
+        let fin = sess.finish(SETTLE);
+        let answered = fin.spans.iter().filter(|s| is_answer(s)).count();
+        let mut errs = check_zero_stats(&fin.output.stderr, &["go_tls_no_socket", "desyncs"]);
+        if answered < succeeded {
+            errs.push(format!("{answered} spans with status 200 for {succeeded} answers h2load got"));
+        }
+        errs.extend(check_no_connection_spans(&fin.spans));
+        assert_finished_ok("Go HTTPS server, HTTP/2 clients leaving mid-stream", errs, &fin);
+    }
+}

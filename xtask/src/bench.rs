@@ -261,6 +261,7 @@ struct Ctx {
     nginx: PathBuf,
     etcd: PathBuf,
     gcc: PathBuf,
+    openssl: PathBuf,
     scenarios: Vec<Scenario>,
     extra: BTreeMap<&'static str, Value>,
     warnings: Vec<String>,
@@ -294,6 +295,7 @@ pub fn run(quick: bool) -> Result<()> {
         nginx: tools["nginx"].clone(),
         etcd: tools["etcd"].clone(),
         gcc,
+        openssl: tools["openssl"].clone(),
         scenarios: Vec::new(),
         extra: BTreeMap::new(),
         warnings: Vec::new(),
@@ -318,11 +320,12 @@ pub fn run(quick: bool) -> Result<()> {
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 9] = [
         ("nginx", nginx_scenario),
         ("etcd", etcd_scenario),
         ("go tls", go_tls_scenario),
         ("go tls h2", go_tls_h2_scenario),
+        ("etcd tls", etcd_tls_scenario),
         ("syscall tax", syscall_tax_scenario),
         ("ceiling", ceiling_scenario),
         ("live connections", live_connections_scenario),
@@ -399,10 +402,10 @@ fn find_tool(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// wrk, h2load, nginx, etcd and gcc, installed with apt-get when missing.
+/// wrk, h2load, nginx, etcd, gcc and openssl, installed with apt-get when missing.
 fn ensure_tools() -> Result<BTreeMap<&'static str, PathBuf>> {
     const TOOLS: &[(&str, &str)] =
-        &[("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx-light"), ("etcd", "etcd-server"), ("gcc", "gcc")];
+        &[("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx-light"), ("etcd", "etcd-server"), ("gcc", "gcc"), ("openssl", "openssl")];
     let missing: Vec<&str> = TOOLS.iter().filter(|(b, _)| find_tool(b).is_none()).map(|(_, p)| *p).collect();
     if !missing.is_empty() {
         crate::setup::apt_install(&missing, "the bench drives real servers and load generators")?;
@@ -497,6 +500,7 @@ fn machine_info(root: &Path, ctx: &Ctx) -> Value {
             "nginx": first_line(&ctx.nginx.display().to_string(), &["-v"]),
             "etcd": first_line(&ctx.etcd.display().to_string(), &["--version"]),
             "gcc": first_line(&ctx.gcc.display().to_string(), &["--version"]),
+            "openssl": first_line(&ctx.openssl.display().to_string(), &["version"]),
         },
     })
 }
@@ -707,7 +711,7 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
 
 fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
-    let mut etcd = Etcd::start(&ctx.etcd, &ctx.work)?;
+    let mut etcd = Etcd::start(&ctx.etcd, &ctx.work, None)?;
     let port = etcd.port;
     let run_load = || grpc::run(port, p.etcd_conns, p.etcd_inflight, Duration::from_secs(p.etcd_secs));
     grpc::run(port, p.etcd_conns, p.etcd_inflight, Duration::from_secs(2)).context("warm-up")?;
@@ -802,7 +806,7 @@ fn go_tls_h2_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut srv = GoHttps::start(&go_https_server()?, &ctx.work)?;
     let url = srv.url();
-    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, p.h2_conns, p.h2_streams, secs);
+    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, &[], p.h2_conns, p.h2_streams, secs);
     let (base, tr, agent) = load_rounds(ctx, "go tls h2", srv.pid(), &run, &mut || srv.check_alive())?;
     let conf = format!(
         "the Go HTTPS server over HTTP/2 (TLS ALPN h2), h2load -t1 -c{} -m{} -D {} (connections x streams in flight), a pod GET answered with JSON, {} rounds",
@@ -810,6 +814,33 @@ fn go_tls_h2_scenario(ctx: &mut Ctx) -> Result<()> {
     );
     push_go_tls_scenarios(ctx, "go tls h2", &base, &tr, &agent, conf);
     ctx.extra.insert("go_tls_h2_agent_runs", agent_runs_json(&agent));
+    Ok(())
+}
+
+/// How kube-apiserver talks to etcd: gRPC over TLS, which Debian's etcd (Go 1.19) serves through
+/// crypto/tls, read by the uprobes. h2load sends linearizable Ranges of one key (written by a
+/// warm-up of Puts over h2c) on 8 connections × 8 streams.
+fn etcd_tls_scenario(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.p.clone();
+    let cert = servers::SelfSigned::create(&ctx.openssl, &ctx.work)?;
+    let mut etcd = Etcd::start(&ctx.etcd, &ctx.work, Some(&cert))?;
+    grpc::run(etcd.port, p.etcd_conns, p.etcd_inflight, Duration::from_secs(2)).context("writing the keys")?;
+    let body = ctx.work.join("etcd-range.bin");
+    std::fs::write(&body, grpc::range_message(1))?;
+    let url = format!("https://127.0.0.1:{}/etcdserverpb.KV/Range", etcd.tls_port.context("etcd has no TLS port")?);
+    let extra: Vec<String> = ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d"]
+        .into_iter()
+        .map(String::from)
+        .chain([body.display().to_string()])
+        .collect();
+    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, &extra, p.h2_conns, p.h2_streams, secs);
+    let (base, tr, agent) = load_rounds(ctx, "etcd tls", etcd.pid(), &run, &mut || etcd.check_alive())?;
+    let conf = format!(
+        "gRPC KV/Range over TLS to etcd 3.4 (Go 1.19, Debian), h2load -t1 -c{} -m{} -D {} (connections x calls in flight), {} rounds; data on tmpfs",
+        p.h2_conns, p.h2_streams, p.wrk_secs, p.rounds
+    );
+    push_go_tls_scenarios(ctx, "etcd tls", &base, &tr, &agent, conf);
+    ctx.extra.insert("etcd_tls_agent_runs", agent_runs_json(&agent));
     Ok(())
 }
 

@@ -93,6 +93,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
+    ("h2load", "nghttp2-client"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
 ];

@@ -14,7 +14,7 @@
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::ProbeContext,
 };
 use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, counter, direction, socket_key, source};
@@ -32,10 +32,16 @@ pub static GO_TLS_CALLS: HashMap<GoKey, GoTlsCall> = HashMap::with_max_entries(1
 #[map]
 pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entries(256, 0);
 
-/// `*tls.Conn` → socket fd, learned once per connection. Entries are removed when the socket is
-/// closed (SocketState.go_conn), so a reused Conn address cannot inherit a stale fd.
+/// `*tls.Conn` → socket fd, learned once per connection. When the socket closes
+/// (SocketState.go_conn), the entry becomes [`CLOSED`]: the calls still made on the connection
+/// (an HTTP/2 server answering the streams of a client that reset it) are then neither reported
+/// nor counted as lost. A reused Conn address is learned again (handshake, `*net.TCPConn`), and
+/// the LRU drops old entries when room is needed.
 #[map]
-pub static GO_CONN_FDS: HashMap<GoKey, i32> = HashMap::with_max_entries(65536, 0);
+pub static GO_CONN_FDS: LruHashMap<GoKey, i32> = LruHashMap::with_max_entries(65536, 0);
+
+/// The GO_CONN_FDS value of a connection whose socket closed.
+const CLOSED: i32 = -1;
 
 /// `*tls.Conn` whose handshake (or a Write whose socket was not known) a goroutine is running:
 /// the first socket syscall it makes names the connection's fd, and removes the entry. This is
@@ -54,7 +60,8 @@ pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     let conn = regs.rax;
-    if unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }.is_none() {
+    // A new connection, or a new one at the address of a closed one.
+    if !matches!(unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }, Some(&fd) if fd != CLOSED) {
         let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, conn, 0);
     }
     0
@@ -69,7 +76,7 @@ const CF_ZF: u64 = 1 | 1 << 6;
 /// the stack and restarts Write from its entry, so only the run that goes on into Write reports
 /// the call, whole: Write needs no RET probe. A Write whose socket is not known yet (a wrapped
 /// conn that was open before the probes) is lost, and counted; the syscall it makes names the
-/// socket for the calls after it.
+/// socket for the calls after it. A Write on a connection whose socket closed is neither.
 #[uprobe]
 pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
     let Some(pid_tgid) = current_target() else { return 0 };
@@ -78,10 +85,14 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
     if regs.eflags & CF_ZF != 0 {
         return 0;
     }
-    let Some(fd) = conn_fd(tgid, regs.rax) else {
-        let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, regs.rax, 0);
-        count(counter::GO_TLS_NO_SOCKET);
-        return 0;
+    let fd = match conn_socket(tgid, regs.rax) {
+        ConnSocket::Known(fd) => fd,
+        ConnSocket::Closed => return 0,
+        ConnSocket::Unknown => {
+            let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, regs.rax, 0);
+            count(counter::GO_TLS_NO_SOCKET);
+            return 0;
+        }
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: now, fd, direction: direction::EGRESS, emitted: 1, _pad: [0; 2] };
@@ -107,9 +118,13 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
     }
     let Some(off) = (unsafe { GO_TLS_OFFSETS.get(tgid) }) else { return 0 };
     let Ok(conn) = (unsafe { bpf_probe_read_user((regs.rsp + off.read_frame + 8) as *const u64) }) else { return 0 };
-    let Some(fd) = conn_fd(tgid, conn) else {
-        count(counter::GO_TLS_NO_SOCKET);
-        return 0;
+    let fd = match conn_socket(tgid, conn) {
+        ConnSocket::Known(fd) => fd,
+        ConnSocket::Closed => return 0,
+        ConnSocket::Unknown => {
+            count(counter::GO_TLS_NO_SOCKET);
+            return 0;
+        }
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let call = GoTlsCall { buf: regs.rbx, conn, enter_ns: now, fd, direction: direction::INGRESS, emitted: 1, _pad: [0; 2] };
@@ -148,8 +163,12 @@ fn enter(ctx: &ProbeContext, dir: u8) {
     let Some(pid_tgid) = current_target() else { return };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
-    // -1: not known yet; the socket syscall this call makes will tell (see bind_syscall).
-    let fd = conn_fd(tgid, regs.rax).unwrap_or(-1);
+    let fd = match conn_socket(tgid, regs.rax) {
+        ConnSocket::Known(fd) => fd,
+        ConnSocket::Closed => return,
+        // Not known yet: the socket syscall this call makes will tell (see bind_syscall).
+        ConnSocket::Unknown => -1,
+    };
     let mut call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, emitted: 0, _pad: [0; 2] };
     let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if dir == direction::EGRESS && fd >= 0 {
@@ -282,27 +301,60 @@ fn remember(tgid: u32, conn: u64, fd: i32) {
     }
 }
 
-/// Forgets the `*tls.Conn` of a socket being closed.
+/// Marks the `*tls.Conn` of a socket being closed as [`CLOSED`].
 #[inline(always)]
 pub fn forget_conn(tgid: u32, conn: u64) {
     if conn != 0 {
-        let _ = GO_CONN_FDS.remove(GoKey { tgid: tgid as u64, ptr: conn });
+        let _ = GO_CONN_FDS.insert(GoKey { tgid: tgid as u64, ptr: conn }, CLOSED, 0);
     }
 }
 
-/// The socket fd under a `*tls.Conn`: learned before, or found through the `*net.TCPConn` it
-/// usually wraps, if that is a TCP socket this process is known to have.
+/// What the probes know of the socket under a `*tls.Conn`.
+enum ConnSocket {
+    Known(i32),
+    /// Its socket closed: a call on it sends nothing, or reads what the agent no longer follows.
+    Closed,
+    Unknown,
+}
+
+/// The socket fd under a `*tls.Conn`, when known (see [`conn_socket`]).
 #[inline(always)]
 fn conn_fd(tgid: u32, conn: u64) -> Option<i32> {
-    if let Some(fd) = unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) } {
-        return Some(*fd);
+    match conn_socket(tgid, conn) {
+        ConnSocket::Known(fd) => Some(fd),
+        _ => None,
     }
+}
+
+/// The socket under a `*tls.Conn`: learned before, or found through the `*net.TCPConn` it usually
+/// wraps, if that is a TCP socket this process is known to have.
+#[inline(always)]
+fn conn_socket(tgid: u32, conn: u64) -> ConnSocket {
+    let learned = unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }.copied();
+    if let Some(fd) = learned
+        && fd != CLOSED
+    {
+        return ConnSocket::Known(fd);
+    }
+    match tcp_conn_fd(tgid, conn) {
+        Some(fd) => {
+            remember(tgid, conn, fd);
+            ConnSocket::Known(fd)
+        }
+        None if learned == Some(CLOSED) => ConnSocket::Closed,
+        None => ConnSocket::Unknown,
+    }
+}
+
+/// The fd of the `*net.TCPConn` under a `*tls.Conn`, if it is a socket this process is known to
+/// have.
+#[inline(always)]
+fn tcp_conn_fd(tgid: u32, conn: u64) -> Option<i32> {
     let off = unsafe { GO_TLS_OFFSETS.get(tgid) }?;
     let tcp_conn: u64 = unsafe { bpf_probe_read_user((conn + off.conn_iface_data) as *const u64) }.ok()?;
     let netfd: u64 = unsafe { bpf_probe_read_user(tcp_conn as *const u64) }.ok()?;
     let fd: i64 = unsafe { bpf_probe_read_user((netfd + off.netfd_sysfd) as *const i64) }.ok()?;
     let fd = fd as i32;
     SOCKETS.get_ptr(socket_key(tgid, fd as u32))?;
-    remember(tgid, conn, fd);
     Some(fd)
 }

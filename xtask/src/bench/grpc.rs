@@ -107,6 +107,11 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// The gRPC message of a Range of key number `key` (one the load's Puts write).
+pub fn range_message(key: u64) -> Vec<u8> {
+    message(false, key, &[])
+}
+
 /// A gRPC length-prefixed PutRequest{key, value} or RangeRequest{key}.
 fn message(put: bool, key: u64, value: &[u8]) -> Vec<u8> {
     let key = format!("/registry/bench/key-{key:05}");

@@ -81,13 +81,14 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
 }
 
 /// h2load (nghttp2): `conns` HTTP/2 connections with `streams` requests in flight on each, for
-/// `secs`, over TLS for an https URL. Throughput from its summary; p50/p99 from its per-request log
-/// (start, status, duration in µs).
-pub fn h2load(h2load: &Path, work: &Path, url: &str, conns: u32, streams: u32, secs: u64) -> Result<WrkResult> {
+/// `secs`, over TLS for an https URL; `extra` arguments before the URL (headers, a body). Throughput
+/// from its summary; p50/p99 from its per-request log (start, status, duration in µs).
+pub fn h2load(h2load: &Path, work: &Path, url: &str, extra: &[String], conns: u32, streams: u32, secs: u64) -> Result<WrkResult> {
     let log = work.join("h2load-requests.log");
     let mut cmd = Command::new(h2load);
     cmd.args(["-t1", &format!("-c{conns}"), &format!("-m{streams}"), "-D", &secs.to_string()])
         .arg(format!("--log-file={}", log.display()))
+        .args(extra)
         .arg(url);
     let mut p = Proc::spawn("h2load", work, &mut cmd)?;
     let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {

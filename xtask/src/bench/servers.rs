@@ -117,24 +117,57 @@ pub fn remove_stale_etcd_dirs() {
 
 pub struct Etcd {
     proc: Proc,
+    /// gRPC over h2c.
     pub port: u16,
+    /// gRPC over TLS, when started with a certificate.
+    pub tls_port: Option<u16>,
     _data: TempDir,
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key (PEM files), made with openssl.
+pub struct SelfSigned {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl SelfSigned {
+    pub fn create(openssl: &Path, dir: &Path) -> Result<SelfSigned> {
+        let (cert, key) = (dir.join("bench-cert.pem"), dir.join("bench-key.pem"));
+        let out = Command::new(openssl)
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("running openssl")?;
+        if !out.status.success() {
+            bail!("openssl req failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        }
+        Ok(SelfSigned { cert, key })
+    }
 }
 
 impl Etcd {
     /// etcd with its data on tmpfs (/dev/shm when present), so fsync does not make the numbers
     /// depend on the disk: what is left is CPU and syscalls, which is what the tracer changes.
-    pub fn start(etcd: &Path, work: &Path) -> Result<Etcd> {
+    /// With `tls`, it also serves gRPC over TLS on a port of its own.
+    pub fn start(etcd: &Path, work: &Path, tls: Option<&SelfSigned>) -> Result<Etcd> {
         let shm = PathBuf::from("/dev/shm");
         let parent = if shm.is_dir() { shm } else { work.to_path_buf() };
         let mut last_err = None;
         for _attempt in 0..5 {
             let data = TempDir::new(&parent, "xtask-bench-etcd")?;
-            let (client, peer) = (free_port()?, free_port()?);
-            if client == peer {
+            let (client, peer, secure) = (free_port()?, free_port()?, free_port()?);
+            if client == peer || secure == client || secure == peer {
                 continue;
             }
-            let curl = format!("http://127.0.0.1:{client}");
+            let plain = format!("http://127.0.0.1:{client}");
+            let curl = match tls {
+                Some(_) => format!("{plain},https://127.0.0.1:{secure}"),
+                None => plain,
+            };
             let purl = format!("http://127.0.0.1:{peer}");
             let mut cmd = Command::new(etcd);
             cmd.arg("--name=bench")
@@ -150,6 +183,9 @@ impl Etcd {
                 .arg("--auto-compaction-mode=revision")
                 .arg("--auto-compaction-retention=100000")
                 .current_dir(work);
+            if let Some(t) = tls {
+                cmd.arg(format!("--cert-file={}", t.cert.display())).arg(format!("--key-file={}", t.key.display()));
+            }
             let mut proc = Proc::spawn("etcd", work, &mut cmd)?;
             if let Err(e) = wait_for_port(&mut proc, client, Duration::from_secs(30)) {
                 last_err = Some(e);
@@ -159,7 +195,7 @@ impl Etcd {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match grpc::probe(client) {
-                    Ok(()) => return Ok(Etcd { proc, port: client, _data: data }),
+                    Ok(()) => return Ok(Etcd { proc, port: client, tls_port: tls.map(|_| secure), _data: data }),
                     Err(e) if Instant::now() >= deadline => {
                         bail!("etcd on port {client} never answered a gRPC Put: {e:#}; {}", proc.last_words())
                     }
