@@ -44,9 +44,10 @@ struct Params {
     rounds: usize,
     wrk_secs: u64,
     wrk_conns: u32,
-    /// h2load: connections, and streams in flight on each.
+    /// h2load: connections, streams in flight on each, seconds per run.
     h2_conns: u32,
     h2_streams: u32,
+    h2_secs: u64,
     etcd_secs: u64,
     etcd_conns: usize,
     etcd_inflight: usize,
@@ -69,6 +70,7 @@ impl Params {
                 wrk_conns: 32,
                 h2_conns: 8,
                 h2_streams: 8,
+                h2_secs: 3,
                 etcd_secs: 5,
                 etcd_conns: 8,
                 etcd_inflight: 8,
@@ -88,6 +90,7 @@ impl Params {
                 wrk_conns: 32,
                 h2_conns: 8,
                 h2_streams: 8,
+                h2_secs: 10,
                 etcd_secs: 10,
                 etcd_conns: 8,
                 etcd_inflight: 8,
@@ -107,7 +110,7 @@ impl Params {
             "mode": self.mode,
             "rounds": self.rounds,
             "wrk": format!("wrk -t1 -c{} -d{}s --latency", self.wrk_conns, self.wrk_secs),
-            "h2load": format!("h2load -t1 -c{} -m{} -D {}", self.h2_conns, self.h2_streams, self.wrk_secs),
+            "h2load": format!("h2load -t1 -c{} -m{} -D {}", self.h2_conns, self.h2_streams, self.h2_secs),
             "etcd_load": format!("{} h2c connections x {} in-flight unary calls (50% Put 256 B, 50% Range), {} s",
                 self.etcd_conns, self.etcd_inflight, self.etcd_secs),
             "syscall_loop": format!("fastest of {} batches of {} calls, thread CPU time", self.syscall_reps, self.syscall_calls),
@@ -604,20 +607,21 @@ fn wrk_rounds(
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
     let p = &ctx.p;
-    load_rounds(ctx, label, pid, &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs), check_alive)
+    load_rounds(ctx, label, pid, p.wrk_secs, &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs), check_alive)
 }
 
-/// Rounds of an HTTP load (`run` for N seconds) on the server `pid`, after a 2 s warm-up,
+/// Rounds of an HTTP load (`run` for `secs` seconds) on the server `pid`, after a 2 s warm-up,
 /// untraced and traced in ABBA order: (untraced runs, traced runs, the agent of each traced run).
 fn load_rounds(
     ctx: &Ctx,
     label: &str,
     pid: u32,
+    secs: u64,
     run: &dyn Fn(u64) -> Result<WrkResult>,
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
     let p = &ctx.p;
-    let run_load = || run(p.wrk_secs);
+    let run_load = || run(secs);
     run(2).context("warm-up")?;
     let (mut base, mut tr, mut agent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..p.rounds {
@@ -807,10 +811,10 @@ fn go_tls_h2_scenario(ctx: &mut Ctx) -> Result<()> {
     let mut srv = GoHttps::start(&go_https_server()?, &ctx.work)?;
     let url = srv.url();
     let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, &[], p.h2_conns, p.h2_streams, secs);
-    let (base, tr, agent) = load_rounds(ctx, "go tls h2", srv.pid(), &run, &mut || srv.check_alive())?;
+    let (base, tr, agent) = load_rounds(ctx, "go tls h2", srv.pid(), p.h2_secs, &run, &mut || srv.check_alive())?;
     let conf = format!(
         "the Go HTTPS server over HTTP/2 (TLS ALPN h2), h2load -t1 -c{} -m{} -D {} (connections x streams in flight), a pod GET answered with JSON, {} rounds",
-        p.h2_conns, p.h2_streams, p.wrk_secs, p.rounds
+        p.h2_conns, p.h2_streams, p.h2_secs, p.rounds
     );
     push_go_tls_scenarios(ctx, "go tls h2", &base, &tr, &agent, conf);
     ctx.extra.insert("go_tls_h2_agent_runs", agent_runs_json(&agent));
@@ -834,10 +838,10 @@ fn etcd_tls_scenario(ctx: &mut Ctx) -> Result<()> {
         .chain([body.display().to_string()])
         .collect();
     let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, &extra, p.h2_conns, p.h2_streams, secs);
-    let (base, tr, agent) = load_rounds(ctx, "etcd tls", etcd.pid(), &run, &mut || etcd.check_alive())?;
+    let (base, tr, agent) = load_rounds(ctx, "etcd tls", etcd.pid(), p.h2_secs, &run, &mut || etcd.check_alive())?;
     let conf = format!(
         "gRPC KV/Range over TLS to etcd 3.4 (Go 1.19, Debian), h2load -t1 -c{} -m{} -D {} (connections x calls in flight), {} rounds; data on tmpfs",
-        p.h2_conns, p.h2_streams, p.wrk_secs, p.rounds
+        p.h2_conns, p.h2_streams, p.h2_secs, p.rounds
     );
     push_go_tls_scenarios(ctx, "etcd tls", &base, &tr, &agent, conf);
     ctx.extra.insert("etcd_tls_agent_runs", agent_runs_json(&agent));
