@@ -807,23 +807,21 @@ fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
 /// The same server over HTTP/2, as kube-apiserver's clients (client-go, kubectl) talk to it:
 /// many streams on few connections, one TLS read loop per connection.
 fn go_tls_h2_scenario(ctx: &mut Ctx) -> Result<()> {
-    let p = ctx.p.clone();
     let mut srv = GoHttps::start(&go_https_server()?, &ctx.work)?;
-    let url = srv.url();
-    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, &[], p.h2_conns, p.h2_streams, secs);
-    let (base, tr, agent) = load_rounds(ctx, "go tls h2", srv.pid(), p.h2_secs, &run, &mut || srv.check_alive())?;
-    let conf = format!(
-        "the Go HTTPS server over HTTP/2 (TLS ALPN h2), h2load -t1 -c{} -m{} -D {} (connections x streams in flight), a pod GET answered with JSON, {} rounds",
-        p.h2_conns, p.h2_streams, p.h2_secs, p.rounds
-    );
-    push_go_tls_scenarios(ctx, "go tls h2", &base, &tr, &agent, conf);
-    ctx.extra.insert("go_tls_h2_agent_runs", agent_runs_json(&agent));
-    Ok(())
+    let (pid, url) = (srv.pid(), srv.url());
+    let h = H2Load {
+        label: "go tls h2",
+        runs_key: "go_tls_h2_agent_runs",
+        url: &url,
+        extra: &[],
+        what: "the Go HTTPS server over HTTP/2 (TLS ALPN h2), a pod GET answered with JSON",
+    };
+    h2load_scenario(ctx, &h, pid, &mut || srv.check_alive())
 }
 
 /// How kube-apiserver talks to etcd: gRPC over TLS, which Debian's etcd (Go 1.19) serves through
 /// crypto/tls, read by the uprobes. h2load sends linearizable Ranges of one key (written by a
-/// warm-up of Puts over h2c) on 8 connections × 8 streams.
+/// warm-up of Puts over h2c).
 fn etcd_tls_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let cert = servers::SelfSigned::create(&ctx.openssl, &ctx.work)?;
@@ -837,14 +835,40 @@ fn etcd_tls_scenario(ctx: &mut Ctx) -> Result<()> {
         .map(String::from)
         .chain([body.display().to_string()])
         .collect();
-    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, &url, &extra, p.h2_conns, p.h2_streams, secs);
-    let (base, tr, agent) = load_rounds(ctx, "etcd tls", etcd.pid(), p.h2_secs, &run, &mut || etcd.check_alive())?;
+    let h = H2Load {
+        label: "etcd tls",
+        runs_key: "etcd_tls_agent_runs",
+        url: &url,
+        extra: &extra,
+        what: "gRPC KV/Range calls over TLS to etcd 3.4 (Go 1.19, Debian), data on tmpfs",
+    };
+    let pid = etcd.pid();
+    h2load_scenario(ctx, &h, pid, &mut || etcd.check_alive())
+}
+
+/// An h2load scenario: what it loads, and how it is named.
+struct H2Load<'a> {
+    label: &'a str,
+    /// Where the agent's runs go in the report.
+    runs_key: &'static str,
+    url: &'a str,
+    /// Arguments before the URL: headers, a body.
+    extra: &'a [String],
+    /// The scenario's description in its notes.
+    what: &'a str,
+}
+
+/// Rounds of h2load on the server `pid`, and their scenarios.
+fn h2load_scenario(ctx: &mut Ctx, h: &H2Load, pid: u32, check_alive: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    let p = ctx.p.clone();
+    let run = |secs| load::h2load(&ctx.h2load, &ctx.work, h.url, h.extra, p.h2_conns, p.h2_streams, secs);
+    let (base, tr, agent) = load_rounds(ctx, h.label, pid, p.h2_secs, &run, check_alive)?;
     let conf = format!(
-        "gRPC KV/Range over TLS to etcd 3.4 (Go 1.19, Debian), h2load -t1 -c{} -m{} -D {} (connections x calls in flight), {} rounds; data on tmpfs",
-        p.h2_conns, p.h2_streams, p.h2_secs, p.rounds
+        "{}; h2load -t1 -c{} -m{} -D {} (connections x requests in flight), {} rounds",
+        h.what, p.h2_conns, p.h2_streams, p.h2_secs, p.rounds
     );
-    push_go_tls_scenarios(ctx, "etcd tls", &base, &tr, &agent, conf);
-    ctx.extra.insert("etcd_tls_agent_runs", agent_runs_json(&agent));
+    push_go_tls_scenarios(ctx, h.label, &base, &tr, &agent, conf);
+    ctx.extra.insert(h.runs_key, agent_runs_json(&agent));
     Ok(())
 }
 

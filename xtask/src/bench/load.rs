@@ -31,15 +31,20 @@ pub fn wrk(wrk: &Path, work: &Path, url: &str, threads: u32, conns: u32, secs: u
         .arg(format!("-d{secs}s"))
         .args(["--latency", "--timeout", "5s"])
         .arg(url);
-    let mut p = Proc::spawn("wrk", work, &mut cmd)?;
-    let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {
-        bail!("wrk did not finish within {} s", secs + 60);
-    };
-    let out = p.stdout_text();
-    if !st.success() {
-        bail!("wrk failed ({st}): {}", p.last_words());
-    }
+    let out = run_for("wrk", work, &mut cmd, secs)?;
     parse_wrk(&out).with_context(|| format!("unexpected wrk output: {}", out.replace('\n', " | ")))
+}
+
+/// Runs a load generator meant to last `secs` (a minute of slack) and returns its stdout.
+fn run_for(name: &str, work: &Path, cmd: &mut Command, secs: u64) -> Result<String> {
+    let mut p = Proc::spawn(name, work, cmd)?;
+    let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {
+        bail!("{name} did not finish within {} s", secs + 60);
+    };
+    if !st.success() {
+        bail!("{name} failed ({st}): {}", p.last_words());
+    }
+    Ok(p.stdout_text())
 }
 
 fn duration_ms(v: &str) -> Option<f64> {
@@ -90,14 +95,7 @@ pub fn h2load(h2load: &Path, work: &Path, url: &str, extra: &[String], conns: u3
         .arg(format!("--log-file={}", log.display()))
         .args(extra)
         .arg(url);
-    let mut p = Proc::spawn("h2load", work, &mut cmd)?;
-    let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {
-        bail!("h2load did not finish within {} s", secs + 60);
-    };
-    let out = p.stdout_text();
-    if !st.success() {
-        bail!("h2load failed ({st}): {}", p.last_words());
-    }
+    let out = run_for("h2load", work, &mut cmd, secs)?;
     let mut r = parse_h2load(&out).with_context(|| format!("unexpected h2load output: {}", out.replace('\n', " | ")))?;
     let log_text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let _ = std::fs::remove_file(&log);
