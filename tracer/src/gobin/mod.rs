@@ -251,15 +251,15 @@ impl GoBinary {
 
     /// `f`'s frame when it keeps its first three register arguments in their spill slots (see
     /// [`rets::arg_spill_frame`]).
-    pub fn arg_spill_frame(&self, f: &GoFunc) -> Option<u64> {
+    fn arg_spill_frame(&self, f: &GoFunc) -> Option<u64> {
         let (code, _) = self.code(f).ok()?;
         rets::arg_spill_frame(code, f.entry)
     }
 
     /// Where Read copies its plaintext out (see [`ReadCopy`]): the only direct call to
-    /// runtime.memmove in `read`, which must keep its receiver in its spill slot.
-    fn read_copy(&self, read: &GoFunc) -> Option<ReadCopy> {
-        let frame = self.arg_spill_frame(read)?;
+    /// runtime.memmove in `read`, whose receiver is in its spill slot above a body frame of
+    /// `frame` bytes.
+    fn read_copy(&self, read: &GoFunc, frame: u64) -> Option<ReadCopy> {
         let memmove = self.function("runtime.memmove")?;
         let (code, seg) = self.code(read).ok()?;
         match rets::direct_calls(code, read.entry, memmove.entry).ok()?[..] {
@@ -307,11 +307,14 @@ impl GoBinary {
     pub fn tls_probe_points(&self) -> Result<TlsProbePoints, GoBinError> {
         let read = self.probes(TLS_CONN_READ)?;
         let write = self.probes(TLS_CONN_WRITE)?;
+        let register_abi = self.register_abi();
+        // Spill slots are a register-ABI notion.
+        let read_frame = self.arg_spill_frame(&read.func).filter(|_| register_abi);
         Ok(TlsProbePoints {
             go_version: self.go_version().map(str::to_owned),
-            register_abi: self.register_abi(),
-            read_spills_args: self.register_abi() && self.arg_spill_frame(&read.func).is_some(),
-            read_copy: self.read_copy(&read.func).filter(|_| self.register_abi()),
+            register_abi,
+            read_spills_args: read_frame.is_some(),
+            read_copy: read_frame.and_then(|frame| self.read_copy(&read.func, frame)),
             write_check: self.stack_check_branch(&write.func),
             read,
             write,
