@@ -646,8 +646,8 @@ fn load_rounds(
 }
 
 /// `<label>_throughput`, `_latency_p50` and `_latency_p99` from load rounds: each note is `conf`
-/// (with the load generator's errors, if any), the throughput's also what the agent reported, then `extra`. Warns
-/// when the traced runs gave no span at all.
+/// (with the load generator's errors, if any), the throughput's also what the agent reported,
+/// then `extra`. Warns when the traced runs gave no span at all.
 fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkResult], agent: &[AgentRun], conf: String, extra: &str) {
     let errors: u64 = base.iter().chain(tr).map(|r| r.errors).sum();
     let conf = if errors > 0 { format!("{conf}; load generator errors (socket, non-2xx): {errors}") } else { conf };

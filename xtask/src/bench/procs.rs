@@ -86,6 +86,14 @@ impl Proc {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
+    /// An error if the process has exited: a server that died under load.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(st) = self.try_wait() {
+            bail!("{} exited ({st}) during the bench", self.last_words());
+        }
+        Ok(())
+    }
+
     /// The last non-empty line of stderr (for one-line errors).
     pub fn last_words(&self) -> String {
         let err = self.stderr_text();

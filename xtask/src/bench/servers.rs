@@ -95,10 +95,7 @@ http {{
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(st) = self.proc.try_wait() {
-            bail!("nginx exited ({st}) during the bench");
-        }
-        Ok(())
+        self.proc.ensure_running()
     }
 }
 
@@ -215,10 +212,7 @@ impl Etcd {
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(st) = self.proc.try_wait() {
-            bail!("etcd exited ({st}) during the bench: {}", self.proc.last_words());
-        }
-        Ok(())
+        self.proc.ensure_running()
     }
 }
 
@@ -254,10 +248,7 @@ impl GoHttps {
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(st) = self.proc.try_wait() {
-            bail!("the Go HTTPS server exited ({st}) during the bench: {}", self.proc.last_words());
-        }
-        Ok(())
+        self.proc.ensure_running()
     }
 }
 
