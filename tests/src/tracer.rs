@@ -507,3 +507,25 @@ pub fn has_pid_field(line: &str, pid: u32) -> bool {
 pub fn bin() -> PathBuf {
     tracer_bin()
 }
+
+/// The eBPF links a process holds, one line each (`link_type`, and the tracepoint, or the file and
+/// offset of a uprobe), sorted: which hooks a tracer has attached, as the kernel reports them in
+/// `/proc/PID/fdinfo`.
+pub fn bpf_links(pid: u32) -> Vec<String> {
+    const FIELDS: [&str; 5] = ["link_type:", "tp_name:", "name:", "offset:", "event_type:"];
+    let mut links: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|info| info.contains("link_type:"))
+                .map(|info| {
+                    let fields: Vec<&str> =
+                        info.lines().filter(|l| FIELDS.iter().any(|f| l.starts_with(f))).collect();
+                    fields.join(" ").replace('\t', "")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    links.sort();
+    links
+}

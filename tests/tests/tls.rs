@@ -12,9 +12,10 @@ use integration_tests::check::{
 use integration_tests::etcd::{Etcd, EtcdExpect, EtcdTls, GrpcClient, check_etcd_spans, check_mid_stream};
 use integration_tests::gotls::{
     GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
-    check_no_connection_spans, check_zero_stats, final_stats_line, tcp_connections_of, wait_go_tls_probes,
+    check_no_connection_spans, check_zero_stats, final_stats, final_stats_line, tcp_connections_of, wait_go_tls_probes,
 };
 use integration_tests::procs::CURL_USER_AGENT;
+use integration_tests::tracer::bpf_links;
 use integration_tests::*;
 use serde_json::json;
 
@@ -911,4 +912,51 @@ fn go_tls_h2_clients_leaving_mid_stream() {
         errs.extend(check_no_connection_spans(&fin.spans));
         assert_finished_ok("Go HTTPS server, HTTP/2 clients leaving mid-stream", errs, &fin);
     }
+}
+
+/// `--empty-probes`, the floor the bench measures: the tracer attaches the very hooks of a normal
+/// run, the Go TLS uprobes included, but every program returns at once, so the same traffic gives
+/// no event and no span. A normal run on the same target, with the same requests, gives its span.
+#[test]
+fn empty_probes_attach_the_same_hooks_and_trace_nothing() {
+    let srv = GoServer::https();
+    let path = "/api/v1/namespaces/floor/pods/a";
+    let run = |extra: &[&str]| {
+        let mut sess = TraceSession::start(Sink::Json, &["--pid".to_owned(), srv.pid().to_string()], extra, &[srv.pid()]);
+        wait_go_tls_probes(&mut sess.tracer, srv.pid());
+        let links = bpf_links(sess.tracer.pid());
+        let t = curl_one(&["-k".to_owned(), "--http1.1".into(), srv.url(path)]);
+        assert_eq!(t.code, 200, "harness: {path} answered {}", t.code);
+        if extra.is_empty() {
+            sess.wait_spans(|s| s.attr_str("url.path") == Some(path), 1, SPAN_TIMEOUT);
+        }
+        // Longer than the agent's slowest poll of the ring (50 ms).
+        (links, sess.finish(Duration::from_millis(1500)))
+    };
+    let (empty_links, empty) = run(&["--empty-probes"]);
+    let (links, normal) = run(&[]);
+
+    let mut errs = Vec::new();
+    for hook in ["sock_send_length", "sock_recv_length", "uprobe"] {
+        if !links.iter().any(|l| l.contains(hook)) {
+            errs.push(format!("a normal run has no {hook} link: {links:?}"));
+        }
+    }
+    if empty_links != links {
+        errs.push(format!("--empty-probes attached other hooks than a normal run:\n  {empty_links:?}\n  {links:?}"));
+    }
+    if !empty.output.stderr.contains("--empty-probes: every probe returns at once") {
+        errs.push("--empty-probes did not say that nothing will be traced".into());
+    }
+    let stats = final_stats(&empty.output.stderr);
+    if stats.get("events") != Some(&0) {
+        errs.push(format!("--empty-probes: the probes sent events: {}", final_stats_line(&empty.output.stderr)));
+    }
+    if !empty.spans.is_empty() {
+        errs.push(format!("--empty-probes gave {} spans", empty.spans.len()));
+    }
+    if !normal.spans.iter().any(|s| s.attr_str("url.path") == Some(path)) {
+        errs.push(format!("the normal run gave no span for {path}"));
+    }
+    assert_finished_ok("--empty-probes against a normal run", errs, &normal);
 }

@@ -61,6 +61,17 @@ pub fn probe_mode() -> u32 {
     unsafe { core::ptr::read_volatile(&PROBE_MODE) }
 }
 
+/// `--empty-probes`, patched by userspace: every program returns at its first instruction, so the
+/// bench can measure what the hooks alone cost. A read-only global is a constant to the verifier,
+/// which drops the test from the programs when it is 0.
+#[unsafe(no_mangle)]
+pub static EMPTY_PROBES: u32 = 0;
+
+#[inline(always)]
+pub fn empty_probes() -> bool {
+    unsafe { core::ptr::read_volatile(&EMPTY_PROBES) != 0 }
+}
+
 /// `struct sock` field offsets from the kernel's BTF, patched by userspace (socket hooks).
 #[unsafe(no_mangle)]
 pub static SOCK_OFFSETS: SockOffsets = SockOffsets {

@@ -84,6 +84,12 @@ pub struct Cli {
     #[arg(long, env = "TRACER_GO_TLS_PROBES", value_enum, default_value_t = GoTlsProbesArg::Auto)]
     pub go_tls_probes: GoTlsProbesArg,
 
+    /// A measurement aid, not for tracing: attach every probe as usual, but make each one return at
+    /// its first instruction. Nothing is traced. What the target still pays is the cost of the
+    /// hooks themselves (uprobe traps, tracepoint dispatch), which `cargo xtask bench` reports.
+    #[arg(long, env = "TRACER_EMPTY_PROBES")]
+    pub empty_probes: bool,
+
     /// Seconds between statistics log lines (0: only at exit).
     #[arg(long, env = "TRACER_STATS_INTERVAL", default_value_t = 60)]
     pub stats_interval: u64,

@@ -43,6 +43,7 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         .override_global("PROBE_MODE", &mode, true)
         .override_global("SOCK_OFFSETS", &offsets, true)
         .override_global("WAKEUP_BYTES", &(u64::from(cli.ring_buffer_bytes) / 4), true)
+        .override_global("EMPTY_PROBES", &u32::from(cli.empty_probes), true)
         .map_max_entries("EVENTS", cli.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", last_lines(&e.to_string())))?;
@@ -64,6 +65,9 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         prog.load().map_err(|e| load_error(name, e))?;
         prog.attach(category, name)
             .map_err(|e| anyhow!("attaching tracepoint {category}:{name} failed: {e}"))?;
+    }
+    if cli.empty_probes {
+        tracing::warn!("--empty-probes: every probe returns at once, nothing will be traced");
     }
     // Loading parsed the kernel BTF (tens of MiB of heap, now free): give it back to the system.
     unsafe { libc::malloc_trim(0) };

@@ -58,6 +58,8 @@ struct Params {
     ceiling_secs: u64,
     live_conns: usize,
     bpf_secs: u64,
+    /// Also run the server scenarios with `--empty-probes` (a third arm; not in quick runs, for time).
+    empty_probe_servers: bool,
 }
 
 impl Params {
@@ -81,6 +83,7 @@ impl Params {
                 ceiling_secs: 5,
                 live_conns: 10_000,
                 bpf_secs: 5,
+                empty_probe_servers: false,
             }
         } else {
             Params {
@@ -101,6 +104,7 @@ impl Params {
                 ceiling_secs: 10,
                 live_conns: 10_000,
                 bpf_secs: 10,
+                empty_probe_servers: true,
             }
         }
     }
@@ -119,6 +123,7 @@ impl Params {
             "ceiling_secs": self.ceiling_secs,
             "live_connections": self.live_conns,
             "bpf_stats_secs": self.bpf_secs,
+            "empty_probes_arm": if self.empty_probe_servers { "servers and syscall tax" } else { "syscall tax only" },
             // The tracer inherits TRACER_PROBE_MODE: `syscalls` benches the fallback hooks.
             "tracer_probe_mode": std::env::var("TRACER_PROBE_MODE").unwrap_or_else(|_| "auto".into()),
         })
@@ -574,8 +579,49 @@ fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<
     Ok((result, AgentRun { cpu_s: cpu1 - cpu0, switches: sw1.saturating_sub(sw0), hwm_kib: hwm, stats: stats? }))
 }
 
-fn round_order(round: usize) -> [bool; 2] {
-    if round.is_multiple_of(2) { [false, true] } else { [true, false] }
+/// How a server or a syscall loop runs in one round of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    Untraced,
+    Traced,
+    /// The tracer with `--empty-probes`: every hook in place, every program returning at once.
+    /// What no tracer on these hooks can go below on this machine.
+    EmptyProbes,
+}
+
+impl Arm {
+    /// The tracer's extra arguments.
+    fn tracer_args(self) -> &'static [&'static str] {
+        if self == Arm::EmptyProbes { &["--empty-probes"] } else { &[] }
+    }
+}
+
+/// The arms of a round, alternating in ABBA order (forwards, then backwards) so that a drift
+/// over the run weighs on every arm alike.
+fn round_arms(round: usize, with_empty_probes: bool) -> Vec<Arm> {
+    let mut arms = vec![Arm::Untraced, Arm::Traced];
+    if with_empty_probes {
+        arms.push(Arm::EmptyProbes);
+    }
+    if !round.is_multiple_of(2) {
+        arms.reverse();
+    }
+    arms
+}
+
+/// The samples of each arm of a scenario.
+struct ArmRuns<T> {
+    base: Vec<T>,
+    traced: Vec<T>,
+    agent: Vec<AgentRun>,
+    /// Empty when the scenario ran without that arm.
+    empty_probes: Vec<T>,
+}
+
+impl<T> Default for ArmRuns<T> {
+    fn default() -> Self {
+        ArmRuns { base: Vec::new(), traced: Vec::new(), agent: Vec::new(), empty_probes: Vec::new() }
+    }
 }
 
 fn fmt(v: f64) -> String {
@@ -605,7 +651,7 @@ fn wrk_rounds(
     pid: u32,
     url: &str,
     check_alive: &mut dyn FnMut() -> Result<()>,
-) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
+) -> Result<ArmRuns<WrkResult>> {
     let p = &ctx.p;
     load_rounds(ctx, label, pid, p.wrk_secs, &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs), check_alive)
 }
@@ -619,36 +665,46 @@ fn load_rounds(
     secs: u64,
     run: &dyn Fn(u64) -> Result<WrkResult>,
     check_alive: &mut dyn FnMut() -> Result<()>,
-) -> Result<(Vec<WrkResult>, Vec<WrkResult>, Vec<AgentRun>)> {
+) -> Result<ArmRuns<WrkResult>> {
     let p = &ctx.p;
     let run_load = || run(secs);
     run(2).context("warm-up")?;
-    let (mut base, mut tr, mut agent) = (Vec::new(), Vec::new(), Vec::new());
+    let mut runs = ArmRuns::default();
     for round in 0..p.rounds {
-        for is_traced in round_order(round) {
-            if is_traced {
-                let (r, a) = traced(ctx, pid, &[], run_load)?;
-                say(format!(
-                    "{label} round {}/{} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
-                    round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms, a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
-                ));
-                tr.push(r);
-                agent.push(a);
-            } else {
-                let r = run_load()?;
-                say(format!("{label} round {}/{} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.req_per_sec, r.p50_ms, r.p99_ms));
-                base.push(r);
+        for arm in round_arms(round, p.empty_probe_servers) {
+            let head = format!("{label} round {}/{}", round + 1, p.rounds);
+            match arm {
+                Arm::Untraced => {
+                    let r = run_load()?;
+                    say(format!("{head} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms));
+                    runs.base.push(r);
+                }
+                Arm::Traced => {
+                    let (r, a) = traced(ctx, pid, arm.tracer_args(), run_load)?;
+                    say(format!(
+                        "{head} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
+                        r.req_per_sec, r.p50_ms, r.p99_ms, a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
+                    ));
+                    runs.traced.push(r);
+                    runs.agent.push(a);
+                }
+                Arm::EmptyProbes => {
+                    let (r, _) = traced(ctx, pid, arm.tracer_args(), run_load)?;
+                    say(format!("{head} empty probes: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms));
+                    runs.empty_probes.push(r);
+                }
             }
             check_alive()?;
         }
     }
-    Ok((base, tr, agent))
+    Ok(runs)
 }
 
 /// `<label>_throughput`, `_latency_p50` and `_latency_p99` from load rounds: each note is `conf`
 /// (with the load generator's errors, if any), the throughput's also what the agent reported,
 /// then `extra`. Warns when the traced runs gave no span at all.
-fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkResult], agent: &[AgentRun], conf: String, extra: &str) {
+fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, conf: String, extra: &str) {
+    let (base, tr, agent) = (&runs.base, &runs.traced, &runs.agent);
     let errors: u64 = base.iter().chain(tr).map(|r| r.errors).sum();
     let conf = if errors > 0 { format!("{conf}; load generator errors (socket, non-2xx): {errors}") } else { conf };
     let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
@@ -674,20 +730,51 @@ fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkR
     ctx.scenarios.push(
         Scenario::new(&format!("{prefix}_latency_p99"), "ms", Budget::MaxRatio(1.03))
             .samples(col(base, |r| r.p99_ms), col(tr, |r| r.p99_ms))
-            .note(conf),
+            .note(conf.clone()),
+    );
+    push_empty_probe_scenarios(ctx, &prefix, "req/s", base, &runs.empty_probes, &conf, |r| r.req_per_sec, |r| r.p99_ms);
+}
+
+/// `<prefix>_throughput_empty_probes` and `_latency_p99_empty_probes`: untraced against the tracer
+/// with `--empty-probes`, when the scenario ran that arm. No budget: they are the floor under the
+/// traced figures, what the kernel charges for the hooks alone (dispatch, traps).
+fn push_empty_probe_scenarios<T>(
+    ctx: &mut Ctx,
+    prefix: &str,
+    unit: &'static str,
+    base: &[T],
+    empty: &[T],
+    conf: &str,
+    throughput: fn(&T) -> f64,
+    p99: fn(&T) -> f64,
+) {
+    if empty.is_empty() {
+        return;
+    }
+    let note = format!("{conf}; baseline untraced, traced = the tracer with --empty-probes: every hook attached, every program returning at its first instruction");
+    ctx.scenarios.push(
+        Scenario::new(&format!("{prefix}_throughput_empty_probes"), unit, Budget::None)
+            .samples(col(base, throughput), col(empty, throughput))
+            .note(note.clone()),
+    );
+    ctx.scenarios.push(
+        Scenario::new(&format!("{prefix}_latency_p99_empty_probes"), "ms", Budget::None)
+            .samples(col(base, p99), col(empty, p99))
+            .note(note),
     );
 }
 
 fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
-    let (base, tr, agent) = wrk_rounds(ctx, "nginx", nginx.pid(), &nginx.url(), &mut || nginx.check_alive())?;
+    let runs = wrk_rounds(ctx, "nginx", nginx.pid(), &nginx.url(), &mut || nginx.check_alive())?;
     let conf = format!("wrk -t1 -c{} -d{}s, {} B static file, {} rounds", p.wrk_conns, p.wrk_secs, servers::INDEX_SIZE, p.rounds);
-    push_wrk_scenarios(ctx, "nginx", &base, &tr, &agent, conf, "");
-    let cpu_per_1k: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
-    let cores: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
-    let events_per_req: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
-    let switches_per_s: Vec<f64> = agent.iter().zip(&tr).map(|(a, r)| a.switches as f64 / r.seconds).collect();
+    push_wrk_scenarios(ctx, "nginx", &runs, conf, "");
+    let (tr, agent) = (&runs.traced, &runs.agent);
+    let cpu_per_1k: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
+    let cores: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
+    let events_per_req: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
+    let switches_per_s: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.switches as f64 / r.seconds).collect();
     let events_per_switch: Vec<f64> = agent.iter().map(|a| a.stat("events") as f64 / a.switches.max(1) as f64).collect();
     ctx.scenarios.push(
         Scenario::new("agent_cpu_per_1k_requests", "ms CPU", Budget::None)
@@ -736,27 +823,37 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
             calls: r.ok,
         }
     };
-    let (mut base, mut tr, mut agent): (Vec<R>, Vec<R>, Vec<AgentRun>) = (Vec::new(), Vec::new(), Vec::new());
+    let mut runs: ArmRuns<R> = ArmRuns::default();
     for round in 0..p.rounds {
-        for is_traced in round_order(round) {
-            if is_traced {
-                let (r, a) = traced(ctx, etcd.pid(), &[], run_load)?;
-                let r = summarize(r);
-                say(format!(
-                    "etcd round {}/{} traced:   {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, lost {}",
-                    round + 1, p.rounds, r.ops, r.p50, r.p99, a.cpu_s, a.stat("events"), a.stat("lost_ringbuf_full")
-                ));
-                tr.push(r);
-                agent.push(a);
-            } else {
-                let r = summarize(run_load()?);
-                say(format!("etcd round {}/{} untraced: {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", round + 1, p.rounds, r.ops, r.p50, r.p99));
-                base.push(r);
+        for arm in round_arms(round, p.empty_probe_servers) {
+            let head = format!("etcd round {}/{}", round + 1, p.rounds);
+            match arm {
+                Arm::Untraced => {
+                    let r = summarize(run_load()?);
+                    say(format!("{head} untraced: {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", r.ops, r.p50, r.p99));
+                    runs.base.push(r);
+                }
+                Arm::Traced => {
+                    let (r, a) = traced(ctx, etcd.pid(), arm.tracer_args(), run_load)?;
+                    let r = summarize(r);
+                    say(format!(
+                        "{head} traced:   {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, lost {}",
+                        r.ops, r.p50, r.p99, a.cpu_s, a.stat("events"), a.stat("lost_ringbuf_full")
+                    ));
+                    runs.traced.push(r);
+                    runs.agent.push(a);
+                }
+                Arm::EmptyProbes => {
+                    let r = summarize(traced(ctx, etcd.pid(), arm.tracer_args(), run_load)?.0);
+                    say(format!("{head} empty probes: {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", r.ops, r.p50, r.p99));
+                    runs.empty_probes.push(r);
+                }
             }
             etcd.check_alive()?;
         }
     }
-    let errors: u64 = base.iter().chain(&tr).map(|r| r.errors).sum();
+    let (base, tr, agent) = (&runs.base, &runs.traced, &runs.agent);
+    let errors: u64 = base.iter().chain(tr).chain(&runs.empty_probes).map(|r| r.errors).sum();
     let mut conf = format!(
         "gRPC over h2c: {} connections x {} in flight, 50% Put (256 B) / 50% Range, {} s, {} rounds; data on tmpfs",
         p.etcd_conns, p.etcd_inflight, p.etcd_secs, p.rounds
@@ -770,7 +867,7 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
     let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
     ctx.scenarios.push(
         Scenario::new("etcd_throughput", "calls/s", Budget::MinRatio(0.98))
-            .samples(col(&base, |r| r.ops), col(&tr, |r| r.ops))
+            .samples(col(base, |r| r.ops), col(tr, |r| r.ops))
             .note(format!(
                 "{conf}; traced: agent {:.3} ms CPU per 1k calls, {:.1} events per call, {lost} lost events",
                 cpu * 1e3 / (calls.max(1) as f64 / 1e3),
@@ -778,13 +875,11 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
             )),
     );
     ctx.scenarios
-        .push(Scenario::new("etcd_latency_p50", "ms", Budget::None).samples(col(&base, |r| r.p50), col(&tr, |r| r.p50)).note(conf.clone()));
+        .push(Scenario::new("etcd_latency_p50", "ms", Budget::None).samples(col(base, |r| r.p50), col(tr, |r| r.p50)).note(conf.clone()));
     ctx.scenarios
-        .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(&base, |r| r.p99), col(&tr, |r| r.p99)).note(conf));
-    ctx.extra.insert(
-        "etcd_agent_runs",
-        agent_runs_json(&agent),
-    );
+        .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(base, |r| r.p99), col(tr, |r| r.p99)).note(conf.clone()));
+    push_empty_probe_scenarios(ctx, "etcd", "calls/s", base, &runs.empty_probes, &conf, |r| r.ops, |r| r.p99);
+    ctx.extra.insert("etcd_agent_runs", agent_runs_json(agent));
     Ok(())
 }
 
@@ -794,13 +889,13 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
 fn go_tls_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut srv = GoHttps::start(&go_https_server()?, &ctx.work)?;
-    let (base, tr, agent) = wrk_rounds(ctx, "go tls", srv.pid(), &srv.url(), &mut || srv.check_alive())?;
+    let runs = wrk_rounds(ctx, "go tls", srv.pid(), &srv.url(), &mut || srv.check_alive())?;
     let conf = format!(
         "Go net/http + crypto/tls server (tests/go/https-server, stripped), wrk -t1 -c{} -d{}s over TLS (HTTP/1.1 keep-alive), a pod GET answered with JSON, {} rounds",
         p.wrk_conns, p.wrk_secs, p.rounds
     );
-    push_go_tls_scenarios(ctx, "go tls", &base, &tr, &agent, conf);
-    ctx.extra.insert("go_tls_agent_runs", agent_runs_json(&agent));
+    push_go_tls_scenarios(ctx, "go tls", &runs, conf);
+    ctx.extra.insert("go_tls_agent_runs", agent_runs_json(&runs.agent));
     Ok(())
 }
 
@@ -862,13 +957,13 @@ struct H2Load<'a> {
 fn h2load_scenario(ctx: &mut Ctx, h: &H2Load, pid: u32, check_alive: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     let p = ctx.p.clone();
     let run = |secs| load::h2load(&ctx.h2load, &ctx.work, h.url, h.extra, p.h2_conns, p.h2_streams, secs);
-    let (base, tr, agent) = load_rounds(ctx, h.label, pid, p.h2_secs, &run, check_alive)?;
+    let runs = load_rounds(ctx, h.label, pid, p.h2_secs, &run, check_alive)?;
     let conf = format!(
         "{}; h2load -t1 -c{} -m{} -D {} (connections x requests in flight), {} rounds",
         h.what, p.h2_conns, p.h2_streams, p.h2_secs, p.rounds
     );
-    push_go_tls_scenarios(ctx, h.label, &base, &tr, &agent, conf);
-    ctx.extra.insert(h.runs_key, agent_runs_json(&agent));
+    push_go_tls_scenarios(ctx, h.label, &runs, conf);
+    ctx.extra.insert(h.runs_key, agent_runs_json(&runs.agent));
     Ok(())
 }
 
@@ -879,12 +974,12 @@ fn go_https_server() -> Result<PathBuf> {
 
 /// The wrk-style scenarios of a Go TLS run, with the TLS calls that found no socket and the
 /// agent's CPU per 1k requests in the throughput's note.
-fn push_go_tls_scenarios(ctx: &mut Ctx, label: &str, base: &[WrkResult], tr: &[WrkResult], agent: &[AgentRun], conf: String) {
-    let requests: u64 = tr.iter().map(|r| r.requests).sum();
-    let no_socket: u64 = agent.iter().map(|a| a.stat("go_tls_no_socket")).sum();
-    let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
+fn push_go_tls_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, conf: String) {
+    let requests: u64 = runs.traced.iter().map(|r| r.requests).sum();
+    let no_socket: u64 = runs.agent.iter().map(|a| a.stat("go_tls_no_socket")).sum();
+    let cpu: f64 = runs.agent.iter().map(|a| a.cpu_s).sum();
     let extra = format!(", {no_socket} TLS calls without a socket, agent {:.3} ms CPU per 1k requests", cpu * 1e3 / (requests.max(1) as f64 / 1e3));
-    push_wrk_scenarios(ctx, label, base, tr, agent, conf, &extra);
+    push_wrk_scenarios(ctx, label, runs, conf, &extra);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -901,6 +996,7 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     let kinds = ["getppid", "read", "tcp"];
     let mut base: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut tr: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut empty: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let measure = |out: &mut BTreeMap<&str, Vec<f64>>| -> Result<()> {
         for k in kinds {
             out.entry(k).or_default().push(load::syscall_loop(&bin, &ctx.work, k, p.syscall_calls, p.syscall_reps)?);
@@ -910,30 +1006,37 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     measure(&mut BTreeMap::new())?; // warm-up
     let mut wakeups = Vec::new();
     for round in 0..p.syscall_rounds {
-        for is_traced in round_order(round) {
-            if is_traced {
-                let mut secs = 0.0;
-                let ((), a) = traced(ctx, idle.pid(), &[], || {
-                    let t = Instant::now();
-                    let r = measure(&mut tr);
-                    secs = t.elapsed().as_secs_f64();
-                    r
-                })?;
-                wakeups.push(a.switches as f64 / secs);
-            } else {
-                measure(&mut base)?;
+        // The empty-probes arm is cheap here, and it is what says whether the budget can be met.
+        for arm in round_arms(round, true) {
+            match arm {
+                Arm::Untraced => measure(&mut base)?,
+                Arm::Traced => {
+                    let mut secs = 0.0;
+                    let ((), a) = traced(ctx, idle.pid(), arm.tracer_args(), || {
+                        let t = Instant::now();
+                        let r = measure(&mut tr);
+                        secs = t.elapsed().as_secs_f64();
+                        r
+                    })?;
+                    wakeups.push(a.switches as f64 / secs);
+                }
+                Arm::EmptyProbes => traced(ctx, idle.pid(), arm.tracer_args(), || measure(&mut empty))?.0,
             }
         }
+        let last = |m: &BTreeMap<&str, Vec<f64>>, k: &str| m[k].last().copied().unwrap_or(f64::NAN);
         say(format!(
-            "syscall round {}/{}: getppid {:.1} -> {:.1} ns, read {:.1} -> {:.1} ns, tcp {:.1} -> {:.1} ns",
+            "syscall round {}/{} (untraced -> traced, empty probes): getppid {:.1} -> {:.1}, {:.1} ns; read {:.1} -> {:.1}, {:.1} ns; tcp {:.1} -> {:.1}, {:.1} ns",
             round + 1,
             p.syscall_rounds,
-            base["getppid"].last().unwrap(),
-            tr["getppid"].last().unwrap(),
-            base["read"].last().unwrap(),
-            tr["read"].last().unwrap(),
-            base["tcp"].last().unwrap(),
-            tr["tcp"].last().unwrap()
+            last(&base, "getppid"),
+            last(&tr, "getppid"),
+            last(&empty, "getppid"),
+            last(&base, "read"),
+            last(&tr, "read"),
+            last(&empty, "read"),
+            last(&base, "tcp"),
+            last(&tr, "tcp"),
+            last(&empty, "tcp"),
         ));
     }
     for (k, what) in [
@@ -941,13 +1044,19 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
         ("read", "read(/dev/zero, 1 byte)"),
         ("tcp", "send or recv of 1 byte over loopback TCP"),
     ] {
+        let conf = format!(
+            "{what} in an untraced process pinned to one CPU, fastest of {} x {} calls (thread CPU time); {} rounds",
+            p.syscall_reps, p.syscall_calls, p.syscall_rounds
+        );
         ctx.scenarios.push(
             Scenario::new(&format!("untraced_syscall_{k}"), "ns/call", Budget::MaxDelta(30.0))
                 .samples(base[k].clone(), tr[k].clone())
-                .note(format!(
-                    "{what} in an untraced process pinned to one CPU, fastest of {} x {} calls (thread CPU time); traced = tracer loaded, attached to an idle process; {} rounds",
-                    p.syscall_reps, p.syscall_calls, p.syscall_rounds
-                )),
+                .note(format!("{conf}; traced = tracer loaded, attached to an idle process")),
+        );
+        ctx.scenarios.push(
+            Scenario::new(&format!("untraced_syscall_{k}_empty_probes"), "ns/call", Budget::None)
+                .samples(base[k].clone(), empty[k].clone())
+                .note(format!("{conf}; traced = the tracer with --empty-probes (every hook attached, every program returning at once): the hooks' own cost")),
         );
     }
     // What one probe hit costs here: Go TLS probes are uprobes, and every hit is a trap, or two.
@@ -1211,13 +1320,14 @@ fn bpf_stats_scenario(ctx: &mut Ctx) -> Result<()> {
 fn print_table(ctx: &Ctx) {
     println!();
     println!("tracer cost, {} run: medians of untraced (baseline) vs traced", ctx.p.mode);
+    let w = ctx.scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0).max(32);
     println!(
-        "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<48} ok",
+        "{:<w$} {:>11} {:>11} {:>7} {:>9} {:<9} {:<48} ok",
         "scenario", "baseline", "traced", "ratio", "delta", "unit", "budget"
     );
     for s in &ctx.scenarios {
         println!(
-            "{:<32} {:>11} {:>11} {:>7} {:>9} {:<9} {:<48} {}",
+            "{:<w$} {:>11} {:>11} {:>7} {:>9} {:<9} {:<48} {}",
             s.name,
             fmt_opt(s.baseline),
             fmt_opt(s.traced),

@@ -21,7 +21,7 @@ use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, counter, direction, socket_k
 
 use crate::{
     emit::{DataCtx, emit_data},
-    maps::{SOCKETS, count, current_target, is_go_tls_target},
+    maps::{SOCKETS, count, current_target, empty_probes, is_go_tls_target},
 };
 
 /// Calls in progress, by goroutine.
@@ -56,6 +56,9 @@ static GO_TLS_IO: HashMap<GoKey, u64> = HashMap::with_max_entries(16384, 0);
 /// probe: a handshake reads or writes its socket before anything else, which clears the entry.
 #[uprobe]
 pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
@@ -79,6 +82,9 @@ const CF_ZF: u64 = 1 | 1 << 6;
 /// socket for the calls after it. A Write on a connection whose socket closed is neither.
 #[uprobe]
 pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
@@ -108,6 +114,9 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
 /// the copy stands for it (the bytes arrived before it).
 #[uprobe]
 pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
@@ -134,12 +143,18 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_tls_write_enter(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     enter(&ctx, direction::EGRESS);
     0
 }
 
 #[uprobe]
 pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     enter(&ctx, direction::INGRESS);
     0
 }
@@ -147,6 +162,9 @@ pub fn go_tls_read_enter(ctx: ProbeContext) -> u32 {
 /// Attached at each RET of Write.
 #[uprobe]
 pub fn go_tls_write_ret(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     ret(&ctx, direction::EGRESS);
     0
 }
@@ -154,6 +172,9 @@ pub fn go_tls_write_ret(ctx: ProbeContext) -> u32 {
 /// Attached at each RET of Read.
 #[uprobe]
 pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     ret(&ctx, direction::INGRESS);
     0
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tracer_common::{ProcEvent, counter, kind};
 
 use crate::{
-    maps::{EVENTS, TARGET_COMMS, count, submit_flags, current_target, is_target},
+    maps::{EVENTS, TARGET_COMMS, count, current_target, empty_probes, is_target, submit_flags},
     sockets::header,
 };
 
@@ -16,6 +16,9 @@ use crate::{
 /// whose image changed). Other processes never reach userspace.
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Ok(comm) = bpf_get_current_comm() else {
         return 0;
@@ -30,6 +33,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 /// A target's main thread exited: userspace closes its connections and forgets it.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else {
         return 0;
     };

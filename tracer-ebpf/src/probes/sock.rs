@@ -16,7 +16,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 use tracer_common::{SockAddr, SocketState, close_reason, probe_mode, sock_role, socket_key};
 
 use crate::{
-    maps::{PENDING, SK_KEYS, SOCKETS, current_target, probe_mode},
+    maps::{PENDING, SK_KEYS, SOCKETS, current_target, empty_probes, probe_mode},
     probes::syscalls::call,
     sockets::{AF_INET, IPPROTO_TCP, close_socket, tcp_state::*},
     userregs::{UserRegs, nr},
@@ -38,6 +38,9 @@ mod field {
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     let target = current_target();
     let Ok([oldstate, newstate]) = (unsafe { ctx.read_at::<[i32; 2]>(field::OLDSTATE) }) else {
         return 0;
@@ -170,6 +173,9 @@ fn closed(ctx: &TracePointContext, pid_tgid: u64, sk: u64, newstate: i32) -> Res
 /// in whatever context the last packet was handled: the socket is looked up by its address.
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     if let Ok(sk) = unsafe { ctx.read_at::<u64>(field::SKADDR) } {
         let _ = forget_sk(sk, close_reason::DESTROYED);
     }

@@ -18,7 +18,7 @@ use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, soc
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{SK_KEYS, SOCKETS, count, current_target, is_go_tls_target, sock_offsets},
+    maps::{SK_KEYS, SOCKETS, count, current_target, empty_probes, is_go_tls_target, sock_offsets},
     probes::gotls,
     sockets::{AF_INET, AF_INET6, IPPROTO_TCP, announce_open, close_socket, tcp_state},
     userregs::{UserRegs, nr},
@@ -28,6 +28,9 @@ const MSG_PEEK: i32 = 2;
 
 #[raw_tracepoint(tracepoint = "sock_send_length")]
 pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else {
         return 0;
     };
@@ -37,6 +40,9 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else {
         return 0;
     };

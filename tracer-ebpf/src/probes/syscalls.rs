@@ -13,7 +13,7 @@ use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, soc
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{PENDING, SOCKETS, count, current_target},
+    maps::{PENDING, SOCKETS, count, current_target, empty_probes},
     probes::gotls,
     sockets::{AF_INET, AF_INET6, announce_open, close_socket},
     userregs::{nr, word},
@@ -63,6 +63,9 @@ pub struct PendingCall {
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else {
         return 0;
     };
@@ -72,6 +75,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    if empty_probes() {
+        return 0;
+    }
     let Some(pid_tgid) = current_target() else {
         return 0;
     };
