@@ -1,12 +1,14 @@
 //! Copies the payload of a data syscall into ring-buffer chunk records.
 //!
 //! A syscall's captured bytes (at most `--capture-bytes`) go out as one or more `DataEvent`
-//! chunks, small or page-sized, so that a 40-byte etcd request does not occupy a page of the ring.
+//! chunks, each of the smallest size class that holds it (no payload, 128 B, 512 B, 2 KiB, a
+//! page), so that a 40-byte etcd request does not occupy a page of the ring: the ring's footprint
+//! is a cost of every record.
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated};
 use core::ffi::c_void;
 use tracer_common::{
-    CHUNK_LARGE, CHUNK_SMALL, DataEvent, MAX_CHUNKS, MAX_IOVECS, counter, data_flags, kind,
+    CHUNK_LARGE, CHUNK_MEDIUM, CHUNK_SMALL, CHUNK_TINY, DataEvent, MAX_CHUNKS, MAX_IOVECS, counter, data_flags, kind,
 };
 
 use crate::{
@@ -32,24 +34,38 @@ pub const NO_CAPTURE: u64 = u64::MAX;
 /// Emits the syscall's bytes: from one buffer at `ptr` when `iovcnt` is 0, from an iovec array at
 /// `ptr` otherwise, or none at all for [`NO_CAPTURE`].
 ///
-/// The loops are shaped for the verifier: a buffer is cut into up to MAX_CHUNKS chunks of one
-/// size class, and an iovec array gives at most one chunk per iovec, of the class that fits it
-/// (iovecs of socket I/O are headers + body pieces; the first 4 KiB of each are what decoders
-/// need).
+/// The loops are shaped for the verifier: a buffer that fits one chunk is one record of the
+/// class that fits it; a larger one is cut into up to MAX_CHUNKS page-sized chunks. An iovec
+/// array gives at most one chunk per iovec, of the class that fits it (iovecs of socket I/O are
+/// headers + body pieces; the first 4 KiB of each are what decoders need).
 #[inline(always)]
 pub fn emit_data(d: &DataCtx, ptr: u64, iovcnt: u64) {
     let limit = capture_bytes() as u64;
     let capturable = if d.total < limit { d.total } else { limit };
     if iovcnt == NO_CAPTURE || capturable == 0 {
-        chunk::<CHUNK_SMALL>(d, 0, 0, 0, data_flags::FIRST | data_flags::LAST);
+        chunk::<0>(d, 0, 0, 0, data_flags::FIRST | data_flags::LAST);
     } else if iovcnt == 0 {
-        if capturable <= CHUNK_SMALL as u64 {
-            buffer::<CHUNK_SMALL>(d, ptr, capturable);
+        if capturable <= CHUNK_MEDIUM as u64 {
+            sized_chunk(d, ptr, capturable, 0, data_flags::FIRST | data_flags::LAST);
         } else {
             buffer::<CHUNK_LARGE>(d, ptr, capturable);
         }
     } else {
         iovecs(d, ptr, iovcnt, capturable);
+    }
+}
+
+/// One chunk of `n` bytes (at most a page) in the smallest class that holds them.
+#[inline(always)]
+fn sized_chunk(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) -> bool {
+    if n <= CHUNK_TINY as u64 {
+        chunk::<CHUNK_TINY>(d, src, n, offset, flags)
+    } else if n <= CHUNK_SMALL as u64 {
+        chunk::<CHUNK_SMALL>(d, src, n, offset, flags)
+    } else if n <= CHUNK_MEDIUM as u64 {
+        chunk::<CHUNK_MEDIUM>(d, src, n, offset, flags)
+    } else {
+        chunk::<CHUNK_LARGE>(d, src, n, offset, flags)
     }
 }
 
@@ -101,11 +117,7 @@ fn iovecs(d: &DataCtx, ptr: u64, iovcnt: u64, capturable: u64) {
             flags |= data_flags::LAST;
         }
         // Most iovecs are small (headers, frame headers): a small record when it fits.
-        let sent = if n <= CHUNK_SMALL as u64 {
-            chunk::<CHUNK_SMALL>(d, base, n, done, flags)
-        } else {
-            chunk::<CHUNK_LARGE>(d, base, n, done, flags)
-        };
+        let sent = sized_chunk(d, base, n, done, flags);
         if !sent || flags & data_flags::LAST != 0 {
             return;
         }

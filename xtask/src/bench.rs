@@ -732,7 +732,7 @@ fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, con
             .samples(col(base, |r| r.p99_ms), col(tr, |r| r.p99_ms))
             .note(conf.clone()),
     );
-    push_empty_probe_scenarios(ctx, &prefix, "req/s", base, &runs.empty_probes, &conf, |r| r.req_per_sec, |r| r.p99_ms);
+    push_empty_probe_scenarios(ctx, &prefix, "req/s", (base, &runs.empty_probes), &conf, |r| r.req_per_sec, |r| r.p99_ms);
 }
 
 /// `<prefix>_throughput_empty_probes` and `_latency_p99_empty_probes`: untraced against the tracer
@@ -742,8 +742,7 @@ fn push_empty_probe_scenarios<T>(
     ctx: &mut Ctx,
     prefix: &str,
     unit: &'static str,
-    base: &[T],
-    empty: &[T],
+    (base, empty): (&[T], &[T]),
     conf: &str,
     throughput: fn(&T) -> f64,
     p99: fn(&T) -> f64,
@@ -795,7 +794,7 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     );
     ctx.extra.insert(
         "nginx_agent_runs",
-        agent_runs_json(&agent),
+        agent_runs_json(agent),
     );
     Ok(())
 }
@@ -878,7 +877,7 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
         .push(Scenario::new("etcd_latency_p50", "ms", Budget::None).samples(col(base, |r| r.p50), col(tr, |r| r.p50)).note(conf.clone()));
     ctx.scenarios
         .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(base, |r| r.p99), col(tr, |r| r.p99)).note(conf.clone()));
-    push_empty_probe_scenarios(ctx, "etcd", "calls/s", base, &runs.empty_probes, &conf, |r| r.ops, |r| r.p99);
+    push_empty_probe_scenarios(ctx, "etcd", "calls/s", (base, &runs.empty_probes), &conf, |r| r.ops, |r| r.p99);
     ctx.extra.insert("etcd_agent_runs", agent_runs_json(agent));
     Ok(())
 }
