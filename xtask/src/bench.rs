@@ -1079,7 +1079,7 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     ctx.scenarios.push(
         Scenario::new("agent_wakeups_per_s_idle_target", "wake-ups/s", Budget::None).samples(Vec::new(), wakeups).note(
             "context switches/s of the agent, all threads, while its target is idle (the syscall rounds above): \
-             the ring is read every 2 ms while records flow, up to every 50 ms when they do not",
+             the ring is read every 1 ms while records flow, up to every 50 ms when they do not",
         ),
     );
     Ok(())
