@@ -16,9 +16,9 @@ pub const CHUNK_MEDIUM: usize = 2048;
 /// small record wastes far less ring-buffer space than a page-sized one.
 pub const CHUNK_SMALL: usize = 512;
 /// Payload bytes of the tiny size class: HTTP/2 control frames, short gRPC messages, a short
-/// request line. Each record's size is a fixed class (the verifier wants a constant reservation),
-/// and the ring's footprint costs the probes: a smaller record is a faster one (measured: 512 B
-/// instead of a 16 B record with no payload cost 80 ns more per record on a 2-vCPU VM).
+/// request line. Each record's size is a fixed class (the verifier wants a constant reservation).
+/// Five classes instead of two (512 B and a page) cut the probes' time per run under nginx load
+/// by about 3 % (10 ns), and the ring bytes per request by more.
 pub const CHUNK_TINY: usize = 128;
 /// Hard ceiling of `--capture-bytes` (the probes loop at most this many large chunks per syscall).
 pub const MAX_CHUNKS: usize = 8;

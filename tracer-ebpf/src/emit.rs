@@ -116,7 +116,7 @@ fn iovecs(d: &DataCtx, ptr: u64, iovcnt: u64, capturable: u64) {
         if done + n >= capturable || i + 1 == MAX_IOVECS || i as u64 + 1 >= iovcnt || n < len {
             flags |= data_flags::LAST;
         }
-        // Most iovecs are small (headers, frame headers): a small record when it fits.
+        // Most iovecs are small (headers, frame headers): the smallest record that fits.
         let sent = sized_chunk(d, base, n, done, flags);
         if !sent || flags & data_flags::LAST != 0 {
             return;
