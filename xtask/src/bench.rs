@@ -705,7 +705,7 @@ fn load_rounds(
 /// then `extra`. Warns when the traced runs gave no span at all.
 fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, conf: String, extra: &str) {
     let (base, tr, agent) = (&runs.base, &runs.traced, &runs.agent);
-    let errors: u64 = base.iter().chain(tr).map(|r| r.errors).sum();
+    let errors: u64 = base.iter().chain(tr).chain(&runs.empty_probes).map(|r| r.errors).sum();
     let conf = if errors > 0 { format!("{conf}; load generator errors (socket, non-2xx): {errors}") } else { conf };
     let spans: u64 = agent.iter().map(|a| a.stat("spans")).sum();
     let requests: u64 = tr.iter().map(|r| r.requests).sum();
