@@ -48,7 +48,7 @@ pub fn emit_data(d: &DataCtx, ptr: u64, iovcnt: u64) {
         if capturable <= CHUNK_MEDIUM as u64 {
             sized_chunk(d, ptr, capturable, 0, data_flags::FIRST | data_flags::LAST);
         } else {
-            buffer::<CHUNK_LARGE>(d, ptr, capturable);
+            pages(d, ptr, capturable);
         }
     } else {
         iovecs(d, ptr, iovcnt, capturable);
@@ -69,19 +69,20 @@ fn sized_chunk(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) -> bool {
     }
 }
 
+/// A buffer larger than one chunk, cut into page-sized chunks.
 #[inline(always)]
-fn buffer<const N: usize>(d: &DataCtx, ptr: u64, capturable: u64) {
+fn pages(d: &DataCtx, ptr: u64, capturable: u64) {
     let mut done = 0u64;
     for _ in 0..MAX_CHUNKS {
         let mut n = capturable - done;
-        if n > N as u64 {
-            n = N as u64;
+        if n > CHUNK_LARGE as u64 {
+            n = CHUNK_LARGE as u64;
         }
         let mut flags = if done == 0 { data_flags::FIRST } else { 0 };
         if done + n >= capturable {
             flags |= data_flags::LAST;
         }
-        if !chunk::<N>(d, ptr + done, n, done, flags) {
+        if !chunk::<CHUNK_LARGE>(d, ptr + done, n, done, flags) {
             return;
         }
         done += n;
