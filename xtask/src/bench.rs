@@ -656,8 +656,8 @@ fn wrk_rounds(
     load_rounds(ctx, label, pid, p.wrk_secs, &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs), check_alive)
 }
 
-/// Rounds of an HTTP load (`run` for `secs` seconds) on the server `pid`, after a 2 s warm-up,
-/// untraced and traced in ABBA order: (untraced runs, traced runs, the agent of each traced run).
+/// Rounds of an HTTP load (`run` for `secs` seconds) on the server `pid`, after a 2 s warm-up
+/// (see [`arm_rounds`]).
 fn load_rounds(
     ctx: &Ctx,
     label: &str,
@@ -666,31 +666,44 @@ fn load_rounds(
     run: &dyn Fn(u64) -> Result<WrkResult>,
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<ArmRuns<WrkResult>> {
-    let p = &ctx.p;
-    let run_load = || run(secs);
     run(2).context("warm-up")?;
+    let describe = |r: &WrkResult| format!("{:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms);
+    arm_rounds(ctx, label, pid, &|| run(secs), describe, check_alive)
+}
+
+/// Rounds of one measured load (`run`) on the server `pid`, in the arms of [`round_arms`], each
+/// run logged with `describe`: the samples of each arm, and the agent of each traced run.
+fn arm_rounds<T>(
+    ctx: &Ctx,
+    label: &str,
+    pid: u32,
+    run: &dyn Fn() -> Result<T>,
+    describe: fn(&T) -> String,
+    check_alive: &mut dyn FnMut() -> Result<()>,
+) -> Result<ArmRuns<T>> {
+    let p = &ctx.p;
     let mut runs = ArmRuns::default();
     for round in 0..p.rounds {
         for arm in round_arms(round, p.empty_probe_servers) {
             let head = format!("{label} round {}/{}", round + 1, p.rounds);
             match arm {
                 Arm::Untraced => {
-                    let r = run_load()?;
-                    say(format!("{head} untraced: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms));
+                    let r = run()?;
+                    say(format!("{head} untraced: {}", describe(&r)));
                     runs.base.push(r);
                 }
                 Arm::Traced => {
-                    let (r, a) = traced(ctx, pid, arm.tracer_args(), run_load)?;
+                    let (r, a) = traced(ctx, pid, arm.tracer_args(), run)?;
                     say(format!(
-                        "{head} traced:   {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, spans {}, lost {}",
-                        r.req_per_sec, r.p50_ms, r.p99_ms, a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
+                        "{head} traced:   {} | agent {:.2} s CPU, events {}, spans {}, lost {}",
+                        describe(&r), a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
                     ));
                     runs.traced.push(r);
                     runs.agent.push(a);
                 }
                 Arm::EmptyProbes => {
-                    let (r, _) = traced(ctx, pid, arm.tracer_args(), run_load)?;
-                    say(format!("{head} empty probes: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms));
+                    let (r, _) = traced(ctx, pid, arm.tracer_args(), run)?;
+                    say(format!("{head} empty probes: {}", describe(&r)));
                     runs.empty_probes.push(r);
                 }
             }
@@ -822,35 +835,8 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
             calls: r.ok,
         }
     };
-    let mut runs: ArmRuns<R> = ArmRuns::default();
-    for round in 0..p.rounds {
-        for arm in round_arms(round, p.empty_probe_servers) {
-            let head = format!("etcd round {}/{}", round + 1, p.rounds);
-            match arm {
-                Arm::Untraced => {
-                    let r = summarize(run_load()?);
-                    say(format!("{head} untraced: {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", r.ops, r.p50, r.p99));
-                    runs.base.push(r);
-                }
-                Arm::Traced => {
-                    let (r, a) = traced(ctx, etcd.pid(), arm.tracer_args(), run_load)?;
-                    let r = summarize(r);
-                    say(format!(
-                        "{head} traced:   {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms | agent {:.2} s CPU, events {}, lost {}",
-                        r.ops, r.p50, r.p99, a.cpu_s, a.stat("events"), a.stat("lost_ringbuf_full")
-                    ));
-                    runs.traced.push(r);
-                    runs.agent.push(a);
-                }
-                Arm::EmptyProbes => {
-                    let r = summarize(traced(ctx, etcd.pid(), arm.tracer_args(), run_load)?.0);
-                    say(format!("{head} empty probes: {:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", r.ops, r.p50, r.p99));
-                    runs.empty_probes.push(r);
-                }
-            }
-            etcd.check_alive()?;
-        }
-    }
+    let describe = |r: &R| format!("{:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", r.ops, r.p50, r.p99);
+    let runs = arm_rounds(ctx, "etcd", etcd.pid(), &|| run_load().map(summarize), describe, &mut || etcd.check_alive())?;
     let (base, tr, agent) = (&runs.base, &runs.traced, &runs.agent);
     let errors: u64 = base.iter().chain(tr).chain(&runs.empty_probes).map(|r| r.errors).sum();
     let mut conf = format!(
