@@ -270,6 +270,11 @@ impl GoHttpClient {
         &mut self.proc
     }
 
+    /// Ends a client started with `-stop-stdin` after its request in flight.
+    pub fn stop(&mut self) {
+        self.proc.send_line("stop");
+    }
+
     pub fn go(&mut self) {
         assert!(
             self.waiting,

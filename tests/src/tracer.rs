@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -203,6 +203,18 @@ impl Tracer {
     }
 
     fn spawn(mut cmd: Command, args: Vec<String>, keep: Option<TempDir>) -> Tracer {
+        // A runner may start the tests with SIGINT ignored (a background job of a shell without
+        // job control), and an ignored signal stays ignored across exec. The tracer overrides
+        // that with its own handler, but a stand-in (a shell script's trap) cannot: give every
+        // child the default, as a terminal would.
+        // SAFETY: sigaction(2) is async-signal-safe, and the closure touches nothing else.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -7,6 +7,7 @@
 mod bench;
 mod fuzz;
 mod setup;
+mod testlog;
 
 use std::{
     path::{Path, PathBuf},
@@ -116,7 +117,7 @@ fn test(args: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "tracer-ebpf", "--no-fail-fast"]).args(args).env("TRACER_BIN", &tracer);
     cmd.envs(go_programs.iter().cloned());
-    let tests = status(&mut cmd);
+    let first = testlog::run(&mut cmd, "cargo test --workspace");
     // This kernel has the socket hooks, which the tracer picks. The syscall hooks are its fallback
     // for kernels before 6.3: the protocol suites run again with them, and with the Go TLS probes
     // at every entry and RET, the fallback for Go builds whose code does not allow one probe per
@@ -126,10 +127,20 @@ fn test(args: &[String]) -> Result<()> {
     cmd.args(["--test", "http1", "--test", "http2", "--test", "etcd", "--test", "tls"]).args(args);
     cmd.env("TRACER_BIN", &tracer).env("ITEST_PROBE_MODE", "syscalls").env("ITEST_GO_TLS_PROBES", "entry-and-rets").envs(go_programs);
     eprintln!("xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)");
-    let tests = tests.and(status(&mut cmd));
-    // Fuzz even when a test failed, so one run shows everything; then report the first failure.
+    let fallback = testlog::run(&mut cmd, "cargo test (fallback hooks)");
+    // Fuzz even when a test failed, so one run shows everything; then end with what failed, as
+    // the last lines of the log.
     let fuzz = fuzz::run(FUZZ_SECONDS_IN_TEST);
-    tests.and(fuzz)
+    let mut failed = Vec::new();
+    for (pass, run) in [("socket hooks", first?), ("fallback hooks", fallback?)] {
+        failed.extend(run.into_iter().map(|f| (pass.to_string(), f)));
+    }
+    testlog::print_summary(&failed);
+    fuzz?;
+    if !failed.is_empty() {
+        bail!("{} test(s) failed (listed above)", failed.len());
+    }
+    Ok(())
 }
 
 /// Each fuzz target's share of `cargo xtask test`: brief, as a regression guard.

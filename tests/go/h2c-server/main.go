@@ -48,12 +48,13 @@ func main() {
 	n := flag.Int("n", 1, "client: how many times to go through the -url list")
 	interval := flag.Duration("interval", 0, "client: pause between requests")
 	waitStdin := flag.Bool("wait-stdin", false, "client: print `waiting for stdin` on stderr and wait for a line first")
+	stopStdin := flag.Bool("stop-stdin", false, "client: stop after the request in flight when a line (or EOF) arrives on stdin")
 	method := flag.String("method", "GET", "client: HTTP method")
 	data := flag.String("data", "", "client: request body")
 	flag.Parse()
 
 	if *client {
-		os.Exit(runClient(urls, *n, *interval, *waitStdin, *method, *data))
+		os.Exit(runClient(urls, *n, *interval, *waitStdin, *stopStdin, *method, *data))
 	}
 
 	var handler http.Handler = http.HandlerFunc(route)
@@ -135,19 +136,34 @@ func logRequests(next http.Handler) http.Handler {
 
 // runClient sends the requests on one h2c connection (prior knowledge, no TLS) and prints
 // "PROTO STATUS BYTES LOCALPORT" per response. Returns the exit status: 1 if any request failed.
-func runClient(urls []string, n int, interval time.Duration, waitStdin bool, method, data string) int {
+// With stopStdin it stops early, after the request in flight, when a line arrives on stdin.
+func runClient(urls []string, n int, interval time.Duration, waitStdin, stopStdin bool, method, data string) int {
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &protocols}
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	stdin := bufio.NewReader(os.Stdin)
 	if waitStdin {
 		fmt.Fprintln(os.Stderr, "waiting for stdin")
-		bufio.NewReader(os.Stdin).ReadString('\n')
+		stdin.ReadString('\n')
+	}
+	stop := make(chan struct{})
+	if stopStdin {
+		go func() {
+			stdin.ReadString('\n')
+			close(stop)
+		}()
 	}
 	failed := 0
 	i := 0
+requests:
 	for round := 0; round < n; round++ {
 		for _, u := range urls {
+			select {
+			case <-stop:
+				break requests
+			default:
+			}
 			if i > 0 && interval > 0 {
 				time.Sleep(interval)
 			}

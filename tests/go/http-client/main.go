@@ -4,7 +4,9 @@
 //
 // With -wait-stdin it prints "waiting for stdin" on stderr and blocks until a
 // line (or EOF) arrives, so a test can start it, attach probes to its PID and
-// then let it go. Each response is reported on stdout as
+// then let it go. With -stop-stdin it goes on until a line (or EOF) arrives on
+// stdin, then stops after the request in flight (at most -n requests): a test
+// can keep a connection busy for as long as an attach takes. Each response is reported on stdout as
 // "PROTO STATUS BYTES" (e.g. "HTTP/2.0 200 3"). Exits 1 if any request failed.
 //
 // Uses only APIs present in Go 1.19 so old and new toolchains can build it.
@@ -30,6 +32,7 @@ func main() {
 	http2 := flag.Bool("http2", true, "offer h2 in TLS ALPN (server picks); false forces HTTP/1.1")
 	insecure := flag.Bool("insecure", false, "skip TLS certificate verification")
 	waitStdin := flag.Bool("wait-stdin", false, "wait for a line on stdin before the first request")
+	stopStdin := flag.Bool("stop-stdin", false, "stop after the request in flight when a line arrives on stdin")
 	method := flag.String("method", "GET", "HTTP method")
 	data := flag.String("data", "", "request body")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-request timeout")
@@ -46,13 +49,21 @@ func main() {
 	}
 	client := &http.Client{Transport: tr, Timeout: *timeout}
 
+	stdin := bufio.NewReader(os.Stdin)
 	if *waitStdin {
 		fmt.Fprintln(os.Stderr, "waiting for stdin")
-		bufio.NewReader(os.Stdin).ReadString('\n') // EOF also releases us
+		stdin.ReadString('\n') // EOF also releases us
+	}
+	stop := make(chan struct{})
+	if *stopStdin {
+		go func() {
+			stdin.ReadString('\n') // EOF also stops us
+			close(stop)
+		}()
 	}
 
 	failed := 0
-	for i := 0; i < *n; i++ {
+	for i := 0; i < *n && !stopped(stop); i++ {
 		if i > 0 && *interval > 0 {
 			time.Sleep(*interval)
 		}
@@ -64,6 +75,15 @@ func main() {
 	tr.CloseIdleConnections()
 	if failed > 0 {
 		os.Exit(1)
+	}
+}
+
+func stopped(stop chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
 	}
 }
 
