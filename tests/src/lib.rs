@@ -355,6 +355,21 @@ impl Collector {
         self.inner.lock().unwrap().eof
     }
 
+    /// Waits (at most `timeout`) until the reader has met EOF: once a process has exited, its
+    /// last output may still be in the pipe. A child it left holding the pipe makes this time out.
+    pub fn wait_eof(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.lock().unwrap();
+        while !g.eof {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self.cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+        true
+    }
+
     /// Waits until a complete line satisfies `pred` (returns it), EOF, `stop()` says so, or timeout.
     pub fn wait_line(
         &self,

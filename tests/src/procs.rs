@@ -16,6 +16,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A child process with stdout/stderr collected in the background and stdin kept open.
 /// Killed (SIGKILL) on drop.
+/// How long [`Proc::wait_exit`] waits for an exited process's pipes to reach EOF.
+const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Proc {
     name: String,
     child: Option<Child>,
@@ -144,6 +147,10 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_wait() {
+                // Its last lines may still be in the pipes: read them before anyone looks.
+                for c in [&self.stdout, &self.stderr] {
+                    c.wait_eof(PIPE_DRAIN_TIMEOUT);
+                }
                 return st;
             }
             if Instant::now() >= deadline {

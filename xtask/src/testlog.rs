@@ -61,6 +61,7 @@ struct Parser {
     binary: String,
     current: Option<Failure>,
     panicked_at: Option<usize>,
+    in_backtrace: bool,
     output: Vec<String>,
     failures: Vec<Failure>,
 }
@@ -85,6 +86,12 @@ impl Parser {
             let tail = self.output.len().saturating_sub(OUTPUT_TAIL_LINES);
             failure.report.extend(self.output.drain(tail..));
             self.panicked_at = Some(failure.report.len());
+        }
+        // A backtrace is long, and the panic's first line already gives its place. What the
+        // harness prints after it (the tracer's log) is kept.
+        if line == "stack backtrace:" || self.in_backtrace {
+            self.in_backtrace = !line.starts_with("note: ");
+            return;
         }
         match self.panicked_at {
             Some(start) if failure.report.len() < start + PANIC_LINES => failure.report.push(line.to_string()),
@@ -111,6 +118,7 @@ impl Parser {
             self.failures.push(failure);
         }
         self.panicked_at = None;
+        self.in_backtrace = false;
         self.output.clear();
     }
 }
@@ -149,6 +157,10 @@ mod tests {
                    \n\
                    thread 'b' panicked at tests/tls.rs:10:5:\n\
                    no span for GET /x\n\
+                   stack backtrace:\n\
+                   \x20  0: __rustc::rust_begin_unwind\n\
+                   note: Some details are omitted\n\
+                   [harness] the tracer's log\n\
                    \n\
                    \n\
                    failures:\n\
@@ -162,6 +174,6 @@ mod tests {
         let f = &p.failures[0];
         assert_eq!(f.name, "b");
         assert_eq!(f.binary, "tests/tls.rs (target/debug/deps/tls-abc)");
-        assert_eq!(f.report, ["tracer: log 1", "tracer: log 2", "", "thread 'b' panicked at tests/tls.rs:10:5:", "no span for GET /x"]);
+        assert_eq!(f.report, ["tracer: log 1", "tracer: log 2", "", "thread 'b' panicked at tests/tls.rs:10:5:", "no span for GET /x", "[harness] the tracer's log"]);
     }
 }
