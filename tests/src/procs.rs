@@ -14,11 +14,11 @@ use crate::{Collector, TempDir, comm_of, python, require_tool, scripts, tail, wa
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A child process with stdout/stderr collected in the background and stdin kept open.
-/// Killed (SIGKILL) on drop.
 /// How long [`Proc::wait_exit`] waits for an exited process's pipes to reach EOF.
 const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A child process with stdout/stderr collected in the background and stdin kept open.
+/// Killed (SIGKILL) on drop.
 pub struct Proc {
     name: String,
     child: Option<Child>,

@@ -278,9 +278,9 @@ fn h2c_client_spans_of_curl_and_go_client() {
 
 /// Mid-connection h2c: the Go h2c client sends requests with distinct paths over one HTTP/2
 /// connection, one every 50 ms; the tracer attaches to the server after 20 answers, and 60 more
-/// follow. Every span not
-/// named `unknown` is right for its request (none starts before the tracer did), at most 10 are
-/// unknown, and the last 40 requests (and any from 3 after the attach) all have their span.
+/// follow. Every span not named `unknown` is right for its request (none starts before the tracer
+/// did), at most 10 are unknown, and the last 40 requests (and any from 3 after the attach) all
+/// have their span.
 #[test]
 fn h2c_connection_joined_mid_way() {
     let srv = GoServer::h2c();

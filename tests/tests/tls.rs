@@ -412,9 +412,10 @@ fn client_local_port(client_pid: u32, server_port: u16) -> u16 {
 }
 
 /// A Go TLS client connection reused across attach: HTTP/1.1 requests, one per 100 ms, the tracer
-/// attached after 15 answers, to the server or to the client, and 30 more answers after it. Every span of the connection
-/// is right (path, status, version), none is `unknown` or wrong, at most 2 requests after attach
-/// are missed (the TLS read in flight at attach), and no `TLS connection` span.
+/// attached after 15 answers, to the server or to the client, and 30 more answers after it. Every
+/// span of the connection is right (path, status, version), none is `unknown` or wrong, at most 2
+/// requests after attach are missed (the TLS read in flight at attach), and no `TLS connection`
+/// span.
 fn tls_http1_reused_across_attach(trace_client: bool) {
     let srv = GoServer::https();
     let port = srv.port();

@@ -25,7 +25,7 @@ pub struct Failure {
 }
 
 /// Runs `cmd`, passing its stdout and stderr through, and returns the failures it reported.
-/// A run that fails without a failed test (a build error) is an error of its own.
+/// A run that fails without a failed test (a build error, a crash) is an error of its own.
 pub fn run(cmd: &mut Command, what: &str) -> Result<Vec<Failure>> {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot run {cmd:?}"))?;
     let state = Arc::new(Mutex::new(Parser::default()));
@@ -36,7 +36,7 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<Vec<Failure>> {
     let st = child.wait().context("waiting for cargo test")?;
     let failures = std::mem::take(&mut state.lock().expect("no panics while locked").failures);
     if !st.success() && failures.is_empty() {
-        bail!("{what} failed ({st}) before any test failed");
+        bail!("{what} failed ({st}) with no failed test in its output (a build error, or a test binary that crashed)");
     }
     Ok(failures)
 }

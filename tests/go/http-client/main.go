@@ -6,8 +6,9 @@
 // line (or EOF) arrives, so a test can start it, attach probes to its PID and
 // then let it go. With -stop-stdin it goes on until a line (or EOF) arrives on
 // stdin, then stops after the request in flight (at most -n requests): a test
-// can keep a connection busy for as long as an attach takes. Each response is reported on stdout as
-// "PROTO STATUS BYTES" (e.g. "HTTP/2.0 200 3"). Exits 1 if any request failed.
+// can keep a connection busy for as long as an attach takes. Each response is
+// reported on stdout as "PROTO STATUS BYTES" (e.g. "HTTP/2.0 200 3"). Exits 1
+// if any request failed.
 //
 // Uses only APIs present in Go 1.19 so old and new toolchains can build it.
 package main
