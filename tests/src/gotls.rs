@@ -270,9 +270,14 @@ impl GoHttpClient {
         &mut self.proc
     }
 
-    /// Ends a client started with `-stop-stdin` after its request in flight.
-    pub fn stop(&mut self) {
+    /// For a client started with `-stop-stdin`, which goes on until told to stop, however long
+    /// an attach took: waits for `more` answers after those it has given so far, stops it, and
+    /// waits for its success. Returns how many answers came before, and all of them.
+    pub fn stop_after(&mut self, more: usize, timeout: Duration) -> (usize, Vec<GoResponse>) {
+        let before = self.responses().len();
+        self.wait_responses(before + more, timeout);
         self.proc.send_line("stop");
+        (before, self.wait_success(timeout))
     }
 
     pub fn go(&mut self) {

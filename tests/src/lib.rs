@@ -355,8 +355,7 @@ impl Collector {
         self.inner.lock().unwrap().eof
     }
 
-    /// Waits (at most `timeout`) until the reader has met EOF: once a process has exited, its
-    /// last output may still be in the pipe. A child it left holding the pipe makes this time out.
+    /// Waits (at most `timeout`) until the reader has met EOF.
     pub fn wait_eof(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut g = self.inner.lock().unwrap();
@@ -411,6 +410,16 @@ impl Collector {
                 .0;
         }
     }
+}
+
+/// How long an exited process's pipes may take to reach EOF.
+const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Once a process has exited, its last output may still be in its pipes: waits until the readers
+/// of both have met EOF. False when one has not within [`PIPE_DRAIN_TIMEOUT`] (a child it left
+/// holds the pipe).
+pub fn drain_pipes(stdout: &Collector, stderr: &Collector) -> bool {
+    stdout.wait_eof(PIPE_DRAIN_TIMEOUT) && stderr.wait_eof(PIPE_DRAIN_TIMEOUT)
 }
 
 /// Last `n` chars of a text, for messages.

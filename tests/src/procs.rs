@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{Collector, TempDir, comm_of, python, require_tool, scripts, tail, wait_for_port};
+use crate::{Collector, TempDir, comm_of, drain_pipes, python, require_tool, scripts, tail, wait_for_port};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How long [`Proc::wait_exit`] waits for an exited process's pipes to reach EOF.
-const PIPE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A child process with stdout/stderr collected in the background and stdin kept open.
 /// Killed (SIGKILL) on drop.
@@ -147,10 +144,8 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_wait() {
-                // Its last lines may still be in the pipes: read them before anyone looks.
-                for c in [&self.stdout, &self.stderr] {
-                    c.wait_eof(PIPE_DRAIN_TIMEOUT);
-                }
+                // Its last lines are read before anyone looks.
+                drain_pipes(&self.stdout, &self.stderr);
                 return st;
             }
             if Instant::now() >= deadline {

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::span::{ReceivedSpan, dump};
-use crate::{Collector, TempDir, tail, tracer_bin};
+use crate::{Collector, TempDir, drain_pipes, tail, tracer_bin};
 
 /// How long `stop()` waits for the tracer to flush and exit after SIGINT.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -437,11 +437,7 @@ impl Tracer {
 
     fn join_readers(&mut self) {
         // The pipes close when the tracer exits; don't hang forever if a grandchild kept them.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !(self.stdout.eof() && self.stderr.eof()) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if self.stdout.eof() && self.stderr.eof() {
+        if drain_pipes(&self.stdout, &self.stderr) {
             for h in self.readers.drain(..) {
                 let _ = h.join();
             }

@@ -286,9 +286,6 @@ fn h2c_connection_joined_mid_way() {
     let srv = GoServer::h2c();
     let port = srv.port();
     let url = srv.url("/api/v1/namespaces/mid/pods/p-%d");
-    // The client goes on until told to stop, however long the attach takes (seconds, on a loaded
-    // machine), and then sends AFTER_ATTACH more requests.
-    const AFTER_ATTACH: usize = 60;
     let mut go = GoHttpClient::h2c(
         &["-url", &url, "-n", "10000", "-interval", "50ms", "-stop-stdin"],
         false,
@@ -296,10 +293,7 @@ fn h2c_connection_joined_mid_way() {
     go.wait_responses(20, Duration::from_secs(20));
     let not_before = now_unix_nanos();
     let sess = TraceSession::for_pid(Sink::Json, srv.pid());
-    let attached_at = go.responses().len();
-    go.wait_responses(attached_at + AFTER_ATTACH, Duration::from_secs(30));
-    go.stop();
-    let rs = go.wait_success(Duration::from_secs(30));
+    let (attached_at, rs) = go.stop_after(60, Duration::from_secs(30));
     let n = rs.len();
     let lp = rs[0].local_port.expect("local port");
     assert!(

@@ -421,9 +421,6 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
     let port = srv.port();
     let path = "/api/v1/namespaces/reuse/pods/p";
     let url = srv.url(path);
-    // The client goes on until told to stop, however long the attach takes (seconds, on a loaded
-    // machine), and then sends AFTER_ATTACH more requests.
-    const AFTER_ATTACH: usize = 30;
     let mut c = GoHttpClient::start(
         &[
             "-url",
@@ -444,10 +441,7 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
     let mut sess = TraceSession::for_pid(Sink::Json, target);
     wait_go_tls_probes(&mut sess.tracer, target);
     let window = sess.window_start;
-    let attached_at = c.responses().len();
-    c.wait_responses(attached_at + AFTER_ATTACH, CLIENT_TIMEOUT);
-    c.stop();
-    let rs = c.wait_success(CLIENT_TIMEOUT);
+    let (attached_at, rs) = c.stop_after(30, CLIENT_TIMEOUT);
     let n = rs.len();
     assert!(
         rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/1.1"),
@@ -601,9 +595,6 @@ fn tls_http2_constant_headers_mid_way_never_wrong() {
     let port = srv.port();
     let path = "/api/v1/namespaces/h2mid/pods/same";
     let url = srv.url(path);
-    // The client goes on until told to stop, however long the attach takes (seconds, on a loaded
-    // machine), and then sends AFTER_ATTACH more requests.
-    const AFTER_ATTACH: usize = 40;
     let mut c = GoHttpClient::start(
         &["-url", &url, "-n", "10000", "-interval", "100ms", "-stop-stdin"],
         false,
@@ -612,10 +603,7 @@ fn tls_http2_constant_headers_mid_way_never_wrong() {
     let lp = client_local_port(c.pid(), port);
     let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
     wait_go_tls_probes(&mut sess.tracer, srv.pid());
-    let attached_at = c.responses().len();
-    c.wait_responses(attached_at + AFTER_ATTACH, CLIENT_TIMEOUT);
-    c.stop();
-    let rs = c.wait_success(CLIENT_TIMEOUT);
+    let (attached_at, rs) = c.stop_after(40, CLIENT_TIMEOUT);
     let n = rs.len();
     assert!(
         rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/2.0"),
