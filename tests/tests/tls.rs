@@ -756,6 +756,44 @@ fn go_tls_wrapped_connections_fd_learned_at_handshake() {
     assert_finished_ok("Go HTTPS server with wrapped connections", errs, &fin);
 }
 
+/// A TLS handshake names its connection's socket by the first socket syscall its goroutine makes.
+/// One that fails before any (its deadline had passed) must not name a socket the goroutine uses
+/// later for plain HTTP, whose bytes would then be taken for ciphertext and never decoded. The
+/// Go client's main goroutine starts such a handshake, pauses 1.5 s, then writes and reads two
+/// plain HTTP/1.1 requests itself, a connection each: two client spans.
+#[test]
+fn go_tls_failed_handshake_does_not_claim_a_later_plain_socket() {
+    let srv = PythonHttpServer::start();
+    let path = "/api/v1/namespaces/stale/pods/p0";
+    let url = srv.url(path);
+    let mut c = GoHttpClient::start(&["-url", &url, "-n", "2", "-raw", "-stale-handshake", "1500ms"], true);
+    let pid = c.pid();
+    let res = ResourceExpect::of(pid);
+    let mut sess = TraceSession::for_pid(Sink::Json, pid);
+    wait_go_tls_probes(&mut sess.tracer, pid);
+    let window = sess.window_start;
+    c.go();
+    let r = c.wait_success(CLIENT_TIMEOUT);
+    assert!(r.len() == 2 && r.iter().all(|r| r.proto == "HTTP/1.1" && r.status == 200), "harness: {r:?}");
+    assert!(c.proc().stderr().contains("stale handshake failed"), "harness: {}", c.proc().describe());
+    let exps: Vec<HttpExpect> = r
+        .iter()
+        .map(|r| {
+            HttpExpect::client("GET", path, 200)
+                .route(pods_route())
+                .k8s(K8s::new("get", "v1", "pods").ns("stale").name("p0"))
+                .server_port(srv.port())
+                .user_agent("http-client-raw")
+                .response_body(r.bytes)
+        })
+        .collect();
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
+    errs.extend(check_common(&fin.spans, &res, window));
+    assert_finished_ok("plain HTTP after a TLS handshake that failed before any syscall", errs, &fin);
+}
+
 /// Responses written by one `crypto/tls.(*Conn).Write` each, at stack depths from shallow to
 /// ~190 KiB in 48-byte steps, each from a fresh goroutine (a new connection per request): at some
 /// depths (several in this range with Go 1.27) Write's own prologue finds the stack too small, and

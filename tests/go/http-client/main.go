@@ -10,6 +10,13 @@
 // reported on stdout as "PROTO STATUS BYTES" (e.g. "HTTP/2.0 200 3"). Exits 1
 // if any request failed.
 //
+// With -raw, requests are plain HTTP/1.1 written and read by the main
+// goroutine itself, one connection each, instead of by net/http's transport
+// goroutines. With -stale-handshake D, the main goroutine first starts a TLS
+// handshake that fails before any syscall (its deadline has passed), then
+// pauses for D: a goroutine that entered a handshake and then did socket I/O
+// of another connection.
+//
 // Uses only APIs present in Go 1.19 so old and new toolchains can build it.
 package main
 
@@ -20,7 +27,9 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strings"
 	"time"
@@ -37,6 +46,8 @@ func main() {
 	method := flag.String("method", "GET", "HTTP method")
 	data := flag.String("data", "", "request body")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-request timeout")
+	raw := flag.Bool("raw", false, "plain HTTP/1.1 written and read by the main goroutine, a connection per request")
+	stale := flag.Duration("stale-handshake", 0, "before the first request, a TLS handshake that fails before any syscall, then this pause")
 	flag.Parse()
 
 	tr := &http.Transport{
@@ -63,12 +74,22 @@ func main() {
 		}()
 	}
 
+	if *stale > 0 {
+		if err := staleHandshake(*url); err != nil {
+			log.Fatalf("http-client: stale handshake: %v", err)
+		}
+		time.Sleep(*stale)
+	}
 	failed := 0
 	for i := 0; i < *n && !stopped(stop); i++ {
 		if i > 0 && *interval > 0 {
 			time.Sleep(*interval)
 		}
-		if err := doOne(client, *method, *url, *data); err != nil {
+		one := func() error { return doOne(client, *method, *url, *data) }
+		if *raw {
+			one = func() error { return doRaw(*method, *url, *timeout) }
+		}
+		if err := one(); err != nil {
 			log.Printf("http-client: request %d: %v", i+1, err)
 			failed++
 		}
@@ -98,6 +119,59 @@ func doOne(client *http.Client, method, url, data string) error {
 		return err
 	}
 	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	nbytes, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s %d %d\n", resp.Proto, resp.StatusCode, nbytes)
+	return nil
+}
+
+// staleHandshake starts a TLS client handshake, on the calling goroutine, on a
+// connection to url's host whose deadline has already passed: the handshake
+// fails at its first write, before any syscall. The error must be the
+// deadline's.
+func staleHandshake(url string) error {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return err
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(-time.Second))
+	err = tls.Client(conn, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		return fmt.Errorf("expected a deadline error, got %v", err)
+	}
+	fmt.Fprintf(os.Stderr, "stale handshake failed: %v\n", err)
+	return nil
+}
+
+// doRaw sends one bodiless HTTP/1.1 request on a new connection and reads the
+// response, both on the calling goroutine.
+func doRaw(method, url string, timeout time.Duration) error {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: http-client-raw\r\nConnection: close\r\n\r\n", method, u.RequestURI(), u.Host)
+	if _, err := io.WriteString(conn, req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return err
 	}

@@ -47,8 +47,31 @@ const CLOSED: i32 = -1;
 /// the first socket syscall it makes names the connection's fd, and removes the entry. This is
 /// for connections whose fd is not found through a `*net.TCPConn` (wrapped conns): their first
 /// Read may be served from bytes the handshake already read, with no syscall to learn it from.
+/// A call that fails before any syscall (its deadline passed, its connection broke) leaves its
+/// entry behind: LRU, so such entries cannot fill the map, and taken only while fresh (see
+/// [`BIND_WINDOW_NS`]).
 #[map]
-static GO_TLS_IO: HashMap<GoKey, u64> = HashMap::with_max_entries(16384, 0);
+static GO_TLS_IO: LruHashMap<GoKey, PendingBind> = LruHashMap::with_max_entries(16384, 0);
+
+#[derive(Clone, Copy)]
+struct PendingBind {
+    conn: u64,
+    since_ns: u64,
+}
+
+/// How long after a handshake's entry (or a Write's) its goroutine's first socket syscall still
+/// names the connection. That syscall comes within microseconds; a later one is I/O of something
+/// else (a plain connection, after the call failed without a syscall), which must not be claimed:
+/// its bytes would be taken for ciphertext and never decoded. Generous for a starved CPU or a
+/// garbage collector's pause: a binding missed here is learned again at the next Write.
+const BIND_WINDOW_NS: u64 = 1_000_000_000;
+
+/// The next socket syscall of goroutine `g` names `conn`'s fd (if it comes soon).
+#[inline(always)]
+fn bind_next_syscall(tgid: u32, g: u64, conn: u64) {
+    let pending = PendingBind { conn, since_ns: unsafe { bpf_ktime_get_ns() } };
+    let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: g }, pending, 0);
+}
 
 /// Attached at the entry of `serverHandshake` and `clientHandshake`, which run once per
 /// connection. (An earlier version probed `readFromUntil`, entry and RETs: three calls per
@@ -65,7 +88,7 @@ pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     let conn = regs.rax;
     // A new connection, or a new one at the address of a closed one.
     if !matches!(unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }, Some(&fd) if fd != CLOSED) {
-        let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, conn, 0);
+        bind_next_syscall(tgid, regs.r14, conn);
     }
     0
 }
@@ -95,7 +118,7 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
         ConnSocket::Known(fd) => fd,
         ConnSocket::Closed => return 0,
         ConnSocket::Unknown => {
-            let _ = GO_TLS_IO.insert(GoKey { tgid: tgid as u64, ptr: regs.r14 }, regs.rax, 0);
+            bind_next_syscall(tgid, regs.r14, regs.rax);
             count(counter::GO_TLS_NO_SOCKET);
             return 0;
         }
@@ -300,9 +323,11 @@ pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
         return;
     }
     let key = GoKey { tgid: tgid as u64, ptr: g };
-    if let Some(conn) = unsafe { GO_TLS_IO.get(key) } {
-        remember(tgid, *conn, fd);
+    if let Some(pending) = unsafe { GO_TLS_IO.get(key) }.copied() {
         let _ = GO_TLS_IO.remove(key);
+        if unsafe { bpf_ktime_get_ns() }.wrapping_sub(pending.since_ns) <= BIND_WINDOW_NS {
+            remember(tgid, pending.conn, fd);
+        }
     }
     let Some(call) = GO_TLS_CALLS.get_ptr_mut(key) else { return };
     unsafe {
