@@ -472,7 +472,8 @@ pub fn check_no_connection_spans(spans: &[ReceivedSpan]) -> Vec<String> {
 ///
 /// Also checks where the probes went. Every Go build of the tests allows one probe per call (the
 /// copy in Read, the stack check's branch in Write); under `ITEST_GO_TLS_PROBES=entry-and-rets`
-/// (the second pass of `cargo xtask test`) the probes must be at entries and RETs instead.
+/// (the second pass of `cargo xtask test`) the probes must be at entries and RETs instead, and
+/// under `rets` (the third) Read at its RETs only.
 pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
     let line = tracer.wait_for_stderr_line(
         &format!("`Go TLS plaintext probes attached` with pid={pid}"),
@@ -483,6 +484,7 @@ pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
     );
     let expected: &[&str] = match std::env::var("ITEST_GO_TLS_PROBES").as_deref() {
         Ok("entry-and-rets") => &["read_probe=\"entry and RETs\"", "write_probe=\"entry and RETs\""],
+        Ok("rets") => &["read_probe=\"RETs\"", "write_probe=\"entry and RETs\""],
         _ => &["read_probe=\"plaintext copy\"", "write_probe=\"stack check branch\""],
     };
     for e in expected {

@@ -486,7 +486,7 @@ fn configure_env(cmd: &mut Command) {
     if let Some(mode) = std::env::var_os("ITEST_PROBE_MODE") {
         cmd.env("TRACER_PROBE_MODE", mode);
     }
-    // ... and with the Go TLS probes at every entry and RET.
+    // ... and with the Go TLS probes at every entry and RET, then once more at Read's RETs alone.
     if let Some(probes) = std::env::var_os("ITEST_GO_TLS_PROBES") {
         cmd.env("TRACER_GO_TLS_PROBES", probes);
     }

@@ -78,9 +78,10 @@ pub struct Cli {
 
     /// Where Go crypto/tls calls are probed. Each probe hit is a trap. auto: one probe per call
     /// where the binary's code allows it, on an instruction the kernel emulates in one trap (the
-    /// copy in Read, the stack check's branch in Write); the rest as entry-and-rets.
-    /// entry-and-rets: each call's entry and every RET, several traps per call, as most tracers
-    /// do; for a Go build whose code auto misreads.
+    /// copy in Read, the stack check's branch in Write); the rest as rets. rets: Read at its RETs
+    /// only where it keeps its arguments in their spill slots, everything else at entry and RETs
+    /// (what auto falls back to). entry-and-rets: each call's entry and every RET, several traps
+    /// per call, as most tracers do; for a Go build whose code auto misreads.
     #[arg(long, env = "TRACER_GO_TLS_PROBES", value_enum, default_value_t = GoTlsProbesArg::Auto)]
     pub go_tls_probes: GoTlsProbesArg,
 
@@ -105,6 +106,7 @@ pub enum ProbeModeArg {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoTlsProbesArg {
     Auto,
+    Rets,
     EntryAndRets,
 }
 

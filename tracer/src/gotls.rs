@@ -18,6 +18,7 @@ use aya::{
 use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets};
 
 use crate::{
+    cli::GoTlsProbesArg,
     gobin::{GoBinError, GoBinary},
     targets::set_tgid_bit,
 };
@@ -58,8 +59,8 @@ pub struct GoTls {
     conn_fds: BpfHashMap<MapData, GoKey, i32>,
     calls: BpfHashMap<MapData, GoKey, GoTlsCall>,
     links: HashMap<u32, Vec<(usize, UProbeLinkId)>>,
-    /// `--go-tls-probes entry-and-rets`: never the one-probe points.
-    entry_and_rets: bool,
+    /// `--go-tls-probes`: whether the one-probe points, and Read's RETs alone, may be used.
+    points: GoTlsProbesArg,
 }
 
 /// What attaching found out, for the log.
@@ -70,7 +71,7 @@ pub enum Attached {
 }
 
 impl GoTls {
-    pub fn load(ebpf: &mut Ebpf, entry_and_rets: bool) -> Result<Self> {
+    pub fn load(ebpf: &mut Ebpf, points: GoTlsProbesArg) -> Result<Self> {
         for name in PROGRAMS {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
@@ -83,7 +84,7 @@ impl GoTls {
         let go_targets = Array::try_from(take("GO_TLS_TARGETS")?)?;
         let conn_fds = BpfHashMap::try_from(take("GO_CONN_FDS")?)?;
         let calls = BpfHashMap::try_from(take("GO_TLS_CALLS")?)?;
-        Ok(GoTls { offsets, go_targets, conn_fds, calls, links: HashMap::new(), entry_and_rets })
+        Ok(GoTls { offsets, go_targets, conn_fds, calls, links: HashMap::new(), points })
     }
 
     pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
@@ -102,7 +103,8 @@ impl GoTls {
         if !points.register_abi {
             return Err(anyhow!("{go_version} passes arguments on the stack (before Go 1.17): not supported"));
         }
-        let read_copy = points.read_copy.filter(|_| !self.entry_and_rets);
+        let one_probe = self.points == GoTlsProbesArg::Auto;
+        let read_copy = points.read_copy.filter(|_| one_probe);
         let offsets = GoTlsOffsets { read_frame: read_copy.map_or(0, |c| c.frame), ..OFFSETS };
         self.offsets.insert(pid, offsets, 0).context("storing Go struct offsets")?;
         set_tgid_bit(&mut self.go_targets, pid, true)?;
@@ -115,7 +117,7 @@ impl GoTls {
         // grows) and RETs. Read (twice per HTTP/1 request in net/http: the second waits for the
         // next request): on its copy of the plaintext; otherwise at its RETs, plus its entry when
         // its arguments are not kept in their spill slots.
-        let (write, mut points_by_prog) = match points.write_check.filter(|_| !self.entry_and_rets) {
+        let (write, mut points_by_prog) = match points.write_check.filter(|_| one_probe) {
             Some(check) => ("stack check branch", vec![(WRITE_CHECKED, check)]),
             None => {
                 let mut v = vec![(WRITE_ENTER, points.write.func.file_offset)];
@@ -128,7 +130,7 @@ impl GoTls {
                 points_by_prog.push((READ_COPY, copy.file_offset));
                 "plaintext copy"
             }
-            None if points.read_spills_args && !self.entry_and_rets => {
+            None if points.read_spills_args && self.points != GoTlsProbesArg::EntryAndRets => {
                 points_by_prog.extend(points.read.ret_offsets.iter().map(|&o| (READ_RET, o)));
                 "RETs"
             }
@@ -142,7 +144,7 @@ impl GoTls {
         // connection; repeated runs when the stack grows are harmless.
         let handshakes = TLS_HANDSHAKES.iter().filter_map(|name| bin.function(name));
         points_by_prog.extend(handshakes.map(|f| {
-            let check = bin.stack_check_branch(&f).filter(|_| !self.entry_and_rets);
+            let check = bin.stack_check_branch(&f).filter(|_| one_probe);
             (HANDSHAKE, check.unwrap_or(f.file_offset))
         }));
         let rets = points_by_prog.iter().filter(|(prog, _)| matches!(*prog, WRITE_RET | READ_RET)).count();

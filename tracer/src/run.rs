@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     assemble::Assembler,
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
-    cli::{Cli, GoTlsProbesArg},
+    cli::Cli,
     clock::Clock,
     export::{self, ExportConfig},
     gotls::GoTls,
@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         warn_if_unreachable(endpoint).await;
     }
     let export_stats = export.stats();
-    let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes == GoTlsProbesArg::EntryAndRets)?;
+    let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes)?;
     let assembler = Assembler::new(Clock::new(), cli.etcd_ports.clone());
     let mut pipeline = Pipeline::new(ebpf, gotls, targets, cli.max_connections as usize, assembler, export);
 

@@ -125,14 +125,21 @@ fn test(args: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["test", "--package", "integration-tests", "--no-fail-fast"]);
     cmd.args(["--test", "http1", "--test", "http2", "--test", "etcd", "--test", "tls"]).args(args);
-    cmd.env("TRACER_BIN", &tracer).env("ITEST_PROBE_MODE", "syscalls").env("ITEST_GO_TLS_PROBES", "entry-and-rets").envs(go_programs);
+    cmd.env("TRACER_BIN", &tracer).env("ITEST_PROBE_MODE", "syscalls").env("ITEST_GO_TLS_PROBES", "entry-and-rets").envs(go_programs.iter().cloned());
     eprintln!("xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)");
     let fallback = testlog::run(&mut cmd, "cargo test (fallback hooks)");
+    // Between the two sets of Go TLS probe points, the one `auto` falls back to when a Read has
+    // no plaintext copy to probe: Read at its RETs alone, its arguments from their spill slots.
+    let mut cmd = cargo();
+    cmd.args(["test", "--package", "integration-tests", "--no-fail-fast", "--test", "tls"]).args(args);
+    cmd.env("TRACER_BIN", &tracer).env("ITEST_GO_TLS_PROBES", "rets").envs(go_programs.iter().cloned());
+    eprintln!("xtask: the Go TLS suite again, with Read probed at its RETs (ITEST_GO_TLS_PROBES=rets)");
+    let read_rets = testlog::run(&mut cmd, "cargo test (Go TLS Read RETs)");
     // Fuzz even when a test failed, so one run shows everything; then end with what failed, as
     // the last lines of the log.
     let fuzz = fuzz::run(FUZZ_SECONDS_IN_TEST);
     let mut failed = Vec::new();
-    for (pass, run) in [("socket hooks", first?), ("fallback hooks", fallback?)] {
+    for (pass, run) in [("socket hooks", first?), ("fallback hooks", fallback?), ("Go TLS Read RETs", read_rets?)] {
         failed.extend(run.into_iter().map(|f| (pass.to_string(), f)));
     }
     testlog::print_summary(&failed);
