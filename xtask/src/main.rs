@@ -122,19 +122,15 @@ fn test(args: &[String]) -> Result<()> {
     // for kernels before 6.3: the protocol suites run again with them, and with the Go TLS probes
     // at every entry and RET, the fallback for Go builds whose code does not allow one probe per
     // call.
-    let mut cmd = cargo();
-    cmd.args(["test", "--package", "integration-tests", "--no-fail-fast"]);
-    cmd.args(["--test", "http1", "--test", "http2", "--test", "etcd", "--test", "tls"]).args(args);
-    cmd.env("TRACER_BIN", &tracer).env("ITEST_PROBE_MODE", "syscalls").env("ITEST_GO_TLS_PROBES", "entry-and-rets").envs(go_programs.iter().cloned());
+    let protocols = ["http1", "http2", "etcd", "tls"];
+    let fallback_env = [("ITEST_PROBE_MODE", "syscalls"), ("ITEST_GO_TLS_PROBES", "entry-and-rets")];
     eprintln!("xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)");
-    let fallback = testlog::run(&mut cmd, "cargo test (fallback hooks)");
+    let fallback = testlog::run(&mut suites(&tracer, &go_programs, &protocols, &fallback_env, args), "cargo test (fallback hooks)");
     // Between the two sets of Go TLS probe points, the one `auto` falls back to when a Read has
     // no plaintext copy to probe: Read at its RETs alone, its arguments from their spill slots.
-    let mut cmd = cargo();
-    cmd.args(["test", "--package", "integration-tests", "--no-fail-fast", "--test", "tls"]).args(args);
-    cmd.env("TRACER_BIN", &tracer).env("ITEST_GO_TLS_PROBES", "rets").envs(go_programs.iter().cloned());
     eprintln!("xtask: the Go TLS suite again, with Read probed at its RETs (ITEST_GO_TLS_PROBES=rets)");
-    let read_rets = testlog::run(&mut cmd, "cargo test (Go TLS Read RETs)");
+    let rets_env = [("ITEST_GO_TLS_PROBES", "rets")];
+    let read_rets = testlog::run(&mut suites(&tracer, &go_programs, &["tls"], &rets_env, args), "cargo test (Go TLS Read RETs)");
     // Fuzz even when a test failed, so one run shows everything; then end with what failed, as
     // the last lines of the log.
     let fuzz = fuzz::run(FUZZ_SECONDS_IN_TEST);
@@ -148,6 +144,15 @@ fn test(args: &[String]) -> Result<()> {
         bail!("{} test(s) failed (listed above)", failed.len());
     }
     Ok(())
+}
+
+/// `cargo test` of the integration test files `tests`, with the harness's `ITEST_*` settings `env`.
+fn suites(tracer: &Path, go_programs: &[(String, String)], tests: &[&str], env: &[(&str, &str)], args: &[String]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(["test", "--package", "integration-tests", "--no-fail-fast"]);
+    cmd.args(tests.iter().flat_map(|t| ["--test", t])).args(args);
+    cmd.env("TRACER_BIN", tracer).envs(env.iter().copied()).envs(go_programs.iter().cloned());
+    cmd
 }
 
 /// Each fuzz target's share of `cargo xtask test`: brief, as a regression guard.
