@@ -122,13 +122,7 @@ func doOne(client *http.Client, method, url, data string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	nbytes, err := io.Copy(io.Discard, resp.Body)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%s %d %d\n", resp.Proto, resp.StatusCode, nbytes)
-	return nil
+	return report(resp)
 }
 
 // staleHandshake starts a TLS client handshake, on the calling goroutine, on a
@@ -175,6 +169,11 @@ func doRaw(method, url string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
+	return report(resp)
+}
+
+// report reads the whole body of resp and prints "PROTO STATUS BYTES".
+func report(resp *http.Response) error {
 	defer resp.Body.Close()
 	nbytes, err := io.Copy(io.Discard, resp.Body)
 	if err != nil {
