@@ -238,9 +238,12 @@ impl GoBinary {
             func: f.name.clone(),
             addr,
         })?;
-        // Recompute from the segment rather than trusting f.file_offset.
-        let base = seg.offset + (f.entry - seg.vaddr);
-        Ok(rets.into_iter().map(|a| base + (a - f.entry)).collect())
+        // Each address through the segment of the code it was decoded from, as the other probe
+        // points are (read_vaddr checked that the code lies inside it).
+        let seg = std::slice::from_ref(seg);
+        rets.into_iter()
+            .map(|a| elf::vaddr_to_offset(seg, a).ok_or_else(|| GoBinError::NotCode { func: f.name.clone(), addr: a }))
+            .collect()
     }
 
     /// File offset of the branch of `f`'s stack check (see [`rets::stack_check_branch`]).
