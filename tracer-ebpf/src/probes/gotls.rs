@@ -85,11 +85,9 @@ pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     let Some(pid_tgid) = current_target() else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
-    let conn = regs.rax;
-    // A new connection, or a new one at the address of a closed one.
-    if !matches!(unsafe { GO_CONN_FDS.get(GoKey { tgid: tgid as u64, ptr: conn }) }, Some(&fd) if fd != CLOSED) {
-        bind_next_syscall(tgid, regs.r14, conn);
-    }
+    // Even when the Conn's address is known already: a new Conn at the address of an old one
+    // whose socket's close was missed must not inherit that socket.
+    bind_next_syscall(tgid, regs.r14, regs.rax);
     0
 }
 
