@@ -80,14 +80,14 @@ func main() {
 		}
 		time.Sleep(*stale)
 	}
+	one := func() error { return doOne(client, *method, *url, *data) }
+	if *raw {
+		one = func() error { return doRaw(*method, *url, *timeout) }
+	}
 	failed := 0
 	for i := 0; i < *n && !stopped(stop); i++ {
 		if i > 0 && *interval > 0 {
 			time.Sleep(*interval)
-		}
-		one := func() error { return doOne(client, *method, *url, *data) }
-		if *raw {
-			one = func() error { return doRaw(*method, *url, *timeout) }
 		}
 		if err := one(); err != nil {
 			log.Printf("http-client: request %d: %v", i+1, err)
