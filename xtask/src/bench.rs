@@ -616,12 +616,30 @@ struct ArmRuns<T> {
     agent: Vec<AgentRun>,
     /// Empty when the scenario ran without that arm.
     empty_probes: Vec<T>,
+    /// What the host paid during each run of `base`, `traced` and `empty_probes`.
+    host: [Vec<HostCost>; 3],
 }
 
 impl<T> Default for ArmRuns<T> {
     fn default() -> Self {
-        ArmRuns { base: Vec::new(), traced: Vec::new(), agent: Vec::new(), empty_probes: Vec::new() }
+        ArmRuns { base: Vec::new(), traced: Vec::new(), agent: Vec::new(), empty_probes: Vec::new(), host: Default::default() }
     }
+}
+
+/// What one measured run cost the host beyond the load generator's figures: the server's CPU
+/// time, and the interrupts its wake-ups of tasks on other CPUs took.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostCost {
+    server_cpu_s: f64,
+    ipis: u64,
+}
+
+/// Runs `run` and measures its [`HostCost`] on the server `pid`.
+fn with_host_cost<T>(pid: u32, run: &dyn Fn() -> Result<T>) -> Result<(T, HostCost)> {
+    let (cpu0, ipis0) = (procs::cpu_seconds(pid)?, procs::wakeup_ipis());
+    let r = run()?;
+    let cost = HostCost { server_cpu_s: procs::cpu_seconds(pid)? - cpu0, ipis: procs::wakeup_ipis().saturating_sub(ipis0) };
+    Ok((r, cost))
 }
 
 fn fmt(v: f64) -> String {
@@ -688,12 +706,14 @@ fn arm_rounds<T>(
             let head = format!("{label} round {}/{}", round + 1, p.rounds);
             match arm {
                 Arm::Untraced => {
-                    let r = run()?;
+                    let (r, h) = with_host_cost(pid, run)?;
                     say(format!("{head} untraced: {}", describe(&r)));
                     runs.base.push(r);
+                    runs.host[0].push(h);
                 }
                 Arm::Traced => {
-                    let (r, a) = traced(ctx, pid, arm.tracer_args(), run)?;
+                    let ((r, h), a) = traced(ctx, pid, arm.tracer_args(), || with_host_cost(pid, run))?;
+                    runs.host[1].push(h);
                     say(format!(
                         "{head} traced:   {} | agent {:.2} s CPU, events {}, spans {}, lost {}",
                         describe(&r), a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
@@ -702,7 +722,8 @@ fn arm_rounds<T>(
                     runs.agent.push(a);
                 }
                 Arm::EmptyProbes => {
-                    let (r, _) = traced(ctx, pid, arm.tracer_args(), run)?;
+                    let ((r, h), _) = traced(ctx, pid, arm.tracer_args(), || with_host_cost(pid, run))?;
+                    runs.host[2].push(h);
                     say(format!("{head} empty probes: {}", describe(&r)));
                     runs.empty_probes.push(r);
                 }
@@ -746,6 +767,7 @@ fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, con
             .note(conf.clone()),
     );
     push_empty_probe_scenarios(ctx, &prefix, "req/s", (base, &runs.empty_probes), &conf, |r| r.req_per_sec, |r| r.p99_ms);
+    push_host_scenarios(ctx, &prefix, runs, |r| r.requests);
 }
 
 /// `<prefix>_throughput_empty_probes` and `_latency_p99_empty_probes`: untraced against the tracer
@@ -773,6 +795,34 @@ fn push_empty_probe_scenarios<T>(
         Scenario::new(&format!("{prefix}_latency_p99_empty_probes"), "ms", Budget::None)
             .samples(col(base, p99), col(empty, p99))
             .note(note),
+    );
+}
+
+/// `<prefix>_server_cpu_per_request` and `_wakeup_ipis_per_request`: where a throughput miss goes.
+/// No budget. With a closed-loop load generator on few CPUs, the server's cost per request rises
+/// by more than the probes' run time: when the server slows, the load generator waits more
+/// often, its CPU halts, and each wake-up of it is an interrupt that the server pays for.
+fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, requests: fn(&T) -> u64) {
+    let per_request = |rs: &[T], hs: &[HostCost], f: fn(&HostCost) -> f64| -> Vec<f64> {
+        rs.iter().zip(hs).map(|(r, h)| f(h) / requests(r).max(1) as f64).collect()
+    };
+    let [base, traced, empty] = &runs.host;
+    let mut push = |name: &str, unit: &'static str, f: fn(&HostCost) -> f64, what: &str| {
+        let empty_note = median(&per_request(&runs.empty_probes, empty, f))
+            .map(|m| format!("; with --empty-probes: {}", fmt(m)))
+            .unwrap_or_default();
+        ctx.scenarios.push(
+            Scenario::new(&format!("{prefix}_{name}"), unit, Budget::None)
+                .samples(per_request(&runs.base, base, f), per_request(&runs.traced, traced, f))
+                .note(format!("{what}{empty_note}")),
+        );
+    };
+    push("server_cpu_per_request", "us CPU", |h| h.server_cpu_s * 1e6, "the server's utime+stime (all threads) per request");
+    push(
+        "wakeup_ipis_per_request",
+        "IPIs",
+        |h| h.ipis as f64,
+        "function-call and rescheduling interrupts (/proc/interrupts CAL+RES, all CPUs) per request: wake-ups of tasks on other CPUs, which take one when that CPU had halted",
     );
 }
 
@@ -864,6 +914,7 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
     ctx.scenarios
         .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(base, |r| r.p99), col(tr, |r| r.p99)).note(conf.clone()));
     push_empty_probe_scenarios(ctx, "etcd", "calls/s", (base, &runs.empty_probes), &conf, |r| r.ops, |r| r.p99);
+    push_host_scenarios(ctx, "etcd", &runs, |r| r.calls);
     ctx.extra.insert("etcd_agent_runs", agent_runs_json(agent));
     Ok(())
 }
