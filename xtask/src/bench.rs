@@ -822,7 +822,7 @@ fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, reques
         "wakeup_ipis_per_request",
         "IPIs",
         |h| h.ipis as f64,
-        "function-call and rescheduling interrupts (/proc/interrupts CAL+RES, all CPUs) per request: wake-ups of tasks on other CPUs, which take one when that CPU had halted",
+        "function-call and rescheduling interrupts (/proc/interrupts, all CPUs) per request: wake-ups of tasks on other CPUs, which take one when that CPU had halted",
     );
 }
 

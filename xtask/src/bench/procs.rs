@@ -200,7 +200,6 @@ pub fn bpf_map_rss_kib(pid: u32) -> u64 {
     total
 }
 
-/// Context switches (voluntary + involuntary) of all threads of a process: its wake-ups.
 /// Interrupts that one CPU sends another to wake a task there, summed over all CPUs: function-call
 /// interrupts (a wake-up queued to a remote CPU) and rescheduling interrupts (`CAL` and `RES` in
 /// /proc/interrupts on x86, `IPI1` and `IPI0` on arm64; found by their description). A wake-up of
@@ -221,6 +220,7 @@ fn wakeup_ipis_in(interrupts: &str) -> u64 {
         .sum()
 }
 
+/// Context switches (voluntary + involuntary) of all threads of a process: its wake-ups.
 pub fn context_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     tasks
