@@ -20,6 +20,11 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// File offset of `addr`, if this segment maps it from file.
+    pub fn file_offset(&self, addr: u64) -> Option<u64> {
+        (addr >= self.vaddr && addr - self.vaddr < self.filesz).then(|| self.offset + (addr - self.vaddr))
+    }
+
     pub fn executable(&self) -> bool {
         self.flags & elf::PF_X != 0
     }
@@ -238,9 +243,7 @@ fn relative_relocs(data: &[u8]) -> std::collections::HashMap<u64, u64> {
 
 /// File offset of a virtual address, via the PT_LOAD that maps it from file.
 pub(crate) fn vaddr_to_offset(segs: &[Segment], addr: u64) -> Option<u64> {
-    segs.iter()
-        .find(|s| addr >= s.vaddr && addr - s.vaddr < s.filesz)
-        .map(|s| s.offset + (addr - s.vaddr))
+    segs.iter().find_map(|s| s.file_offset(addr))
 }
 
 /// `len` file-backed bytes at `addr`, all inside one segment.

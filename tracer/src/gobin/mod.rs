@@ -240,16 +240,15 @@ impl GoBinary {
         })?;
         // Each address through the segment of the code it was decoded from, as the other probe
         // points are (read_vaddr checked that the code lies inside it).
-        let seg = std::slice::from_ref(seg);
         rets.into_iter()
-            .map(|a| elf::vaddr_to_offset(seg, a).ok_or_else(|| GoBinError::NotCode { func: f.name.clone(), addr: a }))
+            .map(|a| seg.file_offset(a).ok_or_else(|| GoBinError::NotCode { func: f.name.clone(), addr: a }))
             .collect()
     }
 
     /// File offset of the branch of `f`'s stack check (see [`rets::stack_check_branch`]).
     pub fn stack_check_branch(&self, f: &GoFunc) -> Option<u64> {
         let (code, seg) = self.code(f).ok()?;
-        elf::vaddr_to_offset(std::slice::from_ref(seg), rets::stack_check_branch(code, f.entry)?)
+        seg.file_offset(rets::stack_check_branch(code, f.entry)?)
     }
 
     /// `f`'s frame when it keeps its first three register arguments in their spill slots (see
@@ -266,7 +265,7 @@ impl GoBinary {
         let memmove = self.function("runtime.memmove")?;
         let (code, seg) = self.code(read).ok()?;
         match rets::direct_calls(code, read.entry, memmove.entry).ok()?[..] {
-            [call] => Some(ReadCopy { file_offset: elf::vaddr_to_offset(std::slice::from_ref(seg), call)?, frame }),
+            [call] => Some(ReadCopy { file_offset: seg.file_offset(call)?, frame }),
             _ => None,
         }
     }
