@@ -6,13 +6,13 @@ use anyhow::{Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    assemble::Assembler,
+    assemble::{AssembleStats, Assembler},
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
     cli::Cli,
     clock::Clock,
     export::{self, ExportConfig},
     gotls::GoTls,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, PipelineStats},
     probes, procfs,
     targets::Targets,
 };
@@ -97,7 +97,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 attach_by_comm(&mut pipeline);
                 if stats_every.is_some_and(|every| last_stats.elapsed() >= every) {
-                    log_stats("stats", &pipeline, capture.kernel_counters(), &export_stats);
+                    log_stats("stats", &Counters::new(&pipeline, capture.kernel_counters()), &export_stats);
                     last_stats = tokio::time::Instant::now();
                 }
             }
@@ -109,11 +109,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
     capture.drain_now(&mut pipeline);
     pipeline.finish();
-    let counters = capture.kernel_counters();
-    log_stats("final stats", &pipeline, counters, &export_stats);
+    let counters = Counters::new(&pipeline, capture.kernel_counters());
     drop(capture);
     drop(pipeline); // detaches every probe
-    exporter.shutdown(Duration::from_secs(5)).await?;
+    let flushed = exporter.shutdown(Duration::from_secs(5)).await;
+    // After the last export, so that `exported` counts every span that reached the collector.
+    log_stats("final stats", &counters, &export_stats);
+    flushed?;
 
     let failed = export_stats.dropped_export_failed.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
@@ -143,12 +145,33 @@ async fn warn_if_unreachable(endpoint: &str) {
     }
 }
 
-fn log_stats(what: &str, p: &Pipeline, k: KernelCounters, e: &export::ExportStats) {
+/// The pipeline's and the kernel's counters at one moment.
+struct Counters {
+    pipeline: PipelineStats,
+    assemble: AssembleStats,
+    kernel: KernelCounters,
+    connections: usize,
+    connections_evicted: u64,
+}
+
+impl Counters {
+    fn new(p: &Pipeline, kernel: KernelCounters) -> Self {
+        Counters {
+            pipeline: p.stats.clone(),
+            assemble: p.assembler.stats.clone(),
+            kernel,
+            connections: p.conns.len(),
+            connections_evicted: p.conns.evicted,
+        }
+    }
+}
+
+fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
     use std::sync::atomic::Ordering::Relaxed;
-    let a = &p.assembler.stats;
+    let (p, a, k) = (&c.pipeline, &c.assemble, &c.kernel);
     tracing::info!(
-        events = p.stats.events,
-        corrupt_events = p.stats.corrupt_events,
+        events = p.events,
+        corrupt_events = p.corrupt_events,
         lost_ringbuf_full = k.ringbuf_full,
         lost_args_full = k.args_full,
         lost_sockets_full = k.sockets_full,
@@ -156,8 +179,8 @@ fn log_stats(what: &str, p: &Pipeline, k: KernelCounters, e: &export::ExportStat
         go_tls_no_socket = k.go_tls_no_socket,
         go_tls_calls_full = k.go_tls_calls_full,
         no_syscall_fd = k.no_syscall_fd,
-        connections = p.conns.len(),
-        connections_evicted = p.conns.evicted,
+        connections = c.connections,
+        connections_evicted = c.connections_evicted,
         spans = a.spans,
         desyncs = a.desyncs,
         lost_resets = a.lost_resets,

@@ -11,6 +11,9 @@
 //! 4. the agent: CPU per 1k requests, peak RSS, RSS with 10k live connections;
 //! 5. per eBPF program: kernel run time per run (BPF_ENABLE_STATS).
 //!
+//! Traced runs export their spans over OTLP (gRPC, the tracer's default) to a local sink, as a
+//! deployment would to its collector (`XTASK_BENCH_EXPORT` says otherwise).
+//!
 //! A table goes to stdout and `target/bench/report.json` gets every figure with the machine it
 //! was measured on. A missed budget is a finding, not a failure: the bench exits non-zero only
 //! when it could not measure (a tool or server broke), with one line saying what.
@@ -35,7 +38,7 @@ use serde_json::{Value, json};
 use crate::workspace_root;
 use load::WrkResult;
 use procs::{FinalStats, Proc, Tracer};
-use servers::{Etcd, GoHttps, Nginx};
+use servers::{Etcd, GoHttps, Nginx, OtlpSink};
 
 /// Run lengths and sizes; `--quick` stays under 5 minutes on 2 cores.
 #[derive(Debug, Clone)]
@@ -127,6 +130,36 @@ impl Params {
             // The tracer inherits TRACER_PROBE_MODE: `syscalls` benches the fallback hooks.
             "tracer_probe_mode": std::env::var("TRACER_PROBE_MODE").unwrap_or_else(|_| "auto".into()),
         })
+    }
+}
+
+/// Where the traced runs send their spans (`XTASK_BENCH_EXPORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Export {
+    /// OTLP over gRPC to the bench's sink: the tracer's default protocol (`otlp`, the default).
+    OtlpGrpc,
+    /// OTLP/HTTP protobuf to the same sink (`otlp-http`).
+    OtlpHttp,
+    /// `--output none`: spans are built and dropped, nothing is encoded or sent (`none`).
+    None,
+}
+
+impl Export {
+    fn from_env() -> Result<Export> {
+        match std::env::var("XTASK_BENCH_EXPORT").as_deref() {
+            Err(_) | Ok("otlp") | Ok("otlp-grpc") => Ok(Export::OtlpGrpc),
+            Ok("otlp-http") => Ok(Export::OtlpHttp),
+            Ok("none") => Ok(Export::None),
+            Ok(v) => bail!("XTASK_BENCH_EXPORT={v:?}: expected otlp, otlp-http or none"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Export::OtlpGrpc => "OTLP/gRPC to the bench's sink (tests/go/otlp-sink)",
+            Export::OtlpHttp => "OTLP/HTTP to the bench's sink (tests/go/otlp-sink)",
+            Export::None => "none (--output none: spans are built, not encoded or sent)",
+        }
     }
 }
 
@@ -270,9 +303,32 @@ struct Ctx {
     etcd: PathBuf,
     gcc: PathBuf,
     openssl: PathBuf,
+    export: Export,
+    /// Receives the traced runs' spans, unless `export` is `None`.
+    sink: Option<OtlpSink>,
     scenarios: Vec<Scenario>,
     extra: BTreeMap<&'static str, Value>,
     warnings: Vec<String>,
+}
+
+impl Ctx {
+    /// Starts the tracer on `pid` with `extra` arguments, exporting to the sink if there is one.
+    fn start_tracer(&self, pid: u32, extra: &[&str]) -> Result<Tracer> {
+        let endpoint = self.sink.as_ref().map(OtlpSink::endpoint);
+        let mut args: Vec<&str> = extra.to_vec();
+        if let Some(e) = &endpoint {
+            args.extend(["--otlp-endpoint", e, "--otlp-protocol", if self.export == Export::OtlpHttp { "http" } else { "grpc" }]);
+        }
+        Tracer::start(&self.tracer, &self.work, pid, &args)
+    }
+
+    /// The sink's counts and CPU time so far (zero without a sink).
+    fn sink_snapshot(&self) -> Result<(servers::SinkCounts, f64)> {
+        match &self.sink {
+            Some(s) => Ok((s.counts()?, procs::cpu_seconds(s.pid())?)),
+            None => Ok(Default::default()),
+        }
+    }
 }
 
 fn say(msg: impl AsRef<str>) {
@@ -291,8 +347,13 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
     servers::remove_stale_etcd_dirs();
+    let export = Export::from_env()?;
     let tools = ensure_tools()?;
     let tracer = tracer_binary(&root, &work)?;
+    let sink = match export {
+        Export::None => None,
+        _ => Some(OtlpSink::start(&crate::setup::build_go_program("otlp-sink", "bench_otlp_sink", &["-ldflags=-s -w"])?, &work)?),
+    };
     let gcc = tools["gcc"].clone();
     let mut ctx = Ctx {
         p: Params::new(quick),
@@ -304,6 +365,8 @@ pub fn run(quick: bool) -> Result<()> {
         etcd: tools["etcd"].clone(),
         gcc,
         openssl: tools["openssl"].clone(),
+        export,
+        sink,
         scenarios: Vec::new(),
         extra: BTreeMap::new(),
         warnings: Vec::new(),
@@ -324,7 +387,13 @@ pub fn run(quick: bool) -> Result<()> {
         ctx.warnings.push(w);
     }
     let probe_mode = std::env::var("TRACER_PROBE_MODE").unwrap_or_else(|_| "auto".into());
-    say(format!("{} run, tracer {} (probe mode {probe_mode}), work dir {}", ctx.p.mode, ctx.tracer.display(), work.display()));
+    say(format!(
+        "{} run, tracer {} (probe mode {probe_mode}), spans exported: {}, work dir {}",
+        ctx.p.mode,
+        ctx.tracer.display(),
+        ctx.export.describe(),
+        work.display()
+    ));
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
@@ -359,12 +428,14 @@ pub fn run(quick: bool) -> Result<()> {
     machine["loadavg_end"] = json!(procs::read_small("/proc/loadavg").trim());
     let elapsed = started.elapsed().as_secs_f64();
     print_table(&ctx);
+    let mut parameters = ctx.p.to_json();
+    parameters["export"] = json!(ctx.export.describe());
     let report = json!({
         "generated_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "mode": ctx.p.mode,
         "elapsed_s": (elapsed * 10.0).round() / 10.0,
         "machine": machine,
-        "parameters": ctx.p.to_json(),
+        "parameters": parameters,
         "only": only,
         "scenarios": ctx.scenarios.iter().map(Scenario::to_json).collect::<Vec<_>>(),
         "details": ctx.extra,
@@ -546,6 +617,9 @@ struct AgentRun {
     switches: u64,
     hwm_kib: u64,
     stats: FinalStats,
+    /// Spans the OTLP sink received from this run, and the sink's CPU time meanwhile.
+    sink_spans: u64,
+    sink_cpu_s: f64,
 }
 
 impl AgentRun {
@@ -560,13 +634,18 @@ fn col<T>(runs: &[T], f: fn(&T) -> f64) -> Vec<f64> {
 }
 
 fn agent_runs_json(runs: &[AgentRun]) -> Value {
-    json!(runs.iter().map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats})).collect::<Vec<_>>())
+    json!(runs
+        .iter()
+        .map(|a| json!({"cpu_s": a.cpu_s, "context_switches": a.switches, "vm_hwm_kib": a.hwm_kib, "final_stats": a.stats,
+            "sink_spans": a.sink_spans, "sink_cpu_s": a.sink_cpu_s}))
+        .collect::<Vec<_>>())
 }
 
 /// Starts the tracer on `pid`, runs `load`, stops the tracer: the load's result and the agent's
-/// CPU time during the load, peak RSS and final stats.
+/// CPU time during the load, peak RSS and final stats, and what the OTLP sink received.
 fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<T>) -> Result<(T, AgentRun)> {
-    let tracer = Tracer::start(&ctx.tracer, &ctx.work, pid, extra)?;
+    let (sink0, sink_cpu0) = ctx.sink_snapshot()?;
+    let tracer = ctx.start_tracer(pid, extra)?;
     sleep(Duration::from_millis(300));
     let cpu0 = tracer.cpu_seconds()?;
     let sw0 = tracer.context_switches();
@@ -574,9 +653,21 @@ fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<
     let cpu1 = tracer.cpu_seconds().unwrap_or(cpu0);
     let sw1 = tracer.context_switches();
     let hwm = tracer.status_kib("VmHWM").unwrap_or(0);
+    // The tracer exports what is queued before it exits.
     let stats = tracer.stop();
     let result = result?;
-    Ok((result, AgentRun { cpu_s: cpu1 - cpu0, switches: sw1.saturating_sub(sw0), hwm_kib: hwm, stats: stats? }))
+    let (sink1, sink_cpu1) = ctx.sink_snapshot()?;
+    Ok((
+        result,
+        AgentRun {
+            cpu_s: cpu1 - cpu0,
+            switches: sw1.saturating_sub(sw0),
+            hwm_kib: hwm,
+            stats: stats?,
+            sink_spans: sink1.spans - sink0.spans,
+            sink_cpu_s: sink_cpu1 - sink_cpu0,
+        },
+    ))
 }
 
 /// How a server or a syscall loop runs in one round of a scenario.
@@ -749,7 +840,8 @@ fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, con
         say(format!("warning: {w}"));
         ctx.warnings.push(w);
     }
-    let note = format!("{conf}; traced: {spans} spans for {requests} requests, {lost} lost events{extra}");
+    let exported = export_summary(ctx, label, agent);
+    let note = format!("{conf}; traced: {spans} spans for {requests} requests, {lost} lost events{extra}{exported}");
     let prefix = label.replace(' ', "_");
     ctx.scenarios.push(
         Scenario::new(&format!("{prefix}_throughput"), "req/s", Budget::MinRatio(0.98))
@@ -768,6 +860,29 @@ fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, con
     );
     push_empty_probe_scenarios(ctx, &prefix, "req/s", (base, &runs.empty_probes), &conf, |r| r.req_per_sec, |r| r.p99_ms);
     push_host_scenarios(ctx, &prefix, runs, |r| r.requests);
+}
+
+/// What became of the traced runs' spans: exported, received by the sink, dropped, and the sink's
+/// CPU per 1k spans. Warns when spans were dropped or the sink did not receive what was exported.
+fn export_summary(ctx: &mut Ctx, label: &str, agent: &[AgentRun]) -> String {
+    if ctx.sink.is_none() {
+        return "; spans not exported (--output none)".into();
+    }
+    let sum = |key: &str| agent.iter().map(|a| a.stat(key)).sum::<u64>();
+    let exported = sum("exported");
+    let dropped = sum("dropped_queue_full") + sum("dropped_export_failed");
+    let received: u64 = agent.iter().map(|a| a.sink_spans).sum();
+    let sink_cpu: f64 = agent.iter().map(|a| a.sink_cpu_s).sum();
+    if dropped > 0 || received != exported {
+        let w = format!("{label}: {dropped} spans dropped before export; {exported} exported, {received} received by the OTLP sink");
+        say(format!("warning: {w}"));
+        ctx.warnings.push(w);
+    }
+    format!(
+        "; spans exported: {}, {exported} exported, {received} received, {dropped} dropped; the sink used {:.3} ms CPU per 1k spans",
+        ctx.export.describe(),
+        sink_cpu * 1e6 / received.max(1) as f64
+    )
 }
 
 /// `<prefix>_throughput_empty_probes` and `_latency_p99_empty_probes`: untraced against the tracer
@@ -900,11 +1015,12 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
     let cpu: f64 = agent.iter().map(|a| a.cpu_s).sum();
     let events: u64 = agent.iter().map(|a| a.stat("events")).sum();
     let lost: u64 = agent.iter().map(|a| a.stat("lost_ringbuf_full")).sum();
+    let exported = export_summary(ctx, "etcd", agent);
     ctx.scenarios.push(
         Scenario::new("etcd_throughput", "calls/s", Budget::MinRatio(0.98))
             .samples(col(base, |r| r.ops), col(tr, |r| r.ops))
             .note(format!(
-                "{conf}; traced: agent {:.3} ms CPU per 1k calls, {:.1} events per call, {lost} lost events",
+                "{conf}; traced: agent {:.3} ms CPU per 1k calls, {:.1} events per call, {lost} lost events{exported}",
                 cpu * 1e3 / (calls.max(1) as f64 / 1e3),
                 events as f64 / calls.max(1) as f64
             )),
@@ -1217,7 +1333,7 @@ fn live_connections_scenario(ctx: &mut Ctx) -> Result<()> {
     let nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
     let port = nginx.port;
     // a) the agent sees the connections open (accepts).
-    let tracer = Tracer::start(&ctx.tracer, &ctx.work, nginx.pid(), &[])?;
+    let tracer = ctx.start_tracer(nginx.pid(), &[])?;
     sleep(Duration::from_millis(500));
     let idle_rss = tracer.status_kib("VmRSS")?;
     let cpu0 = tracer.cpu_seconds()?;
@@ -1240,7 +1356,7 @@ fn live_connections_scenario(ctx: &mut Ctx) -> Result<()> {
         stats_a.get("spans").copied().unwrap_or(0)
     ));
     // b) the agent attaches to a process that already has them (seeded from /proc/PID/fd).
-    let tracer = Tracer::start(&ctx.tracer, &ctx.work, nginx.pid(), &[])?;
+    let tracer = ctx.start_tracer(nginx.pid(), &[])?;
     load::request_all(&mut conns, "/index.html")?;
     sleep(Duration::from_secs(1));
     let hwm_b = tracer.status_kib("VmHWM")?;
@@ -1281,7 +1397,7 @@ fn bpf_stats_scenario(ctx: &mut Ctx) -> Result<()> {
     let nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
     let url = nginx.url();
     let on = bpfstats::enable()?;
-    let tracer = Tracer::start(&ctx.tracer, &ctx.work, nginx.pid(), &[])?;
+    let tracer = ctx.start_tracer(nginx.pid(), &[])?;
     let tpid = tracer.pid();
     let snap = || bpfstats::process_programs(tpid);
 

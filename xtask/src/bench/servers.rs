@@ -1,7 +1,10 @@
 //! The traced servers: one-process nginx serving a small static file, a one-member etcd on
-//! tmpfs, and the Go HTTPS server of tests/go (crypto/tls, read through uprobes).
+//! tmpfs, and the Go HTTPS server of tests/go (crypto/tls, read through uprobes). And where the
+//! traced runs export their spans: the OTLP sink of tests/go.
 
 use std::{
+    io::{Read, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -252,3 +255,70 @@ impl GoHttps {
     }
 }
 
+
+/// `tests/go/otlp-sink`: an OTLP receiver (gRPC over h2c and OTLP/HTTP on one port) that counts
+/// the spans it receives and keeps nothing, so that the traced runs export as they would to a
+/// collector, at little cost to the machine.
+pub struct OtlpSink {
+    proc: Proc,
+    pub port: u16,
+}
+
+/// What the sink has received since it started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkCounts {
+    pub exports: u64,
+    pub spans: u64,
+    pub bytes: u64,
+    pub malformed: u64,
+}
+
+impl OtlpSink {
+    pub fn start(bin: &Path, work: &Path) -> Result<OtlpSink> {
+        let mut last_err = None;
+        for _attempt in 0..5 {
+            let port = free_port()?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
+            let mut proc = Proc::spawn("otlp-sink", work, &mut cmd)?;
+            match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
+                Ok(()) => return Ok(OtlpSink { proc, port }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap()).context("the OTLP sink did not start")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET /stats`: `exports=N spans=N bytes=N malformed=N`.
+    pub fn counts(&self) -> Result<SinkCounts> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).context("connecting to the OTLP sink")?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(b"GET /stats HTTP/1.1\r\nHost: sink\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).context("reading the OTLP sink's counts")?;
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let mut c = SinkCounts::default();
+        for (k, v) in body.split_whitespace().filter_map(|t| t.split_once('=')) {
+            let v: u64 = v.parse().with_context(|| format!("OTLP sink counts: {body:?}"))?;
+            match k {
+                "exports" => c.exports = v,
+                "spans" => c.spans = v,
+                "bytes" => c.bytes = v,
+                "malformed" => c.malformed = v,
+                _ => {}
+            }
+        }
+        if c.exports == 0 && !body.contains("exports=") {
+            bail!("the OTLP sink answered without counts: {text:?}");
+        }
+        Ok(c)
+    }
+}

@@ -1,35 +1,43 @@
-//! OTLP export: batches spans and sends them with opentelemetry-otlp's `SpanExporter`.
+//! OTLP export: batches spans, writes each batch as one protobuf request (see `encode`) and
+//! sends it over gRPC (tonic) or OTLP/HTTP (reqwest).
 //!
-//! One exporter (one gRPC channel / HTTP client) serves every traced process: the resource is set
-//! per export call, since `set_resource` is cheap and exports never overlap.
+//! One connection serves every traced process: each process is a `ResourceSpans` of the request.
 
-use std::borrow::Cow;
+mod encode;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use bytes::{Buf, BufMut};
 use tokio::sync::{mpsc, oneshot};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 
 use super::{ExportConfig, ExportStats, OtlpProtocol};
-use crate::span::{AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus};
+use crate::span::SpanRecord;
+
+/// The OTLP/gRPC method every batch is sent to.
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// At most one failure warning per this interval, so a dead collector cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) struct OtlpSink {
-    exporter: opentelemetry_otlp::SpanExporter,
+    transport: Transport,
     url: String,
-    scope: InstrumentationScope,
     max_batch: usize,
     batch_timeout: Duration,
     export_timeout: Duration,
     stats: Arc<ExportStats>,
     log: FailureLog,
+    /// Size of the last request, to size the next one's buffer.
+    last_request_len: usize,
+}
+
+enum Transport {
+    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
+    Http(reqwest::Client),
 }
 
 impl OtlpSink {
@@ -40,31 +48,32 @@ impl OtlpSink {
         stats: Arc<ExportStats>,
     ) -> anyhow::Result<Self> {
         let url = endpoint_url(endpoint, protocol)?;
-        let built = match protocol {
-            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(&url)
-                .with_timeout(cfg.export_timeout)
-                .build(),
-            OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(&url)
-                .with_timeout(cfg.export_timeout)
-                .build(),
+        let setup = |e: &dyn std::fmt::Display| anyhow!("cannot set up OTLP export to {url}: {e}");
+        let transport = match protocol {
+            OtlpProtocol::Grpc => {
+                let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| setup(&e))?
+                    .connect_timeout(cfg.export_timeout)
+                    .timeout(cfg.export_timeout);
+                // Connects at the first export, and again after a failure.
+                Transport::Grpc(tonic::client::Grpc::new(endpoint.connect_lazy()))
+            }
+            OtlpProtocol::Http => Transport::Http(
+                reqwest::Client::builder()
+                    .timeout(cfg.export_timeout)
+                    .build()
+                    .map_err(|e| setup(&e))?,
+            ),
         };
-        let exporter = built.map_err(|e| anyhow!("cannot set up OTLP export to {url}: {e}"))?;
         Ok(OtlpSink {
-            exporter,
+            transport,
             url,
-            scope: InstrumentationScope::builder("kube-apiserver-tracer")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
             max_batch: cfg.max_batch,
             batch_timeout: cfg.batch_timeout,
             export_timeout: cfg.export_timeout,
             stats,
             log: FailureLog::default(),
+            last_request_len: 0,
         })
     }
 
@@ -107,11 +116,9 @@ impl OtlpSink {
             {
                 batch.push(span);
             }
-            self.export(std::mem::take(&mut batch), deadline).await;
+            self.export(&batch, deadline).await;
+            batch.clear();
         }
-        let _ = self
-            .exporter
-            .shutdown_with_timeout(Duration::from_millis(100));
     }
 
     fn stop_deadline(&self, r: Result<Instant, oneshot::error::RecvError>) -> Instant {
@@ -119,38 +126,105 @@ impl OtlpSink {
         r.unwrap_or_else(|_| Instant::now() + self.export_timeout)
     }
 
-    /// Exports one batch, one call per traced process (the resource differs).
-    async fn export(&mut self, batch: Vec<SpanRecord>, deadline: Option<Instant>) {
-        for (process, spans) in group_by_process(batch, &self.scope) {
-            let n = spans.len();
-            let limit = match deadline {
-                Some(d) => self
-                    .export_timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-                None => self.export_timeout,
-            };
-            let result = if limit.is_zero() {
-                Err("shutdown deadline reached before export".to_owned())
-            } else {
-                self.exporter.set_resource(&resource(&process));
-                match tokio::time::timeout(limit, self.exporter.export(spans)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("timed out after {limit:?}")),
-                }
-            };
-            match result {
-                Ok(()) => {
-                    ExportStats::add(&self.stats.exported, n);
-                    self.log.success(&self.url);
-                }
-                Err(e) => {
-                    ExportStats::add(&self.stats.failed_batches, 1);
-                    ExportStats::add(&self.stats.dropped_export_failed, n);
-                    self.log.failure(&self.url, &e, n);
-                }
+    /// Exports one batch as one request.
+    async fn export(&mut self, batch: &[SpanRecord], deadline: Option<Instant>) {
+        let n = batch.len();
+        let limit = match deadline {
+            Some(d) => self
+                .export_timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => self.export_timeout,
+        };
+        let result = if limit.is_zero() {
+            Err("shutdown deadline reached before export".to_owned())
+        } else {
+            let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
+            encode::export_request(batch, &mut body);
+            self.last_request_len = body.len();
+            match tokio::time::timeout(limit, self.send(body)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {limit:?}")),
+            }
+        };
+        match result {
+            Ok(()) => {
+                ExportStats::add(&self.stats.exported, n);
+                self.log.success(&self.url);
+            }
+            Err(e) => {
+                ExportStats::add(&self.stats.failed_batches, 1);
+                ExportStats::add(&self.stats.dropped_export_failed, n);
+                self.log.failure(&self.url, &e, n);
             }
         }
+    }
+
+    /// Sends one encoded `ExportTraceServiceRequest`.
+    async fn send(&mut self, body: Vec<u8>) -> Result<(), String> {
+        match &mut self.transport {
+            Transport::Grpc(grpc) => {
+                grpc.ready().await.map_err(|e| format!("connecting: {e}"))?;
+                let path = PathAndQuery::from_static(GRPC_EXPORT);
+                grpc.unary(tonic::Request::new(body), path, RawCodec)
+                    .await
+                    .map(drop)
+                    .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))
+            }
+            Transport::Http(client) => {
+                let resp = client
+                    .post(&self.url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{e}"))?;
+                let status = resp.status();
+                // Read the (small) answer so the connection can be reused.
+                let _ = resp.bytes().await;
+                if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
+            }
+        }
+    }
+}
+
+/// gRPC codec for a request already encoded by [`encode`]; the response (an
+/// `ExportTraceServiceResponse`, whose partial-success details the agent does not act on) is
+/// skipped.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
     }
 }
 
@@ -246,85 +320,11 @@ pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Re
     })
 }
 
-/// Splits a batch by traced process, keeping arrival order within each group.
-fn group_by_process(
-    batch: Vec<SpanRecord>,
-    scope: &InstrumentationScope,
-) -> Vec<(Arc<ProcessInfo>, Vec<SpanData>)> {
-    let mut groups: Vec<(Arc<ProcessInfo>, Vec<SpanData>)> = Vec::new();
-    for span in batch {
-        let data = to_span_data(&span, scope);
-        match groups
-            .iter_mut()
-            .find(|(p, _)| Arc::ptr_eq(p, &span.process) || **p == *span.process)
-        {
-            Some((_, spans)) => spans.push(data),
-            None => groups.push((span.process, vec![data])),
-        }
-    }
-    groups
-}
-
-pub(super) fn resource(p: &ProcessInfo) -> Resource {
-    Resource::builder_empty()
-        .with_attributes([
-            KeyValue::new("service.name", p.service_name.clone()),
-            KeyValue::new("host.name", p.host_name.clone()),
-            KeyValue::new("process.pid", i64::from(p.pid)),
-            KeyValue::new("process.executable.name", p.executable_name.clone()),
-        ])
-        .build()
-}
-
-pub(super) fn to_span_data(s: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
-    let at = |nanos: u64| UNIX_EPOCH + Duration::from_nanos(nanos);
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from_bytes(s.trace_id),
-            SpanId::from_bytes(s.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::NONE,
-        ),
-        parent_span_id: s.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
-        parent_span_is_remote: false,
-        span_kind: match s.kind {
-            SpanKind::Server => opentelemetry::trace::SpanKind::Server,
-            SpanKind::Client => opentelemetry::trace::SpanKind::Client,
-            SpanKind::Internal => opentelemetry::trace::SpanKind::Internal,
-        },
-        name: Cow::Owned(s.name.clone()),
-        start_time: at(s.start_unix_nano),
-        // Collectors reject negative durations; never let end precede start.
-        end_time: at(s.end_unix_nano.max(s.start_unix_nano)),
-        attributes: s
-            .attributes
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    AttrValue::Str(s) => Value::from(s.clone()),
-                    AttrValue::Int(i) => Value::I64(*i),
-                    AttrValue::Bool(b) => Value::Bool(*b),
-                };
-                KeyValue::new(Key::from_static_str(k), value)
-            })
-            .collect(),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: match &s.status {
-            SpanStatus::Unset => Status::Unset,
-            SpanStatus::Ok => Status::Ok,
-            SpanStatus::Error(msg) => Status::error(msg.clone()),
-        },
-        instrumentation_scope: scope.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::export::{ExportHandle, Exporter, Output, start, test_span};
+    use crate::span::{AttrValue, ProcessInfo, SpanStatus};
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
         TraceService, TraceServiceServer,
     };
@@ -606,8 +606,8 @@ mod tests {
                     3,
                     "{protocol:?} {url}"
                 );
-                // One batch, split by process: two export calls.
-                assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 2);
+                // One batch, one request (a resource per process).
+                assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 1);
             }
         }
     }
@@ -651,66 +651,6 @@ mod tests {
     }
 
     #[test]
-    fn span_data_conversion_is_exact() {
-        let s = &spans()[1];
-        let scope = InstrumentationScope::builder("kube-apiserver-tracer")
-            .with_version("9.9")
-            .build();
-        let d = to_span_data(s, &scope);
-        assert_eq!(d.span_context.trace_id().to_bytes(), [0xab; 16]);
-        assert_eq!(d.span_context.span_id().to_bytes(), s.span_id);
-        assert!(d.span_context.is_sampled());
-        assert_eq!(d.parent_span_id.to_bytes(), [0, 0, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(d.span_kind, opentelemetry::trace::SpanKind::Client);
-        assert_eq!(d.name, "etcd Range");
-        assert_eq!(
-            d.start_time.duration_since(UNIX_EPOCH).unwrap().as_nanos(),
-            u128::from(s.start_unix_nano)
-        );
-        assert_eq!(
-            d.end_time.duration_since(UNIX_EPOCH).unwrap().as_nanos(),
-            u128::from(s.end_unix_nano)
-        );
-        assert_eq!(
-            d.attributes,
-            [
-                KeyValue::new("etcd.key", "/registry/pods"),
-                KeyValue::new("etcd.count_only", true)
-            ]
-        );
-        assert_eq!(d.status, Status::error("boom"));
-        assert_eq!(d.instrumentation_scope, scope);
-
-        let root = to_span_data(&spans()[0], &scope);
-        assert_eq!(root.parent_span_id, SpanId::INVALID);
-        assert_eq!(root.status, Status::Ok);
-        assert_eq!(
-            root.attributes[0],
-            KeyValue::new("http.response.status_code", 200i64)
-        );
-        let mut unset = spans()[2].clone();
-        unset.status = SpanStatus::Unset;
-        unset.end_unix_nano = unset.start_unix_nano - 5; // clock skew
-        let d = to_span_data(&unset, &scope);
-        assert_eq!(d.status, Status::Unset);
-        assert_eq!(d.end_time, d.start_time);
-    }
-
-    #[test]
-    fn resource_has_the_process_identity() {
-        let r = resource(&process(42));
-        let get = |k: &'static str| r.get(&Key::from_static_str(k));
-        assert_eq!(get("service.name"), Some(Value::from("kube-apiserver")));
-        assert_eq!(get("process.pid"), Some(Value::I64(42)));
-        assert_eq!(get("host.name"), Some(Value::from("node-1")));
-        assert_eq!(
-            get("process.executable.name"),
-            Some(Value::from("kube-apiserver"))
-        );
-        assert_eq!(r.len(), 4);
-    }
-
-    #[test]
     fn endpoint_urls() {
         let http = |e| endpoint_url(e, OtlpProtocol::Http).map_err(|e| e.to_string());
         let grpc = |e| endpoint_url(e, OtlpProtocol::Grpc).map_err(|e| e.to_string());
@@ -751,23 +691,6 @@ mod tests {
             grpc("https://c:4317")
                 .unwrap_err()
                 .contains("https is not supported")
-        );
-    }
-
-    #[test]
-    fn grouping_keeps_processes_apart() {
-        let scope = InstrumentationScope::builder("s").build();
-        let mut same_value = spans()[0].clone();
-        same_value.process = process(1234); // equal value, different Arc
-        let mut batch = spans();
-        batch.push(same_value);
-        let groups = group_by_process(batch, &scope);
-        assert_eq!(
-            groups
-                .iter()
-                .map(|(p, s)| (p.pid, s.len()))
-                .collect::<Vec<_>>(),
-            [(1234, 3), (99, 1)]
         );
     }
 }
