@@ -425,6 +425,23 @@ pub fn run(quick: bool) -> Result<()> {
         say(format!("{name} took {:.0} s", t.elapsed().as_secs_f64()));
     }
 
+    if let Some(sink) = &ctx.sink {
+        match sink.counts() {
+            Ok(c) => {
+                if c.malformed > 0 {
+                    let w = format!("the OTLP sink received {} requests that were not valid OTLP protobuf", c.malformed);
+                    say(format!("warning: {w}"));
+                    ctx.warnings.push(w);
+                }
+                ctx.extra.insert(
+                    "otlp_sink",
+                    json!({"exports": c.exports, "spans": c.spans, "bytes": c.bytes, "malformed": c.malformed,
+                        "bytes_per_span": c.bytes as f64 / c.spans.max(1) as f64}),
+                );
+            }
+            Err(e) => ctx.warnings.push(format!("the OTLP sink's counts could not be read at the end: {e:#}")),
+        }
+    }
     machine["loadavg_end"] = json!(procs::read_small("/proc/loadavg").trim());
     let elapsed = started.elapsed().as_secs_f64();
     print_table(&ctx);
@@ -664,7 +681,7 @@ fn traced<T>(ctx: &Ctx, pid: u32, extra: &[&str], load: impl FnOnce() -> Result<
             switches: sw1.saturating_sub(sw0),
             hwm_kib: hwm,
             stats: stats?,
-            sink_spans: sink1.spans - sink0.spans,
+            sink_spans: sink1.spans.saturating_sub(sink0.spans),
             sink_cpu_s: sink_cpu1 - sink_cpu0,
         },
     ))

@@ -219,6 +219,23 @@ impl Etcd {
     }
 }
 
+/// Starts a program of tests/go that takes `-addr`, on a free port of 127.0.0.1 (another try if
+/// the port was taken meanwhile), and waits until it listens.
+fn start_go_program(name: &str, bin: &Path, work: &Path) -> Result<(Proc, u16)> {
+    let mut last_err = None;
+    for _attempt in 0..5 {
+        let port = free_port()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
+        let mut proc = Proc::spawn(name, work, &mut cmd)?;
+        match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
+            Ok(()) => return Ok((proc, port)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap())
+}
+
 /// `tests/go/https-server`, stripped like a release binary: net/http over crypto/tls, a
 /// kube-apiserver-shaped pod GET answered with a small JSON object.
 pub struct GoHttps {
@@ -228,18 +245,8 @@ pub struct GoHttps {
 
 impl GoHttps {
     pub fn start(bin: &Path, work: &Path) -> Result<GoHttps> {
-        let mut last_err = None;
-        for _attempt in 0..5 {
-            let port = free_port()?;
-            let mut cmd = Command::new(bin);
-            cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
-            let mut proc = Proc::spawn("go-https-server", work, &mut cmd)?;
-            match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
-                Ok(()) => return Ok(GoHttps { proc, port }),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap()).context("the Go HTTPS server did not start")
+        let (proc, port) = start_go_program("go-https-server", bin, work).context("the Go HTTPS server did not start")?;
+        Ok(GoHttps { proc, port })
     }
 
     pub fn pid(&self) -> u32 {
@@ -275,18 +282,8 @@ pub struct SinkCounts {
 
 impl OtlpSink {
     pub fn start(bin: &Path, work: &Path) -> Result<OtlpSink> {
-        let mut last_err = None;
-        for _attempt in 0..5 {
-            let port = free_port()?;
-            let mut cmd = Command::new(bin);
-            cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
-            let mut proc = Proc::spawn("otlp-sink", work, &mut cmd)?;
-            match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
-                Ok(()) => return Ok(OtlpSink { proc, port }),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap()).context("the OTLP sink did not start")
+        let (proc, port) = start_go_program("otlp-sink", bin, work).context("the OTLP sink did not start")?;
+        Ok(OtlpSink { proc, port })
     }
 
     pub fn pid(&self) -> u32 {

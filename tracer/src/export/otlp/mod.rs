@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use tokio::sync::{mpsc, oneshot};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -19,6 +19,11 @@ use crate::span::SpanRecord;
 
 /// The OTLP/gRPC method every batch is sent to.
 const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Pauses before the retries of a batch that failed in a way that may pass (a collector restarting
+/// or shedding load), as the OTLP specification and the OpenTelemetry SDK do. All of them fit in
+/// the export timeout, which bounds the whole.
+const RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)];
 
 /// At most one failure warning per this interval, so a dead collector cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -141,7 +146,7 @@ impl OtlpSink {
             let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
             encode::export_request(batch, &mut body);
             self.last_request_len = body.len();
-            match tokio::time::timeout(limit, self.send(body)).await {
+            match tokio::time::timeout(limit, self.send(Bytes::from(body))).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {limit:?}")),
             }
@@ -159,16 +164,32 @@ impl OtlpSink {
         }
     }
 
-    /// Sends one encoded `ExportTraceServiceRequest`.
-    async fn send(&mut self, body: Vec<u8>) -> Result<(), String> {
+    /// Sends one encoded `ExportTraceServiceRequest`, retrying failures that may pass.
+    async fn send(&mut self, body: Bytes) -> Result<(), String> {
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            let (error, retryable) = match self.send_once(body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
+            };
+            match delays.next() {
+                // A little jitter, so that the agents of several nodes do not retry in step.
+                Some(d) if retryable => tokio::time::sleep(*d + Duration::from_millis(rand::random_range(0..50))).await,
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt; on failure, what went wrong and whether a retry may succeed.
+    async fn send_once(&mut self, body: Bytes) -> Result<(), (String, bool)> {
         match &mut self.transport {
             Transport::Grpc(grpc) => {
-                grpc.ready().await.map_err(|e| format!("connecting: {e}"))?;
+                grpc.ready().await.map_err(|e| (format!("connecting: {e}"), true))?;
                 let path = PathAndQuery::from_static(GRPC_EXPORT);
-                grpc.unary(tonic::Request::new(body), path, RawCodec)
-                    .await
-                    .map(drop)
-                    .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))
+                match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
+                    Ok(_) => Ok(()),
+                    Err(s) => Err((format!("gRPC status {:?}: {}", s.code(), s.message()), grpc_retryable(s.code()))),
+                }
             }
             Transport::Http(client) => {
                 let resp = client
@@ -177,14 +198,24 @@ impl OtlpSink {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| format!("{e}"))?;
+                    .map_err(|e| (format!("{e}"), e.is_connect() || e.is_timeout()))?;
                 let status = resp.status();
                 // Read the (small) answer so the connection can be reused.
                 let _ = resp.bytes().await;
-                if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
+                match status.as_u16() {
+                    200..=299 => Ok(()),
+                    code => Err((format!("HTTP {status}"), matches!(code, 429 | 502 | 503 | 504))),
+                }
             }
         }
     }
+}
+
+/// The gRPC codes after which OTLP/gRPC allows a retry (RESOURCE_EXHAUSTED only with a retry
+/// delay from the server, which this exporter does not read).
+fn grpc_retryable(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(code, Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss)
 }
 
 /// gRPC codec for a request already encoded by [`encode`]; the response (an
@@ -194,7 +225,7 @@ impl OtlpSink {
 struct RawCodec;
 
 impl Codec for RawCodec {
-    type Encode = Vec<u8>;
+    type Encode = Bytes;
     type Decode = ();
     type Encoder = RawCodec;
     type Decoder = RawCodec;
@@ -209,10 +240,10 @@ impl Codec for RawCodec {
 }
 
 impl Encoder for RawCodec {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
         dst.put_slice(&item);
         Ok(())
     }
@@ -449,7 +480,11 @@ mod tests {
         assert_eq!(root.status.as_ref().unwrap().code, 1); // STATUS_CODE_OK
     }
 
-    struct Collector(UnboundedSender<ExportTraceServiceRequest>);
+    /// Answers UNAVAILABLE to the first `fail_first` calls, as a collector that is restarting.
+    struct Collector {
+        tx: UnboundedSender<ExportTraceServiceRequest>,
+        fail_first: std::sync::atomic::AtomicUsize,
+    }
 
     #[tonic::async_trait]
     impl TraceService for Collector {
@@ -457,7 +492,14 @@ mod tests {
             &self,
             req: tonic::Request<ExportTraceServiceRequest>,
         ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let _ = self.0.send(req.into_inner());
+            let failing = self
+                .fail_first
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(tonic::Status::unavailable("starting up"));
+            }
+            let _ = self.tx.send(req.into_inner());
             Ok(tonic::Response::new(ExportTraceServiceResponse {
                 partial_success: None,
             }))
@@ -465,16 +507,28 @@ mod tests {
     }
 
     async fn grpc_collector(listener: TcpListener) -> UnboundedReceiver<ExportTraceServiceRequest> {
+        grpc_collector_failing_first(listener, 0).await
+    }
+
+    async fn grpc_collector_failing_first(
+        listener: TcpListener,
+        fail_first: usize,
+    ) -> UnboundedReceiver<ExportTraceServiceRequest> {
         let (tx, rx) = unbounded_channel();
+        let collector = Collector {
+            tx,
+            fail_first: fail_first.into(),
+        };
         let server = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector(tx)))
+            .add_service(TraceServiceServer::new(collector))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         tokio::spawn(server);
         rx
     }
 
-    /// A minimal OTLP/HTTP collector: HTTP/1.1 keep-alive, Content-Length bodies only.
-    async fn http_collector() -> (
+    /// A minimal OTLP/HTTP collector: HTTP/1.1 keep-alive, Content-Length bodies only. Answers
+    /// 503 to the first `fail_first` requests.
+    async fn http_collector(fail_first: usize) -> (
         String,
         UnboundedReceiver<(String, ExportTraceServiceRequest)>,
     ) {
@@ -482,9 +536,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = unbounded_channel();
+        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 let tx = tx.clone();
+                let failures = failures.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 8192];
@@ -514,9 +570,16 @@ mod tests {
                         let req = ExportTraceServiceRequest::decode(&buf[head_end..head_end + len])
                             .unwrap();
                         buf.drain(..head_end + len);
-                        let _ = tx.send((head, req));
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-                        if sock.write_all(ok).await.is_err() {
+                        let failing = failures
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                            .is_ok();
+                        let answer: &[u8] = if failing {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            let _ = tx.send((head, req));
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+                        };
+                        if sock.write_all(answer).await.is_err() {
                             return;
                         }
                     }
@@ -552,7 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_collector_receives_protobuf_on_v1_traces() {
-        let (url, mut rx) = http_collector().await;
+        let (url, mut rx) = http_collector(0).await;
         let (handle, exporter) = start(cfg(url, OtlpProtocol::Http)).unwrap();
         send_all(&handle, exporter).await;
         let mut reqs = Vec::new();
@@ -567,6 +630,33 @@ mod tests {
         }
         check_received(&reqs);
         assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3);
+    }
+
+    /// A collector that is briefly unavailable (gRPC UNAVAILABLE, HTTP 503) gets the batch on a
+    /// retry, within the export timeout: nothing is dropped.
+    #[tokio::test]
+    async fn transient_failures_are_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
+        let mut grpc_rx = grpc_collector_failing_first(listener, 2).await;
+        let (http_url, mut http_rx) = http_collector(2).await;
+        for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
+            let (handle, exporter) = start(cfg(url, protocol)).unwrap();
+            send_all(&handle, exporter).await;
+            let stats = handle.stats();
+            assert_eq!(stats.exported.load(Ordering::Relaxed), 3, "{protocol:?}");
+            assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0, "{protocol:?}");
+        }
+        let mut reqs = Vec::new();
+        while let Ok(r) = grpc_rx.try_recv() {
+            reqs.push(r);
+        }
+        check_received(&reqs);
+        let mut reqs = Vec::new();
+        while let Ok((_, r)) = http_rx.try_recv() {
+            reqs.push(r);
+        }
+        check_received(&reqs);
     }
 
     /// Down (refusing) and stuck (accepting, never answering) collectors: failures are counted,
