@@ -50,6 +50,8 @@ pub struct HttpExport {
 struct StoreInner {
     spans: Vec<ReceivedSpan>,
     exports: usize,
+    /// gRPC exports whose message came gzip-compressed (`grpc-encoding: gzip`).
+    grpc_gzipped: usize,
     http: Vec<HttpExport>,
     errors: Vec<String>,
 }
@@ -89,6 +91,13 @@ impl TraceService for GrpcSink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if request
+            .metadata()
+            .get("grpc-encoding")
+            .is_some_and(|e| e == "gzip")
+        {
+            self.store.inner.lock().unwrap().grpc_gzipped += 1;
+        }
         self.store.add_export(request.get_ref());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -143,7 +152,8 @@ impl OtlpReceiver {
                             let svc = TraceServiceServer::new(GrpcSink {
                                 store: thread_store.clone(),
                             })
-                            .max_decoding_message_size(64 << 20);
+                            .max_decoding_message_size(64 << 20)
+                            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
                             let res = tonic::transport::Server::builder()
                                 .serve_with_incoming_shutdown(svc, incoming, async {
                                     let _ = rx.await;
@@ -205,6 +215,11 @@ impl OtlpReceiver {
     /// Number of export requests received (gRPC calls or decoded HTTP POSTs).
     pub fn export_count(&self) -> usize {
         self.store.inner.lock().unwrap().exports
+    }
+
+    /// gRPC exports that came gzip-compressed.
+    pub fn grpc_gzipped_count(&self) -> usize {
+        self.store.inner.lock().unwrap().grpc_gzipped
     }
 
     /// The OTLP/HTTP requests received (empty for gRPC).
@@ -430,7 +445,9 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
         } else if method != "POST" {
             store.add_error(format!("OTLP/HTTP: {method} {target}: unexpected method"));
             (405, "Method Not Allowed", Vec::new())
-        } else if !content_encoding.is_empty() && !content_encoding.eq_ignore_ascii_case("identity")
+        } else if !content_encoding.is_empty()
+            && !content_encoding.eq_ignore_ascii_case("identity")
+            && !content_encoding.eq_ignore_ascii_case("gzip")
         {
             store.add_error(format!(
                 "OTLP/HTTP: unsupported content-encoding {content_encoding:?}"
@@ -442,7 +459,15 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
             ));
             (415, "Unsupported Media Type", Vec::new())
         } else {
-            match ExportTraceServiceRequest::decode(&body[..]) {
+            let decoded = if content_encoding.eq_ignore_ascii_case("gzip") {
+                let mut plain = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| ExportTraceServiceRequest::decode(&plain[..]).map_err(|e| e.to_string()))
+            } else {
+                ExportTraceServiceRequest::decode(&body[..]).map_err(|e| e.to_string())
+            };
+            match decoded {
                 Ok(req) => {
                     store.add_export(&req);
                     (

@@ -28,6 +28,8 @@ pub struct TraceSession {
 pub struct Finished {
     pub spans: Vec<ReceivedSpan>,
     pub output: TracerOutput,
+    /// The OTLP receiver, for what it saw of the requests (None for the JSON sink).
+    pub rx: Option<OtlpReceiver>,
 }
 
 impl Finished {
@@ -150,6 +152,6 @@ impl TraceSession {
             }
             None => output.json_spans(),
         };
-        Finished { spans, output }
+        Finished { spans, output, rx }
     }
 }

@@ -122,10 +122,11 @@ fn pods_route() -> &'static str {
 }
 
 /// The main scenario: distinct requests to a python keep-alive server, each on its own connection.
-fn python_server_scenario(sink: Sink) {
+/// `extra`: more tracer flags.
+fn python_server_scenario(sink: Sink, extra: &[&str]) {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::for_pid(sink, srv.pid());
+    let mut sess = TraceSession::start(sink, &pid_args(&[srv.pid()]), extra, &[srv.pid()]);
     let window = sess.window_start;
     let base = srv.url("");
 
@@ -185,9 +186,22 @@ fn python_server_scenario(sink: Sink) {
         .collect();
 
     sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let gzip = extra.contains(&"gzip");
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans(&fin.spans, &exps);
     errs.extend(check_common(&fin.spans, &res, window));
+    // With --otlp-compression gzip every request arrived compressed, and without it none did.
+    if let Some(rx) = &fin.rx {
+        let want = if gzip { "gzip" } else { "" };
+        let encodings: Vec<String> = rx.http_requests().into_iter().map(|h| h.content_encoding).collect();
+        if encodings.iter().any(|e| e != want) {
+            errs.push(format!("OTLP/HTTP content-encodings {encodings:?}, expected {want:?}"));
+        }
+        let grpc_gzipped = rx.grpc_gzipped_count();
+        if sink == Sink::Grpc && (grpc_gzipped == rx.export_count()) != gzip {
+            errs.push(format!("{grpc_gzipped} of {} gRPC exports gzip-compressed, gzip={gzip}", rx.export_count()));
+        }
+    }
     errs.extend(check_absent_everywhere(&fin.spans, &SECRETS));
     for s in SECRETS {
         if fin.output.stdout.contains(s) || fin.output.stderr.contains(s) {
@@ -201,17 +215,27 @@ fn python_server_scenario(sink: Sink) {
 
 #[test]
 fn python_server_spans_over_otlp_grpc() {
-    python_server_scenario(Sink::Grpc);
+    python_server_scenario(Sink::Grpc, &[]);
+}
+
+#[test]
+fn python_server_spans_over_otlp_grpc_gzip() {
+    python_server_scenario(Sink::Grpc, &["--otlp-compression", "gzip"]);
+}
+
+#[test]
+fn python_server_spans_over_otlp_http_gzip() {
+    python_server_scenario(Sink::Http, &["--otlp-compression", "gzip"]);
 }
 
 #[test]
 fn python_server_spans_over_otlp_http() {
-    python_server_scenario(Sink::Http);
+    python_server_scenario(Sink::Http, &[]);
 }
 
 #[test]
 fn python_server_spans_as_json_lines() {
-    python_server_scenario(Sink::Json);
+    python_server_scenario(Sink::Json, &[]);
 }
 
 /// Write verbs, subresources, cluster-wide group lists, and a watch (chunked, long-running).

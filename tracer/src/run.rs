@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let (export, exporter) = export::start(ExportConfig {
         otlp_endpoint: cli.otlp_endpoint.clone(),
         otlp_protocol: cli.otlp_protocol(),
+        otlp_gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
         output: cli.output(),
         queue_capacity: cli.export_queue as usize,
         ..ExportConfig::default()

@@ -435,7 +435,7 @@ pub fn run(quick: bool) -> Result<()> {
                 }
                 ctx.extra.insert(
                     "otlp_sink",
-                    json!({"exports": c.exports, "spans": c.spans, "bytes": c.bytes, "malformed": c.malformed,
+                    json!({"exports": c.exports, "spans": c.spans, "bytes": c.bytes, "gzipped": c.gzipped, "malformed": c.malformed,
                         "bytes_per_span": c.bytes as f64 / c.spans.max(1) as f64}),
                 );
             }
@@ -447,6 +447,8 @@ pub fn run(quick: bool) -> Result<()> {
     print_table(&ctx);
     let mut parameters = ctx.p.to_json();
     parameters["export"] = json!(ctx.export.describe());
+    // The tracers inherit TRACER_OTLP_COMPRESSION: `gzip` benches compressed export.
+    parameters["otlp_compression"] = json!(std::env::var("TRACER_OTLP_COMPRESSION").unwrap_or_else(|_| "none".into()));
     let report = json!({
         "generated_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "mode": ctx.p.mode,

@@ -5,14 +5,19 @@
 // It keeps nothing else, so that its own CPU stays small next to the servers being measured; a
 // real collector would run elsewhere or cost more.
 //
+// Requests compressed with gzip (gRPC message compression, or Content-Encoding: gzip) are
+// inflated first.
+//
 // It prints "listening on ADDR" on stdout once the socket is bound. GET /stats answers
-// "exports=N spans=N bytes=N malformed=N": what it received so far.
+// "exports=N spans=N bytes=N gzipped=N malformed=N": what it received so far (bytes as sent,
+// compressed or not).
 //
 // Needs Go 1.24+ (http.Server.Protocols with SetUnencryptedHTTP2).
 package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"flag"
 	"fmt"
 	"log"
@@ -27,7 +32,7 @@ import (
 
 const grpcExport = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
-var exports, spans, bytesIn, malformed atomic.Uint64
+var exports, spans, bytesIn, gzipped, malformed atomic.Uint64
 
 // Request buffers are reused: growing a fresh one for every export of a few hundred KiB cost
 // more CPU than the rest of the sink.
@@ -50,7 +55,8 @@ func main() {
 	mux.HandleFunc(grpcExport, exportGrpc)
 	mux.HandleFunc("/v1/traces", exportHTTP)
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "exports=%d spans=%d bytes=%d malformed=%d\n", exports.Load(), spans.Load(), bytesIn.Load(), malformed.Load())
+		fmt.Fprintf(w, "exports=%d spans=%d bytes=%d gzipped=%d malformed=%d\n",
+			exports.Load(), spans.Load(), bytesIn.Load(), gzipped.Load(), malformed.Load())
 	})
 	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
@@ -79,10 +85,15 @@ func exportGrpc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := buf.Bytes()
-	if len(body) < 5 || body[0] != 0 || int(be32(body[1:5])) != len(body)-5 {
-		malformed.Add(1) // compressed or cut: the tracer sends neither
-	} else {
+	bytesIn.Add(uint64(len(body)))
+	if len(body) < 5 || body[0] > 1 || int(be32(body[1:5])) != len(body)-5 {
+		malformed.Add(1)
+	} else if body[0] == 1 && r.Header.Get("Grpc-Encoding") == "gzip" {
+		gunzipAndCount(body[5:])
+	} else if body[0] == 0 {
 		count(body[5:])
+	} else {
+		malformed.Add(1) // compressed without a known encoding
 	}
 	w.Header().Set("Content-Type", "application/grpc")
 	w.Header().Set("Trailer", "Grpc-Status")
@@ -98,16 +109,38 @@ func exportHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	count(buf.Bytes())
+	bytesIn.Add(uint64(buf.Len()))
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		gunzipAndCount(buf.Bytes())
+	} else {
+		count(buf.Bytes())
+	}
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.WriteHeader(http.StatusOK)
+}
+
+// gunzipAndCount inflates a gzip-compressed ExportTraceServiceRequest and counts it.
+func gunzipAndCount(compressed []byte) {
+	gzipped.Add(1)
+	zr, err := gzip.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		malformed.Add(1)
+		return
+	}
+	plain := buffers.Get().(*bytes.Buffer)
+	defer buffers.Put(plain)
+	plain.Reset()
+	if _, err := plain.ReadFrom(zr); err != nil {
+		malformed.Add(1)
+		return
+	}
+	count(plain.Bytes())
 }
 
 // count adds the spans of one ExportTraceServiceRequest:
 // resource_spans (1) → scope_spans (2) → spans (2).
 func count(req []byte) {
 	exports.Add(1)
-	bytesIn.Add(uint64(len(req)))
 	n := uint64(0)
 	ok := fields(req, 1, func(rs []byte) bool {
 		return fields(rs, 2, func(ss []byte) bool {

@@ -38,6 +38,8 @@ pub enum Output {
 pub struct ExportConfig {
     pub otlp_endpoint: Option<String>,
     pub otlp_protocol: OtlpProtocol,
+    /// Compress OTLP requests with gzip (gRPC message compression, or `Content-Encoding: gzip`).
+    pub otlp_gzip: bool,
     pub output: Output,
     /// Capacity of each sink's queue, in spans.
     pub queue_capacity: usize,
@@ -54,6 +56,7 @@ impl Default for ExportConfig {
         ExportConfig {
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::Grpc,
+            otlp_gzip: false,
             output: Output::Terminal,
             queue_capacity: 8192,
             max_batch: 512,

@@ -277,6 +277,8 @@ pub struct SinkCounts {
     pub exports: u64,
     pub spans: u64,
     pub bytes: u64,
+    /// Requests that came gzip-compressed.
+    pub gzipped: u64,
     pub malformed: u64,
 }
 
@@ -294,7 +296,7 @@ impl OtlpSink {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// `GET /stats`: `exports=N spans=N bytes=N malformed=N`.
+    /// `GET /stats`: `exports=N spans=N bytes=N gzipped=N malformed=N`.
     pub fn counts(&self) -> Result<SinkCounts> {
         let mut conn = TcpStream::connect(("127.0.0.1", self.port)).context("connecting to the OTLP sink")?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -309,6 +311,7 @@ impl OtlpSink {
                 "exports" => c.exports = v,
                 "spans" => c.spans = v,
                 "bytes" => c.bytes = v,
+                "gzipped" => c.gzipped = v,
                 "malformed" => c.malformed = v,
                 _ => {}
             }

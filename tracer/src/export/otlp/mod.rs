@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use bytes::{Buf, BufMut, Bytes};
 use tokio::sync::{mpsc, oneshot};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
 use super::{ExportConfig, ExportStats, OtlpProtocol};
@@ -30,6 +30,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) struct OtlpSink {
     transport: Transport,
+    gzip: bool,
     url: String,
     max_batch: usize,
     batch_timeout: Duration,
@@ -61,7 +62,11 @@ impl OtlpSink {
                     .connect_timeout(cfg.export_timeout)
                     .timeout(cfg.export_timeout);
                 // Connects at the first export, and again after a failure.
-                Transport::Grpc(tonic::client::Grpc::new(endpoint.connect_lazy()))
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+                if cfg.otlp_gzip {
+                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                }
+                Transport::Grpc(grpc)
             }
             OtlpProtocol::Http => Transport::Http(
                 reqwest::Client::builder()
@@ -72,6 +77,7 @@ impl OtlpSink {
         };
         Ok(OtlpSink {
             transport,
+            gzip: cfg.otlp_gzip,
             url,
             max_batch: cfg.max_batch,
             batch_timeout: cfg.batch_timeout,
@@ -143,12 +149,12 @@ impl OtlpSink {
         let result = if limit.is_zero() {
             Err("shutdown deadline reached before export".to_owned())
         } else {
-            let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
-            encode::export_request(batch, &mut body);
-            self.last_request_len = body.len();
-            match tokio::time::timeout(limit, self.send(Bytes::from(body))).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("timed out after {limit:?}")),
+            match self.request_body(batch) {
+                Ok(body) => match tokio::time::timeout(limit, self.send(body)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("timed out after {limit:?}")),
+                },
+                Err(e) => Err(format!("compressing the request: {e}")),
             }
         };
         match result {
@@ -162,6 +168,18 @@ impl OtlpSink {
                 self.log.failure(&self.url, &e, n);
             }
         }
+    }
+
+    /// The batch as an encoded `ExportTraceServiceRequest`, gzipped for OTLP/HTTP when asked
+    /// (tonic compresses gRPC messages itself).
+    fn request_body(&mut self, batch: &[SpanRecord]) -> std::io::Result<Bytes> {
+        let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
+        encode::export_request(batch, &mut body);
+        self.last_request_len = body.len();
+        if self.gzip && matches!(self.transport, Transport::Http(_)) {
+            body = gzip(&body)?;
+        }
+        Ok(Bytes::from(body))
     }
 
     /// Sends one encoded `ExportTraceServiceRequest`, retrying failures that may pass.
@@ -192,9 +210,11 @@ impl OtlpSink {
                 }
             }
             Transport::Http(client) => {
-                let resp = client
-                    .post(&self.url)
-                    .header("content-type", "application/x-protobuf")
+                let mut req = client.post(&self.url).header("content-type", "application/x-protobuf");
+                if self.gzip {
+                    req = req.header("content-encoding", "gzip");
+                }
+                let resp = req
                     .body(body)
                     .send()
                     .await
@@ -209,6 +229,14 @@ impl OtlpSink {
             }
         }
     }
+}
+
+/// `body` compressed with gzip, at the default level.
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
+    enc.write_all(body)?;
+    enc.finish()
 }
 
 /// The gRPC codes after which OTLP/gRPC allows a retry (RESOURCE_EXHAUSTED only with a retry
@@ -481,9 +509,11 @@ mod tests {
     }
 
     /// Answers UNAVAILABLE to the first `fail_first` calls, as a collector that is restarting.
+    /// Accepts gzip-compressed messages, and counts them.
     struct Collector {
         tx: UnboundedSender<ExportTraceServiceRequest>,
         fail_first: std::sync::atomic::AtomicUsize,
+        gzipped: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     #[tonic::async_trait]
@@ -498,6 +528,9 @@ mod tests {
                 .is_ok();
             if failing {
                 return Err(tonic::Status::unavailable("starting up"));
+            }
+            if req.metadata().get("grpc-encoding").is_some_and(|e| e == "gzip") {
+                self.gzipped.fetch_add(1, Ordering::Relaxed);
             }
             let _ = self.tx.send(req.into_inner());
             Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -514,16 +547,31 @@ mod tests {
         listener: TcpListener,
         fail_first: usize,
     ) -> UnboundedReceiver<ExportTraceServiceRequest> {
+        grpc_collector_with(listener, fail_first).await.0
+    }
+
+    /// The receiver of what the collector accepted, and how many of those calls were gzipped.
+    async fn grpc_collector_with(
+        listener: TcpListener,
+        fail_first: usize,
+    ) -> (
+        UnboundedReceiver<ExportTraceServiceRequest>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let (tx, rx) = unbounded_channel();
+        let gzipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let collector = Collector {
             tx,
             fail_first: fail_first.into(),
+            gzipped: gzipped.clone(),
         };
+        let service = TraceServiceServer::new(collector)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let server = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector))
+            .add_service(service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         tokio::spawn(server);
-        rx
+        (rx, gzipped)
     }
 
     /// A minimal OTLP/HTTP collector: HTTP/1.1 keep-alive, Content-Length bodies only. Answers
@@ -567,8 +615,15 @@ mod tests {
                                 _ => return,
                             }
                         }
-                        let req = ExportTraceServiceRequest::decode(&buf[head_end..head_end + len])
-                            .unwrap();
+                        let body = &buf[head_end..head_end + len];
+                        let req = if head.to_ascii_lowercase().contains("content-encoding: gzip") {
+                            use std::io::Read;
+                            let mut plain = Vec::new();
+                            flate2::read::GzDecoder::new(body).read_to_end(&mut plain).unwrap();
+                            ExportTraceServiceRequest::decode(plain.as_slice()).unwrap()
+                        } else {
+                            ExportTraceServiceRequest::decode(body).unwrap()
+                        };
                         buf.drain(..head_end + len);
                         let failing = failures
                             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -630,6 +685,36 @@ mod tests {
         }
         check_received(&reqs);
         assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3);
+    }
+
+    /// `--otlp-compression gzip`: both collectors get compressed requests that decode to the spans.
+    #[tokio::test]
+    async fn gzip_compressed_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
+        let (mut grpc_rx, gzipped) = grpc_collector_with(listener, 0).await;
+        let (http_url, mut http_rx) = http_collector(0).await;
+        for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
+            let cfg = ExportConfig {
+                otlp_gzip: true,
+                ..cfg(url, protocol)
+            };
+            let (handle, exporter) = start(cfg).unwrap();
+            send_all(&handle, exporter).await;
+            assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3, "{protocol:?}");
+        }
+        let mut reqs = Vec::new();
+        while let Ok(r) = grpc_rx.try_recv() {
+            reqs.push(r);
+        }
+        assert_eq!(gzipped.load(Ordering::Relaxed), reqs.len());
+        check_received(&reqs);
+        let mut reqs = Vec::new();
+        while let Ok((head, r)) = http_rx.try_recv() {
+            assert!(head.to_ascii_lowercase().contains("content-encoding: gzip"), "{head}");
+            reqs.push(r);
+        }
+        check_received(&reqs);
     }
 
     /// A collector that is briefly unavailable (gRPC UNAVAILABLE, HTTP 503) gets the batch on a
