@@ -3,7 +3,7 @@
 //!
 //! Why not the OpenTelemetry SDK's types: going through `SpanData` and the generated OTLP
 //! structs allocated every attribute key and value twice, dropped them again, and walked each
-//! nested message once per level to size it. Under load that was two thirds of the agent's CPU
+//! nested message once per level to size it. Under load that was more than half the agent's CPU
 //! (profiled in docs/benchmarks.md). Here a span is sized once and written once, from the record
 //! itself. The unit tests decode the bytes with opentelemetry-proto's generated types.
 //!
