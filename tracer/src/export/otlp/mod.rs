@@ -30,7 +30,6 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) struct OtlpSink {
     transport: Transport,
-    gzip: bool,
     url: String,
     max_batch: usize,
     batch_timeout: Duration,
@@ -41,9 +40,11 @@ pub(super) struct OtlpSink {
     last_request_len: usize,
 }
 
+/// tonic compresses gRPC messages itself when asked (set up in `new`); OTLP/HTTP bodies are
+/// compressed here.
 enum Transport {
     Grpc(tonic::client::Grpc<tonic::transport::Channel>),
-    Http(reqwest::Client),
+    Http { client: reqwest::Client, gzip: bool },
 }
 
 impl OtlpSink {
@@ -68,16 +69,16 @@ impl OtlpSink {
                 }
                 Transport::Grpc(grpc)
             }
-            OtlpProtocol::Http => Transport::Http(
-                reqwest::Client::builder()
+            OtlpProtocol::Http => Transport::Http {
+                client: reqwest::Client::builder()
                     .timeout(cfg.export_timeout)
                     .build()
                     .map_err(|e| setup(&e))?,
-            ),
+                gzip: cfg.otlp_gzip,
+            },
         };
         Ok(OtlpSink {
             transport,
-            gzip: cfg.otlp_gzip,
             url,
             max_batch: cfg.max_batch,
             batch_timeout: cfg.batch_timeout,
@@ -170,13 +171,12 @@ impl OtlpSink {
         }
     }
 
-    /// The batch as an encoded `ExportTraceServiceRequest`, gzipped for OTLP/HTTP when asked
-    /// (tonic compresses gRPC messages itself).
+    /// The batch as an encoded `ExportTraceServiceRequest`, gzipped for OTLP/HTTP when asked.
     fn request_body(&mut self, batch: &[SpanRecord]) -> std::io::Result<Bytes> {
         let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
         encode::export_request(batch, &mut body);
         self.last_request_len = body.len();
-        if self.gzip && matches!(self.transport, Transport::Http(_)) {
+        if matches!(self.transport, Transport::Http { gzip: true, .. }) {
             body = gzip(&body)?;
         }
         Ok(Bytes::from(body))
@@ -209,9 +209,9 @@ impl OtlpSink {
                     Err(s) => Err((format!("gRPC status {:?}: {}", s.code(), s.message()), grpc_retryable(s.code()))),
                 }
             }
-            Transport::Http(client) => {
+            Transport::Http { client, gzip } => {
                 let mut req = client.post(&self.url).header("content-type", "application/x-protobuf");
-                if self.gzip {
+                if *gzip {
                     req = req.header("content-encoding", "gzip");
                 }
                 let resp = req
@@ -644,6 +644,11 @@ mod tests {
         (url, rx)
     }
 
+    /// What a test collector has received so far.
+    fn drained<T>(rx: &mut UnboundedReceiver<T>) -> Vec<T> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
     async fn send_all(handle: &ExportHandle, exporter: Exporter) {
         for s in spans() {
             handle.submit(s);
@@ -658,11 +663,7 @@ mod tests {
         let mut rx = grpc_collector(listener).await;
         let (handle, exporter) = start(cfg(url, OtlpProtocol::Grpc)).unwrap();
         send_all(&handle, exporter).await;
-        let mut reqs = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            reqs.push(r);
-        }
-        check_received(&reqs);
+        check_received(&drained(&mut rx));
         let stats = handle.stats();
         assert_eq!(stats.exported.load(Ordering::Relaxed), 3);
         assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0);
@@ -674,7 +675,7 @@ mod tests {
         let (handle, exporter) = start(cfg(url, OtlpProtocol::Http)).unwrap();
         send_all(&handle, exporter).await;
         let mut reqs = Vec::new();
-        while let Ok((head, r)) = rx.try_recv() {
+        for (head, r) in drained(&mut rx) {
             assert!(head.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{head}");
             assert!(
                 head.to_ascii_lowercase()
@@ -703,14 +704,11 @@ mod tests {
             send_all(&handle, exporter).await;
             assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3, "{protocol:?}");
         }
-        let mut reqs = Vec::new();
-        while let Ok(r) = grpc_rx.try_recv() {
-            reqs.push(r);
-        }
+        let reqs = drained(&mut grpc_rx);
         assert_eq!(gzipped.load(Ordering::Relaxed), reqs.len());
         check_received(&reqs);
         let mut reqs = Vec::new();
-        while let Ok((head, r)) = http_rx.try_recv() {
+        for (head, r) in drained(&mut http_rx) {
             assert!(head.to_ascii_lowercase().contains("content-encoding: gzip"), "{head}");
             reqs.push(r);
         }
@@ -732,15 +730,8 @@ mod tests {
             assert_eq!(stats.exported.load(Ordering::Relaxed), 3, "{protocol:?}");
             assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0, "{protocol:?}");
         }
-        let mut reqs = Vec::new();
-        while let Ok(r) = grpc_rx.try_recv() {
-            reqs.push(r);
-        }
-        check_received(&reqs);
-        let mut reqs = Vec::new();
-        while let Ok((_, r)) = http_rx.try_recv() {
-            reqs.push(r);
-        }
+        check_received(&drained(&mut grpc_rx));
+        let reqs: Vec<_> = drained(&mut http_rx).into_iter().map(|(_, r)| r).collect();
         check_received(&reqs);
     }
 
