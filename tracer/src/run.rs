@@ -189,6 +189,7 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         exported = e.exported.load(Relaxed),
         dropped_queue_full = e.dropped_queue_full.load(Relaxed),
         dropped_export_failed = e.dropped_export_failed.load(Relaxed),
+        rejected_by_collector = e.rejected_by_collector.load(Relaxed),
         "{what}"
     );
 }

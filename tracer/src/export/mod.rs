@@ -70,7 +70,9 @@ impl Default for ExportConfig {
 ///
 /// `exported`, `dropped_export_failed` and `failed_batches` describe the primary sink: OTLP when
 /// configured, else the stdout output. `dropped_queue_full` counts a span once if any sink's queue
-/// refused it (full, or closed after shutdown).
+/// refused it (full, or closed after shutdown). `rejected_by_collector` counts spans of requests
+/// the collector accepted while saying it rejected these (OTLP's partial success); `exported`
+/// does not include them.
 #[derive(Debug, Default)]
 pub struct ExportStats {
     pub submitted: AtomicU64,
@@ -78,6 +80,7 @@ pub struct ExportStats {
     pub exported: AtomicU64,
     pub dropped_export_failed: AtomicU64,
     pub failed_batches: AtomicU64,
+    pub rejected_by_collector: AtomicU64,
 }
 
 impl ExportStats {

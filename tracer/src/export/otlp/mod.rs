@@ -4,6 +4,7 @@
 //! One connection serves every traced process: each process is a `ResourceSpans` of the request.
 
 mod encode;
+mod response;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,9 +160,22 @@ impl OtlpSink {
             }
         };
         match result {
-            Ok(()) => {
-                ExportStats::add(&self.stats.exported, n);
+            Ok(answer) => {
                 self.log.success(&self.url);
+                let rejected = match response::partial_success(&answer, n) {
+                    Ok(None) => 0,
+                    Ok(Some(p)) => {
+                        self.log.partial_success(&self.url, &p, n);
+                        p.rejected as usize
+                    }
+                    // The collector took the request; only its details are unreadable.
+                    Err(e) => {
+                        tracing::debug!("unreadable OTLP export answer from {}: {e}", self.url);
+                        0
+                    }
+                };
+                ExportStats::add(&self.stats.exported, n - rejected);
+                ExportStats::add(&self.stats.rejected_by_collector, rejected);
             }
             Err(e) => {
                 ExportStats::add(&self.stats.failed_batches, 1);
@@ -182,12 +196,13 @@ impl OtlpSink {
         Ok(Bytes::from(body))
     }
 
-    /// Sends one encoded `ExportTraceServiceRequest`, retrying failures that may pass.
-    async fn send(&mut self, body: Bytes) -> Result<(), String> {
+    /// Sends one encoded `ExportTraceServiceRequest`, retrying failures that may pass. Returns the
+    /// collector's encoded `ExportTraceServiceResponse`.
+    async fn send(&mut self, body: Bytes) -> Result<Bytes, String> {
         let mut delays = RETRY_DELAYS.iter();
         loop {
             let (error, retryable) = match self.send_once(body.clone()).await {
-                Ok(()) => return Ok(()),
+                Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
             };
             match delays.next() {
@@ -199,13 +214,13 @@ impl OtlpSink {
     }
 
     /// One attempt; on failure, what went wrong and whether a retry may succeed.
-    async fn send_once(&mut self, body: Bytes) -> Result<(), (String, bool)> {
+    async fn send_once(&mut self, body: Bytes) -> Result<Bytes, (String, bool)> {
         match &mut self.transport {
             Transport::Grpc(grpc) => {
                 grpc.ready().await.map_err(|e| (format!("connecting: {e}"), true))?;
                 let path = PathAndQuery::from_static(GRPC_EXPORT);
                 match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
-                    Ok(_) => Ok(()),
+                    Ok(answer) => Ok(answer.into_inner()),
                     Err(s) => Err((format!("gRPC status {:?}: {}", s.code(), s.message()), grpc_retryable(s.code()))),
                 }
             }
@@ -220,10 +235,11 @@ impl OtlpSink {
                     .await
                     .map_err(|e| (format!("{e}"), e.is_connect() || e.is_timeout()))?;
                 let status = resp.status();
-                // Read the (small) answer so the connection can be reused.
-                let _ = resp.bytes().await;
+                // Read the (small) answer, also so that the connection can be reused. A body cut
+                // short reads as no answer: the status already says the request was taken.
+                let answer = resp.bytes().await.unwrap_or_default();
                 match status.as_u16() {
-                    200..=299 => Ok(()),
+                    200..=299 => Ok(answer),
                     code => Err((format!("HTTP {status}"), matches!(code, 429 | 502 | 503 | 504))),
                 }
             }
@@ -246,15 +262,14 @@ fn grpc_retryable(code: tonic::Code) -> bool {
     matches!(code, Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss)
 }
 
-/// gRPC codec for a request already encoded by [`encode`]; the response (an
-/// `ExportTraceServiceResponse`, whose partial-success details the agent does not act on) is
-/// skipped.
+/// gRPC codec for a request already encoded by [`encode`]; the response (an encoded
+/// `ExportTraceServiceResponse`) is returned as is, for [`response`] to read.
 #[derive(Clone, Copy)]
 struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
-    type Decode = ();
+    type Decode = Bytes;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
 
@@ -278,16 +293,16 @@ impl Encoder for RawCodec {
 }
 
 impl Decoder for RawCodec {
-    type Item = ();
+    type Item = Bytes;
     type Error = tonic::Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
-/// Rate-limited export failure logging, with a single "recovered" line after a warning.
+/// Rate-limited export failure logging, with a single "recovered" line after a warning; and
+/// rate-limited warnings of spans the collector rejected.
 #[derive(Default)]
 struct FailureLog {
     last_warn: Option<Instant>,
@@ -295,6 +310,9 @@ struct FailureLog {
     unreported: u64,
     /// A warning was logged and no recovery line since.
     warned: bool,
+    last_partial_warn: Option<Instant>,
+    /// Spans rejected since the last warning about rejections, not mentioned in one yet.
+    unreported_rejected: u64,
 }
 
 impl FailureLog {
@@ -313,6 +331,25 @@ impl FailureLog {
         self.last_warn = Some(Instant::now());
         self.unreported = 0;
         self.warned = true;
+    }
+
+    /// The collector took a batch of `spans` but rejected `p.rejected` of them, or warned.
+    fn partial_success(&mut self, url: &str, p: &response::PartialSuccess, spans: usize) {
+        self.unreported_rejected += p.rejected;
+        if self.last_partial_warn.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            return;
+        }
+        let earlier = match self.unreported_rejected - p.rejected {
+            0 => String::new(),
+            n => format!(" ({n} more spans rejected since the last warning)"),
+        };
+        tracing::warn!(
+            "OTLP collector at {url} rejected {} of {spans} spans{earlier}: {:?}",
+            p.rejected,
+            p.message
+        );
+        self.last_partial_warn = Some(Instant::now());
+        self.unreported_rejected = 0;
     }
 
     fn success(&mut self, url: &str) {
@@ -509,11 +546,24 @@ mod tests {
     }
 
     /// Answers UNAVAILABLE to the first `fail_first` calls, as a collector that is restarting.
-    /// Accepts gzip-compressed messages, and counts them.
+    /// Accepts gzip-compressed messages, and counts them. Says it rejected `reject` spans of each
+    /// call it takes, when not 0.
     struct Collector {
         tx: UnboundedSender<ExportTraceServiceRequest>,
         fail_first: std::sync::atomic::AtomicUsize,
         gzipped: Arc<std::sync::atomic::AtomicUsize>,
+        reject: i64,
+    }
+
+    /// An answer that rejects `n` spans (none and silent for 0).
+    fn rejecting(n: i64) -> ExportTraceServiceResponse {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+        ExportTraceServiceResponse {
+            partial_success: (n != 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: n,
+                error_message: "span attribute limit exceeded".into(),
+            }),
+        }
     }
 
     #[tonic::async_trait]
@@ -533,9 +583,7 @@ mod tests {
                 self.gzipped.fetch_add(1, Ordering::Relaxed);
             }
             let _ = self.tx.send(req.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))
+            Ok(tonic::Response::new(rejecting(self.reject)))
         }
     }
 
@@ -547,13 +595,14 @@ mod tests {
         listener: TcpListener,
         fail_first: usize,
     ) -> UnboundedReceiver<ExportTraceServiceRequest> {
-        grpc_collector_with(listener, fail_first).await.0
+        grpc_collector_with(listener, fail_first, 0).await.0
     }
 
     /// The receiver of what the collector accepted, and how many of those calls were gzipped.
     async fn grpc_collector_with(
         listener: TcpListener,
         fail_first: usize,
+        reject: i64,
     ) -> (
         UnboundedReceiver<ExportTraceServiceRequest>,
         Arc<std::sync::atomic::AtomicUsize>,
@@ -564,6 +613,7 @@ mod tests {
             tx,
             fail_first: fail_first.into(),
             gzipped: gzipped.clone(),
+            reject,
         };
         let service = TraceServiceServer::new(collector)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -575,8 +625,9 @@ mod tests {
     }
 
     /// A minimal OTLP/HTTP collector: HTTP/1.1 keep-alive, Content-Length bodies only. Answers
-    /// 503 to the first `fail_first` requests.
-    async fn http_collector(fail_first: usize) -> (
+    /// 503 to the first `fail_first` requests, and says it rejected `reject` spans of each request
+    /// it takes, when not 0.
+    async fn http_collector(fail_first: usize, reject: i64) -> (
         String,
         UnboundedReceiver<(String, ExportTraceServiceRequest)>,
     ) {
@@ -628,13 +679,20 @@ mod tests {
                         let failing = failures
                             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                             .is_ok();
-                        let answer: &[u8] = if failing {
-                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        let answer = if failing {
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec()
                         } else {
                             let _ = tx.send((head, req));
-                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+                            let body = rejecting(reject).encode_to_vec();
+                            let mut a = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            a.extend_from_slice(&body);
+                            a
                         };
-                        if sock.write_all(answer).await.is_err() {
+                        if sock.write_all(&answer).await.is_err() {
                             return;
                         }
                     }
@@ -671,7 +729,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_collector_receives_protobuf_on_v1_traces() {
-        let (url, mut rx) = http_collector(0).await;
+        let (url, mut rx) = http_collector(0, 0).await;
         let (handle, exporter) = start(cfg(url, OtlpProtocol::Http)).unwrap();
         send_all(&handle, exporter).await;
         let mut reqs = Vec::new();
@@ -693,8 +751,8 @@ mod tests {
     async fn gzip_compressed_requests() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_url = format!("http://{}", listener.local_addr().unwrap());
-        let (mut grpc_rx, gzipped) = grpc_collector_with(listener, 0).await;
-        let (http_url, mut http_rx) = http_collector(0).await;
+        let (mut grpc_rx, gzipped) = grpc_collector_with(listener, 0, 0).await;
+        let (http_url, mut http_rx) = http_collector(0, 0).await;
         for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
             let cfg = ExportConfig {
                 otlp_gzip: true,
@@ -722,13 +780,35 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_url = format!("http://{}", listener.local_addr().unwrap());
         let mut grpc_rx = grpc_collector_failing_first(listener, 2).await;
-        let (http_url, mut http_rx) = http_collector(2).await;
+        let (http_url, mut http_rx) = http_collector(2, 0).await;
         for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
             let (handle, exporter) = start(cfg(url, protocol)).unwrap();
             send_all(&handle, exporter).await;
             let stats = handle.stats();
             assert_eq!(stats.exported.load(Ordering::Relaxed), 3, "{protocol:?}");
             assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0, "{protocol:?}");
+        }
+        check_received(&drained(&mut grpc_rx));
+        let reqs: Vec<_> = drained(&mut http_rx).into_iter().map(|(_, r)| r).collect();
+        check_received(&reqs);
+    }
+
+    /// A collector that takes each request but rejects some of its spans (OTLP's partial
+    /// success): those are counted apart from the exported ones, over both protocols.
+    #[tokio::test]
+    async fn spans_the_collector_rejects_are_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
+        let (mut grpc_rx, _) = grpc_collector_with(listener, 0, 2).await;
+        let (http_url, mut http_rx) = http_collector(0, 2).await;
+        for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
+            let (handle, exporter) = start(cfg(url, protocol)).unwrap();
+            send_all(&handle, exporter).await;
+            let stats = handle.stats();
+            assert_eq!(stats.exported.load(Ordering::Relaxed), 1, "{protocol:?}");
+            assert_eq!(stats.rejected_by_collector.load(Ordering::Relaxed), 2, "{protocol:?}");
+            assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0, "{protocol:?}");
+            assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 0, "{protocol:?}");
         }
         check_received(&drained(&mut grpc_rx));
         let reqs: Vec<_> = drained(&mut http_rx).into_iter().map(|(_, r)| r).collect();
