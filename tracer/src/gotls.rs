@@ -148,6 +148,7 @@ impl GoTls {
             (HANDSHAKE, check.unwrap_or(f.file_offset))
         }));
         let rets = points_by_prog.iter().filter(|(prog, _)| matches!(*prog, WRITE_RET | READ_RET)).count();
+        rets_first(&mut points_by_prog);
         let mut links = Vec::with_capacity(points_by_prog.len());
         for (prog_idx, offset) in points_by_prog {
             let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded above").try_into()?;
@@ -189,5 +190,28 @@ impl GoTls {
                 let _ = prog.detach(link);
             }
         }
+    }
+}
+
+/// Orders the probe points so that every RET probe is in place before any entry probe. Attaching
+/// takes a while (one perf event per point, tens of milliseconds on a loaded node) while the
+/// target runs. An entry seen whose RET is not probed yet leaves its call in `GO_TLS_CALLS`, and
+/// such a stale Write entry made the next Write of its goroutine (same buffer, same connection)
+/// look like the same call run again after a stack growth: it was not reported. An HTTP/2
+/// response lost its HEADERS that way right after attach. With the RETs first, a call that began
+/// before its entry probe ends at a RET that finds no entry, as a call that began before attach.
+fn rets_first(points: &mut [(usize, u64)]) {
+    points.sort_by_key(|&(prog, _)| !matches!(prog, WRITE_RET | READ_RET));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ret_probes_are_attached_before_entries() {
+        let mut points = vec![(WRITE_ENTER, 1), (WRITE_RET, 2), (WRITE_RET, 3), (READ_ENTER, 4), (READ_RET, 5), (HANDSHAKE, 6)];
+        rets_first(&mut points);
+        assert_eq!(points, [(WRITE_RET, 2), (WRITE_RET, 3), (READ_RET, 5), (WRITE_ENTER, 1), (READ_ENTER, 4), (HANDSHAKE, 6)]);
     }
 }
