@@ -8,7 +8,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use crate::{
-    assemble::ProtoState,
+    assemble::{Endpoint, ProtoState},
     events::{DataChunk, Role},
     span::ProcessInfo,
     stream::{Direction, Segment},
@@ -29,8 +29,11 @@ struct DirState {
 
 pub struct Connection {
     pub role: Role,
+    /// Fixed at creation, as `endpoints`, which is made from them.
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
+    /// `local` and `peer` as their spans carry them, made once.
+    endpoints: [Option<Endpoint>; 2],
     /// Kernel time the connection was opened (or first seen, when it predates the agent).
     pub opened_ns: u64,
     pub last_ns: u64,
@@ -62,6 +65,7 @@ impl Connection {
             role,
             local,
             peer,
+            endpoints: [local.map(Endpoint::new), peer.map(Endpoint::new)],
             opened_ns,
             last_ns: opened_ns,
             preexisting,
@@ -73,6 +77,14 @@ impl Connection {
             dirs: Default::default(),
             next_seq: [[None; 2]; 2],
         }
+    }
+
+    pub fn local_endpoint(&self) -> Option<&Endpoint> {
+        self.endpoints[0].as_ref()
+    }
+
+    pub fn peer_endpoint(&self) -> Option<&Endpoint> {
+        self.endpoints[1].as_ref()
     }
 
     /// Accounts one chunk and says how to feed it to the decoders (None: not to be decoded).

@@ -1,6 +1,6 @@
 //! The span record every assembler produces and every exporter consumes.
 
-use std::{borrow::Cow, sync::Arc};
+use std::{ops::Deref, sync::Arc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanKind {
@@ -38,21 +38,63 @@ impl SpanStatus {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
-    /// Constants ("tcp", "http", "etcd"...) are borrowed: a span has dozens of attributes, and
-    /// allocating each showed in profiles.
-    Str(Cow<'static, str>),
+    Str(AttrStr),
     Int(i64),
     Bool(bool),
 }
 
+/// A string attribute value. A span has dozens of attributes, and allocating each showed in
+/// profiles: constants ("tcp", "http", "etcd"...) are borrowed, and what every span of a
+/// connection repeats (its addresses) is shared.
+#[derive(Clone, Debug)]
+pub enum AttrStr {
+    Static(&'static str),
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl Deref for AttrStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            AttrStr::Static(s) => s,
+            AttrStr::Owned(s) => s,
+            AttrStr::Shared(s) => s,
+        }
+    }
+}
+
+/// Equal when the text is, however it is held.
+impl PartialEq for AttrStr {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl From<&'static str> for AttrStr {
+    fn from(v: &'static str) -> Self {
+        AttrStr::Static(v)
+    }
+}
+impl From<String> for AttrStr {
+    fn from(v: String) -> Self {
+        AttrStr::Owned(v)
+    }
+}
+
 impl From<&'static str> for AttrValue {
     fn from(v: &'static str) -> Self {
-        AttrValue::Str(Cow::Borrowed(v))
+        AttrValue::Str(AttrStr::Static(v))
     }
 }
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
-        AttrValue::Str(Cow::Owned(v))
+        AttrValue::Str(AttrStr::Owned(v))
+    }
+}
+impl From<Arc<str>> for AttrValue {
+    fn from(v: Arc<str>) -> Self {
+        AttrValue::Str(AttrStr::Shared(v))
     }
 }
 impl From<i64> for AttrValue {

@@ -17,6 +17,7 @@ use crate::{
     stream::{Direction, Segment},
 };
 
+pub use attrs::Endpoint;
 pub use http1::Http1Conn;
 pub use http2::Http2Conn;
 
