@@ -588,14 +588,7 @@ mod tests {
     }
 
     async fn grpc_collector(listener: TcpListener) -> UnboundedReceiver<ExportTraceServiceRequest> {
-        grpc_collector_failing_first(listener, 0).await
-    }
-
-    async fn grpc_collector_failing_first(
-        listener: TcpListener,
-        fail_first: usize,
-    ) -> UnboundedReceiver<ExportTraceServiceRequest> {
-        grpc_collector_with(listener, fail_first, 0).await.0
+        grpc_collector_with(listener, 0, 0).await.0
     }
 
     /// The receiver of what the collector accepted, and how many of those calls were gzipped.
@@ -707,6 +700,31 @@ mod tests {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 
+    /// A gRPC and an OTLP/HTTP collector that behave alike (see their functions).
+    struct Collectors {
+        endpoints: [(String, OtlpProtocol); 2],
+        grpc_rx: UnboundedReceiver<ExportTraceServiceRequest>,
+        grpc_gzipped: Arc<std::sync::atomic::AtomicUsize>,
+        http_rx: UnboundedReceiver<(String, ExportTraceServiceRequest)>,
+    }
+
+    async fn collectors(fail_first: usize, reject: i64) -> Collectors {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
+        let (grpc_rx, grpc_gzipped) = grpc_collector_with(listener, fail_first, reject).await;
+        let (http_url, http_rx) = http_collector(fail_first, reject).await;
+        Collectors { endpoints: [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)], grpc_rx, grpc_gzipped, http_rx }
+    }
+
+    impl Collectors {
+        /// Checks that each collector received the test spans.
+        fn check_both_received(&mut self) {
+            check_received(&drained(&mut self.grpc_rx));
+            let reqs: Vec<_> = drained(&mut self.http_rx).into_iter().map(|(_, r)| r).collect();
+            check_received(&reqs);
+        }
+    }
+
     async fn send_all(handle: &ExportHandle, exporter: Exporter) {
         for s in spans() {
             handle.submit(s);
@@ -749,11 +767,8 @@ mod tests {
     /// `--otlp-compression gzip`: both collectors get compressed requests that decode to the spans.
     #[tokio::test]
     async fn gzip_compressed_requests() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
-        let (mut grpc_rx, gzipped) = grpc_collector_with(listener, 0, 0).await;
-        let (http_url, mut http_rx) = http_collector(0, 0).await;
-        for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
+        let mut c = collectors(0, 0).await;
+        for (url, protocol) in c.endpoints.clone() {
             let cfg = ExportConfig {
                 otlp_gzip: true,
                 ..cfg(url, protocol)
@@ -762,11 +777,11 @@ mod tests {
             send_all(&handle, exporter).await;
             assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3, "{protocol:?}");
         }
-        let reqs = drained(&mut grpc_rx);
-        assert_eq!(gzipped.load(Ordering::Relaxed), reqs.len());
+        let reqs = drained(&mut c.grpc_rx);
+        assert_eq!(c.grpc_gzipped.load(Ordering::Relaxed), reqs.len());
         check_received(&reqs);
         let mut reqs = Vec::new();
-        for (head, r) in drained(&mut http_rx) {
+        for (head, r) in drained(&mut c.http_rx) {
             assert!(head.to_ascii_lowercase().contains("content-encoding: gzip"), "{head}");
             reqs.push(r);
         }
@@ -777,31 +792,23 @@ mod tests {
     /// retry, within the export timeout: nothing is dropped.
     #[tokio::test]
     async fn transient_failures_are_retried() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
-        let mut grpc_rx = grpc_collector_failing_first(listener, 2).await;
-        let (http_url, mut http_rx) = http_collector(2, 0).await;
-        for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
+        let mut c = collectors(2, 0).await;
+        for (url, protocol) in c.endpoints.clone() {
             let (handle, exporter) = start(cfg(url, protocol)).unwrap();
             send_all(&handle, exporter).await;
             let stats = handle.stats();
             assert_eq!(stats.exported.load(Ordering::Relaxed), 3, "{protocol:?}");
             assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0, "{protocol:?}");
         }
-        check_received(&drained(&mut grpc_rx));
-        let reqs: Vec<_> = drained(&mut http_rx).into_iter().map(|(_, r)| r).collect();
-        check_received(&reqs);
+        c.check_both_received();
     }
 
     /// A collector that takes each request but rejects some of its spans (OTLP's partial
     /// success): those are counted apart from the exported ones, over both protocols.
     #[tokio::test]
     async fn spans_the_collector_rejects_are_counted() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_url = format!("http://{}", listener.local_addr().unwrap());
-        let (mut grpc_rx, _) = grpc_collector_with(listener, 0, 2).await;
-        let (http_url, mut http_rx) = http_collector(0, 2).await;
-        for (url, protocol) in [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)] {
+        let mut c = collectors(0, 2).await;
+        for (url, protocol) in c.endpoints.clone() {
             let (handle, exporter) = start(cfg(url, protocol)).unwrap();
             send_all(&handle, exporter).await;
             let stats = handle.stats();
@@ -810,9 +817,7 @@ mod tests {
             assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 0, "{protocol:?}");
             assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 0, "{protocol:?}");
         }
-        check_received(&drained(&mut grpc_rx));
-        let reqs: Vec<_> = drained(&mut http_rx).into_iter().map(|(_, r)| r).collect();
-        check_received(&reqs);
+        c.check_both_received();
     }
 
     /// Down (refusing) and stuck (accepting, never answering) collectors: failures are counted,
