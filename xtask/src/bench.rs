@@ -18,6 +18,7 @@
 //! was measured on. A missed budget is a finding, not a failure: the bench exits non-zero only
 //! when it could not measure (a tool or server broke), with one line saying what.
 
+mod agentcost;
 mod bpfstats;
 mod grpc;
 mod load;
@@ -397,7 +398,7 @@ pub fn run(quick: bool) -> Result<()> {
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
-    let steps: [(&str, Step); 9] = [
+    let steps: [(&str, Step); 10] = [
         ("nginx", nginx_scenario),
         ("etcd", etcd_scenario),
         ("go tls", go_tls_scenario),
@@ -407,6 +408,7 @@ pub fn run(quick: bool) -> Result<()> {
         ("ceiling", ceiling_scenario),
         ("live connections", live_connections_scenario),
         ("bpf stats", bpf_stats_scenario),
+        ("agent instructions", agent_instructions_scenario),
     ];
     // XTASK_BENCH_ONLY=nginx,etcd,... runs a subset (names as printed, spaces optional).
     let only: Option<Vec<String>> =
@@ -1483,6 +1485,31 @@ fn bpf_stats_scenario(ctx: &mut Ctx) -> Result<()> {
     );
     ctx.extra.insert("bpf_programs", json!(rows));
     ctx.extra.insert("bpf_stats_run_final_stats", json!(stats));
+    Ok(())
+}
+
+/// Scenario 4, to the instruction: what the agent runs per span of each workload (see
+/// `bench/agentcost.rs`). Built from this work tree, whatever `TRACER_BIN` says.
+fn agent_instructions_scenario(ctx: &mut Ctx) -> Result<()> {
+    let valgrind = match find_tool("valgrind") {
+        Some(v) => v,
+        None => {
+            crate::setup::apt_install(&["valgrind"], "the bench counts the agent's instructions per span with callgrind")?;
+            find_tool("valgrind").context("valgrind is still missing after installing it")?
+        }
+    };
+    let bin = agentcost::build(&workspace_root())?;
+    let mut runs = serde_json::Map::new();
+    for (workload, what) in agentcost::WORKLOADS {
+        let (per_span, summary) = agentcost::instructions_per_span(&valgrind, &bin, workload)?;
+        ctx.scenarios.push(
+            Scenario::new(&format!("agent_instructions_per_{workload}_span"), "instr", Budget::None)
+                .values(None, Some(per_span))
+                .note(format!("{what}: ring record to OTLP bytes, counted by callgrind (no ring, queue or transport)")),
+        );
+        runs.insert(workload.to_owned(), json!(summary));
+    }
+    ctx.extra.insert("agent_instructions_runs", Value::Object(runs));
     Ok(())
 }
 

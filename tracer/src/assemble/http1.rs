@@ -104,16 +104,24 @@ impl Http1Conn {
         }
     }
 
-    pub fn feed(&mut self, ctx: &SpanContext<'_>, dir: Direction, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
-        // Not kept per connection: with 10k idle connections, idle buffers are what RSS is made of.
-        let mut events = Vec::new();
+    /// `events` is the assembler's scratch vector, empty on entry and on return: one per
+    /// connection would be RSS with 10k idle connections, one per call an allocation per segment.
+    pub fn feed(
+        &mut self,
+        ctx: &SpanContext<'_>,
+        dir: Direction,
+        seg: &Segment<'_>,
+        events: &mut Vec<Http1Event>,
+        stats: &mut AssembleStats,
+        out: &mut Vec<SpanRecord>,
+    ) {
         if dir == self.requests_dir() {
-            self.requests.feed(seg, &mut events);
+            self.requests.feed(seg, events);
             for ev in events.drain(..) {
                 self.on_request_event(ctx, ev, stats, out);
             }
         } else {
-            self.responses.feed(seg, &mut events);
+            self.responses.feed(seg, events);
             for ev in events.drain(..) {
                 self.on_response_event(ctx, ev, seg, stats, out);
             }
@@ -148,7 +156,7 @@ impl Http1Conn {
                         self.ignore_response_end = false;
                     }
                     if p.info.long_running {
-                        out.push(build_span(ctx, &p, o.first_byte.exit_ns, None));
+                        out.push(build_span(ctx, &mut p, o.first_byte.exit_ns, None));
                         p.reported = true;
                         stats.spans += 1;
                     }
@@ -167,10 +175,10 @@ impl Http1Conn {
                 self.pending[idx].request_body = Some(body_size);
                 // Its response came first and is complete: the exchange is done.
                 if let Some((size, last)) = self.pending[idx].answered
-                    && let Some(p) = self.pending.remove(idx)
+                    && let Some(mut p) = self.pending.remove(idx)
                     && !p.reported
                 {
-                    out.push(build_span(ctx, &p, last.exit_ns, Some(size)));
+                    out.push(build_span(ctx, &mut p, last.exit_ns, Some(size)));
                     stats.spans += 1;
                 }
             }
@@ -222,9 +230,9 @@ impl Http1Conn {
                     return;
                 }
                 let Some(idx) = self.pending.iter().position(|p| p.response.is_some()) else { return };
-                let Some(p) = self.pending.remove(idx) else { return };
+                let Some(mut p) = self.pending.remove(idx) else { return };
                 if !p.reported {
-                    out.push(build_span(ctx, &p, last_byte.exit_ns, Some(body_size)));
+                    out.push(build_span(ctx, &mut p, last_byte.exit_ns, Some(body_size)));
                     stats.spans += 1;
                 }
             }
@@ -232,11 +240,11 @@ impl Http1Conn {
                 stats.desyncs += 1;
                 if reason == TRUNCATED_HEAD
                     && let Some(idx) = self.pending.iter().position(|p| p.response.is_some())
-                    && let Some(p) = self.pending.remove(idx)
+                    && let Some(mut p) = self.pending.remove(idx)
                 {
                     // Its status is known, its end is not: it ends, at the latest, here.
                     if !p.reported {
-                        out.push(build_span(ctx, &p, seg.exit_ns, None));
+                        out.push(build_span(ctx, &mut p, seg.exit_ns, None));
                         stats.spans += 1;
                     }
                 }
@@ -259,11 +267,11 @@ impl Http1Conn {
         for ev in events {
             self.on_response_event(ctx, ev, &seg, stats, out);
         }
-        for p in self.pending.drain(..) {
+        for mut p in self.pending.drain(..) {
             if p.reported || (p.request_body.is_none() && !p.truncated) {
                 continue;
             }
-            let mut span = build_span(ctx, &p, ts_ns, None);
+            let mut span = build_span(ctx, &mut p, ts_ns, None);
             span.status = SpanStatus::Error("connection closed before the response completed".into());
             out.push(span);
             stats.spans += 1;
@@ -271,24 +279,29 @@ impl Http1Conn {
     }
 }
 
-fn build_span(ctx: &SpanContext<'_>, p: &Pending, end_ns: u64, response_body: Option<u64>) -> SpanRecord {
+/// The span of `p`. Its strings move into the span: a request is reported once, and a pending
+/// request kept after its report (a watch, until its response ends) only pairs by position.
+fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body: Option<u64>) -> SpanRecord {
     let status_code = p.response.map(|(s, _)| s);
+    let name = k8s::span_name(&p.head.method, &p.info);
+    let RequestHead { method, user_agent, host, .. } = std::mem::take(&mut p.head);
+    let mut info = std::mem::take(&mut p.info);
     let mut a = attrs::connection(ctx.conn);
     // server.address is the logical host the client asked for (Host header), when it said one.
-    if let Some(host) = p.head.host.as_deref().and_then(host_of) {
+    if let Some(host) = host.as_deref().and_then(host_of) {
         a.retain(|(k, _)| *k != "server.address");
         a.push(("server.address", host.to_owned().into()));
     }
-    a.push(("http.request.method", p.head.method.clone().into()));
-    a.push(("url.path", p.info.path.clone().into()));
-    a.push(("http.route", p.info.route.clone().into()));
+    a.push(("http.request.method", method.into()));
+    a.push(("url.path", std::mem::take(&mut info.path).into()));
+    a.push(("http.route", std::mem::take(&mut info.route).into()));
     a.push(("network.protocol.name", "http".into()));
     a.push(("network.protocol.version", "1.1".into()));
     if let Some(s) = status_code {
         a.push(("http.response.status_code", i64::from(s).into()));
     }
-    if let Some(ua) = &p.head.user_agent {
-        a.push(("user_agent.original", ua.clone().into()));
+    if let Some(ua) = user_agent {
+        a.push(("user_agent.original", ua.into()));
     }
     if let Some(n) = p.request_body {
         a.push(("http.request.body.size", n.into()));
@@ -296,7 +309,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &Pending, end_ns: u64, response_body: Op
     if let Some(n) = response_body {
         a.push(("http.response.body.size", n.into()));
     }
-    k8s_attrs(&p.info, &mut a);
+    k8s_attrs(info, &mut a);
 
     let error = match (ctx.conn.role, status_code) {
         (Role::Server, Some(s)) => s >= 500,
@@ -309,7 +322,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &Pending, end_ns: u64, response_body: Op
         Role::Client => SpanKind::Client,
     };
     attrs::new_span(
-        k8s::span_name(&p.head.method, &p.info),
+        name,
         kind,
         ctx.clock.to_unix_nanos(p.start_ns),
         ctx.clock.to_unix_nanos(end_ns),
@@ -319,21 +332,21 @@ fn build_span(ctx: &SpanContext<'_>, p: &Pending, end_ns: u64, response_body: Op
     )
 }
 
-pub fn k8s_attrs(info: &k8s::RequestInfo, a: &mut Attrs) {
+pub fn k8s_attrs(info: k8s::RequestInfo, a: &mut Attrs) {
     if !info.is_resource_request {
         return;
     }
-    a.push(("k8s.verb", info.verb.clone().into()));
+    a.push(("k8s.verb", info.verb.into()));
     for (key, v) in [
-        ("k8s.api.group", &info.api_group),
-        ("k8s.api.version", &info.api_version),
-        ("k8s.resource", &info.resource),
-        ("k8s.subresource", &info.subresource),
-        ("k8s.namespace.name", &info.namespace),
-        ("k8s.object.name", &info.name),
+        ("k8s.api.group", info.api_group),
+        ("k8s.api.version", info.api_version),
+        ("k8s.resource", info.resource),
+        ("k8s.subresource", info.subresource),
+        ("k8s.namespace.name", info.namespace),
+        ("k8s.object.name", info.name),
     ] {
         if let Some(v) = v {
-            a.push((key, v.clone().into()));
+            a.push((key, v.into()));
         }
     }
     if info.long_running {

@@ -86,9 +86,9 @@ impl Http2Conn {
         let from_client = matches!((self.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
         let mut events = std::mem::take(&mut self.scratch);
         self.h2.feed(if from_client { H2Role::Client } else { H2Role::Server }, seg, &mut events);
-        for ev in events.drain(..) {
+        for mut ev in events.drain(..) {
             if from_client {
-                self.on_request_event(&ev, stats);
+                self.on_request_event(&mut ev, stats);
             } else {
                 self.on_response_event(ctx, &ev, stats, out);
             }
@@ -96,8 +96,8 @@ impl Http2Conn {
         self.scratch = events;
     }
 
-    fn on_request_event(&mut self, ev: &H2Event, stats: &mut AssembleStats) {
-        match ev {
+    fn on_request_event(&mut self, ev: &mut H2Event, stats: &mut AssembleStats) {
+        match &*ev {
             H2Event::Headers { stream_id, timing, .. } | H2Event::HeadersUnknown { stream_id, timing, .. } => {
                 if self.streams.contains_key(stream_id) {
                     return; // request trailers
@@ -106,19 +106,14 @@ impl Http2Conn {
                     stats.pending_overflow += 1;
                     return;
                 }
-                let mut s = Stream { start_ns: timing.start_ns, ..Default::default() };
-                match ev.header(":method") {
-                    Some(Lookup::Found(m)) => s.method = Some(m.to_owned()),
-                    _ => s.name_unknown = true,
-                }
-                match ev.header(":path") {
-                    Some(Lookup::Found(p)) => s.path = Some(p.to_owned()),
-                    _ => s.name_unknown = true,
-                }
-                s.authority = found(ev, ":authority");
-                s.user_agent = found(ev, "user-agent");
-                s.grpc = found(ev, "content-type").is_some_and(|ct| grpc::is_grpc_content_type(&ct));
-                self.streams.insert(*stream_id, s);
+                let (id, mut s) = (*stream_id, Stream { start_ns: timing.start_ns, ..Default::default() });
+                s.method = take_found(ev, ":method");
+                s.path = take_found(ev, ":path");
+                s.name_unknown = s.method.is_none() || s.path.is_none();
+                s.authority = take_found(ev, ":authority");
+                s.user_agent = take_found(ev, "user-agent");
+                s.grpc = matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct));
+                self.streams.insert(id, s);
             }
             H2Event::Data { stream_id, len, .. } => {
                 if let Some(s) = self.streams.get_mut(stream_id) {
@@ -210,31 +205,32 @@ impl Http2Conn {
     }
 
     fn finish(&mut self, ctx: &SpanContext<'_>, id: u32, timing: Timing, error: Option<String>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
-        let Some(s) = self.streams.remove(&id) else { return };
+        let Some(mut s) = self.streams.remove(&id) else { return };
         if s.reported {
             return;
         }
-        out.push(build_span(ctx, &s, timing.end_ns, error));
+        out.push(build_span(ctx, &mut s, timing.end_ns, error));
         stats.spans += 1;
     }
 
     /// The connection closed: streams still open are reported as errors.
     pub fn close(&mut self, ctx: &SpanContext<'_>, ts_ns: u64, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
-        for (_, s) in self.streams.drain() {
+        for (_, mut s) in self.streams.drain() {
             if s.reported || (s.status.is_none() && s.request_bytes == 0 && s.name_unknown) {
                 continue;
             }
-            out.push(build_span(ctx, &s, ts_ns, Some("connection closed before the stream ended".into())));
+            out.push(build_span(ctx, &mut s, ts_ns, Some("connection closed before the stream ended".into())));
             stats.spans += 1;
         }
     }
 }
 
-fn found(ev: &H2Event, name: &str) -> Option<String> {
-    match ev.header(name) {
-        Some(Lookup::Found(v)) => Some(v.to_owned()),
-        _ => None,
-    }
+/// The value of `name` when the block says it for sure, moved out of the event: a stream
+/// reads each field of its request head once.
+fn take_found(ev: &mut H2Event, name: &str) -> Option<String> {
+    let Some(Lookup::Found(_)) = ev.header(name) else { return None };
+    let H2Event::Headers { fields, .. } = ev else { return None };
+    fields.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::take(v))
 }
 
 /// Service and method of a gRPC stream (only with a gRPC content-type: `/a/b` alone is no proof).
@@ -246,7 +242,10 @@ fn is_streaming(s: &Stream) -> bool {
     matches!(s.etcd_req.as_ref().map(|r| r.op), Some(EtcdOp::Watch | EtcdOp::LeaseKeepAlive))
 }
 
-fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<String>) -> SpanRecord {
+/// The span of `s`; its user agent moves into the span (a stream is reported once).
+fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<String>) -> SpanRecord {
+    let user_agent = s.user_agent.take();
+    let s = &*s;
     let mut a = attrs::connection(ctx.conn);
     a.push(("network.protocol.name", "http".into()));
     a.push(("network.protocol.version", "2".into()));
@@ -288,12 +287,12 @@ fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<Stri
         };
     } else {
         let method = s.method.as_deref().unwrap_or("GET");
-        let info = k8s::request_info(method, s.path.as_deref().unwrap_or("/"));
-        a.push(("http.request.method", method.to_owned().into()));
-        a.push(("url.path", info.path.clone().into()));
-        a.push(("http.route", info.route.clone().into()));
-        k8s_attrs(&info, &mut a);
+        let mut info = k8s::request_info(method, s.path.as_deref().unwrap_or("/"));
         name = k8s::span_name(method, &info);
+        a.push(("http.request.method", method.to_owned().into()));
+        a.push(("url.path", std::mem::take(&mut info.path).into()));
+        a.push(("http.route", std::mem::take(&mut info.route).into()));
+        k8s_attrs(info, &mut a);
         if let Some(code) = s.status {
             let bad = match ctx.conn.role {
                 Role::Server => code >= 500,
@@ -307,8 +306,8 @@ fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<Stri
     if let Some(code) = s.status {
         a.push(("http.response.status_code", i64::from(code).into()));
     }
-    if let Some(ua) = &s.user_agent {
-        a.push(("user_agent.original", ua.clone().into()));
+    if let Some(ua) = user_agent {
+        a.push(("user_agent.original", ua.into()));
     }
     if let Some(host) = s.authority.as_deref().and_then(|h| h.rsplit_once(':').map_or(Some(h), |(h, _)| Some(h))) {
         a.retain(|(k, _)| *k != "server.address");
@@ -330,10 +329,11 @@ fn build_span(ctx: &SpanContext<'_>, s: &Stream, end_ns: u64, error: Option<Stri
 fn etcd_k8s_attrs(req: Option<&EtcdRequest>, a: &mut Vec<(&'static str, AttrValue)>) -> Option<String> {
     let key = req?.key.as_deref()?;
     let info = k8s::parse_registry_key(ETCD_PREFIX, key)?;
-    for (k, v) in [("k8s.resource", &info.resource), ("k8s.namespace.name", &info.namespace), ("k8s.object.name", &info.name)] {
+    let resource = info.resource.clone();
+    for (k, v) in [("k8s.resource", info.resource), ("k8s.namespace.name", info.namespace), ("k8s.object.name", info.name)] {
         if let Some(v) = v {
-            a.push((k, v.clone().into()));
+            a.push((k, v.into()));
         }
     }
-    info.resource
+    resource
 }

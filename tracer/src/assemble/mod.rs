@@ -56,11 +56,13 @@ pub struct Assembler {
     /// Server ports of etcd (`--etcd-port`): streams on them whose names are not known yet are
     /// still labelled as etcd calls.
     pub etcd_ports: Vec<u16>,
+    /// Decoded HTTP/1 messages of the segment being fed, kept between segments (see `Http1Conn::feed`).
+    h1_events: Vec<h1::Http1Event>,
 }
 
 impl Assembler {
     pub fn new(clock: Clock, etcd_ports: Vec<u16>) -> Self {
-        Assembler { clock, stats: AssembleStats::default(), etcd_ports }
+        Assembler { clock, stats: AssembleStats::default(), etcd_ports, h1_events: Vec::new() }
     }
 
     /// Feeds one chunk's outcome (see [`Connection::on_chunk`]) to the connection's decoder.
@@ -99,7 +101,8 @@ impl Assembler {
         // Taken out for the call so the decoder can read the connection while it is updated.
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => {
-                h.feed(&http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, dir, seg, &mut self.stats, out);
+                let ctx = http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports };
+                h.feed(&ctx, dir, seg, &mut self.h1_events, &mut self.stats, out);
                 conn.proto = ProtoState::Http1(h);
             }
             ProtoState::Http2(mut h) => {

@@ -9,6 +9,9 @@ mod json;
 mod otlp;
 mod terminal;
 
+/// The OTLP request encoder, for `examples/agent_cost.rs`, which measures the agent's work per span.
+pub use otlp::export_request;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

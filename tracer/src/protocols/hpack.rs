@@ -524,7 +524,10 @@ impl HpackDecoder {
     }
 
     fn decode_inner(&mut self, block: &[u8]) -> Result<DecodedBlock, HpackError> {
-        let mut bb = BlockBuilder { out: DecodedBlock::default(), seen_regular: false };
+        // Room for every allow-listed name once: growing the vector field by field cost more
+        // than its values' copies.
+        let out = DecodedBlock { fields: Vec::with_capacity(ALLOWED_NAMES.len()), ..DecodedBlock::default() };
+        let mut bb = BlockBuilder { out, seen_regular: false };
         let mut pos = 0usize;
         let mut seen_field = false;
         let mut hits = 0u64;

@@ -49,7 +49,7 @@ impl Timing {
 }
 
 /// What the tracer keeps of a request head. No other header value is ever stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
     /// Raw request-target, query included.

@@ -6,6 +6,8 @@
 mod encode;
 mod response;
 
+pub use encode::export_request;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
