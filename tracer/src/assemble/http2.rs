@@ -277,11 +277,12 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         name = match EtcdOp::from_rpc(service, method) {
             Some(op) => {
                 a.extend(etcd::attributes(op, s.etcd_req.as_ref(), s.etcd_resp.as_ref()));
-                let resource = etcd_k8s_attrs(s.etcd_req.as_ref(), &mut a);
-                match resource {
-                    Some(r) => format!("etcd {} {r}", op.as_str()),
-                    None => format!("etcd {}", op.as_str()),
-                }
+                // `etcd <op>`, then ` <resource>` when the key names one (no `format!`: one per span).
+                let mut name = String::with_capacity(48);
+                name.push_str("etcd ");
+                name.push_str(op.as_str());
+                etcd_k8s_attrs(s.etcd_req.as_ref(), &mut name, &mut a);
+                name
             }
             None => format!("{service}/{method}"),
         };
@@ -325,15 +326,17 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
     attrs::new_span(name, kind, ctx.clock.to_unix_nanos(s.start_ns), ctx.clock.to_unix_nanos(end_ns), status, a, ctx.conn.process.clone())
 }
 
-/// Kubernetes object of an etcd key (`/registry/<resource>/<namespace>/<name>`); returns the resource.
-fn etcd_k8s_attrs(req: Option<&EtcdRequest>, a: &mut Vec<(&'static str, AttrValue)>) -> Option<String> {
-    let key = req?.key.as_deref()?;
-    let info = k8s::parse_registry_key(ETCD_PREFIX, key)?;
-    let resource = info.resource.clone();
+/// Kubernetes object of an etcd key (`/registry/<resource>/<namespace>/<name>`): its attributes,
+/// and its resource appended to the span's `name`.
+fn etcd_k8s_attrs(req: Option<&EtcdRequest>, name: &mut String, a: &mut Vec<(&'static str, AttrValue)>) {
+    let Some(info) = req.and_then(|r| r.key.as_deref()).and_then(|key| k8s::parse_registry_key(ETCD_PREFIX, key)) else { return };
+    if let Some(resource) = &info.resource {
+        name.push(' ');
+        name.push_str(resource);
+    }
     for (k, v) in [("k8s.resource", info.resource), ("k8s.namespace.name", info.namespace), ("k8s.object.name", info.name)] {
         if let Some(v) = v {
             a.push((k, v.into()));
         }
     }
-    resource
 }

@@ -199,9 +199,11 @@ impl MessageReader {
         if self.first_taken || !(self.first_done || force) {
             return None;
         }
-        let m = self.first.clone()?;
+        // Its bytes move out (a copy of up to 4 KiB otherwise); capture ends with the take.
+        let f = self.first.as_mut()?;
         self.first_taken = true;
-        Some(m)
+        self.first_done = true;
+        Some(GrpcMessage { compressed: f.compressed, declared_len: f.declared_len, bytes: std::mem::take(&mut f.bytes) })
     }
 
     fn capturing(&self) -> bool {
@@ -245,8 +247,9 @@ impl MessageReader {
                         let mlen = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
                         self.messages = self.messages.saturating_add(1);
                         if self.first.is_none() {
-                            self.first =
-                                Some(GrpcMessage { compressed: flag == 1, declared_len: mlen, bytes: Vec::new() });
+                            // Sized once (to what will be kept of it): it grows frame by frame otherwise.
+                            let bytes = Vec::with_capacity((mlen as usize).min(FIRST_MESSAGE_LIMIT));
+                            self.first = Some(GrpcMessage { compressed: flag == 1, declared_len: mlen, bytes });
                         }
                         self.body_remaining = Some(mlen);
                         self.end_body_if_done();

@@ -645,19 +645,20 @@ pub fn parse_registry_key(prefix: &str, key: &[u8]) -> Option<EtcdKeyInfo> {
     let rest = String::from_utf8_lossy(after_prefix);
     let is_prefix = rest.is_empty() || rest.ends_with('/');
     let rest = rest.strip_suffix('/').unwrap_or(&rest);
-    let segments: Vec<&str> = if rest.is_empty() {
-        Vec::new()
-    } else {
-        rest.split('/').collect()
-    };
+    // Every segment kept, empty ones too (unlike `split_path`); sized once.
+    let mut segments = Vec::new();
+    if !rest.is_empty() {
+        segments.reserve_exact(rest.bytes().filter(|&b| b == b'/').count() + 1);
+        segments.extend(rest.split('/'));
+    }
 
     let (group, resource, rest) = split_group_resource(&segments);
     let cluster_scoped = resource.is_some_and(|r| CLUSTER_SCOPED.contains(&r));
     let (namespace, name) = match rest {
         [] => (None, None),
         [one] if is_prefix && !cluster_scoped => (Some(*one), None),
-        [ns, name @ ..] if !cluster_scoped && !name.is_empty() => (Some(*ns), Some(name.join("/"))),
-        all => (None, Some(all.join("/"))),
+        [ns, name @ ..] if !cluster_scoped && !name.is_empty() => (Some(*ns), Some(joined(name))),
+        all => (None, Some(joined(all))),
     };
     Some(EtcdKeyInfo {
         group: group.and_then(field),
@@ -666,6 +667,14 @@ pub fn parse_registry_key(prefix: &str, key: &[u8]) -> Option<EtcdKeyInfo> {
         name: name.as_deref().and_then(field),
         is_prefix,
     })
+}
+
+/// Segments joined by `/`; one segment is borrowed as it is.
+fn joined<'a>(segments: &[&'a str]) -> Cow<'a, str> {
+    match segments {
+        [one] => Cow::Borrowed(one),
+        more => Cow::Owned(more.join("/")),
+    }
 }
 
 /// Returns (group, resource, segments after the resource).

@@ -171,6 +171,25 @@ fn key_value_len(key: &str, v: &Any<'_>) -> usize {
 
 /// A `KeyValue` as field `tag` of the enclosing message.
 fn key_value_field(tag: u32, key: &str, v: &Any<'_>, out: &mut Vec<u8>) {
+    let any = any_len(v);
+    let len = 4 + key.len() + any;
+    if tag < 16 && !key.is_empty() && len < 128 {
+        // Most attributes: every length fits one byte, so the headers are known at once (the
+        // general path below writes the same bytes, a varint at a time). (proto3 leaves an empty
+        // key out: the general path does.)
+        out.reserve(2 + len);
+        out.extend_from_slice(&[(tag << 3) as u8 | WireType::LengthDelimited as u8, len as u8, 0x0a, key.len() as u8]);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&[0x12, any as u8]);
+        match v {
+            Any::Str(s) => {
+                out.extend_from_slice(&[0x0a, s.len() as u8]);
+                out.extend_from_slice(s.as_bytes());
+            }
+            _ => write_any(v, out),
+        }
+        return;
+    }
     message_header(tag, key_value_len(key, v), out);
     str_field(1, key, out);
     message_header(2, any_len(v), out);
@@ -416,6 +435,41 @@ mod tests {
         let mut out = Vec::new();
         export_request(&[], &mut out);
         assert!(out.is_empty());
+    }
+
+    /// Attributes on both sides of the one-byte-lengths path of `key_value_field`, in span and
+    /// resource attributes: byte for byte what prost writes, and the same text back.
+    #[test]
+    fn attributes_around_one_byte_lengths() {
+        const KEYS: [&str; 4] = ["k", "url.path", "k8s.namespace.name", "a.key.of.exactly.forty.bytes.for.edges.x"];
+        let mut spans = Vec::new();
+        for (i, key) in KEYS.into_iter().enumerate() {
+            for len in 0..=130 {
+                let mut sp = test_span("s", 1, None, 0, 1);
+                sp.attributes = vec![(key, "v".repeat(len).into()), ("", "empty key".into())];
+                // A process of its own per span: the resources' strings cross the edge too, and
+                // the request keeps the spans in batch order.
+                let pid = (i * 1000 + len) as u32;
+                sp.process = Arc::new(ProcessInfo { host_name: "h".repeat(len), pid, ..(*sp.process).clone() });
+                spans.push(sp);
+            }
+        }
+        // Integers and booleans with keys around the edge (a negative integer takes 10 bytes).
+        let mut edge = test_span("ints", 1, None, 0, 1);
+        for len in 100..=125 {
+            let key: &'static str = Box::leak("k".repeat(len).into_boxed_str());
+            edge.attributes.extend([(key, AttrValue::Int(-1)), (key, AttrValue::Int(5)), (key, AttrValue::Bool(true))]);
+        }
+        round_trip(std::slice::from_ref(&edge));
+        let req = round_trip(&spans);
+        let got: Vec<&Span> = req.resource_spans.iter().flat_map(|rs| &rs.scope_spans[0].spans).collect();
+        assert_eq!(got.len(), spans.len());
+        for (want, got) in spans.iter().zip(got) {
+            let (key, value) = (want.attributes[0].0, want.attributes[0].1.clone());
+            let AttrValue::Str(text) = value else { unreachable!("string attributes only") };
+            assert_eq!(got.attributes[0], kv(key, s(&text)));
+            assert_eq!(got.attributes[1], kv("", s("empty key")));
+        }
     }
 
     #[test]
