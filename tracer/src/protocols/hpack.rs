@@ -524,8 +524,8 @@ impl HpackDecoder {
     }
 
     fn decode_inner(&mut self, block: &[u8]) -> Result<DecodedBlock, HpackError> {
-        // Room for every allow-listed name once: growing the vector field by field cost more
-        // than its values' copies.
+        // Room for every allow-listed name once: growing the vector field by field cost almost
+        // as much as copying the values into it.
         let out = DecodedBlock { fields: Vec::with_capacity(ALLOWED_NAMES.len()), ..DecodedBlock::default() };
         let mut bb = BlockBuilder { out, seen_regular: false };
         let mut pos = 0usize;

@@ -136,7 +136,8 @@ fn split_path(path: &str) -> Vec<&str> {
     if trimmed.is_empty() {
         return Vec::new();
     }
-    // Sized once: growing it segment by segment was a third of this module's cost per request.
+    // Sized once: growing it segment by segment was over a quarter of this module's cost per
+    // request.
     let mut segments = Vec::with_capacity(trimmed.bytes().filter(|&b| b == b'/').count() + 1);
     segments.extend(trimmed.split('/'));
     segments
