@@ -278,7 +278,8 @@ pub struct GoTlsCall {
     /// Socket fd, or -1 until the call's own socket syscall tells it.
     pub fd: i32,
     pub direction: u8,
-    /// 1: the bytes were already reported at entry (a Write whose socket was known).
+    /// 0: not reported yet; 1: reported at entry (a Write whose socket was known); 2: reported
+    /// at entry, and the call has since made a socket syscall (so it is past its prologue).
     pub emitted: u8,
     pub _pad: [u8; 2],
 }

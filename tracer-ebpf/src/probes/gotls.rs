@@ -43,6 +43,12 @@ pub static GO_CONN_FDS: LruHashMap<GoKey, i32> = LruHashMap::with_max_entries(65
 /// The GO_CONN_FDS value of a connection whose socket closed.
 const CLOSED: i32 = -1;
 
+/// `GoTlsCall.emitted`: the call's bytes were reported at its entry.
+const REPORTED_AT_ENTRY: u8 = 1;
+/// `GoTlsCall.emitted`: reported at entry, and the call has made a socket syscall since, so it
+/// is past its prologue: an entry seen after this is a new call, not a stack-growth rerun.
+const REPORTED_AND_SENT: u8 = 2;
+
 /// `*tls.Conn` whose handshake (or a Write whose socket was not known) a goroutine is running:
 /// the first socket syscall it makes names the connection's fd, and removes the entry. This is
 /// for connections whose fd is not found through a `*net.TCPConn` (wrapped conns): their first
@@ -122,7 +128,7 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
         }
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: now, fd, direction: direction::EGRESS, emitted: 1, _pad: [0; 2] };
+    let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: now, fd, direction: direction::EGRESS, emitted: REPORTED_AT_ENTRY, _pad: [0; 2] };
     emit_call(pid_tgid, &call, regs.rcx as i64, now);
     0
 }
@@ -157,7 +163,7 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
         }
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let call = GoTlsCall { buf: regs.rbx, conn, enter_ns: now, fd, direction: direction::INGRESS, emitted: 1, _pad: [0; 2] };
+    let call = GoTlsCall { buf: regs.rbx, conn, enter_ns: now, fd, direction: direction::INGRESS, emitted: REPORTED_AT_ENTRY, _pad: [0; 2] };
     emit_call(pid_tgid, &call, n, now);
     0
 }
@@ -215,9 +221,11 @@ fn enter(ctx: &ProbeContext, dir: u8) {
     let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if dir == direction::EGRESS && fd >= 0 {
         // A goroutine whose stack must grow runs the function's entry twice (the prologue calls
-        // morestack, which restarts the function): the same call is not reported twice.
+        // morestack, which restarts the function): the same call is not reported twice. A call
+        // left behind by a RET that was not seen, and that made its syscall, is not taken for
+        // this one (Go reuses goroutines, and a reused one may write the same buffer again).
         if let Some(prev) = unsafe { GO_TLS_CALLS.get(key) }
-            && prev.emitted == 1
+            && prev.emitted == REPORTED_AT_ENTRY
             && prev.buf == call.buf
             && prev.conn == call.conn
         {
@@ -226,7 +234,7 @@ fn enter(ctx: &ProbeContext, dir: u8) {
         // Sent at entry: the peer's answer can be read (and reported) by another goroutine before
         // this Write reaches its RET, and a request must never come after its response.
         emit_call(pid_tgid, &call, regs.rcx as i64, call.enter_ns);
-        call.emitted = 1;
+        call.emitted = REPORTED_AT_ENTRY;
     }
     if GO_TLS_CALLS.insert(key, call, 0).is_err() {
         count(counter::GO_TLS_CALLS_FULL);
@@ -244,7 +252,7 @@ fn ret(ctx: &ProbeContext, dir: u8) {
         Some(call) => {
             let call = unsafe { *call };
             let _ = GO_TLS_CALLS.remove(key);
-            if call.emitted == 1 {
+            if call.emitted != 0 {
                 return;
             }
             call
@@ -329,6 +337,9 @@ pub fn bind_syscall(tgid: u32, g: u64, fd: i32) {
     }
     let Some(call) = GO_TLS_CALLS.get_ptr_mut(key) else { return };
     unsafe {
+        if (*call).emitted == REPORTED_AT_ENTRY {
+            (*call).emitted = REPORTED_AND_SENT;
+        }
         if (*call).fd >= 0 {
             return;
         }
