@@ -227,8 +227,8 @@ impl Http2Conn {
 
 /// The value of `name` when the block says it for sure, moved out of the event: a stream
 /// reads each field of its request head once.
+/// (`Lookup::Found` is exactly a field of that name among the resolved ones: no lookup first.)
 fn take_found(ev: &mut H2Event, name: &str) -> Option<String> {
-    let Some(Lookup::Found(_)) = ev.header(name) else { return None };
     let H2Event::Headers { fields, .. } = ev else { return None };
     fields.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::take(v))
 }
