@@ -20,7 +20,7 @@ use tracer::{
     events::{self, Event, Role},
     export::export_request,
     protocols::http2::build,
-    span::{ProcessInfo, SpanRecord},
+    span::{ProcessInfo, SpanRecord, recycle},
 };
 use tracer_common::{DATA_EVENT_HEADER_LEN, DataEvent, data_flags, direction, kind, source};
 
@@ -236,7 +236,7 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
                 body.clear();
                 export_request(&batch, &mut body);
                 (exported, bytes) = (exported + batch.len(), bytes + body.len());
-                batch.clear();
+                recycle(batch.drain(..)); // as the exporter does
             }
         }
     }

@@ -11,10 +11,10 @@ use rand::{RngCore, SeedableRng, rngs::SmallRng};
 use crate::{
     connections::Connection,
     events::Role,
-    span::{AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
+    span::{ProcessInfo, SpanKind, SpanRecord, SpanStatus},
 };
 
-pub type Attrs = Vec<(&'static str, AttrValue)>;
+pub type Attrs = crate::span::Attributes;
 
 fn push_addr(a: &mut Attrs, addr_key: &'static str, port_key: &'static str, ep: Option<&Endpoint>) {
     if let Some(ep) = ep {
@@ -57,15 +57,16 @@ fn ip_text(ip: IpAddr) -> String {
     s
 }
 
-/// Room for what an HTTP/1 span adds after the transport attributes (24 at most): growing the
-/// vector showed in profiles. 25 × 40 bytes stays within glibc's per-thread cache (1032 bytes); at
-/// 32, each span's allocation made glibc consolidate its free lists, 4 % of the agent's CPU under
+/// Room for what an HTTP/1 span adds after the transport attributes (24 at most), in a vector
+/// that is new (the exporter returns vectors for reuse, see `span::recycle`): growing the vector
+/// showed in profiles. 25 × 40 bytes stays within glibc's per-thread cache (1032 bytes); at 32,
+/// each span's allocation made glibc consolidate its free lists, 4 % of the agent's CPU under
 /// nginx load.
 const ATTRS_CAPACITY: usize = 25;
 
 /// Transport attributes of a connection, by role: for a server span the peer is the client.
 pub fn connection(conn: &Connection) -> Attrs {
-    let mut a: Attrs = Vec::with_capacity(ATTRS_CAPACITY);
+    let mut a = crate::span::new_attributes(ATTRS_CAPACITY);
     a.push(("network.transport", "tcp".into()));
     let (local, peer) = (conn.local_endpoint(), conn.peer_endpoint());
     push_addr(&mut a, "network.peer.address", "network.peer.port", peer);
@@ -124,7 +125,7 @@ mod tests {
 
     #[test]
     fn attribute_vector_fits_glibc_thread_cache() {
-        assert!(ATTRS_CAPACITY * size_of::<(&str, AttrValue)>() <= 1032);
+        assert!(ATTRS_CAPACITY * size_of::<(&str, crate::span::AttrValue)>() <= 1032);
     }
 
     #[test]

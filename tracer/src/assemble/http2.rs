@@ -14,7 +14,7 @@ use crate::{
     protocols::{
         etcd::{self, EtcdOp, EtcdRequest, EtcdResponse},
         grpc::{self, StatusLookup, StreamMessages},
-        hpack::Lookup,
+        hpack::{FieldValue, Lookup},
         http2::{H2Connection, H2Event, Role as H2Role, Timing},
         k8s,
     },
@@ -32,12 +32,13 @@ const ETCD_PREFIX: &str = "/registry";
 #[derive(Default)]
 struct Stream {
     start_ns: u64,
-    method: Option<String>,
-    path: Option<String>,
-    authority: Option<String>,
-    user_agent: Option<String>,
-    /// `content-type: application/grpc…`: the path names a gRPC method.
-    grpc: bool,
+    method: Option<FieldValue>,
+    path: Option<FieldValue>,
+    authority: Option<FieldValue>,
+    user_agent: Option<FieldValue>,
+    /// A gRPC method (`content-type: application/grpc…` and a `/service/method` path): the
+    /// length of its service name, so the path is parsed once per stream.
+    grpc_service_len: Option<usize>,
     /// `:method` or `:path` could not be resolved.
     name_unknown: bool,
     request_bytes: u64,
@@ -90,7 +91,7 @@ impl Http2Conn {
             if from_client {
                 self.on_request_event(&mut ev, stats);
             } else {
-                self.on_response_event(ctx, &ev, stats, out);
+                self.on_response_event(ctx, &mut ev, stats, out);
             }
         }
         self.scratch = events;
@@ -112,7 +113,9 @@ impl Http2Conn {
                 s.name_unknown = s.method.is_none() || s.path.is_none();
                 s.authority = take_found(ev, ":authority");
                 s.user_agent = take_found(ev, "user-agent");
-                s.grpc = matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct));
+                if matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct)) {
+                    s.grpc_service_len = s.path.as_deref().and_then(grpc::parse_path).map(|(service, _)| service.len());
+                }
                 self.streams.insert(id, s);
             }
             H2Event::Data { stream_id, len, .. } => {
@@ -137,7 +140,7 @@ impl Http2Conn {
         }
     }
 
-    fn on_response_event(&mut self, ctx: &SpanContext<'_>, ev: &H2Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+    fn on_response_event(&mut self, ctx: &SpanContext<'_>, ev: &mut H2Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
         if let Some((id, msg)) = self.responses.on_event(ev)
             && let Some(s) = self.streams.get_mut(&id)
         {
@@ -155,6 +158,7 @@ impl Http2Conn {
                 stats.spans += 1;
             }
         }
+        let ev = &*ev;
         match ev {
             H2Event::Headers { stream_id, end_stream, timing, .. } => {
                 let Some(s) = self.streams.get_mut(stream_id) else {
@@ -228,14 +232,15 @@ impl Http2Conn {
 /// The value of `name` when the block says it for sure, moved out of the event: a stream
 /// reads each field of its request head once.
 /// (`Lookup::Found` is exactly a field of that name among the resolved ones: no lookup first.)
-fn take_found(ev: &mut H2Event, name: &str) -> Option<String> {
+fn take_found(ev: &mut H2Event, name: &str) -> Option<FieldValue> {
     let H2Event::Headers { fields, .. } = ev else { return None };
-    fields.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::take(v))
+    fields.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::replace(v, FieldValue::Static("")))
 }
 
 /// Service and method of a gRPC stream (only with a gRPC content-type: `/a/b` alone is no proof).
 fn grpc_method(s: &Stream) -> Option<(&str, &str)> {
-    s.path.as_deref().filter(|_| s.grpc).and_then(grpc::parse_path)
+    let (path, n) = (s.path.as_deref()?, s.grpc_service_len?);
+    Some((&path[1..1 + n], &path[2 + n..]))
 }
 
 fn is_streaming(s: &Stream) -> bool {
@@ -264,9 +269,15 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
             name = "unknown".to_owned();
         }
     } else if let Some((service, method)) = grpc_path {
+        let op = EtcdOp::from_rpc(service, method);
         a.push(("rpc.system", "grpc".into()));
-        a.push(("rpc.service", service.to_owned().into()));
-        a.push(("rpc.method", method.to_owned().into()));
+        // An etcd method's names are constants: no copies.
+        let (service_attr, method_attr) = match op {
+            Some(op) => (op.service().into(), op.as_str().into()),
+            None => (service.to_owned().into(), method.to_owned().into()),
+        };
+        a.push(("rpc.service", service_attr));
+        a.push(("rpc.method", method_attr));
         if let Some((code, msg)) = &s.grpc_status {
             a.push(("rpc.grpc.status_code", i64::from(*code).into()));
             if *code != 0 {
@@ -274,9 +285,9 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
                 status = SpanStatus::Error(text);
             }
         }
-        name = match EtcdOp::from_rpc(service, method) {
+        name = match op {
             Some(op) => {
-                a.extend(etcd::attributes(op, s.etcd_req.as_ref(), s.etcd_resp.as_ref()));
+                etcd::push_attributes(op, s.etcd_req.as_ref(), s.etcd_resp.as_ref(), &mut a);
                 // `etcd <op>`, then ` <resource>` when the key names one (no `format!`: one per span).
                 let mut name = String::with_capacity(48);
                 name.push_str("etcd ");
@@ -308,11 +319,17 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         a.push(("http.response.status_code", i64::from(code).into()));
     }
     if let Some(ua) = user_agent {
-        a.push(("user_agent.original", ua.into()));
+        a.push(("user_agent.original", AttrValue::Str(ua)));
     }
     if let Some(host) = s.authority.as_deref().and_then(|h| h.rsplit_once(':').map_or(Some(h), |(h, _)| Some(h))) {
-        a.retain(|(k, _)| *k != "server.address");
-        a.push(("server.address", host.trim_matches(['[', ']']).to_owned().into()));
+        // The name the client asked for replaces the address; when it is the address, as it is
+        // for an apiserver dialling etcd by IP, nothing is copied.
+        let host = host.trim_matches(['[', ']']);
+        match a.iter_mut().find(|(k, _)| *k == "server.address") {
+            Some((_, AttrValue::Str(v))) if **v == *host => {}
+            Some((_, v)) => *v = host.to_owned().into(),
+            None => a.push(("server.address", host.to_owned().into())),
+        }
     }
     a.push(("http.request.body.size", s.request_bytes.into()));
     a.push(("http.response.body.size", s.response_bytes.into()));

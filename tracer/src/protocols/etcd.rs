@@ -51,7 +51,16 @@ impl EtcdOp {
         })
     }
 
-    /// `db.operation.name`.
+    /// The gRPC service of the method.
+    pub fn service(self) -> &'static str {
+        match self {
+            EtcdOp::Range | EtcdOp::Put | EtcdOp::DeleteRange | EtcdOp::Txn | EtcdOp::Compact => "etcdserverpb.KV",
+            EtcdOp::Watch => "etcdserverpb.Watch",
+            EtcdOp::LeaseGrant | EtcdOp::LeaseRevoke | EtcdOp::LeaseKeepAlive => "etcdserverpb.Lease",
+        }
+    }
+
+    /// `db.operation.name`, and the gRPC method's name.
     pub fn as_str(self) -> &'static str {
         match self {
             EtcdOp::Range => "Range",
@@ -515,125 +524,136 @@ pub fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
     !key.is_empty() && range_end != [0] && prefix_range_end(key) == range_end
 }
 
-/// Span attributes of an etcd call. Either side may be missing. Never contains values.
-pub fn attributes(
+/// Span attributes of an etcd call, as a vector of their own.
+#[cfg(test)]
+pub fn attributes(op: EtcdOp, req: Option<&EtcdRequest>, resp: Option<&EtcdResponse>) -> Vec<(&'static str, AttrValue)> {
+    let mut a = Vec::new();
+    push_attributes(op, req, resp, &mut a);
+    a
+}
+
+/// Appends the span attributes of an etcd call to the span's `out`. Either side may be missing.
+/// Never contains values.
+pub fn push_attributes(
     op: EtcdOp,
     req: Option<&EtcdRequest>,
     resp: Option<&EtcdResponse>,
-) -> Vec<(&'static str, AttrValue)> {
-    let mut a: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    fn put(a: &mut Vec<(&'static str, AttrValue)>, k: &'static str, v: impl Into<AttrValue>) {
-        if !a.iter().any(|(n, _)| *n == k) {
+    out: &mut Vec<(&'static str, AttrValue)>,
+) {
+    // The first of each name is kept; only this call's names are compared.
+    fn put(a: &mut Vec<(&'static str, AttrValue)>, start: usize, k: &'static str, v: impl Into<AttrValue>) {
+        if !a[start..].iter().any(|(n, _)| *n == k) {
             a.push((k, v.into()));
         }
     }
-    put(&mut a, "db.system.name", "etcd");
-    put(&mut a, "db.operation.name", op.as_str());
+    let start = out.len();
+    let a = out;
+    put(a, start, "db.system.name", "etcd");
+    put(a, start, "db.operation.name", op.as_str());
     if let Some(r) = req {
         if let Some(k) = &r.key {
-            put(&mut a, "etcd.key", printable_key(k));
+            put(a, start, "etcd.key", printable_key(k));
         }
         if let Some(e) = &r.range_end {
-            put(&mut a, "etcd.range_end", printable_key(e));
+            put(a, start, "etcd.range_end", printable_key(e));
             if let Some(k) = &r.key
                 && is_prefix_range(k, e)
             {
-                put(&mut a, "etcd.prefix", true);
+                put(a, start, "etcd.prefix", true);
             }
         }
         if let Some(v) = r.limit {
-            put(&mut a, "etcd.limit", v);
+            put(a, start, "etcd.limit", v);
         }
         if let Some(v) = r.revision {
-            put(&mut a, "etcd.revision", v);
+            put(a, start, "etcd.revision", v);
         }
         if r.keys_only {
-            put(&mut a, "etcd.keys_only", true);
+            put(a, start, "etcd.keys_only", true);
         }
         if r.count_only {
-            put(&mut a, "etcd.count_only", true);
+            put(a, start, "etcd.count_only", true);
         }
         if r.serializable {
-            put(&mut a, "etcd.serializable", true);
+            put(a, start, "etcd.serializable", true);
         }
         if r.prev_kv {
-            put(&mut a, "etcd.prev_kv", true);
+            put(a, start, "etcd.prev_kv", true);
         }
         if let Some(v) = r.lease_id {
-            put(&mut a, "etcd.lease.id", v);
+            put(a, start, "etcd.lease.id", v);
         }
         if let Some(v) = r.ttl {
-            put(&mut a, "etcd.lease.ttl", v);
+            put(a, start, "etcd.lease.ttl", v);
         }
         if let Some(v) = r.watch_id {
-            put(&mut a, "etcd.watch.id", v);
+            put(a, start, "etcd.watch.id", v);
         }
         if let Some(k) = r.watch_kind {
-            put(&mut a, "etcd.watch.kind", k.as_str());
+            put(a, start, "etcd.watch.kind", k.as_str());
         }
         if let Some(t) = r.txn {
-            put(&mut a, "etcd.txn.compares", i64::from(t.compares));
-            put(&mut a, "etcd.txn.success_ops", i64::from(t.success_ops));
-            put(&mut a, "etcd.txn.failure_ops", i64::from(t.failure_ops));
+            put(a, start, "etcd.txn.compares", i64::from(t.compares));
+            put(a, start, "etcd.txn.success_ops", i64::from(t.success_ops));
+            put(a, start, "etcd.txn.failure_ops", i64::from(t.failure_ops));
         }
         if r.truncated {
-            put(&mut a, "etcd.request.truncated", true);
+            put(a, start, "etcd.request.truncated", true);
         }
     }
     if let Some(r) = resp {
         if let Some(v) = r.revision {
-            put(&mut a, "etcd.response.revision", v);
+            put(a, start, "etcd.response.revision", v);
         }
         if let Some(v) = r.count {
-            put(&mut a, "etcd.response.count", v);
+            put(a, start, "etcd.response.count", v);
         }
         if let Some(v) = r.kvs {
-            put(&mut a, "etcd.response.kvs", i64::from(v));
+            put(a, start, "etcd.response.kvs", i64::from(v));
         }
         if let Some(v) = r.more {
-            put(&mut a, "etcd.response.more", v);
+            put(a, start, "etcd.response.more", v);
         }
         if let Some(v) = r.deleted {
-            put(&mut a, "etcd.response.deleted", v);
+            put(a, start, "etcd.response.deleted", v);
         }
         if let Some(v) = r.succeeded {
-            put(&mut a, "etcd.txn.succeeded", v);
+            put(a, start, "etcd.txn.succeeded", v);
         }
         if let Some(v) = r.responses {
-            put(&mut a, "etcd.txn.responses", i64::from(v));
+            put(a, start, "etcd.txn.responses", i64::from(v));
         }
         if let Some(v) = r.lease_id {
-            put(&mut a, "etcd.lease.id", v);
+            put(a, start, "etcd.lease.id", v);
         }
         if let Some(v) = r.ttl {
-            put(&mut a, "etcd.response.ttl", v);
+            put(a, start, "etcd.response.ttl", v);
         }
         if let Some(v) = &r.error {
-            put(&mut a, "etcd.response.error", v.clone());
+            put(a, start, "etcd.response.error", v.clone());
         }
         if let Some(v) = r.watch_id {
-            put(&mut a, "etcd.watch.id", v);
+            put(a, start, "etcd.watch.id", v);
         }
         if let Some(v) = r.created {
-            put(&mut a, "etcd.watch.created", v);
+            put(a, start, "etcd.watch.created", v);
         }
         if let Some(v) = r.canceled {
-            put(&mut a, "etcd.watch.canceled", v);
+            put(a, start, "etcd.watch.canceled", v);
         }
         if let Some(v) = r.compact_revision {
-            put(&mut a, "etcd.watch.compact_revision", v);
+            put(a, start, "etcd.watch.compact_revision", v);
         }
         if let Some(v) = &r.cancel_reason {
-            put(&mut a, "etcd.watch.cancel_reason", v.clone());
+            put(a, start, "etcd.watch.cancel_reason", v.clone());
         }
         if let Some(v) = r.events {
-            put(&mut a, "etcd.watch.events", i64::from(v));
+            put(a, start, "etcd.watch.events", i64::from(v));
         }
         if r.truncated {
-            put(&mut a, "etcd.response.truncated", true);
+            put(a, start, "etcd.response.truncated", true);
         }
     }
-    a
 }
 
 #[cfg(test)]
@@ -661,6 +681,20 @@ mod tests {
         assert_eq!(EtcdOp::from_rpc("etcdserverpb.Lease", "LeaseKeepAlive"), Some(EtcdOp::LeaseKeepAlive));
         assert_eq!(EtcdOp::from_rpc("etcdserverpb.KV", "Watch"), None);
         assert_eq!(EtcdOp::from_rpc("etcdserverpb.Maintenance", "Status"), None);
+        // Spans name a known method with these constants: they must be its gRPC names.
+        for op in [
+            EtcdOp::Range,
+            EtcdOp::Put,
+            EtcdOp::DeleteRange,
+            EtcdOp::Txn,
+            EtcdOp::Compact,
+            EtcdOp::Watch,
+            EtcdOp::LeaseGrant,
+            EtcdOp::LeaseRevoke,
+            EtcdOp::LeaseKeepAlive,
+        ] {
+            assert_eq!(EtcdOp::from_rpc(op.service(), op.as_str()), Some(op));
+        }
         assert!(is_etcd_service("etcdserverpb.Maintenance"));
     }
 
@@ -1084,19 +1118,19 @@ mod tests {
             let mut conn = H2Connection::new();
             let mut out = Vec::new();
             conn.feed(Role::Client, &Segment::captured(&client, 1), &mut out);
-            let client_events = std::mem::take(&mut out);
+            let mut client_events = std::mem::take(&mut out);
             conn.feed(Role::Server, &Segment::captured(&server[..cut], 2), &mut out);
             conn.feed(Role::Server, &Segment::captured(&server[cut..], 3), &mut out);
-            let server_events = out;
+            let mut server_events = out;
 
-            let path = client_events.iter().find_map(|e| e.header(":path")).and_then(|l| l.found()).unwrap();
-            let (service, method) = parse_path(path).unwrap();
+            let path = client_events.iter().find_map(|e| e.header(":path")).and_then(|l| l.found()).unwrap().to_owned();
+            let (service, method) = parse_path(&path).unwrap();
             assert_eq!((service, method), ("etcdserverpb.KV", "Range"));
 
             let mut creq = StreamMessages::new(16);
-            let first_req = client_events.iter().find_map(|e| creq.on_event(e)).unwrap();
+            let first_req = client_events.iter_mut().find_map(|e| creq.on_event(e)).unwrap();
             let mut cresp = StreamMessages::new(16);
-            let first_resp = server_events.iter().find_map(|e| cresp.on_event(e)).unwrap();
+            let first_resp = server_events.iter_mut().find_map(|e| cresp.on_event(e)).unwrap();
             assert_eq!((first_req.0, first_resp.0), (1, 1));
 
             let r = decode_request_message(method, service, &first_req.1).unwrap();

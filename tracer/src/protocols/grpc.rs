@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::hpack::{Lookup, Unresolved, lookup};
+use super::hpack::{FieldValue, Lookup, Unresolved, lookup};
 use super::http2::H2Event;
 use super::truncate_str;
 
@@ -79,7 +79,7 @@ pub enum StatusLookup {
 }
 
 /// Read `grpc-status` / `grpc-message` from a decoded header block.
-pub fn status_from_fields(fields: &[(&'static str, String)], unresolved: Unresolved) -> StatusLookup {
+pub fn status_from_fields(fields: &[(&'static str, FieldValue)], unresolved: Unresolved) -> StatusLookup {
     match lookup(fields, unresolved, "grpc-status") {
         Lookup::Found(v) => match v.trim().parse::<u32>() {
             Ok(code) => {
@@ -288,6 +288,32 @@ impl MessageReader {
         }
     }
 
+    /// [`MessageReader::push`] for a DATA frame the caller owns. When it is the stream's first
+    /// message, whole and alone (the common case: one unary request or response), its buffer
+    /// becomes the message instead of being copied; anything else goes through `push`.
+    pub fn push_owned(&mut self, data: &mut Vec<u8>, len: Option<u32>) {
+        let whole_first = self.first.is_none()
+            && !self.lost
+            && self.prefix_have == 0
+            && self.body_remaining.is_none()
+            && len.is_some_and(|l| l as usize == data.len())
+            && data.len() >= PREFIX_LEN
+            && data[0] <= 1
+            && u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize == data.len() - PREFIX_LEN
+            && data.len() - PREFIX_LEN <= FIRST_MESSAGE_LIMIT;
+        if !whole_first {
+            self.push(data, len);
+            return;
+        }
+        self.data_bytes += data.len() as u64;
+        self.messages = self.messages.saturating_add(1);
+        let mut bytes = std::mem::take(data);
+        let compressed = bytes[0] == 1;
+        bytes.drain(..PREFIX_LEN);
+        self.first = Some(GrpcMessage { compressed, declared_len: bytes.len() as u32, bytes });
+        self.first_done = true;
+    }
+
     fn end_body_if_done(&mut self) {
         if self.body_remaining == Some(0) {
             self.body_remaining = None;
@@ -335,7 +361,8 @@ impl StreamMessages {
 
     /// Feed an event of this direction. Returns `(stream_id, first message)` once per stream,
     /// when the first message is finished, or (possibly partial) when the stream ends.
-    pub fn on_event(&mut self, ev: &H2Event) -> Option<(u32, GrpcMessage)> {
+    /// A DATA frame's bytes may move into the message (see [`MessageReader::push_owned`]).
+    pub fn on_event(&mut self, ev: &mut H2Event) -> Option<(u32, GrpcMessage)> {
         match ev {
             H2Event::Headers { stream_id, end_stream, .. } | H2Event::HeadersUnknown { stream_id, end_stream, .. } => {
                 if *end_stream {
@@ -353,7 +380,7 @@ impl StreamMessages {
             }
             H2Event::Data { stream_id, len, end_stream, data, .. } => {
                 let r = self.readers.get_mut(stream_id)?;
-                r.push(data, *len);
+                r.push_owned(data, *len);
                 let got = r.take_first(*end_stream);
                 if *end_stream {
                     self.readers.remove(stream_id);
@@ -409,12 +436,12 @@ mod tests {
 
     #[test]
     fn status_lookup() {
-        let f = vec![("grpc-status", "0".to_string())];
+        let f = vec![("grpc-status", FieldValue::Static("0"))];
         assert_eq!(
             status_from_fields(&f, Unresolved::default()),
             StatusLookup::Found(GrpcStatus { code: 0, message: None })
         );
-        let f = vec![("grpc-status", "14".to_string()), ("grpc-message", "etcdserver%3A leader changed".to_string())];
+        let f = vec![("grpc-status", FieldValue::Static("14")), ("grpc-message", FieldValue::Static("etcdserver%3A leader changed"))];
         assert_eq!(
             status_from_fields(&f, Unresolved::default()),
             StatusLookup::Found(GrpcStatus { code: 14, message: Some("etcdserver: leader changed".into()) })
@@ -502,26 +529,62 @@ mod tests {
             timing: t,
         };
         // Stream 1: DATA without HEADERS (joined midway) is ignored.
-        assert_eq!(s.on_event(&data(1, &build::grpc_message(b"x"), false)), None);
-        assert!(s.on_event(&hdr(3, false)).is_none());
-        let got = s.on_event(&data(3, &build::grpc_message(b"abc"), false)).unwrap();
+        assert_eq!(s.on_event(&mut data(1, &build::grpc_message(b"x"), false)), None);
+        assert!(s.on_event(&mut hdr(3, false)).is_none());
+        let got = s.on_event(&mut data(3, &build::grpc_message(b"abc"), false)).unwrap();
         assert_eq!((got.0, got.1.bytes.as_slice()), (3, &b"abc"[..]));
         // Trailers end the stream; nothing more to hand out.
-        assert!(s.on_event(&hdr(3, true)).is_none());
+        assert!(s.on_event(&mut hdr(3, true)).is_none());
         assert!(s.is_empty());
         // Partial message handed out when the stream ends.
-        s.on_event(&hdr(5, false));
+        s.on_event(&mut hdr(5, false));
         let framed = build::grpc_message(b"hello world");
-        assert!(s.on_event(&data(5, &framed[..8], false)).is_none());
-        let got = s.on_event(&hdr(5, true)).unwrap();
+        assert!(s.on_event(&mut data(5, &framed[..8], false)).is_none());
+        let got = s.on_event(&mut hdr(5, true)).unwrap();
         assert_eq!((got.1.bytes.as_slice(), got.1.declared_len), (&b"hel"[..], 11));
         // Bounded.
-        s.on_event(&hdr(7, false));
-        s.on_event(&hdr(9, false));
-        s.on_event(&hdr(11, false));
+        s.on_event(&mut hdr(7, false));
+        s.on_event(&mut hdr(9, false));
+        s.on_event(&mut hdr(11, false));
         assert_eq!((s.len(), s.dropped()), (2, 1));
-        s.on_event(&H2Event::Desync { reason: "x", at_ns: 0 });
+        s.on_event(&mut H2Event::Desync { reason: "x", at_ns: 0 });
         assert!(s.is_empty());
+    }
+
+    /// `push_owned` takes a whole first message's buffer and otherwise copies as `push` does:
+    /// the same messages, counts and first message either way.
+    #[test]
+    fn owned_push_matches_copying_push() {
+        let one = build::grpc_message(b"abc");
+        let two = [build::grpc_message(b"ab"), build::grpc_message(b"cd")].concat();
+        let big = build::grpc_message(&vec![7u8; FIRST_MESSAGE_LIMIT + 1]);
+        let mut compressed = build::grpc_message(b"zz");
+        compressed[0] = 1;
+        let mut bad_flag = build::grpc_message(b"q");
+        bad_flag[0] = 2;
+        let cases: Vec<Vec<(Vec<u8>, Option<u32>)>> = vec![
+            vec![(one.clone(), Some(one.len() as u32))],
+            vec![(two.clone(), Some(two.len() as u32))],
+            vec![(big.clone(), Some(big.len() as u32))],
+            vec![(compressed.clone(), Some(compressed.len() as u32))],
+            vec![(bad_flag.clone(), Some(bad_flag.len() as u32))],
+            vec![(one[..4].to_vec(), Some(4)), (one[4..].to_vec(), Some(one.len() as u32 - 4))],
+            vec![(one[..6].to_vec(), Some(one.len() as u32))],
+            vec![(one.clone(), None), (one.clone(), Some(one.len() as u32))],
+            vec![(one.clone(), Some(one.len() as u32)), (two.clone(), Some(two.len() as u32))],
+            vec![(Vec::new(), Some(0)), (one.clone(), Some(one.len() as u32))],
+        ];
+        for (i, frames) in cases.into_iter().enumerate() {
+            let (mut copying, mut owning) = (MessageReader::new(), MessageReader::new());
+            for (data, len) in frames {
+                copying.push(&data, len);
+                owning.push_owned(&mut data.clone(), len);
+                let a = (copying.messages(), copying.is_lost(), copying.data_bytes(), copying.first_message().cloned());
+                let b = (owning.messages(), owning.is_lost(), owning.data_bytes(), owning.first_message().cloned());
+                assert_eq!(a, b, "case {i}");
+            }
+            assert_eq!(copying.take_first(true), owning.take_first(true), "case {i}");
+        }
     }
 
     #[test]

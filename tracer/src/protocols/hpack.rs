@@ -28,7 +28,12 @@
 //! than 4 bits on typical header values, see docs/benchmarks.md); it returns an error, never
 //! panics, on invalid input.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
+
+/// A kept field value. Values from the static table are borrowed, and a value the peer indexed
+/// is shared with its dynamic-table entry: an indexed field, the common case once a connection is
+/// warm (Go's encoder indexes nearly every field), costs no allocation.
+pub use crate::span::AttrStr as FieldValue;
 
 /// Header names whose values are kept. Everything else is dropped at decode time.
 pub const ALLOWED_NAMES: [&str; 11] = [
@@ -178,7 +183,7 @@ impl Unresolved {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecodedBlock {
     /// Allow-listed fields in block order; names are from [`ALLOWED_NAMES`].
-    pub fields: Vec<(&'static str, String)>,
+    pub fields: Vec<(&'static str, FieldValue)>,
     /// Fields whose name could not be resolved. Any allow-listed field missing from `fields` may
     /// have been among them: use [`DecodedBlock::get`], which accounts for it.
     pub unresolved: Unresolved,
@@ -205,7 +210,7 @@ impl<'a> Lookup<'a> {
 
 /// Look a field up in a field list of a block with `unresolved` fields. Never guesses: a field
 /// that is missing while an unresolved field could carry its name is [`Lookup::Unknown`].
-pub fn lookup<'a>(fields: &'a [(&'static str, String)], unresolved: Unresolved, name: &str) -> Lookup<'a> {
+pub fn lookup<'a>(fields: &'a [(&'static str, FieldValue)], unresolved: Unresolved, name: &str) -> Lookup<'a> {
     match fields.iter().find(|(n, _)| *n == name) {
         Some((_, v)) => Lookup::Found(v),
         None => {
@@ -273,14 +278,17 @@ struct BlockBuilder {
 }
 
 impl BlockBuilder {
-    fn push(&mut self, name: Option<NameClass>, value: Option<&str>) {
+    /// `value` is only called for a kept field.
+    fn push(&mut self, name: Option<NameClass>, value: impl FnOnce() -> Option<FieldValue>) {
         match name {
             Some(class) => {
                 if !class.is_pseudo() {
                     self.seen_regular = true;
                 }
-                if let (NameClass::Allowed(k), Some(v)) = (class, value) {
-                    self.out.fields.push((ALLOWED_NAMES[k as usize], v.to_owned()));
+                if let NameClass::Allowed(k) = class
+                    && let Some(v) = value()
+                {
+                    self.out.fields.push((ALLOWED_NAMES[k as usize], v));
                 }
             }
             None => {
@@ -299,7 +307,7 @@ impl BlockBuilder {
 struct Entry {
     /// `None`: the name came from an unresolved reference.
     name: Option<NameClass>,
-    value: Option<Box<str>>,
+    value: Option<Arc<str>>,
     /// Length of the name, when known (always, unless `name` is `None`).
     name_len: Option<usize>,
     /// RFC 7541 size; a lower bound when `name_len` is unknown.
@@ -540,13 +548,13 @@ impl HpackDecoder {
                 match self.resolve(idx)? {
                     Resolved::Static(i) => {
                         let (n, v) = STATIC_TABLE[i];
-                        bb.push(Some(classify(n.as_bytes())), Some(v));
+                        bb.push(Some(classify(n.as_bytes())), || Some(FieldValue::Static(v)));
                     }
                     Resolved::Dynamic(e) => {
                         hits += 1;
-                        bb.push(e.name, e.value.as_deref());
+                        bb.push(e.name, || e.value.clone().map(FieldValue::Shared));
                     }
-                    Resolved::Unknown => bb.push(None, None),
+                    Resolved::Unknown => bb.push(None, || None),
                 }
             } else if b & 0xe0 == 0x20 {
                 // Dynamic table size update: only before the first field.
@@ -586,9 +594,17 @@ impl HpackDecoder {
                 let keep = matches!(name, Some(NameClass::Allowed(_)));
                 let v = self.materialize(huff, raw)?;
                 let value_len = v.len();
-                let value: Option<Box<str>> = if keep { Some(String::from_utf8_lossy(v).into()) } else { None };
+                // One allocation either way: an indexed value is shared by the field and its entry.
+                let (field, value): (Option<FieldValue>, Option<Arc<str>>) = match (keep, indexing) {
+                    (false, _) => (None, None),
+                    (true, true) => {
+                        let shared: Arc<str> = Arc::from(&*String::from_utf8_lossy(v));
+                        (Some(FieldValue::Shared(shared.clone())), Some(shared))
+                    }
+                    (true, false) => (Some(FieldValue::Owned(String::from_utf8_lossy(v).into_owned())), None),
+                };
                 self.wipe_scratch();
-                bb.push(name, value.as_deref());
+                bb.push(name, || field);
                 if indexing {
                     let size = name_len.unwrap_or(0) + value_len + ENTRY_OVERHEAD;
                     self.insert(Entry { name, value, name_len, size });
@@ -798,10 +814,10 @@ mod tests {
         assert_eq!(
             r.fields,
             vec![
-                (":method", "GET".to_string()),
-                (":scheme", "http".to_string()),
-                (":path", "/".to_string()),
-                (":authority", "www.example.com".to_string()),
+                (":method", FieldValue::Static("GET")),
+                (":scheme", FieldValue::Static("http")),
+                (":path", FieldValue::Static("/")),
+                (":authority", FieldValue::Static("www.example.com")),
             ]
         );
         let b2 = [0x82, 0x86, 0x84, 0xbe, 0x58, 0x08, b'n', b'o', b'-', b'c', b'a', b'c', b'h', b'e'];
@@ -913,13 +929,13 @@ mod tests {
             refdec.decode(&mut copy, &mut dst).unwrap();
             let r = d.decode_block(&blk).unwrap();
             assert!(!r.unresolved.any());
-            let expect: Vec<(&'static str, String)> = dst
+            let expect: Vec<(&'static str, FieldValue)> = dst
                 .iter()
                 .filter_map(|(n, v, _)| {
                     ALLOWED_NAMES
                         .iter()
                         .find(|a| a.as_bytes() == n.as_slice())
-                        .map(|a| (*a, String::from_utf8_lossy(v).into_owned()))
+                        .map(|a| (*a, FieldValue::Owned(String::from_utf8_lossy(v).into_owned())))
                 })
                 .collect();
             assert_eq!(r.fields, expect, "block {i}");
@@ -989,7 +1005,7 @@ mod tests {
             let r = d.decode_block(&blk).expect("valid block");
             for (name, v) in &r.fields {
                 let truth = req.iter().find(|(tn, _)| tn == name).map(|(_, tv)| tv.as_str());
-                if truth != Some(v.as_str()) {
+                if truth != Some(&**v) {
                     w.wrong += 1;
                 }
             }

@@ -18,7 +18,7 @@
 
 use crate::stream::Segment;
 
-use super::hpack::{HpackDecoder, HpackStats, Lookup, Unresolved, lookup};
+use super::hpack::{FieldValue, HpackDecoder, HpackStats, Lookup, Unresolved, lookup};
 
 /// The client connection preface.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -178,7 +178,7 @@ pub enum H2Event {
         stream_id: u32,
         end_stream: bool,
         /// Allow-listed fields only ([`super::hpack::ALLOWED_NAMES`]).
-        fields: Vec<(&'static str, String)>,
+        fields: Vec<(&'static str, FieldValue)>,
         /// Fields whose names could not be resolved (mid-connection attach).
         unresolved: Unresolved,
         timing: Timing,
@@ -1031,7 +1031,7 @@ mod tests {
         v
     }
 
-    fn expected_curl_headers() -> Vec<(&'static str, String)> {
+    fn expected_curl_headers() -> Vec<(&'static str, FieldValue)> {
         vec![
             (":method", "GET".into()),
             (":path", "/".into()),
@@ -1127,7 +1127,7 @@ mod tests {
             match &out[0] {
                 H2Event::Headers { stream_id: 3, end_stream: false, fields, .. } => {
                     assert_eq!(fields.len(), 5);
-                    assert_eq!(fields[2], (":path", "/apis/apps/v1/namespaces/default/deployments".to_string()));
+                    assert_eq!(fields[2], (":path", FieldValue::Static("/apis/apps/v1/namespaces/default/deployments")));
                 }
                 e => panic!("{e:?}"),
             }

@@ -132,7 +132,7 @@ impl OtlpSink {
                 batch.push(span);
             }
             self.export(&batch, deadline).await;
-            batch.clear();
+            crate::span::recycle(batch.drain(..));
         }
     }
 
