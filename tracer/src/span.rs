@@ -72,6 +72,24 @@ impl PartialEq for AttrStr {
 }
 impl Eq for AttrStr {}
 
+impl PartialEq<&str> for AttrStr {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Display for AttrStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl Default for AttrStr {
+    fn default() -> Self {
+        AttrStr::Static("")
+    }
+}
+
 impl From<&'static str> for AttrStr {
     fn from(v: &'static str) -> Self {
         AttrStr::Static(v)
@@ -91,6 +109,11 @@ impl From<&'static str> for AttrValue {
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
         AttrValue::Str(AttrStr::Owned(v))
+    }
+}
+impl From<AttrStr> for AttrValue {
+    fn from(v: AttrStr) -> Self {
+        AttrValue::Str(v)
     }
 }
 impl From<Arc<str>> for AttrValue {

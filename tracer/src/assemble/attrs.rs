@@ -11,7 +11,7 @@ use rand::{RngCore, SeedableRng, rngs::SmallRng};
 use crate::{
     connections::Connection,
     events::Role,
-    span::{ProcessInfo, SpanKind, SpanRecord, SpanStatus},
+    span::{AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
 };
 
 pub type Attrs = crate::span::Attributes;
@@ -79,6 +79,17 @@ pub fn connection(conn: &Connection) -> Attrs {
     a
 }
 
+/// The name the client asked for (Host, `:authority`) as `server.address`, in place of the
+/// connection's address; when it is that address, as it is for a client that dials an IP,
+/// nothing is copied.
+pub fn set_server_address(a: &mut Attrs, host: &str) {
+    match a.iter_mut().find(|(k, _)| *k == "server.address") {
+        Some((_, AttrValue::Str(v))) if **v == *host => {}
+        Some((_, v)) => *v = host.to_owned().into(),
+        None => a.push(("server.address", host.to_owned().into())),
+    }
+}
+
 pub fn new_span(
     name: String,
     kind: SpanKind,
@@ -125,7 +136,7 @@ mod tests {
 
     #[test]
     fn attribute_vector_fits_glibc_thread_cache() {
-        assert!(ATTRS_CAPACITY * size_of::<(&str, crate::span::AttrValue)>() <= 1032);
+        assert!(ATTRS_CAPACITY * size_of::<(&str, AttrValue)>() <= 1032);
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Http1Conn {
     fn on_request_event(&mut self, ctx: &SpanContext<'_>, ev: Http1Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
         match ev {
             Http1Event::Head { head: Head::Request(head), first_byte } => {
-                if head.method == "HEAD" {
+                if &*head.method == "HEAD" {
                     self.responses.expect_no_body_for_next_response();
                 }
                 if self.pending.len() >= MAX_PENDING {
@@ -289,8 +289,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
     let mut a = attrs::connection(ctx.conn);
     // server.address is the logical host the client asked for (Host header), when it said one.
     if let Some(host) = host.as_deref().and_then(host_of) {
-        a.retain(|(k, _)| *k != "server.address");
-        a.push(("server.address", host.to_owned().into()));
+        attrs::set_server_address(&mut a, host);
     }
     a.push(("http.request.method", method.into()));
     a.push(("url.path", std::mem::take(&mut info.path).into()));

@@ -319,17 +319,10 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         a.push(("http.response.status_code", i64::from(code).into()));
     }
     if let Some(ua) = user_agent {
-        a.push(("user_agent.original", AttrValue::Str(ua)));
+        a.push(("user_agent.original", ua.into()));
     }
     if let Some(host) = s.authority.as_deref().and_then(|h| h.rsplit_once(':').map_or(Some(h), |(h, _)| Some(h))) {
-        // The name the client asked for replaces the address; when it is the address, as it is
-        // for an apiserver dialling etcd by IP, nothing is copied.
-        let host = host.trim_matches(['[', ']']);
-        match a.iter_mut().find(|(k, _)| *k == "server.address") {
-            Some((_, AttrValue::Str(v))) if **v == *host => {}
-            Some((_, v)) => *v = host.to_owned().into(),
-            None => a.push(("server.address", host.to_owned().into())),
-        }
+        attrs::set_server_address(&mut a, host.trim_matches(['[', ']']));
     }
     a.push(("http.request.body.size", s.request_bytes.into()));
     a.push(("http.response.body.size", s.response_bytes.into()));

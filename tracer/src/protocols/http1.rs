@@ -14,7 +14,9 @@
 //! make the decoder desynchronise; it then waits for a segment that *starts* like a message and
 //! never guesses a message start in the middle of a segment.
 
-use crate::stream::Segment;
+use std::sync::Arc;
+
+use crate::{span::AttrStr, stream::Segment};
 
 /// Largest head (start line + headers) we buffer; a bigger one desynchronises the decoder.
 pub const HEAD_LIMIT: usize = 16 * 1024;
@@ -51,11 +53,13 @@ impl Timing {
 /// What the tracer keeps of a request head. No other header value is ever stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
+    /// A standard method is a constant; another one is copied.
+    pub method: AttrStr,
     /// Raw request-target, query included.
     pub target: String,
-    pub user_agent: Option<String>,
-    pub host: Option<String>,
+    /// Shared with the connection's earlier requests when they sent the same value.
+    pub user_agent: Option<AttrStr>,
+    pub host: Option<AttrStr>,
     pub content_length: Option<u64>,
     /// Transfer-Encoding ends with `chunked`.
     pub chunked: bool,
@@ -166,6 +170,8 @@ pub struct Http1Decoder {
     /// The last request asked to switch protocols (Upgrade, CONNECT): if what follows it is not
     /// HTTP, the switch happened, so we stop quietly instead of reporting a desync.
     switch_pending: bool,
+    /// The last User-Agent and Host values of the connection's requests.
+    repeated: RepeatedFields,
 }
 
 /// Deliberately omits `buf`'s contents: a partial head may hold credentials.
@@ -192,6 +198,7 @@ impl Http1Decoder {
             body_size: 0,
             no_body_responses: 0,
             switch_pending: false,
+            repeated: RepeatedFields::default(),
         }
     }
 
@@ -288,7 +295,7 @@ impl Http1Decoder {
         self.first_byte = ts;
         // A head must fit in the limit even when a single segment holds all of it.
         let window = data.get(..HEAD_LIMIT).unwrap_or(data);
-        match parse_head(self.kind, window) {
+        match parse_head(self.kind, window, &mut self.repeated) {
             Parsed::Complete { len, head, body } => {
                 self.start_body(head, body, ts, out);
                 len
@@ -315,7 +322,7 @@ impl Http1Decoder {
         let added = data.get(..room.min(data.len())).unwrap_or_default();
         self.append(added, HEAD_LIMIT);
         let worth_parsing = added.contains(&b'\n') || self.buf.len() <= EAGER_PARSE_LEN;
-        let parsed = if worth_parsing { parse_head(self.kind, &self.buf) } else { Parsed::Partial };
+        let parsed = if worth_parsing { parse_head(self.kind, &self.buf, &mut self.repeated) } else { Parsed::Partial };
         match parsed {
             Parsed::Complete { len, head, body } => {
                 self.wipe();
@@ -349,7 +356,7 @@ impl Http1Decoder {
             Head::Response(resp) => self.response_plan(resp.status, body),
         };
         let tunnel = match &head {
-            Head::Request(req) => req.upgrade || req.method == "CONNECT",
+            Head::Request(req) => req.upgrade || &*req.method == "CONNECT",
             Head::Response(_) => false,
         };
         out.push(Http1Event::Head { head, first_byte: self.first_byte });
@@ -433,7 +440,7 @@ impl Http1Decoder {
         if n > 0 && self.state == State::Head && !self.buf.is_empty() {
             // A head longer than the capture (big bearer tokens): report what its captured lines
             // say, then wait for the next message, since where this one ends is unknown.
-            if let Some(head) = salvage_head(self.kind, &self.buf) {
+            if let Some(head) = salvage_head(self.kind, &self.buf, &mut self.repeated) {
                 out.push(Http1Event::Head { head, first_byte: self.first_byte });
             }
             self.desync(TRUNCATED_HEAD, out);
@@ -609,11 +616,11 @@ enum Parsed {
 pub const TRUNCATED_HEAD: &str = "head not fully captured";
 
 /// The complete lines of a partial head, closed as if it ended there.
-fn salvage_head(kind: MessageKind, partial: &[u8]) -> Option<Head> {
+fn salvage_head(kind: MessageKind, partial: &[u8], repeated: &mut RepeatedFields) -> Option<Head> {
     let end = partial.iter().rposition(|&b| b == b'\n')? + 1;
     let mut closed = partial[..end].to_vec();
     closed.extend_from_slice(b"\r\n");
-    let head = match parse_head(kind, &closed) {
+    let head = match parse_head(kind, &closed, repeated) {
         Parsed::Complete { head, .. } => Some(head),
         _ => None,
     };
@@ -621,7 +628,7 @@ fn salvage_head(kind: MessageKind, partial: &[u8]) -> Option<Head> {
     head
 }
 
-fn parse_head(kind: MessageKind, bytes: &[u8]) -> Parsed {
+fn parse_head(kind: MessageKind, bytes: &[u8], repeated: &mut RepeatedFields) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match kind {
         MessageKind::Request => {
@@ -630,10 +637,10 @@ fn parse_head(kind: MessageKind, bytes: &[u8]) -> Parsed {
                 Ok(httparse::Status::Complete(len)) => {
                     let fields = Fields::scan(req.headers);
                     let head = RequestHead {
-                        method: req.method.unwrap_or_default().to_owned(),
+                        method: method_text(req.method.unwrap_or_default()),
                         target: req.path.unwrap_or_default().to_owned(),
-                        user_agent: fields.user_agent.map(lossy),
-                        host: fields.host.map(lossy),
+                        user_agent: fields.user_agent.map(|v| repeated.user_agent.text(v)),
+                        host: fields.host.map(|v| repeated.host.text(v)),
                         content_length: fields.content_length.value(),
                         chunked: fields.chunked(),
                         upgrade: fields.connection_upgrade || fields.upgrade,
@@ -789,11 +796,40 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     })
 }
 
-fn lossy(bytes: &[u8]) -> String {
-    // Valid UTF-8, the usual case, through the standard library's faster check.
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+/// A standard method as a constant (httparse has checked that it is a token).
+fn method_text(method: &str) -> AttrStr {
+    const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => AttrStr::Static(m),
+        None => AttrStr::Owned(method.to_owned()),
+    }
+}
+
+/// Header values a client repeats on every request of a connection (User-Agent, Host): the
+/// last one is kept, and a request that sends it again shares it instead of copying it.
+#[derive(Debug, Default)]
+struct RepeatedFields {
+    user_agent: LastValue,
+    host: LastValue,
+}
+
+#[derive(Debug, Default)]
+struct LastValue(Option<Arc<str>>);
+
+impl LastValue {
+    fn text(&mut self, bytes: &[u8]) -> AttrStr {
+        if let Some(last) = &self.0
+            && last.as_bytes() == bytes
+        {
+            return AttrStr::Shared(last.clone());
+        }
+        // Valid UTF-8, the usual case, through the standard library's faster check.
+        let text: Arc<str> = match std::str::from_utf8(bytes) {
+            Ok(text) => text.into(),
+            Err(_) => String::from_utf8_lossy(bytes).into(),
+        };
+        self.0 = Some(text.clone());
+        AttrStr::Shared(text)
     }
 }
 
@@ -1015,15 +1051,31 @@ mod tests {
     }
 
     fn request(method: &str, target: &str, ua: Option<&str>, host: Option<&str>) -> RequestHead {
+        let text = |s: &str| AttrStr::Owned(s.to_owned());
         RequestHead {
-            method: method.into(),
+            method: text(method),
             target: target.into(),
-            user_agent: ua.map(Into::into),
-            host: host.map(Into::into),
+            user_agent: ua.map(text),
+            host: host.map(text),
             content_length: None,
             chunked: false,
             upgrade: false,
         }
+    }
+
+    #[test]
+    fn repeated_header_values_are_shared_and_exact() {
+        let mut last = LastValue::default();
+        let (AttrStr::Shared(a), AttrStr::Shared(b)) = (last.text(b"kubectl/v1.31"), last.text(b"kubectl/v1.31")) else {
+            panic!("header values are shared text");
+        };
+        assert!(Arc::ptr_eq(&a, &b), "a repeated value is not copied again");
+        assert_eq!(&*last.text(b"client-go/1.0"), "client-go/1.0");
+        assert_eq!(&*last.text(b"bad \xff"), "bad \u{fffd}");
+        assert_eq!(&*last.text(b"bad \xff"), "bad \u{fffd}");
+        assert_eq!(&*last.text(b"kubectl/v1.31"), "kubectl/v1.31");
+        assert!(matches!(method_text("GET"), AttrStr::Static("GET")));
+        assert!(matches!(method_text("PROPFIND"), AttrStr::Owned(m) if m == "PROPFIND"));
     }
 
     fn response(status: u16, content_length: Option<u64>, chunked: bool) -> Head {
@@ -1511,7 +1563,7 @@ mod tests {
         d.feed(&partial(head, 5000, 1), &mut out);
         match &out[..] {
             [Http1Event::Head { head: Head::Request(r), .. }, Http1Event::Desync { reason: TRUNCATED_HEAD }] => {
-                assert_eq!((r.method.as_str(), r.target.as_str()), ("GET", "/api/v1/namespaces/a/pods"));
+                assert_eq!((&*r.method, r.target.as_str()), ("GET", "/api/v1/namespaces/a/pods"));
                 assert_eq!(r.user_agent.as_deref(), Some("k/1"));
             }
             other => panic!("{other:?}"),
@@ -1655,7 +1707,7 @@ mod tests {
         let mut dec = Http1Decoder::new(MessageKind::Request);
         let out = decode(&mut dec, &[seg(KUBECTL_EXEC, 1), seg(SPDY_FRAME, 2), seg(CURL_GET, 3)]);
         let Http1Event::Head { head: Head::Request(req), .. } = &out[0] else { panic!("{out:?}") };
-        assert!(req.upgrade && req.content_length == Some(0) && req.method == "POST");
+        assert!(req.upgrade && req.content_length == Some(0) && &*req.method == "POST");
         assert_eq!(out[1], Http1Event::End { body_size: 0, last_byte: ts(1) });
         assert_eq!(out.len(), 2, "no desync: the switch is expected");
         assert!(dec.is_upgraded());

@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use super::truncate_str;
+pub use crate::span::AttrStr as Text;
 
 /// Cap for names and other path segments: k8s object names are DNS subdomains (≤ 253).
 const MAX_SEGMENT_LEN: usize = 253;
@@ -44,20 +45,20 @@ pub struct RequestInfo {
     /// `get list watch create update patch delete deletecollection proxy`;
     /// lowercased method for non-resource requests; empty for resource
     /// requests with a method upstream does not map (e.g. `OPTIONS`).
-    pub verb: String,
+    pub verb: Text,
     /// `"api"` or `"apis"`. Also set for `/apis/<group>/<version>` discovery,
     /// which upstream reports as non-resource but with the prefix filled in.
-    pub api_prefix: Option<String>,
+    pub api_prefix: Option<Text>,
     /// `None` for the core group.
-    pub api_group: Option<String>,
-    pub api_version: Option<String>,
+    pub api_group: Option<Text>,
+    pub api_version: Option<Text>,
     /// For the namespace object itself (`/api/v1/namespaces/foo`) this is
     /// `foo`, as upstream.
-    pub namespace: Option<String>,
-    pub resource: Option<String>,
-    pub subresource: Option<String>,
+    pub namespace: Option<Text>,
+    pub resource: Option<Text>,
+    pub subresource: Option<Text>,
     /// From the path, or from `fieldSelector=metadata.name=X` on list/watch.
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// Request path without query, percent-encoding left as is.
     pub path: String,
     /// Low-cardinality template of the path, e.g.
@@ -165,9 +166,9 @@ fn resolve_resource(method: &str, segments: &[&str], query: &Query) -> Option<Re
 
     let mut info = RequestInfo {
         is_resource_request: true,
-        api_prefix: field(prefix),
-        api_group: group.and_then(field),
-        api_version: field(version),
+        api_prefix: known_field(prefix),
+        api_group: group.and_then(known_field),
+        api_version: known_field(version),
         ..RequestInfo::default()
     };
 
@@ -181,10 +182,10 @@ fn resolve_resource(method: &str, segments: &[&str], query: &Query) -> Option<Re
             info.route = route.finish();
             return Some(info);
         }
-        info.verb = first.to_owned();
+        info.verb = Text::Static(if first == "watch" { "watch" } else { "proxy" });
         rest = &rest[1..];
     } else {
-        info.verb = method_verb(method).to_owned();
+        info.verb = Text::Static(method_verb(method));
     }
 
     rest = consume_namespace(rest, &mut info, &mut route);
@@ -203,13 +204,13 @@ fn consume_namespace<'a>(
 ) -> &'a [&'a str] {
     match rest {
         ["namespaces", ns, next, ..] if !NAMESPACE_SUBRESOURCES.contains(next) => {
-            info.namespace = field(ns);
+            info.namespace = known_field(ns);
             route.literal("namespaces");
             route.placeholder(ns, "{namespace}");
             &rest[2..]
         }
         ["namespaces", ns, ..] => {
-            info.namespace = field(ns);
+            info.namespace = known_field(ns);
             rest
         }
         _ => rest,
@@ -222,7 +223,7 @@ fn fill_parts(parts: &[&str], info: &mut RequestInfo, route: &mut Route) {
     let Some((&resource, rest)) = parts.split_first() else {
         return;
     };
-    info.resource = field(resource);
+    info.resource = known_field(resource);
     route.literal(resource);
     let Some((&name, rest)) = rest.split_first() else {
         return;
@@ -230,10 +231,10 @@ fn fill_parts(parts: &[&str], info: &mut RequestInfo, route: &mut Route) {
     info.name = field(name);
     route.placeholder(name, "{name}");
     let mut rest = rest;
-    if !SPECIAL_VERBS_NO_SUBRESOURCES.contains(&info.verb.as_str())
+    if !SPECIAL_VERBS_NO_SUBRESOURCES.contains(&&*info.verb)
         && let Some((&sub, tail)) = rest.split_first()
     {
-        info.subresource = field(sub);
+        info.subresource = known_field(sub);
         route.literal(sub);
         rest = tail;
     }
@@ -245,13 +246,13 @@ fn fill_parts(parts: &[&str], info: &mut RequestInfo, route: &mut Route) {
 /// GET without a name is list or watch (with `fieldSelector` naming the
 /// object); DELETE without a name is deletecollection.
 fn resolve_collection_verbs(info: &mut RequestInfo, query: &Query) {
-    if info.name.is_none() && info.verb == "get" {
+    if info.name.is_none() && &*info.verb == "get" {
         let opts = ListOptions::decode(query);
-        info.verb = if opts.watch { "watch" } else { "list" }.to_owned();
+        info.verb = Text::Static(if opts.watch { "watch" } else { "list" });
         info.name = opts.name.as_deref().and_then(field);
     }
-    if info.name.is_none() && info.verb == "delete" {
-        info.verb = "deletecollection".to_owned();
+    if info.name.is_none() && &*info.verb == "delete" {
+        info.verb = Text::Static("deletecollection");
     }
 }
 
@@ -267,16 +268,31 @@ fn method_verb(method: &str) -> &'static str {
     }
 }
 
-/// Go's `strings.ToLower(method)`, capped (lowercasing may grow the string).
-fn lowercase_verb(method: &str) -> String {
+/// Go's `strings.ToLower(method)`, capped (lowercasing may grow the string); a constant for a
+/// standard method.
+fn lowercase_verb(method: &str) -> Text {
+    const LOWER: [(&str, &str); 9] = [
+        ("GET", "get"),
+        ("HEAD", "head"),
+        ("POST", "post"),
+        ("PUT", "put"),
+        ("PATCH", "patch"),
+        ("DELETE", "delete"),
+        ("OPTIONS", "options"),
+        ("CONNECT", "connect"),
+        ("TRACE", "trace"),
+    ];
+    if let Some((_, lower)) = LOWER.iter().find(|(m, _)| *m == method) {
+        return Text::Static(lower);
+    }
     let lower = truncate_str(method, MAX_VERB_LEN).to_lowercase();
-    truncate_str(&lower, MAX_VERB_LEN).to_owned()
+    Text::Owned(truncate_str(&lower, MAX_VERB_LEN).to_owned())
 }
 
 fn non_resource(method: &str, segments: &[&str], raw_path: &str) -> RequestInfo {
     // Upstream records the prefix before finding `/apis/<g>/<v>` too short.
     let api_prefix = match segments {
-        ["apis", _, _] => field("apis"),
+        ["apis", _, _] => Some(Text::Static("apis")),
         _ => None,
     };
     RequestInfo {
@@ -319,7 +335,7 @@ fn non_resource_route(segments: &[&str], raw_path: &str) -> String {
 /// Upstream's `BasicLongRunningRequestCheck`, except that `log` only counts
 /// with `follow` (a plain log fetch is an ordinary short request).
 fn is_long_running(info: &RequestInfo, decoded_path: &str, query: &Query) -> bool {
-    if matches!(info.verb.as_str(), "watch" | "proxy") {
+    if matches!(&*info.verb, "watch" | "proxy") {
         return true;
     }
     if !info.is_resource_request {
@@ -557,8 +573,50 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// A stored path segment: `None` when empty (Go's zero value), capped otherwise.
-fn field(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| truncate_str(s, MAX_SEGMENT_LEN).to_owned())
+fn field(s: &str) -> Option<Text> {
+    (!s.is_empty()).then(|| Text::Owned(truncate_str(s, MAX_SEGMENT_LEN).to_owned()))
+}
+
+/// [`field`] for a segment that is most often one of a few well-known values (API prefix,
+/// version, group, resource, subresource, namespace): those are constants, not copies, since
+/// every span carries several of them.
+fn known_field(s: &str) -> Option<Text> {
+    match well_known(s) {
+        Some(k) => Some(Text::Static(k)),
+        None => field(s),
+    }
+}
+
+/// The segment as a constant when it is a common API prefix, version, group, resource,
+/// subresource or namespace. A `match` on strings compares lengths first, so a miss is cheap.
+fn well_known(s: &str) -> Option<&'static str> {
+    /// Each value once: the arm returns the literal it matched.
+    macro_rules! constants {
+        ($($k:literal),* $(,)?) => {
+            match s {
+                $($k => Some($k),)*
+                _ => None,
+            }
+        };
+    }
+    constants![
+        "api", "apis", "v1", "v1beta1", "v1beta2", "v1beta3", "v1alpha1", "v2", "apps", "batch",
+        "autoscaling", "policy", "networking.k8s.io", "rbac.authorization.k8s.io", "storage.k8s.io",
+        "coordination.k8s.io", "discovery.k8s.io", "admissionregistration.k8s.io",
+        "apiextensions.k8s.io", "apiregistration.k8s.io", "certificates.k8s.io", "events.k8s.io",
+        "flowcontrol.apiserver.k8s.io", "scheduling.k8s.io", "node.k8s.io", "pods", "services",
+        "endpoints", "endpointslices", "configmaps", "secrets", "nodes", "namespaces", "events",
+        "leases", "serviceaccounts", "persistentvolumes", "persistentvolumeclaims", "deployments",
+        "replicasets", "statefulsets", "daemonsets", "controllerrevisions", "jobs", "cronjobs",
+        "ingresses", "networkpolicies", "roles", "rolebindings", "clusterroles",
+        "clusterrolebindings", "customresourcedefinitions", "apiservices", "storageclasses",
+        "csinodes", "csidrivers", "volumeattachments", "priorityclasses", "poddisruptionbudgets",
+        "horizontalpodautoscalers", "resourcequotas", "limitranges", "replicationcontrollers",
+        "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
+        "certificatesigningrequests", "flowschemas", "prioritylevelconfigurations", "status", "log",
+        "exec", "attach", "portforward", "proxy", "binding", "eviction", "scale", "token",
+        "finalize", "default", "kube-system", "kube-public", "kube-node-lease",
+    ]
 }
 
 // ---------------------------------------------------------------------------
@@ -571,12 +629,12 @@ pub struct EtcdKeyInfo {
     /// Only set when the key itself carries the group (CRDs, custom
     /// resources, `apiregistration.k8s.io`, ...); most built-in groups are
     /// stored without it.
-    pub group: Option<String>,
+    pub group: Option<Text>,
     /// API resource name; storage-only prefixes are mapped back
     /// (`minions` → `nodes`, `services/specs` → `services`, ...).
-    pub resource: Option<String>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
+    pub resource: Option<Text>,
+    pub namespace: Option<Text>,
+    pub name: Option<Text>,
     /// The key ends in `/`: a range (list/watch) over everything below it.
     pub is_prefix: bool,
 }
@@ -662,9 +720,9 @@ pub fn parse_registry_key(prefix: &str, key: &[u8]) -> Option<EtcdKeyInfo> {
         all => (None, Some(joined(all))),
     };
     Some(EtcdKeyInfo {
-        group: group.and_then(field),
-        resource: resource.and_then(field),
-        namespace: namespace.and_then(field),
+        group: group.and_then(known_field),
+        resource: resource.and_then(known_field),
+        namespace: namespace.and_then(known_field),
         name: name.as_deref().and_then(field),
         is_prefix,
     })
@@ -764,6 +822,19 @@ fn for_each_printable_piece(key: &[u8], mut sink: impl FnMut(&str) -> bool) -> b
 mod tests {
     use super::*;
 
+    #[test]
+    fn well_known_segments_are_constants() {
+        assert!(matches!(known_field("pods"), Some(Text::Static("pods"))));
+        assert!(matches!(known_field("my-pod"), Some(Text::Owned(n)) if n == "my-pod"));
+        assert_eq!(known_field(""), None);
+        let info = request_info("GET", "/api/v1/namespaces/default/pods/my-pod");
+        for v in [Some(&info.verb), info.api_prefix.as_ref(), info.api_version.as_ref(), info.namespace.as_ref(), info.resource.as_ref()] {
+            assert!(matches!(v, Some(Text::Static(_))), "{v:?}");
+        }
+        assert_eq!(info.name.as_deref(), Some("my-pod"));
+        assert!(matches!(request_info("PROPFIND", "/x").verb, Text::Owned(v) if v == "propfind"));
+    }
+
     /// One-line summary of a `RequestInfo` for table-driven tests.
     fn describe(info: &RequestInfo) -> String {
         let mut out = vec![
@@ -776,7 +847,7 @@ mod tests {
             if info.verb.is_empty() {
                 "''".to_owned()
             } else {
-                info.verb.clone()
+                info.verb.to_string()
             },
         ];
         let fields = [
@@ -970,7 +1041,7 @@ mod tests {
                 .iter()
                 .all(|s| s.as_ref().is_some_and(|s| s.len() <= MAX_SEGMENT_LEN))
         );
-        assert_eq!(info.name.as_ref().map(String::len), Some(252));
+        assert_eq!(info.name.as_deref().map(str::len), Some(252));
         assert!(info.path.len() <= MAX_PATH_LEN && info.route.len() <= MAX_PATH_LEN);
         assert_eq!(
             info.route,
@@ -980,7 +1051,7 @@ mod tests {
         assert_eq!(info.verb, "");
         assert_eq!(
             request_info(&"M".repeat(100), "/x").verb,
-            "m".repeat(MAX_VERB_LEN)
+            &*"m".repeat(MAX_VERB_LEN)
         );
     }
 
