@@ -6,7 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tracer::protocols::etcd::{
-    KEY_MAX, attributes, decode_request, decode_request_prefix, decode_response, decode_response_prefix,
+    EtcdOp, EtcdRequest, EtcdResponse, KEY_MAX, decode_request, decode_request_prefix, decode_response,
+    decode_response_prefix, push_attributes,
 };
 use tracer::span::AttrValue;
 
@@ -23,8 +24,10 @@ const RPCS: [(&str, &str); 10] = [
     ("Status", "etcdserverpb.Maintenance"),
 ];
 
-fn check(attrs: &[(&'static str, AttrValue)]) {
-    for (k, v) in attrs {
+fn check(op: EtcdOp, req: Option<&EtcdRequest>, resp: Option<&EtcdResponse>) {
+    let mut attrs = Vec::new();
+    push_attributes(op, req, resp, &mut attrs);
+    for (k, v) in &attrs {
         if let AttrValue::Str(s) = v {
             assert!(s.len() <= KEY_MAX.max(256), "{k}");
         }
@@ -40,12 +43,12 @@ fuzz_target!(|data: &[u8]| {
         .into_iter()
         .flatten()
     {
-        check(&attributes(r.op, Some(&r), None));
+        check(r.op, Some(&r), None);
     }
     for r in [decode_response(method, service, msg), decode_response_prefix(method, service, &msg[..cut], declared)]
         .into_iter()
         .flatten()
     {
-        check(&attributes(r.op, None, Some(&r)));
+        check(r.op, None, Some(&r));
     }
 });
