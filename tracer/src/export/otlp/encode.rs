@@ -179,23 +179,41 @@ fn key_value_field(tag: u32, key: &str, v: &Any<'_>, out: &mut Vec<u8>) {
         // Most attributes: every length fits one byte, so the headers are known at once (the
         // general path below writes the same bytes, a varint at a time). (proto3 leaves an empty
         // key out: the general path does.)
+        let head = [(tag << 3) as u8 | WireType::LengthDelimited as u8, len as u8, 0x0a, key.len() as u8];
+        if let Any::Str(s) = v {
+            write_string_attr(out, head, key.as_bytes(), [0x12, any as u8, 0x0a, s.len() as u8], s.as_bytes());
+            return;
+        }
         out.reserve(2 + len);
-        out.extend_from_slice(&[(tag << 3) as u8 | WireType::LengthDelimited as u8, len as u8, 0x0a, key.len() as u8]);
+        out.extend_from_slice(&head);
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(&[0x12, any as u8]);
-        match v {
-            Any::Str(s) => {
-                out.extend_from_slice(&[0x0a, s.len() as u8]);
-                out.extend_from_slice(s.as_bytes());
-            }
-            _ => write_any(v, out),
-        }
+        write_any(v, out);
         return;
     }
     message_header(tag, key_value_len(key, v), out);
     str_field(1, key, out);
     message_header(2, any_len(v), out);
     write_any(v, out);
+}
+
+/// A string attribute whose lengths all fit one byte: its four headers around the key, four more
+/// around the value. One capacity check and one length update for the whole attribute, where an
+/// `extend_from_slice` per piece cost a tenth of the encoding.
+#[inline]
+fn write_string_attr(out: &mut Vec<u8>, head: [u8; 4], key: &[u8], mid: [u8; 4], value: &[u8]) {
+    let total = 8 + key.len() + value.len();
+    out.reserve(total);
+    let start = out.len();
+    // SAFETY: `total` bytes were reserved past `start`, and the four writes fill exactly them.
+    unsafe {
+        let p = out.as_mut_ptr().add(start);
+        p.cast::<[u8; 4]>().write_unaligned(head);
+        std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(4), key.len());
+        p.add(4 + key.len()).cast::<[u8; 4]>().write_unaligned(mid);
+        std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(8 + key.len()), value.len());
+        out.set_len(start + total);
+    }
 }
 
 fn resource_attrs(p: &ProcessInfo) -> [(&'static str, Any<'_>); 4] {
