@@ -35,20 +35,22 @@ pub enum EtcdOp {
 }
 
 impl EtcdOp {
-    /// From the gRPC service and method (`etcdserverpb.KV`, `Range`).
+    pub const ALL: [EtcdOp; 9] = [
+        EtcdOp::Range,
+        EtcdOp::Put,
+        EtcdOp::DeleteRange,
+        EtcdOp::Txn,
+        EtcdOp::Compact,
+        EtcdOp::Watch,
+        EtcdOp::LeaseGrant,
+        EtcdOp::LeaseRevoke,
+        EtcdOp::LeaseKeepAlive,
+    ];
+
+    /// From the gRPC service and method (`etcdserverpb.KV`, `Range`): the names of
+    /// [`EtcdOp::service`] and [`EtcdOp::as_str`], so each is written once.
     pub fn from_rpc(service: &str, method: &str) -> Option<Self> {
-        Some(match (service, method) {
-            ("etcdserverpb.KV", "Range") => EtcdOp::Range,
-            ("etcdserverpb.KV", "Put") => EtcdOp::Put,
-            ("etcdserverpb.KV", "DeleteRange") => EtcdOp::DeleteRange,
-            ("etcdserverpb.KV", "Txn") => EtcdOp::Txn,
-            ("etcdserverpb.KV", "Compact") => EtcdOp::Compact,
-            ("etcdserverpb.Watch", "Watch") => EtcdOp::Watch,
-            ("etcdserverpb.Lease", "LeaseGrant") => EtcdOp::LeaseGrant,
-            ("etcdserverpb.Lease", "LeaseRevoke") => EtcdOp::LeaseRevoke,
-            ("etcdserverpb.Lease", "LeaseKeepAlive") => EtcdOp::LeaseKeepAlive,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|op| op.as_str() == method && op.service() == service)
     }
 
     /// The gRPC service of the method.
@@ -538,7 +540,7 @@ pub fn push_attributes(
     op: EtcdOp,
     req: Option<&EtcdRequest>,
     resp: Option<&EtcdResponse>,
-    out: &mut Vec<(&'static str, AttrValue)>,
+    a: &mut Vec<(&'static str, AttrValue)>,
 ) {
     // The first of each name is kept; only this call's names are compared.
     fn put(a: &mut Vec<(&'static str, AttrValue)>, start: usize, k: &'static str, v: impl Into<AttrValue>) {
@@ -546,8 +548,7 @@ pub fn push_attributes(
             a.push((k, v.into()));
         }
     }
-    let start = out.len();
-    let a = out;
+    let start = a.len();
     put(a, start, "db.system.name", "etcd");
     put(a, start, "db.operation.name", op.as_str());
     if let Some(r) = req {
@@ -682,17 +683,7 @@ mod tests {
         assert_eq!(EtcdOp::from_rpc("etcdserverpb.KV", "Watch"), None);
         assert_eq!(EtcdOp::from_rpc("etcdserverpb.Maintenance", "Status"), None);
         // Spans name a known method with these constants: they must be its gRPC names.
-        for op in [
-            EtcdOp::Range,
-            EtcdOp::Put,
-            EtcdOp::DeleteRange,
-            EtcdOp::Txn,
-            EtcdOp::Compact,
-            EtcdOp::Watch,
-            EtcdOp::LeaseGrant,
-            EtcdOp::LeaseRevoke,
-            EtcdOp::LeaseKeepAlive,
-        ] {
+        for op in EtcdOp::ALL {
             assert_eq!(EtcdOp::from_rpc(op.service(), op.as_str()), Some(op));
         }
         assert!(is_etcd_service("etcdserverpb.Maintenance"));

@@ -238,18 +238,16 @@ impl MessageReader {
                     i += n;
                     if self.prefix_have == PREFIX_LEN {
                         self.prefix_have = 0;
-                        let flag = self.prefix[0];
-                        if flag > 1 {
+                        let Some((compressed, mlen)) = message_prefix(&self.prefix) else {
                             self.lost = true;
                             self.cut_first();
                             return;
-                        }
-                        let mlen = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
+                        };
                         self.messages = self.messages.saturating_add(1);
                         if self.first.is_none() {
                             // Sized once (to what will be kept of it): it grows frame by frame otherwise.
                             let bytes = Vec::with_capacity((mlen as usize).min(FIRST_MESSAGE_LIMIT));
-                            self.first = Some(GrpcMessage { compressed: flag == 1, declared_len: mlen, bytes });
+                            self.first = Some(GrpcMessage { compressed, declared_len: mlen, bytes });
                         }
                         self.body_remaining = Some(mlen);
                         self.end_body_if_done();
@@ -292,23 +290,19 @@ impl MessageReader {
     /// message, whole and alone (the common case: one unary request or response), its buffer
     /// becomes the message instead of being copied; anything else goes through `push`.
     pub fn push_owned(&mut self, data: &mut Vec<u8>, len: Option<u32>) {
-        let whole_first = self.first.is_none()
-            && !self.lost
-            && self.prefix_have == 0
-            && self.body_remaining.is_none()
-            && len.is_some_and(|l| l as usize == data.len())
-            && data.len() >= PREFIX_LEN
-            && data[0] <= 1
-            && u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize == data.len() - PREFIX_LEN
-            && data.len() - PREFIX_LEN <= FIRST_MESSAGE_LIMIT;
-        if !whole_first {
+        let at_start = self.first.is_none() && !self.lost && self.prefix_have == 0 && self.body_remaining.is_none();
+        let whole = data.get(..PREFIX_LEN).and_then(message_prefix).filter(|&(_, mlen)| {
+            len.is_some_and(|l| l as usize == data.len())
+                && mlen as usize == data.len() - PREFIX_LEN
+                && mlen as usize <= FIRST_MESSAGE_LIMIT
+        });
+        let (true, Some((compressed, _))) = (at_start, whole) else {
             self.push(data, len);
             return;
-        }
+        };
         self.data_bytes += data.len() as u64;
         self.messages = self.messages.saturating_add(1);
         let mut bytes = std::mem::take(data);
-        let compressed = bytes[0] == 1;
         bytes.drain(..PREFIX_LEN);
         self.first = Some(GrpcMessage { compressed, declared_len: bytes.len() as u32, bytes });
         self.first_done = true;
@@ -319,6 +313,15 @@ impl MessageReader {
             self.body_remaining = None;
             self.cut_first();
         }
+    }
+}
+
+/// A message's length prefix: (compressed, length), or `None` for a flag byte that is neither 0
+/// nor 1 (framing is lost).
+fn message_prefix(p: &[u8]) -> Option<(bool, u32)> {
+    match *p {
+        [flag @ (0 | 1), a, b, c, d] => Some((flag == 1, u32::from_be_bytes([a, b, c, d]))),
+        _ => None,
     }
 }
 

@@ -798,9 +798,8 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 
 /// A standard method as a constant (httparse has checked that it is a token).
 fn method_text(method: &str) -> AttrStr {
-    const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
-    match STANDARD.iter().find(|m| **m == method) {
-        Some(m) => AttrStr::Static(m),
+    match super::k8s::STANDARD_METHODS.iter().find(|(m, _)| *m == method) {
+        Some((m, _)) => AttrStr::Static(m),
         None => AttrStr::Owned(method.to_owned()),
     }
 }

@@ -30,9 +30,18 @@ const SPECIAL_VERBS_NO_SUBRESOURCES: &[&str] = &["proxy"];
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 /// Subresources whose requests stream (kube-apiserver's long-running check).
 const LONG_RUNNING_SUBRESOURCES: &[&str] = &["attach", "exec", "portforward", "proxy"];
-/// Methods kept verbatim in span names; others become `HTTP` (OTel semconv).
-const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+/// The standard methods and their lowercase verbs: kept verbatim in span names (others become
+/// `HTTP`, OTel semconv), and held as constants wherever a request's method is stored.
+pub(crate) const STANDARD_METHODS: [(&str, &str); 9] = [
+    ("GET", "get"),
+    ("HEAD", "head"),
+    ("POST", "post"),
+    ("PUT", "put"),
+    ("PATCH", "patch"),
+    ("DELETE", "delete"),
+    ("OPTIONS", "options"),
+    ("CONNECT", "connect"),
+    ("TRACE", "trace"),
 ];
 
 /// What kube-apiserver knows about a request before routing it.
@@ -93,7 +102,7 @@ pub fn request_info(method: &str, target: &str) -> RequestInfo {
 ///
 /// Unknown methods become `HTTP` so a client cannot mint span names.
 pub fn span_name(method: &str, info: &RequestInfo) -> String {
-    let method = if KNOWN_METHODS.contains(&method) {
+    let method = if STANDARD_METHODS.iter().any(|(m, _)| *m == method) {
         method
     } else {
         "HTTP"
@@ -173,7 +182,7 @@ fn resolve_resource(method: &str, segments: &[&str], query: &Query) -> Option<Re
     };
 
     let first = *rest.first()?;
-    if SPECIAL_VERBS.contains(&first) {
+    if let Some(&special) = SPECIAL_VERBS.iter().find(|v| **v == first) {
         route.literal(first);
         if rest.len() < 2 {
             // Upstream returns an error here ("unable to determine kind and
@@ -182,7 +191,7 @@ fn resolve_resource(method: &str, segments: &[&str], query: &Query) -> Option<Re
             info.route = route.finish();
             return Some(info);
         }
-        info.verb = Text::Static(if first == "watch" { "watch" } else { "proxy" });
+        info.verb = Text::Static(special);
         rest = &rest[1..];
     } else {
         info.verb = Text::Static(method_verb(method));
@@ -271,18 +280,7 @@ fn method_verb(method: &str) -> &'static str {
 /// Go's `strings.ToLower(method)`, capped (lowercasing may grow the string); a constant for a
 /// standard method.
 fn lowercase_verb(method: &str) -> Text {
-    const LOWER: [(&str, &str); 9] = [
-        ("GET", "get"),
-        ("HEAD", "head"),
-        ("POST", "post"),
-        ("PUT", "put"),
-        ("PATCH", "patch"),
-        ("DELETE", "delete"),
-        ("OPTIONS", "options"),
-        ("CONNECT", "connect"),
-        ("TRACE", "trace"),
-    ];
-    if let Some((_, lower)) = LOWER.iter().find(|(m, _)| *m == method) {
+    if let Some((_, lower)) = STANDARD_METHODS.iter().find(|(m, _)| *m == method) {
         return Text::Static(lower);
     }
     let lower = truncate_str(method, MAX_VERB_LEN).to_lowercase();
