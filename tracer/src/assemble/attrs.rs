@@ -11,7 +11,7 @@ use rand::{RngCore, SeedableRng, rngs::SmallRng};
 use crate::{
     connections::Connection,
     events::Role,
-    span::{AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
+    span::{AttrStr, AttrValue, InlineStr, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
 };
 
 pub type Attrs = crate::span::Attributes;
@@ -23,17 +23,19 @@ fn push_addr(a: &mut Attrs, addr_key: &'static str, port_key: &'static str, ep: 
     }
 }
 
-/// A connection's address as its spans carry it: the text is made once per connection and
-/// shared by its spans (an allocation and a formatting fewer per address and span).
+/// A connection's address as its spans carry it: the text is made once per connection, and
+/// copied into each span in place (IPv4) or shared (a longer IPv6 address).
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    pub address: Arc<str>,
+    pub address: AttrStr,
     pub port: u16,
 }
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
-        Endpoint { address: ip_text(addr.ip()).into(), port: addr.port() }
+        let text = ip_text(addr.ip());
+        let address = InlineStr::new(&text).map_or_else(|| AttrStr::Shared(text.into()), AttrStr::Inline);
+        Endpoint { address, port: addr.port() }
     }
 }
 
@@ -85,8 +87,8 @@ pub fn connection(conn: &Connection) -> Attrs {
 pub fn set_server_address(a: &mut Attrs, host: &str) {
     match a.iter_mut().find(|(k, _)| *k == "server.address") {
         Some((_, AttrValue::Str(v))) if **v == *host => {}
-        Some((_, v)) => *v = host.to_owned().into(),
-        None => a.push(("server.address", host.to_owned().into())),
+        Some((_, v)) => *v = AttrStr::copy(host).into(),
+        None => a.push(("server.address", AttrStr::copy(host).into())),
     }
 }
 

@@ -552,7 +552,7 @@ impl HpackDecoder {
                     }
                     Resolved::Dynamic(e) => {
                         hits += 1;
-                        bb.push(e.name, || e.value.clone().map(FieldValue::Shared));
+                        bb.push(e.name, || e.value.as_ref().map(FieldValue::share));
                     }
                     Resolved::Unknown => bb.push(None, || None),
                 }
@@ -599,7 +599,7 @@ impl HpackDecoder {
                     (false, _) => (None, None),
                     (true, true) => {
                         let shared: Arc<str> = Arc::from(&*String::from_utf8_lossy(v));
-                        (Some(FieldValue::Shared(shared.clone())), Some(shared))
+                        (Some(FieldValue::share(&shared)), Some(shared))
                     }
                     (true, false) => (Some(FieldValue::Owned(String::from_utf8_lossy(v).into_owned())), None),
                 };

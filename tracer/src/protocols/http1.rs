@@ -820,15 +820,16 @@ impl LastValue {
         if let Some(last) = &self.0
             && last.as_bytes() == bytes
         {
-            return AttrStr::Shared(last.clone());
+            return AttrStr::share(last);
         }
         // Valid UTF-8, the usual case, through the standard library's faster check.
         let text: Arc<str> = match std::str::from_utf8(bytes) {
             Ok(text) => text.into(),
             Err(_) => String::from_utf8_lossy(bytes).into(),
         };
-        self.0 = Some(text.clone());
-        AttrStr::Shared(text)
+        let value = AttrStr::share(&text);
+        self.0 = Some(text);
+        value
     }
 }
 
@@ -1065,10 +1066,14 @@ mod tests {
     #[test]
     fn repeated_header_values_are_shared_and_exact() {
         let mut last = LastValue::default();
-        let (AttrStr::Shared(a), AttrStr::Shared(b)) = (last.text(b"kubectl/v1.31"), last.text(b"kubectl/v1.31")) else {
+        let ua = b"kubectl/v1.31.0 (linux/amd64) kubernetes/7c5ddbd";
+        let (AttrStr::Shared(a), AttrStr::Shared(b)) = (last.text(ua), last.text(ua)) else {
             panic!("header values are shared text");
         };
         assert!(Arc::ptr_eq(&a, &b), "a repeated value is not copied again");
+        // Short ones are held in place, repeated or not.
+        assert!(matches!(last.text(b"kubectl/v1.31"), AttrStr::Inline(v) if v.as_str() == "kubectl/v1.31"));
+        assert!(matches!(last.text(b"kubectl/v1.31"), AttrStr::Inline(v) if v.as_str() == "kubectl/v1.31"));
         assert_eq!(&*last.text(b"client-go/1.0"), "client-go/1.0");
         assert_eq!(&*last.text(b"bad \xff"), "bad \u{fffd}");
         assert_eq!(&*last.text(b"bad \xff"), "bad \u{fffd}");
