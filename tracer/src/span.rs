@@ -60,6 +60,12 @@ impl AttrStr {
         InlineStr::new(s).map_or_else(|| AttrStr::Owned(s.to_owned()), AttrStr::Inline)
     }
 
+    /// Text that many spans will carry (clones of the result): held in place when it is short,
+    /// shared otherwise, as [`AttrStr::share`] hands it out.
+    pub fn shareable(s: &str) -> Self {
+        InlineStr::new(s).map_or_else(|| AttrStr::Shared(Arc::from(s)), AttrStr::Inline)
+    }
+
     /// `s` for one more span: a copy in place when it is short, which costs less than an atomic
     /// increment now and a decrement at export (perf under nginx load: the increments of the
     /// three addresses alone were 2 % of the agent's CPU), the shared text otherwise.

@@ -11,7 +11,7 @@ use rand::{RngCore, SeedableRng, rngs::SmallRng};
 use crate::{
     connections::Connection,
     events::Role,
-    span::{AttrStr, AttrValue, InlineStr, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
+    span::{AttrStr, AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
 };
 
 pub type Attrs = crate::span::Attributes;
@@ -33,9 +33,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
-        let text = ip_text(addr.ip());
-        let address = InlineStr::new(&text).map_or_else(|| AttrStr::Shared(text.into()), AttrStr::Inline);
-        Endpoint { address, port: addr.port() }
+        Endpoint { address: AttrStr::shareable(&ip_text(addr.ip())), port: addr.port() }
     }
 }
 

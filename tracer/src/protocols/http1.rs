@@ -14,8 +14,6 @@
 //! make the decoder desynchronise; it then waits for a segment that *starts* like a message and
 //! never guesses a message start in the middle of a segment.
 
-use std::sync::Arc;
-
 use crate::{span::AttrStr, stream::Segment};
 
 /// Largest head (start line + headers) we buffer; a bigger one desynchronises the decoder.
@@ -812,29 +810,32 @@ struct RepeatedFields {
     host: LastValue,
 }
 
+/// The last value, as spans carry it: a repeat is a clone (a copy in place when short, the
+/// shared text otherwise).
 #[derive(Debug, Default)]
-struct LastValue(Option<Arc<str>>);
+struct LastValue(Option<AttrStr>);
 
 impl LastValue {
     fn text(&mut self, bytes: &[u8]) -> AttrStr {
         if let Some(last) = &self.0
             && last.as_bytes() == bytes
         {
-            return AttrStr::share(last);
+            return last.clone();
         }
         // Valid UTF-8, the usual case, through the standard library's faster check.
-        let text: Arc<str> = match std::str::from_utf8(bytes) {
-            Ok(text) => text.into(),
-            Err(_) => String::from_utf8_lossy(bytes).into(),
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => AttrStr::shareable(text),
+            Err(_) => AttrStr::shareable(&String::from_utf8_lossy(bytes)),
         };
-        let value = AttrStr::share(&text);
-        self.0 = Some(text);
-        value
+        self.0 = Some(text.clone());
+        text
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     // ---- Wire bytes -------------------------------------------------------------------------
