@@ -278,6 +278,8 @@ mod tests {
         let shared: Arc<str> = Arc::from(long);
         let AttrStr::Shared(again) = AttrStr::share(&shared) else { panic!("not shared") };
         assert!(Arc::ptr_eq(&again, &shared));
+        assert!(matches!(AttrStr::shareable(long), AttrStr::Shared(ref v) if **v == *long));
+        assert!(matches!(AttrStr::shareable("10.0.0.1"), AttrStr::Inline(v) if v.as_str() == "10.0.0.1"));
         // 16 bytes, the first that does not fit; a multi-byte character across the limit.
         assert!(matches!(AttrStr::copy("0123456789abcdef"), AttrStr::Owned(_)));
         assert!(matches!(AttrStr::copy("0123456789abcdé"), AttrStr::Owned(_)));
