@@ -233,17 +233,15 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
             }
             batch.push(span);
             if batch.len() == BATCH {
-                body.clear();
-                export_request(&batch, &mut body);
-                (exported, bytes) = (exported + batch.len(), bytes + body.len());
+                let start = export_request(&batch, &mut body);
+                (exported, bytes) = (exported + batch.len(), bytes + body.len() - start);
                 recycle(batch.drain(..)); // as the exporter does
             }
         }
     }
     if !batch.is_empty() {
-        body.clear();
-        export_request(&batch, &mut body);
-        (exported, bytes) = (exported + batch.len(), bytes + body.len());
+        let start = export_request(&batch, &mut body);
+        (exported, bytes) = (exported + batch.len(), bytes + body.len() - start);
     }
     (exported, bytes)
 }

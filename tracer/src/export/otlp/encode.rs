@@ -1,5 +1,5 @@
-//! Span records → one OTLP `ExportTraceServiceRequest` in protobuf: each span written once into
-//! a scratch vector, whose length then heads it; the rest sized with prost's wire primitives.
+//! Span records → one OTLP `ExportTraceServiceRequest` in protobuf: each span written once, where
+//! it goes in the request; the rest sized with prost's wire primitives.
 //! Written with the two below (`put_varint`, `put_key`).
 //!
 //! Why not the OpenTelemetry SDK's types: going through `SpanData` and the generated OTLP
@@ -25,9 +25,16 @@ pub const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// not remote), as the OpenTelemetry SDK sets them.
 const SPAN_FLAGS: u32 = 0x01 | 0x100;
 
-/// Writes the request for `spans` into `out` (cleared first): one `ResourceSpans` per traced
-/// process, in order of first appearance, each with the spans of that process in batch order.
-pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) {
+/// Writes the request for `spans` into `out` (cleared first) and returns where in `out` it starts:
+/// one `ResourceSpans` per traced process, in order of first appearance, each with the spans of
+/// that process in batch order.
+///
+/// Spans are written where they go, after room for what precedes them (the resource, the scope,
+/// and the lengths of the messages around them, known only once the spans are written), so the
+/// spans of a batch are not copied again. The first process's headers are written at the end of
+/// its room and the request starts there; a later process's group is moved back against the one
+/// before it (a batch rarely holds spans of more than one process).
+pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) -> usize {
     out.clear();
     let mut groups: Vec<(&Arc<ProcessInfo>, Vec<&SpanRecord>)> = Vec::new();
     for s in spans {
@@ -36,25 +43,38 @@ pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) {
             None => groups.push((&s.process, vec![s])),
         }
     }
-    let mut group_spans = Vec::new();
+    let mut head = Vec::new();
+    let mut start = 0;
     for (process, group) in &groups {
-        group_spans.clear();
-        for s in group {
-            write_span_field(s, &mut group_spans);
-        }
         let resource = resource_len(process);
-        let scope_spans = field_len(1, scope_len()) + group_spans.len();
+        // The two lengths that depend on the spans take at most a key byte and a 10-byte varint.
+        let room = field_len(1, resource) + field_len(1, scope_len()) + 2 * 11;
+        let group_start = out.len();
+        out.resize(group_start + room, 0);
+        for s in group {
+            write_span_field(s, out);
+        }
+        let spans_start = group_start + room;
+        let scope_spans = field_len(1, scope_len()) + (out.len() - spans_start);
+        head.clear();
         // ExportTraceServiceRequest.resource_spans = 1
-        message_header(1, field_len(1, resource) + field_len(2, scope_spans), out);
+        message_header(1, field_len(1, resource) + field_len(2, scope_spans), &mut head);
         // ResourceSpans.resource = 1
-        message_header(1, resource, out);
-        write_resource(process, out);
+        message_header(1, resource, &mut head);
+        write_resource(process, &mut head);
         // ResourceSpans.scope_spans = 2
-        message_header(2, scope_spans, out);
-        message_header(1, scope_len(), out);
-        write_scope(out);
-        out.extend_from_slice(&group_spans);
+        message_header(2, scope_spans, &mut head);
+        message_header(1, scope_len(), &mut head);
+        write_scope(&mut head);
+        let head_start = spans_start - head.len();
+        out[head_start..spans_start].copy_from_slice(&head);
+        if group_start == 0 {
+            start = head_start;
+        } else {
+            out.drain(group_start..head_start);
+        }
     }
+    start
 }
 
 /// A span as `ScopeSpans.spans` (field 2). Its length must precede it, and sizing every attribute
@@ -326,9 +346,9 @@ mod tests {
     /// fields left out are all canonical.
     fn round_trip(spans: &[SpanRecord]) -> ExportTraceServiceRequest {
         let mut out = vec![0xff]; // a byte left over would not decode
-        export_request(spans, &mut out);
-        let req = ExportTraceServiceRequest::decode(out.as_slice()).expect("valid protobuf");
-        assert_eq!(req.encode_to_vec(), out);
+        let start = export_request(spans, &mut out);
+        let req = ExportTraceServiceRequest::decode(&out[start..]).expect("valid protobuf");
+        assert_eq!(req.encode_to_vec(), out[start..]);
         req
     }
 
@@ -471,7 +491,7 @@ mod tests {
             [(Some(Value::IntValue(1234)), vec!["a".to_owned(), "c".to_owned()]), (Some(Value::IntValue(99)), vec!["b".to_owned()])]
         );
         let mut out = Vec::new();
-        export_request(&[], &mut out);
+        assert_eq!(export_request(&[], &mut out), 0);
         assert!(out.is_empty());
     }
 

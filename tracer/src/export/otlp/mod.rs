@@ -190,12 +190,13 @@ impl OtlpSink {
     /// The batch as an encoded `ExportTraceServiceRequest`, gzipped for OTLP/HTTP when asked.
     fn request_body(&mut self, batch: &[SpanRecord]) -> std::io::Result<Bytes> {
         let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
-        encode::export_request(batch, &mut body);
+        let start = encode::export_request(batch, &mut body);
         self.last_request_len = body.len();
         if matches!(self.transport, Transport::Http { gzip: true, .. }) {
-            body = gzip(&body)?;
+            return Ok(Bytes::from(gzip(&body[start..])?));
         }
-        Ok(Bytes::from(body))
+        // The bytes before `start` were room for the headers: a slice of the same buffer.
+        Ok(Bytes::from(body).slice(start..))
     }
 
     /// Sends one encoded `ExportTraceServiceRequest`, retrying failures that may pass. Returns the
