@@ -82,6 +82,8 @@ pub struct HttpExpect {
     /// Client-measured time: the span may not be longer (plus [`DURATION_SLACK`]).
     pub max_duration: Option<Duration>,
     pub min_duration: Option<Duration>,
+    /// Some: `url.scheme` is this. None: it is `http` or `https`.
+    pub scheme: Option<&'static str>,
     /// Extra free-form label for messages.
     pub label: String,
 }
@@ -103,6 +105,7 @@ impl HttpExpect {
             response_body_size: None,
             max_duration: None,
             min_duration: None,
+            scheme: None,
             label: String::new(),
         }
     }
@@ -150,6 +153,10 @@ impl HttpExpect {
     }
     pub fn min_duration(mut self, d: Duration) -> Self {
         self.min_duration = Some(d);
+        self
+    }
+    pub fn scheme(mut self, s: &'static str) -> Self {
+        self.scheme = Some(s);
         self
     }
 
@@ -315,6 +322,13 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
     }
     want_str(&mut errs, who, s, "http.request.method", &e.method);
     want_str(&mut errs, who, s, "url.path", &e.path);
+    match e.scheme {
+        Some(scheme) => want_str(&mut errs, who, s, "url.scheme", scheme),
+        None if !matches!(s.attr_str("url.scheme"), Some("http" | "https")) => {
+            errs.push(format!("{who}: url.scheme = {:?}, expected http or https", s.attr("url.scheme")));
+        }
+        None => {}
+    }
     want_int(
         &mut errs,
         who,

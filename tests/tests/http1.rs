@@ -39,7 +39,7 @@ fn req(method: &'static str, target: &str, status: u16) -> Req {
         target: target.into(),
         body: None,
         headers: vec![],
-        exp: HttpExpect::server(method, path, status),
+        exp: HttpExpect::server(method, path, status).scheme("http"),
     }
 }
 

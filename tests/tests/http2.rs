@@ -48,6 +48,7 @@ fn h2c_server_spans_for_curl_and_go_clients() {
     assert_eq!(t.code, 200);
     h2.push(
         HttpExpect::server("GET", &p0, 200)
+            .scheme("http")
             .route(pods_route())
             .k8s(k0)
             .client_port(t.local_port)
@@ -208,6 +209,7 @@ fn h2c_client_spans_of_curl_and_go_client() {
 
     let curl_exps = vec![
         HttpExpect::client("GET", &p0, 200)
+            .scheme("http")
             .route(pods_route())
             .k8s(k0)
             .server_port(port)

@@ -150,6 +150,7 @@ fn etcd_mtls_http1_endpoints_with_curl() {
         assert_eq!(t.code, 200, "harness: {path} answered {}", t.code);
         exps.push(
             HttpExpect::server("GET", path, 200)
+                .scheme("https")
                 .route(path)
                 .not_k8s()
                 .client_port(t.local_port)
@@ -289,6 +290,7 @@ fn go_tls_client_spans_http1_and_http2() {
     );
     let exp = |p: &str, ns: &str, name: &str, bytes: u64, ua: &str| {
         HttpExpect::client("GET", p, 200)
+            .scheme("https")
             .route(pods_route())
             .k8s(K8s::new("get", "v1", "pods").ns(ns).name(name))
             .server_port(port)

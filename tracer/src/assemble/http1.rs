@@ -293,6 +293,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
     }
     a.push(("http.request.method", method.into()));
     a.push(("url.path", std::mem::take(&mut info.path).into()));
+    a.push(("url.scheme", attrs::url_scheme(ctx.conn).into()));
     a.push(("http.route", std::mem::take(&mut info.route).into()));
     a.push(("network.protocol.name", "http".into()));
     a.push(("network.protocol.version", "1.1".into()));

@@ -303,6 +303,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         name = k8s::span_name(method, &info);
         a.push(("http.request.method", method.to_owned().into()));
         a.push(("url.path", std::mem::take(&mut info.path).into()));
+        a.push(("url.scheme", attrs::url_scheme(ctx.conn).into()));
         a.push(("http.route", std::mem::take(&mut info.route).into()));
         k8s_attrs(info, &mut a);
         if let Some(code) = s.status {

@@ -19,13 +19,15 @@ struct Harness {
     /// The kernel's sequence numbers of this socket, per direction (ingress, egress).
     seq: [u32; 2],
     spans: Vec<SpanRecord>,
+    /// Chunks come from the Go TLS uprobes (plaintext of a TLS connection).
+    tls: bool,
 }
 
 impl Harness {
     fn new(role: Role) -> Self {
         let local = "10.0.0.1:6443".parse().ok();
         let peer = "10.0.0.2:40000".parse().ok();
-        Harness { asm: Assembler::new(Clock::new(), vec![2379]), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: [0; 2], spans: Vec::new() }
+        Harness { asm: Assembler::new(Clock::new(), vec![2379]), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: [0; 2], spans: Vec::new(), tls: false }
     }
 
     /// One syscall moving `total` bytes of which `data` were captured.
@@ -39,7 +41,7 @@ impl Harness {
             offset: 0,
             seq: self.seq[dir.index()],
             direction: dir,
-            tls: false,
+            tls: self.tls,
             first: true,
             last: true,
             data,
@@ -86,6 +88,7 @@ fn server_keep_alive_gives_one_span_per_request_with_kernel_times() {
     assert_eq!(attr(a, "k8s.object.name"), &AttrValue::Str("web-0".into()));
     assert_eq!(attr(a, "client.address"), &AttrValue::Str("10.0.0.2".into()));
     assert_eq!(attr(a, "server.port"), &AttrValue::Int(6443));
+    assert_eq!(attr(a, "url.scheme"), &AttrValue::Str("http".into()));
     assert_eq!(a.status, SpanStatus::Unset);
     assert_eq!(b.name, "DELETE /apis/apps/v1/namespaces/{namespace}/deployments/{name}");
     assert_eq!(attr(b, "k8s.api.group"), &AttrValue::Str("apps".into()));
@@ -96,6 +99,18 @@ fn server_keep_alive_gives_one_span_per_request_with_kernel_times() {
             assert!(!format!("{k}{v:?}").contains("secret-token"));
         }
     }
+}
+
+#[test]
+fn go_tls_plaintext_gives_https_spans() {
+    let mut h = Harness::new(Role::Server);
+    h.tls = true;
+    h.send(Direction::Ingress, GET_POD, 100, 110);
+    h.send(Direction::Egress, OK_JSON, 200, 210);
+    let spans = h.close(300);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(attr(&spans[0], "url.scheme"), &AttrValue::Str("https".into()));
+    assert_eq!(attr(&spans[0], "url.path"), &AttrValue::Str("/api/v1/namespaces/default/pods/web-0".into()));
 }
 
 #[test]
@@ -239,6 +254,7 @@ mod h2 {
         let s = &spans[0];
         assert_eq!(s.name, "GET /api/v1/namespaces/{namespace}/pods/{name}");
         assert_eq!(attr(s, "network.protocol.version"), &AttrValue::Str("2".into()));
+        assert_eq!(attr(s, "url.scheme"), &AttrValue::Str("http".into()));
         assert_eq!(attr(s, "http.response.status_code"), &AttrValue::Int(200));
         assert_eq!(attr(s, "http.response.body.size"), &AttrValue::Int(2));
         assert_eq!(s.end_unix_nano - s.start_unix_nano, 20, "request HEADERS read (enter 10) → END_STREAM written (exit 30)");
