@@ -80,6 +80,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> usize {
         pipeline.handle_record(&item);
         n += 1;
     }
+    pipeline.end_of_records();
     n
 }
 

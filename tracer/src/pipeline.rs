@@ -18,6 +18,10 @@ use crate::{
     targets::Targets,
 };
 
+/// Spans kept for export before the ring's pending records are all handled: a flood still sends
+/// them in batches of this size, not all at the end of a drain of up to 65,536 records.
+const SUBMIT_BATCH: usize = 256;
+
 #[derive(Default, Debug, Clone)]
 pub struct PipelineStats {
     pub events: u64,
@@ -65,6 +69,14 @@ impl Pipeline {
                 tracing::debug!("corrupt ring-buffer record: {e}");
             }
         }
+        // Spans go to export once per drain of the ring (`end_of_records`), or sooner in a flood.
+        if self.spans.len() >= SUBMIT_BATCH {
+            self.flush();
+        }
+    }
+
+    /// The records pending in the ring were all handled: their spans go to export together.
+    pub fn end_of_records(&mut self) {
         self.flush();
     }
 
@@ -196,9 +208,7 @@ impl Pipeline {
     }
 
     fn flush(&mut self) {
-        for span in self.spans.drain(..) {
-            self.export.submit(span);
-        }
+        self.export.submit_all(&mut self.spans);
     }
 }
 

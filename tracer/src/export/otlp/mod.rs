@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use bytes::{Buf, BufMut, Bytes};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
-use super::{ExportConfig, ExportStats, OtlpProtocol};
+use super::{ExportConfig, ExportStats, OtlpProtocol, SpanInbox};
 use crate::span::SpanRecord;
 
 /// The OTLP/gRPC method every batch is sent to.
@@ -96,7 +96,7 @@ impl OtlpSink {
     /// (within the deadline) and the task ends.
     pub(super) async fn run(
         mut self,
-        mut rx: mpsc::Receiver<SpanRecord>,
+        mut inbox: SpanInbox,
         mut stop: oneshot::Receiver<Instant>,
     ) {
         let mut deadline: Option<Instant> = None;
@@ -104,10 +104,10 @@ impl OtlpSink {
         loop {
             if batch.is_empty() {
                 tokio::select! {
-                    n = rx.recv_many(&mut batch, self.max_batch) => if n == 0 { break },
+                    n = inbox.recv_into(&mut batch, self.max_batch) => if n == 0 { break },
                     r = &mut stop, if deadline.is_none() => {
                         deadline = Some(self.stop_deadline(r));
-                        rx.close(); // `recv_many` now drains what is queued, then returns 0.
+                        inbox.close(); // `recv_into` now hands out what is queued, then returns 0.
                         continue;
                     }
                 }
@@ -118,19 +118,17 @@ impl OtlpSink {
             while batch.len() < self.max_batch && deadline.is_none() {
                 let room = self.max_batch - batch.len();
                 tokio::select! {
-                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    n = inbox.recv_into(&mut batch, room) => if n == 0 { break },
                     () = tokio::time::sleep_until(fill_until) => break,
                     r = &mut stop => {
                         deadline = Some(self.stop_deadline(r));
-                        rx.close();
+                        inbox.close();
                     }
                 }
             }
-            while batch.len() < self.max_batch
-                && let Ok(span) = rx.try_recv()
-            {
-                batch.push(span);
-            }
+            while let Some(room) = self.max_batch.checked_sub(batch.len()).filter(|&r| r > 0)
+                && inbox.try_recv_into(&mut batch, room) > 0
+            {}
             self.export(&batch, deadline).await;
             crate::span::recycle(batch.drain(..));
         }
