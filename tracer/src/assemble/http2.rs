@@ -289,7 +289,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
             Some(op) => {
                 etcd::push_attributes(op, s.etcd_req.as_ref(), s.etcd_resp.as_ref(), &mut a);
                 // `etcd <op>`, then ` <resource>` when the key names one (no `format!`: one per span).
-                let mut name = String::with_capacity(48);
+                let mut name = crate::span::new_text(48);
                 name.push_str("etcd ");
                 name.push_str(op.as_str());
                 etcd_k8s_attrs(s.etcd_req.as_ref(), &mut name, &mut a);

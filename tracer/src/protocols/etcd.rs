@@ -477,9 +477,9 @@ pub fn printable_key(key: &[u8]) -> String {
     // profiles).
     if key.iter().all(|b| (0x20..0x7f).contains(b)) {
         let kept = &key[..key.len().min(KEY_MAX)];
-        return std::str::from_utf8(kept).map(str::to_owned).unwrap_or_default();
+        return std::str::from_utf8(kept).map(crate::span::text_of).unwrap_or_default();
     }
-    let mut out = String::with_capacity(key.len().min(KEY_MAX));
+    let mut out = crate::span::new_text(key.len().min(KEY_MAX));
     let push = |out: &mut String, piece: &str| -> bool {
         if out.len() + piece.len() > KEY_MAX {
             return false;

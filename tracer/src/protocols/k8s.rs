@@ -94,7 +94,7 @@ pub fn request_info(method: &str, target: &str) -> RequestInfo {
     let mut info = resolve_resource(method, &segments, &query)
         .unwrap_or_else(|| non_resource(method, &segments, raw_path));
     info.long_running = is_long_running(&info, &path, &query);
-    info.path = truncate_str(raw_path, MAX_PATH_LEN).to_owned();
+    info.path = crate::span::text_of(truncate_str(raw_path, MAX_PATH_LEN));
     let route_len = truncate_str(&info.route, MAX_PATH_LEN).len();
     info.route.truncate(route_len);
     info
@@ -110,7 +110,7 @@ pub fn span_name(method: &str, info: &RequestInfo) -> String {
         "HTTP"
     };
     // Not `format!`: the formatting machinery cost more than the copy, once per span.
-    let mut name = String::with_capacity(method.len() + 1 + info.route.len());
+    let mut name = crate::span::new_text(method.len() + 1 + info.route.len());
     name.push_str(method);
     name.push(' ');
     name.push_str(&info.route);
@@ -369,7 +369,7 @@ impl Route {
     /// Room for the path's segments, or their placeholders, without growing.
     fn for_path(segments: &[&str]) -> Self {
         let len = segments.iter().map(|s| 1 + s.len().max("{namespace}".len())).sum::<usize>();
-        Route(String::with_capacity(len.min(MAX_PATH_LEN + 16)))
+        Route(crate::span::new_text(len.min(MAX_PATH_LEN + 16)))
     }
 
     fn literal(&mut self, segment: &str) {
