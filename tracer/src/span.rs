@@ -231,8 +231,11 @@ pub type Attributes = Vec<(&'static str, AttrValue)>;
 /// Attribute vectors kept for reuse at most, and the largest capacity kept (a few KiB each).
 const SPARE_ATTRIBUTES_MAX: usize = 1024;
 const SPARE_CAPACITY_MAX: usize = 64;
-/// Strings kept for reuse at most, and the largest capacity kept: at most 1 MiB in all.
+/// Strings kept for reuse at most, and the capacities kept: at most 1 MiB in all. Every string
+/// of [`new_text`] has room for a usual path, route or span name (40–60 bytes), so that any spare
+/// fits the next one asked for.
 const SPARE_TEXTS_MAX: usize = 4096;
+const TEXT_MIN_CAPACITY: usize = 64;
 const SPARE_TEXT_CAPACITY_MAX: usize = 256;
 
 /// What exported spans leave for the next ones.
@@ -257,11 +260,14 @@ pub fn new_attributes(capacity: usize) -> Attributes {
     SPARE.with_borrow_mut(|s| s.attributes.pop()).unwrap_or_else(|| Vec::with_capacity(capacity))
 }
 
-/// An empty string with room for `capacity` bytes: a recycled one, or a new one.
+/// An empty string with room for `capacity` bytes: a recycled one, or a new one of at least
+/// [`TEXT_MIN_CAPACITY`]. A spare that is too small is let go rather than grown: growing copies
+/// its whole old buffer (perf: more than the allocation it saves).
 pub fn new_text(capacity: usize) -> String {
-    let mut text = SPARE.with_borrow_mut(|s| s.texts.pop()).unwrap_or_default();
-    text.reserve(capacity);
-    text
+    match SPARE.with_borrow_mut(|s| s.texts.pop()) {
+        Some(text) if text.capacity() >= capacity => text,
+        _ => String::with_capacity(capacity.max(TEXT_MIN_CAPACITY)),
+    }
 }
 
 /// `s` in a string of [`new_text`].
@@ -292,7 +298,7 @@ pub fn recycle(spans: impl IntoIterator<Item = SpanRecord>) {
 
 impl Spare {
     fn keep_text(&mut self, mut text: String) {
-        if self.texts.len() < SPARE_TEXTS_MAX && (1..=SPARE_TEXT_CAPACITY_MAX).contains(&text.capacity()) {
+        if self.texts.len() < SPARE_TEXTS_MAX && (TEXT_MIN_CAPACITY..=SPARE_TEXT_CAPACITY_MAX).contains(&text.capacity()) {
             text.clear();
             self.texts.push(text);
         }
@@ -303,20 +309,9 @@ impl Spare {
 mod tests {
     use super::*;
 
-    /// Exported spans leave their vectors and strings for the next spans: the same buffers come
-    /// back, emptied; oversized ones are let go.
-    #[test]
-    fn recycled_spans_give_their_buffers_to_the_next() {
+    fn span(name: String, attributes: Attributes) -> SpanRecord {
         let process = Arc::new(ProcessInfo { service_name: "s".into(), pid: 1, executable_name: "e".into(), host_name: "h".into() });
-        let name = text_of("GET /api/v1/namespaces/{namespace}/pods/{name}");
-        let path = text_of("/api/v1/namespaces/default/pods/web-0");
-        let (name_buf, path_buf) = (name.as_ptr(), path.as_ptr());
-        let mut attributes = new_attributes(4);
-        attributes.push(("url.path", path.into()));
-        attributes.push(("k8s.verb", "get".into()));
-        attributes.push(("big", "x".repeat(SPARE_TEXT_CAPACITY_MAX + 1).into()));
-        let attributes_buf = attributes.as_ptr();
-        let span = SpanRecord {
+        SpanRecord {
             trace_id: [1; 16],
             span_id: [2; 8],
             parent_span_id: None,
@@ -327,18 +322,40 @@ mod tests {
             status: SpanStatus::Unset,
             attributes,
             process,
-        };
-        recycle([span]);
-        // Last in, first out: the path, then the name; the oversized value was not kept.
+        }
+    }
+
+    /// Exported spans leave their vectors and strings for the next spans: the same buffers come
+    /// back, emptied; those of other sizes are let go.
+    #[test]
+    fn recycled_spans_give_their_buffers_to_the_next() {
+        let name = text_of("GET /api/v1/namespaces/{namespace}/pods/{name}");
+        let path = text_of("/api/v1/namespaces/default/pods/web-0");
+        let (name_buf, path_buf) = (name.as_ptr(), path.as_ptr());
+        let mut attributes = new_attributes(4);
+        attributes.push(("url.path", path.into()));
+        attributes.push(("k8s.verb", "get".into()));
+        attributes.push(("big", "x".repeat(SPARE_TEXT_CAPACITY_MAX + 1).into()));
+        attributes.push(("small", String::from("not from new_text").into()));
+        let attributes_buf = attributes.as_ptr();
+        recycle([span(name, attributes)]);
+        // Last in, first out: the path, then the name; the oversized and undersized values were
+        // not kept.
         let t = new_text(8);
         assert_eq!((t.as_ptr(), t.len()), (path_buf, 0));
-        assert_eq!(new_text(8).as_ptr(), name_buf);
+        let t = new_text(8);
+        assert_eq!(t.as_ptr(), name_buf);
         assert!(SPARE.with_borrow(|s| s.texts.is_empty()));
         let a = new_attributes(4);
         assert_eq!((a.as_ptr(), a.len()), (attributes_buf, 0));
-        // Nothing spare: new ones, with the room asked for.
+        // Nothing spare: new ones, with the room asked for, and at least the usual room.
         assert!(new_text(300).capacity() >= 300);
+        assert!(new_text(1).capacity() >= TEXT_MIN_CAPACITY);
         assert_eq!(new_attributes(7).capacity(), 7);
+        // A spare too small for what is asked is let go, not grown.
+        recycle([span(text_of("n"), Vec::new())]);
+        assert!(new_text(TEXT_MIN_CAPACITY * 2).capacity() >= TEXT_MIN_CAPACITY * 2);
+        assert!(SPARE.with_borrow(|s| s.texts.is_empty()));
     }
 
     #[test]
