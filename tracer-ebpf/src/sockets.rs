@@ -61,6 +61,11 @@ pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
     };
     // The closing thread is not always known (a reset arrives in softirq): only the process is.
     let pid_tgid = (tgid as u64) << 32;
-    entry.write(SockCloseEvent { hdr: header(kind::SOCK_CLOSE, pid_tgid, unsafe { bpf_ktime_get_ns() }), fd: key as u32 as i32, reason });
+    entry.write(SockCloseEvent {
+        hdr: header(kind::SOCK_CLOSE, pid_tgid, unsafe { bpf_ktime_get_ns() }),
+        fd: key as u32 as i32,
+        reason,
+        tls_bytes: state.tls_bytes,
+    });
     entry.submit(submit_flags());
 }

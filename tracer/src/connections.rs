@@ -87,6 +87,17 @@ impl Connection {
         self.endpoints[1].as_ref()
     }
 
+    /// Ciphertext a Go `tls.Conn` moved on this socket, `[received, sent]`, which the probes
+    /// count and report at close rather than per syscall. A connection that carried some, and
+    /// whose plaintext never said what it is (a handshake, then nothing), is a TLS connection.
+    pub fn add_tls_bytes(&mut self, [received, sent]: [u64; 2]) {
+        self.bytes_received += received;
+        self.bytes_sent += sent;
+        if received + sent > 0 && matches!(self.proto, ProtoState::Detecting { .. }) {
+            self.proto = ProtoState::Opaque { tls: true };
+        }
+    }
+
     /// Accounts one chunk and says how to feed it to the decoders (None: not to be decoded).
     pub fn on_chunk<'a>(&mut self, c: &DataChunk<'a>) -> Option<Feed<'a>> {
         self.last_ns = self.last_ns.max(c.exit_ns);

@@ -16,7 +16,9 @@ use crate::stream::Direction;
 pub enum Event<'a> {
     Data(DataChunk<'a>),
     SockOpen(SockOpen),
-    SockClose { tgid: u32, fd: i32, ts_ns: u64, reason: u32 },
+    /// `tls_bytes`: ciphertext received and sent under a Go `tls.Conn`, which the probes count
+    /// instead of reporting each syscall.
+    SockClose { tgid: u32, fd: i32, ts_ns: u64, reason: u32, tls_bytes: [u64; 2] },
     ProcExec { tgid: u32, comm: String },
     ProcExit { tgid: u32 },
 }
@@ -108,7 +110,7 @@ pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
         }
         kind::SOCK_CLOSE => {
             let ev: SockCloseEvent = read(bytes, hdr.kind)?;
-            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns, reason: ev.reason })
+            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns, reason: ev.reason, tls_bytes: ev.tls_bytes })
         }
         kind::PROC_EXEC => {
             let ev: ProcEvent = read(bytes, hdr.kind)?;
@@ -208,6 +210,21 @@ mod tests {
         assert_eq!(d.data, b"GET / HTTP/1.1\r\n");
         assert_eq!(d.direction, Direction::Egress);
         assert!(d.first && d.last);
+    }
+
+    /// A close record as the probes write it: the Go TLS ciphertext counted on the socket
+    /// comes with it, received then sent; a record cut short is an error.
+    #[test]
+    fn parses_a_close_with_its_tls_byte_counts() {
+        let ev = SockCloseEvent {
+            hdr: EventHeader { kind: kind::SOCK_CLOSE, tgid: 42, tid: 43, _pad: 0, ts_ns: 5000, goid: 0 },
+            fd: 7,
+            reason: 2,
+            tls_bytes: [1234, 56789],
+        };
+        let Ok(Event::SockClose { tgid, fd, ts_ns, reason, tls_bytes }) = parse(as_bytes(&ev)) else { panic!("not a close") };
+        assert_eq!((tgid, fd, ts_ns, reason, tls_bytes), (42, 7, 5000, 2, [1234, 56789]));
+        assert!(parse(&as_bytes(&ev)[..size_of::<SockCloseEvent>() - 8]).is_err());
     }
 
     #[test]

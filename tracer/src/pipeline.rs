@@ -97,8 +97,9 @@ impl Pipeline {
                 }
             }
             Event::SockOpen(o) => self.open(o, false),
-            Event::SockClose { tgid, fd, ts_ns, .. } => {
-                if let Some(conn) = self.conns.remove(&ConnKey { tgid, fd }) {
+            Event::SockClose { tgid, fd, ts_ns, tls_bytes, .. } => {
+                if let Some(mut conn) = self.conns.remove(&ConnKey { tgid, fd }) {
+                    conn.add_tls_bytes(tls_bytes);
                     self.assembler.on_close(conn, ts_ns, &mut self.spans);
                 }
             }

@@ -110,6 +110,13 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
     }
     let state = known_socket(pid_tgid, fd, sk).ok_or(0i64)?;
     gotls::bind_syscall(tgid, regs.r14(), fd);
+    // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
+    // its bytes are only counted, here, for the close record. A record per syscall was half the
+    // records of a Go TLS server, and of the agent's work on them.
+    if unsafe { (*state).go_conn } != 0 {
+        unsafe { (*state).tls_bytes[DIR as usize & 1] += ret as u64 };
+        return Ok(());
+    }
     // Not atomic: two threads racing on one socket may share a number, which userspace tolerates.
     let seq = unsafe { (*state).seq[DIR as usize & 1] };
     unsafe { (*state).seq[DIR as usize & 1] = seq.wrapping_add(1) };
@@ -125,9 +132,6 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
         seq,
         source: source::SYSCALL,
     };
-    // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
-    // userspace only counts these bytes. Copying them would be wasted work.
-    let kind = if unsafe { (*state).go_conn } != 0 { payload::NONE } else { kind };
     match kind {
         payload::BUFFER => emit_data(&data, a, 0),
         payload::IOVEC => emit_data(&data, a, b),

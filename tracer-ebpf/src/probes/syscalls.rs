@@ -183,13 +183,19 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
             let Some(state) = SOCKETS.get_ptr_mut(key) else {
                 return Ok(());
             };
-            // Not atomic (core has no BPF atomics): two threads racing on one socket may share a
-            // number, which userspace tolerates; it only treats a jump forward as lost events.
             let dir = match pending.kind {
                 call::READ | call::READV | call::RECVMSG => direction::INGRESS,
                 _ => direction::EGRESS,
             };
             let d = usize::from(dir & 1);
+            if unsafe { (*state).go_conn } != 0 {
+                // Ciphertext under a Go tls.Conn: counted for the close record (as in
+                // probes/sockio.rs).
+                unsafe { (*state).tls_bytes[d] += ret as u64 };
+                return Ok(());
+            }
+            // Not atomic (core has no BPF atomics): two threads racing on one socket may share a
+            // number, which userspace tolerates; it only treats a jump forward as lost events.
             let seq = unsafe { (*state).seq[d] };
             unsafe { (*state).seq[d] = seq.wrapping_add(1) };
             let data = DataCtx {
@@ -201,11 +207,6 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 seq,
                 source: source::SYSCALL,
             };
-            if unsafe { (*state).go_conn } != 0 {
-                // Ciphertext under a Go tls.Conn: counted, not copied (as in probes/sockio.rs).
-                emit_data(&data, 0, NO_CAPTURE);
-                return Ok(());
-            }
             match pending.kind {
                 call::READ | call::WRITE => emit_data(&data, pending.arg, 0),
                 call::READV | call::WRITEV => emit_data(&data, pending.arg, pending.len),

@@ -159,6 +159,30 @@ fn a_watch_is_reported_when_its_response_starts() {
     assert_eq!(h.close(1_000).len(), 1, "nothing more at close");
 }
 
+/// A socket under a Go tls.Conn sends no record per syscall: its ciphertext is counted by the
+/// probes and reported at close. One that never carried plaintext is a TLS connection with them.
+#[test]
+fn go_tls_bytes_counted_at_close_give_a_tls_connection_span() {
+    let mut h = Harness::new(Role::Server);
+    h.conn.add_tls_bytes([517, 1890]);
+    let spans = h.close(5_000);
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0];
+    assert_eq!(s.name, "TLS connection");
+    assert_eq!(attr(s, "network.io.received_bytes"), &AttrValue::Int(517));
+    assert_eq!(attr(s, "network.io.sent_bytes"), &AttrValue::Int(1890));
+
+    // With HTTP plaintext, the counts change nothing: its spans are the HTTP spans.
+    let mut h = Harness::new(Role::Server);
+    h.tls = true;
+    h.send(Direction::Ingress, GET_POD, 100, 110);
+    h.send(Direction::Egress, OK_JSON, 200, 210);
+    h.conn.add_tls_bytes([600, 900]);
+    let spans = h.close(300);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(attr(&spans[0], "url.scheme"), &AttrValue::Str("https".into()));
+}
+
 #[test]
 fn tls_bytes_give_a_connection_span_and_no_http_span() {
     let mut h = Harness::new(Role::Server);
