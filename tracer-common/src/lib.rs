@@ -160,7 +160,8 @@ pub struct SockCloseEvent {
     pub fd: i32,
     /// Why the probes consider the socket closed (`close_reason`), for logs.
     pub reason: u32,
-    /// Ciphertext bytes received and sent under a Go `tls.Conn` (`SocketState::tls_bytes`).
+    /// Ciphertext bytes received and sent under a Go `tls.Conn`, which the probes count (their
+    /// `TLS_BYTES` map) instead of sending a record per syscall.
     pub tls_bytes: [u64; 2],
 }
 
@@ -205,10 +206,6 @@ pub struct SocketState {
     pub tls_seq: [u32; 2],
     /// The Go `*tls.Conn` over this socket, once known (0 otherwise).
     pub go_conn: u64,
-    /// Bytes moved under that `tls.Conn` (ciphertext), per direction: counted here and reported
-    /// once, at close ([`SockCloseEvent`]), not a record per syscall (its plaintext comes from
-    /// the uprobes).
-    pub tls_bytes: [u64; 2],
     /// The kernel `struct sock` behind the fd (socket hooks); 0 until known.
     pub sk: u64,
     /// When a connect started (socket hooks report the connection at its first bytes).
@@ -224,7 +221,7 @@ pub struct SocketState {
 
 impl SocketState {
     pub const fn new(role: u8) -> Self {
-        SocketState { seq: [0; 2], tls_seq: [0; 2], go_conn: 0, tls_bytes: [0; 2], sk: 0, open_ns: 0, local_port: 0, peer_port: 0, role, announced: 1, _pad: [0; 2] }
+        SocketState { seq: [0; 2], tls_seq: [0; 2], go_conn: 0, sk: 0, open_ns: 0, local_port: 0, peer_port: 0, role, announced: 1, _pad: [0; 2] }
     }
 }
 

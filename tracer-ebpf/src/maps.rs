@@ -36,6 +36,27 @@ pub static SOCKETS: HashMap<u64, SocketState> = HashMap::with_max_entries(65536,
 #[map]
 pub static SK_KEYS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
+/// Ciphertext bytes moved on a socket under a Go tls.Conn, `[received, sent]`, by its `SOCKETS`
+/// key: counted here instead of a record per syscall (its plaintext comes from the uprobes), and
+/// sent with the socket's close record. Apart from `SocketState`, whose growth by these 16 bytes
+/// made the verifier's pruning fail at `--capture-bytes 32768`. LRU: an entry whose close was
+/// missed ages out.
+#[map]
+pub static TLS_BYTES: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(65536, 0);
+
+/// Adds `n` bytes of direction `dir` to the ciphertext count of the socket at `key`.
+#[inline(always)]
+pub fn count_tls_bytes(key: u64, dir: usize, n: u64) {
+    match TLS_BYTES.get_ptr_mut(key) {
+        Some(counts) => unsafe { (*counts)[dir & 1] += n },
+        None => {
+            let mut counts = [0u64; 2];
+            counts[dir & 1] = n;
+            let _ = TLS_BYTES.insert(key, counts, 0);
+        }
+    }
+}
+
 /// Arguments of the syscall a target thread is in, keyed by pid_tgid, read back at sys_exit.
 #[map]
 pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384, 0);

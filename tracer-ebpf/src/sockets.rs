@@ -4,7 +4,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use tracer_common::{EventHeader, SockAddr, SockCloseEvent, SockOpenEvent, SocketState, counter, kind};
 
 use crate::{
-    maps::{EVENTS, SK_KEYS, SOCKETS, count, submit_flags},
+    maps::{EVENTS, SK_KEYS, SOCKETS, TLS_BYTES, count, submit_flags},
     probes::gotls,
 };
 
@@ -46,6 +46,13 @@ pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: So
 #[inline(always)]
 pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
     let tgid = (key >> 32) as u32;
+    let mut tls_bytes = [0u64; 2];
+    if state.go_conn != 0
+        && let Some(counts) = unsafe { TLS_BYTES.get(key) }
+    {
+        tls_bytes = *counts;
+        let _ = TLS_BYTES.remove(key);
+    }
     gotls::forget_conn(tgid, state.go_conn);
     if state.sk != 0 {
         let _ = SK_KEYS.remove(state.sk);
@@ -65,7 +72,7 @@ pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
         hdr: header(kind::SOCK_CLOSE, pid_tgid, unsafe { bpf_ktime_get_ns() }),
         fd: key as u32 as i32,
         reason,
-        tls_bytes: state.tls_bytes,
+        tls_bytes,
     });
     entry.submit(submit_flags());
 }

@@ -18,7 +18,7 @@ use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, soc
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{SK_KEYS, SOCKETS, count, current_target, empty_probes, is_go_tls_target, sock_offsets},
+    maps::{SK_KEYS, SOCKETS, count, count_tls_bytes, current_target, empty_probes, is_go_tls_target, sock_offsets},
     probes::gotls,
     sockets::{AF_INET, AF_INET6, IPPROTO_TCP, announce_open, close_socket, tcp_state},
     userregs::{UserRegs, nr},
@@ -61,6 +61,8 @@ mod payload {
     pub const MSGHDR: u8 = 2;
     /// Not in user memory (sendfile, splice), or the syscall is not one we can read.
     pub const NONE: u8 = 3;
+    /// Ciphertext under a Go tls.Conn: counted in the socket's entry, no record.
+    pub const COUNTED: u8 = 4;
 }
 
 /// `DIR` is a constant of each program, so that the per-direction counter is at a fixed offset:
@@ -110,13 +112,6 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
     }
     let state = known_socket(pid_tgid, fd, sk).ok_or(0i64)?;
     gotls::bind_syscall(tgid, regs.r14(), fd);
-    // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
-    // its bytes are only counted, here, for the close record. A record per syscall was half the
-    // records of a Go TLS server, and of the agent's work on them.
-    if unsafe { (*state).go_conn } != 0 {
-        unsafe { (*state).tls_bytes[DIR as usize & 1] += ret as u64 };
-        return Ok(());
-    }
     // Not atomic: two threads racing on one socket may share a number, which userspace tolerates.
     let seq = unsafe { (*state).seq[DIR as usize & 1] };
     unsafe { (*state).seq[DIR as usize & 1] = seq.wrapping_add(1) };
@@ -132,6 +127,16 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
         seq,
         source: source::SYSCALL,
     };
+    // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
+    // its bytes are only counted, here, for the close record. A record per syscall was half the
+    // records of a Go TLS server, and of the agent's work on them. (Chosen as a payload kind, not
+    // returned early: that shape made the verifier's pruning fail at `--capture-bytes 32768`.)
+    let kind = if unsafe { (*state).go_conn } != 0 {
+        count_tls_bytes(socket_key(tgid, fd as u32), DIR as usize, ret as u64);
+        payload::COUNTED
+    } else {
+        kind
+    };
     match kind {
         payload::BUFFER => emit_data(&data, a, 0),
         payload::IOVEC => emit_data(&data, a, b),
@@ -141,6 +146,7 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
             let iovlen = unsafe { bpf_probe_read_user((a + 24) as *const u64) }.unwrap_or(0);
             emit_data(&data, iov, iovlen)
         }
+        payload::COUNTED => {}
         _ => emit_data(&data, 0, NO_CAPTURE),
     }
     Ok(())

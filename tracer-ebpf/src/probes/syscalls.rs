@@ -13,7 +13,7 @@ use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, soc
 
 use crate::{
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{PENDING, SOCKETS, count, current_target, empty_probes},
+    maps::{PENDING, SOCKETS, count, count_tls_bytes, current_target, empty_probes},
     probes::gotls,
     sockets::{AF_INET, AF_INET6, announce_open, close_socket},
     userregs::{nr, word},
@@ -191,7 +191,7 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
             if unsafe { (*state).go_conn } != 0 {
                 // Ciphertext under a Go tls.Conn: counted for the close record (as in
                 // probes/sockio.rs).
-                unsafe { (*state).tls_bytes[d] += ret as u64 };
+                count_tls_bytes(key, d, ret as u64);
                 return Ok(());
             }
             // Not atomic (core has no BPF atomics): two threads racing on one socket may share a
