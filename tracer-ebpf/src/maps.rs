@@ -38,9 +38,9 @@ pub static SK_KEYS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0
 
 /// Ciphertext bytes moved on a socket under a Go tls.Conn, `[received, sent]`, by its `SOCKETS`
 /// key: counted here instead of a record per syscall (its plaintext comes from the uprobes), and
-/// sent with the socket's close record. Apart from `SocketState`, whose growth by these 16 bytes
-/// made the verifier's pruning fail at `--capture-bytes 32768`. LRU: an entry whose close was
-/// missed ages out.
+/// sent with the socket's close record. Kept apart from `SocketState`: growing it by these 16
+/// bytes made the verifier's pruning fail at `--capture-bytes 32768`. LRU: an entry whose close
+/// was missed ages out.
 #[map]
 pub static TLS_BYTES: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(65536, 0);
 

@@ -61,7 +61,7 @@ mod payload {
     pub const MSGHDR: u8 = 2;
     /// Not in user memory (sendfile, splice), or the syscall is not one we can read.
     pub const NONE: u8 = 3;
-    /// Ciphertext under a Go tls.Conn: counted in the socket's entry, no record.
+    /// Ciphertext under a Go tls.Conn: counted in `TLS_BYTES`, no record.
     pub const COUNTED: u8 = 4;
 }
 
