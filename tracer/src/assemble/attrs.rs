@@ -58,11 +58,10 @@ fn ip_text(ip: IpAddr) -> String {
 }
 
 /// Room for an HTTP/1 span's attributes, in a vector that is new (the exporter returns vectors
-/// for reuse, see `span::recycle`): growing the vector showed in profiles. 25 hold every span
-/// but one with all eight k8s attributes at once (an API group, a subresource and a long-running
-/// verb, as a proxy of a grouped resource), which grows once. 25 × 40 bytes stays within glibc's per-thread cache (1032 bytes); at 32,
-/// each span's allocation made glibc consolidate its free lists, 4 % of the agent's CPU under
-/// nginx load.
+/// for reuse, see `span::recycle`): growing the vector showed in profiles. 25 hold the most an
+/// HTTP/1 span carries: 7 transport, 10 HTTP and 8 k8s attributes. 25 × 40 bytes stays within
+/// glibc's per-thread cache (1032 bytes); at 32, each span's allocation made glibc consolidate
+/// its free lists, 4 % of the agent's CPU under nginx load.
 const ATTRS_CAPACITY: usize = 25;
 
 /// Transport attributes of a connection, by role: for a server span the peer is the client.

@@ -1,9 +1,9 @@
 //! Export stage: finished spans go to an OTLP collector and/or to stdout (terminal view or JSON lines).
 //!
-//! Capture must never wait on export, so every sink has its own bounded queue that `submit` fills
-//! with `try_send`; a full queue drops the span and counts it. OTLP runs as a tokio task; the stdout
-//! outputs run on a plain thread because writes to a paused pipe block, and a blocked tokio worker
-//! would stall capture.
+//! Capture must never wait on export, so every sink has its own bounded queue that `submit_all`
+//! fills without waiting; spans a full queue has no room for are dropped and counted. OTLP runs as
+//! a tokio task; the stdout outputs run on a plain thread because writes to a paused pipe block,
+//! and a blocked tokio worker would stall capture.
 
 mod json;
 mod otlp;
@@ -100,7 +100,8 @@ pub struct ExportHandle {
 }
 
 impl ExportHandle {
-    /// One span; see [`ExportHandle::submit_all`].
+    /// One span; see [`ExportHandle::submit_all`], which the agent uses.
+    #[cfg(test)]
     pub fn submit(&self, span: SpanRecord) {
         self.submit_all(&mut vec![span]);
     }
