@@ -151,6 +151,9 @@ pub struct SockOpenEvent {
     pub _pad: [u8; 7],
     pub local: SockAddr,
     pub peer: SockAddr,
+    /// The kernel `struct sock` (socket hooks; 0 where the probes do not know it): tells a late
+    /// close of the fd's previous socket from the close of this one.
+    pub sk: u64,
 }
 
 #[repr(C)]
@@ -163,6 +166,8 @@ pub struct SockCloseEvent {
     /// Ciphertext bytes received and sent under a Go `tls.Conn`, which the probes count (their
     /// `TLS_BYTES` map) instead of sending a record per syscall.
     pub tls_bytes: [u64; 2],
+    /// The closed socket's `struct sock`, as in [`SockOpenEvent::sk`].
+    pub sk: u64,
 }
 
 /// What told the probes a socket was closed.

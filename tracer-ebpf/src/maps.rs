@@ -36,22 +36,31 @@ pub static SOCKETS: HashMap<u64, SocketState> = HashMap::with_max_entries(65536,
 #[map]
 pub static SK_KEYS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Ciphertext bytes moved on a socket under a Go tls.Conn, `[received, sent]`, by its `SOCKETS`
-/// key: counted here instead of a record per syscall (its plaintext comes from the uprobes), and
-/// sent with the socket's close record. Kept apart from `SocketState`: growing it by these 16
-/// bytes made the verifier's pruning fail at `--capture-bytes 32768`. LRU: an entry whose close
-/// was missed ages out.
+/// Ciphertext bytes moved on a socket under a Go tls.Conn, by its `SOCKETS` key: counted here
+/// instead of a record per syscall (its plaintext comes from the uprobes), and sent with the
+/// socket's close record. Kept apart from `SocketState`: growing it by these bytes made the
+/// verifier's pruning fail at `--capture-bytes 32768`. LRU: an entry whose close was missed ages
+/// out.
 #[map]
-pub static TLS_BYTES: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(65536, 0);
+pub static TLS_BYTES: LruHashMap<u64, TlsBytes> = LruHashMap::with_max_entries(65536, 0);
 
-/// Adds `n` bytes of direction `dir` to the ciphertext count of the socket at `key`.
+#[derive(Clone, Copy)]
+pub struct TlsBytes {
+    /// The socket counted (`SocketState::sk`): a count left by the fd's previous socket is not
+    /// this one's, and a late close of that one does not take this one's.
+    pub sk: u64,
+    /// `[received, sent]`.
+    pub bytes: [u64; 2],
+}
+
+/// Adds `n` bytes of direction `dir` to the ciphertext count of the socket `sk` at `key`.
 #[inline(always)]
-pub fn count_tls_bytes(key: u64, dir: usize, n: u64) {
+pub fn count_tls_bytes(key: u64, sk: u64, dir: usize, n: u64) {
     match TLS_BYTES.get_ptr_mut(key) {
-        Some(counts) => unsafe { (*counts)[dir & 1] += n },
-        None => {
-            let mut counts = [0u64; 2];
-            counts[dir & 1] = n;
+        Some(counts) if unsafe { (*counts).sk } == sk => unsafe { (*counts).bytes[dir & 1] += n },
+        _ => {
+            let mut counts = TlsBytes { sk, bytes: [0; 2] };
+            counts.bytes[dir & 1] = n;
             let _ = TLS_BYTES.insert(key, counts, 0);
         }
     }

@@ -33,33 +33,42 @@ pub fn header(kind: u32, pid_tgid: u64, ts_ns: u64) -> EventHeader {
 
 /// Tells userspace of a new connection of `pid_tgid` on `fd`, stamped `ts_ns`.
 #[inline(always)]
-pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr, ts_ns: u64) {
+pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr, ts_ns: u64, sk: u64) {
     let Some(mut entry) = EVENTS.reserve::<SockOpenEvent>(0) else {
         count(counter::RINGBUF_FULL);
         return;
     };
-    entry.write(SockOpenEvent { hdr: header(kind::SOCK_OPEN, pid_tgid, ts_ns), fd, listen_fd, role, _pad: [0; 7], local, peer });
+    entry.write(SockOpenEvent { hdr: header(kind::SOCK_OPEN, pid_tgid, ts_ns), fd, listen_fd, role, _pad: [0; 7], local, peer, sk });
     entry.submit(submit_flags());
 }
 
 /// Forgets the socket at `key` (whose state is `state`) and tells userspace it closed, if it knew.
+///
+/// Only if `key` still holds that socket: a thread closing a socket frees its fd before TCP runs
+/// the close (and these hooks), so another thread may accept a connection on the same fd number
+/// first, whose first bytes replace the entry. A closer holding the old state must then leave the
+/// new entry, and its byte counts, alone; the one that replaced the entry reported the close.
 #[inline(always)]
 pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
+    match SOCKETS.get_ptr(key) {
+        Some(current) if unsafe { (*current).sk } == state.sk => {}
+        _ => return,
+    }
+    let _ = SOCKETS.remove(key);
     let tgid = (key >> 32) as u32;
     let mut tls_bytes = [0u64; 2];
     if state.go_conn != 0
         && let Some(counts) = unsafe { TLS_BYTES.get(key) }
+        && counts.sk == state.sk
     {
-        tls_bytes = *counts;
+        tls_bytes = counts.bytes;
         let _ = TLS_BYTES.remove(key);
     }
     gotls::forget_conn(tgid, state.go_conn);
     if state.sk != 0 {
         let _ = SK_KEYS.remove(state.sk);
     }
-    let announced = state.announced;
-    let _ = SOCKETS.remove(key);
-    if announced == 0 {
+    if state.announced == 0 {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<SockCloseEvent>(0) else {
@@ -73,6 +82,7 @@ pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
         fd: key as u32 as i32,
         reason,
         tls_bytes,
+        sk: state.sk,
     });
     entry.submit(submit_flags());
 }

@@ -39,6 +39,8 @@ pub struct Connection {
     pub last_ns: u64,
     /// Opened before the agent attached: its streams may be seen from the middle.
     pub preexisting: bool,
+    /// The kernel `struct sock` behind the fd, when the probes said (else 0).
+    pub sk: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub process: Arc<ProcessInfo>,
@@ -69,6 +71,7 @@ impl Connection {
             opened_ns,
             last_ns: opened_ns,
             preexisting,
+            sk: 0,
             bytes_received: 0,
             bytes_sent: 0,
             process,
@@ -77,6 +80,11 @@ impl Connection {
             dirs: Default::default(),
             next_seq: [[None; 2]; 2],
         }
+    }
+
+    /// Whether this connection is the kernel socket `sk`, or may be (either is unknown).
+    pub fn may_be_socket(&self, sk: u64) -> bool {
+        self.sk == 0 || sk == 0 || self.sk == sk
     }
 
     pub fn local_endpoint(&self) -> Option<&Endpoint> {
@@ -162,6 +170,10 @@ impl Direction {
     }
 }
 
+/// A close record for an fd whose connection is another socket by now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StaleClose;
+
 pub struct ConnTable {
     // foldhash: the default SipHash showed in profiles; keys are (tgid, fd), not attacker-chosen.
     conns: HashMap<ConnKey, Connection, foldhash::fast::RandomState>,
@@ -207,6 +219,15 @@ impl ConnTable {
         self.conns.remove(key)
     }
 
+    /// Removes the connection a close record of kernel socket `sk` on `key` ends. One known to
+    /// be another socket stays (`Err`): the record is a late close of the fd's previous socket.
+    pub fn remove_closed(&mut self, key: &ConnKey, sk: u64) -> Result<Option<Connection>, StaleClose> {
+        match self.conns.get(key) {
+            Some(c) if !c.may_be_socket(sk) => Err(StaleClose),
+            _ => Ok(self.conns.remove(key)),
+        }
+    }
+
     /// Removes every connection of a process (it exited or was detached).
     pub fn remove_process(&mut self, tgid: u32) -> Vec<Connection> {
         let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
@@ -226,5 +247,36 @@ impl ConnTable {
 
     pub fn drain(&mut self) -> Vec<Connection> {
         self.conns.drain().map(|(_, c)| c).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(sk: u64) -> Connection {
+        let process = Arc::new(ProcessInfo { service_name: "s".into(), pid: 7, executable_name: "s".into(), host_name: "h".into() });
+        let mut c = Connection::new(Role::Server, "127.0.0.1:443".parse().ok(), "127.0.0.1:50000".parse().ok(), 1_000, false, process);
+        c.sk = sk;
+        c
+    }
+
+    /// A close record names its socket: the close of the fd's previous socket, come after the
+    /// next one took the fd, leaves the new connection alone; its own close, or one from probes
+    /// that do not know sockets (0), ends it.
+    #[test]
+    fn a_late_close_of_the_previous_socket_leaves_the_connection() {
+        let key = ConnKey { tgid: 7, fd: 9 };
+        let mut table = ConnTable::new(16);
+        table.insert(key, conn(0xa000));
+        assert_eq!(table.remove_closed(&key, 0xb000).err(), Some(StaleClose));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.remove_closed(&key, 0xa000).map(|c| c.map(|c| c.sk)), Ok(Some(0xa000)));
+        assert!(table.is_empty());
+        table.insert(key, conn(0xa000));
+        assert!(matches!(table.remove_closed(&key, 0), Ok(Some(_))));
+        table.insert(key, conn(0));
+        assert!(matches!(table.remove_closed(&key, 0xb000), Ok(Some(_))));
+        assert!(matches!(table.remove_closed(&key, 0xb000), Ok(None)));
     }
 }

@@ -17,8 +17,8 @@ pub enum Event<'a> {
     Data(DataChunk<'a>),
     SockOpen(SockOpen),
     /// `tls_bytes`: ciphertext received and sent under a Go `tls.Conn`, which the probes count
-    /// instead of reporting each syscall.
-    SockClose { tgid: u32, fd: i32, ts_ns: u64, reason: u32, tls_bytes: [u64; 2] },
+    /// instead of reporting each syscall. `sk`: as in [`SockOpen::sk`].
+    SockClose { tgid: u32, fd: i32, ts_ns: u64, reason: u32, tls_bytes: [u64; 2], sk: u64 },
     ProcExec { tgid: u32, comm: String },
     ProcExit { tgid: u32 },
 }
@@ -59,6 +59,8 @@ pub struct SockOpen {
     pub listen_fd: Option<i32>,
     pub local: Option<std::net::SocketAddr>,
     pub peer: Option<std::net::SocketAddr>,
+    /// The kernel `struct sock`, when the probes know it (else 0).
+    pub sk: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -106,11 +108,12 @@ pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
                 listen_fd: (ev.listen_fd >= 0).then_some(ev.listen_fd),
                 local: socket_addr(&ev.local),
                 peer: socket_addr(&ev.peer),
+                sk: ev.sk,
             }))
         }
         kind::SOCK_CLOSE => {
             let ev: SockCloseEvent = read(bytes, hdr.kind)?;
-            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns, reason: ev.reason, tls_bytes: ev.tls_bytes })
+            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns, reason: ev.reason, tls_bytes: ev.tls_bytes, sk: ev.sk })
         }
         kind::PROC_EXEC => {
             let ev: ProcEvent = read(bytes, hdr.kind)?;
@@ -213,7 +216,8 @@ mod tests {
     }
 
     /// A close record as the probes write it: the Go TLS ciphertext counted on the socket
-    /// comes with it, received then sent; a record cut short is an error.
+    /// comes with it, received then sent, and the socket's `struct sock`; a record cut short is
+    /// an error.
     #[test]
     fn parses_a_close_with_its_tls_byte_counts() {
         let ev = SockCloseEvent {
@@ -221,10 +225,30 @@ mod tests {
             fd: 7,
             reason: 2,
             tls_bytes: [1234, 56789],
+            sk: 0xffff_8881_0a2b_3c00,
         };
-        let Ok(Event::SockClose { tgid, fd, ts_ns, reason, tls_bytes }) = parse(as_bytes(&ev)) else { panic!("not a close") };
-        assert_eq!((tgid, fd, ts_ns, reason, tls_bytes), (42, 7, 5000, 2, [1234, 56789]));
+        let Ok(Event::SockClose { tgid, fd, ts_ns, reason, tls_bytes, sk }) = parse(as_bytes(&ev)) else { panic!("not a close") };
+        assert_eq!((tgid, fd, ts_ns, reason, tls_bytes, sk), (42, 7, 5000, 2, [1234, 56789], 0xffff_8881_0a2b_3c00));
         assert!(parse(&as_bytes(&ev)[..size_of::<SockCloseEvent>() - 8]).is_err());
+    }
+
+    /// An open record carries the socket's `struct sock` after its addresses.
+    #[test]
+    fn parses_an_open_with_its_socket() {
+        let ev = SockOpenEvent {
+            hdr: EventHeader { kind: kind::SOCK_OPEN, tgid: 42, tid: 43, _pad: 0, ts_ns: 5000, goid: 0 },
+            fd: 7,
+            listen_fd: -1,
+            role: sock_role::ACCEPTED,
+            _pad: [0; 7],
+            local: SockAddr { family: 2, port: 443, _pad: 0, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            peer: SockAddr { family: 2, port: 50000, _pad: 0, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            sk: 0xffff_8881_0a2b_3c00,
+        };
+        let Ok(Event::SockOpen(o)) = parse(as_bytes(&ev)) else { panic!("not an open") };
+        assert_eq!((o.fd, o.role, o.listen_fd, o.sk), (7, Role::Server, None, 0xffff_8881_0a2b_3c00));
+        assert_eq!(o.peer, Some("127.0.0.1:50000".parse().unwrap()));
+        assert!(parse(&as_bytes(&ev)[..size_of::<SockOpenEvent>() - 8]).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use aya::Ebpf;
 use crate::{
     assemble::Assembler,
     clock::Clock,
-    connections::{ConnKey, ConnTable, Connection},
+    connections::{ConnKey, ConnTable, Connection, StaleClose},
     events::{self, Event, SockOpen},
     export::ExportHandle,
     gotls::{Attached, GoTls},
@@ -28,6 +28,9 @@ pub struct PipelineStats {
     pub bytes: u64,
     pub corrupt_events: u64,
     pub data_for_unknown_connections: u64,
+    /// Close records of a socket whose fd another socket had taken by then (see
+    /// `close_socket` in the probes), which left that one's connection alone.
+    pub stale_closes: u64,
 }
 
 pub struct Pipeline {
@@ -97,12 +100,17 @@ impl Pipeline {
                 }
             }
             Event::SockOpen(o) => self.open(o, false),
-            Event::SockClose { tgid, fd, ts_ns, tls_bytes, .. } => {
-                if let Some(mut conn) = self.conns.remove(&ConnKey { tgid, fd }) {
+            Event::SockClose { tgid, fd, ts_ns, tls_bytes, sk, .. } => match self.conns.remove_closed(&ConnKey { tgid, fd }, sk) {
+                Ok(Some(mut conn)) => {
                     conn.add_tls_bytes(tls_bytes);
                     self.assembler.on_close(conn, ts_ns, &mut self.spans);
                 }
-            }
+                Ok(None) => {}
+                Err(StaleClose) => {
+                    self.stats.stale_closes += 1;
+                    tracing::debug!(tgid, fd, "close of the fd's previous socket, come after the next one's open");
+                }
+            },
             Event::ProcExec { tgid, comm } => {
                 let result = if self.targets.is_active(tgid) {
                     self.exec(tgid, &comm)
@@ -123,18 +131,21 @@ impl Pipeline {
         let Some(process) = self.targets.process(o.tgid) else { return };
         let local = o.local.or_else(|| self.local_addrs.accepted(o.tgid, o.listen_fd, o.peer));
         let key = ConnKey { tgid: o.tgid, fd: o.fd };
-        // Socket hooks meet sockets at their first bytes: one the target had before it was attached
-        // may be met between its bit being set and its seeding from /proc. It is the same socket
-        // (same addresses), already known as a connection joined mid-way, with its true role.
-        if !preexisting
-            && let Some(c) = self.conns.get_mut(&key)
-            && c.preexisting
+        // The same socket (same addresses) announced again, already known as a connection:
+        // - socket hooks meet sockets at their first bytes: one the target had before it was
+        //   attached may be met between its bit being set and its seeding from /proc (known as a
+        //   connection joined mid-way, with its true role);
+        // - the same `struct sock`, whose kernel entry a late close of the fd's previous socket
+        //   removed (a race `close_socket` narrows to a few instructions).
+        if let Some(c) = self.conns.get_mut(&key)
             && c.local == local
             && c.peer == o.peer
+            && ((!preexisting && c.preexisting) || (c.sk != 0 && c.sk == o.sk))
         {
             return;
         }
-        let conn = Connection::new(o.role, local, o.peer, o.ts_ns, preexisting, process);
+        let mut conn = Connection::new(o.role, local, o.peer, o.ts_ns, preexisting, process);
+        conn.sk = o.sk;
         let replaced = self.conns.insert(key, conn);
         for old in replaced {
             self.assembler.on_close(old, o.ts_ns, &mut self.spans);
@@ -148,7 +159,7 @@ impl Pipeline {
         let now = Clock::ktime_now();
         let count = existing.len();
         for c in existing {
-            let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer) };
+            let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer), sk: 0 };
             self.open(o, true);
         }
         self.flush();

@@ -182,6 +182,7 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         no_syscall_fd = k.no_syscall_fd,
         connections = c.connections,
         connections_evicted = c.connections_evicted,
+        stale_closes = p.stale_closes,
         spans = a.spans,
         desyncs = a.desyncs,
         lost_resets = a.lost_resets,

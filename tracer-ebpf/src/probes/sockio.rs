@@ -132,7 +132,7 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
     // records of a Go TLS server, and of the agent's work on them. (Chosen as a payload kind, not
     // returned early: that shape made the verifier's pruning fail at `--capture-bytes 32768`.)
     let kind = if unsafe { (*state).go_conn } != 0 {
-        count_tls_bytes(socket_key(tgid, fd as u32), DIR as usize, ret as u64);
+        count_tls_bytes(socket_key(tgid, fd as u32), unsafe { (*state).sk }, DIR as usize, ret as u64);
         payload::COUNTED
     } else {
         kind
@@ -163,7 +163,7 @@ fn known_socket(pid_tgid: u64, fd: i32, sk: u64) -> Option<*mut SocketState> {
                 // A connect marked at SYN_SENT: its local port is chosen by now.
                 s.announced = 1;
                 let (local, peer) = addresses(sk);
-                announce_open(pid_tgid, fd, -1, s.role, local, peer, s.open_ns);
+                announce_open(pid_tgid, fd, -1, s.role, local, peer, s.open_ns, sk);
             }
             return Some(state);
         }
@@ -194,7 +194,7 @@ fn known_socket(pid_tgid: u64, fd: i32, sk: u64) -> Option<*mut SocketState> {
         return None;
     }
     let _ = SK_KEYS.insert(sk, key, 0);
-    announce_open(pid_tgid, fd, -1, sock_role::ACCEPTED, local, peer, unsafe { bpf_ktime_get_ns() });
+    announce_open(pid_tgid, fd, -1, sock_role::ACCEPTED, local, peer, unsafe { bpf_ktime_get_ns() }, sk);
     SOCKETS.get_ptr_mut(key)
 }
 

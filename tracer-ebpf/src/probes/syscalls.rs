@@ -191,7 +191,7 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
             if unsafe { (*state).go_conn } != 0 {
                 // Ciphertext under a Go tls.Conn: counted for the close record (as in
                 // probes/sockio.rs).
-                count_tls_bytes(key, d, ret as u64);
+                count_tls_bytes(key, unsafe { (*state).sk }, d, ret as u64);
                 return Ok(());
             }
             // Not atomic (core has no BPF atomics): two threads racing on one socket may share a
@@ -295,7 +295,7 @@ fn open_socket(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr
         count(counter::SOCKETS_FULL);
         return;
     }
-    announce_open(pid_tgid, fd, listen_fd, role, local, peer, unsafe { bpf_ktime_get_ns() });
+    announce_open(pid_tgid, fd, listen_fd, role, local, peer, unsafe { bpf_ktime_get_ns() }, 0);
 }
 
 fn on_close(pid_tgid: u64, fd: i32) {
