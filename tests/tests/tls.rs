@@ -843,6 +843,51 @@ fn go_tls_write_reported_once_when_its_stack_grows() {
     assert_finished_ok("Go TLS writes at every stack depth", errs, &fin);
 }
 
+/// Connections closed and accepted at once on several threads: four curl processes make a new
+/// connection per request (`Connection: close`) to the Go server, which closes each on the
+/// request's goroutine while its accept loop, on another thread, takes the next one. The fd a
+/// close frees is given to the next accept before the kernel has closed its socket, so the late
+/// close of the fd's previous socket, and its ciphertext count, must not end the new one (that
+/// showed as a request with no span and two `TLS connection` spans for one client port).
+#[test]
+fn go_tls_connections_closed_and_accepted_on_many_threads() {
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 400;
+    let srv = GoServer::https();
+    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    wait_go_tls_probes(&mut sess.tracer, srv.pid());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut args = vec!["-k".to_owned(), "--http1.1".into(), "-H".into(), "Connection: close".into()];
+            args.extend((0..REQUESTS).map(|_| srv.url("/status/200")));
+            std::thread::spawn(move || curl(&args))
+        })
+        .collect();
+    let runs: Vec<_> = clients.into_iter().map(|h| h.join().expect("curl thread")).collect();
+    let transfers: Vec<_> = runs.iter().flat_map(|r| &r.transfers).collect();
+    assert_eq!(transfers.len(), CLIENTS * REQUESTS, "harness: a curl run was cut short");
+    assert!(
+        transfers.iter().all(|t| t.code == 200 && t.num_connects == 1),
+        "harness: every request should answer 200 on a connection of its own"
+    );
+    let exps: Vec<HttpExpect> = transfers
+        .iter()
+        .map(|t| {
+            HttpExpect::server("GET", "/status/200", 200)
+                .not_k8s()
+                .client_port(t.local_port)
+                .server_port(srv.port())
+                .response_body(t.size_download)
+        })
+        .collect();
+    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
+    errs.extend(check_no_connection_spans(&fin.spans));
+    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
+    assert_finished_ok("Go TLS connections churned on many threads", errs, &fin);
+}
+
 /// Bodies larger than a TLS record (16 KiB), server side: the Go server drains 300,000-byte
 /// request bodies (curl, HTTP/1.1 and HTTP/2, two per connection) in Reads that each copy part
 /// of a record, so one record's plaintext comes out in several probe hits. A wrong count or
