@@ -991,8 +991,9 @@ fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, reques
 const THROUGHPUT_BUDGET: f64 = 0.98;
 
 /// `<prefix>_tracer_cpu_per_request`: the CPU the tracer takes per request against what the
-/// throughput budget leaves it. When the load keeps every CPU busy (a closed loop saturating the
-/// machine, as here), throughput is the CPUs over the machine's CPU per request, so traced ≥ 0.98
+/// throughput budget leaves it. When the load keeps every CPU busy (a closed loop on a small
+/// machine, as here: the machine row's note says how busy), throughput is the CPUs over the
+/// machine's CPU per request, so traced ≥ 0.98
 /// of untraced leaves the tracer 1/0.98 − 1 ≈ 2.04 % of the untraced machine CPU per request, for
 /// everything: its programs, the agent and whatever receives its spans on the same machine.
 /// Baseline: that allowance, per untraced run. Traced: per traced run, the agent's CPU, the OTLP
