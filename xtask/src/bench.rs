@@ -559,7 +559,7 @@ fn machine_info(root: &Path, ctx: &Ctx) -> Value {
         .lines()
         .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
         .unwrap_or_default();
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cores = procs::cpu_count_in(&cpuinfo);
     let mem_kib: u64 = procs::read_small("/proc/meminfo")
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok())
@@ -950,15 +950,13 @@ fn push_empty_probe_scenarios<T>(
 /// when the server slows, the load generator waits more often, its CPU halts, and each wake-up of
 /// it is an interrupt that the server pays for.
 fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, requests: fn(&T) -> u64) {
-    let per_request = |rs: &[T], hs: &[HostCost], f: fn(&HostCost) -> f64| -> Vec<f64> {
-        rs.iter().zip(hs).map(|(r, h)| f(h) / requests(r).max(1) as f64).collect()
-    };
+    let per_request = |rs: &[T], hs: &[HostCost], f: fn(&HostCost) -> f64| per_request(rs, hs, requests, f);
     let [base, traced, empty] = &runs.host;
     let busy = |hs: &[HostCost]| fmt_opt(median(&hs.iter().map(|h| h.machine_busy_s / h.wall_s.max(1e-9)).collect::<Vec<_>>()));
     let machine_note = format!(
         "all CPUs' busy time (/proc/stat: user, nice, system, irq, softirq) per request: server, load generator, agent, OTLP sink and kernel together; CPUs busy: {} of {} untraced, {} traced (medians)",
         busy(base),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        procs::cpu_count_in(&procs::read_small("/proc/cpuinfo")),
         busy(traced)
     );
     let mut push = |name: &str, unit: &'static str, f: fn(&HostCost) -> f64, what: &str| {
@@ -987,6 +985,11 @@ fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, reques
     push_tracer_cpu_scenario(ctx, prefix, runs, requests);
 }
 
+/// `f` of each run's [`HostCost`], per request of that run.
+fn per_request<T>(runs: &[T], hosts: &[HostCost], requests: fn(&T) -> u64, f: fn(&HostCost) -> f64) -> Vec<f64> {
+    runs.iter().zip(hosts).map(|(r, h)| f(h) / requests(r).max(1) as f64).collect()
+}
+
 /// The throughput budget: traced at least this share of untraced.
 const THROUGHPUT_BUDGET: f64 = 0.98;
 
@@ -1001,19 +1004,20 @@ const THROUGHPUT_BUDGET: f64 = 0.98;
 /// syscalls and what they cause), per request. The ratio says how many times over it is.
 fn push_tracer_cpu_scenario<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, requests: fn(&T) -> u64) {
     let [base_host, traced_host, _] = &runs.host;
-    let per_request = |r: &T, secs: f64| secs * 1e6 / requests(r).max(1) as f64;
-    let allowance: Vec<f64> =
-        runs.base.iter().zip(base_host).map(|(r, h)| per_request(r, h.machine_busy_s) * (1.0 / THROUGHPUT_BUDGET - 1.0)).collect();
-    let Some(base_server) = median(&runs.base.iter().zip(base_host).map(|(r, h)| per_request(r, h.server_cpu_s)).collect::<Vec<_>>())
-    else {
+    let allowance = per_request(&runs.base, base_host, requests, |h| h.machine_busy_s * 1e6 * (1.0 / THROUGHPUT_BUDGET - 1.0));
+    let Some(base_server) = median(&per_request(&runs.base, base_host, requests, |h| h.server_cpu_s * 1e6)) else {
         return;
     };
+    let server = per_request(&runs.traced, traced_host, requests, |h| h.server_cpu_s * 1e6);
     let parts: Vec<[f64; 3]> = runs
         .traced
         .iter()
-        .zip(traced_host)
         .zip(&runs.agent)
-        .map(|((r, h), a)| [per_request(r, a.cpu_s), per_request(r, a.sink_cpu_s), per_request(r, h.server_cpu_s) - base_server])
+        .zip(server)
+        .map(|((r, a), server)| {
+            let n = requests(r).max(1) as f64;
+            [a.cpu_s * 1e6 / n, a.sink_cpu_s * 1e6 / n, server - base_server]
+        })
         .collect();
     let part = |i: usize| fmt_opt(median(&parts.iter().map(|p| p[i]).collect::<Vec<_>>()));
     let note = format!(

@@ -200,6 +200,11 @@ pub fn bpf_map_rss_kib(pid: u32) -> u64 {
     total
 }
 
+/// The CPUs /proc/cpuinfo lists.
+pub fn cpu_count_in(cpuinfo: &str) -> usize {
+    cpuinfo.lines().filter(|l| l.starts_with("processor")).count()
+}
+
 /// Busy time of all CPUs together, in seconds: user, nice, system, irq and softirq of /proc/stat's
 /// `cpu` line (guest time is counted inside user). Idle, iowait and steal are not busy: steal is
 /// time the hypervisor gave to someone else.
