@@ -30,12 +30,7 @@ pub struct K8s {
 
 impl K8s {
     pub fn new(verb: &str, version: &str, resource: &str) -> K8s {
-        K8s {
-            verb: verb.into(),
-            version: version.into(),
-            resource: resource.into(),
-            ..Default::default()
-        }
+        K8s { verb: verb.into(), version: version.into(), resource: resource.into(), ..Default::default() }
     }
     pub fn group(mut self, g: &str) -> K8s {
         self.group = Some(g.into());
@@ -188,12 +183,7 @@ pub struct ResourceExpect {
 impl ResourceExpect {
     /// Reads comm and exe of a running `pid`.
     pub fn of(pid: u32) -> ResourceExpect {
-        ResourceExpect {
-            pid,
-            comm: crate::comm_of(pid),
-            exe: crate::exe_name_of(pid),
-            host: crate::hostname(),
-        }
+        ResourceExpect { pid, comm: crate::comm_of(pid), exe: crate::exe_name_of(pid), host: crate::hostname() }
     }
 }
 
@@ -203,23 +193,14 @@ fn is_hex_id(s: &str, len: usize) -> bool {
 
 /// Checks every span carries well-formed ids, sane times within `[window_start - 2s, now + 2s]`,
 /// and the expected resource.
-pub fn check_common(
-    spans: &[ReceivedSpan],
-    res: &ResourceExpect,
-    window_start_unix_nano: u64,
-) -> Vec<String> {
+pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_unix_nano: u64) -> Vec<String> {
     let mut errs = Vec::new();
     let now = crate::now_unix_nanos();
     let lo = window_start_unix_nano.saturating_sub(2_000_000_000);
     let hi = now + 2_000_000_000;
     let mut ids = BTreeSet::new();
     for s in spans {
-        let who = format!(
-            "span {:?} ({} {:?})",
-            s.name,
-            s.kind,
-            s.attr_str("url.path").unwrap_or("")
-        );
+        let who = format!("span {:?} ({} {:?})", s.name, s.kind, s.attr_str("url.path").unwrap_or(""));
         if !is_hex_id(&s.trace_id, 32) {
             errs.push(format!("{who}: bad trace_id {:?}", s.trace_id));
         }
@@ -233,10 +214,7 @@ pub fn check_common(
             errs.push(format!("{who}: bad parent_span_id {:?}", s.parent_span_id));
         }
         if s.end <= s.start {
-            errs.push(format!(
-                "{who}: end {} is not after start {}",
-                s.end, s.start
-            ));
+            errs.push(format!("{who}: end {} is not after start {}", s.end, s.start));
         }
         if s.start < lo || s.start > hi {
             errs.push(format!(
@@ -246,11 +224,7 @@ pub fn check_common(
             ));
         }
         if s.pid() != Some(res.pid) {
-            errs.push(format!(
-                "{who}: resource process.pid {:?}, expected {}",
-                s.resource.get("process.pid"),
-                res.pid
-            ));
+            errs.push(format!("{who}: resource process.pid {:?}, expected {}", s.resource.get("process.pid"), res.pid));
         }
         if s.res_str("service.name") != Some(res.comm.as_str()) {
             errs.push(format!(
@@ -267,11 +241,7 @@ pub fn check_common(
             ));
         }
         if s.res_str("host.name") != Some(res.host.as_str()) {
-            errs.push(format!(
-                "{who}: resource host.name {:?}, expected {:?}",
-                s.resource.get("host.name"),
-                res.host
-            ));
+            errs.push(format!("{who}: resource host.name {:?}, expected {:?}", s.resource.get("host.name"), res.host));
         }
     }
     errs
@@ -287,9 +257,7 @@ fn want_str(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str, expe
 fn want_int(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str, expected: i64) {
     match s.attr(key) {
         Some(v) if v.as_i64() == Some(expected) => {}
-        other => errs.push(format!(
-            "{who}: {key} = {other:?}, expected integer {expected}"
-        )),
+        other => errs.push(format!("{who}: {key} = {other:?}, expected integer {expected}")),
     }
 }
 
@@ -310,11 +278,7 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         e.kind,
         e.method,
         e.path,
-        if e.label.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", e.label)
-        }
+        if e.label.is_empty() { String::new() } else { format!(" ({})", e.label) }
     );
     let who = who.as_str();
     if s.kind != e.kind {
@@ -329,13 +293,7 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         }
         None => {}
     }
-    want_int(
-        &mut errs,
-        who,
-        s,
-        "http.response.status_code",
-        e.status.into(),
-    );
+    want_int(&mut errs, who, s, "http.response.status_code", e.status.into());
     want_str(&mut errs, who, s, "network.protocol.version", "1.1");
     if let Some(r) = &e.route {
         want_str(&mut errs, who, s, "http.route", r);
@@ -344,10 +302,7 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
             errs.push(format!("{who}: name {:?}, expected {name:?}", s.name));
         }
     } else if !s.name.starts_with(&format!("{} ", e.method)) {
-        errs.push(format!(
-            "{who}: name {:?} does not start with the method",
-            s.name
-        ));
+        errs.push(format!("{who}: name {:?} does not start with the method", s.name));
     }
     let want_status = if e.is_error() { "error" } else { "unset" };
     if s.status_code != want_status {
@@ -357,10 +312,7 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         ));
     }
     if s.kind == "server" && !s.parent_span_id.is_empty() {
-        errs.push(format!(
-            "{who}: a server span for a request without traceparent has parent {:?}",
-            s.parent_span_id
-        ));
+        errs.push(format!("{who}: a server span for a request without traceparent has parent {:?}", s.parent_span_id));
     }
     if let Some(p) = e.client_port {
         want_str(&mut errs, who, s, "client.address", "127.0.0.1");
@@ -377,9 +329,7 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         Some(0) => match s.attr("http.request.body.size") {
             None => {}
             Some(v) if v.as_i64() == Some(0) => {}
-            Some(v) => errs.push(format!(
-                "{who}: http.request.body.size = {v}, expected absent or 0"
-            )),
+            Some(v) => errs.push(format!("{who}: http.request.body.size = {v}, expected absent or 0")),
         },
         Some(n) => want_int(&mut errs, who, s, "http.request.body.size", n as i64),
         None => {}
@@ -394,16 +344,12 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
     if let Some(max) = e.max_duration
         && d > max + DURATION_SLACK
     {
-        errs.push(format!(
-            "{who}: duration {d:?} is longer than the client-measured {max:?} (+{DURATION_SLACK:?})"
-        ));
+        errs.push(format!("{who}: duration {d:?} is longer than the client-measured {max:?} (+{DURATION_SLACK:?})"));
     }
     if let Some(min) = e.min_duration
         && d < min
     {
-        errs.push(format!(
-            "{who}: duration {d:?} is shorter than the server's {min:?} delay"
-        ));
+        errs.push(format!("{who}: duration {d:?} is shorter than the server's {min:?} delay"));
     }
     if let Some(k) = &e.k8s {
         want_str(&mut errs, who, s, "k8s.verb", &k.verb);
@@ -411,19 +357,15 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
             Some(g) => want_str(&mut errs, who, s, "k8s.api.group", g),
             None => {
                 if let Some(v) = s.attr("k8s.api.group") {
-                    errs.push(format!(
-                        "{who}: k8s.api.group = {v} for the core group, expected it absent"
-                    ));
+                    errs.push(format!("{who}: k8s.api.group = {v} for the core group, expected it absent"));
                 }
             }
         }
         want_str(&mut errs, who, s, "k8s.api.version", &k.version);
         want_str(&mut errs, who, s, "k8s.resource", &k.resource);
-        for (key, val) in [
-            ("k8s.subresource", &k.subresource),
-            ("k8s.namespace.name", &k.namespace),
-            ("k8s.object.name", &k.name),
-        ] {
+        for (key, val) in
+            [("k8s.subresource", &k.subresource), ("k8s.namespace.name", &k.namespace), ("k8s.object.name", &k.name)]
+        {
             match val {
                 Some(v) => want_str(&mut errs, who, s, key, v),
                 None => want_none(&mut errs, who, s, key),
@@ -432,16 +374,12 @@ pub fn check_http_span(s: &ReceivedSpan, e: &HttpExpect) -> Vec<String> {
         if k.long_running {
             match s.attr("k8s.long_running") {
                 Some(Value::Bool(true)) => {}
-                other => errs.push(format!(
-                    "{who}: k8s.long_running = {other:?}, expected true"
-                )),
+                other => errs.push(format!("{who}: k8s.long_running = {other:?}, expected true")),
             }
         } else {
             match s.attr("k8s.long_running") {
                 None | Some(Value::Bool(false)) => {}
-                Some(other) => errs.push(format!(
-                    "{who}: k8s.long_running = {other}, expected absent or false"
-                )),
+                Some(other) => errs.push(format!("{who}: k8s.long_running = {other}, expected absent or false")),
             }
         }
     } else if e.not_k8s {
@@ -471,10 +409,7 @@ pub fn check_http_spans(spans: &[ReceivedSpan], exps: &[HttpExpect]) -> Vec<Stri
             .map(|(i, _)| i)
             .collect();
         match idx.as_slice() {
-            [] => errs.push(format!(
-                "no {} span for {} {} (HTTP {})",
-                e.kind, e.method, e.path, e.status
-            )),
+            [] => errs.push(format!("no {} span for {} {} (HTTP {})", e.kind, e.method, e.path, e.status)),
             [i] => {
                 used[*i] = true;
                 errs.extend(check_http_span(&spans[*i], e));

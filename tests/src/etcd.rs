@@ -38,17 +38,8 @@ pub struct Certs {
 
 fn openssl(dir: &Path, args: &[&str]) {
     let openssl = require_tool("openssl", "openssl");
-    let out = Command::new(openssl)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(openssl).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Certs {
@@ -56,11 +47,8 @@ impl Certs {
     pub fn make(dir: &Path) -> Certs {
         // clientAuth too: etcd uses its server certificate as client certificate for its own gRPC
         // gateway connection; without it that connection fails its handshake and is retried forever.
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+            .unwrap();
         std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         openssl(
             dir,
@@ -181,11 +169,7 @@ impl Etcd {
             if port == peer_port {
                 continue;
             }
-            let scheme = if tls == EtcdTls::Plain {
-                "http"
-            } else {
-                "https"
-            };
+            let scheme = if tls == EtcdTls::Plain { "http" } else { "https" };
             let client_url = format!("{scheme}://127.0.0.1:{port}");
             let peer_url = format!("http://127.0.0.1:{peer_port}");
             let mut cmd = Command::new(&etcd);
@@ -221,20 +205,10 @@ impl Etcd {
                 }
             }
             if !listening {
-                last_err = format!(
-                    "etcd did not listen on 127.0.0.1:{port}\n{}",
-                    proc.describe()
-                );
+                last_err = format!("etcd did not listen on 127.0.0.1:{port}\n{}", proc.describe());
                 continue; // most likely a port was taken in between: try other ones
             }
-            let e = Etcd {
-                proc,
-                port,
-                peer_port,
-                tls,
-                certs,
-                dir,
-            };
+            let e = Etcd { proc, port, peer_port, tls, certs, dir };
             // Serving (leader elected) before any tracer looks at it.
             let mut ready = false;
             while Instant::now() < deadline {
@@ -249,10 +223,7 @@ impl Etcd {
                 e.settle();
                 return e;
             }
-            last_err = format!(
-                "etcd on port {port} did not answer etcdctl get\n{}",
-                e.proc.describe()
-            );
+            last_err = format!("etcd on port {port} did not answer etcdctl get\n{}", e.proc.describe());
         }
         panic!("etcd failed to start: {last_err}");
     }
@@ -307,11 +278,7 @@ impl Etcd {
 
     /// `http(s)://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
-        let scheme = if self.tls == EtcdTls::Plain {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if self.tls == EtcdTls::Plain { "http" } else { "https" };
         format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
@@ -341,28 +308,20 @@ impl Etcd {
     pub fn ctl_command(&self, args: &[&str]) -> Command {
         let argv = self.ctl_argv(args);
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env("ETCDCTL_API", "3")
-            .current_dir(self.dir.path());
+        cmd.args(&argv[1..]).env("ETCDCTL_API", "3").current_dir(self.dir.path());
         cmd
     }
 
     /// Runs etcdctl (stdin from `input`), bounded by [`CTL_TIMEOUT`].
     pub fn ctl_output(&self, args: &[&str], input: Option<&str>) -> Output {
         let mut cmd = self.ctl_command(args);
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn etcdctl");
         if let Some(text) = input {
             let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(text.as_bytes())
-                .expect("write etcdctl stdin");
+            stdin.write_all(text.as_bytes()).expect("write etcdctl stdin");
         }
         let deadline = Instant::now() + CTL_TIMEOUT;
         loop {
@@ -419,11 +378,8 @@ impl Etcd {
     /// The current revision (`etcdctl endpoint status -w json`).
     pub fn revision(&self) -> i64 {
         let out = self.ctl(&["get", "/itest-revision-probe", "-w", "json"]);
-        let v: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("etcdctl get -w json: {e}: {out:?}"));
-        v["header"]["revision"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no header.revision in {out}"))
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("etcdctl get -w json: {e}: {out:?}"));
+        v["header"]["revision"].as_i64().unwrap_or_else(|| panic!("no header.revision in {out}"))
     }
 }
 
@@ -451,16 +407,11 @@ impl ExecTarget {
     pub fn start(argv: &[String], envs: &[(&str, &str)]) -> ExecTarget {
         let bash = require_tool("bash", "bash");
         let mut cmd = Command::new(bash);
-        cmd.arg("-c")
-            .arg(r#"read -r _ || exit 97; exec "$@""#)
-            .arg("exec-target")
-            .args(argv);
+        cmd.arg("-c").arg(r#"read -r _ || exit 97; exec "$@""#).arg("exec-target").args(argv);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        ExecTarget {
-            proc: Proc::spawn(&format!("exec {}", argv[0]), cmd),
-        }
+        ExecTarget { proc: Proc::spawn(&format!("exec {}", argv[0]), cmd) }
     }
 
     pub fn pid(&self) -> u32 {
@@ -475,12 +426,7 @@ impl ExecTarget {
     /// Waits for the program to exit; panics unless it succeeded. Returns stdout.
     pub fn wait_success(&mut self, timeout: Duration) -> String {
         let st = self.proc.wait_exit(timeout);
-        assert!(
-            st.success(),
-            "{} failed ({st})\n{}",
-            self.proc.name(),
-            self.proc.describe()
-        );
+        assert!(st.success(), "{} failed ({st})\n{}", self.proc.name(), self.proc.describe());
         self.proc.stdout()
     }
 
@@ -648,14 +594,7 @@ pub struct GrpcClient {
 impl GrpcClient {
     /// Starts the client against `etcd` and waits until its warm-up calls are done.
     /// `ns`: namespace prefix of the keys; `secret`: prefix of the values (must never be exported).
-    pub fn start(
-        etcd: &Etcd,
-        ns: &str,
-        secret: &str,
-        warm: usize,
-        n: usize,
-        deadlines: bool,
-    ) -> GrpcClient {
+    pub fn start(etcd: &Etcd, ns: &str, secret: &str, warm: usize, n: usize, deadlines: bool) -> GrpcClient {
         let py = grpc_python();
         let dir = TempDir::new("grpc");
         let script = dir.write("client.py", GRPC_CLIENT);
@@ -670,15 +609,9 @@ impl GrpcClient {
             }
         }
         let mut cmd = Command::new(py);
-        cmd.arg(&script)
-            .arg(plan.to_string())
-            .current_dir(dir.path());
+        cmd.arg(&script).arg(plan.to_string()).current_dir(dir.path());
         let mut proc = Proc::spawn("python-grpc-client", cmd);
-        proc.wait_stdout_line(
-            "`warm-done`",
-            |l| l.contains("\"warm-done\""),
-            Duration::from_secs(60),
-        );
+        proc.wait_stdout_line("`warm-done`", |l| l.contains("\"warm-done\""), Duration::from_secs(60));
         GrpcClient { proc, _dir: dir }
     }
 
@@ -697,8 +630,7 @@ impl GrpcClient {
 
     /// Waits for `done`; returns every call made (both phases), in order.
     pub fn wait_done(&mut self, timeout: Duration) -> Vec<GrpcCall> {
-        self.proc
-            .wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
+        self.proc.wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
         self.calls()
     }
 
@@ -721,11 +653,7 @@ impl GrpcClient {
     pub fn finish(mut self) {
         self.proc.send_line("exit");
         let st = self.proc.wait_exit(Duration::from_secs(20));
-        assert!(
-            st.success(),
-            "python grpc client failed ({st})\n{}",
-            self.proc.describe()
-        );
+        assert!(st.success(), "python grpc client failed ({st})\n{}", self.proc.describe());
     }
 }
 
@@ -838,11 +766,7 @@ impl EtcdExpect {
             self.kind,
             self.op,
             self.key.as_deref().unwrap_or("(no key)"),
-            if self.label.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", self.label)
-            }
+            if self.label.is_empty() { String::new() } else { format!(" ({})", self.label) }
         )
     }
     /// Whether `s` is this call's span: kind, rpc.method, etcd.key, and the identifying attributes
@@ -851,17 +775,11 @@ impl EtcdExpect {
         s.kind == self.kind
             && s.attr_str("rpc.method") == Some(self.op.as_str())
             && s.attr_str("etcd.key") == self.key.as_deref()
-            && [
-                "etcd.lease.id",
-                "etcd.limit",
-                "etcd.revision",
-                "etcd.prefix",
-                "etcd.watch.id",
-            ]
-            .iter()
-            .all(|k| match self.attrs.get(*k) {
-                Some(v) => s.attr(k) == Some(v),
-                None => !self.absent.iter().any(|a| a == k) || s.attr(k).is_none(),
+            && ["etcd.lease.id", "etcd.limit", "etcd.revision", "etcd.prefix", "etcd.watch.id"].iter().all(|k| {
+                match self.attrs.get(*k) {
+                    Some(v) => s.attr(k) == Some(v),
+                    None => !self.absent.iter().any(|a| a == k) || s.attr(k).is_none(),
+                }
             })
     }
 }
@@ -889,13 +807,7 @@ fn want(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str, v: &Valu
     }
 }
 
-fn want_opt_str(
-    errs: &mut Vec<String>,
-    who: &str,
-    s: &ReceivedSpan,
-    key: &str,
-    v: &Option<String>,
-) {
+fn want_opt_str(errs: &mut Vec<String>, who: &str, s: &ReceivedSpan, key: &str, v: &Option<String>) {
     match v {
         Some(v) => want(errs, who, s, key, &json!(v)),
         None => {
@@ -925,13 +837,7 @@ pub fn check_etcd_span(s: &ReceivedSpan, e: &EtcdExpect) -> Vec<String> {
     want(&mut errs, who, s, "db.operation.name", &json!(e.op));
     want(&mut errs, who, s, "network.protocol.version", &json!("2"));
     want(&mut errs, who, s, "network.transport", &json!("tcp"));
-    want(
-        &mut errs,
-        who,
-        s,
-        "network.peer.address",
-        &json!("127.0.0.1"),
-    );
+    want(&mut errs, who, s, "network.peer.address", &json!("127.0.0.1"));
     want_opt_str(&mut errs, who, s, "etcd.key", &e.key);
     want_opt_str(&mut errs, who, s, "k8s.resource", &e.resource);
     want_opt_str(&mut errs, who, s, "k8s.namespace.name", &e.namespace);
@@ -941,40 +847,27 @@ pub fn check_etcd_span(s: &ReceivedSpan, e: &EtcdExpect) -> Vec<String> {
         Some(code) => want(&mut errs, who, s, "rpc.grpc.status_code", &json!(code)),
         None => {
             if let Some(v) = s.attr("rpc.grpc.status_code") {
-                errs.push(format!(
-                    "{who}: rpc.grpc.status_code = {v} on a stream that is still open"
-                ));
+                errs.push(format!("{who}: rpc.grpc.status_code = {v} on a stream that is still open"));
             }
         }
     }
     let failing = e.grpc_status.is_some_and(|c| c != 0);
     if failing {
         if s.status_code != "error" {
-            errs.push(format!(
-                "{who}: status {:?}, expected error for grpc-status {:?}",
-                s.status_code, e.grpc_status
-            ));
+            errs.push(format!("{who}: status {:?}, expected error for grpc-status {:?}", s.status_code, e.grpc_status));
         }
         if let Some(text) = &e.error_contains
             && !s.status_message.contains(text.as_str())
         {
-            errs.push(format!(
-                "{who}: status message {:?} does not contain {text:?}",
-                s.status_message
-            ));
+            errs.push(format!("{who}: status message {:?} does not contain {text:?}", s.status_message));
         }
     } else {
         if s.status_code != "unset" {
-            errs.push(format!(
-                "{who}: status {:?} ({:?}), expected unset",
-                s.status_code, s.status_message
-            ));
+            errs.push(format!("{who}: status {:?} ({:?}), expected unset", s.status_code, s.status_message));
         }
         match s.attr_i64("etcd.response.revision") {
             Some(r) if r > 0 => {}
-            other => errs.push(format!(
-                "{who}: etcd.response.revision = {other:?}, expected a positive integer"
-            )),
+            other => errs.push(format!("{who}: etcd.response.revision = {other:?}, expected a positive integer")),
         }
     }
     for (k, v) in &e.attrs {
@@ -995,16 +888,11 @@ pub fn check_etcd_span(s: &ReceivedSpan, e: &EtcdExpect) -> Vec<String> {
     for k in ["client.port", "server.port", "network.peer.port"] {
         match s.attr_i64(k) {
             Some(p) if (1..=65535).contains(&p) => {}
-            other => errs.push(format!(
-                "{who}: {k} = {other:?}, expected a real port (1-65535)"
-            )),
+            other => errs.push(format!("{who}: {k} = {other:?}, expected a real port (1-65535)")),
         }
     }
     if s.end <= s.start {
-        errs.push(format!(
-            "{who}: end {} is not after start {}",
-            s.end, s.start
-        ));
+        errs.push(format!("{who}: end {} is not after start {}", s.end, s.start));
     }
     errs
 }
@@ -1019,12 +907,7 @@ pub fn check_etcd_spans(
     let mut errs = Vec::new();
     let mut used = vec![false; spans.len()];
     for e in exps {
-        let idx: Vec<usize> = spans
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| e.identifies(s))
-            .map(|(i, _)| i)
-            .collect();
+        let idx: Vec<usize> = spans.iter().enumerate().filter(|(_, s)| e.identifies(s)).map(|(i, _)| i).collect();
         match idx.as_slice() {
             [] => errs.push(format!("no span for {}", e.who())),
             [i] => {
@@ -1035,11 +918,7 @@ pub fn check_etcd_spans(
                 for i in many {
                     used[*i] = true;
                 }
-                errs.push(format!(
-                    "{} spans for {} (expected exactly one)",
-                    many.len(),
-                    e.who()
-                ));
+                errs.push(format!("{} spans for {} (expected exactly one)", many.len(), e.who()));
             }
         }
     }
@@ -1095,33 +974,21 @@ pub fn check_mid_stream(
 ) -> (MidStream, Vec<String>) {
     let mut errs = Vec::new();
     let mid: Vec<&GrpcCall> = calls.iter().filter(|c| c.phase == "mid").collect();
-    let conn: Vec<&ReceivedSpan> = spans
-        .iter()
-        .filter(|s| s.attr_i64("server.port") == Some(i64::from(etcd_port)))
-        .collect();
-    let mut m = MidStream {
-        calls: mid.len(),
-        ..Default::default()
-    };
+    let conn: Vec<&ReceivedSpan> =
+        spans.iter().filter(|s| s.attr_i64("server.port") == Some(i64::from(etcd_port))).collect();
+    let mut m = MidStream { calls: mid.len(), ..Default::default() };
     let mut named_for = vec![0usize; mid.len()];
     for s in &conn {
         if s.name == "unknown" {
             m.unknown += 1;
             if s.kind != "server" {
-                errs.push(format!(
-                    "unknown span of kind {:?}: {}",
-                    s.kind,
-                    s.summary()
-                ));
+                errs.push(format!("unknown span of kind {:?}: {}", s.kind, s.summary()));
             }
             continue;
         }
         let key = s.attr_str("etcd.key").unwrap_or("");
         if calls.iter().any(|c| c.phase == "warm" && c.key == key) {
-            errs.push(format!(
-                "span for a call made BEFORE the tracer attached: {}",
-                s.summary()
-            ));
+            errs.push(format!("span for a call made BEFORE the tracer attached: {}", s.summary()));
             continue;
         }
         let Some(idx) = mid.iter().position(|c| c.key == key) else {
@@ -1145,10 +1012,7 @@ pub fn check_mid_stream(
     }
     for (i, n) in named_for.iter().enumerate() {
         if *n > 1 {
-            errs.push(format!(
-                "{n} spans for call {} ({} {})",
-                mid[i].i, mid[i].op, mid[i].key
-            ));
+            errs.push(format!("{n} spans for call {} ({} {})", mid[i].i, mid[i].op, mid[i].key));
         }
         if *n == 0 {
             m.last_unnamed = Some(i);
@@ -1171,11 +1035,7 @@ pub fn check_mid_stream(
         ));
     }
     if m.unknown > max_unknown {
-        errs.push(format!(
-            "{} of {} spans are `unknown` (at most {max_unknown} allowed)",
-            m.unknown,
-            mid.len()
-        ));
+        errs.push(format!("{} of {} spans are `unknown` (at most {max_unknown} allowed)", m.unknown, mid.len()));
     }
     if !errs.is_empty() {
         errs.push(format!("mid-connection summary: {m:?}"));

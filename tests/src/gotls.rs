@@ -29,21 +29,9 @@ struct GoBuild {
 }
 
 const BUILDS: [GoBuild; 3] = [
-    GoBuild {
-        var: "GO_HTTPS_SERVER_BIN",
-        dir: "https-server",
-        flags: &["-ldflags=-s -w"],
-    },
-    GoBuild {
-        var: "GO_HTTP_CLIENT_BIN",
-        dir: "http-client",
-        flags: &["-ldflags=-s -w"],
-    },
-    GoBuild {
-        var: "GO_H2C_SERVER_BIN",
-        dir: "h2c-server",
-        flags: &["-ldflags=-s -w"],
-    },
+    GoBuild { var: "GO_HTTPS_SERVER_BIN", dir: "https-server", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_HTTP_CLIENT_BIN", dir: "http-client", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_H2C_SERVER_BIN", dir: "h2c-server", flags: &["-ldflags=-s -w"] },
 ];
 
 /// The stripped Go HTTPS server (`tests/go/https-server`).
@@ -65,11 +53,7 @@ pub fn h2c_server_bin() -> PathBuf {
 pub fn go_program(var: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{var}={} does not exist or is not a file",
-            p.display()
-        );
+        assert!(p.is_file(), "{var}={} does not exist or is not a file", p.display());
         return p;
     }
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
@@ -78,10 +62,7 @@ pub fn go_program(var: &str) -> PathBuf {
     if let Some(p) = built.get(var) {
         return p.clone();
     }
-    let b = BUILDS
-        .iter()
-        .find(|b| b.var == var)
-        .unwrap_or_else(|| panic!("unknown Go program variable {var}"));
+    let b = BUILDS.iter().find(|b| b.var == var).unwrap_or_else(|| panic!("unknown Go program variable {var}"));
     let root = workspace_root();
     let out_dir = root.join("target/go-bin");
     std::fs::create_dir_all(&out_dir).expect("create target/go-bin");
@@ -167,11 +148,7 @@ impl GoServer {
         let mut cmd = Command::new(bin);
         cmd.args(["-addr", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn(name, cmd);
-        let line = proc.wait_stdout_line(
-            "`listening on ADDR`",
-            |l| l.starts_with("listening on "),
-            START_TIMEOUT,
-        );
+        let line = proc.wait_stdout_line("`listening on ADDR`", |l| l.starts_with("listening on "), START_TIMEOUT);
         let addr = line.trim_start_matches("listening on ").trim();
         let port: u16 = addr
             .rsplit_once(':')
@@ -179,10 +156,7 @@ impl GoServer {
             .unwrap_or_else(|| panic!("{name}: cannot parse the address in {line:?}"));
         if !wait_for_port(port, START_TIMEOUT) {
             proc.assert_running();
-            panic!(
-                "{name} does not listen on 127.0.0.1:{port}\n{}",
-                proc.describe()
-            );
+            panic!("{name} does not listen on 127.0.0.1:{port}\n{}", proc.describe());
         }
         GoServer { proc, port, scheme }
     }
@@ -256,10 +230,7 @@ impl GoHttpClient {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        GoHttpClient {
-            proc,
-            waiting: wait_stdin,
-        }
+        GoHttpClient { proc, waiting: wait_stdin }
     }
 
     pub fn pid(&self) -> u32 {
@@ -281,10 +252,7 @@ impl GoHttpClient {
     }
 
     pub fn go(&mut self) {
-        assert!(
-            self.waiting,
-            "go-http-client was not started with -wait-stdin"
-        );
+        assert!(self.waiting, "go-http-client was not started with -wait-stdin");
         self.proc.send_line("go");
         self.waiting = false;
     }
@@ -297,9 +265,7 @@ impl GoHttpClient {
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 match f.as_slice() {
-                    [proto, status, bytes, rest @ ..]
-                        if proto.starts_with("HTTP/") && rest.len() <= 1 =>
-                    {
+                    [proto, status, bytes, rest @ ..] if proto.starts_with("HTTP/") && rest.len() <= 1 => {
                         Some(GoResponse {
                             proto: proto.to_string(),
                             status: status.parse().ok()?,
@@ -335,11 +301,7 @@ impl GoHttpClient {
     /// Waits for a successful exit; returns the responses.
     pub fn wait_success(&mut self, timeout: Duration) -> Vec<GoResponse> {
         let st = self.proc.wait_exit(timeout);
-        assert!(
-            st.success(),
-            "go-http-client failed ({st})\n{}",
-            self.proc.describe()
-        );
+        assert!(st.success(), "go-http-client failed ({st})\n{}", self.proc.describe());
         self.responses()
     }
 }
@@ -361,20 +323,14 @@ pub fn tcp_connections_of(pid: u32) -> Vec<(u16, u16)> {
         }
     }
     let mut out = Vec::new();
-    for f in [
-        format!("/proc/{pid}/net/tcp"),
-        format!("/proc/{pid}/net/tcp6"),
-    ] {
+    for f in [format!("/proc/{pid}/net/tcp"), format!("/proc/{pid}/net/tcp6")] {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         for l in text.lines().skip(1) {
             let c: Vec<&str> = l.split_whitespace().collect();
             if c.len() < 10 || c[3] != "01" || !inodes.iter().any(|i| i == c[9]) {
                 continue;
             }
-            let port = |s: &str| {
-                s.rsplit_once(':')
-                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-            };
+            let port = |s: &str| s.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             if let (Some(l), Some(r)) = (port(c[1]), port(c[2])) {
                 out.push((l, r));
             }
@@ -427,10 +383,7 @@ pub fn check_http_spans_version(
             .map(|(i, _)| i)
             .collect();
         // the span of this client port first, if there is one (a wrong port is reported by the check)
-        idx.sort_by_key(|i| {
-            e.client_port
-                .is_some_and(|p| spans[*i].attr_i64("client.port") != Some(i64::from(p)))
-        });
+        idx.sort_by_key(|i| e.client_port.is_some_and(|p| spans[*i].attr_i64("client.port") != Some(i64::from(p))));
         match idx.first() {
             None => errs.push(format!(
                 "no {} HTTP/{version} span for {} {} (HTTP {}{})",
@@ -438,9 +391,7 @@ pub fn check_http_spans_version(
                 e.method,
                 e.path,
                 e.status,
-                e.client_port
-                    .map(|p| format!(", client port {p}"))
-                    .unwrap_or_default()
+                e.client_port.map(|p| format!(", client port {p}")).unwrap_or_default()
             )),
             Some(&i) => {
                 used[i] = true;
@@ -477,9 +428,7 @@ pub fn check_no_connection_spans(spans: &[ReceivedSpan]) -> Vec<String> {
 pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
     let line = tracer.wait_for_stderr_line(
         &format!("`Go TLS plaintext probes attached` with pid={pid}"),
-        move |l| {
-            l.contains("Go TLS plaintext probes attached") && crate::tracer::has_pid_field(l, pid)
-        },
+        move |l| l.contains("Go TLS plaintext probes attached") && crate::tracer::has_pid_field(l, pid),
         Duration::from_secs(30),
     );
     let expected: &[&str] = match std::env::var("ITEST_GO_TLS_PROBES").as_deref() {
@@ -538,12 +487,7 @@ pub fn tracer_log_summary(stderr: &str) -> String {
 
 /// The `final stats` line, for messages.
 pub fn final_stats_line(stderr: &str) -> String {
-    stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("final stats"))
-        .map(|l| tail(l, 1000))
-        .unwrap_or_default()
+    stderr.lines().rev().find(|l| l.contains("final stats")).map(|l| tail(l, 1000)).unwrap_or_default()
 }
 
 /// JSON value helper for attribute expectations.
@@ -607,18 +551,11 @@ pub fn check_mid_http(
             m.named_right += 1;
             m.first_named = Some(m.first_named.map_or(idx, |f: usize| f.min(idx)));
         }
-        errs.extend(
-            span_errs
-                .into_iter()
-                .map(|x| format!("request #{idx}: {x}")),
-        );
+        errs.extend(span_errs.into_iter().map(|x| format!("request #{idx}: {x}")));
     }
     for (i, n) in named_for.iter().enumerate() {
         if *n > 1 {
-            errs.push(format!(
-                "{n} spans for request #{i} {} {}",
-                exps[i].method, exps[i].path
-            ));
+            errs.push(format!("{n} spans for request #{i} {} {}", exps[i].method, exps[i].path));
         }
         if *n == 0 {
             if m.first_named.is_some_and(|f| i > f) {
@@ -633,10 +570,7 @@ pub fn check_mid_http(
         }
     }
     if m.unknown > max_unknown {
-        errs.push(format!(
-            "{} spans are `unknown` (at most {max_unknown} allowed)",
-            m.unknown
-        ));
+        errs.push(format!("{} spans are `unknown` (at most {max_unknown} allowed)", m.unknown));
     }
     if !errs.is_empty() {
         errs.push(format!("mid-connection summary: {m:?}"));

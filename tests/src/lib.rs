@@ -23,8 +23,8 @@ pub mod tracer;
 pub use check::{HttpExpect, K8s, ResourceExpect};
 pub use otlp::{HttpExport, OtlpReceiver, Protocol};
 pub use procs::{
-    ClientResult, CurlRun, EchoServer, Nginx, Proc, PythonClient, PythonHttpServer,
-    PythonHttpsServer, RawHttp, RawResponse, Transfer, curl, curl_one,
+    ClientResult, CurlRun, EchoServer, Nginx, Proc, PythonClient, PythonHttpServer, PythonHttpsServer, RawHttp,
+    RawResponse, Transfer, curl, curl_one,
 };
 pub use session::{Finished, Sink, TraceSession};
 pub use span::{ReceivedSpan, dump};
@@ -41,10 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The Cargo workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// The tracer binary: `$TRACER_BIN`, else `<workspace>/target/debug/tracer`; panics if neither.
@@ -87,11 +84,9 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
     for extra in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
         dirs.push(PathBuf::from(extra));
     }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 /// The real python3 executable (resolved once, through pyenv-style shims): `$INTEGRATION_PYTHON`
@@ -103,18 +98,10 @@ pub fn python() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| require_tool("python3", "python3"));
         let out = std::process::Command::new(&launcher)
-            .args([
-                "-c",
-                "import os, sys; print(os.path.realpath(sys.executable))",
-            ])
+            .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", launcher.display()));
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            launcher.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{} failed: {}", launcher.display(), String::from_utf8_lossy(&out.stderr));
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         assert!(p.is_file(), "python executable {} not found", p.display());
         p
@@ -126,10 +113,7 @@ pub fn python() -> &'static Path {
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     let mix = (u64::from(std::process::id()) << 20) ^ (u64::from(t) >> 4) ^ (n << 40) ^ n;
     format!("{prefix}{:09x}", mix % (1 << 36))
 }
@@ -146,8 +130,7 @@ impl TempDir {
             let path = base.join(format!("itest-{}", unique_name(prefix)));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                        .expect("chmod temp dir");
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
                     return TempDir { path };
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -188,12 +171,7 @@ pub fn free_port() -> u16 {
 pub fn closed_port() -> u16 {
     for _ in 0..50 {
         let p = free_port();
-        if TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], p)),
-            Duration::from_millis(200),
-        )
-        .is_err()
-        {
+        if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_millis(200)).is_err() {
             return p;
         }
     }
@@ -219,14 +197,10 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 pub fn is_listening(port: u16) -> bool {
     let want = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
-            })
+        std::fs::read_to_string(f).unwrap_or_default().lines().skip(1).any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+        })
     })
 }
 
@@ -241,11 +215,8 @@ pub fn hostname() -> String {
 
 /// Base name of `/proc/PID/exe`'s target (OTel `process.executable.name` on Linux).
 pub fn exe_name_of(pid: u32) -> String {
-    let p = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .unwrap_or_else(|e| panic!("readlink /proc/{pid}/exe: {e}"));
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    let p = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|e| panic!("readlink /proc/{pid}/exe: {e}"));
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// `/proc/PID/comm` without the newline.
@@ -257,10 +228,7 @@ pub fn comm_of(pid: u32) -> String {
 }
 
 pub fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 pub fn is_root() -> bool {
@@ -316,10 +284,7 @@ struct CollectorInner {
 
 impl Collector {
     /// Starts a thread that reads `r` to EOF into a new collector.
-    pub fn spawn<R: Read + Send + 'static>(
-        mut r: R,
-        name: &str,
-    ) -> (Arc<Collector>, JoinHandle<()>) {
+    pub fn spawn<R: Read + Send + 'static>(mut r: R, name: &str) -> (Arc<Collector>, JoinHandle<()>) {
         let c = Arc::new(Collector::default());
         let c2 = c.clone();
         let h = std::thread::Builder::new()
@@ -403,11 +368,7 @@ impl Collector {
                 return text.lines().find(|l| pred(l)).map(str::to_owned);
             }
             g = self.inner.lock().unwrap();
-            g = self
-                .cv
-                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
-                .unwrap()
-                .0;
+            g = self.cv.wait_timeout(g, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
         }
     }
 }
@@ -425,9 +386,5 @@ pub fn drain_pipes(stdout: &Collector, stderr: &Collector) -> bool {
 /// Last `n` chars of a text, for messages.
 pub fn tail(s: &str, n: usize) -> String {
     let count = s.chars().count();
-    if count <= n {
-        s.to_owned()
-    } else {
-        format!("…{}", s.chars().skip(count - n).collect::<String>())
-    }
+    if count <= n { s.to_owned() } else { format!("…{}", s.chars().skip(count - n).collect::<String>()) }
 }

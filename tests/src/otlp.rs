@@ -6,12 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
@@ -91,17 +87,11 @@ impl TraceService for GrpcSink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        if request
-            .metadata()
-            .get("grpc-encoding")
-            .is_some_and(|e| e == "gzip")
-        {
+        if request.metadata().get("grpc-encoding").is_some_and(|e| e == "gzip") {
             self.store.inner.lock().unwrap().grpc_gzipped += 1;
         }
         self.store.add_export(request.get_ref());
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
@@ -127,8 +117,7 @@ impl OtlpReceiver {
     }
 
     pub fn start(protocol: Protocol) -> OtlpReceiver {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("OTLP receiver: cannot bind 127.0.0.1:0");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("OTLP receiver: cannot bind 127.0.0.1:0");
         std_listener.set_nonblocking(true).expect("set_nonblocking");
         let addr = std_listener.local_addr().expect("local_addr");
         let store = Arc::new(Store::default());
@@ -144,16 +133,13 @@ impl OtlpReceiver {
                     .build()
                     .expect("tokio runtime");
                 rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+                    let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
                     match protocol {
                         Protocol::Grpc => {
                             let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                            let svc = TraceServiceServer::new(GrpcSink {
-                                store: thread_store.clone(),
-                            })
-                            .max_decoding_message_size(64 << 20)
-                            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+                            let svc = TraceServiceServer::new(GrpcSink { store: thread_store.clone() })
+                                .max_decoding_message_size(64 << 20)
+                                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
                             let res = tonic::transport::Server::builder()
                                 .serve_with_incoming_shutdown(svc, incoming, async {
                                     let _ = rx.await;
@@ -170,14 +156,7 @@ impl OtlpReceiver {
                 let _ = done_tx.send(());
             })
             .expect("spawn receiver thread");
-        OtlpReceiver {
-            protocol,
-            addr,
-            store,
-            shutdown: Some(tx),
-            done: Some(done_rx),
-            thread: Some(thread),
-        }
+        OtlpReceiver { protocol, addr, store, shutdown: Some(tx), done: Some(done_rx), thread: Some(thread) }
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -199,12 +178,7 @@ impl OtlpReceiver {
 
     /// The tracer flags that point it at this receiver.
     pub fn tracer_args(&self) -> Vec<String> {
-        vec![
-            "--otlp-endpoint".into(),
-            self.endpoint(),
-            "--otlp-protocol".into(),
-            self.protocol.flag().into(),
-        ]
+        vec!["--otlp-endpoint".into(), self.endpoint(), "--otlp-protocol".into(), self.protocol.flag().into()]
     }
 
     /// All spans received so far, in arrival order.
@@ -252,13 +226,7 @@ impl OtlpReceiver {
 
     /// Like [`wait_for`](Self::wait_for) but panics with every received span listed when fewer than
     /// `count` matched in time.
-    pub fn expect<F>(
-        &self,
-        what: &str,
-        pred: F,
-        count: usize,
-        timeout: Duration,
-    ) -> Vec<ReceivedSpan>
+    pub fn expect<F>(&self, what: &str, pred: F, count: usize, timeout: Duration) -> Vec<ReceivedSpan>
     where
         F: Fn(&ReceivedSpan) -> bool,
     {
@@ -310,11 +278,7 @@ impl Drop for OtlpReceiver {
 // ---------------------------------------------------------------------------------------------
 // OTLP/HTTP: a deliberately small HTTP/1.1 server (keep-alive, Content-Length or chunked bodies).
 
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    store: Arc<Store>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
+async fn serve_http(listener: tokio::net::TcpListener, store: Arc<Store>, mut shutdown: oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -355,9 +319,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<Opt
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
     }
-    String::from_utf8(buf)
-        .map(Some)
-        .map_err(|_| bad("header line is not UTF-8"))
+    String::from_utf8(buf).map(Some).map_err(|_| bad("header line is not UTF-8"))
 }
 
 async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> std::io::Result<()> {
@@ -379,36 +341,21 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
         };
         let mut headers: Vec<(String, String)> = Vec::new();
         loop {
-            let h = read_line(&mut r)
-                .await?
-                .ok_or_else(|| bad("EOF in headers"))?;
+            let h = read_line(&mut r).await?.ok_or_else(|| bad("EOF in headers"))?;
             if h.is_empty() {
                 break;
             }
-            let (k, v) = h
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header {h:?}")))?;
+            let (k, v) = h.split_once(':').ok_or_else(|| bad(format!("bad header {h:?}")))?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
         let mut body = Vec::new();
-        if header("transfer-encoding")
-            .to_ascii_lowercase()
-            .contains("chunked")
-        {
+        if header("transfer-encoding").to_ascii_lowercase().contains("chunked") {
             loop {
-                let size_line = read_line(&mut r)
-                    .await?
-                    .ok_or_else(|| bad("EOF in chunk size"))?;
+                let size_line = read_line(&mut r).await?.ok_or_else(|| bad("EOF in chunk size"))?;
                 let size_hex = size_line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_hex, 16)
-                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
+                let size =
+                    usize::from_str_radix(size_hex, 16).map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
                 if size == 0 {
                     // trailers until empty line
                     while let Some(t) = read_line(&mut r).await? {
@@ -428,11 +375,7 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
             }
         } else {
             let cl = header("content-length");
-            let len: usize = if cl.is_empty() {
-                0
-            } else {
-                cl.parse().map_err(|_| bad("bad content-length"))?
-            };
+            let len: usize = if cl.is_empty() { 0 } else { cl.parse().map_err(|_| bad("bad content-length"))? };
             body.resize(len, 0);
             r.read_exact(&mut body).await?;
         }
@@ -449,14 +392,10 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
             && !content_encoding.eq_ignore_ascii_case("identity")
             && !content_encoding.eq_ignore_ascii_case("gzip")
         {
-            store.add_error(format!(
-                "OTLP/HTTP: unsupported content-encoding {content_encoding:?}"
-            ));
+            store.add_error(format!("OTLP/HTTP: unsupported content-encoding {content_encoding:?}"));
             (415, "Unsupported Media Type", Vec::new())
         } else if !content_type.starts_with("application/x-protobuf") {
-            store.add_error(format!(
-                "OTLP/HTTP: unsupported content-type {content_type:?}"
-            ));
+            store.add_error(format!("OTLP/HTTP: unsupported content-type {content_type:?}"));
             (415, "Unsupported Media Type", Vec::new())
         } else {
             let decoded = if content_encoding.eq_ignore_ascii_case("gzip") {
@@ -470,20 +409,10 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
             match decoded {
                 Ok(req) => {
                     store.add_export(&req);
-                    (
-                        200,
-                        "OK",
-                        ExportTraceServiceResponse {
-                            partial_success: None,
-                        }
-                        .encode_to_vec(),
-                    )
+                    (200, "OK", ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
                 }
                 Err(e) => {
-                    store.add_error(format!(
-                        "OTLP/HTTP: undecodable body ({} bytes): {e}",
-                        body.len()
-                    ));
+                    store.add_error(format!("OTLP/HTTP: undecodable body ({} bytes): {e}", body.len()));
                     (400, "Bad Request", Vec::new())
                 }
             }

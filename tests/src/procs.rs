@@ -28,29 +28,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env("PYTHONUNBUFFERED", "1").env("PYTHONDONTWRITEBYTECODE", "1");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
         let pid = child.id();
         let stdin = child.stdin.take();
-        let (stdout, h1) =
-            Collector::spawn(child.stdout.take().unwrap(), &format!("{name}-stdout"));
-        let (stderr, h2) =
-            Collector::spawn(child.stderr.take().unwrap(), &format!("{name}-stderr"));
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            pid,
-            stdin,
-            stdout,
-            stderr,
-            _readers: vec![h1, h2],
-        }
+        let (stdout, h1) = Collector::spawn(child.stdout.take().unwrap(), &format!("{name}-stdout"));
+        let (stderr, h2) = Collector::spawn(child.stderr.take().unwrap(), &format!("{name}-stderr"));
+        Proc { name: name.to_owned(), child: Some(child), pid, stdin, stdout, stderr, _readers: vec![h1, h2] }
     }
 
     pub fn pid(&self) -> u32 {
@@ -81,54 +66,31 @@ impl Proc {
 
     /// Some(status) once the process has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Panics (with output) when the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(st) = self.try_wait() {
-            panic!(
-                "{} exited unexpectedly ({st})\n{}",
-                self.name,
-                self.describe()
-            );
+            panic!("{} exited unexpectedly ({st})\n{}", self.name, self.describe());
         }
     }
 
     /// Waits for a stdout line satisfying `pred`; panics on timeout or exit.
-    pub fn wait_stdout_line<F: Fn(&str) -> bool>(
-        &mut self,
-        what: &str,
-        pred: F,
-        timeout: Duration,
-    ) -> String {
+    pub fn wait_stdout_line<F: Fn(&str) -> bool>(&mut self, what: &str, pred: F, timeout: Duration) -> String {
         let out = self.stdout.clone();
         let mut child = self.child.as_mut();
-        let mut stop = || {
-            child
-                .as_mut()
-                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                .unwrap_or(true)
-        };
+        let mut stop = || child.as_mut().map(|c| matches!(c.try_wait(), Ok(Some(_)))).unwrap_or(true);
         let got = out.wait_line(&pred, timeout, &mut stop);
         match got {
             Some(l) => l,
-            None => panic!(
-                "{}: no stdout line {what} within {timeout:?}\n{}",
-                self.name,
-                self.describe()
-            ),
+            None => panic!("{}: no stdout line {what} within {timeout:?}\n{}", self.name, self.describe()),
         }
     }
 
     pub fn send_line(&mut self, line: &str) {
         let name = self.name.clone();
-        let stdin = self
-            .stdin
-            .as_mut()
-            .unwrap_or_else(|| panic!("{name}: stdin already closed"));
+        let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{name}: stdin already closed"));
         stdin
             .write_all(format!("{line}\n").as_bytes())
             .and_then(|_| stdin.flush())
@@ -149,11 +111,7 @@ impl Proc {
                 return st;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "{} did not exit within {timeout:?}\n{}",
-                    self.name,
-                    self.describe()
-                );
+                panic!("{} did not exit within {timeout:?}\n{}", self.name, self.describe());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -183,11 +141,7 @@ fn wait_port_file(proc: &mut Proc, path: &Path) -> u16 {
         }
         proc.assert_running();
         if Instant::now() >= deadline {
-            panic!(
-                "{} did not report its port within {START_TIMEOUT:?}\n{}",
-                proc.name(),
-                proc.describe()
-            );
+            panic!("{} did not report its port within {START_TIMEOUT:?}\n{}", proc.name(), proc.describe());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -196,11 +150,7 @@ fn wait_port_file(proc: &mut Proc, path: &Path) -> u16 {
 fn wait_until_serving(proc: &mut Proc, port: u16) {
     if !wait_for_port(port, START_TIMEOUT) {
         proc.assert_running();
-        panic!(
-            "{} does not accept connections on 127.0.0.1:{port}\n{}",
-            proc.name(),
-            proc.describe()
-        );
+        panic!("{} does not accept connections on 127.0.0.1:{port}\n{}", proc.name(), proc.describe());
     }
 }
 
@@ -210,10 +160,7 @@ fn python_as(dir: &TempDir, exe_name: Option<&str>) -> PathBuf {
     match exe_name {
         None => python().to_path_buf(),
         Some(name) => {
-            assert!(
-                name.len() <= 15,
-                "comm names are at most 15 bytes: {name:?}"
-            );
+            assert!(name.len() <= 15, "comm names are at most 15 bytes: {name:?}");
             let link = dir.join(name);
             std::os::unix::fs::symlink(python(), &link).expect("symlink python");
             link
@@ -252,17 +199,7 @@ impl PythonHttpServer {
             let openssl = require_tool("openssl", "openssl");
             let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
             let out = Command::new(openssl)
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                ])
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
                 .args(["-addext", "subjectAltName=IP:127.0.0.1"])
                 .arg("-keyout")
                 .arg(&key)
@@ -270,27 +207,14 @@ impl PythonHttpServer {
                 .arg(&cert)
                 .output()
                 .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl req failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
             cmd.arg(&cert).arg(&key);
         }
-        let name = if tls {
-            "python-https-server"
-        } else {
-            "python-http-server"
-        };
+        let name = if tls { "python-https-server" } else { "python-http-server" };
         let mut proc = Proc::spawn(name, cmd);
         let port = wait_port_file(&mut proc, &port_file);
         wait_until_serving(&mut proc, port);
-        PythonHttpServer {
-            proc,
-            port,
-            scheme: if tls { "https" } else { "http" },
-            dir,
-        }
+        PythonHttpServer { proc, port, scheme: if tls { "https" } else { "http" }, dir }
     }
 
     pub fn pid(&self) -> u32 {
@@ -377,11 +301,7 @@ impl EchoServer {
         let mut proc = Proc::spawn("python-echo-server", cmd);
         let port = wait_port_file(&mut proc, &port_file);
         wait_until_serving(&mut proc, port);
-        EchoServer {
-            proc,
-            port,
-            _dir: dir,
-        }
+        EchoServer { proc, port, _dir: dir }
     }
     pub fn pid(&self) -> u32 {
         self.proc.pid()
@@ -459,12 +379,7 @@ http {{
             );
             let conf_path = dir.write("nginx.conf", conf);
             let mut cmd = Command::new(&nginx);
-            cmd.arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(dir.join("error.log"))
-                .arg("-c")
-                .arg(&conf_path);
+            cmd.arg("-p").arg(dir.path()).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
             cmd.current_dir(dir.path());
             let mut proc = Proc::spawn("nginx", cmd);
             let deadline = Instant::now() + START_TIMEOUT;
@@ -481,10 +396,7 @@ http {{
                     return Nginx { proc, port, dir };
                 }
                 if Instant::now() >= deadline {
-                    panic!(
-                        "nginx did not listen on 127.0.0.1:{port}\n{}",
-                        proc.describe()
-                    );
+                    panic!("nginx did not listen on 127.0.0.1:{port}\n{}", proc.describe());
                 }
             }
             // most likely the port was taken in between: try another one
@@ -533,20 +445,11 @@ impl PythonClient {
         let dir = TempDir::new("client");
         let script = dir.write("client.py", scripts::HTTP_CLIENT);
         let mut cmd = Command::new(python());
-        cmd.arg(&script)
-            .arg(plan.to_string())
-            .current_dir(dir.path());
-        let wait_stdin = plan
-            .get("wait_stdin")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        cmd.arg(&script).arg(plan.to_string()).current_dir(dir.path());
+        let wait_stdin = plan.get("wait_stdin").and_then(Value::as_bool).unwrap_or(false);
         let mut proc = Proc::spawn("python-http-client", cmd);
         proc.wait_stdout_line("`ready`", |l| l.contains("\"ready\""), START_TIMEOUT);
-        PythonClient {
-            proc,
-            wait_stdin,
-            _dir: dir,
-        }
+        PythonClient { proc, wait_stdin, _dir: dir }
     }
 
     /// Runs `plan` without waiting for stdin, to completion; returns the responses.
@@ -573,8 +476,7 @@ impl PythonClient {
 
     /// Waits for the `done` line; returns the responses.
     pub fn wait_done(&mut self, timeout: Duration) -> Vec<ClientResult> {
-        self.proc
-            .wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
+        self.proc.wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
         let mut out = Vec::new();
         for line in self.proc.stdout().lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -600,11 +502,7 @@ impl PythonClient {
             self.proc.send_line("exit");
         }
         let st = self.proc.wait_exit(Duration::from_secs(20));
-        assert!(
-            st.success(),
-            "python client failed ({st})\n{}",
-            self.proc.describe()
-        );
+        assert!(st.success(), "python client failed ({st})\n{}", self.proc.describe());
     }
 }
 
@@ -636,12 +534,7 @@ pub struct CurlRun {
 
 impl CurlRun {
     pub fn one(&self) -> &Transfer {
-        assert_eq!(
-            self.transfers.len(),
-            1,
-            "curl {:?}: expected one transfer",
-            self.args
-        );
+        assert_eq!(self.transfers.len(), 1, "curl {:?}: expected one transfer", self.args);
         &self.transfers[0]
     }
 }
@@ -654,52 +547,24 @@ pub fn curl<S: AsRef<OsStr>>(args: &[S]) -> CurlRun {
     let fmt = format!(
         "{MARK}%{{http_code}} %{{time_total}} %{{local_port}} %{{num_connects}} %{{size_download}} %{{size_upload}}\n"
     );
-    let argv: Vec<String> = args
-        .iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
+    let argv: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
     let out = Command::new(curl)
-        .args([
-            "-sS",
-            "--noproxy",
-            "*",
-            "-A",
-            CURL_USER_AGENT,
-            "-H",
-            "Expect:",
-            "--max-time",
-            "30",
-            "-w",
-            &fmt,
-        ])
+        .args(["-sS", "--noproxy", "*", "-A", CURL_USER_AGENT, "-H", "Expect:", "--max-time", "30", "-w", &fmt])
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run curl");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "curl {argv:?} failed ({}): {stderr}\nstdout: {}",
-        out.status,
-        tail(&stdout, 2000)
-    );
+    assert!(out.status.success(), "curl {argv:?} failed ({}): {stderr}\nstdout: {}", out.status, tail(&stdout, 2000));
     let mut transfers = Vec::new();
     let mut pos = 0;
     while let Some(i) = stdout[pos..].find(MARK) {
         let body = stdout[pos..pos + i].to_owned();
         let line_start = pos + i + MARK.len();
-        let line_end = stdout[line_start..]
-            .find('\n')
-            .map(|j| line_start + j)
-            .unwrap_or(stdout.len());
+        let line_end = stdout[line_start..].find('\n').map(|j| line_start + j).unwrap_or(stdout.len());
         let f: Vec<&str> = stdout[line_start..line_end].split_whitespace().collect();
-        assert_eq!(
-            f.len(),
-            6,
-            "unexpected curl -w output {:?}",
-            &stdout[line_start..line_end]
-        );
+        assert_eq!(f.len(), 6, "unexpected curl -w output {:?}", &stdout[line_start..line_end]);
         transfers.push(Transfer {
             code: f[0].parse().unwrap(),
             time_total: Duration::from_secs_f64(f[1].parse().unwrap()),
@@ -711,11 +576,7 @@ pub fn curl<S: AsRef<OsStr>>(args: &[S]) -> CurlRun {
         });
         pos = (line_end + 1).min(stdout.len());
     }
-    CurlRun {
-        transfers,
-        stderr,
-        args: argv,
-    }
+    CurlRun { transfers, stderr, args: argv }
 }
 
 /// `curl` with one URL; returns its transfer.
@@ -735,10 +596,7 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -751,14 +609,9 @@ pub struct RawHttp {
 impl RawHttp {
     pub fn connect(port: u16) -> RawHttp {
         let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         stream.set_nodelay(true).unwrap();
-        RawHttp {
-            stream,
-            buf: Vec::new(),
-        }
+        RawHttp { stream, buf: Vec::new() }
     }
 
     pub fn local_port(&self) -> u16 {
@@ -786,32 +639,15 @@ impl RawHttp {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i;
             }
-            assert!(
-                self.fill(),
-                "EOF before a complete response head: {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
+            assert!(self.fill(), "EOF before a complete response head: {:?}", String::from_utf8_lossy(&self.buf));
         };
         let head_text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
         self.buf.drain(..end + 4);
         let mut lines = head_text.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        let mut resp = RawResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> =
+            lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+        let mut resp = RawResponse { status, headers, body: Vec::new() };
         if head || (100..200).contains(&status) || status == 204 || status == 304 {
             return resp;
         }
@@ -821,10 +657,7 @@ impl RawHttp {
                 assert!(self.fill(), "EOF in response body");
             }
             resp.body = self.buf.drain(..n).collect();
-        } else if resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
+        } else if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             loop {
                 let i = loop {
                     if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
@@ -834,8 +667,7 @@ impl RawHttp {
                 };
                 let size_line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
                 self.buf.drain(..i + 2);
-                let size =
-                    usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap();
                 while self.buf.len() < size + 2 {
                     assert!(self.fill(), "EOF in chunk");
                 }

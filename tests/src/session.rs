@@ -36,12 +36,7 @@ impl Finished {
     /// Panics with every problem, every span and the tracer's stderr when `errs` is not empty.
     pub fn assert_ok(&self, context: &str, errs: &[String]) {
         if !errs.is_empty() {
-            let stats: Vec<&str> = self
-                .output
-                .stderr
-                .lines()
-                .filter(|l| l.contains("final stats"))
-                .collect();
+            let stats: Vec<&str> = self.output.stderr.lines().filter(|l| l.contains("final stats")).collect();
             crate::check::assert_no_errors(
                 &format!(
                     "{context}\n(tracer {:?}; {})\n--- tracer stderr (tail) ---\n{}\n---",
@@ -59,12 +54,7 @@ impl Finished {
 impl TraceSession {
     /// Starts the tracer with `target_args` (e.g. `--pid N`) + `extra` + the sink's flags, and waits
     /// for `target attached` of each of `attach_pids`.
-    pub fn start(
-        sink: Sink,
-        target_args: &[String],
-        extra: &[&str],
-        attach_pids: &[u32],
-    ) -> TraceSession {
+    pub fn start(sink: Sink, target_args: &[String], extra: &[&str], attach_pids: &[u32]) -> TraceSession {
         crate::require_root();
         let rx = match sink {
             Sink::Grpc => Some(OtlpReceiver::start(Protocol::Grpc)),
@@ -81,12 +71,7 @@ impl TraceSession {
         for pid in attach_pids {
             tracer.wait_attached(*pid);
         }
-        TraceSession {
-            tracer,
-            rx,
-            sink,
-            window_start: now_unix_nanos(),
-        }
+        TraceSession { tracer, rx, sink, window_start: now_unix_nanos() }
     }
 
     /// `--pid PID` for one target.
@@ -130,20 +115,11 @@ impl TraceSession {
         );
         let spans = match &rx {
             Some(rx) => {
-                assert!(
-                    rx.errors().is_empty(),
-                    "OTLP receiver errors: {:?}\n{}",
-                    rx.errors(),
-                    output.describe()
-                );
+                assert!(rx.errors().is_empty(), "OTLP receiver errors: {:?}\n{}", rx.errors(), output.describe());
                 for h in rx.http_requests() {
                     assert_eq!(h.path, "/v1/traces", "OTLP/HTTP request path");
                     assert_eq!(h.method, "POST");
-                    assert!(
-                        h.content_type.starts_with("application/x-protobuf"),
-                        "content-type {:?}",
-                        h.content_type
-                    );
+                    assert!(h.content_type.starts_with("application/x-protobuf"), "content-type {:?}", h.content_type);
                 }
                 if rx.protocol() == Protocol::Http && !rx.spans().is_empty() {
                     assert!(!rx.http_requests().is_empty());

@@ -54,8 +54,7 @@ impl ReceivedSpan {
     }
     /// The pid in the resource (`process.pid`), if any.
     pub fn pid(&self) -> Option<u32> {
-        self.res_i64("process.pid")
-            .and_then(|p| u32::try_from(p).ok())
+        self.res_i64("process.pid").and_then(|p| u32::try_from(p).ok())
     }
     /// `end - start`; zero when end < start (tests check that separately).
     pub fn duration(&self) -> Duration {
@@ -64,9 +63,7 @@ impl ReceivedSpan {
     /// `http.request.method` + `url.path`, the key the tests use to match spans to requests.
     pub fn method_path(&self) -> (String, String) {
         (
-            self.attr_str("http.request.method")
-                .unwrap_or("")
-                .to_owned(),
+            self.attr_str("http.request.method").unwrap_or("").to_owned(),
             self.attr_str("url.path").unwrap_or("").to_owned(),
         )
     }
@@ -90,11 +87,8 @@ impl ReceivedSpan {
 
     /// Parses one line of `tracer --output json`.
     pub fn from_json_line(line: &str) -> Result<ReceivedSpan, String> {
-        let v: Value =
-            serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line:?}"))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| format!("not a JSON object: {line:?}"))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line:?}"))?;
+        let obj = v.as_object().ok_or_else(|| format!("not a JSON object: {line:?}"))?;
         let s = |k: &str| -> Result<String, String> {
             match obj.get(k) {
                 Some(Value::String(s)) => Ok(s.clone()),
@@ -104,20 +98,16 @@ impl ReceivedSpan {
         };
         let n = |k: &str| -> Result<u64, String> {
             match obj.get(k) {
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .ok_or_else(|| format!("field {k:?} is not a u64 in {line:?}")),
-                Some(Value::String(s)) => s
-                    .parse::<u64>()
-                    .map_err(|_| format!("field {k:?} is not a number in {line:?}")),
+                Some(Value::Number(n)) => n.as_u64().ok_or_else(|| format!("field {k:?} is not a u64 in {line:?}")),
+                Some(Value::String(s)) => {
+                    s.parse::<u64>().map_err(|_| format!("field {k:?} is not a number in {line:?}"))
+                }
                 _ => Err(format!("field {k:?} missing or not a number in {line:?}")),
             }
         };
         let map = |k: &str| -> Result<BTreeMap<String, Value>, String> {
             match obj.get(k) {
-                Some(Value::Object(m)) => {
-                    Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                }
+                Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
                 _ => Err(format!("field {k:?} missing or not an object in {line:?}")),
             }
         };
@@ -143,8 +133,7 @@ impl ReceivedSpan {
 }
 
 fn compact(m: &BTreeMap<String, Value>) -> String {
-    let obj: serde_json::Map<String, Value> =
-        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let obj: serde_json::Map<String, Value> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     Value::Object(obj).to_string()
 }
 
@@ -153,11 +142,7 @@ pub fn dump(spans: &[ReceivedSpan]) -> String {
     if spans.is_empty() {
         return "  (no spans)".to_owned();
     }
-    spans
-        .iter()
-        .map(|s| format!("  {}", s.summary()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    spans.iter().map(|s| format!("  {}", s.summary())).collect::<Vec<_>>().join("\n")
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -176,21 +161,11 @@ pub fn any_value_to_json(v: Option<&AnyValue>) -> Value {
         any_value::Value::StringValue(s) => Value::String(s.clone()),
         any_value::Value::BoolValue(b) => Value::Bool(*b),
         any_value::Value::IntValue(i) => Value::from(*i),
-        any_value::Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
-        any_value::Value::ArrayValue(a) => Value::Array(
-            a.values
-                .iter()
-                .map(|v| any_value_to_json(Some(v)))
-                .collect(),
-        ),
-        any_value::Value::KvlistValue(kv) => Value::Object(
-            kv.values
-                .iter()
-                .map(|k| (k.key.clone(), any_value_to_json(k.value.as_ref())))
-                .collect(),
-        ),
+        any_value::Value::DoubleValue(d) => serde_json::Number::from_f64(*d).map(Value::Number).unwrap_or(Value::Null),
+        any_value::Value::ArrayValue(a) => Value::Array(a.values.iter().map(|v| any_value_to_json(Some(v))).collect()),
+        any_value::Value::KvlistValue(kv) => {
+            Value::Object(kv.values.iter().map(|k| (k.key.clone(), any_value_to_json(k.value.as_ref()))).collect())
+        }
         any_value::Value::BytesValue(b) => Value::String(hex(b)),
         #[allow(unreachable_patterns)]
         _ => Value::Null,
@@ -198,9 +173,7 @@ pub fn any_value_to_json(v: Option<&AnyValue>) -> Value {
 }
 
 fn kv_map(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
-    kvs.iter()
-        .map(|kv| (kv.key.clone(), any_value_to_json(kv.value.as_ref())))
-        .collect()
+    kvs.iter().map(|kv| (kv.key.clone(), any_value_to_json(kv.value.as_ref()))).collect()
 }
 
 pub fn kind_name(kind: i32) -> &'static str {
@@ -228,17 +201,9 @@ pub fn status_name(code: i32) -> &'static str {
 pub fn flatten(req: &ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
     let mut out = Vec::new();
     for rs in &req.resource_spans {
-        let resource = rs
-            .resource
-            .as_ref()
-            .map(|r| kv_map(&r.attributes))
-            .unwrap_or_default();
+        let resource = rs.resource.as_ref().map(|r| kv_map(&r.attributes)).unwrap_or_default();
         for ss in &rs.scope_spans {
-            let scope = ss
-                .scope
-                .as_ref()
-                .map(|s| s.name.clone())
-                .unwrap_or_default();
+            let scope = ss.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
             for sp in &ss.spans {
                 let (status_code, status_message) = match &sp.status {
                     Some(st) => (status_name(st.code).to_owned(), st.message.clone()),

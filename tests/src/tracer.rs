@@ -44,12 +44,9 @@ impl TracerOutput {
     pub fn code(&self) -> i32 {
         match self.status.code() {
             Some(c) => c,
-            None => panic!(
-                "tracer {:?} was killed by signal {:?}\n{}",
-                self.args,
-                self.status.signal(),
-                self.describe()
-            ),
+            None => {
+                panic!("tracer {:?} was killed by signal {:?}\n{}", self.args, self.status.signal(), self.describe())
+            }
         }
     }
 
@@ -92,10 +89,7 @@ impl TracerOutput {
 
     /// The `error: ...` lines of stderr.
     pub fn error_lines(&self) -> Vec<&str> {
-        self.stderr
-            .lines()
-            .filter(|l| l.starts_with("error: ") || l.starts_with("error:"))
-            .collect()
+        self.stderr.lines().filter(|l| l.starts_with("error: ") || l.starts_with("error:")).collect()
     }
 
     /// Asserts a clean error exit: the code, no panic, and a stderr line starting with `error: `
@@ -131,10 +125,7 @@ pub fn parse_json_lines(stdout: &str) -> Result<Vec<ReceivedSpan>, String> {
         if line.is_empty() {
             continue;
         }
-        spans.push(
-            ReceivedSpan::from_json_line(line)
-                .map_err(|e| format!("stdout line {}: {e}", i + 1))?,
-        );
+        spans.push(ReceivedSpan::from_json_line(line).map_err(|e| format!("stdout line {}: {e}", i + 1))?);
     }
     Ok(spans)
 }
@@ -187,13 +178,7 @@ impl Tracer {
         std::fs::copy(tracer_bin(), &bin).expect("copy tracer binary");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let mut cmd = Command::new(setpriv);
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ]);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]);
         cmd.arg(&bin).args(args);
         cmd.current_dir(dir.path());
         configure_env(&mut cmd);
@@ -215,12 +200,9 @@ impl Tracer {
                 Ok(())
             });
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot spawn tracer {:?} {args:?}: {e}", cmd.get_program())
-        });
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn tracer {:?} {args:?}: {e}", cmd.get_program()));
         let pid = child.id();
         let (stdout, h1) = Collector::spawn(child.stdout.take().unwrap(), "tracer-stdout");
         let (stderr, h2) = Collector::spawn(child.stderr.take().unwrap(), "tracer-stderr");
@@ -260,9 +242,7 @@ impl Tracer {
 
     /// Whether the process has exited (reaps it if so).
     pub fn has_exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn describe_now(&self) -> String {
@@ -279,20 +259,11 @@ impl Tracer {
     /// Waits for a stderr line containing `needle`; panics (with all output) on timeout or exit.
     pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> String {
         let n = needle.to_owned();
-        self.wait_for_stderr_line(
-            &format!("a line containing {needle:?}"),
-            move |l| l.contains(&n),
-            timeout,
-        )
+        self.wait_for_stderr_line(&format!("a line containing {needle:?}"), move |l| l.contains(&n), timeout)
     }
 
     /// Waits for a stderr line satisfying `pred`; panics (with all output) on timeout or exit.
-    pub fn wait_for_stderr_line<F: Fn(&str) -> bool>(
-        &mut self,
-        what: &str,
-        pred: F,
-        timeout: Duration,
-    ) -> String {
+    pub fn wait_for_stderr_line<F: Fn(&str) -> bool>(&mut self, what: &str, pred: F, timeout: Duration) -> String {
         let stderr = self.stderr.clone();
         let mut exited = None;
         let got = {
@@ -311,14 +282,8 @@ impl Tracer {
         match got {
             Some(l) => l,
             None => match exited {
-                Some(st) => panic!(
-                    "tracer exited ({st}) before logging {what}\n{}",
-                    self.describe_now()
-                ),
-                None => panic!(
-                    "tracer did not log {what} within {timeout:?}\n{}",
-                    self.describe_now()
-                ),
+                Some(st) => panic!("tracer exited ({st}) before logging {what}\n{}", self.describe_now()),
+                None => panic!("tracer did not log {what} within {timeout:?}\n{}", self.describe_now()),
             },
         }
     }
@@ -332,9 +297,14 @@ impl Tracer {
             move |l| l.contains("target attached") && has_pid_field(l, pid),
             ATTACH_TIMEOUT,
         );
-        if std::env::var("ITEST_PROBE_MODE").as_deref() == Ok("syscalls") && !self.args.iter().any(|a| a == "--probe-mode") {
+        if std::env::var("ITEST_PROBE_MODE").as_deref() == Ok("syscalls")
+            && !self.args.iter().any(|a| a == "--probe-mode")
+        {
             let stderr = self.stderr();
-            assert!(stderr.contains("with sys_enter/sys_exit"), "ITEST_PROBE_MODE=syscalls, yet the tracer does not say it uses syscall hooks:\n{stderr}");
+            assert!(
+                stderr.contains("with sys_enter/sys_exit"),
+                "ITEST_PROBE_MODE=syscalls, yet the tracer does not say it uses syscall hooks:\n{stderr}"
+            );
         }
         line
     }
@@ -358,8 +328,7 @@ impl Tracer {
     ) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + timeout;
         loop {
-            let got: Vec<ReceivedSpan> =
-                self.json_spans().into_iter().filter(|s| pred(s)).collect();
+            let got: Vec<ReceivedSpan> = self.json_spans().into_iter().filter(|s| pred(s)).collect();
             if got.len() >= count || Instant::now() >= deadline || self.has_exited().is_some() {
                 return got;
             }
@@ -416,10 +385,7 @@ impl Tracer {
                 break st;
             }
             if Instant::now() >= deadline {
-                let msg = format!(
-                    "tracer did not exit within {timeout:?}\n{}",
-                    self.describe_now()
-                );
+                let msg = format!("tracer did not exit within {timeout:?}\n{}", self.describe_now());
                 self.kill();
                 panic!("{msg}");
             }
@@ -456,10 +422,7 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         if self.child.is_some() {
             if std::thread::panicking() {
-                eprintln!(
-                    "[harness] test failed while the tracer was running:\n{}",
-                    self.describe_now()
-                );
+                eprintln!("[harness] test failed while the tracer was running:\n{}", self.describe_now());
             }
             self.kill();
         }
@@ -467,9 +430,7 @@ impl Drop for Tracer {
 }
 
 fn args_vec<S: AsRef<OsStr>>(args: &[S]) -> Vec<String> {
-    args.iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect()
+    args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect()
 }
 
 fn configure_env(cmd: &mut Command) {
@@ -499,8 +460,7 @@ pub fn has_pid_field(line: &str, pid: u32) -> bool {
     let needle = format!("pid={pid}");
     let mut rest = line;
     while let Some(i) = rest.find(&needle) {
-        let before_ok = i == 0
-            || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
+        let before_ok = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
         let after = &rest[i + needle.len()..];
         let after_ok = !after.starts_with(|c: char| c.is_ascii_digit());
         if before_ok && after_ok {
@@ -527,8 +487,7 @@ pub fn bpf_links(pid: u32) -> Vec<String> {
                 .filter_map(|e| std::fs::read_to_string(e.path()).ok())
                 .filter(|info| info.contains("link_type:"))
                 .map(|info| {
-                    let fields: Vec<&str> =
-                        info.lines().filter(|l| FIELDS.iter().any(|f| l.starts_with(f))).collect();
+                    let fields: Vec<&str> = info.lines().filter(|l| FIELDS.iter().any(|f| l.starts_with(f))).collect();
                     fields.join(" ").replace('\t', "")
                 })
                 .collect()

@@ -103,17 +103,7 @@ fn missing_btf_is_a_runtime_error() {
     require_root();
     let target = idle_process();
     let path = "/nonexistent/itest/vmlinux";
-    let out = Tracer::run(
-        &[
-            "--pid",
-            &target.pid().to_string(),
-            "--btf",
-            path,
-            "--duration",
-            "5",
-        ],
-        RUN_TIMEOUT,
-    );
+    let out = Tracer::run(&["--pid", &target.pid().to_string(), "--btf", path, "--duration", "5"], RUN_TIMEOUT);
     out.assert_error(1, &["btf", path]);
 }
 
@@ -156,11 +146,7 @@ fn not_root_is_a_runtime_error() {
     let t = Tracer::start_unprivileged(&["--pid", &target.pid().to_string(), "--duration", "5"]);
     let out = t.wait_exit(RUN_TIMEOUT);
     out.assert_no_panic();
-    assert!(
-        !out.stderr.contains("setpriv:"),
-        "setpriv itself failed, not the tracer:\n{}",
-        out.describe()
-    );
+    assert!(!out.stderr.contains("setpriv:"), "setpriv itself failed, not the tracer:\n{}", out.describe());
     out.assert_error(1, &[]);
     let lc = out.stderr.to_lowercase();
     assert!(
@@ -177,24 +163,14 @@ fn waiting_for_an_absent_comm_until_duration() {
     let t0 = Instant::now();
     let mut t = Tracer::start(&["--comm", &name, "--duration", "2", "--output", "json"]);
     let line = t.wait_for_stderr("waiting for", Duration::from_secs(60));
-    assert!(
-        line.contains(&name),
-        "the waiting line should name the comm {name:?}: {line:?}"
-    );
+    assert!(line.contains(&name), "the waiting line should name the comm {name:?}: {line:?}");
     let out = t.wait_exit(RUN_TIMEOUT);
     let elapsed = t0.elapsed();
     out.assert_no_panic();
     out.assert_code(0);
-    assert!(
-        elapsed >= Duration::from_secs(2),
-        "exited after {elapsed:?}, before --duration 2"
-    );
+    assert!(elapsed >= Duration::from_secs(2), "exited after {elapsed:?}, before --duration 2");
     assert!(out.stderr.contains("final stats"), "{}", out.describe());
-    assert!(
-        out.json_spans().is_empty(),
-        "no target, yet spans:\n{}",
-        out.describe()
-    );
+    assert!(out.json_spans().is_empty(), "no target, yet spans:\n{}", out.describe());
 }
 
 /// The collector is down: capture goes on (spans still reach --output json), and the exit code is
@@ -218,10 +194,7 @@ fn collector_down(protocol: &str) {
     ]);
     t.wait_attached(srv.pid());
     for i in 0..3 {
-        assert_eq!(
-            curl_one(&[srv.url(&format!("/api/v1/namespaces/down/pods/p{i}"))]).code,
-            200
-        );
+        assert_eq!(curl_one(&[srv.url(&format!("/api/v1/namespaces/down/pods/p{i}"))]).code, 200);
     }
     let out = t.wait_exit(RUN_TIMEOUT);
     out.assert_error(3, &[&format!("127.0.0.1:{port}")]);
@@ -229,18 +202,9 @@ fn collector_down(protocol: &str) {
     let spans = out.json_spans();
     let n = spans
         .iter()
-        .filter(|s| {
-            s.attr_str("url.path")
-                .is_some_and(|p| p.starts_with("/api/v1/namespaces/down/pods/"))
-        })
+        .filter(|s| s.attr_str("url.path").is_some_and(|p| p.starts_with("/api/v1/namespaces/down/pods/")))
         .count();
-    assert_eq!(
-        n,
-        3,
-        "capture must go on while the collector is down\n{}\n{}",
-        dump(&spans),
-        out.describe()
-    );
+    assert_eq!(n, 3, "capture must go on while the collector is down\n{}\n{}", dump(&spans), out.describe());
 }
 
 #[test]
@@ -257,24 +221,14 @@ fn collector_down_http_exits_3() {
 fn environment_variables_configure_the_tracer() {
     // TRACER_CAPTURE_BYTES is validated like the flag.
     let none: &[&str] = &[];
-    let out = Tracer::start_env(
-        none,
-        &[("TRACER_CAPTURE_BYTES", "0"), ("TRACER_DURATION", "2")],
-    )
-    .wait_exit(RUN_TIMEOUT);
+    let out =
+        Tracer::start_env(none, &[("TRACER_CAPTURE_BYTES", "0"), ("TRACER_DURATION", "2")]).wait_exit(RUN_TIMEOUT);
     out.assert_error(2, &[]);
 
     // TRACER_COMM + TRACER_DURATION + TRACER_OUTPUT: wait for that comm, exit 0 after a second.
     require_root();
     let name = unique_name("nx-");
-    let mut t = Tracer::start_env(
-        none,
-        &[
-            ("TRACER_COMM", &name),
-            ("TRACER_DURATION", "1"),
-            ("TRACER_OUTPUT", "json"),
-        ],
-    );
+    let mut t = Tracer::start_env(none, &[("TRACER_COMM", &name), ("TRACER_DURATION", "1"), ("TRACER_OUTPUT", "json")]);
     let line = t.wait_for_stderr("waiting for", Duration::from_secs(60));
     assert!(line.contains(&name), "TRACER_COMM not used: {line:?}");
     let out = t.wait_exit(RUN_TIMEOUT);

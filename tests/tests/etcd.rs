@@ -57,36 +57,19 @@ fn kv_operations_give_server_spans() {
         NEVER[0], NEVER[3]
     );
     let out = etcd.ctl_in(&["txn", "--interactive=false"], Some(&txn));
-    assert!(
-        out.starts_with("SUCCESS"),
-        "harness: the txn should succeed: {out:?}"
-    );
+    assert!(out.starts_with("SUCCESS"), "harness: the txn should succeed: {out:?}");
 
     let exps = vec![
-        sv(EtcdExpect::kv(
-            "server",
-            "Put",
-            "/registry/pods/default/web-0",
-        ))
-        .absent("etcd.lease.id")
-        .label("first put"),
-        sv(EtcdExpect::kv(
-            "server",
-            "Put",
-            "/registry/pods/default/web-1",
-        )),
+        sv(EtcdExpect::kv("server", "Put", "/registry/pods/default/web-0")).absent("etcd.lease.id").label("first put"),
+        sv(EtcdExpect::kv("server", "Put", "/registry/pods/default/web-1")),
         sv(EtcdExpect::kv("server", "Put", "/registry/nodes/node-a")),
-        sv(EtcdExpect::kv(
-            "server",
-            "Range",
-            "/registry/pods/default/web-0",
-        ))
-        .attr("etcd.response.count", json!(1))
-        .attr("etcd.response.kvs", json!(1))
-        .absent("etcd.prefix")
-        .absent("etcd.range_end")
-        .absent("etcd.revision")
-        .absent("etcd.limit"),
+        sv(EtcdExpect::kv("server", "Range", "/registry/pods/default/web-0"))
+            .attr("etcd.response.count", json!(1))
+            .attr("etcd.response.kvs", json!(1))
+            .absent("etcd.prefix")
+            .absent("etcd.range_end")
+            .absent("etcd.revision")
+            .absent("etcd.limit"),
         sv(EtcdExpect::kv("server", "Range", "/registry/pods/default/"))
             .attr("etcd.prefix", json!(true))
             .attr("etcd.range_end", json!("/registry/pods/default0"))
@@ -110,21 +93,13 @@ fn kv_operations_give_server_spans() {
             .attr("etcd.response.count", json!(1))
             .attr("etcd.response.kvs", json!(1))
             .label("get --rev"),
-        sv(EtcdExpect::kv(
-            "server",
-            "DeleteRange",
-            "/registry/pods/default/web-1",
-        ))
-        .attr("etcd.response.deleted", json!(1)),
-        sv(EtcdExpect::kv(
-            "server",
-            "Txn",
-            "/registry/pods/default/web-0",
-        ))
-        .attr("etcd.txn.compares", json!(1))
-        .attr("etcd.txn.success_ops", json!(1))
-        .attr("etcd.txn.failure_ops", json!(1))
-        .attr("etcd.txn.succeeded", json!(true)),
+        sv(EtcdExpect::kv("server", "DeleteRange", "/registry/pods/default/web-1"))
+            .attr("etcd.response.deleted", json!(1)),
+        sv(EtcdExpect::kv("server", "Txn", "/registry/pods/default/web-0"))
+            .attr("etcd.txn.compares", json!(1))
+            .attr("etcd.txn.success_ops", json!(1))
+            .attr("etcd.txn.failure_ops", json!(1))
+            .attr("etcd.txn.succeeded", json!(true)),
     ];
     sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
@@ -145,11 +120,7 @@ fn watch_is_reported_when_created() {
     let port = etcd.port();
 
     let mut watcher = etcd.ctl_spawn(&["watch", "--prefix", "/registry/configmaps/kube-system/"]);
-    let watch_spans = sess.wait_spans(
-        |s| s.attr_str("rpc.method") == Some("Watch"),
-        1,
-        SPAN_TIMEOUT,
-    );
+    let watch_spans = sess.wait_spans(|s| s.attr_str("rpc.method") == Some("Watch"), 1, SPAN_TIMEOUT);
     watcher.assert_running();
     assert!(
         !watch_spans.is_empty(),
@@ -198,36 +169,17 @@ fn lease_lifecycle_and_a_failing_call() {
     let id = parse_lease_grant(&etcd.ctl(&["lease", "grant", "60"]));
     let hex = format!("{:x}", id as u64);
     etcd.ctl(&["lease", "keep-alive", "--once", &hex]);
-    etcd.ctl(&[
-        "put",
-        &format!("--lease={hex}"),
-        "/registry/leases/kube-system/lock",
-        NEVER[0],
-    ]);
+    etcd.ctl(&["put", &format!("--lease={hex}"), "/registry/leases/kube-system/lock", NEVER[0]]);
     etcd.ctl(&["lease", "revoke", &hex]);
-    let err = etcd.ctl_fail(&[
-        "put",
-        &format!("--lease={hex}"),
-        "/registry/leases/kube-system/late",
-        NEVER[1],
-    ]);
-    assert!(
-        err.contains("requested lease not found"),
-        "harness: unexpected etcdctl error: {err}"
-    );
+    let err = etcd.ctl_fail(&["put", &format!("--lease={hex}"), "/registry/leases/kube-system/late", NEVER[1]]);
+    assert!(err.contains("requested lease not found"), "harness: unexpected etcdctl error: {err}");
 
     let lease = |op: &str| {
-        EtcdExpect::new("server", "etcdserverpb.Lease", op)
-            .server_port(port)
-            .attr("etcd.lease.id", json!(id))
+        EtcdExpect::new("server", "etcdserverpb.Lease", op).server_port(port).attr("etcd.lease.id", json!(id))
     };
     let exps = vec![
-        lease("LeaseGrant")
-            .attr("etcd.lease.ttl", json!(60))
-            .attr("etcd.response.ttl", json!(60)),
-        lease("LeaseKeepAlive")
-            .grpc_status(None)
-            .attr("etcd.response.ttl", json!(60)),
+        lease("LeaseGrant").attr("etcd.lease.ttl", json!(60)).attr("etcd.response.ttl", json!(60)),
+        lease("LeaseKeepAlive").grpc_status(None).attr("etcd.response.ttl", json!(60)),
         lease("LeaseRevoke"),
         EtcdExpect::kv("server", "Put", "/registry/leases/kube-system/lock")
             .server_port(port)
@@ -252,29 +204,20 @@ fn client_spans_of_etcdctl_exec_after_attach() {
     let etcd = Etcd::start();
     let port = etcd.port();
     let key = "/registry/configmaps/kube-system/c1";
-    let mut put = ExecTarget::start(
-        &etcd.ctl_argv(&["put", key, NEVER[2]]),
-        &[("ETCDCTL_API", "3")],
-    );
+    let mut put = ExecTarget::start(&etcd.ctl_argv(&["put", key, NEVER[2]]), &[("ETCDCTL_API", "3")]);
     let mut get = ExecTarget::start(
         &etcd.ctl_argv(&["get", "--prefix", "/registry/configmaps/kube-system/"]),
         &[("ETCDCTL_API", "3")],
     );
     let pids = [put.pid(), get.pid()];
-    let args: Vec<String> = pids
-        .iter()
-        .flat_map(|p| ["--pid".to_owned(), p.to_string()])
-        .collect();
+    let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
     let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     let window = sess.window_start;
     put.go();
     put.wait_success(CLIENT_TIMEOUT);
     get.go();
     let out = get.wait_success(CLIENT_TIMEOUT);
-    assert!(
-        out.contains(NEVER[2]),
-        "harness: etcdctl get did not return the value: {out:?}"
-    );
+    assert!(out.contains(NEVER[2]), "harness: etcdctl get did not return the value: {out:?}");
 
     let exps = vec![
         EtcdExpect::kv("client", "Put", key).server_port(port),
@@ -288,18 +231,8 @@ fn client_spans_of_etcdctl_exec_after_attach() {
     let fin = sess.finish(SETTLE);
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     for (pid, e) in pids.iter().zip(&exps) {
-        let mine: Vec<ReceivedSpan> = fin
-            .spans
-            .iter()
-            .filter(|s| e.identifies(s))
-            .cloned()
-            .collect();
-        let res = ResourceExpect {
-            pid: *pid,
-            comm: "etcdctl".into(),
-            exe: "etcdctl".into(),
-            host: hostname(),
-        };
+        let mine: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| e.identifies(s)).cloned().collect();
+        let res = ResourceExpect { pid: *pid, comm: "etcdctl".into(), exe: "etcdctl".into(), host: hostname() };
         errs.extend(check_common(&mine, &res, window));
     }
     assert_session_ok("etcdctl exec'd after attach (client side)", errs, &fin, &NEVER);
@@ -319,11 +252,7 @@ fn mid_connection_grpc_warms_up_without_wrong_names() {
     let mut sess = TraceSession::for_pid(Sink::Json, etcd.pid());
     client.go();
     let calls = client.wait_done(Duration::from_secs(60));
-    sess.wait_spans(
-        |s| s.attr_i64("server.port") == Some(i64::from(etcd.port())),
-        200,
-        SPAN_TIMEOUT,
-    );
+    sess.wait_spans(|s| s.attr_i64("server.port") == Some(i64::from(etcd.port())), 200, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
     client.finish();
     let (m, errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 0);

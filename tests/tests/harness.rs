@@ -10,22 +10,14 @@ use integration_tests::tracer::has_pid_field;
 use integration_tests::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 use prost::Message as _;
 use serde_json::json;
 
 fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
 }
 
 fn s(v: &str) -> any_value::Value {
@@ -39,11 +31,7 @@ fn sample_export(n_spans: usize) -> ExportTraceServiceRequest {
             span_id: vec![i as u8 + 1; 8],
             parent_span_id: if i == 0 { vec![] } else { vec![1; 8] },
             name: format!("GET /api/v1/namespaces/{{namespace}}/pods/{{name}} #{i}"),
-            kind: if i == 0 {
-                span::SpanKind::Server as i32
-            } else {
-                span::SpanKind::Client as i32
-            },
+            kind: if i == 0 { span::SpanKind::Server as i32 } else { span::SpanKind::Client as i32 },
             start_time_unix_nano: 1_000 + i as u64,
             end_time_unix_nano: 2_000 + i as u64,
             attributes: vec![
@@ -56,20 +44,13 @@ fn sample_export(n_spans: usize) -> ExportTraceServiceRequest {
                     "list",
                     any_value::Value::ArrayValue(ArrayValue {
                         values: vec![
-                            AnyValue {
-                                value: Some(s("a")),
-                            },
-                            AnyValue {
-                                value: Some(any_value::Value::IntValue(2)),
-                            },
+                            AnyValue { value: Some(s("a")) },
+                            AnyValue { value: Some(any_value::Value::IntValue(2)) },
                         ],
                     }),
                 ),
             ],
-            status: Some(Status {
-                code: status::StatusCode::Error as i32,
-                message: "boom".into(),
-            }),
+            status: Some(Status { code: status::StatusCode::Error as i32, message: "boom".into() }),
             ..Default::default()
         })
         .collect();
@@ -83,10 +64,7 @@ fn sample_export(n_spans: usize) -> ExportTraceServiceRequest {
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "tracer".into(),
-                    ..Default::default()
-                }),
+                scope: Some(InstrumentationScope { name: "tracer".into(), ..Default::default() }),
                 spans,
                 ..Default::default()
             }],
@@ -127,20 +105,12 @@ fn grpc_receiver_receives_a_real_export() {
     let rx = OtlpReceiver::grpc();
     assert!(rx.endpoint().starts_with("http://127.0.0.1:"));
     let endpoint = rx.endpoint();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
-        let mut client = TraceServiceClient::connect(endpoint)
-            .await
-            .expect("connect");
+        let mut client = TraceServiceClient::connect(endpoint).await.expect("connect");
         let resp = client.export(sample_export(2)).await.expect("export");
         assert!(resp.get_ref().partial_success.is_none());
-        client
-            .export(sample_export(1))
-            .await
-            .expect("second export on the same channel");
+        client.export(sample_export(1)).await.expect("second export on the same channel");
     });
     let spans = rx.wait_for(|_| true, 3, Duration::from_secs(5));
     assert_eq!(rx.export_count(), 2);
@@ -148,10 +118,7 @@ fn grpc_receiver_receives_a_real_export() {
     assert!(rx.errors().is_empty(), "{:?}", rx.errors());
     assert!(rx.http_requests().is_empty());
     // a predicate that never matches returns what it has at the timeout
-    assert!(
-        rx.wait_for(|s| s.name == "nope", 1, Duration::from_millis(100))
-            .is_empty()
-    );
+    assert!(rx.wait_for(|s| s.name == "nope", 1, Duration::from_millis(100)).is_empty());
 }
 
 fn read_http_response(stream: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
@@ -159,24 +126,12 @@ fn read_http_response(stream: &mut TcpStream) -> (u16, Vec<(String, String)>, Ve
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         let n = stream.read(&mut byte).unwrap();
-        assert_eq!(
-            n,
-            1,
-            "EOF in response headers: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
+        assert_eq!(n, 1, "EOF in response headers: {:?}", String::from_utf8_lossy(&buf));
         buf.push(byte[0]);
     }
     let head = String::from_utf8(buf).unwrap();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -184,13 +139,7 @@ fn read_http_response(stream: &mut TcpStream) -> (u16, Vec<(String, String)>, Ve
             (k.trim().to_ascii_lowercase(), v.trim().to_owned())
         })
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").unwrap().1.parse().unwrap();
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).unwrap();
     (status, headers, body)
@@ -201,9 +150,7 @@ fn http_receiver_receives_real_posts_with_keep_alive() {
     let rx = OtlpReceiver::http();
     let body = sample_export(2).encode_to_vec();
     let mut stream = TcpStream::connect(rx.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
 
     // 1: Content-Length body
     let req = format!(
@@ -215,17 +162,8 @@ fn http_receiver_receives_real_posts_with_keep_alive() {
     stream.write_all(&body).unwrap();
     let (status, headers, resp) = read_http_response(&mut stream);
     assert_eq!(status, 200);
-    assert!(
-        headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v == "application/x-protobuf")
-    );
-    assert!(
-        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
-            &resp[..]
-        )
-        .is_ok()
-    );
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/x-protobuf"));
+    assert!(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(&resp[..]).is_ok());
 
     // 2: chunked body on the same connection
     let body1 = sample_export(1).encode_to_vec();
@@ -243,9 +181,7 @@ fn http_receiver_receives_real_posts_with_keep_alive() {
     assert_eq!(status, 200);
 
     // 3: wrong path
-    stream
-        .write_all(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
     let (status, _, _) = read_http_response(&mut stream);
     assert_eq!(status, 404);
 
@@ -255,11 +191,7 @@ fn http_receiver_receives_real_posts_with_keep_alive() {
         .unwrap();
     let (status, headers, _) = read_http_response(&mut stream);
     assert_eq!(status, 400);
-    assert!(
-        headers
-            .iter()
-            .any(|(k, v)| k == "connection" && v == "close")
-    );
+    assert!(headers.iter().any(|(k, v)| k == "connection" && v == "close"));
 
     let spans = rx.wait_for(|_| true, 3, Duration::from_secs(5));
     check_sample(&spans[..2], 2);
@@ -270,10 +202,7 @@ fn http_receiver_receives_real_posts_with_keep_alive() {
     assert_eq!(reqs[0].path, "/v1/traces");
     assert_eq!(reqs[0].content_type, "application/x-protobuf");
     assert_eq!(reqs[0].body_len, body.len());
-    assert_eq!(
-        reqs.iter().map(|r| r.status).collect::<Vec<_>>(),
-        vec![200, 200, 404, 400]
-    );
+    assert_eq!(reqs.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 200, 404, 400]);
     assert_eq!(rx.errors().len(), 2, "{:?}", rx.errors());
 }
 
@@ -290,10 +219,7 @@ fn json_line_parsing() {
     assert_eq!(s.method_path(), ("GET".to_owned(), String::new()));
     // numbers as strings are accepted too
     let line2 = line.replace("1700000000000000000", "\"1700000000000000000\"");
-    assert_eq!(
-        ReceivedSpan::from_json_line(&line2).unwrap().start,
-        1_700_000_000_000_000_000
-    );
+    assert_eq!(ReceivedSpan::from_json_line(&line2).unwrap().start, 1_700_000_000_000_000_000);
     assert!(ReceivedSpan::from_json_line("not json").is_err());
     assert!(ReceivedSpan::from_json_line(r#"{"name":"x"}"#).is_err());
     let parsed = tracer::parse_json_lines(&format!("{line}\n\n{line}\n")).unwrap();
@@ -309,9 +235,7 @@ fn small_helpers() {
     assert!(!has_pid_field("target attached ppid=123", 123));
     assert!(has_pid_field("pid=5 pid=123", 123));
     assert_eq!(
-        strip_ansi(
-            "\u{1b}[2m2024\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[3mpid\u{1b}[0m\u{1b}[2m=\u{1b}[0m7"
-        ),
+        strip_ansi("\u{1b}[2m2024\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[3mpid\u{1b}[0m\u{1b}[2m=\u{1b}[0m7"),
         "2024  INFO pid=7"
     );
     let a = unique_name("kt-");
@@ -333,10 +257,7 @@ fn python_server_answers_every_route() {
     assert!(t.body.contains("\"web-0\""), "{}", t.body);
     assert_eq!(t.size_download as usize, t.body.len());
     assert_eq!(curl_one(&[srv.url("/healthz")]).body, "ok");
-    assert_eq!(
-        curl_one(&[srv.url("/api/v1/namespaces/default/pods/missing")]).code,
-        404
-    );
+    assert_eq!(curl_one(&[srv.url("/api/v1/namespaces/default/pods/missing")]).code, 404);
     assert_eq!(curl_one(&[srv.url("/status/503")]).code, 503);
     assert_eq!(curl_one(&[srv.url("/nope")]).code, 404);
     let big = curl_one(&[srv.url("/api/v1/namespaces/default/pods/big?size=12345")]);
@@ -357,19 +278,9 @@ fn python_server_answers_every_route() {
     assert_eq!(watch.code, 200);
     assert_eq!(watch.body.matches("ADDED").count(), 2, "{}", watch.body);
     // several URLs on one curl: one connection, reused
-    let run = curl(&[
-        srv.url("/healthz"),
-        srv.url("/api/v1/nodes"),
-        srv.url("/status/500"),
-    ]);
+    let run = curl(&[srv.url("/healthz"), srv.url("/api/v1/nodes"), srv.url("/status/500")]);
     assert_eq!(run.transfers.len(), 3);
-    assert_eq!(
-        run.transfers
-            .iter()
-            .map(|t| t.num_connects)
-            .collect::<Vec<_>>(),
-        vec![1, 0, 0]
-    );
+    assert_eq!(run.transfers.iter().map(|t| t.num_connects).collect::<Vec<_>>(), vec![1, 0, 0]);
     let ports: Vec<u16> = run.transfers.iter().map(|t| t.local_port).collect();
     assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
     assert_eq!(run.transfers[2].code, 500);
@@ -408,11 +319,7 @@ fn python_server_can_have_a_chosen_comm() {
 fn https_server_answers_over_tls() {
     let srv = PythonHttpsServer::start();
     assert!(srv.url("/").starts_with("https://127.0.0.1:"));
-    let t = curl_one(&[
-        "-k",
-        "--http1.1",
-        &srv.url("/api/v1/namespaces/default/pods/big?size=10000"),
-    ]);
+    let t = curl_one(&["-k", "--http1.1", &srv.url("/api/v1/namespaces/default/pods/big?size=10000")]);
     assert_eq!(t.code, 200);
     assert_eq!(t.size_download, 10000);
 }
@@ -421,18 +328,14 @@ fn https_server_answers_over_tls() {
 fn nginx_runs_as_one_process() {
     let ng = Nginx::start();
     let children =
-        std::fs::read_to_string(format!("/proc/{}/task/{}/children", ng.pid(), ng.pid()))
-            .unwrap_or_default();
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", ng.pid(), ng.pid())).unwrap_or_default();
     assert!(children.trim().is_empty(), "nginx forked: {children}");
     let t = curl_one(&[ng.url("/api/v1/namespaces/default/pods/nginx-pod")]);
     assert_eq!(t.code, 200, "{}", ng.error_log());
     assert_eq!(t.size_download as usize, Nginx::POD_SIZE);
     assert_eq!(curl_one(&[ng.url("/healthz")]).body, "ok\n");
     assert_eq!(curl_one(&[ng.url("/status/500")]).code, 500);
-    assert_eq!(
-        curl_one(&[ng.url("/api/v1/namespaces/default/pods/absent")]).code,
-        404
-    );
+    assert_eq!(curl_one(&[ng.url("/api/v1/namespaces/default/pods/absent")]).code, 404);
 }
 
 #[test]
@@ -450,15 +353,9 @@ fn python_client_runs_a_plan_on_one_connection() {
         }),
         Duration::from_secs(20),
     );
-    assert_eq!(
-        res.iter().map(|r| r.status).collect::<Vec<_>>(),
-        vec![200, 404, 201]
-    );
+    assert_eq!(res.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 404, 201]);
     assert!(res.iter().all(|r| r.local_port == res[0].local_port));
-    assert!(
-        res.iter()
-            .all(|r| r.elapsed > Duration::ZERO && r.elapsed < Duration::from_secs(5))
-    );
+    assert!(res.iter().all(|r| r.elapsed > Duration::ZERO && r.elapsed < Duration::from_secs(5)));
 
     // stdin-gated client with decoy file I/O
     let dir = TempDir::new("decoy");
@@ -468,10 +365,7 @@ fn python_client_runs_a_plan_on_one_connection() {
         "requests": [{"method": "GET", "path": "/healthz"}],
     }));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        !c.proc().stdout().contains("done"),
-        "client did not wait for stdin"
-    );
+    assert!(!c.proc().stdout().contains("done"), "client did not wait for stdin");
     c.go();
     let res = c.wait_done(Duration::from_secs(20));
     assert_eq!(res.len(), 1);
@@ -517,15 +411,8 @@ fn process_wrapper_collects_output_and_stops_with_sigint() {
 
     // exiting early is reported, not waited out
     let dir2 = TempDir::new("fake");
-    let script2 = dir2.write(
-        "fail.sh",
-        "#!/bin/sh\necho 'error: no such process (pid 1)' >&2\nexit 1\n",
-    );
-    std::fs::set_permissions(
-        &script2,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let script2 = dir2.write("fail.sh", "#!/bin/sh\necho 'error: no such process (pid 1)' >&2\nexit 1\n");
+    std::fs::set_permissions(&script2, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = Tracer::start_program(&script2, &[] as &[&str]).wait_exit(Duration::from_secs(5));
     out.assert_error(1, &["no such process"]);
     let r = std::panic::catch_unwind(|| {

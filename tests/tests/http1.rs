@@ -11,8 +11,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use integration_tests::check::{
-    HttpExpect, K8s, ResourceExpect, assert_no_errors, check_absent_everywhere, check_common,
-    check_http_spans,
+    HttpExpect, K8s, ResourceExpect, assert_no_errors, check_absent_everywhere, check_common, check_http_spans,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
@@ -84,20 +83,11 @@ fn send(base: &str, server_port: u16, r: Req) -> HttpExpect {
         args.push(h.clone());
     }
     if let Some(n) = r.body {
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/json".into(),
-            "--data-binary".into(),
-            "x".repeat(n),
-        ]);
+        args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), "x".repeat(n)]);
     }
     args.push(format!("{base}{}", r.target));
     let t = curl_one(&args);
-    assert_eq!(
-        t.code, r.exp.status,
-        "harness: {} {} answered {} (body {:?})",
-        r.method, r.target, t.code, t.body
-    );
+    assert_eq!(t.code, r.exp.status, "harness: {} {} answered {} (body {:?})", r.method, r.target, t.code, t.body);
     let mut e = r
         .exp
         .client_port(t.local_port)
@@ -112,9 +102,7 @@ fn send(base: &str, server_port: u16, r: Req) -> HttpExpect {
 }
 
 fn pid_args(pids: &[u32]) -> Vec<String> {
-    pids.iter()
-        .flat_map(|p| ["--pid".to_owned(), p.to_string()])
-        .collect()
+    pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect()
 }
 
 fn pods_route() -> &'static str {
@@ -136,29 +124,13 @@ fn python_server_scenario(sink: Sink, extra: &[&str]) {
             .header(&format!("Cookie: session={}", SECRETS[1]))
             .route(pods_route())
             .k8s(K8s::new("get", "v1", "pods").ns("default").name("web-0")),
-        req(
-            "GET",
-            "/api/v1/namespaces/kube-system/pods?limit=5&labelSelector=app%3Dweb",
-            200,
-        )
-        .route("/api/v1/namespaces/{namespace}/pods")
-        .k8s(K8s::new("list", "v1", "pods").ns("kube-system")),
-        req(
-            "GET",
-            "/apis/apps/v1/namespaces/default/deployments/web/status",
-            200,
-        )
-        .route("/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status")
-        .k8s(
-            K8s::new("get", "v1", "deployments")
-                .group("apps")
-                .subresource("status")
-                .ns("default")
-                .name("web"),
-        ),
-        req("GET", "/api/v1/nodes", 200)
-            .route("/api/v1/nodes")
-            .k8s(K8s::new("list", "v1", "nodes")),
+        req("GET", "/api/v1/namespaces/kube-system/pods?limit=5&labelSelector=app%3Dweb", 200)
+            .route("/api/v1/namespaces/{namespace}/pods")
+            .k8s(K8s::new("list", "v1", "pods").ns("kube-system")),
+        req("GET", "/apis/apps/v1/namespaces/default/deployments/web/status", 200)
+            .route("/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status")
+            .k8s(K8s::new("get", "v1", "deployments").group("apps").subresource("status").ns("default").name("web")),
+        req("GET", "/api/v1/nodes", 200).route("/api/v1/nodes").k8s(K8s::new("list", "v1", "nodes")),
         req("GET", "/healthz", 200).route("/healthz").not_k8s(),
         req("GET", "/api/v1/namespaces/default/pods/missing", 404)
             .route(pods_route())
@@ -168,22 +140,15 @@ fn python_server_scenario(sink: Sink, extra: &[&str]) {
             .body(20_000)
             .route("/api/v1/namespaces/{namespace}/configmaps")
             .k8s(K8s::new("create", "v1", "configmaps").ns("default")),
-        req(
-            "GET",
-            "/api/v1/namespaces/default/pods/slow?sleepMs=300",
-            200,
-        )
-        .min_duration(Duration::from_millis(300))
-        .route(pods_route())
-        .k8s(K8s::new("get", "v1", "pods").ns("default").name("slow")),
+        req("GET", "/api/v1/namespaces/default/pods/slow?sleepMs=300", 200)
+            .min_duration(Duration::from_millis(300))
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("slow")),
         req("GET", "/api/v1/namespaces/default/pods/big?size=50000", 200)
             .route(pods_route())
             .k8s(K8s::new("get", "v1", "pods").ns("default").name("big")),
     ];
-    let exps: Vec<HttpExpect> = reqs
-        .into_iter()
-        .map(|r| send(&base, srv.port(), r))
-        .collect();
+    let exps: Vec<HttpExpect> = reqs.into_iter().map(|r| send(&base, srv.port(), r)).collect();
 
     sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
     let gzip = extra.contains(&"gzip");
@@ -205,9 +170,7 @@ fn python_server_scenario(sink: Sink, extra: &[&str]) {
     errs.extend(check_absent_everywhere(&fin.spans, &SECRETS));
     for s in SECRETS {
         if fin.output.stdout.contains(s) || fin.output.stderr.contains(s) {
-            errs.push(format!(
-                "secret {s:?} appears in the tracer's stdout/stderr"
-            ));
+            errs.push(format!("secret {s:?} appears in the tracer's stdout/stderr"));
         }
     }
     fin.assert_ok(&format!("python server, {sink:?} sink"), &errs);
@@ -261,28 +224,16 @@ fn kubernetes_verbs_and_watch() {
             .k8s(K8s::new("delete", "v1", "pods").ns("default").name("web-1")),
         req("GET", "/api/v1/namespaces/default/pods/web-0/log", 200)
             .route("/api/v1/namespaces/{namespace}/pods/{name}/log")
-            .k8s(
-                K8s::new("get", "v1", "pods")
-                    .subresource("log")
-                    .ns("default")
-                    .name("web-0"),
-            ),
+            .k8s(K8s::new("get", "v1", "pods").subresource("log").ns("default").name("web-0")),
         req("GET", "/apis/apps/v1/deployments", 200)
             .route("/apis/apps/v1/deployments")
             .k8s(K8s::new("list", "v1", "deployments").group("apps")),
-        req(
-            "GET",
-            "/api/v1/namespaces/default/pods?watch=true&resourceVersion=10",
-            200,
-        )
-        .chunked()
-        .route("/api/v1/namespaces/{namespace}/pods")
-        .k8s(K8s::new("watch", "v1", "pods").ns("default").long_running()),
+        req("GET", "/api/v1/namespaces/default/pods?watch=true&resourceVersion=10", 200)
+            .chunked()
+            .route("/api/v1/namespaces/{namespace}/pods")
+            .k8s(K8s::new("watch", "v1", "pods").ns("default").long_running()),
     ];
-    let exps: Vec<HttpExpect> = reqs
-        .into_iter()
-        .map(|r| send(&base, srv.port(), r))
-        .collect();
+    let exps: Vec<HttpExpect> = reqs.into_iter().map(|r| send(&base, srv.port(), r)).collect();
     sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans(&fin.spans, &exps);
@@ -300,9 +251,7 @@ fn keep_alive_connection_gives_one_span_per_request() {
     let window = sess.window_start;
 
     // python http.client: 4 requests on one connection, 300 ms apart
-    let paths: Vec<String> = (0..4)
-        .map(|i| format!("/api/v1/namespaces/ka/pods/p{i}"))
-        .collect();
+    let paths: Vec<String> = (0..4).map(|i| format!("/api/v1/namespaces/ka/pods/p{i}")).collect();
     let results = PythonClient::run(
         json!({
             "host": "127.0.0.1", "port": srv.port(), "sleep_ms": 300,
@@ -312,23 +261,14 @@ fn keep_alive_connection_gives_one_span_per_request() {
     );
     assert_eq!(results.len(), 4);
     let py_port = results[0].local_port;
-    assert!(
-        results
-            .iter()
-            .all(|r| r.local_port == py_port && r.status == 200),
-        "harness: {results:?}"
-    );
+    assert!(results.iter().all(|r| r.local_port == py_port && r.status == 200), "harness: {results:?}");
     let mut exps: Vec<HttpExpect> = results
         .iter()
         .zip(&paths)
         .map(|(r, p)| {
             HttpExpect::server("GET", p, 200)
                 .route(pods_route())
-                .k8s(
-                    K8s::new("get", "v1", "pods")
-                        .ns("ka")
-                        .name(p.rsplit('/').next().unwrap()),
-                )
+                .k8s(K8s::new("get", "v1", "pods").ns("ka").name(p.rsplit('/').next().unwrap()))
                 .client_port(py_port)
                 .server_port(srv.port())
                 .user_agent("itest-python-client/1.0")
@@ -338,15 +278,10 @@ fn keep_alive_connection_gives_one_span_per_request() {
         .collect();
 
     // curl with three URLs: one connection, reused
-    let curl_paths: Vec<String> = (0..3)
-        .map(|i| format!("/api/v1/namespaces/kc/pods/c{i}"))
-        .collect();
+    let curl_paths: Vec<String> = (0..3).map(|i| format!("/api/v1/namespaces/kc/pods/c{i}")).collect();
     let run = curl(&curl_paths.iter().map(|p| srv.url(p)).collect::<Vec<_>>());
     assert_eq!(
-        run.transfers
-            .iter()
-            .map(|t| t.num_connects)
-            .collect::<Vec<_>>(),
+        run.transfers.iter().map(|t| t.num_connects).collect::<Vec<_>>(),
         vec![1, 0, 0],
         "harness: curl did not reuse its connection"
     );
@@ -356,11 +291,7 @@ fn keep_alive_connection_gives_one_span_per_request() {
         exps.push(
             HttpExpect::server("GET", p, 200)
                 .route(pods_route())
-                .k8s(
-                    K8s::new("get", "v1", "pods")
-                        .ns("kc")
-                        .name(p.rsplit('/').next().unwrap()),
-                )
+                .k8s(K8s::new("get", "v1", "pods").ns("kc").name(p.rsplit('/').next().unwrap()))
                 .client_port(curl_port)
                 .server_port(srv.port())
                 .user_agent(CURL_USER_AGENT)
@@ -387,11 +318,7 @@ fn nginx_server_spans() {
     let mut exps: Vec<HttpExpect> = vec![
         req("GET", "/api/v1/namespaces/default/pods/nginx-pod", 200)
             .route(pods_route())
-            .k8s(
-                K8s::new("get", "v1", "pods")
-                    .ns("default")
-                    .name("nginx-pod"),
-            ),
+            .k8s(K8s::new("get", "v1", "pods").ns("default").name("nginx-pod")),
         req("GET", "/healthz", 200).route("/healthz").not_k8s(),
         req("GET", "/api/v1/namespaces/default/pods/absent", 404)
             .route(pods_route())
@@ -404,18 +331,11 @@ fn nginx_server_spans() {
     assert_eq!(exps[0].response_body_size, Some(Nginx::POD_SIZE as u64));
 
     // two requests on one keep-alive connection
-    let run = curl(&[
-        ng.url("/index.html"),
-        ng.url("/api/v1/namespaces/default/pods/absent2"),
-    ]);
-    assert_eq!(
-        run.transfers[1].num_connects, 0,
-        "harness: curl did not reuse the nginx connection"
-    );
-    for (t, (p, code)) in run.transfers.iter().zip([
-        ("/index.html", 200u16),
-        ("/api/v1/namespaces/default/pods/absent2", 404),
-    ]) {
+    let run = curl(&[ng.url("/index.html"), ng.url("/api/v1/namespaces/default/pods/absent2")]);
+    assert_eq!(run.transfers[1].num_connects, 0, "harness: curl did not reuse the nginx connection");
+    for (t, (p, code)) in
+        run.transfers.iter().zip([("/index.html", 200u16), ("/api/v1/namespaces/default/pods/absent2", 404)])
+    {
         assert_eq!(t.code, code);
         exps.push(
             HttpExpect::server("GET", p, code)
@@ -431,10 +351,7 @@ fn nginx_server_spans() {
     let mut errs = check_http_spans(&fin.spans, &exps);
     errs.extend(check_common(&fin.spans, &res, window));
     if !errs.is_empty() {
-        errs.push(format!(
-            "(nginx error.log: {})",
-            tail(&ng.error_log(), 2000)
-        ));
+        errs.push(format!("(nginx error.log: {})", tail(&ng.error_log(), 2000)));
     }
     fin.assert_ok("nginx", &errs);
 }
@@ -459,11 +376,7 @@ fn target_as_http_client() {
     let window = sess.window_start;
     client.go();
     let results = client.wait_done(Duration::from_secs(30));
-    assert_eq!(
-        results.iter().map(|r| r.status).collect::<Vec<_>>(),
-        vec![200, 404, 201, 503, 200],
-        "harness"
-    );
+    assert_eq!(results.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 404, 201, 503, 200], "harness");
     assert_eq!(results[4].body_len, 2500, "harness: close-delimited body");
     let base = |e: HttpExpect, r: &ClientResult| {
         e.server_port(srv.port())
@@ -554,33 +467,16 @@ fn client_half_close_before_the_response() {
 fn two_target_pids() {
     let a = PythonHttpServer::start();
     let b = PythonHttpServer::start();
-    let mut sess = TraceSession::start(
-        Sink::Json,
-        &pid_args(&[a.pid(), b.pid()]),
-        &[],
-        &[a.pid(), b.pid()],
-    );
+    let mut sess = TraceSession::start(Sink::Json, &pid_args(&[a.pid(), b.pid()]), &[], &[a.pid(), b.pid()]);
     let window = sess.window_start;
-    let ea = send(
-        &a.url(""),
-        a.port(),
-        req("GET", "/api/v1/namespaces/a/pods/x", 200).route(pods_route()),
-    );
-    let eb = send(
-        &b.url(""),
-        b.port(),
-        req("GET", "/api/v1/namespaces/b/pods/y", 200).route(pods_route()),
-    );
+    let ea = send(&a.url(""), a.port(), req("GET", "/api/v1/namespaces/a/pods/x", 200).route(pods_route()));
+    let eb = send(&b.url(""), b.port(), req("GET", "/api/v1/namespaces/b/pods/y", 200).route(pods_route()));
     sess.wait_spans(|_| true, 2, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans(&fin.spans, &[ea.clone(), eb.clone()]);
     for (e, srv) in [(&ea, &a), (&eb, &b)] {
-        let spans: Vec<ReceivedSpan> = fin
-            .spans
-            .iter()
-            .filter(|s| s.attr_str("url.path") == Some(e.path.as_str()))
-            .cloned()
-            .collect();
+        let spans: Vec<ReceivedSpan> =
+            fin.spans.iter().filter(|s| s.attr_str("url.path") == Some(e.path.as_str())).cloned().collect();
         errs.extend(check_common(&spans, &ResourceExpect::of(srv.pid()), window));
     }
     fin.assert_ok("two pids", &errs);
@@ -592,11 +488,7 @@ fn non_target_traffic_gives_no_span() {
     let target = PythonHttpServer::start();
     let other = PythonHttpServer::start();
     let mut sess = TraceSession::for_pid(Sink::Json, target.pid());
-    for p in [
-        "/api/v1/namespaces/default/pods/other-0",
-        "/healthz",
-        "/status/500",
-    ] {
+    for p in ["/api/v1/namespaces/default/pods/other-0", "/healthz", "/status/500"] {
         curl_one(&[other.url(p)]);
     }
     PythonClient::run(
@@ -611,11 +503,7 @@ fn non_target_traffic_gives_no_span() {
     sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
     let fin = sess.finish(Duration::from_millis(1500));
     let mut errs = check_http_spans(&fin.spans, &[e]);
-    errs.extend(check_common(
-        &fin.spans,
-        &ResourceExpect::of(target.pid()),
-        0,
-    ));
+    errs.extend(check_common(&fin.spans, &ResourceExpect::of(target.pid()), 0));
     fin.assert_ok("non-target traffic", &errs);
 }
 
@@ -635,10 +523,7 @@ fn file_and_pipe_io_that_looks_like_http_gives_no_span() {
     let window = sess.window_start;
     client.go();
     let results = client.wait_done(Duration::from_secs(30));
-    assert!(
-        client.proc().stdout().contains("decoy_done"),
-        "harness: decoy I/O did not run"
-    );
+    assert!(client.proc().stdout().contains("decoy_done"), "harness: decoy I/O did not run");
     let e = HttpExpect::client("GET", "/api/v1/namespaces/default/pods/real", 200)
         .route(pods_route())
         .server_port(srv.port())
@@ -659,38 +544,24 @@ fn tls_connection_gives_one_connection_span() {
     let res = ResourceExpect::of(srv.pid());
     let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
     let window = sess.window_start;
-    let t = curl_one(&[
-        "-k",
-        "--http1.1",
-        &srv.url("/api/v1/namespaces/default/pods/big?size=10000"),
-    ]);
+    let t = curl_one(&["-k", "--http1.1", &srv.url("/api/v1/namespaces/default/pods/big?size=10000")]);
     assert_eq!(t.code, 200);
     sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
     let fin = sess.finish(Duration::from_millis(1000));
     let mut errs = check_common(&fin.spans, &res, window);
     if fin.spans.len() != 1 {
-        errs.push(format!(
-            "expected exactly one span for one TLS connection, got {}",
-            fin.spans.len()
-        ));
+        errs.push(format!("expected exactly one span for one TLS connection, got {}", fin.spans.len()));
     }
     for s in &fin.spans {
-        errs.extend(check_connection_span(
-            s,
-            "TLS connection",
-            true,
-            t.local_port,
-            srv.port(),
-        ));
+        errs.extend(check_connection_span(s, "TLS connection", true, t.local_port, srv.port()));
         match s.attr_i64("network.io.received_bytes") {
             Some(n) if n > 0 => {}
-            other => errs.push(format!(
-                "network.io.received_bytes = {other:?}, expected > 0"
-            )),
+            other => errs.push(format!("network.io.received_bytes = {other:?}, expected > 0")),
         }
         match s.attr_i64("network.io.sent_bytes") {
             Some(n) if n >= 10_000 => {}
-            other => errs.push(format!("network.io.sent_bytes = {other:?}, expected >= 10000 (the encrypted 10000-byte body)")),
+            other => errs
+                .push(format!("network.io.sent_bytes = {other:?}, expected >= 10000 (the encrypted 10000-byte body)")),
         }
     }
     fin.assert_ok("TLS connection", &errs);
@@ -710,30 +581,15 @@ fn echo_exchange(port: u16) -> u16 {
     local_port
 }
 
-fn check_echo_span(
-    context: &str,
-    echo: &EchoServer,
-    sess: TraceSession,
-    res: &ResourceExpect,
-    local_port: u16,
-) {
+fn check_echo_span(context: &str, echo: &EchoServer, sess: TraceSession, res: &ResourceExpect, local_port: u16) {
     let window = sess.window_start;
     let fin = sess.finish(Duration::from_millis(1000));
     let mut errs = check_common(&fin.spans, res, window);
     if fin.spans.len() != 1 {
-        errs.push(format!(
-            "expected exactly one span for one TCP connection, got {}",
-            fin.spans.len()
-        ));
+        errs.push(format!("expected exactly one span for one TCP connection, got {}", fin.spans.len()));
     }
     for sp in &fin.spans {
-        errs.extend(check_connection_span(
-            sp,
-            "TCP connection",
-            false,
-            local_port,
-            echo.port(),
-        ));
+        errs.extend(check_connection_span(sp, "TCP connection", false, local_port, echo.port()));
         for key in ["network.io.received_bytes", "network.io.sent_bytes"] {
             if sp.attr_i64(key) != Some(1000) {
                 errs.push(format!("{key} = {:?}, expected 1000", sp.attr(key)));
@@ -765,38 +621,22 @@ fn connection_from_an_accept_in_flight_at_attach_is_traced() {
         // harness sanity: the main thread is inside accept (43) or accept4 (288)
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let sc = std::fs::read_to_string(format!("/proc/{}/syscall", echo.pid()))
-                .unwrap_or_default();
+            let sc = std::fs::read_to_string(format!("/proc/{}/syscall", echo.pid())).unwrap_or_default();
             let nr = sc.split_whitespace().next().unwrap_or("");
             if nr == "43" || nr == "288" {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "harness: echo server not in accept: {sc:?}"
-            );
+            assert!(std::time::Instant::now() < deadline, "harness: echo server not in accept: {sc:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     let mut sess = TraceSession::for_pid(Sink::Json, echo.pid());
     let local_port = echo_exchange(echo.port());
     sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
-    check_echo_span(
-        "connection accepted by an accept(2) in flight at attach",
-        &echo,
-        sess,
-        &res,
-        local_port,
-    );
+    check_echo_span("connection accepted by an accept(2) in flight at attach", &echo, sess, &res, local_port);
 }
 
-fn check_connection_span(
-    s: &ReceivedSpan,
-    name: &str,
-    tls: bool,
-    peer_port: u16,
-    server_port: u16,
-) -> Vec<String> {
+fn check_connection_span(s: &ReceivedSpan, name: &str, tls: bool, peer_port: u16, server_port: u16) -> Vec<String> {
     let mut errs = Vec::new();
     if s.name != name {
         errs.push(format!("span name {:?}, expected {name:?}", s.name));
@@ -813,15 +653,9 @@ fn check_connection_span(
     if tls {
         want(&mut errs, "tls.protocol.name", json!("tls"));
     } else if let Some(v) = s.attr("tls.protocol.name") {
-        errs.push(format!(
-            "tls.protocol.name = {v} on a connection without TLS"
-        ));
+        errs.push(format!("tls.protocol.name = {v} on a connection without TLS"));
     }
-    for k in [
-        "http.request.method",
-        "http.response.status_code",
-        "url.path",
-    ] {
+    for k in ["http.request.method", "http.response.status_code", "url.path"] {
         if let Some(v) = s.attr(k) {
             errs.push(format!("{k} = {v} on a non-HTTP connection span"));
         }
@@ -839,11 +673,7 @@ fn comm_target_started_after_the_tracer() {
     let srv = PythonHttpServer::start_named(&name);
     tracer.wait_attached(srv.pid());
     let window = now_unix_nanos();
-    let e = send(
-        &srv.url(""),
-        srv.port(),
-        req("GET", "/api/v1/namespaces/late/pods/x", 200).route(pods_route()),
-    );
+    let e = send(&srv.url(""), srv.port(), req("GET", "/api/v1/namespaces/late/pods/x", 200).route(pods_route()));
     tracer.wait_json_spans(|_| true, 1, SPAN_TIMEOUT);
     std::thread::sleep(SETTLE);
     let out = tracer.stop();
@@ -869,20 +699,12 @@ fn default_target_is_kube_apiserver() {
         srv.port(),
         req("GET", "/api/v1/namespaces/kube-system/pods/etcd-0", 200)
             .route(pods_route())
-            .k8s(
-                K8s::new("get", "v1", "pods")
-                    .ns("kube-system")
-                    .name("etcd-0"),
-            ),
+            .k8s(K8s::new("get", "v1", "pods").ns("kube-system").name("etcd-0")),
     );
     sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
     let mut errs = check_http_spans(&fin.spans, &[e]);
-    errs.extend(check_common(
-        &fin.spans,
-        &ResourceExpect::of(srv.pid()),
-        window,
-    ));
+    errs.extend(check_common(&fin.spans, &ResourceExpect::of(srv.pid()), window));
     fin.assert_ok("default comm", &errs);
 }
 
@@ -899,17 +721,8 @@ fn sigterm_flushes_and_exits_zero() {
     out.assert_code(0);
     assert!(out.stderr.contains("final stats"), "{}", out.describe());
     let spans = out.json_spans();
-    let n = spans
-        .iter()
-        .filter(|s| s.attr_str("url.path") == Some("/api/v1/namespaces/default/pods/term"))
-        .count();
-    assert_eq!(
-        n,
-        1,
-        "expected the request's span on stdout after SIGTERM\n{}\n{}",
-        dump(&spans),
-        out.describe()
-    );
+    let n = spans.iter().filter(|s| s.attr_str("url.path") == Some("/api/v1/namespaces/default/pods/term")).count();
+    assert_eq!(n, 1, "expected the request's span on stdout after SIGTERM\n{}\n{}", dump(&spans), out.describe());
 }
 
 /// One hand-driven connection: HEAD (Content-Length but no body), 204 (no body), two pipelined
@@ -934,18 +747,11 @@ fn http1_framing_edge_cases_on_one_connection() {
     c.send(format!("HEAD /api/v1/namespaces/edge/pods/h HTTP/1.1\r\n{host}\r\n").as_bytes());
     let r = c.read_response(true);
     assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-length").is_some_and(|v| v != "0"),
-        "harness: HEAD answer without Content-Length"
-    );
+    assert!(r.header("content-length").is_some_and(|v| v != "0"), "harness: HEAD answer without Content-Length");
     exps.push(
-        base(HttpExpect::server(
-            "HEAD",
-            "/api/v1/namespaces/edge/pods/h",
-            200,
-        ))
-        .route("/api/v1/namespaces/{namespace}/pods/{name}")
-        .max_duration(t.elapsed()),
+        base(HttpExpect::server("HEAD", "/api/v1/namespaces/edge/pods/h", 200))
+            .route("/api/v1/namespaces/{namespace}/pods/{name}")
+            .max_duration(t.elapsed()),
     );
 
     // 204: no body, no Content-Length
@@ -956,17 +762,11 @@ fn http1_framing_edge_cases_on_one_connection() {
 
     // two pipelined requests in one write(2)
     let t = std::time::Instant::now();
-    c.send(
-        (get("/api/v1/namespaces/edge/pods/p1") + &get("/api/v1/namespaces/edge/pods/p2"))
-            .as_bytes(),
-    );
+    c.send((get("/api/v1/namespaces/edge/pods/p1") + &get("/api/v1/namespaces/edge/pods/p2")).as_bytes());
     let r1 = c.read_response(false);
     let r2 = c.read_response(false);
     let d = t.elapsed();
-    for (p, r) in [
-        ("/api/v1/namespaces/edge/pods/p1", &r1),
-        ("/api/v1/namespaces/edge/pods/p2", &r2),
-    ] {
+    for (p, r) in [("/api/v1/namespaces/edge/pods/p1", &r1), ("/api/v1/namespaces/edge/pods/p2", &r2)] {
         assert_eq!(r.status, 200);
         exps.push(
             base(HttpExpect::server("GET", p, 200))
@@ -986,38 +786,26 @@ fn http1_framing_edge_cases_on_one_connection() {
     let r = c.read_response(false);
     assert_eq!(r.status, 200);
     exps.push(
-        base(HttpExpect::server(
-            "GET",
-            "/api/v1/namespaces/edge/pods/frag",
-            200,
-        ))
-        .route(pods_route())
-        .response_body(r.body.len() as u64)
-        .max_duration(t.elapsed()),
+        base(HttpExpect::server("GET", "/api/v1/namespaces/edge/pods/frag", 200))
+            .route(pods_route())
+            .response_body(r.body.len() as u64)
+            .max_duration(t.elapsed()),
     );
 
     // Expect: 100-continue
     let t = std::time::Instant::now();
     c.send(format!("POST /api/v1/namespaces/edge/configmaps HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 3000\r\nExpect: 100-continue\r\n\r\n").as_bytes());
-    assert_eq!(
-        c.read_response(false).status,
-        100,
-        "harness: no interim 100 Continue"
-    );
+    assert_eq!(c.read_response(false).status, 100, "harness: no interim 100 Continue");
     c.send("y".repeat(3000).as_bytes());
     let r = c.read_response(false);
     assert_eq!(r.status, 201);
     exps.push(
-        base(HttpExpect::server(
-            "POST",
-            "/api/v1/namespaces/edge/configmaps",
-            201,
-        ))
-        .route("/api/v1/namespaces/{namespace}/configmaps")
-        .k8s(K8s::new("create", "v1", "configmaps").ns("edge"))
-        .request_body(3000)
-        .response_body(r.body.len() as u64)
-        .max_duration(t.elapsed()),
+        base(HttpExpect::server("POST", "/api/v1/namespaces/edge/configmaps", 201))
+            .route("/api/v1/namespaces/{namespace}/configmaps")
+            .k8s(K8s::new("create", "v1", "configmaps").ns("edge"))
+            .request_body(3000)
+            .response_body(r.body.len() as u64)
+            .max_duration(t.elapsed()),
     );
 
     // and the connection is still in sync
@@ -1026,15 +814,11 @@ fn http1_framing_edge_cases_on_one_connection() {
     let r = c.read_response(false);
     assert_eq!(r.status, 200);
     exps.push(
-        base(HttpExpect::server(
-            "GET",
-            "/api/v1/namespaces/edge/pods/last",
-            200,
-        ))
-        .route(pods_route())
-        .k8s(K8s::new("get", "v1", "pods").ns("edge").name("last"))
-        .response_body(r.body.len() as u64)
-        .max_duration(t.elapsed()),
+        base(HttpExpect::server("GET", "/api/v1/namespaces/edge/pods/last", 200))
+            .route(pods_route())
+            .k8s(K8s::new("get", "v1", "pods").ns("edge").name("last"))
+            .response_body(r.body.len() as u64)
+            .max_duration(t.elapsed()),
     );
     c.close();
 
@@ -1062,10 +846,7 @@ fn concurrent_connections_are_all_traced() {
                 .collect();
             std::thread::spawn(move || {
                 let run = curl(&urls.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>());
-                urls.into_iter()
-                    .map(|(_, p)| p)
-                    .zip(run.transfers)
-                    .collect::<Vec<_>>()
+                urls.into_iter().map(|(_, p)| p).zip(run.transfers).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -1100,21 +881,13 @@ fn comm_target_restart_is_followed() {
     let mut tracer = Tracer::start(&["--comm", &name, "--output", "json"]);
     tracer.wait_attached(a.pid());
     let window = now_unix_nanos();
-    let ea = send(
-        &a.url(""),
-        a.port(),
-        req("GET", "/api/v1/namespaces/first/pods/a", 200).route(pods_route()),
-    );
+    let ea = send(&a.url(""), a.port(), req("GET", "/api/v1/namespaces/first/pods/a", 200).route(pods_route()));
     tracer.expect_json_spans("for the first process", |_| true, 1, SPAN_TIMEOUT);
     drop(a);
     let b = PythonHttpServer::start_named(&name);
     let res_b = ResourceExpect::of(b.pid());
     tracer.wait_attached(b.pid());
-    let eb = send(
-        &b.url(""),
-        b.port(),
-        req("GET", "/api/v1/namespaces/second/pods/b", 200).route(pods_route()),
-    );
+    let eb = send(&b.url(""), b.port(), req("GET", "/api/v1/namespaces/second/pods/b", 200).route(pods_route()));
     tracer.wait_json_spans(|_| true, 2, SPAN_TIMEOUT);
     std::thread::sleep(SETTLE);
     let out = tracer.stop();
@@ -1123,11 +896,8 @@ fn comm_target_restart_is_followed() {
     let spans = out.json_spans();
     let mut errs = check_http_spans(&spans, &[ea.clone(), eb.clone()]);
     for (e, res) in [(&ea, &res_a), (&eb, &res_b)] {
-        let mine: Vec<ReceivedSpan> = spans
-            .iter()
-            .filter(|s| s.attr_str("url.path") == Some(e.path.as_str()))
-            .cloned()
-            .collect();
+        let mine: Vec<ReceivedSpan> =
+            spans.iter().filter(|s| s.attr_str("url.path") == Some(e.path.as_str())).cloned().collect();
         errs.extend(check_common(&mine, res, window));
     }
     assert_no_errors("--comm target restarted", &errs, &spans);
@@ -1140,10 +910,7 @@ fn terminal_output_shows_requests() {
     let srv = PythonHttpServer::start();
     let mut tracer = Tracer::start(&["--pid", &srv.pid().to_string()]);
     tracer.wait_attached(srv.pid());
-    assert_eq!(
-        curl_one(&[srv.url("/api/v1/namespaces/term/pods/shown")]).code,
-        200
-    );
+    assert_eq!(curl_one(&[srv.url("/api/v1/namespaces/term/pods/shown")]).code, 200);
     std::thread::sleep(Duration::from_millis(1500));
     let out = tracer.stop();
     out.assert_no_panic();
@@ -1165,12 +932,7 @@ fn terminal_output_shows_requests() {
 fn headers_beyond_the_capture_limit() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::start(
-        Sink::Json,
-        &pid_args(&[srv.pid()]),
-        &["--capture-bytes", "1024"],
-        &[srv.pid()],
-    );
+    let mut sess = TraceSession::start(Sink::Json, &pid_args(&[srv.pid()]), &["--capture-bytes", "1024"], &[srv.pid()]);
     let window = sess.window_start;
     let mut c = RawHttp::connect(srv.port());
     let lp = c.local_port();
@@ -1193,9 +955,7 @@ fn headers_beyond_the_capture_limit() {
     assert_eq!(r2.status, 200);
     c.close();
     let exps = vec![
-        HttpExpect::server("GET", "/api/v1/namespaces/big/pods/h1", 200)
-            .client_port(lp)
-            .max_duration(d1),
+        HttpExpect::server("GET", "/api/v1/namespaces/big/pods/h1", 200).client_port(lp).max_duration(d1),
         HttpExpect::server("GET", "/api/v1/namespaces/big/pods/after", 200)
             .route(pods_route())
             .k8s(K8s::new("get", "v1", "pods").ns("big").name("after"))

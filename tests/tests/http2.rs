@@ -8,8 +8,8 @@ use std::time::Duration;
 use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_no_errors, check_common};
 use integration_tests::etcd::ExecTarget;
 use integration_tests::gotls::{
-    GoHttpClient, GoResponse, GoServer, check_http_spans_version, check_mid_http,
-    check_no_connection_spans, final_stats_line, tracer_log_summary,
+    GoHttpClient, GoResponse, GoServer, check_http_spans_version, check_mid_http, check_no_connection_spans,
+    final_stats_line, tracer_log_summary,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
@@ -22,10 +22,7 @@ fn pods_route() -> &'static str {
 }
 
 fn pod(ns: &str, name: &str) -> (String, K8s) {
-    (
-        format!("/api/v1/namespaces/{ns}/pods/{name}"),
-        K8s::new("get", "v1", "pods").ns(ns).name(name),
-    )
+    (format!("/api/v1/namespaces/{ns}/pods/{name}"), K8s::new("get", "v1", "pods").ns(ns).name(name))
 }
 
 /// The h2c server traced; clients not traced: curl `--http2-prior-knowledge` (a GET and a POST
@@ -82,12 +79,7 @@ fn h2c_server_spans_for_curl_and_go_clients() {
     );
 
     let (p2, k2) = pod("kube-system", "etcd-0");
-    let paths = [
-        p2.clone(),
-        "/status/503".into(),
-        "/status/404".into(),
-        "/".into(),
-    ];
+    let paths = [p2.clone(), "/status/503".into(), "/status/404".into(), "/".into()];
     let urls: Vec<String> = paths.iter().map(|p| srv.url(p)).collect();
     let mut args: Vec<&str> = Vec::new();
     for u in &urls {
@@ -96,38 +88,18 @@ fn h2c_server_spans_for_curl_and_go_clients() {
     let mut go = GoHttpClient::h2c(&args, false);
     let rs = go.wait_success(Duration::from_secs(20));
     let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses,
-        [200, 503, 404, 200],
-        "harness: h2c client answers {rs:?}"
-    );
+    assert_eq!(statuses, [200, 503, 404, 200], "harness: h2c client answers {rs:?}");
     let lp = rs[0].local_port.expect("local port");
     assert!(
-        rs.iter()
-            .all(|r| r.local_port == Some(lp) && r.proto == "HTTP/2.0"),
+        rs.iter().all(|r| r.local_port == Some(lp) && r.proto == "HTTP/2.0"),
         "harness: not one h2c connection: {rs:?}"
     );
     let base = |e: HttpExpect, r: &GoResponse| {
-        e.client_port(lp)
-            .server_port(port)
-            .user_agent("Go-http-client/2.0")
-            .request_body(0)
-            .response_body(r.bytes)
+        e.client_port(lp).server_port(port).user_agent("Go-http-client/2.0").request_body(0).response_body(r.bytes)
     };
-    h2.push(base(
-        HttpExpect::server("GET", &p2, 200)
-            .route(pods_route())
-            .k8s(k2),
-        &rs[0],
-    ));
-    h2.push(base(
-        HttpExpect::server("GET", "/status/503", 503).not_k8s(),
-        &rs[1],
-    ));
-    h2.push(base(
-        HttpExpect::server("GET", "/status/404", 404).not_k8s(),
-        &rs[2],
-    ));
+    h2.push(base(HttpExpect::server("GET", &p2, 200).route(pods_route()).k8s(k2), &rs[0]));
+    h2.push(base(HttpExpect::server("GET", "/status/503", 503).not_k8s(), &rs[1]));
+    h2.push(base(HttpExpect::server("GET", "/status/404", 404).not_k8s(), &rs[2]));
     h2.push(base(HttpExpect::server("GET", "/", 200).not_k8s(), &rs[3]));
 
     let (p3, k3) = pod("h1", "plain");
@@ -154,10 +126,7 @@ fn h2c_server_spans_for_curl_and_go_clients() {
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
     if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
+        errs.push(format!("tracer log:\n    {}", tracer_log_summary(&fin.output.stderr)));
     }
     assert_no_errors("h2c server (HTTP/2 prior knowledge)", &errs, &fin.spans);
 }
@@ -190,21 +159,14 @@ fn h2c_client_spans_of_curl_and_go_client() {
     let mut go = GoHttpClient::h2c(&["-url", &u1, "-url", &u2, "-url", &u3], true);
     let go_res = ResourceExpect::of(go.pid());
     let pids = [curl_target.pid(), go.pid()];
-    let args: Vec<String> = pids
-        .iter()
-        .flat_map(|p| ["--pid".to_owned(), p.to_string()])
-        .collect();
+    let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
     let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     let window = sess.window_start;
     curl_target.go();
     curl_target.wait_success(Duration::from_secs(20));
     go.go();
     let rs = go.wait_success(Duration::from_secs(20));
-    assert_eq!(
-        rs.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [200, 404, 200],
-        "harness: {rs:?}"
-    );
+    assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 404, 200], "harness: {rs:?}");
     let lp = rs[0].local_port.expect("local port");
 
     let curl_exps = vec![
@@ -216,38 +178,19 @@ fn h2c_client_spans_of_curl_and_go_client() {
             .user_agent(CURL_USER_AGENT),
     ];
     let go_exps = vec![
-        HttpExpect::client("GET", &p1, 200)
-            .route(pods_route())
-            .k8s(k1)
-            .response_body(rs[0].bytes),
-        HttpExpect::client("GET", "/status/404", 404)
-            .not_k8s()
-            .response_body(rs[1].bytes),
-        HttpExpect::client("GET", "/", 200)
-            .not_k8s()
-            .response_body(rs[2].bytes),
+        HttpExpect::client("GET", &p1, 200).route(pods_route()).k8s(k1).response_body(rs[0].bytes),
+        HttpExpect::client("GET", "/status/404", 404).not_k8s().response_body(rs[1].bytes),
+        HttpExpect::client("GET", "/", 200).not_k8s().response_body(rs[2].bytes),
     ]
     .into_iter()
-    .map(|e| {
-        e.client_port(lp)
-            .server_port(port)
-            .user_agent("Go-http-client/2.0")
-    })
+    .map(|e| e.client_port(lp).server_port(port).user_agent("Go-http-client/2.0"))
     .collect::<Vec<_>>();
     sess.wait_spans(|_| true, curl_exps.len() + go_exps.len(), SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let of = |pid: u32| {
-        fin.spans
-            .iter()
-            .filter(|s| s.pid() == Some(pid))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let of = |pid: u32| fin.spans.iter().filter(|s| s.pid() == Some(pid)).cloned().collect::<Vec<_>>();
     let (curl_spans, go_spans) = (of(pids[0]), of(pids[1]));
     let mut errs = check_http_spans_version(&curl_spans, &curl_exps, "2", &|_| false);
-    errs.extend(check_http_spans_version(&go_spans, &go_exps, "2", &|_| {
-        false
-    }));
+    errs.extend(check_http_spans_version(&go_spans, &go_exps, "2", &|_| false));
     errs.extend(check_no_connection_spans(&fin.spans));
     for s in &curl_spans {
         match s.attr_i64("client.port") {
@@ -258,22 +201,14 @@ fn h2c_client_spans_of_curl_and_go_client() {
             )),
         }
     }
-    let res = ResourceExpect {
-        pid: pids[0],
-        comm: "curl".into(),
-        exe: "curl".into(),
-        host: hostname(),
-    };
+    let res = ResourceExpect { pid: pids[0], comm: "curl".into(), exe: "curl".into(), host: hostname() };
     errs.extend(check_common(&curl_spans, &res, window));
     errs.extend(check_common(&go_spans, &go_res, window));
     if fin.spans.len() != curl_spans.len() + go_spans.len() {
         errs.push("spans of another process".into());
     }
     if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
+        errs.push(format!("tracer log:\n    {}", tracer_log_summary(&fin.output.stderr)));
     }
     assert_no_errors("h2c clients (client side)", &errs, &fin.spans);
 }
@@ -288,21 +223,14 @@ fn h2c_connection_joined_mid_way() {
     let srv = GoServer::h2c();
     let port = srv.port();
     let url = srv.url("/api/v1/namespaces/mid/pods/p-%d");
-    let mut go = GoHttpClient::h2c(
-        &["-url", &url, "-n", "10000", "-interval", "50ms", "-stop-stdin"],
-        false,
-    );
+    let mut go = GoHttpClient::h2c(&["-url", &url, "-n", "10000", "-interval", "50ms", "-stop-stdin"], false);
     go.wait_responses(20, Duration::from_secs(20));
     let not_before = now_unix_nanos();
     let sess = TraceSession::for_pid(Sink::Json, srv.pid());
     let (attached_at, rs) = go.stop_after(60, Duration::from_secs(30));
     let n = rs.len();
     let lp = rs[0].local_port.expect("local port");
-    assert!(
-        rs.iter()
-            .all(|r| r.local_port == Some(lp) && r.status == 200),
-        "harness: not one connection, or failures"
-    );
+    assert!(rs.iter().all(|r| r.local_port == Some(lp) && r.status == 200), "harness: not one connection, or failures");
     std::thread::sleep(Duration::from_millis(300));
     let fin = sess.finish(SETTLE);
     let exps: Vec<HttpExpect> = rs
@@ -332,10 +260,7 @@ fn h2c_connection_joined_mid_way() {
         errs.push("spans of another connection".into());
     }
     if !errs.is_empty() {
-        errs.push(format!(
-            "tracer log:\n    {}",
-            tracer_log_summary(&fin.output.stderr)
-        ));
+        errs.push(format!("tracer log:\n    {}", tracer_log_summary(&fin.output.stderr)));
     }
     assert_no_errors("h2c connection joined mid-way", &errs, &fin.spans);
 }

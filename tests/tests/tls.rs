@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::check::{
-    HttpExpect, K8s, ResourceExpect, assert_finished_ok, assert_session_ok, check_common,
-};
+use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_finished_ok, assert_session_ok, check_common};
 use integration_tests::etcd::{Etcd, EtcdExpect, EtcdTls, GrpcClient, check_etcd_spans, check_mid_stream};
 use integration_tests::gotls::{
     GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
@@ -66,52 +64,28 @@ fn etcd_mtls_etcdctl_server_spans() {
         NEVER[2]
     );
     let out = etcd.ctl_in(&["txn", "--interactive=false"], Some(&txn));
-    assert!(
-        out.starts_with("SUCCESS"),
-        "harness: the txn should succeed: {out:?}"
-    );
+    assert!(out.starts_with("SUCCESS"), "harness: the txn should succeed: {out:?}");
     let mut watcher = etcd.ctl_spawn(&["watch", "/registry/secrets/kube-system/tok2"]);
-    sess.wait_spans(
-        |s| s.attr_str("rpc.method") == Some("Watch"),
-        1,
-        SPAN_TIMEOUT,
-    );
+    sess.wait_spans(|s| s.attr_str("rpc.method") == Some("Watch"), 1, SPAN_TIMEOUT);
     watcher.assert_running();
     watcher.kill();
 
     let sv = |e: EtcdExpect| e.server_port(port);
     let exps = vec![
-        sv(EtcdExpect::kv(
-            "server",
-            "Put",
-            "/registry/secrets/kube-system/tok",
-        )),
-        sv(EtcdExpect::kv(
-            "server",
-            "Put",
-            "/registry/secrets/kube-system/tok2",
-        )),
-        sv(EtcdExpect::kv(
-            "server",
-            "Range",
-            "/registry/secrets/kube-system/",
-        ))
-        .attr("etcd.prefix", json!(true))
-        .attr("etcd.response.count", json!(2))
-        .attr("etcd.response.kvs", json!(2)),
-        sv(EtcdExpect::kv(
-            "server",
-            "Txn",
-            "/registry/secrets/kube-system/tok",
-        ))
-        .attr("etcd.txn.compares", json!(1))
-        .attr("etcd.txn.success_ops", json!(1))
-        .attr("etcd.txn.failure_ops", json!(0))
-        .attr("etcd.txn.succeeded", json!(true)),
-        sv(EtcdExpect::new("server", "etcdserverpb.Watch", "Watch")
-            .key("/registry/secrets/kube-system/tok2"))
-        .grpc_status(None)
-        .attr("etcd.watch.created", json!(true)),
+        sv(EtcdExpect::kv("server", "Put", "/registry/secrets/kube-system/tok")),
+        sv(EtcdExpect::kv("server", "Put", "/registry/secrets/kube-system/tok2")),
+        sv(EtcdExpect::kv("server", "Range", "/registry/secrets/kube-system/"))
+            .attr("etcd.prefix", json!(true))
+            .attr("etcd.response.count", json!(2))
+            .attr("etcd.response.kvs", json!(2)),
+        sv(EtcdExpect::kv("server", "Txn", "/registry/secrets/kube-system/tok"))
+            .attr("etcd.txn.compares", json!(1))
+            .attr("etcd.txn.success_ops", json!(1))
+            .attr("etcd.txn.failure_ops", json!(0))
+            .attr("etcd.txn.succeeded", json!(true)),
+        sv(EtcdExpect::new("server", "etcdserverpb.Watch", "Watch").key("/registry/secrets/kube-system/tok2"))
+            .grpc_status(None)
+            .attr("etcd.watch.created", json!(true)),
     ];
     std::thread::sleep(Duration::from_millis(300));
     let fin = sess.finish(SETTLE);
@@ -142,11 +116,7 @@ fn etcd_mtls_http1_endpoints_with_curl() {
     b.push(etcd.url("/version"));
     let one = curl_one(&b);
     let mut exps = Vec::new();
-    for (path, t) in [
-        ("/version", &run.transfers[0]),
-        ("/health", &run.transfers[1]),
-        ("/version", &one),
-    ] {
+    for (path, t) in [("/version", &run.transfers[0]), ("/health", &run.transfers[1]), ("/version", &one)] {
         assert_eq!(t.code, 200, "harness: {path} answered {}", t.code);
         exps.push(
             HttpExpect::server("GET", path, 200)
@@ -189,20 +159,9 @@ fn go_https_server_http1_and_http2() {
     };
 
     let (a, b) = (pod("tls1", "a"), "/status/503".to_owned());
-    let r1 = curl(&[
-        "-k".to_owned(),
-        "--http1.1".into(),
-        srv.url(&a),
-        srv.url(&b),
-    ]);
-    assert_eq!(
-        r1.transfers.iter().map(|t| t.code).collect::<Vec<_>>(),
-        [200, 503]
-    );
-    assert_eq!(
-        r1.transfers[0].local_port, r1.transfers[1].local_port,
-        "harness: curl did not reuse its connection"
-    );
+    let r1 = curl(&["-k".to_owned(), "--http1.1".into(), srv.url(&a), srv.url(&b)]);
+    assert_eq!(r1.transfers.iter().map(|t| t.code).collect::<Vec<_>>(), [200, 503]);
+    assert_eq!(r1.transfers[0].local_port, r1.transfers[1].local_port, "harness: curl did not reuse its connection");
     let h1 = vec![
         exp(
             HttpExpect::server("GET", &a, 200)
@@ -210,24 +169,12 @@ fn go_https_server_http1_and_http2() {
                 .k8s(K8s::new("get", "v1", "pods").ns("tls1").name("a")),
             &r1.transfers[0],
         ),
-        exp(
-            HttpExpect::server("GET", &b, 503).not_k8s(),
-            &r1.transfers[1],
-        ),
+        exp(HttpExpect::server("GET", &b, 503).not_k8s(), &r1.transfers[1]),
     ];
 
     let (c, d, e) = (pod("tls2", "c"), "/status/404".to_owned(), "/".to_owned());
-    let r2 = curl(&[
-        "-k".to_owned(),
-        "--http2".into(),
-        srv.url(&c),
-        srv.url(&d),
-        srv.url(&e),
-    ]);
-    assert_eq!(
-        r2.transfers.iter().map(|t| t.code).collect::<Vec<_>>(),
-        [200, 404, 200]
-    );
+    let r2 = curl(&["-k".to_owned(), "--http2".into(), srv.url(&c), srv.url(&d), srv.url(&e)]);
+    assert_eq!(r2.transfers.iter().map(|t| t.code).collect::<Vec<_>>(), [200, 404, 200]);
     let h2 = vec![
         exp(
             HttpExpect::server("GET", &c, 200)
@@ -235,14 +182,8 @@ fn go_https_server_http1_and_http2() {
                 .k8s(K8s::new("get", "v1", "pods").ns("tls2").name("c")),
             &r2.transfers[0],
         ),
-        exp(
-            HttpExpect::server("GET", &d, 404).not_k8s(),
-            &r2.transfers[1],
-        ),
-        exp(
-            HttpExpect::server("GET", &e, 200).not_k8s(),
-            &r2.transfers[2],
-        ),
+        exp(HttpExpect::server("GET", &d, 404).not_k8s(), &r2.transfers[1]),
+        exp(HttpExpect::server("GET", &e, 200).not_k8s(), &r2.transfers[2]),
     ];
 
     sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
@@ -267,10 +208,7 @@ fn go_tls_client_spans_http1_and_http2() {
     let mut c2 = GoHttpClient::start(&["-url", &u2, "-n", "3"], true);
     let (res1, res2) = (ResourceExpect::of(c1.pid()), ResourceExpect::of(c2.pid()));
     let pids = [c1.pid(), c2.pid()];
-    let args: Vec<String> = pids
-        .iter()
-        .flat_map(|p| ["--pid".to_owned(), p.to_string()])
-        .collect();
+    let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
     let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     for p in pids {
         wait_go_tls_probes(&mut sess.tracer, p);
@@ -280,14 +218,8 @@ fn go_tls_client_spans_http1_and_http2() {
     let r1 = c1.wait_success(CLIENT_TIMEOUT);
     c2.go();
     let r2 = c2.wait_success(CLIENT_TIMEOUT);
-    assert!(
-        r1.len() == 3 && r1.iter().all(|r| r.proto == "HTTP/1.1" && r.status == 200),
-        "harness: {r1:?}"
-    );
-    assert!(
-        r2.len() == 3 && r2.iter().all(|r| r.proto == "HTTP/2.0" && r.status == 200),
-        "harness: {r2:?}"
-    );
+    assert!(r1.len() == 3 && r1.iter().all(|r| r.proto == "HTTP/1.1" && r.status == 200), "harness: {r1:?}");
+    assert!(r2.len() == 3 && r2.iter().all(|r| r.proto == "HTTP/2.0" && r.status == 200), "harness: {r2:?}");
     let exp = |p: &str, ns: &str, name: &str, bytes: u64, ua: &str| {
         HttpExpect::client("GET", p, 200)
             .scheme("https")
@@ -297,23 +229,11 @@ fn go_tls_client_spans_http1_and_http2() {
             .user_agent(ua)
             .response_body(bytes)
     };
-    let e1: Vec<HttpExpect> = r1
-        .iter()
-        .map(|r| exp(p1, "cl1", "h1", r.bytes, "Go-http-client/1.1"))
-        .collect();
-    let e2: Vec<HttpExpect> = r2
-        .iter()
-        .map(|r| exp(p2, "cl2", "h2", r.bytes, "Go-http-client/2.0"))
-        .collect();
+    let e1: Vec<HttpExpect> = r1.iter().map(|r| exp(p1, "cl1", "h1", r.bytes, "Go-http-client/1.1")).collect();
+    let e2: Vec<HttpExpect> = r2.iter().map(|r| exp(p2, "cl2", "h2", r.bytes, "Go-http-client/2.0")).collect();
     sess.wait_spans(|_| true, 6, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
-    let of = |pid: u32| {
-        fin.spans
-            .iter()
-            .filter(|s| s.pid() == Some(pid))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let of = |pid: u32| fin.spans.iter().filter(|s| s.pid() == Some(pid)).cloned().collect::<Vec<_>>();
     let (s1, s2) = (of(pids[0]), of(pids[1]));
     let mut errs = check_http_spans_version(&s1, &e1, "1.1", &|_| false);
     errs.extend(check_http_spans_version(&s2, &e2, "2", &|_| false));
@@ -321,7 +241,11 @@ fn go_tls_client_spans_http1_and_http2() {
     for s in &fin.spans {
         match s.attr_i64("client.port") {
             Some(p) if p > 0 => {}
-            other => errs.push(format!("client span {:?} {:?}: client.port = {other:?}, expected the client's real local port", s.name, s.attr_str("url.path"))),
+            other => errs.push(format!(
+                "client span {:?} {:?}: client.port = {other:?}, expected the client's real local port",
+                s.name,
+                s.attr_str("url.path")
+            )),
         }
     }
     errs.extend(check_common(&s1, &res1, window));
@@ -383,10 +307,18 @@ fn etcdctl_tls_client_interactive_txn_after_attach() {
             }
         }
         if s.kind != "client" || s.attr_i64("server.port") != Some(i64::from(port)) {
-            errs.push(format!("kind {} server.port {:?}: want a client span to port {port}", s.kind, s.attr_i64("server.port")));
+            errs.push(format!(
+                "kind {} server.port {:?}: want a client span to port {port}",
+                s.kind,
+                s.attr_i64("server.port")
+            ));
         }
         if s.attr_i64("rpc.grpc.status_code") != Some(0) || s.attr_bool("etcd.txn.succeeded") != Some(true) {
-            errs.push(format!("status {:?} succeeded {:?}", s.attr_i64("rpc.grpc.status_code"), s.attr_bool("etcd.txn.succeeded")));
+            errs.push(format!(
+                "status {:?} succeeded {:?}",
+                s.attr_i64("rpc.grpc.status_code"),
+                s.attr_bool("etcd.txn.succeeded")
+            ));
         }
     }
     errs.extend(check_no_connection_spans(&fin.spans));
@@ -399,16 +331,10 @@ fn etcdctl_tls_client_interactive_txn_after_attach() {
 fn client_local_port(client_pid: u32, server_port: u16) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some((l, _)) = tcp_connections_of(client_pid)
-            .into_iter()
-            .find(|(_, r)| *r == server_port)
-        {
+        if let Some((l, _)) = tcp_connections_of(client_pid).into_iter().find(|(_, r)| *r == server_port) {
             return l;
         }
-        assert!(
-            Instant::now() < deadline,
-            "harness: no connection of pid {client_pid} to port {server_port}"
-        );
+        assert!(Instant::now() < deadline, "harness: no connection of pid {client_pid} to port {server_port}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -423,19 +349,8 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
     let port = srv.port();
     let path = "/api/v1/namespaces/reuse/pods/p";
     let url = srv.url(path);
-    let mut c = GoHttpClient::start(
-        &[
-            "-url",
-            &url,
-            "-n",
-            "10000",
-            "-interval",
-            "100ms",
-            "-http2=false",
-            "-stop-stdin",
-        ],
-        false,
-    );
+    let mut c =
+        GoHttpClient::start(&["-url", &url, "-n", "10000", "-interval", "100ms", "-http2=false", "-stop-stdin"], false);
     c.wait_responses(15, CLIENT_TIMEOUT);
     let lp = client_local_port(c.pid(), port);
     let target = if trace_client { c.pid() } else { srv.pid() };
@@ -445,10 +360,7 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
     let window = sess.window_start;
     let (attached_at, rs) = c.stop_after(30, CLIENT_TIMEOUT);
     let n = rs.len();
-    assert!(
-        rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/1.1"),
-        "harness: {rs:?}"
-    );
+    assert!(rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/1.1"), "harness: {rs:?}");
     std::thread::sleep(Duration::from_millis(300));
     let fin = sess.finish(SETTLE);
     let kind = if trace_client { "client" } else { "server" };
@@ -472,11 +384,7 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
         .collect();
     let mut errs = Vec::new();
     for s in &conn {
-        errs.extend(
-            check_http_span_version(s, &e, "1.1")
-                .into_iter()
-                .map(|x| format!("{x} [{}]", s.summary())),
-        );
+        errs.extend(check_http_span_version(s, &e, "1.1").into_iter().map(|x| format!("{x} [{}]", s.summary())));
     }
     let after = n - attached_at;
     eprintln!(
@@ -485,13 +393,13 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
         final_stats_line(&fin.output.stderr)
     );
     if conn.len() + 2 < after || conn.len() > after + 1 {
-        errs.push(format!("{} spans on the connection for {after} requests after attach (at most 2 may be missed)", conn.len()));
+        errs.push(format!(
+            "{} spans on the connection for {after} requests after attach (at most 2 may be missed)",
+            conn.len()
+        ));
     }
     if fin.spans.len() != conn.len() {
-        errs.push(format!(
-            "{} spans not of the connection",
-            fin.spans.len() - conn.len()
-        ));
+        errs.push(format!("{} spans not of the connection", fin.spans.len() - conn.len()));
     }
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
@@ -518,15 +426,8 @@ fn tls_http2_connection_joined_mid_way_server_side() {
     let srv = GoServer::https();
     let port = srv.port();
     let n = 240;
-    let paths: Vec<String> = (0..n)
-        .map(|i| format!("/api/v1/namespaces/mid/pods/p-{i:03}"))
-        .collect();
-    let mut args = vec![
-        "-k".to_owned(),
-        "--http2".into(),
-        "--rate".into(),
-        "20/s".into(),
-    ];
+    let paths: Vec<String> = (0..n).map(|i| format!("/api/v1/namespaces/mid/pods/p-{i:03}")).collect();
+    let mut args = vec!["-k".to_owned(), "--http2".into(), "--rate".into(), "20/s".into()];
     args.extend(paths.iter().map(|p| srv.url(p)));
     let started = Instant::now();
     let h = std::thread::spawn(move || curl(&args));
@@ -539,9 +440,7 @@ fn tls_http2_connection_joined_mid_way_server_side() {
     assert_eq!(run.transfers.len(), n);
     let lp = run.transfers[0].local_port;
     assert!(
-        run.transfers
-            .iter()
-            .all(|t| t.local_port == lp && t.code == 200),
+        run.transfers.iter().all(|t| t.local_port == lp && t.code == 200),
         "harness: curl did not reuse one connection or failed"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -570,10 +469,7 @@ fn tls_http2_connection_joined_mid_way_server_side() {
         if let Some(ua) = s.attr_str("user_agent.original")
             && ua != CURL_USER_AGENT
         {
-            errs.push(format!(
-                "user_agent.original = {ua:?}, expected {CURL_USER_AGENT:?} or absent: {}",
-                s.summary()
-            ));
+            errs.push(format!("user_agent.original = {ua:?}, expected {CURL_USER_AGENT:?} or absent: {}", s.summary()));
         }
     }
     eprintln!(
@@ -597,20 +493,14 @@ fn tls_http2_constant_headers_mid_way_never_wrong() {
     let port = srv.port();
     let path = "/api/v1/namespaces/h2mid/pods/same";
     let url = srv.url(path);
-    let mut c = GoHttpClient::start(
-        &["-url", &url, "-n", "10000", "-interval", "100ms", "-stop-stdin"],
-        false,
-    );
+    let mut c = GoHttpClient::start(&["-url", &url, "-n", "10000", "-interval", "100ms", "-stop-stdin"], false);
     c.wait_responses(10, CLIENT_TIMEOUT);
     let lp = client_local_port(c.pid(), port);
     let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
     wait_go_tls_probes(&mut sess.tracer, srv.pid());
     let (attached_at, rs) = c.stop_after(40, CLIENT_TIMEOUT);
     let n = rs.len();
-    assert!(
-        rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/2.0"),
-        "harness: {rs:?}"
-    );
+    assert!(rs.iter().all(|r| r.status == 200 && r.proto == "HTTP/2.0"), "harness: {rs:?}");
     std::thread::sleep(Duration::from_millis(300));
     let fin = sess.finish(SETTLE);
     let e = HttpExpect::server("GET", path, 200)
@@ -625,20 +515,13 @@ fn tls_http2_constant_headers_mid_way_never_wrong() {
         if s.name == "unknown" {
             unknown += 1;
             if s.attr_i64("client.port") != Some(i64::from(lp)) {
-                errs.push(format!(
-                    "unknown span not on the connection: {}",
-                    s.summary()
-                ));
+                errs.push(format!("unknown span not on the connection: {}", s.summary()));
             }
         } else if s.name == "TLS connection" || s.name == "TCP connection" {
             // reported below
         } else {
             named += 1;
-            errs.extend(
-                check_http_span_version(s, &e, "2")
-                    .into_iter()
-                    .map(|x| format!("{x} [{}]", s.summary())),
-            );
+            errs.extend(check_http_span_version(s, &e, "2").into_iter().map(|x| format!("{x} [{}]", s.summary())));
         }
     }
     let after = n - attached_at;
@@ -670,11 +553,7 @@ fn etcd_tls_mid_connection_grpc_warms_up_without_wrong_names() {
     wait_go_tls_probes(&mut sess.tracer, etcd.pid());
     client.go();
     let calls = client.wait_done(Duration::from_secs(60));
-    sess.wait_spans(
-        |s| s.attr_i64("server.port") == Some(i64::from(etcd.port())),
-        200,
-        SPAN_TIMEOUT,
-    );
+    sess.wait_spans(|s| s.attr_i64("server.port") == Some(i64::from(etcd.port())), 200, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
     client.finish();
     let (m, mut errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 1);
@@ -699,18 +578,13 @@ fn etcd_tls_mid_connection_grpc_warms_up_without_wrong_names() {
 fn go_tls_decoded_right_after_target_attached() {
     let srv = GoServer::https();
     let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
-    let paths: Vec<String> = (0..3)
-        .map(|i| format!("/api/v1/namespaces/ready/pods/r-{i}"))
-        .collect();
+    let paths: Vec<String> = (0..3).map(|i| format!("/api/v1/namespaces/ready/pods/r-{i}")).collect();
     let mut exps = Vec::new();
     for p in &paths {
         let t = curl_one(&["-k".to_owned(), "--http1.1".into(), srv.url(p)]);
         assert_eq!(t.code, 200);
         exps.push(
-            HttpExpect::server("GET", p, 200)
-                .route(pods_route())
-                .client_port(t.local_port)
-                .server_port(srv.port()),
+            HttpExpect::server("GET", p, 200).route(pods_route()).client_port(t.local_port).server_port(srv.port()),
         );
     }
     sess.wait_spans(|_| true, 3, SPAN_TIMEOUT);
@@ -733,10 +607,7 @@ fn go_tls_wrapped_connections_fd_learned_at_handshake() {
     let window = sess.window_start;
     let res = ResourceExpect::of(srv.pid());
     let exp = |p: &str, t: &Transfer| {
-        HttpExpect::server("GET", p, 200)
-            .route(pods_route())
-            .client_port(t.local_port)
-            .server_port(srv.port())
+        HttpExpect::server("GET", p, 200).route(pods_route()).client_port(t.local_port).server_port(srv.port())
     };
     let mut h1 = Vec::new();
     for i in 0..4 {
@@ -794,7 +665,9 @@ fn go_tls_failed_handshake_does_not_claim_a_later_plain_socket() {
     // The syscall hooks see the handshake's connection made (the socket hooks only see I/O): a
     // connection that moved no byte. A plain connection taken for TLS has bytes.
     let silent = |s: &ReceivedSpan| {
-        s.name == "TCP connection" && s.attr_i64("network.io.sent_bytes") == Some(0) && s.attr_i64("network.io.received_bytes") == Some(0)
+        s.name == "TCP connection"
+            && s.attr_i64("network.io.sent_bytes") == Some(0)
+            && s.attr_i64("network.io.received_bytes") == Some(0)
     };
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &silent);
     errs.extend(check_common(&fin.spans, &res, window));
@@ -820,10 +693,7 @@ fn go_tls_write_reported_once_when_its_stack_grows() {
         r.transfers.iter().all(|t| t.code == 200 && t.size_download == 5),
         "harness: every /deep/N should answer 200 with 5 bytes"
     );
-    assert!(
-        r.transfers.iter().all(|t| t.num_connects == 1),
-        "harness: curl should open a connection per request"
-    );
+    assert!(r.transfers.iter().all(|t| t.num_connects == 1), "harness: curl should open a connection per request");
     let exps: Vec<HttpExpect> = paths
         .iter()
         .zip(&r.transfers)
@@ -904,7 +774,8 @@ fn go_tls_server_reads_bodies_larger_than_a_record() {
     let file = dir.write("body", &body);
     let mut expects = Vec::new();
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
-        let paths: Vec<String> = ["a", "b"].iter().map(|n| format!("/api/v1/namespaces/big/pods/{n}-{version}")).collect();
+        let paths: Vec<String> =
+            ["a", "b"].iter().map(|n| format!("/api/v1/namespaces/big/pods/{n}-{version}")).collect();
         let mut args = vec!["-k".to_owned(), flag.into(), "--data-binary".into(), format!("@{}", file.display())];
         args.extend(paths.iter().map(|p| srv.url(p)));
         let r = curl(&args);
@@ -953,7 +824,10 @@ fn go_tls_client_reads_bodies_larger_than_a_record() {
     c2.go();
     let r2 = c2.wait_success(CLIENT_TIMEOUT);
     for (r, proto) in [(&r1, "HTTP/1.1"), (&r2, "HTTP/2.0")] {
-        assert!(r.len() == 3 && r.iter().all(|r| r.proto == proto && r.status == 200 && r.bytes == BODY), "harness: {r:?}");
+        assert!(
+            r.len() == 3 && r.iter().all(|r| r.proto == proto && r.status == 200 && r.bytes == BODY),
+            "harness: {r:?}"
+        );
     }
     let exps = || vec![HttpExpect::client("GET", &path, 200).not_k8s().server_port(srv.port()).response_body(BODY); 3];
     sess.wait_spans(|_| true, 6, SPAN_TIMEOUT);
@@ -980,7 +854,12 @@ fn go_tls_h2_clients_leaving_mid_stream() {
         // queue for all of them, so that what is checked is the decoding, not the reader's pace
         // (the tracer drops and counts what does not fit, by design).
         let pid = srv.pid();
-        let mut sess = TraceSession::start(Sink::Json, &["--pid".to_owned(), pid.to_string()], &["--export-queue", "200000"], &[pid]);
+        let mut sess = TraceSession::start(
+            Sink::Json,
+            &["--pid".to_owned(), pid.to_string()],
+            &["--export-queue", "200000"],
+            &[pid],
+        );
         wait_go_tls_probes(&mut sess.tracer, srv.pid());
         let path = "/api/v1/namespaces/h2load/pods/p";
         let out = std::process::Command::new(&h2load)
@@ -996,7 +875,9 @@ fn go_tls_h2_clients_leaving_mid_stream() {
             .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" succeeded")?.parse().ok()))
             .unwrap_or_else(|| panic!("harness: no succeeded count in h2load's output: {text}"));
         assert!(out.status.success() && succeeded > 100, "harness: h2load: {text}");
-        let is_answer = |s: &ReceivedSpan| s.attr_str("url.path") == Some(path) && s.attr_i64("http.response.status_code") == Some(200);
+        let is_answer = |s: &ReceivedSpan| {
+            s.attr_str("url.path") == Some(path) && s.attr_i64("http.response.status_code") == Some(200)
+        };
         sess.wait_spans(is_answer, succeeded, SPAN_TIMEOUT);
         let fin = sess.finish(SETTLE);
         let answered = fin.spans.iter().filter(|s| is_answer(s)).count();
@@ -1017,7 +898,8 @@ fn empty_probes_attach_the_same_hooks_and_trace_nothing() {
     let srv = GoServer::https();
     let path = "/api/v1/namespaces/floor/pods/a";
     let run = |extra: &[&str]| {
-        let mut sess = TraceSession::start(Sink::Json, &["--pid".to_owned(), srv.pid().to_string()], extra, &[srv.pid()]);
+        let mut sess =
+            TraceSession::start(Sink::Json, &["--pid".to_owned(), srv.pid().to_string()], extra, &[srv.pid()]);
         wait_go_tls_probes(&mut sess.tracer, srv.pid());
         let links = bpf_links(sess.tracer.pid());
         let t = curl_one(&["-k".to_owned(), "--http1.1".into(), srv.url(path)]);

@@ -226,7 +226,18 @@ pub struct SocketState {
 
 impl SocketState {
     pub const fn new(role: u8) -> Self {
-        SocketState { seq: [0; 2], tls_seq: [0; 2], go_conn: 0, sk: 0, open_ns: 0, local_port: 0, peer_port: 0, role, announced: 1, _pad: [0; 2] }
+        SocketState {
+            seq: [0; 2],
+            tls_seq: [0; 2],
+            go_conn: 0,
+            sk: 0,
+            open_ns: 0,
+            local_port: 0,
+            peer_port: 0,
+            role,
+            announced: 1,
+            _pad: [0; 2],
+        }
     }
 }
 

@@ -125,11 +125,7 @@ pub fn sock_offsets() -> SockOffsets {
 #[inline(always)]
 pub fn current_target() -> Option<u64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if is_target((pid_tgid >> 32) as u32) {
-        Some(pid_tgid)
-    } else {
-        None
-    }
+    if is_target((pid_tgid >> 32) as u32) { Some(pid_tgid) } else { None }
 }
 
 #[inline(always)]

@@ -33,12 +33,30 @@ pub fn header(kind: u32, pid_tgid: u64, ts_ns: u64) -> EventHeader {
 
 /// Tells userspace of a new connection of `pid_tgid` on `fd`, stamped `ts_ns`.
 #[inline(always)]
-pub fn announce_open(pid_tgid: u64, fd: i32, listen_fd: i32, role: u8, local: SockAddr, peer: SockAddr, ts_ns: u64, sk: u64) {
+pub fn announce_open(
+    pid_tgid: u64,
+    fd: i32,
+    listen_fd: i32,
+    role: u8,
+    local: SockAddr,
+    peer: SockAddr,
+    ts_ns: u64,
+    sk: u64,
+) {
     let Some(mut entry) = EVENTS.reserve::<SockOpenEvent>(0) else {
         count(counter::RINGBUF_FULL);
         return;
     };
-    entry.write(SockOpenEvent { hdr: header(kind::SOCK_OPEN, pid_tgid, ts_ns), fd, listen_fd, role, _pad: [0; 7], local, peer, sk });
+    entry.write(SockOpenEvent {
+        hdr: header(kind::SOCK_OPEN, pid_tgid, ts_ns),
+        fd,
+        listen_fd,
+        role,
+        _pad: [0; 7],
+        local,
+        peer,
+        sk,
+    });
     entry.submit(submit_flags());
 }
 

@@ -118,7 +118,8 @@ impl Grpc {
         let flags = Encoder::BEST_FORMAT | Encoder::WITH_INDEXING | Encoder::HUFFMAN_NAME | Encoder::HUFFMAN_VALUE;
         let mut out = Vec::new();
         for (name, value) in fields {
-            enc.encode((name.as_bytes().to_vec(), value.as_bytes().to_vec(), flags), &mut out).expect("valid header field");
+            enc.encode((name.as_bytes().to_vec(), value.as_bytes().to_vec(), flags), &mut out)
+                .expect("valid header field");
         }
         out
     }
@@ -164,7 +165,8 @@ impl Workload for Grpc {
         prost::encoding::encode_varint(kv.len() as u64, &mut response_msg);
         response_msg.extend_from_slice(&kv);
         response_msg.extend_from_slice(&[0x20, 0x01]);
-        let response_headers = Self::block(&mut self.server, &[(":status", "200"), ("content-type", "application/grpc")]);
+        let response_headers =
+            Self::block(&mut self.server, &[(":status", "200"), ("content-type", "application/grpc")]);
         let trailers = Self::block(&mut self.server, &[("grpc-status", "0"), ("grpc-message", "")]);
         let mut response = Vec::new();
         if i == 0 {
@@ -201,7 +203,9 @@ fn main() {
     println!("{scenario}: {requests} requests, {exported} spans, {bytes} bytes of OTLP");
     if exported != requests {
         // A count per span means nothing if the workload stopped decoding as meant.
-        eprintln!("agent_cost: {requests} requests gave {exported} spans: the workload no longer decodes as one span per request");
+        eprintln!(
+            "agent_cost: {requests} requests gave {exported} spans: the workload no longer decodes as one span per request"
+        );
         std::process::exit(1);
     }
 }
@@ -219,7 +223,8 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
     let local: SocketAddr = "10.0.0.1:6443".parse().expect("literal address");
     let mut conn = Connection::new(role, Some(local), Some(peer), 1_000, false, process);
     let mut assembler = Assembler::new(Clock::new(), vec![2379]);
-    let (mut spans, mut batch, mut body) = (Vec::<SpanRecord>::new(), Vec::<SpanRecord>::with_capacity(BATCH), Vec::new());
+    let (mut spans, mut batch, mut body) =
+        (Vec::<SpanRecord>::new(), Vec::<SpanRecord>::with_capacity(BATCH), Vec::new());
     let (mut exported, mut bytes) = (0usize, 0usize);
     for record in records.iter() {
         let Ok(Event::Data(chunk)) = events::parse(record) else { unreachable!("records made above are data records") };

@@ -35,7 +35,8 @@ pub struct Capture {
 impl Capture {
     pub fn new(ebpf: &mut Ebpf) -> Result<Self> {
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("EVENTS map missing"))?)?;
-        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("COUNTERS map missing"))?)?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("COUNTERS map missing"))?)?;
         // SAFETY: the ring buffer owns its fd and stays registered until it is dropped with us.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .context("registering the ring buffer with tokio")?;

@@ -7,7 +7,11 @@ use clap::{Parser, ValueEnum};
 use crate::export::{OtlpProtocol, Output};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tracer", version, about = "Trace kube-apiserver requests, and the etcd and webhook calls they make, from the kernel, as OpenTelemetry spans.")]
+#[command(
+    name = "tracer",
+    version,
+    about = "Trace kube-apiserver requests, and the etcd and webhook calls they make, from the kernel, as OpenTelemetry spans."
+)]
 pub struct Cli {
     /// Trace processes with this command name (repeatable). Processes that start later are picked
     /// up. Default: kube-apiserver, when no --pid is given.

@@ -62,7 +62,14 @@ pub enum Feed<'a> {
 }
 
 impl Connection {
-    pub fn new(role: Role, local: Option<SocketAddr>, peer: Option<SocketAddr>, opened_ns: u64, preexisting: bool, process: Arc<ProcessInfo>) -> Self {
+    pub fn new(
+        role: Role,
+        local: Option<SocketAddr>,
+        peer: Option<SocketAddr>,
+        opened_ns: u64,
+        preexisting: bool,
+        process: Arc<ProcessInfo>,
+    ) -> Self {
         Connection {
             role,
             local,
@@ -139,7 +146,12 @@ impl Connection {
             *next = Some(c.seq.wrapping_add(1));
             // The previous syscall of this direction never sent its LAST chunk (ring was full).
             if let Some((total, end)) = dir.open_syscall.take() {
-                gap = Some(Segment { data: &[], uncaptured_after: total.saturating_sub(end), enter_ns: c.enter_ns, exit_ns: c.enter_ns });
+                gap = Some(Segment {
+                    data: &[],
+                    uncaptured_after: total.saturating_sub(end),
+                    enter_ns: c.enter_ns,
+                    exit_ns: c.enter_ns,
+                });
                 lost = true;
             }
         } else {
@@ -241,7 +253,8 @@ impl ConnTable {
 
     /// Removes the connections of a process whose fd is not in `keep`.
     pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection> {
-        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();
+        let keys: Vec<ConnKey> =
+            self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();
         keys.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
@@ -255,8 +268,20 @@ mod tests {
     use super::*;
 
     fn conn(sk: u64) -> Connection {
-        let process = Arc::new(ProcessInfo { service_name: "s".into(), pid: 7, executable_name: "s".into(), host_name: "h".into() });
-        let mut c = Connection::new(Role::Server, "127.0.0.1:443".parse().ok(), "127.0.0.1:50000".parse().ok(), 1_000, false, process);
+        let process = Arc::new(ProcessInfo {
+            service_name: "s".into(),
+            pid: 7,
+            executable_name: "s".into(),
+            host_name: "h".into(),
+        });
+        let mut c = Connection::new(
+            Role::Server,
+            "127.0.0.1:443".parse().ok(),
+            "127.0.0.1:50000".parse().ok(),
+            1_000,
+            false,
+            process,
+        );
         c.sk = sk;
         c
     }

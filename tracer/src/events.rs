@@ -6,8 +6,8 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ProcEvent, SockAddr, SockCloseEvent,
-    SockOpenEvent, data_flags, direction, kind, sock_role, source,
+    DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ProcEvent, SockAddr, SockCloseEvent, SockOpenEvent, data_flags,
+    direction, kind, sock_role, source,
 };
 
 use crate::stream::Direction;
@@ -18,9 +18,21 @@ pub enum Event<'a> {
     SockOpen(SockOpen),
     /// `tls_bytes`: ciphertext received and sent under a Go `tls.Conn`, which the probes count
     /// instead of reporting each syscall. `sk`: as in [`SockOpen::sk`].
-    SockClose { tgid: u32, fd: i32, ts_ns: u64, reason: u32, tls_bytes: [u64; 2], sk: u64 },
-    ProcExec { tgid: u32, comm: String },
-    ProcExit { tgid: u32 },
+    SockClose {
+        tgid: u32,
+        fd: i32,
+        ts_ns: u64,
+        reason: u32,
+        tls_bytes: [u64; 2],
+        sk: u64,
+    },
+    ProcExec {
+        tgid: u32,
+        comm: String,
+    },
+    ProcExit {
+        tgid: u32,
+    },
 }
 
 /// One chunk of a data syscall's payload.
@@ -113,7 +125,14 @@ pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
         }
         kind::SOCK_CLOSE => {
             let ev: SockCloseEvent = read(bytes, hdr.kind)?;
-            Ok(Event::SockClose { tgid: hdr.tgid, fd: ev.fd, ts_ns: hdr.ts_ns, reason: ev.reason, tls_bytes: ev.tls_bytes, sk: ev.sk })
+            Ok(Event::SockClose {
+                tgid: hdr.tgid,
+                fd: ev.fd,
+                ts_ns: hdr.ts_ns,
+                reason: ev.reason,
+                tls_bytes: ev.tls_bytes,
+                sk: ev.sk,
+            })
         }
         kind::PROC_EXEC => {
             let ev: ProcEvent = read(bytes, hdr.kind)?;
@@ -227,7 +246,9 @@ mod tests {
             tls_bytes: [1234, 56789],
             sk: 0xffff_8881_0a2b_3c00,
         };
-        let Ok(Event::SockClose { tgid, fd, ts_ns, reason, tls_bytes, sk }) = parse(as_bytes(&ev)) else { panic!("not a close") };
+        let Ok(Event::SockClose { tgid, fd, ts_ns, reason, tls_bytes, sk }) = parse(as_bytes(&ev)) else {
+            panic!("not a close")
+        };
         assert_eq!((tgid, fd, ts_ns, reason, tls_bytes, sk), (42, 7, 5000, 2, [1234, 56789], 0xffff_8881_0a2b_3c00));
         assert!(parse(&as_bytes(&ev)[..size_of::<SockCloseEvent>() - 8]).is_err());
     }
@@ -242,7 +263,12 @@ mod tests {
             role: sock_role::ACCEPTED,
             _pad: [0; 7],
             local: SockAddr { family: 2, port: 443, _pad: 0, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
-            peer: SockAddr { family: 2, port: 50000, _pad: 0, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            peer: SockAddr {
+                family: 2,
+                port: 50000,
+                _pad: 0,
+                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
             sk: 0xffff_8881_0a2b_3c00,
         };
         let Ok(Event::SockOpen(o)) = parse(as_bytes(&ev)) else { panic!("not an open") };
@@ -263,7 +289,10 @@ mod tests {
         ev.total_len = 1;
         assert!(parse(as_bytes(&ev)).is_err());
         assert!(parse(&[1, 0, 0]).is_err());
-        assert!(parse(&[99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(
+            parse(&[99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .is_err()
+        );
         // Every truncation of a valid record is an error, never a panic.
         let ev = data_event(b"hello");
         let bytes = as_bytes(&ev);

@@ -73,10 +73,8 @@ pub enum Attached {
 impl GoTls {
     pub fn load(ebpf: &mut Ebpf, points: GoTlsProbesArg) -> Result<Self> {
         for name in PROGRAMS {
-            let prog: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("eBPF program {name} missing"))?
-                .try_into()?;
+            let prog: &mut UProbe =
+                ebpf.program_mut(name).ok_or_else(|| anyhow!("eBPF program {name} missing"))?.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
         }
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
@@ -158,7 +156,8 @@ impl GoTls {
                     self.detach_links(ebpf, links);
                     let _ = self.offsets.remove(&pid);
                     let _ = set_tgid_bit(&mut self.go_targets, pid, false);
-                    let e = anyhow::Error::new(e).context(format!("attaching a uprobe at {offset:#x} of {}", exe.display()));
+                    let e = anyhow::Error::new(e)
+                        .context(format!("attaching a uprobe at {offset:#x} of {}", exe.display()));
                     return Err(e);
                 }
             }
@@ -174,7 +173,8 @@ impl GoTls {
         let _ = self.offsets.remove(&pid);
         let _ = set_tgid_bit(&mut self.go_targets, pid, false);
         // The process is gone or re-exec'd: its connections and calls in progress with it.
-        let stale: Vec<GoKey> = self.conn_fds.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
+        let stale: Vec<GoKey> =
+            self.conn_fds.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
         for k in stale {
             let _ = self.conn_fds.remove(&k);
         }
@@ -209,8 +209,12 @@ mod tests {
 
     #[test]
     fn ret_probes_are_attached_before_entries() {
-        let mut points = vec![(WRITE_ENTER, 1), (WRITE_RET, 2), (WRITE_RET, 3), (READ_ENTER, 4), (READ_RET, 5), (HANDSHAKE, 6)];
+        let mut points =
+            vec![(WRITE_ENTER, 1), (WRITE_RET, 2), (WRITE_RET, 3), (READ_ENTER, 4), (READ_RET, 5), (HANDSHAKE, 6)];
         rets_first(&mut points);
-        assert_eq!(points, [(WRITE_RET, 2), (WRITE_RET, 3), (READ_RET, 5), (WRITE_ENTER, 1), (READ_ENTER, 4), (HANDSHAKE, 6)]);
+        assert_eq!(
+            points,
+            [(WRITE_RET, 2), (WRITE_RET, 3), (READ_RET, 5), (WRITE_ENTER, 1), (READ_ENTER, 4), (HANDSHAKE, 6)]
+        );
     }
 }

@@ -95,7 +95,8 @@ impl<'a> Btf<'a> {
             let start = hdr_len as usize + off as usize;
             data.get(start..start + len as usize).ok_or_else(|| anyhow!("BTF section out of bounds"))
         };
-        let mut btf = Btf { types: section(type_off, type_len)?, strings: section(str_off, str_len)?, starts: Vec::new() };
+        let mut btf =
+            Btf { types: section(type_off, type_len)?, strings: section(str_off, str_len)?, starts: Vec::new() };
         let mut pos = 0;
         while pos < btf.types.len() {
             btf.starts.push(pos as u32);
@@ -159,7 +160,10 @@ impl<'a> Btf<'a> {
     /// anonymous unions and structs.
     fn member_offset(&self, pos: usize, field: &str) -> Result<u32> {
         self.find_member(pos, field, 0)?.ok_or_else(|| {
-            let name = self.header(pos).map(|t| String::from_utf8_lossy(self.name(t.name_off)).into_owned()).unwrap_or_default();
+            let name = self
+                .header(pos)
+                .map(|t| String::from_utf8_lossy(self.name(t.name_off)).into_owned())
+                .unwrap_or_default();
             anyhow!("kernel struct {name} has no field {field}")
         })
     }
@@ -234,12 +238,16 @@ mod tests {
         let common = btf.find_struct("sock_common").unwrap();
         let e = btf.member_offset(common, "no_such_field").unwrap_err();
         assert_eq!(e.to_string(), "kernel struct sock_common has no field no_such_field");
-        assert_eq!(btf.find_struct("no_such_struct_xyz").unwrap_err().to_string(), "kernel BTF has no struct no_such_struct_xyz");
+        assert_eq!(
+            btf.find_struct("no_such_struct_xyz").unwrap_err().to_string(),
+            "kernel BTF has no struct no_such_struct_xyz"
+        );
         assert!(Btf::parse(b"not btf at all").is_err());
         assert!(Btf::parse(&data[..100]).is_err(), "truncated");
         // Cut anywhere: an error, never a panic.
         for cut in (24..data.len()).step_by(data.len() / 97) {
-            let _ = Btf::parse(&data[..cut]).and_then(|b| b.find_struct("sock").and_then(|s| b.member_offset(s, "sk_protocol")));
+            let _ = Btf::parse(&data[..cut])
+                .and_then(|b| b.find_struct("sock").and_then(|s| b.member_offset(s, "sk_protocol")));
         }
         assert!(sock_offsets(Path::new("/nonexistent/btf")).is_err());
     }

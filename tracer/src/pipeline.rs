@@ -47,7 +47,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(ebpf: Ebpf, gotls: GoTls, targets: Targets, max_connections: usize, assembler: Assembler, export: ExportHandle) -> Self {
+    pub fn new(
+        ebpf: Ebpf,
+        gotls: GoTls,
+        targets: Targets,
+        max_connections: usize,
+        assembler: Assembler,
+        export: ExportHandle,
+    ) -> Self {
         Pipeline {
             ebpf,
             gotls,
@@ -100,17 +107,19 @@ impl Pipeline {
                 }
             }
             Event::SockOpen(o) => self.open(o, false),
-            Event::SockClose { tgid, fd, ts_ns, tls_bytes, sk, .. } => match self.conns.remove_closed(&ConnKey { tgid, fd }, sk) {
-                Ok(Some(mut conn)) => {
-                    conn.add_tls_bytes(tls_bytes);
-                    self.assembler.on_close(conn, ts_ns, &mut self.spans);
+            Event::SockClose { tgid, fd, ts_ns, tls_bytes, sk, .. } => {
+                match self.conns.remove_closed(&ConnKey { tgid, fd }, sk) {
+                    Ok(Some(mut conn)) => {
+                        conn.add_tls_bytes(tls_bytes);
+                        self.assembler.on_close(conn, ts_ns, &mut self.spans);
+                    }
+                    Ok(None) => {}
+                    Err(StaleClose) => {
+                        self.stats.stale_closes += 1;
+                        tracing::debug!(tgid, fd, "close of the fd's previous socket, come after the next one's open");
+                    }
                 }
-                Ok(None) => {}
-                Err(StaleClose) => {
-                    self.stats.stale_closes += 1;
-                    tracing::debug!(tgid, fd, "close of the fd's previous socket, come after the next one's open");
-                }
-            },
+            }
             Event::ProcExec { tgid, comm } => {
                 let result = if self.targets.is_active(tgid) {
                     self.exec(tgid, &comm)
@@ -159,7 +168,16 @@ impl Pipeline {
         let now = Clock::ktime_now();
         let count = existing.len();
         for c in existing {
-            let o = SockOpen { tgid: pid, fd: c.fd, ts_ns: now, role: c.role, listen_fd: None, local: Some(c.local), peer: Some(c.peer), sk: 0 };
+            let o = SockOpen {
+                tgid: pid,
+                fd: c.fd,
+                ts_ns: now,
+                role: c.role,
+                listen_fd: None,
+                local: Some(c.local),
+                peer: Some(c.peer),
+                sk: 0,
+            };
             self.open(o, true);
         }
         self.flush();

@@ -56,15 +56,15 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         prog.load().map_err(|e| load_error(name, e))?;
         prog.attach(name).map_err(|e| anyhow!("attaching raw tracepoint {name} failed: {e}"))?;
     }
-    let mut tracepoints = vec![("inet_sock_set_state", "sock"), ("sched_process_exec", "sched"), ("sched_process_exit", "sched")];
+    let mut tracepoints =
+        vec![("inet_sock_set_state", "sock"), ("sched_process_exec", "sched"), ("sched_process_exit", "sched")];
     if mode == probe_mode::SOCKET {
         tracepoints.push(("tcp_destroy_sock", "tcp"));
     }
     for (name, category) in tracepoints {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
         prog.load().map_err(|e| load_error(name, e))?;
-        prog.attach(category, name)
-            .map_err(|e| anyhow!("attaching tracepoint {category}:{name} failed: {e}"))?;
+        prog.attach(category, name).map_err(|e| anyhow!("attaching tracepoint {category}:{name} failed: {e}"))?;
     }
     if cli.empty_probes {
         tracing::warn!("--empty-probes: every probe returns at once, nothing will be traced");
@@ -81,11 +81,12 @@ fn choose_probe_mode(cli: &Cli) -> Result<(u32, SockOffsets)> {
         tracing::info!("capturing socket I/O with sys_enter/sys_exit (--probe-mode syscalls)");
         return Ok((probe_mode::SYSCALLS, SockOffsets::default()));
     }
-    let available = if ![TRACEFS, TRACEFS_DEBUGFS].iter().any(|t| Path::new(t).join("events/sock/sock_recv_length").is_dir()) {
-        Err(anyhow!("the kernel has no sock:sock_send_length/sock_recv_length tracepoints (Linux 6.3+)"))
-    } else {
-        kernel_btf::sock_offsets(&cli.btf_path)
-    };
+    let available =
+        if ![TRACEFS, TRACEFS_DEBUGFS].iter().any(|t| Path::new(t).join("events/sock/sock_recv_length").is_dir()) {
+            Err(anyhow!("the kernel has no sock:sock_send_length/sock_recv_length tracepoints (Linux 6.3+)"))
+        } else {
+            kernel_btf::sock_offsets(&cli.btf_path)
+        };
     match available {
         Ok(offsets) => {
             tracing::info!("capturing socket I/O with the sock_send_length/sock_recv_length tracepoints");
@@ -169,9 +170,7 @@ fn ensure_tracefs() -> Result<()> {
     }
     let mount = || -> io::Result<()> {
         let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
-        let rc = unsafe {
-            libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
-        };
+        let rc = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

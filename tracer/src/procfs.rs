@@ -87,9 +87,8 @@ pub fn parse_tcp_line(line: &str) -> Option<(u64, TcpSocket)> {
 fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let words: Option<Vec<u32>> = (0..addr.len() / 8)
-        .map(|i| addr.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok()))
-        .collect();
+    let words: Option<Vec<u32>> =
+        (0..addr.len() / 8).map(|i| addr.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok())).collect();
     let words = words?;
     let ip = match words.len() {
         1 => IpAddr::V4(Ipv4Addr::from(words[0].to_le_bytes())),
@@ -124,7 +123,8 @@ mod tests {
         assert_eq!(inode, 777);
         assert_eq!(s.local.to_string(), "[::1]:8080");
         assert_eq!(s.state, TCP_LISTEN);
-        let mapped = "   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:9C40 01 0 0 0 0 0 99 1";
+        let mapped =
+            "   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:9C40 01 0 0 0 0 0 99 1";
         assert_eq!(parse_tcp_line(mapped).unwrap().1.remote.to_string(), "127.0.0.1:40000");
         assert_eq!(parse_tcp_line("garbage"), None);
         assert_eq!(parse_tcp_line("  sl  local_address rem_address   st"), None);

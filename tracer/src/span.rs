@@ -298,7 +298,9 @@ pub fn recycle(spans: impl IntoIterator<Item = SpanRecord>) {
 
 impl Spare {
     fn keep_text(&mut self, mut text: String) {
-        if self.texts.len() < SPARE_TEXTS_MAX && (TEXT_MIN_CAPACITY..=SPARE_TEXT_CAPACITY_MAX).contains(&text.capacity()) {
+        if self.texts.len() < SPARE_TEXTS_MAX
+            && (TEXT_MIN_CAPACITY..=SPARE_TEXT_CAPACITY_MAX).contains(&text.capacity())
+        {
             text.clear();
             self.texts.push(text);
         }
@@ -310,7 +312,12 @@ mod tests {
     use super::*;
 
     fn span(name: String, attributes: Attributes) -> SpanRecord {
-        let process = Arc::new(ProcessInfo { service_name: "s".into(), pid: 1, executable_name: "e".into(), host_name: "h".into() });
+        let process = Arc::new(ProcessInfo {
+            service_name: "s".into(),
+            pid: 1,
+            executable_name: "e".into(),
+            host_name: "h".into(),
+        });
         SpanRecord {
             trace_id: [1; 16],
             span_id: [2; 8],

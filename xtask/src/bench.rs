@@ -318,7 +318,12 @@ impl Ctx {
         let endpoint = self.sink.as_ref().map(OtlpSink::endpoint);
         let mut args: Vec<&str> = extra.to_vec();
         if let Some(e) = &endpoint {
-            args.extend(["--otlp-endpoint", e, "--otlp-protocol", if self.export == Export::OtlpHttp { "http" } else { "grpc" }]);
+            args.extend([
+                "--otlp-endpoint",
+                e,
+                "--otlp-protocol",
+                if self.export == Export::OtlpHttp { "http" } else { "grpc" },
+            ]);
         }
         Tracer::start(&self.tracer, &self.work, pid, &args)
     }
@@ -353,7 +358,10 @@ pub fn run(quick: bool) -> Result<()> {
     let tracer = tracer_binary(&root, &work)?;
     let sink = match export {
         Export::None => None,
-        _ => Some(OtlpSink::start(&crate::setup::build_go_program("otlp-sink", "bench_otlp_sink", &["-ldflags=-s -w"])?, &work)?),
+        _ => Some(OtlpSink::start(
+            &crate::setup::build_go_program("otlp-sink", "bench_otlp_sink", &["-ldflags=-s -w"])?,
+            &work,
+        )?),
     };
     let gcc = tools["gcc"].clone();
     let mut ctx = Ctx {
@@ -377,7 +385,10 @@ pub fn run(quick: bool) -> Result<()> {
     // one fd per connection, in different processes).
     if nofile < ctx.p.live_conns as u64 + 1000 {
         let n = (nofile.saturating_sub(1000)) as usize;
-        let w = format!("RLIMIT_NOFILE is {nofile} (hard limit): live connections lowered from {} to {n}", ctx.p.live_conns);
+        let w = format!(
+            "RLIMIT_NOFILE is {nofile} (hard limit): live connections lowered from {} to {n}",
+            ctx.p.live_conns
+        );
         say(format!("warning: {w}"));
         ctx.warnings.push(w);
         ctx.p.live_conns = n;
@@ -431,7 +442,8 @@ pub fn run(quick: bool) -> Result<()> {
         match sink.counts() {
             Ok(c) => {
                 if c.malformed > 0 {
-                    let w = format!("the OTLP sink received {} requests that were not valid OTLP protobuf", c.malformed);
+                    let w =
+                        format!("the OTLP sink received {} requests that were not valid OTLP protobuf", c.malformed);
                     say(format!("warning: {w}"));
                     ctx.warnings.push(w);
                 }
@@ -476,7 +488,8 @@ pub fn run(quick: bool) -> Result<()> {
     }
     println!();
     println!("report: {} ({} run, {:.0} s)", path.display(), ctx.p.mode, elapsed);
-    let missed: Vec<&str> = ctx.scenarios.iter().filter(|s| s.meets() == Some(false)).map(|s| s.name.as_str()).collect();
+    let missed: Vec<&str> =
+        ctx.scenarios.iter().filter(|s| s.meets() == Some(false)).map(|s| s.name.as_str()).collect();
     if !missed.is_empty() {
         println!("budgets missed: {}", missed.join(", "));
     }
@@ -504,8 +517,14 @@ fn find_tool(bin: &str) -> Option<PathBuf> {
 
 /// wrk, h2load, nginx, etcd, gcc and openssl, installed with apt-get when missing.
 fn ensure_tools() -> Result<BTreeMap<&'static str, PathBuf>> {
-    const TOOLS: &[(&str, &str)] =
-        &[("wrk", "wrk"), ("h2load", "nghttp2-client"), ("nginx", "nginx-light"), ("etcd", "etcd-server"), ("gcc", "gcc"), ("openssl", "openssl")];
+    const TOOLS: &[(&str, &str)] = &[
+        ("wrk", "wrk"),
+        ("h2load", "nghttp2-client"),
+        ("nginx", "nginx-light"),
+        ("etcd", "etcd-server"),
+        ("gcc", "gcc"),
+        ("openssl", "openssl"),
+    ];
     let missing: Vec<&str> = TOOLS.iter().filter(|(b, _)| find_tool(b).is_none()).map(|(_, p)| *p).collect();
     if !missing.is_empty() {
         crate::setup::apt_install(&missing, "the bench drives real servers and load generators")?;
@@ -580,9 +599,15 @@ fn machine_info(root: &Path, ctx: &Ctx) -> Value {
         })
         .collect();
     let git = |args: &[&str]| {
-        Command::new("git").args(args).current_dir(root).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
-    let dirty = git(&["status", "--porcelain", "--", "tracer", "tracer-ebpf", "tracer-common"]).is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--", "tracer", "tracer-ebpf", "tracer-common"]).is_some_and(|s| !s.is_empty());
     json!({
         "cpu_model": model,
         "cores": cores,
@@ -734,7 +759,13 @@ struct ArmRuns<T> {
 
 impl<T> Default for ArmRuns<T> {
     fn default() -> Self {
-        ArmRuns { base: Vec::new(), traced: Vec::new(), agent: Vec::new(), empty_probes: Vec::new(), host: Default::default() }
+        ArmRuns {
+            base: Vec::new(),
+            traced: Vec::new(),
+            agent: Vec::new(),
+            empty_probes: Vec::new(),
+            host: Default::default(),
+        }
     }
 }
 
@@ -793,7 +824,14 @@ fn wrk_rounds(
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<ArmRuns<WrkResult>> {
     let p = &ctx.p;
-    load_rounds(ctx, label, pid, p.wrk_secs, &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs), check_alive)
+    load_rounds(
+        ctx,
+        label,
+        pid,
+        p.wrk_secs,
+        &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs),
+        check_alive,
+    )
 }
 
 /// Rounds of an HTTP load (`run` for `secs` seconds) on the server `pid`, after a 2 s warm-up
@@ -807,7 +845,8 @@ fn load_rounds(
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<ArmRuns<WrkResult>> {
     run(2).context("warm-up")?;
-    let describe = |r: &WrkResult| format!("{:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms);
+    let describe =
+        |r: &WrkResult| format!("{:>9.0} req/s p50 {:.3} ms p99 {:.3} ms", r.req_per_sec, r.p50_ms, r.p99_ms);
     arm_rounds(ctx, label, pid, &|| run(secs), describe, check_alive)
 }
 
@@ -838,7 +877,11 @@ fn arm_rounds<T>(
                     runs.host[1].push(h);
                     say(format!(
                         "{head} traced:   {} | agent {:.2} s CPU, events {}, spans {}, lost {}",
-                        describe(&r), a.cpu_s, a.stat("events"), a.stat("spans"), a.stat("lost_ringbuf_full")
+                        describe(&r),
+                        a.cpu_s,
+                        a.stat("events"),
+                        a.stat("spans"),
+                        a.stat("lost_ringbuf_full")
                     ));
                     runs.traced.push(r);
                     runs.agent.push(a);
@@ -889,7 +932,15 @@ fn push_wrk_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, con
             .samples(col(base, |r| r.p99_ms), col(tr, |r| r.p99_ms))
             .note(conf.clone()),
     );
-    push_empty_probe_scenarios(ctx, &prefix, "req/s", (base, &runs.empty_probes), &conf, |r| r.req_per_sec, |r| r.p99_ms);
+    push_empty_probe_scenarios(
+        ctx,
+        &prefix,
+        "req/s",
+        (base, &runs.empty_probes),
+        &conf,
+        |r| r.req_per_sec,
+        |r| r.p99_ms,
+    );
     push_host_scenarios(ctx, &prefix, runs, |r| r.requests);
 }
 
@@ -905,7 +956,9 @@ fn export_summary(ctx: &mut Ctx, label: &str, agent: &[AgentRun]) -> String {
     let received: u64 = agent.iter().map(|a| a.sink_spans).sum();
     let sink_cpu: f64 = agent.iter().map(|a| a.sink_cpu_s).sum();
     if dropped > 0 || received != exported {
-        let w = format!("{label}: {dropped} spans dropped before export; {exported} exported, {received} received by the OTLP sink");
+        let w = format!(
+            "{label}: {dropped} spans dropped before export; {exported} exported, {received} received by the OTLP sink"
+        );
         say(format!("warning: {w}"));
         ctx.warnings.push(w);
     }
@@ -931,7 +984,9 @@ fn push_empty_probe_scenarios<T>(
     if empty.is_empty() {
         return;
     }
-    let note = format!("{conf}; baseline untraced, traced = the tracer with --empty-probes: every hook attached, every program returning at its first instruction");
+    let note = format!(
+        "{conf}; baseline untraced, traced = the tracer with --empty-probes: every hook attached, every program returning at its first instruction"
+    );
     ctx.scenarios.push(
         Scenario::new(&format!("{prefix}_throughput_empty_probes"), unit, Budget::None)
             .samples(col(base, throughput), col(empty, throughput))
@@ -952,7 +1007,9 @@ fn push_empty_probe_scenarios<T>(
 fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, requests: fn(&T) -> u64) {
     let per_request = |rs: &[T], hs: &[HostCost], f: fn(&HostCost) -> f64| per_request(rs, hs, requests, f);
     let [base, traced, empty] = &runs.host;
-    let busy = |hs: &[HostCost]| fmt_opt(median(&hs.iter().map(|h| h.machine_busy_s / h.wall_s.max(1e-9)).collect::<Vec<_>>()));
+    let busy = |hs: &[HostCost]| {
+        fmt_opt(median(&hs.iter().map(|h| h.machine_busy_s / h.wall_s.max(1e-9)).collect::<Vec<_>>()))
+    };
     let machine_note = format!(
         "all CPUs' busy time (/proc/stat: user, nice, system, irq, softirq) per request: server, load generator, agent, OTLP sink and kernel together; CPUs busy: {} of {} untraced, {} traced (medians)",
         busy(base),
@@ -969,13 +1026,13 @@ fn push_host_scenarios<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, reques
                 .note(format!("{what}{empty_note}")),
         );
     };
-    push("server_cpu_per_request", "us CPU", |h| h.server_cpu_s * 1e6, "the server's utime+stime (all threads) per request");
     push(
-        "machine_cpu_per_request",
+        "server_cpu_per_request",
         "us CPU",
-        |h| h.machine_busy_s * 1e6,
-        &machine_note,
+        |h| h.server_cpu_s * 1e6,
+        "the server's utime+stime (all threads) per request",
     );
+    push("machine_cpu_per_request", "us CPU", |h| h.machine_busy_s * 1e6, &machine_note);
     push(
         "wakeup_ipis_per_request",
         "IPIs",
@@ -1004,7 +1061,8 @@ const THROUGHPUT_BUDGET: f64 = 0.98;
 /// syscalls and what they cause), per request. The ratio says how many times over it is.
 fn push_tracer_cpu_scenario<T>(ctx: &mut Ctx, prefix: &str, runs: &ArmRuns<T>, requests: fn(&T) -> u64) {
     let [base_host, traced_host, _] = &runs.host;
-    let allowance = per_request(&runs.base, base_host, requests, |h| h.machine_busy_s * 1e6 * (1.0 / THROUGHPUT_BUDGET - 1.0));
+    let allowance =
+        per_request(&runs.base, base_host, requests, |h| h.machine_busy_s * 1e6 * (1.0 / THROUGHPUT_BUDGET - 1.0));
     let Some(base_server) = median(&per_request(&runs.base, base_host, requests, |h| h.server_cpu_s * 1e6)) else {
         return;
     };
@@ -1039,14 +1097,23 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
     let runs = wrk_rounds(ctx, "nginx", nginx.pid(), &nginx.url(), &mut || nginx.check_alive())?;
-    let conf = format!("wrk -t1 -c{} -d{}s, {} B static file, {} rounds", p.wrk_conns, p.wrk_secs, servers::INDEX_SIZE, p.rounds);
+    let conf = format!(
+        "wrk -t1 -c{} -d{}s, {} B static file, {} rounds",
+        p.wrk_conns,
+        p.wrk_secs,
+        servers::INDEX_SIZE,
+        p.rounds
+    );
     push_wrk_scenarios(ctx, "nginx", &runs, conf, "");
     let (tr, agent) = (&runs.traced, &runs.agent);
-    let cpu_per_1k: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
+    let cpu_per_1k: Vec<f64> =
+        agent.iter().zip(tr).map(|(a, r)| a.cpu_s * 1000.0 / (r.requests as f64 / 1000.0)).collect();
     let cores: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.cpu_s / r.seconds).collect();
-    let events_per_req: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
+    let events_per_req: Vec<f64> =
+        agent.iter().zip(tr).map(|(a, r)| a.stat("events") as f64 / r.requests as f64).collect();
     let switches_per_s: Vec<f64> = agent.iter().zip(tr).map(|(a, r)| a.switches as f64 / r.seconds).collect();
-    let events_per_switch: Vec<f64> = agent.iter().map(|a| a.stat("events") as f64 / a.switches.max(1) as f64).collect();
+    let events_per_switch: Vec<f64> =
+        agent.iter().map(|a| a.stat("events") as f64 / a.switches.max(1) as f64).collect();
     ctx.scenarios.push(
         Scenario::new("agent_cpu_per_1k_requests", "ms CPU", Budget::None)
             .samples(Vec::new(), cpu_per_1k)
@@ -1064,10 +1131,7 @@ fn nginx_scenario(ctx: &mut Ctx) -> Result<()> {
             .samples(Vec::new(), agent.iter().map(|a| a.hwm_kib as f64 / 1024.0).collect())
             .note("VmHWM of the agent after a traced nginx run"),
     );
-    ctx.extra.insert(
-        "nginx_agent_runs",
-        agent_runs_json(agent),
-    );
+    ctx.extra.insert("nginx_agent_runs", agent_runs_json(agent));
     Ok(())
 }
 
@@ -1095,7 +1159,8 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
         }
     };
     let describe = |r: &R| format!("{:>8.0} calls/s p50 {:.3} ms p99 {:.3} ms", r.ops, r.p50, r.p99);
-    let runs = arm_rounds(ctx, "etcd", etcd.pid(), &|| run_load().map(summarize), describe, &mut || etcd.check_alive())?;
+    let runs =
+        arm_rounds(ctx, "etcd", etcd.pid(), &|| run_load().map(summarize), describe, &mut || etcd.check_alive())?;
     let (base, tr, agent) = (&runs.base, &runs.traced, &runs.agent);
     let errors: u64 = base.iter().chain(tr).chain(&runs.empty_probes).map(|r| r.errors).sum();
     let mut conf = format!(
@@ -1119,10 +1184,16 @@ fn etcd_scenario(ctx: &mut Ctx) -> Result<()> {
                 events as f64 / calls.max(1) as f64
             )),
     );
-    ctx.scenarios
-        .push(Scenario::new("etcd_latency_p50", "ms", Budget::None).samples(col(base, |r| r.p50), col(tr, |r| r.p50)).note(conf.clone()));
-    ctx.scenarios
-        .push(Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03)).samples(col(base, |r| r.p99), col(tr, |r| r.p99)).note(conf.clone()));
+    ctx.scenarios.push(
+        Scenario::new("etcd_latency_p50", "ms", Budget::None)
+            .samples(col(base, |r| r.p50), col(tr, |r| r.p50))
+            .note(conf.clone()),
+    );
+    ctx.scenarios.push(
+        Scenario::new("etcd_latency_p99", "ms", Budget::MaxRatio(1.03))
+            .samples(col(base, |r| r.p99), col(tr, |r| r.p99))
+            .note(conf.clone()),
+    );
     push_empty_probe_scenarios(ctx, "etcd", "calls/s", (base, &runs.empty_probes), &conf, |r| r.ops, |r| r.p99);
     push_host_scenarios(ctx, "etcd", &runs, |r| r.calls);
     ctx.extra.insert("etcd_agent_runs", agent_runs_json(agent));
@@ -1224,7 +1295,10 @@ fn push_go_tls_scenarios(ctx: &mut Ctx, label: &str, runs: &ArmRuns<WrkResult>, 
     let requests: u64 = runs.traced.iter().map(|r| r.requests).sum();
     let no_socket: u64 = runs.agent.iter().map(|a| a.stat("go_tls_no_socket")).sum();
     let cpu: f64 = runs.agent.iter().map(|a| a.cpu_s).sum();
-    let extra = format!(", {no_socket} TLS calls without a socket, agent {:.3} ms CPU per 1k requests", cpu * 1e3 / (requests.max(1) as f64 / 1e3));
+    let extra = format!(
+        ", {no_socket} TLS calls without a socket, agent {:.3} ms CPU per 1k requests",
+        cpu * 1e3 / (requests.max(1) as f64 / 1e3)
+    );
     push_wrk_scenarios(ctx, label, runs, conf, &extra);
 }
 
@@ -1307,8 +1381,16 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     }
     // What one probe hit costs here: Go TLS probes are uprobes, and every hit is a trap, or two.
     for (which, name, what) in [
-        ("branch", "uprobe_hit_cost_emulated", "a uprobe on a call instruction, which the kernel emulates: one trap (where the Go TLS probes go when the binary allows)"),
-        ("ret", "uprobe_hit_cost_single_stepped", "a uprobe on a ret instruction, which the kernel single-steps out of line: two traps (as at a Go function's RETs)"),
+        (
+            "branch",
+            "uprobe_hit_cost_emulated",
+            "a uprobe on a call instruction, which the kernel emulates: one trap (where the Go TLS probes go when the binary allows)",
+        ),
+        (
+            "ret",
+            "uprobe_hit_cost_single_stepped",
+            "a uprobe on a ret instruction, which the kernel single-steps out of line: two traps (as at a Go function's RETs)",
+        ),
     ] {
         let (mut plain, mut probed) = (Vec::new(), Vec::new());
         let offset = load::probe_offset(&bin, &ctx.work, which)?;
@@ -1372,7 +1454,10 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
             "final_stats": a.stats,
         }));
         if lost > 0 || saturated {
-            say(format!("ceiling reached at -c{conns}: {}", if lost > 0 { "events lost" } else { "agent saturates a core" }));
+            say(format!(
+                "ceiling reached at -c{conns}: {}",
+                if lost > 0 { "events lost" } else { "agent saturates a core" }
+            ));
             break;
         }
     }
@@ -1390,7 +1475,11 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
                 l["lost_ringbuf_full"],
                 num(l, "traced_req_per_s"),
                 l["wrk_connections"],
-                if num(l, "traced_req_per_s") >= TARGET_RPS { "" } else { "; 50k req/s not reached on this machine, judged at the highest rate reached" }
+                if num(l, "traced_req_per_s") >= TARGET_RPS {
+                    ""
+                } else {
+                    "; 50k req/s not reached on this machine, judged at the highest rate reached"
+                }
             ),
         ),
         None => (false, "no level measured".into()),
@@ -1406,14 +1495,21 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
     });
     let stop = stop.unwrap_or_default();
     ctx.scenarios.push(
-        Scenario::new("ceiling_zero_loss_req_per_s", "req/s", Budget::Given(ok, "0 lost events at 50k req/s (or highest reached)"))
-            .values(best.map(|l| num(l, "untraced_req_per_s")), best.map(|l| num(l, "traced_req_per_s")))
-            .note(format!("wrk -t2, default ring (8 MiB); {judged_note}; {stop}")),
+        Scenario::new(
+            "ceiling_zero_loss_req_per_s",
+            "req/s",
+            Budget::Given(ok, "0 lost events at 50k req/s (or highest reached)"),
+        )
+        .values(best.map(|l| num(l, "untraced_req_per_s")), best.map(|l| num(l, "traced_req_per_s")))
+        .note(format!("wrk -t2, default ring (8 MiB); {judged_note}; {stop}")),
     );
     ctx.scenarios.push(
         Scenario::new("ceiling_zero_loss_events_per_s", "events/s", Budget::None)
             .values(None, best.map(|l| num(l, "events_per_s")))
-            .note(format!("ring-buffer events/s decoded with zero drops, agent at {} of a core", fmt_opt(best.map(|l| num(l, "agent_core_fraction"))))),
+            .note(format!(
+                "ring-buffer events/s decoded with zero drops, agent at {} of a core",
+                fmt_opt(best.map(|l| num(l, "agent_core_fraction")))
+            )),
     );
     ctx.extra.insert("ceiling_levels", json!(levels));
     Ok(())
@@ -1507,7 +1603,9 @@ fn bpf_stats_scenario(ctx: &mut Ctx) -> Result<()> {
 
     let mut rows = Vec::new();
     let mut total_ns_b = 0u64;
-    for (phase, d) in [("untraced getppid loop", bpfstats::delta(&s0, &s1)), ("nginx under wrk", bpfstats::delta(&s1, &s2))] {
+    for (phase, d) in
+        [("untraced getppid loop", bpfstats::delta(&s0, &s1)), ("nginx under wrk", bpfstats::delta(&s1, &s2))]
+    {
         for prog in d {
             let per = if prog.run_cnt > 0 { prog.run_time_ns as f64 / prog.run_cnt as f64 } else { 0.0 };
             if phase == "nginx under wrk" {
@@ -1567,7 +1665,10 @@ fn agent_instructions_scenario(ctx: &mut Ctx) -> Result<()> {
     let valgrind = match find_tool("valgrind") {
         Some(v) => v,
         None => {
-            crate::setup::apt_install(&["valgrind"], "the bench counts the agent's instructions per span with callgrind")?;
+            crate::setup::apt_install(
+                &["valgrind"],
+                "the bench counts the agent's instructions per span with callgrind",
+            )?;
             find_tool("valgrind").context("valgrind is still missing after installing it")?
         }
     };

@@ -22,7 +22,12 @@ pub fn run(seconds_each: u32) -> Result<()> {
         .current_dir(&root)
         .output()
         .context("cargo fuzz list")?;
-    let targets: Vec<String> = String::from_utf8_lossy(&list.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let targets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     if targets.is_empty() {
         bail!("no fuzz targets found in fuzz/");
     }
@@ -50,7 +55,10 @@ pub fn run(seconds_each: u32) -> Result<()> {
             for l in &lines[lines.len().saturating_sub(CRASH_TAIL_LINES)..] {
                 eprintln!("    {l}");
             }
-            bail!("fuzz target {t} failed ({st}; a crash input is under fuzz/artifacts/{t}, the log is {})", log_path.display());
+            bail!(
+                "fuzz target {t} failed ({st}; a crash input is under fuzz/artifacts/{t}, the log is {})",
+                log_path.display()
+            );
         }
         if let Some(done) = text.lines().find(|l| l.starts_with("Done ")) {
             eprintln!("xtask: {t}: {done}");
@@ -64,7 +72,13 @@ fn ensure_cargo_fuzz() -> Result<()> {
     let ok = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-        status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", &format!("^{CARGO_FUZZ_VERSION}")]))?;
+        status(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            &format!("^{CARGO_FUZZ_VERSION}"),
+        ]))?;
     }
     Ok(())
 }

@@ -115,7 +115,9 @@ fn test(args: &[String]) -> Result<()> {
     let tracer = workspace_root().join("target/debug/tracer");
     let go_programs = setup::build_go_programs()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "tracer-ebpf", "--no-fail-fast"]).args(args).env("TRACER_BIN", &tracer);
+    cmd.args(["test", "--workspace", "--exclude", "tracer-ebpf", "--no-fail-fast"])
+        .args(args)
+        .env("TRACER_BIN", &tracer);
     cmd.envs(go_programs.iter().cloned());
     let first = testlog::run(&mut cmd, "cargo test --workspace");
     // This kernel has the socket hooks, which the tracer picks. The syscall hooks are its fallback
@@ -124,13 +126,19 @@ fn test(args: &[String]) -> Result<()> {
     // call.
     let protocols = ["http1", "http2", "etcd", "tls"];
     let fallback_env = [("ITEST_PROBE_MODE", "syscalls"), ("ITEST_GO_TLS_PROBES", "entry-and-rets")];
-    eprintln!("xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)");
-    let fallback = testlog::run(&mut suites(&tracer, &go_programs, &protocols, &fallback_env, args), "cargo test (fallback hooks)");
+    eprintln!(
+        "xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)"
+    );
+    let fallback = testlog::run(
+        &mut suites(&tracer, &go_programs, &protocols, &fallback_env, args),
+        "cargo test (fallback hooks)",
+    );
     // Between the two sets of Go TLS probe points, the one `auto` falls back to when a Read has
     // no plaintext copy to probe: Read at its RETs alone, its arguments from their spill slots.
     eprintln!("xtask: the Go TLS suite again, with Read probed at its RETs (ITEST_GO_TLS_PROBES=rets)");
     let rets_env = [("ITEST_GO_TLS_PROBES", "rets")];
-    let read_rets = testlog::run(&mut suites(&tracer, &go_programs, &["tls"], &rets_env, args), "cargo test (Go TLS Read RETs)");
+    let read_rets =
+        testlog::run(&mut suites(&tracer, &go_programs, &["tls"], &rets_env, args), "cargo test (Go TLS Read RETs)");
     // Fuzz even when a test failed, so one run shows everything; then end with what failed, as
     // the last lines of the log.
     let fuzz = fuzz::run(FUZZ_SECONDS_IN_TEST);
@@ -147,7 +155,13 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 /// `cargo test` of the integration test files `tests`, with the harness's `ITEST_*` settings `env`.
-fn suites(tracer: &Path, go_programs: &[(String, String)], tests: &[&str], env: &[(&str, &str)], args: &[String]) -> Command {
+fn suites(
+    tracer: &Path,
+    go_programs: &[(String, String)],
+    tests: &[&str],
+    env: &[(&str, &str)],
+    args: &[String],
+) -> Command {
     let mut cmd = cargo();
     cmd.args(["test", "--package", "integration-tests", "--no-fail-fast"]);
     cmd.args(tests.iter().flat_map(|t| ["--test", t])).args(args);
@@ -162,6 +176,8 @@ fn unsafe_geteuid() -> u32 {
     // Avoids a libc dependency: /proc/self/status has the effective uid second on the Uid line.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(u32::MAX)
 }

@@ -32,7 +32,8 @@ pub fn ensure_build_tools() -> Result<()> {
         status(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"]))?;
     }
     let components =
-        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])).unwrap_or_default();
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
+            .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to Rust {EBPF_TOOLCHAIN} (eBPF builds core from source)");
         status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))?;
@@ -46,7 +47,15 @@ pub fn ensure_build_tools() -> Result<()> {
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
     status(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
     .context("building bpf-linker")?;
@@ -67,7 +76,13 @@ pub fn apt_install(packages: &[&str], why: &str) -> Result<()> {
         bail!("{why}: install them as root with `apt-get install {list}`");
     }
     eprintln!("xtask: {why}: apt-get install {list}");
-    let install = || Command::new("apt-get").args(["install", "-y", "-q"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive").status();
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
     if install().is_ok_and(|s| s.success()) {
         return Ok(());
     }
@@ -99,11 +114,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 ];
 
 pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
-        .iter()
-        .filter(|(bin, _)| !on_path(bin))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
     if !missing.is_empty() {
         apt_install(&missing, "the integration tests need real servers and clients")?;
     }
@@ -111,8 +122,7 @@ pub fn ensure_test_tools() -> Result<()> {
 }
 
 fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         || Path::new("/usr/sbin").join(bin).is_file()
 }
 

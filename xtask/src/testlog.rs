@@ -27,7 +27,8 @@ pub struct Failure {
 /// Runs `cmd`, passing its stdout and stderr through, and returns the failures it reported.
 /// A run that fails without a failed test (a build error, a crash) is an error of its own.
 pub fn run(cmd: &mut Command, what: &str) -> Result<Vec<Failure>> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot run {cmd:?}"))?;
     let state = Arc::new(Mutex::new(Parser::default()));
     let out = pass_through(child.stdout.take().expect("piped"), std::io::stdout(), state.clone());
     let err = pass_through(child.stderr.take().expect("piped"), std::io::stderr(), state.clone());
@@ -41,7 +42,11 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<Vec<Failure>> {
     Ok(failures)
 }
 
-fn pass_through(from: impl Read + Send + 'static, mut to: impl Write + Send + 'static, state: Arc<Mutex<Parser>>) -> thread::JoinHandle<()> {
+fn pass_through(
+    from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+    state: Arc<Mutex<Parser>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(from);
         let mut line = Vec::new();
@@ -174,6 +179,16 @@ mod tests {
         let f = &p.failures[0];
         assert_eq!(f.name, "b");
         assert_eq!(f.binary, "tests/tls.rs (target/debug/deps/tls-abc)");
-        assert_eq!(f.report, ["tracer: log 1", "tracer: log 2", "", "thread 'b' panicked at tests/tls.rs:10:5:", "no span for GET /x", "[harness] the tracer's log"]);
+        assert_eq!(
+            f.report,
+            [
+                "tracer: log 1",
+                "tracer: log 2",
+                "",
+                "thread 'b' panicked at tests/tls.rs:10:5:",
+                "no span for GET /x",
+                "[harness] the tracer's log"
+            ]
+        );
     }
 }

@@ -128,7 +128,15 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
         }
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: now, fd, direction: direction::EGRESS, emitted: REPORTED_AT_ENTRY, _pad: [0; 2] };
+    let call = GoTlsCall {
+        buf: regs.rbx,
+        conn: regs.rax,
+        enter_ns: now,
+        fd,
+        direction: direction::EGRESS,
+        emitted: REPORTED_AT_ENTRY,
+        _pad: [0; 2],
+    };
     emit_call(pid_tgid, &call, regs.rcx as i64, now);
     0
 }
@@ -163,7 +171,15 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
         }
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let call = GoTlsCall { buf: regs.rbx, conn, enter_ns: now, fd, direction: direction::INGRESS, emitted: REPORTED_AT_ENTRY, _pad: [0; 2] };
+    let call = GoTlsCall {
+        buf: regs.rbx,
+        conn,
+        enter_ns: now,
+        fd,
+        direction: direction::INGRESS,
+        emitted: REPORTED_AT_ENTRY,
+        _pad: [0; 2],
+    };
     emit_call(pid_tgid, &call, n, now);
     0
 }
@@ -217,7 +233,15 @@ fn enter(ctx: &ProbeContext, dir: u8) {
         // Not known yet: the socket syscall this call makes will tell (see bind_syscall).
         ConnSocket::Unknown => -1,
     };
-    let mut call = GoTlsCall { buf: regs.rbx, conn: regs.rax, enter_ns: unsafe { bpf_ktime_get_ns() }, fd, direction: dir, emitted: 0, _pad: [0; 2] };
+    let mut call = GoTlsCall {
+        buf: regs.rbx,
+        conn: regs.rax,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        fd,
+        direction: dir,
+        emitted: 0,
+        _pad: [0; 2],
+    };
     let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };
     if dir == direction::EGRESS && fd >= 0 {
         // A goroutine whose stack must grow runs the function's entry twice (the prologue calls

@@ -1,5 +1,5 @@
 pub mod gotls;
 pub mod process;
 pub mod sock;
-pub mod syscalls;
 pub mod sockio;
+pub mod syscalls;

@@ -22,7 +22,6 @@ use crate::{
     userregs::{UserRegs, nr},
 };
 
-
 /// Field offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format (stable since 4.16).
 mod field {
     pub const SKADDR: usize = 8;

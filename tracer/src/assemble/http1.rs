@@ -131,7 +131,13 @@ impl Http1Conn {
         }
     }
 
-    fn on_request_event(&mut self, ctx: &SpanContext<'_>, ev: Http1Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+    fn on_request_event(
+        &mut self,
+        ctx: &SpanContext<'_>,
+        ev: Http1Event,
+        stats: &mut AssembleStats,
+        out: &mut Vec<SpanRecord>,
+    ) {
         match ev {
             Http1Event::Head { head: Head::Request(head), first_byte } => {
                 if &*head.method == "HEAD" {
@@ -147,9 +153,20 @@ impl Http1Conn {
                     Role::Server => first_byte.exit_ns,
                     Role::Client => first_byte.enter_ns,
                 };
-                let mut p = Pending { head, info, start_ns, request_body: None, truncated: false, response: None, answered: None, reported: false };
+                let mut p = Pending {
+                    head,
+                    info,
+                    start_ns,
+                    request_body: None,
+                    truncated: false,
+                    response: None,
+                    answered: None,
+                    reported: false,
+                };
                 // A response can only answer a request that started before it.
-                if let Some(o) = self.orphan.take().filter(|o| self.pending.is_empty() && start_ns <= o.first_byte.exit_ns) {
+                if let Some(o) =
+                    self.orphan.take().filter(|o| self.pending.is_empty() && start_ns <= o.first_byte.exit_ns)
+                {
                     p.response = Some((o.status, o.first_byte));
                     p.answered = o.end;
                     if o.end.is_none() {
@@ -197,7 +214,14 @@ impl Http1Conn {
         }
     }
 
-    fn on_response_event(&mut self, ctx: &SpanContext<'_>, ev: Http1Event, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+    fn on_response_event(
+        &mut self,
+        ctx: &SpanContext<'_>,
+        ev: Http1Event,
+        seg: &Segment<'_>,
+        stats: &mut AssembleStats,
+        out: &mut Vec<SpanRecord>,
+    ) {
         match ev {
             Http1Event::Head { head: Head::Response(r), first_byte } => {
                 // Interim responses (100 Continue) precede the real one; 101 is final.
@@ -316,7 +340,8 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
         (Role::Client, Some(s)) => s >= 400,
         _ => false,
     };
-    let status = if error { SpanStatus::Error(format!("HTTP {}", status_code.unwrap_or(0))) } else { SpanStatus::Unset };
+    let status =
+        if error { SpanStatus::Error(format!("HTTP {}", status_code.unwrap_or(0))) } else { SpanStatus::Unset };
     let kind = match ctx.conn.role {
         Role::Server => SpanKind::Server,
         Role::Client => SpanKind::Client,

@@ -22,7 +22,10 @@ use crate::{
     stream::{Direction, Segment},
 };
 
-use super::{AssembleStats, attrs, http1::{SpanContext, k8s_attrs}};
+use super::{
+    AssembleStats, attrs,
+    http1::{SpanContext, k8s_attrs},
+};
 
 /// Streams followed per connection at most (HTTP/2's default concurrency is 100–250).
 const MAX_STREAMS: usize = 1024;
@@ -83,8 +86,16 @@ impl Http2Conn {
         n
     }
 
-    pub fn feed(&mut self, ctx: &SpanContext<'_>, dir: Direction, seg: &Segment<'_>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
-        let from_client = matches!((self.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
+    pub fn feed(
+        &mut self,
+        ctx: &SpanContext<'_>,
+        dir: Direction,
+        seg: &Segment<'_>,
+        stats: &mut AssembleStats,
+        out: &mut Vec<SpanRecord>,
+    ) {
+        let from_client =
+            matches!((self.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
         let mut events = std::mem::take(&mut self.scratch);
         self.h2.feed(if from_client { H2Role::Client } else { H2Role::Server }, seg, &mut events);
         for mut ev in events.drain(..) {
@@ -140,7 +151,13 @@ impl Http2Conn {
         }
     }
 
-    fn on_response_event(&mut self, ctx: &SpanContext<'_>, ev: &mut H2Event, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+    fn on_response_event(
+        &mut self,
+        ctx: &SpanContext<'_>,
+        ev: &mut H2Event,
+        stats: &mut AssembleStats,
+        out: &mut Vec<SpanRecord>,
+    ) {
         if let Some((id, msg)) = self.responses.on_event(ev)
             && let Some(s) = self.streams.get_mut(&id)
         {
@@ -208,7 +225,15 @@ impl Http2Conn {
         }
     }
 
-    fn finish(&mut self, ctx: &SpanContext<'_>, id: u32, timing: Timing, error: Option<String>, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
+    fn finish(
+        &mut self,
+        ctx: &SpanContext<'_>,
+        id: u32,
+        timing: Timing,
+        error: Option<String>,
+        stats: &mut AssembleStats,
+        out: &mut Vec<SpanRecord>,
+    ) {
         let Some(mut s) = self.streams.remove(&id) else { return };
         if s.reported {
             return;
@@ -334,18 +359,31 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         Role::Server => SpanKind::Server,
         Role::Client => SpanKind::Client,
     };
-    attrs::new_span(name, kind, ctx.clock.to_unix_nanos(s.start_ns), ctx.clock.to_unix_nanos(end_ns), status, a, ctx.conn.process.clone())
+    attrs::new_span(
+        name,
+        kind,
+        ctx.clock.to_unix_nanos(s.start_ns),
+        ctx.clock.to_unix_nanos(end_ns),
+        status,
+        a,
+        ctx.conn.process.clone(),
+    )
 }
 
 /// Kubernetes object of an etcd key (`/registry/<resource>/<namespace>/<name>`): its attributes,
 /// and its resource appended to the span's `name`.
 fn etcd_k8s_attrs(req: Option<&EtcdRequest>, name: &mut String, a: &mut Vec<(&'static str, AttrValue)>) {
-    let Some(info) = req.and_then(|r| r.key.as_deref()).and_then(|key| k8s::parse_registry_key(ETCD_PREFIX, key)) else { return };
+    let Some(info) = req.and_then(|r| r.key.as_deref()).and_then(|key| k8s::parse_registry_key(ETCD_PREFIX, key))
+    else {
+        return;
+    };
     if let Some(resource) = &info.resource {
         name.push(' ');
         name.push_str(resource);
     }
-    for (k, v) in [("k8s.resource", info.resource), ("k8s.namespace.name", info.namespace), ("k8s.object.name", info.name)] {
+    for (k, v) in
+        [("k8s.resource", info.resource), ("k8s.namespace.name", info.namespace), ("k8s.object.name", info.name)]
+    {
         if let Some(v) = v {
             a.push((k, v.into()));
         }

@@ -24,11 +24,15 @@ pub use http2::Http2Conn;
 /// Protocol state of a connection.
 pub enum ProtoState {
     /// No payload classified yet; `tries` counts segments that matched nothing (mid-stream attach).
-    Detecting { tries: u8 },
+    Detecting {
+        tries: u8,
+    },
     Http1(Box<Http1Conn>),
     Http2(Box<Http2Conn>),
     /// Not decoded: reported as one connection span on close.
-    Opaque { tls: bool },
+    Opaque {
+        tls: bool,
+    },
 }
 
 impl Default for ProtoState {
@@ -106,7 +110,13 @@ impl Assembler {
                 conn.proto = ProtoState::Http1(h);
             }
             ProtoState::Http2(mut h) => {
-                h.feed(&http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, dir, seg, &mut self.stats, out);
+                h.feed(
+                    &http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
+                    dir,
+                    seg,
+                    &mut self.stats,
+                    out,
+                );
                 conn.proto = ProtoState::Http2(h);
             }
             other => conn.proto = other,
@@ -116,12 +126,18 @@ impl Assembler {
     /// The connection is gone: finish what it had in flight, or give it its connection span.
     pub fn on_close(&mut self, mut conn: Connection, ts_ns: u64, out: &mut Vec<SpanRecord>) {
         match std::mem::take(&mut conn.proto) {
-            ProtoState::Http1(mut h) => {
-                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, ts_ns, &mut self.stats, out)
-            }
-            ProtoState::Http2(mut h) => {
-                h.close(&http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports }, ts_ns, &mut self.stats, out)
-            }
+            ProtoState::Http1(mut h) => h.close(
+                &http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
+                ts_ns,
+                &mut self.stats,
+                out,
+            ),
+            ProtoState::Http2(mut h) => h.close(
+                &http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
+                ts_ns,
+                &mut self.stats,
+                out,
+            ),
             ProtoState::Opaque { tls } => out.push(self.connection_span(&conn, tls, ts_ns)),
             ProtoState::Detecting { .. } => {
                 // Nothing was ever sent: still worth a span (a client that connected and left).
@@ -206,8 +222,14 @@ fn looks_like_h2_frames(data: &[u8]) -> bool {
         let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
         let kind = h[3];
         let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
-        let ok = kind <= 9 && len <= 16384 && (h[5] & 0x80 == 0)
-            && match kind { 4 | 6 | 7 => stream == 0, 0 | 1 | 2 | 3 | 5 | 9 => stream != 0, _ => true };
+        let ok = kind <= 9
+            && len <= 16384
+            && (h[5] & 0x80 == 0)
+            && match kind {
+                4 | 6 | 7 => stream == 0,
+                0 | 1 | 2 | 3 | 5 | 9 => stream != 0,
+                _ => true,
+            };
         ok.then_some(9 + len)
     };
     let Some(first) = plausible(data) else { return false };

@@ -10,7 +10,12 @@ use crate::{
 };
 
 fn process() -> Arc<ProcessInfo> {
-    Arc::new(ProcessInfo { service_name: "kube-apiserver".into(), pid: 7, executable_name: "kube-apiserver".into(), host_name: "node".into() })
+    Arc::new(ProcessInfo {
+        service_name: "kube-apiserver".into(),
+        pid: 7,
+        executable_name: "kube-apiserver".into(),
+        host_name: "node".into(),
+    })
 }
 
 struct Harness {
@@ -27,7 +32,13 @@ impl Harness {
     fn new(role: Role) -> Self {
         let local = "10.0.0.1:6443".parse().ok();
         let peer = "10.0.0.2:40000".parse().ok();
-        Harness { asm: Assembler::new(Clock::new(), vec![2379]), conn: Connection::new(role, local, peer, 1_000, false, process()), seq: [0; 2], spans: Vec::new(), tls: false }
+        Harness {
+            asm: Assembler::new(Clock::new(), vec![2379]),
+            conn: Connection::new(role, local, peer, 1_000, false, process()),
+            seq: [0; 2],
+            spans: Vec::new(),
+            tls: false,
+        }
     }
 
     /// One syscall moving `total` bytes of which `data` were captured.
@@ -74,14 +85,23 @@ fn server_keep_alive_gives_one_span_per_request_with_kernel_times() {
     let mut h = Harness::new(Role::Server);
     h.send(Direction::Ingress, GET_POD, 100, 110);
     h.send(Direction::Egress, OK_JSON, 200, 210);
-    h.send(Direction::Ingress, b"DELETE /apis/apps/v1/namespaces/ns/deployments/d HTTP/1.1\r\nHost: x\r\n\r\n", 300, 310);
+    h.send(
+        Direction::Ingress,
+        b"DELETE /apis/apps/v1/namespaces/ns/deployments/d HTTP/1.1\r\nHost: x\r\n\r\n",
+        300,
+        310,
+    );
     h.send(Direction::Egress, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", 400, 410);
     let spans = h.close(500);
     assert_eq!(spans.len(), 2);
     let (a, b) = (&spans[0], &spans[1]);
     assert_eq!(a.name, "GET /api/v1/namespaces/{namespace}/pods/{name}");
     assert_eq!(a.kind, SpanKind::Server);
-    assert_eq!(a.end_unix_nano - a.start_unix_nano, 100, "first request byte read (exit 110) → last response byte written (exit 210)");
+    assert_eq!(
+        a.end_unix_nano - a.start_unix_nano,
+        100,
+        "first request byte read (exit 110) → last response byte written (exit 210)"
+    );
     assert_eq!(attr(a, "http.response.status_code"), &AttrValue::Int(200));
     assert_eq!(attr(a, "http.response.body.size"), &AttrValue::Int(2));
     assert_eq!(attr(a, "k8s.verb"), &AttrValue::Str("get".into()));
@@ -116,7 +136,12 @@ fn go_tls_plaintext_gives_https_spans() {
 #[test]
 fn client_spans_mark_4xx_as_errors_and_time_from_the_first_write() {
     let mut h = Harness::new(Role::Client);
-    h.send(Direction::Egress, b"POST /validate HTTP/1.1\r\nHost: webhook.svc:443\r\nContent-Length: 4\r\n\r\nbody", 1000, 1010);
+    h.send(
+        Direction::Egress,
+        b"POST /validate HTTP/1.1\r\nHost: webhook.svc:443\r\nContent-Length: 4\r\n\r\nbody",
+        1000,
+        1010,
+    );
     h.send(Direction::Ingress, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", 1500, 1600);
     let spans = h.close(2000);
     assert_eq!(spans.len(), 1);
@@ -147,7 +172,12 @@ fn a_body_over_many_syscalls_and_partly_uncaptured_is_one_span() {
 #[test]
 fn a_watch_is_reported_when_its_response_starts() {
     let mut h = Harness::new(Role::Server);
-    h.send(Direction::Ingress, b"GET /api/v1/namespaces/default/pods?watch=true&resourceVersion=5 HTTP/1.1\r\nHost: a\r\n\r\n", 10, 11);
+    h.send(
+        Direction::Ingress,
+        b"GET /api/v1/namespaces/default/pods?watch=true&resourceVersion=5 HTTP/1.1\r\nHost: a\r\n\r\n",
+        10,
+        11,
+    );
     h.send(Direction::Egress, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 20, 25);
     h.send(Direction::Egress, b"10\r\n{\"type\":\"ADDED\"}\r\n", 30, 31);
     assert_eq!(h.spans.len(), 1, "reported at the response head, not at the end of the stream");
@@ -215,7 +245,12 @@ fn lost_events_never_pair_a_response_with_the_wrong_request() {
 #[test]
 fn a_request_without_response_at_close_is_an_error_span() {
     let mut h = Harness::new(Role::Server);
-    h.send(Direction::Ingress, b"POST /api/v1/namespaces/a/configmaps HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 10, 11);
+    h.send(
+        Direction::Ingress,
+        b"POST /api/v1/namespaces/a/configmaps HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        10,
+        11,
+    );
     let spans = h.close(100);
     assert_eq!(spans.len(), 1);
     assert!(matches!(spans[0].status, SpanStatus::Error(_)));
@@ -269,7 +304,12 @@ mod h2 {
     fn plain_http2_where_the_server_speaks_first() {
         let mut h = Harness::new(Role::Server);
         h.send(Direction::Egress, &build::settings(&[]), 5, 6);
-        let req = [PREFACE.to_vec(), build::settings(&[]), build::headers(1, &block(&[vec![GET], lit(PATH, "/api/v1/namespaces/default/pods/x")]), true)].concat();
+        let req = [
+            PREFACE.to_vec(),
+            build::settings(&[]),
+            build::headers(1, &block(&[vec![GET], lit(PATH, "/api/v1/namespaces/default/pods/x")]), true),
+        ]
+        .concat();
         h.send(Direction::Ingress, &req, 10, 11);
         let resp = [build::headers(1, &[STATUS_200], false), build::data(1, b"{}", true)].concat();
         h.send(Direction::Egress, &resp, 20, 30);
@@ -281,7 +321,11 @@ mod h2 {
         assert_eq!(attr(s, "url.scheme"), &AttrValue::Str("http".into()));
         assert_eq!(attr(s, "http.response.status_code"), &AttrValue::Int(200));
         assert_eq!(attr(s, "http.response.body.size"), &AttrValue::Int(2));
-        assert_eq!(s.end_unix_nano - s.start_unix_nano, 20, "request HEADERS read (enter 10) → END_STREAM written (exit 30)");
+        assert_eq!(
+            s.end_unix_nano - s.start_unix_nano,
+            20,
+            "request HEADERS read (enter 10) → END_STREAM written (exit 30)"
+        );
     }
 
     #[test]
@@ -311,10 +355,18 @@ mod h2 {
         let mut h = Harness::new(Role::Client);
         let headers = block(&[vec![POST], lit(PATH, "/etcdserverpb.KV/Range"), lit(CONTENT_TYPE, "application/grpc")]);
         let msg = build::grpc_message(&range_request(b"/registry/pods/default/", b"/registry/pods/default0"));
-        let req = [PREFACE.to_vec(), build::settings(&[]), build::headers(1, &headers, false), build::data(1, &msg, true)].concat();
+        let req =
+            [PREFACE.to_vec(), build::settings(&[]), build::headers(1, &headers, false), build::data(1, &msg, true)]
+                .concat();
         h.send(Direction::Egress, &req, 100, 101);
         let resp_msg = build::grpc_message(&[0x0a, 0x02, 0x18, 0x07, 0x20, 0x03]);
-        let resp = [build::settings(&[]), build::headers(1, &[STATUS_200], false), build::data(1, &resp_msg, false), build::headers(1, &grpc_trailers(0), true)].concat();
+        let resp = [
+            build::settings(&[]),
+            build::headers(1, &[STATUS_200], false),
+            build::data(1, &resp_msg, false),
+            build::headers(1, &grpc_trailers(0), true),
+        ]
+        .concat();
         h.send(Direction::Ingress, &resp, 150, 160);
         let spans = h.close(200);
         assert_eq!(spans.len(), 1, "{spans:?}");
@@ -339,7 +391,9 @@ mod h2 {
         h.conn.peer = "10.0.0.3:2379".parse().ok();
         h.conn.preexisting = true;
         // Indexed fields 62 and 63: dynamic-table entries learned before the agent attached.
-        let req = [build::headers(7, &[0xbe, 0xbf], false), build::data(7, &build::grpc_message(&[0x0a, 0x01, b'k']), true)].concat();
+        let req =
+            [build::headers(7, &[0xbe, 0xbf], false), build::data(7, &build::grpc_message(&[0x0a, 0x01, b'k']), true)]
+                .concat();
         h.send(Direction::Egress, &req, 10, 11);
         h.send(Direction::Ingress, &build::headers(7, &[vec![STATUS_200], grpc_trailers(0)].concat(), true), 20, 21);
         let spans = h.close(100);
@@ -353,7 +407,12 @@ mod h2 {
     fn a_failed_grpc_call_is_an_error() {
         let mut h = Harness::new(Role::Client);
         let headers = block(&[vec![POST], lit(PATH, "/etcdserverpb.KV/Put"), lit(CONTENT_TYPE, "application/grpc")]);
-        let req = [PREFACE.to_vec(), build::headers(1, &headers, false), build::data(1, &build::grpc_message(&[0x0a, 0x01, b'k']), true)].concat();
+        let req = [
+            PREFACE.to_vec(),
+            build::headers(1, &headers, false),
+            build::data(1, &build::grpc_message(&[0x0a, 0x01, b'k']), true),
+        ]
+        .concat();
         h.send(Direction::Egress, &req, 1, 2);
         // Trailers-only response: grpc-status 5 (NotFound).
         h.send(Direction::Ingress, &build::headers(1, &[vec![STATUS_200], grpc_trailers(5)].concat(), true), 3, 4);

@@ -16,12 +16,7 @@ impl StdoutSink for JsonSink {
         self.pending.push(span);
     }
 
-    fn write_due(
-        &mut self,
-        out: &mut dyn Write,
-        _now: Instant,
-        _flush_all: bool,
-    ) -> std::io::Result<usize> {
+    fn write_due(&mut self, out: &mut dyn Write, _now: Instant, _flush_all: bool) -> std::io::Result<usize> {
         let n = self.pending.len();
         for span in self.pending.drain(..) {
             out.write_all(json_line(&span).as_bytes())?;
@@ -99,10 +94,7 @@ mod tests {
         ];
         let line = json_line(&s);
         assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
-        assert!(
-            line.starts_with(r#"{"name":"etcd Range","kind":"client","trace_id":"#),
-            "{line}"
-        );
+        assert!(line.starts_with(r#"{"name":"etcd Range","kind":"client","trace_id":"#), "{line}");
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["name"], "etcd Range");
         assert_eq!(v["kind"], "client");

@@ -240,9 +240,7 @@ impl SpanInbox {
 
 impl std::fmt::Debug for ExportHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportHandle")
-            .field("stats", &self.stats)
-            .finish_non_exhaustive()
+        f.debug_struct("ExportHandle").field("stats", &self.stats).finish_non_exhaustive()
     }
 }
 
@@ -254,17 +252,12 @@ pub struct Exporter {
 /// Validates the config (bad endpoint URL → clear error) and spawns the export task(s) on the
 /// current tokio runtime.
 pub fn start(cfg: ExportConfig) -> anyhow::Result<(ExportHandle, Exporter)> {
-    start_with_writer(cfg, || {
-        std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
-    })
+    start_with_writer(cfg, || std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()))
 }
 
 /// `start` with the stdout writer injectable, for tests. `make_writer` is called once per batch,
 /// so stdout stays locked only while a batch is written.
-fn start_with_writer<W, F>(
-    cfg: ExportConfig,
-    make_writer: F,
-) -> anyhow::Result<(ExportHandle, Exporter)>
+fn start_with_writer<W, F>(cfg: ExportConfig, make_writer: F) -> anyhow::Result<(ExportHandle, Exporter)>
 where
     W: std::io::Write,
     F: FnMut() -> W + Send + 'static,
@@ -275,19 +268,12 @@ where
     if cfg.export_timeout.is_zero() {
         bail!("export_timeout must be greater than zero");
     }
-    let runtime = tokio::runtime::Handle::try_current()
-        .context("export::start must be called from within a tokio runtime")?;
+    let runtime =
+        tokio::runtime::Handle::try_current().context("export::start must be called from within a tokio runtime")?;
     let stats = Arc::new(ExportStats::default());
 
-    let mut handle = ExportHandle {
-        otlp: None,
-        output: None,
-        stats: stats.clone(),
-    };
-    let mut exporter = Exporter {
-        otlp: None,
-        output: None,
-    };
+    let mut handle = ExportHandle { otlp: None, output: None, stats: stats.clone() };
+    let mut exporter = Exporter { otlp: None, output: None };
 
     if let Some(endpoint) = &cfg.otlp_endpoint {
         let sink = otlp::OtlpSink::new(endpoint, cfg.otlp_protocol, &cfg, stats.clone())?;
@@ -314,13 +300,7 @@ where
                     Output::Json => Box::new(json::JsonSink::default()),
                     _ => Box::new(terminal::TerminalSink::new(stdout_is_tty())),
                 };
-                run_stdout(
-                    rx,
-                    sink,
-                    make_writer,
-                    &thread_closing,
-                    thread_stats.as_deref(),
-                );
+                run_stdout(rx, sink, make_writer, &thread_closing, thread_stats.as_deref());
                 let _ = done_tx.send(());
             })
             .context("spawning the stdout export thread")?;
@@ -384,12 +364,7 @@ impl Drop for Exporter {
 trait StdoutSink: Send {
     fn add(&mut self, span: SpanRecord, now: Instant);
     /// Writes what is ready (everything if `flush_all`), returns the number of spans written.
-    fn write_due(
-        &mut self,
-        out: &mut dyn std::io::Write,
-        now: Instant,
-        flush_all: bool,
-    ) -> std::io::Result<usize>;
+    fn write_due(&mut self, out: &mut dyn std::io::Write, now: Instant, flush_all: bool) -> std::io::Result<usize>;
 }
 
 /// How often the stdout thread wakes up when idle: bounds shutdown latency and trace grace periods.
@@ -430,9 +405,7 @@ fn run_stdout<W: std::io::Write>(
             }
         }
         let mut out = make_writer();
-        let written = sink
-            .write_due(&mut out, Instant::now(), last)
-            .and_then(|n| out.flush().map(|()| n));
+        let written = sink.write_due(&mut out, Instant::now(), last).and_then(|n| out.flush().map(|()| n));
         match written {
             Ok(n) => {
                 if let Some(stats) = stats {
@@ -480,11 +453,7 @@ fn test_span(name: &str, id: u8, parent: Option<u8>, start_ms: u64, end_ms: u64)
         span_id: [0, 0, 0, 0, 0, 0, 0, id],
         parent_span_id: parent.map(|p| [0, 0, 0, 0, 0, 0, 0, p]),
         name: name.to_owned(),
-        kind: if parent.is_none() {
-            SpanKind::Server
-        } else {
-            SpanKind::Client
-        },
+        kind: if parent.is_none() { SpanKind::Server } else { SpanKind::Client },
         start_unix_nano: T0 + start_ms * 1_000_000,
         end_unix_nano: T0 + end_ms * 1_000_000,
         status: SpanStatus::Unset,
@@ -542,17 +511,9 @@ mod tests {
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let ids: Vec<String> = text
             .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["span_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["span_id"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(
-            ids,
-            ["0000000000000001", "0000000000000002", "0000000000000003"]
-        );
+        assert_eq!(ids, ["0000000000000001", "0000000000000002", "0000000000000003"]);
         assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3);
         // After shutdown the queue is closed: counted, not lost silently, no panic.
         handle.submit(test_span("late", 9, None, 0, 1));
@@ -563,8 +524,7 @@ mod tests {
     async fn terminal_output_flushes_pending_traces_on_shutdown() {
         let buf = SharedBuf::default();
         let w = buf.clone();
-        let (handle, exporter) =
-            start_with_writer(cfg(Output::Terminal), move || w.clone()).unwrap();
+        let (handle, exporter) = start_with_writer(cfg(Output::Terminal), move || w.clone()).unwrap();
         // Child only: no root, so only shutdown prints it.
         handle.submit(test_span("etcd Range", 2, Some(1), 1, 2));
         exporter.shutdown(Duration::from_secs(2)).await.unwrap();
@@ -588,9 +548,7 @@ mod tests {
         handle.submit(test_span("s", 1, None, 0, 1));
         let stats = handle.stats();
         let t = Instant::now();
-        while stats.failed_batches.load(Ordering::Relaxed) == 0
-            && t.elapsed() < Duration::from_secs(2)
-        {
+        while stats.failed_batches.load(Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(2) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 1);
@@ -646,11 +604,7 @@ mod tests {
     /// is counted as dropped, the oldest spans kept.
     #[tokio::test]
     async fn submit_all_keeps_what_the_queue_has_room_for() {
-        let cfg = ExportConfig {
-            otlp_endpoint: Some(closed_port()),
-            queue_capacity: 4,
-            ..cfg(Output::None)
-        };
+        let cfg = ExportConfig { otlp_endpoint: Some(closed_port()), queue_capacity: 4, ..cfg(Output::None) };
         let (handle, exporter) = start(cfg).unwrap();
         let mut spans: Vec<SpanRecord> = (0..10).map(|i| test_span("s", i, None, 0, 1)).collect();
         handle.submit_all(&mut spans);
@@ -679,21 +633,14 @@ mod tests {
                 Ok(())
             }
         }
-        let cfg = ExportConfig {
-            otlp_endpoint: Some(closed_port()),
-            queue_capacity: 4,
-            ..cfg(Output::Json)
-        };
+        let cfg = ExportConfig { otlp_endpoint: Some(closed_port()), queue_capacity: 4, ..cfg(Output::Json) };
         let (handle, exporter) = start_with_writer(cfg, || Stuck).unwrap();
         let t = Instant::now();
         for i in 0..10_000u32 {
             handle.submit(test_span("s", (i % 200) as u8, None, 0, 1));
         }
         let took = t.elapsed();
-        assert!(
-            took < Duration::from_millis(500),
-            "submit blocked: {took:?}"
-        );
+        assert!(took < Duration::from_millis(500), "submit blocked: {took:?}");
         let stats = handle.stats();
         assert_eq!(stats.submitted.load(Ordering::Relaxed), 10_000);
         // The single-threaded test runtime cannot run the OTLP task during the loop, so its queue
@@ -704,11 +651,7 @@ mod tests {
         // Shutdown is bounded although stdout never finishes.
         let t = Instant::now();
         let res = exporter.shutdown(Duration::from_millis(800)).await;
-        assert!(
-            t.elapsed() < Duration::from_millis(1500),
-            "shutdown took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_millis(1500), "shutdown took {:?}", t.elapsed());
         assert!(res.unwrap_err().to_string().contains("stdout"));
         // OTLP is the primary sink: everything it accepted is accounted for.
         let accounted = stats.exported.load(Ordering::Relaxed)
@@ -721,20 +664,14 @@ mod tests {
     #[tokio::test]
     async fn rejects_bad_config() {
         let bad = |endpoint: &str| {
-            let cfg = ExportConfig {
-                otlp_endpoint: Some(endpoint.into()),
-                ..cfg(Output::None)
-            };
+            let cfg = ExportConfig { otlp_endpoint: Some(endpoint.into()), ..cfg(Output::None) };
             start(cfg).err().map(|e| e.to_string()).unwrap_or_default()
         };
         assert!(bad("localhost:4317").contains("missing http:// scheme"));
         assert!(bad("https://collector:4317").contains("https is not supported"));
         assert!(bad("http://:4317").contains("host"));
         assert!(bad("http://collector:99999").contains("port"));
-        let zero = ExportConfig {
-            queue_capacity: 0,
-            ..cfg(Output::None)
-        };
+        let zero = ExportConfig { queue_capacity: 0, ..cfg(Output::None) };
         assert!(start(zero).is_err());
     }
 

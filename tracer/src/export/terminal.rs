@@ -28,11 +28,7 @@ pub(super) struct TerminalSink {
 
 impl TerminalSink {
     pub(super) fn new(color: bool) -> Self {
-        TerminalSink {
-            buffer: TraceBuffer::default(),
-            ready: Vec::new(),
-            color,
-        }
+        TerminalSink { buffer: TraceBuffer::default(), ready: Vec::new(), color }
     }
 }
 
@@ -43,12 +39,7 @@ impl StdoutSink for TerminalSink {
         }
     }
 
-    fn write_due(
-        &mut self,
-        out: &mut dyn Write,
-        now: Instant,
-        flush_all: bool,
-    ) -> std::io::Result<usize> {
+    fn write_due(&mut self, out: &mut dyn Write, now: Instant, flush_all: bool) -> std::io::Result<usize> {
         let mut due = std::mem::take(&mut self.ready);
         due.extend(self.buffer.take_due(now, flush_all));
         if due.is_empty() {
@@ -103,29 +94,17 @@ impl TraceBuffer {
             }
             return None;
         }
-        let evicted = if self.traces.len() >= MAX_TRACES {
-            self.pop_oldest()
-        } else {
-            None
-        };
+        let evicted = if self.traces.len() >= MAX_TRACES { self.pop_oldest() } else { None };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.insert(seq, span.trace_id);
         let pending = Pending {
             seq,
-            trace: Finished {
-                spans: Vec::new(),
-                omitted: 0,
-            },
+            trace: Finished { spans: Vec::new(), omitted: 0 },
             root_at: is_root.then_some(now),
             last_at: now,
         };
-        self.traces
-            .entry(span.trace_id)
-            .or_insert(pending)
-            .trace
-            .spans
-            .push(span);
+        self.traces.entry(span.trace_id).or_insert(pending).trace.spans.push(span);
         evicted
     }
 
@@ -136,9 +115,7 @@ impl TraceBuffer {
             .iter()
             .filter(|(_, id)| {
                 let p = &self.traces[*id];
-                flush_all
-                    || p.root_at.is_some_and(|t| now >= t + GRACE)
-                    || now >= p.last_at + ORPHAN_AGE
+                flush_all || p.root_at.is_some_and(|t| now >= t + GRACE) || now >= p.last_at + ORPHAN_AGE
             })
             .map(|(seq, _)| *seq)
             .collect();
@@ -197,31 +174,18 @@ pub(crate) fn render_trace(spans: &[SpanRecord], color: bool, width: usize) -> S
     let bar_w = (width / 4).clamp(10, 50);
     let label_w = width.saturating_sub(FIXED_W + bar_w).max(16);
     let t0 = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    let t1 = spans
-        .iter()
-        .map(|s| s.end_unix_nano.max(s.start_unix_nano))
-        .max()
-        .unwrap_or(t0);
+    let t1 = spans.iter().map(|s| s.end_unix_nano.max(s.start_unix_nano)).max().unwrap_or(t0);
     let rows = tree_order(spans);
     let root = header_span(spans, &rows);
 
-    let mut out = header(
-        root,
-        color,
-        width,
-        rows.iter().any(|&(i, _)| is_local_root(&spans[i])),
-    );
+    let mut out = header(root, color, width, rows.iter().any(|&(i, _)| is_local_root(&spans[i])));
     for (i, depth) in rows {
         let s = &spans[i];
         let (status, tone) = status_text(s);
         let is_err = matches!(s.status, SpanStatus::Error(_));
         let indent = "  ".repeat(depth.min(MAX_DEPTH_INDENT));
         let label = fit(&format!("{indent}{}", label(s)), label_w);
-        let marker = if is_err {
-            paint("✗", RED, color)
-        } else {
-            " ".to_owned()
-        };
+        let marker = if is_err { paint("✗", RED, color) } else { " ".to_owned() };
         let kind = paint(&fit(s.kind.as_str(), KIND_W), DIM, color);
         let status = paint(&fit(&status, STATUS_W), tone, color);
         let dur = format!("{:>DUR_W$}", fmt_duration(duration(s)));
@@ -247,12 +211,7 @@ pub(crate) fn render_trace(spans: &[SpanRecord], color: bool, width: usize) -> S
 /// Depth-first order (siblings by start time) with each span's depth. Spans whose parent is not
 /// in the trace are shown at the top level; a parent cycle is broken the same way.
 fn tree_order(spans: &[SpanRecord]) -> Vec<(usize, usize)> {
-    let by_id: HashMap<[u8; 8], usize> = spans
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, s)| (s.span_id, i))
-        .collect();
+    let by_id: HashMap<[u8; 8], usize> = spans.iter().enumerate().rev().map(|(i, s)| (s.span_id, i)).collect();
     let mut children = vec![Vec::new(); spans.len()];
     let mut tops = Vec::new();
     for (i, s) in spans.iter().enumerate() {
@@ -283,11 +242,8 @@ fn tree_order(spans: &[SpanRecord]) -> Vec<(usize, usize)> {
 
 /// The span the header describes: a parentless span, else a server span, else the first shown.
 fn header_span<'a>(spans: &'a [SpanRecord], rows: &[(usize, usize)]) -> &'a SpanRecord {
-    let top =
-        |pred: &dyn Fn(&SpanRecord) -> bool| rows.iter().map(|&(i, _)| &spans[i]).find(|s| pred(s));
-    top(&|s| s.parent_span_id.is_none())
-        .or_else(|| top(&|s| s.kind == SpanKind::Server))
-        .unwrap_or(&spans[rows[0].0])
+    let top = |pred: &dyn Fn(&SpanRecord) -> bool| rows.iter().map(|&(i, _)| &spans[i]).find(|s| pred(s));
+    top(&|s| s.parent_span_id.is_none()).or_else(|| top(&|s| s.kind == SpanKind::Server)).unwrap_or(&spans[rows[0].0])
 }
 
 fn header(root: &SpanRecord, color: bool, width: usize, complete: bool) -> String {
@@ -303,15 +259,9 @@ fn header(root: &SpanRecord, color: bool, width: usize, complete: bool) -> Strin
     if !complete {
         tail.push_str("  (root span not seen)");
     }
-    let status = if status.is_empty() {
-        String::new()
-    } else {
-        format!("  {status}")
-    };
+    let status = if status.is_empty() { String::new() } else { format!("  {status}") };
     // "── " + name + status + tail + " " + at least 3 rule characters.
-    let room = width
-        .saturating_sub(3 + status.chars().count() + tail.chars().count() + 4)
-        .max(10);
+    let room = width.saturating_sub(3 + status.chars().count() + tail.chars().count() + 4).max(10);
     let name = fit(&label(root), room).trim_end().to_owned();
     let used = 3 + name.chars().count() + status.chars().count() + tail.chars().count() + 1;
     let rule = "─".repeat(width.saturating_sub(used).max(3));
@@ -325,8 +275,7 @@ fn label(s: &SpanRecord) -> String {
     let is_etcd = s.attributes.iter().any(|(k, v)| {
         k.starts_with("etcd.")
             || (*k == "db.system" && *v == AttrValue::from("etcd"))
-            || (*k == "rpc.service"
-                && matches!(v, AttrValue::Str(x) if x.starts_with("etcdserverpb")))
+            || (*k == "rpc.service" && matches!(v, AttrValue::Str(x) if x.starts_with("etcdserverpb")))
     });
     if !is_etcd {
         return s.name.clone();
@@ -341,11 +290,7 @@ fn label(s: &SpanRecord) -> String {
             .collect::<Vec<_>>()
             .join("/"),
     };
-    if detail.is_empty() || s.name.contains(&detail) {
-        s.name.clone()
-    } else {
-        format!("{} {detail}", s.name)
-    }
+    if detail.is_empty() || s.name.contains(&detail) { s.name.clone() } else { format!("{} {detail}", s.name) }
 }
 
 fn attr_text(v: &AttrValue) -> String {
@@ -380,14 +325,10 @@ fn status_text(s: &SpanRecord) -> (String, &'static str) {
 
 fn grpc_code_name(code: i64) -> String {
     const NAMES: [&str; 17] = [
-        "OK", "Canceled", "Unknown", "BadArg", "Deadline", "NotFound", "Exists", "Denied",
-        "Exhaust", "FailPre", "Aborted", "OutRange", "Unimpl", "Internal", "Unavail", "DataLoss",
-        "Unauthn",
+        "OK", "Canceled", "Unknown", "BadArg", "Deadline", "NotFound", "Exists", "Denied", "Exhaust", "FailPre",
+        "Aborted", "OutRange", "Unimpl", "Internal", "Unavail", "DataLoss", "Unauthn",
     ];
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map_or_else(|| format!("grpc {code}"), |s| (*s).to_owned())
+    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).map_or_else(|| format!("grpc {code}"), |s| (*s).to_owned())
 }
 
 fn duration(s: &SpanRecord) -> u64 {
@@ -412,15 +353,10 @@ fn bar(s: &SpanRecord, t0: u64, t1: u64, width: usize) -> String {
     let w = width as u128;
     let cell = |t: u64| u128::from(t.clamp(t0, t1) - t0) * w;
     let start = (cell(s.start_unix_nano) / total).min(w - 1) as usize;
-    let end = (cell(s.end_unix_nano.max(s.start_unix_nano)).div_ceil(total) as usize)
-        .clamp(start + 1, width);
+    let end = (cell(s.end_unix_nano.max(s.start_unix_nano)).div_ceil(total) as usize).clamp(start + 1, width);
     let mut bar = String::with_capacity(width * 3);
     for i in 0..width {
-        bar.push(if (start..end).contains(&i) {
-            '█'
-        } else {
-            ' '
-        });
+        bar.push(if (start..end).contains(&i) { '█' } else { ' ' });
     }
     bar
 }
@@ -438,11 +374,7 @@ fn fit(s: &str, w: usize) -> String {
 }
 
 fn paint(s: &str, code: &str, color: bool) -> String {
-    if color && !code.is_empty() && !s.is_empty() {
-        format!("{code}{s}{RESET}")
-    } else {
-        s.to_owned()
-    }
+    if color && !code.is_empty() && !s.is_empty() { format!("{code}{s}{RESET}") } else { s.to_owned() }
 }
 
 /// Local wall-clock time of day, HH:MM:SS.mmm.
@@ -454,10 +386,7 @@ fn clock_time(unix_nano: u64) -> String {
     if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
         return format!("{secs}.{millis:03}");
     }
-    format!(
-        "{:02}:{:02}:{:02}.{millis:03}",
-        tm.tm_hour, tm.tm_min, tm.tm_sec
-    )
+    format!("{:02}:{:02}:{:02}.{millis:03}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 /// Columns of the terminal on stdout; COLUMNS or 120 when not a terminal.
@@ -467,10 +396,7 @@ fn terminal_width() -> usize {
     let cols = if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
         usize::from(ws.ws_col)
     } else {
-        std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(120)
+        std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(120)
     };
     cols.clamp(60, 250)
 }
@@ -488,11 +414,7 @@ mod tests {
 
     /// The line showing span `name` and the label column's leading spaces (its indentation).
     fn row<'a>(out: &'a str, name: &str) -> (&'a str, usize) {
-        let line = out
-            .lines()
-            .skip(1)
-            .find(|l| l.contains(name))
-            .unwrap_or_else(|| panic!("{name} missing:\n{out}"));
+        let line = out.lines().skip(1).find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} missing:\n{out}"));
         let label: String = line.chars().skip(2).collect(); // marker + space
         (line, label.len() - label.trim_start().len())
     }
@@ -504,19 +426,11 @@ mod tests {
     }
 
     fn trace() -> Vec<SpanRecord> {
-        let mut root = test_span(
-            "GET /api/v1/namespaces/{namespace}/pods/{name}",
-            1,
-            None,
-            0,
-            40,
-        );
+        let mut root = test_span("GET /api/v1/namespaces/{namespace}/pods/{name}", 1, None, 0, 40);
         root.attributes = vec![("http.response.status_code", AttrValue::Int(200))];
         let mut etcd = test_span("etcd Range", 2, Some(1), 10, 30);
-        etcd.attributes = vec![
-            ("etcd.key", "/registry/pods/default/x".into()),
-            ("rpc.grpc.status_code", AttrValue::Int(0)),
-        ];
+        etcd.attributes =
+            vec![("etcd.key", "/registry/pods/default/x".into()), ("rpc.grpc.status_code", AttrValue::Int(0))];
         let nested = test_span("inner", 3, Some(2), 20, 30);
         // Children before the parent, as they arrive.
         vec![nested, etcd, root]
@@ -528,24 +442,18 @@ mod tests {
         let l = lines(&out);
         assert_eq!(l.len(), 4, "{out}");
         assert!(l[0].starts_with("── GET /api/v1/namespaces/"), "{out}");
-        assert!(
-            l[0].contains("…  200  40.0ms  kube-apiserver[1234]  "),
-            "{out}"
-        );
+        assert!(l[0].contains("…  200  40.0ms  kube-apiserver[1234]  "), "{out}");
         let wide = render_trace(&trace(), false, 140);
-        assert!(wide.starts_with(
-            "── GET /api/v1/namespaces/{namespace}/pods/{name}  200  40.0ms  kube-apiserver[1234]  "
-        ));
+        assert!(
+            wide.starts_with("── GET /api/v1/namespaces/{namespace}/pods/{name}  200  40.0ms  kube-apiserver[1234]  ")
+        );
         assert!(l[1].contains("GET /api") && l[2].contains("etcd Range") && l[3].contains("inner"));
         assert_eq!(row(&out, "GET /api").1, 0);
         assert_eq!(row(&out, "etcd Range").1, 2);
         assert_eq!(row(&out, "inner").1, 4);
         // etcd spans show their key and gRPC status.
         let (etcd, _) = row(&out, "etcd Range");
-        assert!(
-            etcd.contains("etcd Range /registry/pods/default/x") && etcd.contains(" client OK "),
-            "{etcd}"
-        );
+        assert!(etcd.contains("etcd Range /registry/pods/default/x") && etcd.contains(" client OK "), "{etcd}");
         assert!(row(&out, "GET /api").0.contains(" server 200 "));
         // Every line is exactly the requested width.
         for line in &l {
@@ -586,12 +494,8 @@ mod tests {
     fn errors_are_marked_with_and_without_color() {
         let mut spans = trace();
         spans[1].status = SpanStatus::Error("etcdserver: request timed out".into());
-        spans[1]
-            .attributes
-            .push(("rpc.grpc.status_code", AttrValue::Int(4)));
-        spans[1]
-            .attributes
-            .retain(|(k, v)| *k != "rpc.grpc.status_code" || *v != AttrValue::Int(0));
+        spans[1].attributes.push(("rpc.grpc.status_code", AttrValue::Int(4)));
+        spans[1].attributes.retain(|(k, v)| *k != "rpc.grpc.status_code" || *v != AttrValue::Int(0));
         let out = render_trace(&spans, false, W);
         let (line, _) = row(&out, "etcd Range");
         assert!(line.starts_with("✗ "), "{line}");
@@ -610,22 +514,13 @@ mod tests {
 
     #[test]
     fn children_without_parent_are_still_shown() {
-        let spans = vec![
-            test_span("etcd Txn", 5, Some(99), 0, 10),
-            test_span("etcd Range", 6, Some(5), 2, 4),
-        ];
+        let spans = vec![test_span("etcd Txn", 5, Some(99), 0, 10), test_span("etcd Range", 6, Some(5), 2, 4)];
         let out = render_trace(&spans, false, W);
-        assert!(
-            out.lines().next().unwrap().contains("(root span not seen)"),
-            "{out}"
-        );
+        assert!(out.lines().next().unwrap().contains("(root span not seen)"), "{out}");
         assert_eq!(row(&out, "etcd Txn").1, 0);
         assert_eq!(row(&out, "etcd Range").1, 2);
         // A parent cycle must not hang or hide spans.
-        let cyclic = vec![
-            test_span("a", 1, Some(2), 0, 1),
-            test_span("b", 2, Some(1), 0, 1),
-        ];
+        let cyclic = vec![test_span("a", 1, Some(2), 0, 1), test_span("b", 2, Some(1), 0, 1)];
         let out = render_trace(&cyclic, false, W);
         assert_eq!(out.lines().count(), 3, "{out}");
         assert!(render_trace(&[], false, W).is_empty());
@@ -649,16 +544,9 @@ mod tests {
         let [nested, etcd, root] = <[SpanRecord; 3]>::try_from(trace()).unwrap();
         assert!(b.add(nested, t).is_none());
         assert!(b.add(etcd, t).is_none());
-        assert!(
-            b.take_due(t + Duration::from_secs(1), false).is_empty(),
-            "no root yet"
-        );
+        assert!(b.take_due(t + Duration::from_secs(1), false).is_empty(), "no root yet");
         b.add(root, t + Duration::from_secs(1));
-        assert!(
-            b.take_due(t + Duration::from_millis(1400), false)
-                .is_empty(),
-            "in grace period"
-        );
+        assert!(b.take_due(t + Duration::from_millis(1400), false).is_empty(), "in grace period");
         let due = b.take_due(t + Duration::from_millis(1500), false);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].spans.len(), 3);
@@ -688,10 +576,7 @@ mod tests {
         // Rootless traces come out after ORPHAN_AGE, all of them on flush.
         let aged = b.take_due(t + ORPHAN_AGE, false);
         assert_eq!(aged.len(), MAX_TRACES);
-        let seven = aged
-            .iter()
-            .find(|f| f.spans[0].trace_id[..4] == 7u32.to_be_bytes())
-            .unwrap();
+        let seven = aged.iter().find(|f| f.spans[0].trace_id[..4] == 7u32.to_be_bytes()).unwrap();
         assert_eq!((seven.spans.len(), seven.omitted), (MAX_SPANS, 6));
         b.add(trace_span(1), t);
         assert_eq!(b.take_due(t, true).len(), 1);

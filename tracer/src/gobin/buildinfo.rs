@@ -49,13 +49,8 @@ pub fn parse<'a>(blob: &[u8], read: impl Fn(u64, u64) -> Option<&'a [u8]>) -> Op
         let version = go_string(u64_at(blob, 16)?)?;
         (version, go_string(u64_at(blob, 24)?).unwrap_or_default())
     };
-    let version = std::str::from_utf8(version)
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    Some(BuildInfo {
-        version: version.to_owned(),
-        module_path: main_module(modinfo),
-    })
+    let version = std::str::from_utf8(version).ok().filter(|v| !v.is_empty())?;
+    Some(BuildInfo { version: version.to_owned(), module_path: main_module(modinfo) })
 }
 
 /// uvarint length + bytes; returns the bytes and what follows them.
@@ -74,10 +69,7 @@ fn main_module(modinfo: &[u8]) -> Option<String> {
     }
     let body = std::str::from_utf8(&modinfo[16..n - 16]).ok()?;
     let field = |key: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(key)?.split('\t').next())
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
+        body.lines().find_map(|l| l.strip_prefix(key)?.split('\t').next()).filter(|p| !p.is_empty()).map(str::to_owned)
     };
     field("mod\t").or_else(|| field("path\t"))
 }
@@ -135,8 +127,7 @@ mod tests {
         // Pre-1.18: header points at string headers elsewhere in memory.
         let mut mem = vec![0u8; 0x100];
         let base = 0x1000u64;
-        let put =
-            |m: &mut Vec<u8>, at: usize, v: u64| m[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        let put = |m: &mut Vec<u8>, at: usize, v: u64| m[at..at + 8].copy_from_slice(&v.to_le_bytes());
         mem[0x80..0x89].copy_from_slice(b"go1.16.15");
         put(&mut mem, 0x40, base + 0x80);
         put(&mut mem, 0x48, 9);
@@ -160,10 +151,7 @@ mod tests {
     fn version_numbers() {
         assert_eq!(parse_go_version("go1.19.8"), Some((1, 19)));
         assert_eq!(parse_go_version("go1.21rc2"), Some((1, 21)));
-        assert_eq!(
-            parse_go_version("go1.27.3 X:nocoverageredesign"),
-            Some((1, 27))
-        );
+        assert_eq!(parse_go_version("go1.27.3 X:nocoverageredesign"), Some((1, 27)));
         assert_eq!(parse_go_version("devel +abc"), None);
     }
 }

@@ -52,10 +52,7 @@ pub(crate) fn header(data: &[u8]) -> Result<&Elf64, GoBinError> {
         return Err(GoBinError::NotElf);
     }
     if data.len() < 64 {
-        return Err(GoBinError::BadElf(format!(
-            "truncated ELF header ({} bytes)",
-            data.len()
-        )));
+        return Err(GoBinError::BadElf(format!("truncated ELF header ({} bytes)", data.len())));
     }
     match (data[4], data[5]) {
         (elf::ELFCLASS32, _) => return Err(GoBinError::UnsupportedArch("32-bit ELF".into())),
@@ -64,9 +61,7 @@ pub(crate) fn header(data: &[u8]) -> Result<&Elf64, GoBinError> {
         }
         (elf::ELFCLASS64, elf::ELFDATA2LSB) => {}
         _ => {
-            return Err(GoBinError::BadElf(
-                "invalid ELF class or data encoding".into(),
-            ));
+            return Err(GoBinError::BadElf("invalid ELF class or data encoding".into()));
         }
     }
     let machine = u16::from_le_bytes([data[18], data[19]]);
@@ -91,15 +86,10 @@ pub(crate) fn load_segments(hdr: &Elf64, data: &[u8]) -> Result<Vec<Segment>, Go
     let phdrs = hdr.program_headers(LE, data).map_err(bad)?;
     let mut segs = Vec::new();
     for ph in phdrs.iter().filter(|ph| ph.p_type(LE) == elf::PT_LOAD) {
-        let seg = Segment {
-            vaddr: ph.p_vaddr(LE),
-            offset: ph.p_offset(LE),
-            filesz: ph.p_filesz(LE),
-            flags: ph.p_flags(LE),
-        };
+        let seg =
+            Segment { vaddr: ph.p_vaddr(LE), offset: ph.p_offset(LE), filesz: ph.p_filesz(LE), flags: ph.p_flags(LE) };
         let end = seg.offset.checked_add(seg.filesz);
-        if end.is_none_or(|e| e > data.len() as u64) || seg.vaddr.checked_add(seg.filesz).is_none()
-        {
+        if end.is_none_or(|e| e > data.len() as u64) || seg.vaddr.checked_add(seg.filesz).is_none() {
             return Err(GoBinError::BadElf(format!(
                 "segment at file offset {:#x} (+{:#x}) runs past the end of the file ({:#x} bytes): truncated?",
                 seg.offset,
@@ -118,11 +108,9 @@ pub(crate) fn load_segments(hdr: &Elf64, data: &[u8]) -> Result<Vec<Segment>, Go
 /// Section headers may be absent (then we scan segments) but not broken:
 /// a cut-off table means a truncated file.
 pub(crate) fn check_sections(hdr: &Elf64, data: &[u8]) -> Result<(), GoBinError> {
-    hdr.sections(LE, data).map(drop).map_err(|e| {
-        GoBinError::BadElf(format!(
-            "{e} (section headers past the end of the file: truncated?)"
-        ))
-    })
+    hdr.sections(LE, data)
+        .map(drop)
+        .map_err(|e| GoBinError::BadElf(format!("{e} (section headers past the end of the file: truncated?)")))
 }
 
 /// A section's address and file range, if it exists and lies inside the file.
@@ -134,11 +122,7 @@ pub(crate) fn section(data: &[u8], name: &[u8]) -> Option<Region> {
     let (offset, len) = sh.file_range(LE)?;
     let (offset, len) = (usize::try_from(offset).ok()?, usize::try_from(len).ok()?);
     data.get(offset..offset.checked_add(len)?)?;
-    Some(Region {
-        vaddr: sh.sh_addr(LE),
-        offset,
-        len,
-    })
+    Some(Region { vaddr: sh.sh_addr(LE), offset, len })
 }
 
 /// (value, size) of a function symbol in `.symtab`, for unstripped binaries.
@@ -168,9 +152,7 @@ pub(crate) fn scan<'d>(
 ) -> impl Iterator<Item = usize> {
     let bytes = seg_bytes(data, seg);
     let first = (align - seg.vaddr % align) % align;
-    (first as usize..bytes.len())
-        .step_by(align as usize)
-        .filter(move |&i| pred(&bytes[i..]))
+    (first as usize..bytes.len()).step_by(align as usize).filter(move |&i| pred(&bytes[i..]))
 }
 
 /// Text start from the runtime's `moduledata`, whose fields `pcHeader` and
@@ -213,10 +195,7 @@ pub(crate) fn moduledata_text(
         Some(0) | None => relocs.get(&addr).copied(),
         w => w,
     };
-    relocs
-        .iter()
-        .filter(|&(_, &addend)| addend == pcln_vaddr)
-        .find_map(|(&md, _)| check(&reloc_word, md))
+    relocs.iter().filter(|&(_, &addend)| addend == pcln_vaddr).find_map(|(&md, _)| check(&reloc_word, md))
 }
 
 /// R_X86_64_RELATIVE relocations (offset -> addend) from SHT_RELA sections.
@@ -230,10 +209,7 @@ fn relative_relocs(data: &[u8]) -> std::collections::HashMap<u64, u64> {
     };
     for sh in sections.iter() {
         if let Ok(Some((relas, _))) = sh.rela(LE, data) {
-            for r in relas
-                .iter()
-                .filter(|r| r.r_type(LE, false) == elf::R_X86_64_RELATIVE)
-            {
+            for r in relas.iter().filter(|r| r.r_type(LE, false) == elf::R_X86_64_RELATIVE) {
                 map.insert(r.r_offset(LE), r.r_addend(LE) as u64);
             }
         }
@@ -247,15 +223,8 @@ pub(crate) fn vaddr_to_offset(segs: &[Segment], addr: u64) -> Option<u64> {
 }
 
 /// `len` file-backed bytes at `addr`, all inside one segment.
-pub(crate) fn read_vaddr<'d>(
-    data: &'d [u8],
-    segs: &[Segment],
-    addr: u64,
-    len: u64,
-) -> Option<&'d [u8]> {
-    let seg = segs
-        .iter()
-        .find(|s| addr >= s.vaddr && addr - s.vaddr < s.filesz)?;
+pub(crate) fn read_vaddr<'d>(data: &'d [u8], segs: &[Segment], addr: u64, len: u64) -> Option<&'d [u8]> {
+    let seg = segs.iter().find(|s| addr >= s.vaddr && addr - s.vaddr < s.filesz)?;
     let rel = addr - seg.vaddr;
     if len > seg.filesz - rel {
         return None;

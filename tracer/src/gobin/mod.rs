@@ -23,10 +23,7 @@ use pclntab::{PclnTable, PclnVersion};
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinError {
     #[error("cannot read {}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error("not an ELF file")]
     NotElf,
     #[error("malformed ELF: {0}")]
@@ -145,10 +142,7 @@ impl fmt::Debug for GoBinary {
 impl GoBinary {
     /// Parse an ELF file, e.g. `/proc/PID/exe` or `/proc/PID/root/usr/bin/x`.
     pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
-        let data = std::fs::read(path).map_err(|error| GoBinError::Io {
-            path: path.to_owned(),
-            error,
-        })?;
+        let data = std::fs::read(path).map_err(|error| GoBinError::Io { path: path.to_owned(), error })?;
         Self::from_bytes(data)
     }
 
@@ -163,9 +157,7 @@ impl GoBinary {
         let build = elf::section(&data, b".go.buildinfo")
             .and_then(|r| data.get(r.offset..r.offset + r.len))
             .or_else(|| scan_buildinfo(&data, &segs))
-            .and_then(|blob| {
-                buildinfo::parse(blob, |addr, len| elf::read_vaddr(&data, &segs, addr, len))
-            });
+            .and_then(|blob| buildinfo::parse(blob, |addr, len| elf::read_vaddr(&data, &segs, addr, len)));
         let Some(pcln_region) = pcln_found else {
             return Err(match build {
                 Some(_) => GoBinError::Corrupt("Go build info present but no pclntab".into()),
@@ -175,14 +167,7 @@ impl GoBinary {
         let tab = &data[pcln_region.offset..pcln_region.offset + pcln_region.len];
         let pcln = PclnTable::parse(tab)?;
         let text_start = resolve_text_start(&data, &segs, &pcln, pcln_region)?;
-        Ok(GoBinary {
-            data,
-            segs,
-            pcln,
-            pcln_region,
-            text_start,
-            build,
-        })
+        Ok(GoBinary { data, segs, pcln, pcln_region, text_start, build })
     }
 
     /// Go toolchain version from the build info, e.g. "go1.19.8".
@@ -216,28 +201,17 @@ impl GoBinary {
     /// Function by exact name (e.g. "crypto/tls.(*Conn).Read") from the
     /// pclntab, or from `.symtab` when the pclntab lacks it.
     pub fn function(&self, name: &str) -> Option<GoFunc> {
-        let (entry, end) = self
-            .pcln
-            .lookup(self.pcln_bytes(), name.as_bytes(), self.text_start)
-            .or_else(|| {
-                let (value, size) = elf::symtab_func(&self.data, name.as_bytes())?;
-                Some((value, value.checked_add(size).filter(|_| size > 0)?))
-            })?;
-        Some(GoFunc {
-            name: name.to_owned(),
-            entry,
-            end,
-            file_offset: elf::vaddr_to_offset(&self.segs, entry)?,
-        })
+        let (entry, end) = self.pcln.lookup(self.pcln_bytes(), name.as_bytes(), self.text_start).or_else(|| {
+            let (value, size) = elf::symtab_func(&self.data, name.as_bytes())?;
+            Some((value, value.checked_add(size).filter(|_| size > 0)?))
+        })?;
+        Some(GoFunc { name: name.to_owned(), entry, end, file_offset: elf::vaddr_to_offset(&self.segs, entry)? })
     }
 
     /// File offsets of every RET in `f`, decoding linearly from entry to end.
     pub fn ret_offsets(&self, f: &GoFunc) -> Result<Vec<u64>, GoBinError> {
         let (code, seg) = self.code(f)?;
-        let rets = rets::find_rets(code, f.entry).map_err(|addr| GoBinError::Decode {
-            func: f.name.clone(),
-            addr,
-        })?;
+        let rets = rets::find_rets(code, f.entry).map_err(|addr| GoBinError::Decode { func: f.name.clone(), addr })?;
         // Each address through the segment of the code it was decoded from, as the other probe
         // points are (read_vaddr checked that the code lies inside it).
         rets.into_iter()
@@ -273,29 +247,19 @@ impl GoBinary {
     /// The machine code of `f`, from an executable segment only (a bogus range must not yield
     /// "offsets"), and that segment.
     fn code(&self, f: &GoFunc) -> Result<(&[u8], &Segment), GoBinError> {
-        let not_code = || GoBinError::NotCode {
-            func: f.name.clone(),
-            addr: f.entry,
-        };
+        let not_code = || GoBinError::NotCode { func: f.name.clone(), addr: f.entry };
         let seg = self
             .segs
             .iter()
             .find(|s| s.executable() && f.entry >= s.vaddr && f.entry - s.vaddr < s.filesz)
             .ok_or_else(not_code)?;
-        let len = f
-            .end
-            .checked_sub(f.entry)
-            .filter(|&l| l > 0)
-            .ok_or_else(not_code)?;
-        let code = elf::read_vaddr(&self.data, std::slice::from_ref(seg), f.entry, len)
-            .ok_or_else(not_code)?;
+        let len = f.end.checked_sub(f.entry).filter(|&l| l > 0).ok_or_else(not_code)?;
+        let code = elf::read_vaddr(&self.data, std::slice::from_ref(seg), f.entry, len).ok_or_else(not_code)?;
         Ok((code, seg))
     }
 
     fn probes(&self, name: &str) -> Result<FuncProbes, GoBinError> {
-        let func = self
-            .function(name)
-            .ok_or_else(|| GoBinError::FunctionNotFound(name.to_owned()))?;
+        let func = self.function(name).ok_or_else(|| GoBinError::FunctionNotFound(name.to_owned()))?;
         let ret_offsets = self.ret_offsets(&func)?;
         if ret_offsets.is_empty() {
             return Err(GoBinError::Corrupt(format!("no RET instruction in {name}")));
@@ -328,19 +292,12 @@ impl GoBinary {
 /// the header word when stored, else the runtime's moduledata, else
 /// `.symtab`. Never guessed from `.text`, which starts with C code in
 /// externally linked binaries: a wrong base means probes mid-instruction.
-fn resolve_text_start(
-    data: &[u8],
-    segs: &[Segment],
-    pcln: &PclnTable,
-    region: Region,
-) -> Result<u64, GoBinError> {
+fn resolve_text_start(data: &[u8], segs: &[Segment], pcln: &PclnTable, region: Region) -> Result<u64, GoBinError> {
     if !pcln.needs_text_start() {
         return Ok(0);
     }
     let tab = &data[region.offset..region.offset + region.len];
-    let first = pcln
-        .raw_entry(tab, 0)
-        .ok_or_else(|| GoBinError::Corrupt("empty functab".into()))?;
+    let first = pcln.raw_entry(tab, 0).ok_or_else(|| GoBinError::Corrupt("empty functab".into()))?;
     let text = Some(pcln.header_text_start)
         .filter(|&t| t != 0)
         .or_else(|| {
@@ -348,46 +305,29 @@ fn resolve_text_start(
             elf::moduledata_text(data, segs, region.vaddr, funcname, first)
         })
         .or_else(|| elf::symtab_func(data, b"runtime.text").map(|(v, _)| v))
-        .ok_or_else(|| {
-            GoBinError::Corrupt("cannot locate runtime.text (moduledata not found)".into())
-        })?;
+        .ok_or_else(|| GoBinError::Corrupt("cannot locate runtime.text (moduledata not found)".into()))?;
     // The first function must be code, or the base is wrong.
     let first_entry = text.saturating_add(first);
-    if !segs
-        .iter()
-        .any(|s| s.executable() && first_entry >= s.vaddr && first_entry - s.vaddr < s.filesz)
-    {
-        return Err(GoBinError::Corrupt(format!(
-            "first function at {first_entry:#x} is not in an executable segment"
-        )));
+    if !segs.iter().any(|s| s.executable() && first_entry >= s.vaddr && first_entry - s.vaddr < s.filesz) {
+        return Err(GoBinError::Corrupt(format!("first function at {first_entry:#x} is not in an executable segment")));
     }
     Ok(text)
 }
 
 /// Find `runtime.pcheader` by its magic when section headers are missing.
 fn scan_pclntab(data: &[u8], segs: &[Segment]) -> Option<Region> {
-    const MAGICS: [u32; 3] = [
-        pclntab::MAGIC_GO116,
-        pclntab::MAGIC_GO118,
-        pclntab::MAGIC_GO120,
-    ];
+    const MAGICS: [u32; 3] = [pclntab::MAGIC_GO116, pclntab::MAGIC_GO118, pclntab::MAGIC_GO120];
     segs.iter().find_map(|seg| {
         let bytes = elf::seg_bytes(data, seg);
         let is_header = |b: &[u8]| {
-            b.len() >= 8
-                && MAGICS.contains(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                && b[4..8] == [0, 0, 1, 8]
+            b.len() >= 8 && MAGICS.contains(&u32::from_le_bytes([b[0], b[1], b[2], b[3]])) && b[4..8] == [0, 0, 1, 8]
         };
         elf::scan(data, seg, 8, is_header)
             .find(|&i| {
                 let tab = &bytes[i..];
                 PclnTable::parse(tab).is_ok_and(|p| p.name(tab, 0).is_some_and(|n| !n.is_empty()))
             })
-            .map(|i| Region {
-                vaddr: seg.vaddr + i as u64,
-                offset: seg.offset as usize + i,
-                len: bytes.len() - i,
-            })
+            .map(|i| Region { vaddr: seg.vaddr + i as u64, offset: seg.offset as usize + i, len: bytes.len() - i })
     })
 }
 
@@ -395,10 +335,6 @@ fn scan_pclntab(data: &[u8], segs: &[Segment]) -> Option<Region> {
 fn scan_buildinfo<'d>(data: &'d [u8], segs: &[Segment]) -> Option<&'d [u8]> {
     segs.iter().filter(|s| s.writable()).find_map(|seg| {
         let bytes = elf::seg_bytes(data, seg);
-        elf::scan(data, seg, buildinfo::ALIGN as u64, |b| {
-            b.starts_with(buildinfo::MAGIC)
-        })
-        .next()
-        .map(|i| &bytes[i..])
+        elf::scan(data, seg, buildinfo::ALIGN as u64, |b| b.starts_with(buildinfo::MAGIC)).next().map(|i| &bytes[i..])
     })
 }

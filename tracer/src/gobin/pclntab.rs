@@ -76,9 +76,7 @@ impl PclnTable {
             MAGIC_GO118 => PclnVersion::Go118,
             MAGIC_GO120 => PclnVersion::Go120,
             0xffff_fffb => {
-                return Err(GoBinError::Unsupported(
-                    "pclntab of Go 1.2-1.15 (magic 0xfffffffb)".into(),
-                ));
+                return Err(GoBinError::Unsupported("pclntab of Go 1.2-1.15 (magic 0xfffffffb)".into()));
             }
             m => return Err(corrupt(&format!("unknown magic {m:#010x}"))),
         };
@@ -88,13 +86,10 @@ impl PclnTable {
             return Err(corrupt("bad header fields"));
         }
         if ptr_size != 8 {
-            return Err(GoBinError::Unsupported(format!(
-                "pclntab pointer size {ptr_size}"
-            )));
+            return Err(GoBinError::Unsupported(format!("pclntab pointer size {ptr_size}")));
         }
-        let word = |i: usize| -> Result<u64, GoBinError> {
-            u64_at(tab, 8 + 8 * i).ok_or_else(|| corrupt("truncated header"))
-        };
+        let word =
+            |i: usize| -> Result<u64, GoBinError> { u64_at(tab, 8 + 8 * i).ok_or_else(|| corrupt("truncated header")) };
         // 1.18 inserted textStart as word 2; the offsets shift by one.
         let (header_text_start, first_off) = match version {
             PclnVersion::Go116 => (0, 2),
@@ -111,15 +106,7 @@ impl PclnTable {
         let funcname = off(first_off)?;
         let pctab = off(first_off + 3)?;
         let functab = off(first_off + 4)?;
-        let t = PclnTable {
-            version,
-            min_lc,
-            nfunc,
-            header_text_start,
-            funcname,
-            pctab,
-            functab,
-        };
+        let t = PclnTable { version, min_lc, nfunc, header_text_start, funcname, pctab, functab };
         // The functab holds nfunc (entry, funcoff) pairs plus an end sentinel.
         let size = nfunc
             .checked_mul(2)
@@ -243,21 +230,13 @@ impl PclnTable {
         let i = if self.func_id(tab, first) == Some(0) {
             first
         } else {
-            matches
-                .find(|&i| self.func_id(tab, i) == Some(0))
-                .unwrap_or(first)
+            matches.find(|&i| self.func_id(tab, i) == Some(0)).unwrap_or(first)
         };
-        self.func_range(tab, i, text_start)
-            .map(|(entry, end, _)| (entry, end))
+        self.func_range(tab, i, text_start).map(|(entry, end, _)| (entry, end))
     }
 
     /// (entry, end, end came from pcsp) of function `i`.
-    pub(crate) fn func_range(
-        &self,
-        tab: &[u8],
-        i: usize,
-        text_start: u64,
-    ) -> Option<(u64, u64, bool)> {
+    pub(crate) fn func_range(&self, tab: &[u8], i: usize, text_start: u64) -> Option<(u64, u64, bool)> {
         let entry = self.entry(tab, i, text_start)?;
         let next = self.entry(tab, i + 1, text_start)?;
         if next <= entry {
@@ -293,8 +272,7 @@ mod tests {
         t[0..4].copy_from_slice(&MAGIC_GO116.to_le_bytes());
         t[6] = 1;
         t[7] = 8;
-        let put =
-            |t: &mut Vec<u8>, at: usize, v: u64| t[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        let put = |t: &mut Vec<u8>, at: usize, v: u64| t[at..at + 8].copy_from_slice(&v.to_le_bytes());
         // funcnametab at 64: "main.a\0main.b\0"
         let funcname = t.len();
         t.extend_from_slice(b"main.a\0main.b\0");
@@ -346,10 +324,7 @@ mod tests {
         assert!(PclnTable::parse(&tab[..20]).is_err());
         let mut t = tab.clone();
         t[0] = 0xfb; // Go 1.2 magic
-        assert!(matches!(
-            PclnTable::parse(&t),
-            Err(GoBinError::Unsupported(_))
-        ));
+        assert!(matches!(PclnTable::parse(&t), Err(GoBinError::Unsupported(_))));
         let mut t = tab.clone();
         t[8] = 0xff; // nfunc too large for the table
         assert!(PclnTable::parse(&t).is_err());

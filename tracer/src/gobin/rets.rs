@@ -84,7 +84,11 @@ pub fn arg_spill_frame(code: &[u8], ip: u64) -> Option<u64> {
             {
                 below = below.checked_add(ins.immediate(1))?;
             }
-            Mnemonic::Mov if ins.op0_kind() == OpKind::Memory && ins.memory_base() == Register::RSP && ins.memory_index() == Register::None => {
+            Mnemonic::Mov
+                if ins.op0_kind() == OpKind::Memory
+                    && ins.memory_base() == Register::RSP
+                    && ins.memory_index() == Register::None =>
+            {
                 let slot = ins.memory_displacement64() as i64 - below as i64 - 8;
                 let arg = match (slot, ins.op1_register()) {
                     (0, Register::RAX) => 0,
@@ -151,10 +155,7 @@ mod tests {
         assert_eq!(stack_check_branch(&READ_PROLOGUE, 0x5bfce0), Some(0x5bfce4));
         // Large frame, crypto/tls.(*Conn).Write in Go 1.27: lea r12, [rsp-0x48];
         // cmp r12, [r14+0x10]; jbe; push rbp
-        let write = [
-            0x4c, 0x8d, 0x64, 0x24, 0xb8, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xb3, 0x07, 0x00,
-            0x00, 0x55,
-        ];
+        let write = [0x4c, 0x8d, 0x64, 0x24, 0xb8, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xb3, 0x07, 0x00, 0x00, 0x55];
         assert_eq!(stack_check_branch(&write, 0x5be840), Some(0x5be849));
         // Go 1.19 (etcd's Read): no push rbp after the branch.
         assert_eq!(stack_check_branch(&READ_PROLOGUE_GO119, 0x6388c0), Some(0x6388c4));
@@ -240,9 +241,7 @@ mod tests {
     #[test]
     fn finds_both_ret_forms() {
         // push rbp; ret; ret 8; mov eax, 0xc3c3c3c3 (C3 bytes inside an imm); int3
-        let code = [
-            0x55, 0xc3, 0xc2, 0x08, 0x00, 0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xcc,
-        ];
+        let code = [0x55, 0xc3, 0xc2, 0x08, 0x00, 0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xcc];
         assert_eq!(find_rets(&code, 0x1000), Ok(vec![0x1001, 0x1002]));
     }
 

@@ -26,8 +26,7 @@ use super::*;
 const ETCD: &str = "/usr/bin/etcd";
 
 fn etcd_bytes() -> Vec<u8> {
-    std::fs::read(ETCD)
-        .unwrap_or_else(|e| panic!("{ETCD} is required (Debian package etcd-server): {e}"))
+    std::fs::read(ETCD).unwrap_or_else(|e| panic!("{ETCD} is required (Debian package etcd-server): {e}"))
 }
 
 /// `$VAR`, else where `cargo xtask test` builds it (target/go-bin/<var in lower case>).
@@ -62,30 +61,15 @@ fn check_tls_probes(bin: &GoBinary) -> TlsProbePoints {
     let (text, text_len) = section(&bin.data, ".text");
     for fp in [&pp.read, &pp.write] {
         let f = &fp.func;
-        assert!(
-            f.entry >= text && f.end <= text + text_len,
-            "{} outside .text",
-            f.name
-        );
+        assert!(f.entry >= text && f.end <= text + text_len, "{} outside .text", f.name);
         assert!(f.entry < f.end);
-        assert_eq!(
-            elf::vaddr_to_offset(&bin.segs, f.entry),
-            Some(f.file_offset)
-        );
+        assert_eq!(elf::vaddr_to_offset(&bin.segs, f.entry), Some(f.file_offset));
         assert!(!fp.ret_offsets.is_empty(), "{}: no RET", f.name);
         let code_end = f.file_offset + (f.end - f.entry);
         for &off in &fp.ret_offsets {
-            assert!(
-                (f.file_offset..code_end).contains(&off),
-                "{}: {off:#x} out of range",
-                f.name
-            );
+            assert!((f.file_offset..code_end).contains(&off), "{}: {off:#x} out of range", f.name);
             let byte = bin.data[off as usize];
-            assert!(
-                byte == 0xc3 || byte == 0xc2,
-                "{}: byte {byte:#x} at {off:#x}",
-                f.name
-            );
+            assert!(byte == 0xc3 || byte == 0xc2, "{}: byte {byte:#x} at {off:#x}", f.name);
         }
         assert!(fp.ret_offsets.windows(2).all(|w| w[0] < w[1]));
     }
@@ -101,7 +85,11 @@ fn check_tls_probes(bin: &GoBinary) -> TlsProbePoints {
     assert!(matches!(copy.frame, 0x20..=0x200), "Read's frame {:#x}", copy.frame);
     let check = pp.write_check.expect("crypto/tls.(*Conn).Write: no stack check found");
     let w = &pp.write.func;
-    assert!((w.file_offset + 4..w.file_offset + 10).contains(&check), "Write's stack check branch at {check:#x}, entry {:#x}", w.file_offset);
+    assert!(
+        (w.file_offset + 4..w.file_offset + 10).contains(&check),
+        "Write's stack check branch at {check:#x}, entry {:#x}",
+        w.file_offset
+    );
     let jbe = &bin.data[check as usize..check as usize + 2];
     assert!(jbe[0] == 0x76 || jbe == [0x0f, 0x86], "not a jbe at {check:#x}: {jbe:x?}");
     pp
@@ -111,21 +99,13 @@ fn check_tls_probes(bin: &GoBinary) -> TlsProbePoints {
 fn check_against_symtab(bin: &GoBinary) -> usize {
     let hdr = elf::Elf64::parse(&*bin.data).unwrap();
     let sections = hdr.sections(LE, &*bin.data).unwrap();
-    let symtab = sections
-        .symbols(LE, &*bin.data, object::elf::SHT_SYMTAB)
-        .unwrap();
+    let symtab = sections.symbols(LE, &*bin.data, object::elf::SHT_SYMTAB).unwrap();
     assert!(!symtab.is_empty(), "binary has no .symtab");
     // Names repeat (closures of generic instances), so keep every range.
     let mut funcs: std::collections::HashMap<&[u8], Vec<(u64, u64)>> = Default::default();
-    for s in symtab
-        .iter()
-        .filter(|s| s.st_type() == object::elf::STT_FUNC && s.st_size(LE) > 0)
-    {
+    for s in symtab.iter().filter(|s| s.st_type() == object::elf::STT_FUNC && s.st_size(LE) > 0) {
         let name = s.name(LE, symtab.strings()).unwrap();
-        funcs
-            .entry(name)
-            .or_default()
-            .push((s.st_value(LE), s.st_value(LE) + s.st_size(LE)));
+        funcs.entry(name).or_default().push((s.st_value(LE), s.st_value(LE) + s.st_size(LE)));
     }
     let tab = bin.pcln_bytes();
     let mut checked = 0;
@@ -135,30 +115,16 @@ fn check_against_symtab(bin: &GoBinary) -> usize {
         let (entry, end, from_pcsp) = bin.pcln.func_range(tab, i, bin.text_start).unwrap();
         // Assembly bodies and ABI0 wrappers are "name.abi0" in .symtab.
         let abi0 = [name, b".abi0"].concat();
-        let candidates = funcs
-            .get(name)
-            .into_iter()
-            .chain(funcs.get(&abi0[..]))
-            .flatten();
+        let candidates = funcs.get(name).into_iter().chain(funcs.get(&abi0[..])).flatten();
         let Some(&(_, sym_end)) = candidates.clone().find(|s| s.0 == entry) else {
-            assert!(
-                candidates.count() == 0,
-                "{shown}: {entry:#x} not in .symtab"
-            );
+            assert!(candidates.count() == 0, "{shown}: {entry:#x} not in .symtab");
             continue; // linker-made symbols without size
         };
         // Without a pcsp table (C code) the end includes padding.
-        assert!(
-            end == sym_end || (!from_pcsp && end > sym_end),
-            "{shown}: end {end:#x} vs {sym_end:#x}"
-        );
+        assert!(end == sym_end || (!from_pcsp && end > sym_end), "{shown}: end {end:#x} vs {sym_end:#x}");
         checked += 1;
     }
-    assert!(
-        checked * 10 > bin.pcln.nfunc * 9,
-        "only {checked} of {} cross-checked",
-        bin.pcln.nfunc
-    );
+    assert!(checked * 10 > bin.pcln.nfunc * 9, "only {checked} of {} cross-checked", bin.pcln.nfunc);
     checked
 }
 
@@ -183,12 +149,9 @@ fn etcd_function_ends_at_padding() {
     for name in [TLS_CONN_READ, TLS_CONN_WRITE, "main.main", "runtime.goexit"] {
         let f = bin.function(name).unwrap_or_else(|| panic!("{name}"));
         let tab = bin.pcln_bytes();
-        let i = (0..bin.pcln.nfunc)
-            .find(|&i| bin.pcln.name(tab, i) == Some(name.as_bytes()))
-            .unwrap();
+        let i = (0..bin.pcln.nfunc).find(|&i| bin.pcln.name(tab, i) == Some(name.as_bytes())).unwrap();
         let next = bin.text_start + bin.pcln.raw_entry(tab, i + 1).unwrap();
-        let pad = &bin.data
-            [(f.file_offset + f.end - f.entry) as usize..(f.file_offset + next - f.entry) as usize];
+        let pad = &bin.data[(f.file_offset + f.end - f.entry) as usize..(f.file_offset + next - f.entry) as usize];
         assert!(pad.iter().all(|&b| b == 0xcc), "{name}: padding {pad:x?}");
     }
     assert_eq!(bin.function("no.such/func"), None);
@@ -198,21 +161,14 @@ fn etcd_function_ends_at_padding() {
 fn etcd_without_section_headers() {
     // Section headers gone: pclntab and build info are found by scanning.
     let data = etcd_bytes();
-    let want = GoBinary::from_bytes(data.clone())
-        .unwrap()
-        .function(TLS_CONN_READ)
-        .unwrap();
+    let want = GoBinary::from_bytes(data.clone()).unwrap().function(TLS_CONN_READ).unwrap();
     let mut d = data;
     d[0x28..0x30].fill(0); // e_shoff
     d[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
     let bin = GoBinary::from_bytes(d).unwrap();
     assert!(bin.go_version().unwrap().starts_with("go1.19"));
     assert_eq!(bin.function(TLS_CONN_READ), Some(want));
-    assert!(
-        !bin.ret_offsets(&bin.function(TLS_CONN_WRITE).unwrap())
-            .unwrap()
-            .is_empty()
-    );
+    assert!(!bin.ret_offsets(&bin.function(TLS_CONN_WRITE).unwrap()).unwrap().is_empty());
 }
 
 #[test]
@@ -233,22 +189,14 @@ fn etcd_text_start_from_moduledata() {
 fn go_https_server_stripped() {
     let path = env_bin("GO_HTTPS_SERVER_BIN");
     let bin = open(&path);
-    assert!(
-        elf::section(&bin.data, b".symtab").is_none(),
-        "{} is not stripped",
-        path.display()
-    );
+    assert!(elf::section(&bin.data, b".symtab").is_none(), "{} is not stripped", path.display());
     let v = bin.go_version().unwrap();
     let (_, minor) = buildinfo::parse_go_version(v).unwrap();
     assert!(minor >= 20, "{v}: expected Go >= 1.20");
     assert_eq!(bin.pcln.version, PclnVersion::Go120);
     assert_eq!(bin.module_path(), Some("tracer/tests/go"));
     let pp = check_tls_probes(&bin);
-    eprintln!(
-        "https-server {v}: Read {} rets, Write {} rets",
-        pp.read.ret_offsets.len(),
-        pp.write.ret_offsets.len()
-    );
+    eprintln!("https-server {v}: Read {} rets, Write {} rets", pp.read.ret_offsets.len(), pp.write.ret_offsets.len());
 }
 
 #[test]
@@ -296,11 +244,7 @@ fn find_symtab_name(data: &[u8], name: &str) -> usize {
     let (off, len) = strtab.file_range(LE).unwrap();
     let s = &data[off as usize..(off + len) as usize];
     let needle = format!("\0{name}\0");
-    off as usize
-        + 1
-        + s.windows(needle.len())
-            .position(|w| w == needle.as_bytes())
-            .unwrap()
+    off as usize + 1 + s.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap()
 }
 
 #[test]
@@ -326,32 +270,14 @@ fn errors_are_clear() {
     assert!(one_line(e).contains("aarch64"));
     let mut d = data[..4096].to_vec();
     d[4] = 1; // ELFCLASS32
-    assert!(matches!(
-        GoBinary::from_bytes(d),
-        Err(GoBinError::UnsupportedArch(_))
-    ));
+    assert!(matches!(GoBinary::from_bytes(d), Err(GoBinError::UnsupportedArch(_))));
 }
 
 #[test]
 fn truncated_etcd() {
     let data = etcd_bytes();
     let n = data.len();
-    for len in [
-        0,
-        1,
-        4,
-        16,
-        63,
-        64,
-        65,
-        120,
-        4096,
-        n / 3,
-        n / 2,
-        2 * n / 3,
-        n - 4096,
-        n - 1,
-    ] {
+    for len in [0, 1, 4, 16, 63, 64, 65, 120, 4096, n / 3, n / 2, 2 * n / 3, n - 4096, n - 1] {
         let r = GoBinary::from_bytes(data[..len].to_vec());
         let e = r.expect_err(&format!("len {len} parsed"));
         let s = e.to_string();
@@ -363,10 +289,7 @@ fn truncated_etcd() {
 #[test]
 fn corrupt_pclntab_header() {
     let data = etcd_bytes();
-    let off = GoBinary::from_bytes(data.clone())
-        .unwrap()
-        .pcln_region
-        .offset;
+    let off = GoBinary::from_bytes(data.clone()).unwrap().pcln_region.offset;
     // Each header byte flipped, one at a time.
     for i in 0..72 {
         let mut d = data.clone();
@@ -377,9 +300,7 @@ fn corrupt_pclntab_header() {
     // over the header and the start of the functab it points at.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) as usize
     };
     for _ in 0..150 {
@@ -408,10 +329,7 @@ fn bogus_gofunc_is_rejected() {
     let bin = GoBinary::from_bytes(etcd_bytes()).unwrap();
     let mut f = bin.function(TLS_CONN_READ).unwrap();
     f.end = f.entry; // empty
-    assert!(matches!(
-        bin.ret_offsets(&f),
-        Err(GoBinError::NotCode { .. })
-    ));
+    assert!(matches!(bin.ret_offsets(&f), Err(GoBinError::NotCode { .. })));
     f.entry = 0x10; // unmapped
     f.end = 0x20;
     assert!(bin.ret_offsets(&f).is_err());

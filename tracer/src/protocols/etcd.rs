@@ -528,7 +528,11 @@ pub fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
 
 /// Span attributes of an etcd call, as a vector of their own.
 #[cfg(test)]
-pub fn attributes(op: EtcdOp, req: Option<&EtcdRequest>, resp: Option<&EtcdResponse>) -> Vec<(&'static str, AttrValue)> {
+pub fn attributes(
+    op: EtcdOp,
+    req: Option<&EtcdRequest>,
+    resp: Option<&EtcdResponse>,
+) -> Vec<(&'static str, AttrValue)> {
     let mut a = Vec::new();
     push_attributes(op, req, resp, &mut a);
     a

@@ -203,7 +203,11 @@ impl MessageReader {
         let f = self.first.as_mut()?;
         self.first_taken = true;
         self.first_done = true;
-        Some(GrpcMessage { compressed: f.compressed, declared_len: f.declared_len, bytes: std::mem::take(&mut f.bytes) })
+        Some(GrpcMessage {
+            compressed: f.compressed,
+            declared_len: f.declared_len,
+            bytes: std::mem::take(&mut f.bytes),
+        })
     }
 
     fn capturing(&self) -> bool {
@@ -444,7 +448,10 @@ mod tests {
             status_from_fields(&f, Unresolved::default()),
             StatusLookup::Found(GrpcStatus { code: 0, message: None })
         );
-        let f = vec![("grpc-status", FieldValue::Static("14")), ("grpc-message", FieldValue::Static("etcdserver%3A leader changed"))];
+        let f = vec![
+            ("grpc-status", FieldValue::Static("14")),
+            ("grpc-message", FieldValue::Static("etcdserver%3A leader changed")),
+        ];
         assert_eq!(
             status_from_fields(&f, Unresolved::default()),
             StatusLookup::Found(GrpcStatus { code: 14, message: Some("etcdserver: leader changed".into()) })

@@ -103,9 +103,7 @@ pub fn looks_like_request(data: &[u8]) -> bool {
         return false;
     };
     let method_ok = space > 0
-        && data
-            .get(..space)
-            .is_some_and(|m| m.iter().all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_'));
+        && data.get(..space).is_some_and(|m| m.iter().all(|&b| b.is_ascii_uppercase() || b == b'-' || b == b'_'));
     let target_ok = data.get(space.saturating_add(1)).is_none_or(u8::is_ascii_graphic);
     method_ok && target_ok
 }
@@ -479,21 +477,13 @@ impl Http1Decoder {
     }
 
     /// Trailer lines are read and dropped; the empty line ends the message.
-    fn step_trailers(
-        &mut self,
-        total: usize,
-        data: &[u8],
-        ts: Timing,
-        out: &mut Vec<Http1Event>,
-    ) -> usize {
+    fn step_trailers(&mut self, total: usize, data: &[u8], ts: Timing, out: &mut Vec<Http1Event>) -> usize {
         let limit = HEAD_LIMIT.saturating_sub(total);
         let (used, line) = self.take_line(data, limit, |l| (l.len(), matches!(l, b"\n" | b"\r\n")));
         match line {
             Line::Partial => {}
             Line::Complete((_, true)) => self.finish(ts, out),
-            Line::Complete((len, false)) => {
-                self.state = State::Trailers { total: total.saturating_add(len) }
-            }
+            Line::Complete((len, false)) => self.state = State::Trailers { total: total.saturating_add(len) },
             Line::TooLong => self.desync("trailer section larger than limit", out),
         }
         used
@@ -502,12 +492,7 @@ impl Http1Decoder {
     /// Takes `data` up to and including its first LF. A line found whole in `data` is handed to
     /// `on_line` in place; only a line spanning segments is gathered in `buf` (then wiped).
     /// Returns the bytes taken and what became of the line.
-    fn take_line<R>(
-        &mut self,
-        data: &[u8],
-        limit: usize,
-        on_line: impl FnOnce(&[u8]) -> R,
-    ) -> (usize, Line<R>) {
+    fn take_line<R>(&mut self, data: &[u8], limit: usize, on_line: impl FnOnce(&[u8]) -> R) -> (usize, Line<R>) {
         let (piece, complete) = match data.iter().position(|&b| b == b'\n') {
             Some(lf) => (data.get(..=lf).unwrap_or(data), true),
             None => (data, false),
@@ -574,9 +559,7 @@ fn request_plan(body: BodyFraming) -> BodyPlan {
         BodyFraming::Chunked => BodyPlan::Chunked,
         BodyFraming::Length(n) => BodyPlan::Length(n),
         BodyFraming::Unframed => BodyPlan::Empty,
-        BodyFraming::OtherCoding => {
-            BodyPlan::Broken("request Transfer-Encoding does not end in chunked")
-        }
+        BodyFraming::OtherCoding => BodyPlan::Broken("request Transfer-Encoding does not end in chunked"),
         BodyFraming::BadLength => BodyPlan::Broken("invalid Content-Length"),
     }
 }
@@ -700,8 +683,7 @@ impl<'h> Fields<'h> {
                     f.transfer_coding = Some(last.eq_ignore_ascii_case(b"chunked"));
                 }
             } else if name.eq_ignore_ascii_case("connection") {
-                f.connection_upgrade |=
-                    list_items(h.value).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+                f.connection_upgrade |= list_items(h.value).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
             } else if name.eq_ignore_ascii_case("upgrade") {
                 f.upgrade = true;
             } else if name.eq_ignore_ascii_case("user-agent") {
@@ -741,12 +723,10 @@ enum ContentLength {
 
 impl ContentLength {
     fn merge(self, raw: &[u8]) -> Self {
-        raw.split(|&b| b == b',').fold(self, |acc, item| {
-            match (acc, parse_decimal(trim_ows(item))) {
-                (ContentLength::Absent, Some(n)) => ContentLength::Value(n),
-                (ContentLength::Value(a), Some(b)) if a == b => acc,
-                _ => ContentLength::Invalid,
-            }
+        raw.split(|&b| b == b',').fold(self, |acc, item| match (acc, parse_decimal(trim_ows(item))) {
+            (ContentLength::Absent, Some(n)) => ContentLength::Value(n),
+            (ContentLength::Value(a), Some(b)) if a == b => acc,
+            _ => ContentLength::Invalid,
         })
     }
 
@@ -961,8 +941,7 @@ mod tests {
     // handler headers sorted, then Date/Content-Type/Transfer-Encoding, lower-case hex sizes).
 
     /// kubectl (client-go) starting a watch.
-    const KUBECTL_WATCH: &[u8] =
-        b"GET /api/v1/namespaces/default/pods?resourceVersion=4711&watch=true HTTP/1.1\r\n\
+    const KUBECTL_WATCH: &[u8] = b"GET /api/v1/namespaces/default/pods?resourceVersion=4711&watch=true HTTP/1.1\r\n\
       Host: 10.96.0.1:443\r\n\
       User-Agent: kubectl/v1.31.0 (linux/amd64) kubernetes/9edcffc\r\n\
       Accept: application/json\r\n\
@@ -1000,8 +979,7 @@ mod tests {
       \r\n";
 
     /// Start of a SPDY/3.1 SYN_STREAM control frame, as sent right after the switch.
-    const SPDY_FRAME: &[u8] =
-        b"\x80\x03\x00\x01\x00\x00\x00\x32\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x78\xbb";
+    const SPDY_FRAME: &[u8] = b"\x80\x03\x00\x01\x00\x00\x00\x32\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x78\xbb";
 
     /// Start of a TLS 1.2+ ClientHello.
     const TLS_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x8a\x1f\x00\x2b";
@@ -1099,12 +1077,7 @@ mod tests {
     fn curl_post_head() -> Head {
         Head::Request(RequestHead {
             content_length: Some(65),
-            ..request(
-                "POST",
-                "/api/v1/namespaces/default/configmaps",
-                Some("curl/7.88.1"),
-                Some("127.0.0.1:18080"),
-            )
+            ..request("POST", "/api/v1/namespaces/default/configmaps", Some("curl/7.88.1"), Some("127.0.0.1:18080"))
         })
     }
 
@@ -1129,12 +1102,8 @@ mod tests {
     fn resolve(exp: &[Exp], seg_of: impl Fn(usize) -> u64) -> Vec<Http1Event> {
         exp.iter()
             .map(|e| match e {
-                Exp::Head(head, first) => {
-                    Http1Event::Head { head: head.clone(), first_byte: ts(seg_of(*first)) }
-                }
-                Exp::End(body_size, last) => {
-                    Http1Event::End { body_size: *body_size, last_byte: ts(seg_of(*last)) }
-                }
+                Exp::Head(head, first) => Http1Event::Head { head: head.clone(), first_byte: ts(seg_of(*first)) },
+                Exp::End(body_size, last) => Http1Event::End { body_size: *body_size, last_byte: ts(seg_of(*last)) },
             })
             .collect()
     }
@@ -1209,14 +1178,7 @@ mod tests {
 
     #[test]
     fn detects_message_starts() {
-        for req in [
-            CURL_GET,
-            CURL_POST,
-            CURL_CHUNKED_PUT,
-            KUBECTL_WATCH,
-            KUBECTL_EXEC,
-            b"M-SEARCH * HTTP/1.1",
-        ] {
+        for req in [CURL_GET, CURL_POST, CURL_CHUNKED_PUT, KUBECTL_WATCH, KUBECTL_EXEC, b"M-SEARCH * HTTP/1.1"] {
             assert!(looks_like_request(req));
             assert!(!looks_like_response(req));
         }
@@ -1296,8 +1258,7 @@ mod tests {
 
     #[test]
     fn nginx_gzip_chunked_at_every_split() {
-        let exp =
-            [Exp::Head(response(200, None, true), 0), Exp::End(50, NGINX_GZIP_CHUNKED.len() - 1)];
+        let exp = [Exp::Head(response(200, None, true), 0), Exp::End(50, NGINX_GZIP_CHUNKED.len() - 1)];
         check_splits(MessageKind::Response, NGINX_GZIP_CHUNKED, &exp, |_| {});
     }
 
@@ -1336,11 +1297,7 @@ mod tests {
         let out = decode(&mut dec, &[seg(&wire, 1)]);
         assert!(matches!(
             out[..],
-            [
-                Http1Event::Head { .. },
-                Http1Event::End { body_size: 55, .. },
-                Http1Event::Desync { .. }
-            ]
+            [Http1Event::Head { .. }, Http1Event::End { body_size: 55, .. }, Http1Event::Desync { .. }]
         ));
     }
 
@@ -1397,11 +1354,7 @@ mod tests {
     #[test]
     fn pipelined_requests_in_one_segment() {
         let wire = [CURL_GET, CURL_POST, CURL_GET, KUBECTL_WATCH].concat();
-        let (b, c, d) = (
-            CURL_GET.len(),
-            CURL_GET.len() + CURL_POST.len(),
-            2 * CURL_GET.len() + CURL_POST.len(),
-        );
+        let (b, c, d) = (CURL_GET.len(), CURL_GET.len() + CURL_POST.len(), 2 * CURL_GET.len() + CURL_POST.len());
         let exp = [
             Exp::Head(curl_get_head(), 0),
             Exp::End(0, b - 1),
@@ -1418,10 +1371,7 @@ mod tests {
     #[test]
     fn keep_alive_sequence_one_message_per_segment() {
         let mut dec = Http1Decoder::new(MessageKind::Request);
-        let out = decode(
-            &mut dec,
-            &[seg(CURL_POST, 1), seg(b"\r\n", 2), seg(CURL_GET, 3), seg(CURL_CHUNKED_PUT, 4)],
-        );
+        let out = decode(&mut dec, &[seg(CURL_POST, 1), seg(b"\r\n", 2), seg(CURL_GET, 3), seg(CURL_CHUNKED_PUT, 4)]);
         let kinds: Vec<_> = out
             .iter()
             .map(|e| match e {
@@ -1432,14 +1382,7 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [
-                ("head", ts(1)),
-                ("end", ts(1)),
-                ("head", ts(3)),
-                ("end", ts(3)),
-                ("head", ts(4)),
-                ("end", ts(4))
-            ]
+            [("head", ts(1)), ("end", ts(1)), ("head", ts(3)), ("end", ts(3)), ("head", ts(4)), ("end", ts(4))]
         );
     }
 
@@ -1503,9 +1446,7 @@ mod tests {
                 seg(CURL_GET, 4),
             ],
         );
-        let Http1Event::Head { head: Head::Request(req), first_byte } = &out[0] else {
-            panic!("{out:?}")
-        };
+        let Http1Event::Head { head: Head::Request(req), first_byte } = &out[0] else { panic!("{out:?}") };
         assert_eq!((req.content_length, *first_byte), (Some(100_000), ts(1)));
         assert_eq!(out[1], Http1Event::End { body_size: 100_000, last_byte: ts(3) });
         assert_eq!(out[2..], resolve(&[Exp::Head(curl_get_head(), 0), Exp::End(0, 0)], |_| 4));
@@ -1519,10 +1460,7 @@ mod tests {
         let first = &wire[..payload + 100];
         let resume = payload + 2048 + 2; // next chunk-size line starts a later read
         let mut dec = Http1Decoder::new(MessageKind::Response);
-        let out = decode(
-            &mut dec,
-            &[partial(first, (resume - first.len()) as u64, 1), seg(&wire[resume..], 2)],
-        );
+        let out = decode(&mut dec, &[partial(first, (resume - first.len()) as u64, 1), seg(&wire[resume..], 2)]);
         assert_eq!(out[1], Http1Event::End { body_size: 2500, last_byte: ts(2) });
         assert!(!dec.is_desynced());
     }
@@ -1553,10 +1491,7 @@ mod tests {
         assert!(out.is_empty() && dec.is_desynced(), "{out:?}");
 
         let out = decode(&mut dec, &[seg(NGINX_304, 5)]);
-        assert_eq!(
-            out,
-            resolve(&[Exp::Head(response(304, None, false), 0), Exp::End(0, 0)], |_| 5)
-        );
+        assert_eq!(out, resolve(&[Exp::Head(response(304, None, false), 0), Exp::End(0, 0)], |_| 5));
         assert!(!dec.is_desynced());
     }
 
@@ -1564,7 +1499,8 @@ mod tests {
     fn a_head_longer_than_the_capture_still_reports_its_start_line() {
         let mut d = Http1Decoder::new(MessageKind::Request);
         let mut out = Vec::new();
-        let head = b"GET /api/v1/namespaces/a/pods HTTP/1.1\r\nHost: h\r\nUser-Agent: k/1\r\nAuthorization: Bearer aaaa";
+        let head =
+            b"GET /api/v1/namespaces/a/pods HTTP/1.1\r\nHost: h\r\nUser-Agent: k/1\r\nAuthorization: Bearer aaaa";
         d.feed(&partial(head, 5000, 1), &mut out);
         match &out[..] {
             [Http1Event::Head { head: Head::Request(r), .. }, Http1Event::Desync { reason: TRUNCATED_HEAD }] => {
@@ -1623,11 +1559,7 @@ mod tests {
             let segs: Vec<_> = wire.chunks(size).map(|p| seg(p, 1)).collect();
             let mut dec = Http1Decoder::new(MessageKind::Request);
             let out = decode(&mut dec, &segs);
-            assert_eq!(
-                out,
-                [Http1Event::Desync { reason: "head larger than limit" }],
-                "segments of {size}"
-            );
+            assert_eq!(out, [Http1Event::Desync { reason: "head larger than limit" }], "segments of {size}");
         }
     }
 
@@ -1664,7 +1596,8 @@ mod tests {
             assert_eq!(matches!(out[1], Http1Event::Desync { .. }), cl.is_none());
         }
         // Transfer-Encoding wins over Content-Length.
-        let wire = b"POST /x HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let wire =
+            b"POST /x HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let mut dec = Http1Decoder::new(MessageKind::Request);
         let out = decode(&mut dec, &[seg(wire, 1)]);
         assert_eq!(out[1], Http1Event::End { body_size: 3, last_byte: ts(1) });
@@ -1680,16 +1613,11 @@ mod tests {
         assert_eq!(parse_chunk_size(b"FFFFFFFFFFFFFFFF\r\n"), Some(u64::MAX));
         assert_eq!(parse_chunk_size(b"000000000000000000010\n"), Some(16));
         assert_eq!(parse_chunk_size(b" 5 ;a=b;c\r\n"), Some(5));
-        for bad in
-            [&b"10000000000000000\r\n"[..], b"+5\r\n", b"\r\n", b";x\r\n", b"5x\r\n", b"\xff\r\n"]
-        {
+        for bad in [&b"10000000000000000\r\n"[..], b"+5\r\n", b"\r\n", b";x\r\n", b"5x\r\n", b"\xff\r\n"] {
             assert_eq!(parse_chunk_size(bad), None, "{bad:?}");
         }
         let mut dec = Http1Decoder::new(MessageKind::Response);
-        let out = decode(
-            &mut dec,
-            &[seg(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 1)],
-        );
+        let out = decode(&mut dec, &[seg(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 1)]);
         assert_eq!(out[1], Http1Event::Desync { reason: "chunk payload not followed by CRLF" });
     }
 
@@ -1700,10 +1628,7 @@ mod tests {
         let wire = [APISERVER_101, SPDY_FRAME].concat();
         let mut dec = Http1Decoder::new(MessageKind::Response);
         let out = decode(&mut dec, &[seg(&wire, 1), seg(NGINX_304, 2)]);
-        assert_eq!(
-            out,
-            resolve(&[Exp::Head(response(101, None, false), 0), Exp::End(0, 0)], |_| 1)
-        );
+        assert_eq!(out, resolve(&[Exp::Head(response(101, None, false), 0), Exp::End(0, 0)], |_| 1));
         assert!(dec.is_upgraded() && !dec.is_desynced());
     }
 
@@ -1745,11 +1670,9 @@ mod tests {
 
     #[test]
     fn close_abandons_unfinished_messages() {
-        for wire in [
-            &CURL_POST[..100],
-            &CURL_POST[..CURL_POST.len() - 1],
-            &CURL_CHUNKED_PUT[..CURL_CHUNKED_PUT.len() - 3],
-        ] {
+        for wire in
+            [&CURL_POST[..100], &CURL_POST[..CURL_POST.len() - 1], &CURL_CHUNKED_PUT[..CURL_CHUNKED_PUT.len() - 3]]
+        {
             let mut dec = Http1Decoder::new(MessageKind::Request);
             let mut out = decode(&mut dec, &[seg(wire, 1)]);
             let before = out.len();
@@ -1798,26 +1721,14 @@ mod tests {
 
     #[test]
     fn mutated_messages_never_panic() {
-        let alphabet =
-            b"\r\n :;,0123456789abcdefABCDEF-GETPOSTHTTP/1.1chunkedContent-LengthTransfer-Encoding";
-        let requests =
-            [CURL_GET, CURL_POST, CURL_CHUNKED_PUT, KUBECTL_WATCH, KUBECTL_EXEC].concat();
-        let responses = [
-            NGINX_KEEPALIVE,
-            NGINX_GZIP_CHUNKED,
-            NGINX_304,
-            PY_SIMPLE,
-            APISERVER_101,
-            &go_chunked_response(),
-        ]
-        .concat();
+        let alphabet = b"\r\n :;,0123456789abcdefABCDEF-GETPOSTHTTP/1.1chunkedContent-LengthTransfer-Encoding";
+        let requests = [CURL_GET, CURL_POST, CURL_CHUNKED_PUT, KUBECTL_WATCH, KUBECTL_EXEC].concat();
+        let responses =
+            [NGINX_KEEPALIVE, NGINX_GZIP_CHUNKED, NGINX_304, PY_SIMPLE, APISERVER_101, &go_chunked_response()].concat();
         let mut rng = Lcg(42);
         for round in 0..3000 {
-            let (kind, base) = if round % 2 == 0 {
-                (MessageKind::Request, &requests)
-            } else {
-                (MessageKind::Response, &responses)
-            };
+            let (kind, base) =
+                if round % 2 == 0 { (MessageKind::Request, &requests) } else { (MessageKind::Response, &responses) };
             let mut wire = base.clone();
             for _ in 0..1 + rng.below(6) {
                 let at = rng.below(wire.len());

@@ -1127,7 +1127,10 @@ mod tests {
             match &out[0] {
                 H2Event::Headers { stream_id: 3, end_stream: false, fields, .. } => {
                     assert_eq!(fields.len(), 5);
-                    assert_eq!(fields[2], (":path", FieldValue::Static("/apis/apps/v1/namespaces/default/deployments")));
+                    assert_eq!(
+                        fields[2],
+                        (":path", FieldValue::Static("/apis/apps/v1/namespaces/default/deployments"))
+                    );
                 }
                 e => panic!("{e:?}"),
             }

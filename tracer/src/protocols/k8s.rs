@@ -91,8 +91,8 @@ pub fn request_info(method: &str, target: &str) -> RequestInfo {
     let query = Query::parse(raw_query);
     let segments = split_path(&path);
 
-    let mut info = resolve_resource(method, &segments, &query)
-        .unwrap_or_else(|| non_resource(method, &segments, raw_path));
+    let mut info =
+        resolve_resource(method, &segments, &query).unwrap_or_else(|| non_resource(method, &segments, raw_path));
     info.long_running = is_long_running(&info, &path, &query);
     info.path = crate::span::text_of(truncate_str(raw_path, MAX_PATH_LEN));
     let route_len = truncate_str(&info.route, MAX_PATH_LEN).len();
@@ -104,11 +104,7 @@ pub fn request_info(method: &str, target: &str) -> RequestInfo {
 ///
 /// Unknown methods become `HTTP` so a client cannot mint span names.
 pub fn span_name(method: &str, info: &RequestInfo) -> String {
-    let method = if STANDARD_METHODS.iter().any(|(m, _)| *m == method) {
-        method
-    } else {
-        "HTTP"
-    };
+    let method = if STANDARD_METHODS.iter().any(|(m, _)| *m == method) { method } else { "HTTP" };
     // Not `format!`: the formatting machinery cost more than the copy, once per span.
     let mut name = crate::span::new_text(method.len() + 1 + info.route.len());
     name.push_str(method);
@@ -132,8 +128,7 @@ fn split_target(target: &str) -> (&str, &str) {
 fn strip_scheme_authority(target: &str) -> &str {
     let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
         let head = target.get(..scheme.len())?;
-        head.eq_ignore_ascii_case(scheme)
-            .then(|| &target[scheme.len()..])
+        head.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
     });
     match after_scheme {
         Some(rest) => rest.find(['/', '?']).map_or("", |i| &rest[i..]),
@@ -221,11 +216,7 @@ fn resolve_resource(method: &str, segments: &[&str], query: &Query) -> Option<Re
 
 /// `namespaces/{ns}/...`: record the namespace and, unless the rest addresses
 /// the namespace object itself, skip past it.
-fn consume_namespace<'a>(
-    rest: &'a [&'a str],
-    info: &mut RequestInfo,
-    route: &mut Route,
-) -> &'a [&'a str] {
+fn consume_namespace<'a>(rest: &'a [&'a str], info: &mut RequestInfo, route: &mut Route) -> &'a [&'a str] {
     match rest {
         ["namespaces", ns, next, ..] if !NAMESPACE_SUBRESOURCES.contains(next) => {
             info.namespace = known_field(ns);
@@ -383,11 +374,7 @@ impl Route {
     }
 
     fn finish(self) -> String {
-        if self.0.is_empty() {
-            "/".to_owned()
-        } else {
-            self.0
-        }
+        if self.0.is_empty() { "/".to_owned() } else { self.0 }
     }
 }
 
@@ -401,27 +388,19 @@ fn is_version(s: &str) -> bool {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    digits(major)
-        && (level.is_empty()
-            || ["alpha", "beta"]
-                .iter()
-                .any(|l| level.strip_prefix(l).is_some_and(digits)))
+    digits(major) && (level.is_empty() || ["alpha", "beta"].iter().any(|l| level.strip_prefix(l).is_some_and(digits)))
 }
 
 /// DNS-subdomain-like API group name.
 fn is_group(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SEGMENT_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 /// A plain path word (health check names, unknown first segments).
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The query as Go's `url.ParseQuery` sees it: `&`-separated, `+` is space,
@@ -443,16 +422,12 @@ impl<'a> Query<'a> {
 
     /// First value of `key`, like Go's `Values.Get`.
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
     }
 
     /// Go's query → bool conversion: present and not `0`/`false` means true.
     fn flag(&self, key: &str) -> bool {
-        self.get(key)
-            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
+        self.get(key).is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
     }
 }
 
@@ -467,9 +442,7 @@ impl ListOptions {
     /// only `watch` is honoured. Label selectors are not validated here.
     fn decode(query: &Query) -> Self {
         let watch = query.flag("watch");
-        let ints_ok = ["limit", "timeoutSeconds"]
-            .iter()
-            .all(|k| query.get(k).is_none_or(|v| v.parse::<i64>().is_ok()));
+        let ints_ok = ["limit", "timeoutSeconds"].iter().all(|k| query.get(k).is_none_or(|v| v.parse::<i64>().is_ok()));
         let selector = query.get("fieldSelector").unwrap_or("");
         let name = match field_selector_name(selector) {
             Some(name) if ints_ok => name.filter(|n| is_valid_path_segment_name(n)),
@@ -613,22 +586,89 @@ fn well_known(s: &str) -> Option<&'static str> {
         };
     }
     constants![
-        "api", "apis", "v1", "v1beta1", "v1beta2", "v1beta3", "v1alpha1", "v2", "apps", "batch",
-        "autoscaling", "policy", "networking.k8s.io", "rbac.authorization.k8s.io", "storage.k8s.io",
-        "coordination.k8s.io", "discovery.k8s.io", "admissionregistration.k8s.io",
-        "apiextensions.k8s.io", "apiregistration.k8s.io", "certificates.k8s.io", "events.k8s.io",
-        "flowcontrol.apiserver.k8s.io", "scheduling.k8s.io", "node.k8s.io", "pods", "services",
-        "endpoints", "endpointslices", "configmaps", "secrets", "nodes", "namespaces", "events",
-        "leases", "serviceaccounts", "persistentvolumes", "persistentvolumeclaims", "deployments",
-        "replicasets", "statefulsets", "daemonsets", "controllerrevisions", "jobs", "cronjobs",
-        "ingresses", "networkpolicies", "roles", "rolebindings", "clusterroles",
-        "clusterrolebindings", "customresourcedefinitions", "apiservices", "storageclasses",
-        "csinodes", "csidrivers", "volumeattachments", "priorityclasses", "poddisruptionbudgets",
-        "horizontalpodautoscalers", "resourcequotas", "limitranges", "replicationcontrollers",
-        "mutatingwebhookconfigurations", "validatingwebhookconfigurations",
-        "certificatesigningrequests", "flowschemas", "prioritylevelconfigurations", "status", "log",
-        "exec", "attach", "portforward", "proxy", "binding", "eviction", "scale", "token",
-        "finalize", "default", "kube-system", "kube-public", "kube-node-lease",
+        "api",
+        "apis",
+        "v1",
+        "v1beta1",
+        "v1beta2",
+        "v1beta3",
+        "v1alpha1",
+        "v2",
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "coordination.k8s.io",
+        "discovery.k8s.io",
+        "admissionregistration.k8s.io",
+        "apiextensions.k8s.io",
+        "apiregistration.k8s.io",
+        "certificates.k8s.io",
+        "events.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "scheduling.k8s.io",
+        "node.k8s.io",
+        "pods",
+        "services",
+        "endpoints",
+        "endpointslices",
+        "configmaps",
+        "secrets",
+        "nodes",
+        "namespaces",
+        "events",
+        "leases",
+        "serviceaccounts",
+        "persistentvolumes",
+        "persistentvolumeclaims",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "controllerrevisions",
+        "jobs",
+        "cronjobs",
+        "ingresses",
+        "networkpolicies",
+        "roles",
+        "rolebindings",
+        "clusterroles",
+        "clusterrolebindings",
+        "customresourcedefinitions",
+        "apiservices",
+        "storageclasses",
+        "csinodes",
+        "csidrivers",
+        "volumeattachments",
+        "priorityclasses",
+        "poddisruptionbudgets",
+        "horizontalpodautoscalers",
+        "resourcequotas",
+        "limitranges",
+        "replicationcontrollers",
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "certificatesigningrequests",
+        "flowschemas",
+        "prioritylevelconfigurations",
+        "status",
+        "log",
+        "exec",
+        "attach",
+        "portforward",
+        "proxy",
+        "binding",
+        "eviction",
+        "scale",
+        "token",
+        "finalize",
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
     ]
 }
 
@@ -713,7 +753,8 @@ pub fn parse_registry_key(prefix: &str, key: &[u8]) -> Option<EtcdKeyInfo> {
     // place (one call per etcd span: formatting the prefix each time showed in profiles).
     let p = prefix.trim_matches('/');
     let after_root = key.strip_prefix(b"/")?;
-    let after_prefix = if p.is_empty() { after_root } else { after_root.strip_prefix(p.as_bytes())?.strip_prefix(b"/")? };
+    let after_prefix =
+        if p.is_empty() { after_root } else { after_root.strip_prefix(p.as_bytes())?.strip_prefix(b"/")? };
     let rest = String::from_utf8_lossy(after_prefix);
     let is_prefix = rest.is_empty() || rest.ends_with('/');
     let rest = rest.strip_suffix('/').unwrap_or(&rest);
@@ -747,16 +788,12 @@ fn joined<'a>(segments: &[&'a str]) -> Cow<'a, str> {
 
 /// Returns (group, resource, segments after the resource).
 /// `segments` is borrowed for `'s`, its strings for `'a`.
-fn split_group_resource<'s, 'a>(
-    segments: &'s [&'a str],
-) -> (Option<&'a str>, Option<&'a str>, &'s [&'a str]) {
+fn split_group_resource<'s, 'a>(segments: &'s [&'a str]) -> (Option<&'a str>, Option<&'a str>, &'s [&'a str]) {
     match segments {
         [] => (None, None, &[]),
-        [group, rest @ ..] if group.contains('.') => (
-            Some(*group),
-            rest.first().copied(),
-            rest.get(1..).unwrap_or(&[]),
-        ),
+        [group, rest @ ..] if group.contains('.') => {
+            (Some(*group), rest.first().copied(), rest.get(1..).unwrap_or(&[]))
+        }
         [first, rest @ ..] => STORAGE_PREFIXES
             .iter()
             .find(|(storage, _)| segments.starts_with(storage))
@@ -776,11 +813,7 @@ const ELLIPSIS: &str = "…";
 /// truncation (omitted if `max` cannot fit it), and never splits a character
 /// or an escape.
 pub fn printable_key(key: &[u8], max: usize) -> String {
-    let budget = if max >= ELLIPSIS.len() {
-        max - ELLIPSIS.len()
-    } else {
-        max
-    };
+    let budget = if max >= ELLIPSIS.len() { max - ELLIPSIS.len() } else { max };
     let mut out = String::new();
     let mut fits_budget = 0;
     let complete = for_each_printable_piece(key, |piece| {
@@ -806,9 +839,7 @@ pub fn printable_key(key: &[u8], max: usize) -> String {
 /// returns false. Returns whether every piece was accepted.
 fn for_each_printable_piece(key: &[u8], mut sink: impl FnMut(&str) -> bool) -> bool {
     let mut buf = [0u8; 4];
-    let escape = |bytes: &[u8], sink: &mut dyn FnMut(&str) -> bool| {
-        bytes.iter().all(|b| sink(&format!("\\x{b:02X}")))
-    };
+    let escape = |bytes: &[u8], sink: &mut dyn FnMut(&str) -> bool| bytes.iter().all(|b| sink(&format!("\\x{b:02X}")));
     for chunk in key.utf8_chunks() {
         for c in chunk.valid().chars() {
             let accepted = match c {
@@ -849,7 +880,13 @@ mod tests {
         assert!(matches!(known_field(long), Some(Text::Owned(n)) if n == long));
         assert_eq!(known_field(""), None);
         let info = request_info("GET", "/api/v1/namespaces/default/pods/my-pod");
-        for v in [Some(&info.verb), info.api_prefix.as_ref(), info.api_version.as_ref(), info.namespace.as_ref(), info.resource.as_ref()] {
+        for v in [
+            Some(&info.verb),
+            info.api_prefix.as_ref(),
+            info.api_version.as_ref(),
+            info.namespace.as_ref(),
+            info.resource.as_ref(),
+        ] {
             assert!(matches!(v, Some(Text::Static(_))), "{v:?}");
         }
         assert_eq!(info.name.as_deref(), Some("my-pod"));
@@ -859,17 +896,8 @@ mod tests {
     /// One-line summary of a `RequestInfo` for table-driven tests.
     fn describe(info: &RequestInfo) -> String {
         let mut out = vec![
-            if info.is_resource_request {
-                "res"
-            } else {
-                "nonres"
-            }
-            .to_owned(),
-            if info.verb.is_empty() {
-                "''".to_owned()
-            } else {
-                info.verb.to_string()
-            },
+            if info.is_resource_request { "res" } else { "nonres" }.to_owned(),
+            if info.verb.is_empty() { "''".to_owned() } else { info.verb.to_string() },
         ];
         let fields = [
             ("p", &info.api_prefix),
@@ -999,44 +1027,23 @@ mod tests {
                 failures.push(format!("{method} {target}\n  want: {want}\n  got:  {got}"));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} failures:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
         assert!(URL_CASES.len() >= 40);
     }
 
     #[test]
     fn span_names() {
         let cases = [
-            (
-                "GET",
-                "/api/v1/namespaces/default/pods/p?x=1",
-                "GET /api/v1/namespaces/{namespace}/pods/{name}",
-            ),
-            (
-                "GET",
-                "/api/v1/watch/namespaces/ns/pods",
-                "GET /api/v1/watch/namespaces/{namespace}/pods",
-            ),
-            (
-                "PUT",
-                "/api/v1/namespaces/ns/status",
-                "PUT /api/v1/namespaces/{name}/status",
-            ),
+            ("GET", "/api/v1/namespaces/default/pods/p?x=1", "GET /api/v1/namespaces/{namespace}/pods/{name}"),
+            ("GET", "/api/v1/watch/namespaces/ns/pods", "GET /api/v1/watch/namespaces/{namespace}/pods"),
+            ("PUT", "/api/v1/namespaces/ns/status", "PUT /api/v1/namespaces/{name}/status"),
             ("GET", "/readyz/etcd", "GET /readyz/etcd"),
             ("GET", "/openapi/v3/apis/apps/v1", "GET /openapi/v3/{path}"),
             ("BREW", "/api/v1/pods", "HTTP /api/v1/pods"),
             ("get", "/healthz", "HTTP /healthz"),
         ];
         for (method, target, want) in cases {
-            assert_eq!(
-                span_name(method, &request_info(method, target)),
-                want,
-                "{method} {target}"
-            );
+            assert_eq!(span_name(method, &request_info(method, target)), want, "{method} {target}");
         }
     }
 
@@ -1051,45 +1058,25 @@ mod tests {
     #[test]
     fn overlong_inputs_are_capped_at_char_boundaries() {
         let name = "é".repeat(400); // 800 bytes
-        let target = format!(
-            "/api/v1/namespaces/{name}/pods/{name}/{}",
-            "x/".repeat(2000)
-        );
+        let target = format!("/api/v1/namespaces/{name}/pods/{name}/{}", "x/".repeat(2000));
         let info = request_info(&"M".repeat(100), &target);
         let stored = [&info.namespace, &info.name, &info.subresource];
-        assert!(
-            stored
-                .iter()
-                .all(|s| s.as_ref().is_some_and(|s| s.len() <= MAX_SEGMENT_LEN))
-        );
+        assert!(stored.iter().all(|s| s.as_ref().is_some_and(|s| s.len() <= MAX_SEGMENT_LEN)));
         assert_eq!(info.name.as_deref().map(str::len), Some(252));
         assert!(info.path.len() <= MAX_PATH_LEN && info.route.len() <= MAX_PATH_LEN);
-        assert_eq!(
-            info.route,
-            "/api/v1/namespaces/{namespace}/pods/{name}/x/{path}"
-        );
+        assert_eq!(info.route, "/api/v1/namespaces/{namespace}/pods/{name}/x/{path}");
         // Unknown methods give resource requests an empty verb, as upstream.
         assert_eq!(info.verb, "");
-        assert_eq!(
-            request_info(&"M".repeat(100), "/x").verb,
-            &*"m".repeat(MAX_VERB_LEN)
-        );
+        assert_eq!(request_info(&"M".repeat(100), "/x").verb, &*"m".repeat(MAX_VERB_LEN));
     }
 
     fn describe_key(info: Option<EtcdKeyInfo>) -> String {
         let Some(info) = info else {
             return "none".to_owned();
         };
-        let fields = [
-            ("g", info.group),
-            ("r", info.resource),
-            ("ns", info.namespace),
-            ("n", info.name),
-        ];
-        let mut out: Vec<String> = fields
-            .into_iter()
-            .filter_map(|(label, v)| v.map(|v| format!("{label}={v}")))
-            .collect();
+        let fields = [("g", info.group), ("r", info.resource), ("ns", info.namespace), ("n", info.name)];
+        let mut out: Vec<String> =
+            fields.into_iter().filter_map(|(label, v)| v.map(|v| format!("{label}={v}"))).collect();
         if info.is_prefix {
             out.push("prefix".to_owned());
         }
@@ -1140,18 +1127,10 @@ mod tests {
         for (prefix, key, want) in KEY_CASES {
             let got = describe_key(parse_registry_key(prefix, key));
             if got != *want {
-                failures.push(format!(
-                    "{prefix} {}\n  want: {want}\n  got:  {got}",
-                    printable_key(key, 200)
-                ));
+                failures.push(format!("{prefix} {}\n  want: {want}\n  got:  {got}", printable_key(key, 200)));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} failures:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
         assert!(KEY_CASES.len() >= 20);
     }
 
@@ -1165,21 +1144,9 @@ mod tests {
     #[test]
     fn printable_keys() {
         let cases: &[(&[u8], usize, &str)] = &[
-            (
-                b"/registry/pods/default/nginx",
-                100,
-                "/registry/pods/default/nginx",
-            ),
-            (
-                b"/registry/pods/default/nginx",
-                28,
-                "/registry/pods/default/nginx",
-            ),
-            (
-                b"/registry/pods/default/nginx",
-                27,
-                "/registry/pods/default/n…",
-            ),
+            (b"/registry/pods/default/nginx", 100, "/registry/pods/default/nginx"),
+            (b"/registry/pods/default/nginx", 28, "/registry/pods/default/nginx"),
+            (b"/registry/pods/default/nginx", 27, "/registry/pods/default/n…"),
             (b"a\x00b\x7f\n", 100, "a\\x00b\\x7F\\x0A"),
             (b"a\xffb\xc3", 100, "a\\xFFb\\xC3"),
             (b"back\\slash", 100, "back\\\\slash"),
@@ -1208,10 +1175,7 @@ mod tests {
 
     impl Lcg {
         fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             self.0 >> 33
         }
 
@@ -1262,23 +1226,10 @@ mod tests {
             let info = request_info(method, &target);
             assert!(info.path.len() <= MAX_PATH_LEN && info.route.len() <= MAX_PATH_LEN);
             assert!(info.verb.len() <= MAX_VERB_LEN);
-            let fields = [
-                &info.api_group,
-                &info.api_version,
-                &info.namespace,
-                &info.resource,
-            ];
+            let fields = [&info.api_group, &info.api_version, &info.namespace, &info.resource];
             let fields = fields.into_iter().chain([&info.subresource, &info.name]);
-            assert!(
-                fields
-                    .flatten()
-                    .all(|f| !f.is_empty() && f.len() <= MAX_SEGMENT_LEN)
-            );
-            assert!(
-                info.route.starts_with('/') || info.route == "*",
-                "{target:?} → {}",
-                info.route
-            );
+            assert!(fields.flatten().all(|f| !f.is_empty() && f.len() <= MAX_SEGMENT_LEN));
+            assert!(info.route.starts_with('/') || info.route == "*", "{target:?} → {}", info.route);
             let _ = span_name(method, &info);
 
             let prefix = ["/registry", "/", "", "registry/"][rng.below(4)];

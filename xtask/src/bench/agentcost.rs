@@ -44,12 +44,19 @@ pub fn instructions_per_span(valgrind: &Path, bin: &Path, workload: &str) -> Res
         if !out.status.success() {
             bail!("agent_cost {workload} {requests} under callgrind failed ({}): {}", out.status, stderr.trim());
         }
-        *count = collected(&stderr).with_context(|| format!("no `Collected :` line in callgrind's output: {}", stderr.trim()))?;
+        *count = collected(&stderr)
+            .with_context(|| format!("no `Collected :` line in callgrind's output: {}", stderr.trim()))?;
         summary = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     }
     let spans = RUNS[1] - RUNS[0];
     if counts[1] <= counts[0] {
-        bail!("callgrind counted {} instructions for {} requests and {} for {}", counts[0], RUNS[0], counts[1], RUNS[1]);
+        bail!(
+            "callgrind counted {} instructions for {} requests and {} for {}",
+            counts[0],
+            RUNS[0],
+            counts[1],
+            RUNS[1]
+        );
     }
     Ok(((counts[1] - counts[0]) as f64 / spans as f64, summary))
 }

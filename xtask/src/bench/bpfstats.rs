@@ -101,9 +101,8 @@ pub fn process_programs(pid: u32) -> Result<BTreeMap<u32, ProgInfo>> {
     for entry in std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("reading {dir}: {e}"))? {
         let Ok(entry) = entry else { continue };
         let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
-        let field = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix(':')?.trim().parse::<u64>().ok())
-        };
+        let field =
+            |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix(':')?.trim().parse::<u64>().ok());
         let Some(id) = field("prog_id") else { continue };
         let id = id as u32;
         if out.contains_key(&id) {

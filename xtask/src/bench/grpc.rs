@@ -58,7 +58,9 @@ pub fn run(port: u16, conns: usize, inflight: usize, duration: Duration) -> Resu
     let start = Instant::now();
     let deadline = start + duration;
     let handles: Vec<_> = (0..conns)
-        .map(|i| std::thread::spawn(move || worker(port, inflight, deadline, i as u64 * 7919 + 1, Duration::from_secs(10))))
+        .map(|i| {
+            std::thread::spawn(move || worker(port, inflight, deadline, i as u64 * 7919 + 1, Duration::from_secs(10)))
+        })
         .collect();
     let mut total = LoadResult::default();
     for h in handles {
@@ -136,7 +138,8 @@ struct Call {
 
 fn worker(port: u16, inflight: usize, deadline: Instant, seed: u64, io_timeout: Duration) -> Result<LoadResult> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
+    let stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(io_timeout))?;
     let mut writer = stream.try_clone()?;

@@ -88,7 +88,15 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
 /// h2load (nghttp2): `conns` HTTP/2 connections with `streams` requests in flight on each, for
 /// `secs`, over TLS for an https URL; `extra` arguments before the URL (headers, a body). Throughput
 /// from its summary; p50/p99 from its per-request log (start, status, duration in µs).
-pub fn h2load(h2load: &Path, work: &Path, url: &str, extra: &[String], conns: u32, streams: u32, secs: u64) -> Result<WrkResult> {
+pub fn h2load(
+    h2load: &Path,
+    work: &Path,
+    url: &str,
+    extra: &[String],
+    conns: u32,
+    streams: u32,
+    secs: u64,
+) -> Result<WrkResult> {
     let log = work.join("h2load-requests.log");
     let mut cmd = Command::new(h2load);
     cmd.args(["-t1", &format!("-c{conns}"), &format!("-m{streams}"), "-D", &secs.to_string()])
@@ -96,7 +104,8 @@ pub fn h2load(h2load: &Path, work: &Path, url: &str, extra: &[String], conns: u3
         .args(extra)
         .arg(url);
     let out = run_for("h2load", work, &mut cmd, secs)?;
-    let mut r = parse_h2load(&out).with_context(|| format!("unexpected h2load output: {}", out.replace('\n', " | ")))?;
+    let mut r =
+        parse_h2load(&out).with_context(|| format!("unexpected h2load output: {}", out.replace('\n', " | ")))?;
     let log_text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let _ = std::fs::remove_file(&log);
     let mut us: Vec<u32> = log_text.lines().filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok()).collect();
@@ -246,7 +255,10 @@ pub fn build_syscall_loop(gcc: &Path, work: &Path) -> Result<PathBuf> {
     std::fs::write(&src, SYSCALL_LOOP_C)?;
     let out = Command::new(gcc).args(["-O2", "-o"]).arg(&bin).arg(&src).output().context("running gcc")?;
     if !out.status.success() {
-        bail!("gcc could not build the syscall loop: {}", String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or(""));
+        bail!(
+            "gcc could not build the syscall loop: {}",
+            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("")
+        );
     }
     Ok(bin)
 }

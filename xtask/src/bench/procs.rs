@@ -165,7 +165,8 @@ pub fn clock_ticks_per_sec() -> f64 {
 
 /// utime + stime of the whole process (all threads), in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?;
     let f: Vec<&str> = after.split_whitespace().collect();
     // Field 14 (utime) and 15 (stime); `after` starts at field 3.
@@ -176,7 +177,8 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 
 /// A `kB` line of /proc/PID/status (VmHWM, VmRSS), in KiB.
 pub fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
@@ -234,7 +236,8 @@ fn wakeup_ipis_in(interrupts: &str) -> u64 {
             let counts = l.split_whitespace().skip(1);
             let per_cpu: Vec<u64> = counts.clone().map_while(|f| f.parse().ok()).collect();
             let what = counts.skip(per_cpu.len()).collect::<Vec<_>>().join(" ");
-            matches!(what.as_str(), "Rescheduling interrupts" | "Function call interrupts").then(|| per_cpu.iter().sum::<u64>())
+            matches!(what.as_str(), "Rescheduling interrupts" | "Function call interrupts")
+                .then(|| per_cpu.iter().sum::<u64>())
         })
         .sum()
 }
@@ -268,8 +271,12 @@ impl Tracer {
     /// Starts `tracer --pid PID --output none` and waits until it says the target is attached.
     pub fn start(bin: &Path, dir: &Path, pid: u32, extra: &[&str]) -> Result<Tracer> {
         let mut cmd = Command::new(bin);
-        cmd.args(["--pid", &pid.to_string(), "--output", "none", "--stats-interval", "0", "--log-level", "info"]).args(extra);
-        cmd.env_remove("TRACER_OTLP_ENDPOINT").env_remove("TRACER_COMM").env_remove("TRACER_PID").env_remove("TRACER_LOG");
+        cmd.args(["--pid", &pid.to_string(), "--output", "none", "--stats-interval", "0", "--log-level", "info"])
+            .args(extra);
+        cmd.env_remove("TRACER_OTLP_ENDPOINT")
+            .env_remove("TRACER_COMM")
+            .env_remove("TRACER_PID")
+            .env_remove("TRACER_LOG");
         let mut proc = Proc::spawn("tracer", dir, &mut cmd)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -76,7 +76,13 @@ http {{
             let conf_path = dir.0.join("nginx.conf");
             std::fs::write(&conf_path, conf)?;
             let mut cmd = Command::new(nginx);
-            cmd.arg("-p").arg(&dir.0).arg("-e").arg(dir.0.join("error.log")).arg("-c").arg(&conf_path).current_dir(&dir.0);
+            cmd.arg("-p")
+                .arg(&dir.0)
+                .arg("-e")
+                .arg(dir.0.join("error.log"))
+                .arg("-c")
+                .arg(&conf_path)
+                .current_dir(&dir.0);
             let mut proc = Proc::spawn("nginx", work, &mut cmd)?;
             match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
                 Ok(()) => return Ok(Nginx { proc, port, _dir: dir }),
@@ -245,7 +251,8 @@ pub struct GoHttps {
 
 impl GoHttps {
     pub fn start(bin: &Path, work: &Path) -> Result<GoHttps> {
-        let (proc, port) = start_go_program("go-https-server", bin, work).context("the Go HTTPS server did not start")?;
+        let (proc, port) =
+            start_go_program("go-https-server", bin, work).context("the Go HTTPS server did not start")?;
         Ok(GoHttps { proc, port })
     }
 
@@ -261,7 +268,6 @@ impl GoHttps {
         self.proc.ensure_running()
     }
 }
-
 
 /// `tests/go/otlp-sink`: an OTLP receiver (gRPC over h2c and OTLP/HTTP on one port) that counts
 /// the spans it receives and keeps nothing, so that the traced runs export as they would to a

@@ -488,7 +488,10 @@ mod tests {
             .collect();
         assert_eq!(
             groups,
-            [(Some(Value::IntValue(1234)), vec!["a".to_owned(), "c".to_owned()]), (Some(Value::IntValue(99)), vec!["b".to_owned()])]
+            [
+                (Some(Value::IntValue(1234)), vec!["a".to_owned(), "c".to_owned()]),
+                (Some(Value::IntValue(99)), vec!["b".to_owned()])
+            ]
         );
         let mut out = Vec::new();
         assert_eq!(export_request(&[], &mut out), 0);
@@ -539,7 +542,12 @@ mod tests {
             assert_eq!(ours, prosts, "{v}");
             assert_eq!(ours.len(), encoded_len_varint(v), "{v}");
         }
-        for (tag, wt) in [(1, WireType::LengthDelimited), (16, WireType::ThirtyTwoBit), (15, WireType::Varint), (2047, WireType::SixtyFourBit)] {
+        for (tag, wt) in [
+            (1, WireType::LengthDelimited),
+            (16, WireType::ThirtyTwoBit),
+            (15, WireType::Varint),
+            (2047, WireType::SixtyFourBit),
+        ] {
             let (mut ours, mut prosts) = (Vec::new(), Vec::new());
             put_key(tag, wt, &mut ours);
             prost::encoding::encode_key(tag, wt, &mut prosts);

@@ -26,7 +26,8 @@ const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 /// Pauses before the retries of a batch that failed in a way that may pass (a collector restarting
 /// or shedding load), as the OTLP specification and the OpenTelemetry SDK do. All of them fit in
 /// the export timeout, which bounds the whole.
-const RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)];
+const RETRY_DELAYS: [Duration; 3] =
+    [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)];
 
 /// At most one failure warning per this interval, so a dead collector cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -73,10 +74,7 @@ impl OtlpSink {
                 Transport::Grpc(grpc)
             }
             OtlpProtocol::Http => Transport::Http {
-                client: reqwest::Client::builder()
-                    .timeout(cfg.export_timeout)
-                    .build()
-                    .map_err(|e| setup(&e))?,
+                client: reqwest::Client::builder().timeout(cfg.export_timeout).build().map_err(|e| setup(&e))?,
                 gzip: cfg.otlp_gzip,
             },
         };
@@ -94,11 +92,7 @@ impl OtlpSink {
 
     /// Export loop. `stop` carries the shutdown deadline; after it, queued spans are flushed
     /// (within the deadline) and the task ends.
-    pub(super) async fn run(
-        mut self,
-        mut inbox: SpanInbox,
-        mut stop: oneshot::Receiver<Instant>,
-    ) {
+    pub(super) async fn run(mut self, mut inbox: SpanInbox, mut stop: oneshot::Receiver<Instant>) {
         let mut deadline: Option<Instant> = None;
         let mut batch = Vec::with_capacity(self.max_batch);
         loop {
@@ -143,9 +137,7 @@ impl OtlpSink {
     async fn export(&mut self, batch: &[SpanRecord], deadline: Option<Instant>) {
         let n = batch.len();
         let limit = match deadline {
-            Some(d) => self
-                .export_timeout
-                .min(d.saturating_duration_since(Instant::now())),
+            Some(d) => self.export_timeout.min(d.saturating_duration_since(Instant::now())),
             None => self.export_timeout,
         };
         let result = if limit.is_zero() {
@@ -230,11 +222,8 @@ impl OtlpSink {
                 if *gzip {
                     req = req.header("content-encoding", "gzip");
                 }
-                let resp = req
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| (format!("{e}"), e.is_connect() || e.is_timeout()))?;
+                let resp =
+                    req.body(body).send().await.map_err(|e| (format!("{e}"), e.is_connect() || e.is_timeout()))?;
                 let status = resp.status();
                 // Read the (small) answer, also so that the connection can be reused. A body cut
                 // short reads as no answer: the status already says the request was taken.
@@ -260,7 +249,15 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 /// delay from the server, which this exporter does not read).
 fn grpc_retryable(code: tonic::Code) -> bool {
     use tonic::Code;
-    matches!(code, Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss)
+    matches!(
+        code,
+        Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 /// gRPC codec for a request already encoded by [`encode`]; the response (an encoded
@@ -344,11 +341,7 @@ impl FailureLog {
             0 => String::new(),
             n => format!(" ({n} more spans rejected since the last warning)"),
         };
-        tracing::warn!(
-            "OTLP collector at {url} rejected {} of {spans} spans{earlier}: {:?}",
-            p.rejected,
-            p.message
-        );
+        tracing::warn!("OTLP collector at {url} rejected {} of {spans} spans{earlier}: {:?}", p.rejected, p.message);
         self.last_partial_warn = Some(Instant::now());
         self.unreported_rejected = 0;
     }
@@ -369,8 +362,7 @@ pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Re
         OtlpProtocol::Grpc => "http://localhost:4317",
         OtlpProtocol::Http => "http://localhost:4318",
     };
-    let bad =
-        |why: &str| anyhow!("invalid OTLP endpoint {endpoint:?}: {why} (expected e.g. {example})");
+    let bad = |why: &str| anyhow!("invalid OTLP endpoint {endpoint:?}: {why} (expected e.g. {example})");
     let Some((scheme, rest)) = endpoint.split_once("://") else {
         return Err(bad("missing http:// scheme"));
     };
@@ -378,18 +370,14 @@ pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Re
         "http" => {}
         // No TLS feature is enabled on opentelemetry-otlp/reqwest: fail now, not on every export.
         "https" => {
-            return Err(bad(
-                "https is not supported by this build, use a plain http:// collector",
-            ));
+            return Err(bad("https is not supported by this build, use a plain http:// collector"));
         }
         _ => return Err(bad("scheme must be http")),
     }
     let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => {
-            let (addr, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed '[' in IPv6 address"))?;
+            let (addr, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '[' in IPv6 address"))?;
             (addr, after.strip_prefix(':'))
         }
         None => match authority.rsplit_once(':') {
@@ -422,12 +410,8 @@ mod tests {
     use super::*;
     use crate::export::{ExportHandle, Exporter, Output, start, test_span};
     use crate::span::{AttrValue, ProcessInfo, SpanStatus};
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
     use opentelemetry_proto::tonic::common::v1::KeyValue as PbKeyValue;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use std::collections::HashMap;
@@ -449,16 +433,11 @@ mod tests {
     fn spans() -> Vec<SpanRecord> {
         let mut root = test_span("GET /api/v1/pods", 1, None, 0, 40);
         root.status = SpanStatus::Ok;
-        root.attributes = vec![
-            ("http.response.status_code", AttrValue::Int(200)),
-            ("http.request.method", "GET".into()),
-        ];
+        root.attributes =
+            vec![("http.response.status_code", AttrValue::Int(200)), ("http.request.method", "GET".into())];
         let mut etcd = test_span("etcd Range", 2, Some(1), 10, 30);
         etcd.status = SpanStatus::Error("boom".into());
-        etcd.attributes = vec![
-            ("etcd.key", "/registry/pods".into()),
-            ("etcd.count_only", AttrValue::Bool(true)),
-        ];
+        etcd.attributes = vec![("etcd.key", "/registry/pods".into()), ("etcd.count_only", AttrValue::Bool(true))];
         let mut other = test_span("GET /healthz", 3, None, 0, 1);
         other.trace_id = [7; 16];
         other.process = process(99);
@@ -492,10 +471,7 @@ mod tests {
 
     /// Checks that what the collector got is exactly `spans()`, grouped by process.
     fn check_received(reqs: &[ExportTraceServiceRequest]) {
-        let mut by_pid: HashMap<
-            String,
-            Vec<(String, &opentelemetry_proto::tonic::trace::v1::Span)>,
-        > = HashMap::new();
+        let mut by_pid: HashMap<String, Vec<(String, &opentelemetry_proto::tonic::trace::v1::Span)>> = HashMap::new();
         for rs in reqs.iter().flat_map(|r| &r.resource_spans) {
             let res = pb_attrs(&rs.resource.as_ref().unwrap().attributes);
             assert_eq!(res["service.name"], "kube-apiserver");
@@ -509,18 +485,12 @@ mod tests {
                     ("kube-apiserver-tracer", env!("CARGO_PKG_VERSION"))
                 );
                 for s in &ss.spans {
-                    by_pid
-                        .entry(res["process.pid"].clone())
-                        .or_default()
-                        .push((s.name.clone(), s));
+                    by_pid.entry(res["process.pid"].clone()).or_default().push((s.name.clone(), s));
                 }
             }
         }
         let mine = &by_pid["int:1234"];
-        assert_eq!(
-            mine.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            ["GET /api/v1/pods", "etcd Range"]
-        );
+        assert_eq!(mine.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["GET /api/v1/pods", "etcd Range"]);
         assert_eq!(by_pid["int:99"].len(), 1);
         let (root, etcd) = (mine[0].1, mine[1].1);
         let want = spans();
@@ -534,10 +504,7 @@ mod tests {
         assert_eq!(etcd.kind, 3); // SPAN_KIND_CLIENT
         let attrs = pb_attrs(&root.attributes);
         assert_eq!(
-            (
-                attrs["http.response.status_code"].as_str(),
-                attrs["http.request.method"].as_str()
-            ),
+            (attrs["http.response.status_code"].as_str(), attrs["http.request.method"].as_str()),
             ("int:200", "GET")
         );
         assert_eq!(pb_attrs(&etcd.attributes)["etcd.count_only"], "bool:true");
@@ -573,10 +540,8 @@ mod tests {
             &self,
             req: tonic::Request<ExportTraceServiceRequest>,
         ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let failing = self
-                .fail_first
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok();
+            let failing =
+                self.fail_first.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
             if failing {
                 return Err(tonic::Status::unavailable("starting up"));
             }
@@ -597,20 +562,11 @@ mod tests {
         listener: TcpListener,
         fail_first: usize,
         reject: i64,
-    ) -> (
-        UnboundedReceiver<ExportTraceServiceRequest>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    ) {
+    ) -> (UnboundedReceiver<ExportTraceServiceRequest>, Arc<std::sync::atomic::AtomicUsize>) {
         let (tx, rx) = unbounded_channel();
         let gzipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let collector = Collector {
-            tx,
-            fail_first: fail_first.into(),
-            gzipped: gzipped.clone(),
-            reject,
-        };
-        let service = TraceServiceServer::new(collector)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let collector = Collector { tx, fail_first: fail_first.into(), gzipped: gzipped.clone(), reject };
+        let service = TraceServiceServer::new(collector).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let server = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
@@ -621,10 +577,10 @@ mod tests {
     /// A minimal OTLP/HTTP collector: HTTP/1.1 keep-alive, Content-Length bodies only. Answers
     /// 503 to the first `fail_first` requests, and says it rejected `reject` spans of each request
     /// it takes, when not 0.
-    async fn http_collector(fail_first: usize, reject: i64) -> (
-        String,
-        UnboundedReceiver<(String, ExportTraceServiceRequest)>,
-    ) {
+    async fn http_collector(
+        fail_first: usize,
+        reject: i64,
+    ) -> (String, UnboundedReceiver<(String, ExportTraceServiceRequest)>) {
         use prost::Message;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -670,9 +626,8 @@ mod tests {
                             ExportTraceServiceRequest::decode(body).unwrap()
                         };
                         buf.drain(..head_end + len);
-                        let failing = failures
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                            .is_ok();
+                        let failing =
+                            failures.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
                         let answer = if failing {
                             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec()
                         } else {
@@ -714,7 +669,12 @@ mod tests {
         let grpc_url = format!("http://{}", listener.local_addr().unwrap());
         let (grpc_rx, grpc_gzipped) = grpc_collector_with(listener, fail_first, reject).await;
         let (http_url, http_rx) = http_collector(fail_first, reject).await;
-        Collectors { endpoints: [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)], grpc_rx, grpc_gzipped, http_rx }
+        Collectors {
+            endpoints: [(grpc_url, OtlpProtocol::Grpc), (http_url, OtlpProtocol::Http)],
+            grpc_rx,
+            grpc_gzipped,
+            http_rx,
+        }
     }
 
     impl Collectors {
@@ -754,11 +714,7 @@ mod tests {
         let mut reqs = Vec::new();
         for (head, r) in drained(&mut rx) {
             assert!(head.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{head}");
-            assert!(
-                head.to_ascii_lowercase()
-                    .contains("content-type: application/x-protobuf"),
-                "{head}"
-            );
+            assert!(head.to_ascii_lowercase().contains("content-type: application/x-protobuf"), "{head}");
             reqs.push(r);
         }
         check_received(&reqs);
@@ -770,10 +726,7 @@ mod tests {
     async fn gzip_compressed_requests() {
         let mut c = collectors(0, 0).await;
         for (url, protocol) in c.endpoints.clone() {
-            let cfg = ExportConfig {
-                otlp_gzip: true,
-                ..cfg(url, protocol)
-            };
+            let cfg = ExportConfig { otlp_gzip: true, ..cfg(url, protocol) };
             let (handle, exporter) = start(cfg).unwrap();
             send_all(&handle, exporter).await;
             assert_eq!(handle.stats().exported.load(Ordering::Relaxed), 3, "{protocol:?}");
@@ -839,25 +792,15 @@ mod tests {
         });
         for protocol in [OtlpProtocol::Grpc, OtlpProtocol::Http] {
             for url in [&refused, &stuck_url] {
-                let cfg = ExportConfig {
-                    export_timeout: Duration::from_millis(300),
-                    ..cfg(url.clone(), protocol)
-                };
+                let cfg = ExportConfig { export_timeout: Duration::from_millis(300), ..cfg(url.clone(), protocol) };
                 let (handle, exporter) = start(cfg).unwrap();
                 let t = Instant::now();
                 send_all(&handle, exporter).await;
                 let took = t.elapsed();
-                assert!(
-                    took < Duration::from_millis(1500),
-                    "{protocol:?} {url}: {took:?}"
-                );
+                assert!(took < Duration::from_millis(1500), "{protocol:?} {url}: {took:?}");
                 let stats = handle.stats();
                 assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
-                assert_eq!(
-                    stats.dropped_export_failed.load(Ordering::Relaxed),
-                    3,
-                    "{protocol:?} {url}"
-                );
+                assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 3, "{protocol:?} {url}");
                 // One batch, one request (a resource per process).
                 assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 1);
             }
@@ -867,10 +810,7 @@ mod tests {
     /// Export resumes by itself once the collector comes back.
     #[tokio::test]
     async fn export_resumes_when_collector_returns() {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let cfg = ExportConfig {
             export_timeout: Duration::from_millis(300),
             ..cfg(format!("http://{addr}"), OtlpProtocol::Grpc)
@@ -886,13 +826,9 @@ mod tests {
         let mut rx = grpc_collector(TcpListener::bind(addr).await.unwrap()).await;
         let t = Instant::now();
         let got = loop {
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "export did not resume"
-            );
+            assert!(t.elapsed() < Duration::from_secs(5), "export did not resume");
             handle.submit(test_span("kept", 2, None, 0, 1));
-            if let Ok(Some(req)) = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await
-            {
+            if let Ok(Some(req)) = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await {
                 break req;
             }
         };
@@ -906,43 +842,17 @@ mod tests {
     fn endpoint_urls() {
         let http = |e| endpoint_url(e, OtlpProtocol::Http).map_err(|e| e.to_string());
         let grpc = |e| endpoint_url(e, OtlpProtocol::Grpc).map_err(|e| e.to_string());
-        assert_eq!(
-            http("http://collector:4318").unwrap(),
-            "http://collector:4318/v1/traces"
-        );
-        assert_eq!(
-            http("http://collector:4318/").unwrap(),
-            "http://collector:4318/v1/traces"
-        );
-        assert_eq!(
-            http("http://collector:4318/custom/traces").unwrap(),
-            "http://collector:4318/custom/traces"
-        );
-        assert_eq!(
-            http(" http://[::1]:4318 ").unwrap(),
-            "http://[::1]:4318/v1/traces"
-        );
-        assert_eq!(
-            grpc("http://collector:4317").unwrap(),
-            "http://collector:4317"
-        );
+        assert_eq!(http("http://collector:4318").unwrap(), "http://collector:4318/v1/traces");
+        assert_eq!(http("http://collector:4318/").unwrap(), "http://collector:4318/v1/traces");
+        assert_eq!(http("http://collector:4318/custom/traces").unwrap(), "http://collector:4318/custom/traces");
+        assert_eq!(http(" http://[::1]:4318 ").unwrap(), "http://[::1]:4318/v1/traces");
+        assert_eq!(grpc("http://collector:4317").unwrap(), "http://collector:4317");
         assert_eq!(grpc("HTTP://10.0.0.1").unwrap(), "HTTP://10.0.0.1");
-        for bad in [
-            "collector:4317",
-            "",
-            "ftp://x",
-            "http://",
-            "http://a b:1",
-            "http://x:0",
-            "http://x:port",
-            "http://[::1",
-        ] {
+        for bad in
+            ["collector:4317", "", "ftp://x", "http://", "http://a b:1", "http://x:0", "http://x:port", "http://[::1"]
+        {
             assert!(grpc(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(
-            grpc("https://c:4317")
-                .unwrap_err()
-                .contains("https is not supported")
-        );
+        assert!(grpc("https://c:4317").unwrap_err().contains("https is not supported"));
     }
 }

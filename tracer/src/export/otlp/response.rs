@@ -40,12 +40,7 @@ pub(super) fn partial_success(body: &[u8], spans: usize) -> Result<Option<Partia
     }
     // A collector's count is not trusted past what was sent.
     let rejected = (p.rejected_spans.max(0) as u64).min(spans as u64);
-    let message = p
-        .error_message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE)
-        .collect();
+    let message = p.error_message.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_MESSAGE).collect();
     Ok(Some(PartialSuccess { rejected, message }))
 }
 
