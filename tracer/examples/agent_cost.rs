@@ -1,5 +1,5 @@
 //! The agent's own work per span, without a kernel or a network: ring records of API requests go
-//! through the same stages as in a run (events → connections → protocols → assemble) and their
+//! through the same stages as in a run (events → connections → protocols → assemble → correlate) and their
 //! spans are encoded as OTLP export requests of 512 spans, as the exporter batches them.
 //!
 //! `cargo xtask bench` runs it under callgrind with two request counts, counting only the
@@ -14,9 +14,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use httlib_hpack::Encoder;
 use tracer::{
-    assemble::Assembler,
+    assemble::{Assembler, Conn},
     clock::Clock,
     connections::Connection,
+    correlate::Correlator,
     events::{self, Event, Role},
     export::export_request,
     protocols::http2::build,
@@ -221,8 +222,9 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
         host_name: "node-1".into(),
     });
     let local: SocketAddr = "10.0.0.1:6443".parse().expect("literal address");
-    let mut conn = Connection::new(role, Some(local), Some(peer), 1_000, false, process);
+    let mut conn: Conn = Connection::new(role, Some(local), Some(peer), 1_000, false, process);
     let mut assembler = Assembler::new(Clock::new(), vec![2379]);
+    let mut correlator = Correlator::new();
     let (mut spans, mut batch, mut body) =
         (Vec::<SpanRecord>::new(), Vec::<SpanRecord>::with_capacity(BATCH), Vec::new());
     let (mut exported, mut bytes) = (0usize, 0usize);
@@ -231,6 +233,7 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
         if let Some(feed) = conn.on_chunk(&chunk) {
             assembler.on_feed(&mut conn, chunk.direction, feed, &mut spans);
         }
+        correlator.correlate(&mut spans);
         for span in spans.drain(..) {
             if exported + batch.len() == 0 {
                 // Says that the workload decodes as meant: the name and attributes of an API call.

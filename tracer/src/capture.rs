@@ -1,5 +1,5 @@
-//! Reads the kernel ring buffer (tokio AsyncFd) and drives the pipeline; reads the kernel's
-//! per-CPU drop counters for the stats.
+//! Reads the kernel ring buffer (tokio AsyncFd) and hands each record to a [`RecordSink`] (the
+//! agent); reads the kernel's per-CPU drop counters for the stats.
 
 use std::time::Duration;
 
@@ -11,7 +11,13 @@ use aya::{
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::counter;
 
-use crate::pipeline::Pipeline;
+/// Where the ring's records go.
+pub trait RecordSink {
+    /// One ring-buffer record, as the probes wrote it.
+    fn record(&mut self, bytes: &[u8]);
+    /// The records pending in the ring were all handled.
+    fn end_of_records(&mut self);
+}
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,18 +49,18 @@ impl Capture {
         Ok(Capture { ring, counters })
     }
 
-    /// Waits until the probes wake the agent, then hands every pending record to the pipeline.
+    /// Waits until the probes wake the agent, then hands every pending record to `sink`.
     /// Returns how many there were.
-    pub async fn drain(&mut self, pipeline: &mut Pipeline) -> Result<usize> {
+    pub async fn drain(&mut self, sink: &mut impl RecordSink) -> Result<usize> {
         let mut guard = self.ring.readable_mut().await?;
-        let n = drain_ring(guard.get_inner_mut(), pipeline);
+        let n = drain_ring(guard.get_inner_mut(), sink);
         guard.clear_ready();
         Ok(n)
     }
 
     /// Like [`drain`] but returns at once when nothing is pending (periodic polls, shutdown).
-    pub fn drain_now(&mut self, pipeline: &mut Pipeline) -> usize {
-        drain_ring(self.ring.get_mut(), pipeline)
+    pub fn drain_now(&mut self, sink: &mut impl RecordSink) -> usize {
+        drain_ring(self.ring.get_mut(), sink)
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {
@@ -72,16 +78,16 @@ impl Capture {
     }
 }
 
-/// Hands the pending records to the pipeline. One pass is bounded so that housekeeping and
-/// shutdown are not starved under a flood.
-fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> usize {
+/// Hands the pending records to `sink`. One pass is bounded so that housekeeping and shutdown
+/// are not starved under a flood.
+fn drain_ring(ring: &mut RingBuf<MapData>, sink: &mut impl RecordSink) -> usize {
     let mut n = 0;
     while n < 65536 {
         let Some(item) = ring.next() else { break };
-        pipeline.handle_record(&item);
+        sink.record(&item);
         n += 1;
     }
-    pipeline.end_of_records();
+    sink.end_of_records();
     n
 }
 

@@ -4,15 +4,22 @@
 //! kernel's per-socket sequence number, or a chunk that does not continue its syscall) so the
 //! decoders can resynchronise instead of reading misaligned bytes. Bounded: beyond the limit the
 //! least recently active connection is evicted and counted.
+//!
+//! The table does not know what decodes a connection: each entry carries the decoders' state as
+//! an opaque `P` (the assembler's protocol state), which the table only resets when the bytes
+//! change meaning (Go TLS plaintext replaces the ciphertext).
+
+mod endpoint;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use crate::{
-    assemble::{Endpoint, ProtoState},
     events::{DataChunk, Role},
     span::ProcessInfo,
     stream::{Direction, Segment},
 };
+
+pub use endpoint::Endpoint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -27,7 +34,7 @@ struct DirState {
     open_syscall: Option<(u64, u64)>,
 }
 
-pub struct Connection {
+pub struct Connection<P> {
     pub role: Role,
     /// Fixed at creation, as `endpoints`, which is made from them.
     pub local: Option<SocketAddr>,
@@ -44,7 +51,8 @@ pub struct Connection {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub process: Arc<ProcessInfo>,
-    pub proto: ProtoState,
+    /// The decoders' state (see the module's doc).
+    pub proto: P,
     /// Go TLS plaintext has been seen: the syscall bytes are ciphertext and are no longer decoded.
     pub plaintext: bool,
     /// Stream continuity per source: [syscall, Go TLS] × [ingress, egress].
@@ -61,7 +69,7 @@ pub enum Feed<'a> {
     Segments(Option<Segment<'a>>, Segment<'a>),
 }
 
-impl Connection {
+impl<P: Default> Connection<P> {
     pub fn new(
         role: Role,
         local: Option<SocketAddr>,
@@ -82,7 +90,7 @@ impl Connection {
             bytes_received: 0,
             bytes_sent: 0,
             process,
-            proto: ProtoState::default(),
+            proto: P::default(),
             plaintext: false,
             dirs: Default::default(),
             next_seq: [[None; 2]; 2],
@@ -103,14 +111,10 @@ impl Connection {
     }
 
     /// Ciphertext a Go `tls.Conn` moved on this socket, `[received, sent]`, which the probes
-    /// count and report at close rather than per syscall. A connection that carried some, and
-    /// whose plaintext never said what it is (a handshake, then nothing), is a TLS connection.
+    /// count and report at close rather than per syscall.
     pub fn add_tls_bytes(&mut self, [received, sent]: [u64; 2]) {
         self.bytes_received += received;
         self.bytes_sent += sent;
-        if received + sent > 0 && matches!(self.proto, ProtoState::Detecting { .. }) {
-            self.proto = ProtoState::Opaque { tls: true };
-        }
     }
 
     /// Accounts one chunk and says how to feed it to the decoders (None: not to be decoded).
@@ -119,7 +123,7 @@ impl Connection {
         if c.tls && !self.plaintext {
             // From now on the decoders read plaintext; what they saw so far was ciphertext.
             self.plaintext = true;
-            self.proto = ProtoState::default();
+            self.proto = P::default();
         }
         if !c.tls {
             if c.first {
@@ -186,14 +190,14 @@ impl Direction {
 #[derive(Debug, PartialEq, Eq)]
 pub struct StaleClose;
 
-pub struct ConnTable {
+pub struct ConnTable<P> {
     // foldhash: the default SipHash showed in profiles; keys are (tgid, fd), not attacker-chosen.
-    conns: HashMap<ConnKey, Connection, foldhash::fast::RandomState>,
+    conns: HashMap<ConnKey, Connection<P>, foldhash::fast::RandomState>,
     max: usize,
     pub evicted: u64,
 }
 
-impl ConnTable {
+impl<P: Default> ConnTable<P> {
     pub fn new(max: usize) -> Self {
         ConnTable { conns: HashMap::default(), max, evicted: 0 }
     }
@@ -206,13 +210,13 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
-    pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Connection> {
+    pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Connection<P>> {
         self.conns.get_mut(key)
     }
 
     /// Inserts, returning what was there (fd reuse without a seen close) and what had to be
     /// evicted to make room: both still need their spans finished.
-    pub fn insert(&mut self, key: ConnKey, conn: Connection) -> Vec<Connection> {
+    pub fn insert(&mut self, key: ConnKey, conn: Connection<P>) -> Vec<Connection<P>> {
         let mut finished = Vec::new();
         if let Some(old) = self.conns.remove(&key) {
             finished.push(old);
@@ -227,13 +231,13 @@ impl ConnTable {
         finished
     }
 
-    pub fn remove(&mut self, key: &ConnKey) -> Option<Connection> {
+    pub fn remove(&mut self, key: &ConnKey) -> Option<Connection<P>> {
         self.conns.remove(key)
     }
 
     /// Removes the connection a close record of kernel socket `sk` on `key` ends. One known to
     /// be another socket stays (`Err`): the record is a late close of the fd's previous socket.
-    pub fn remove_closed(&mut self, key: &ConnKey, sk: u64) -> Result<Option<Connection>, StaleClose> {
+    pub fn remove_closed(&mut self, key: &ConnKey, sk: u64) -> Result<Option<Connection<P>>, StaleClose> {
         match self.conns.get(key) {
             Some(c) if !c.may_be_socket(sk) => Err(StaleClose),
             _ => Ok(self.conns.remove(key)),
@@ -241,24 +245,24 @@ impl ConnTable {
     }
 
     /// Removes every connection of a process (it exited or was detached).
-    pub fn remove_process(&mut self, tgid: u32) -> Vec<Connection> {
+    pub fn remove_process(&mut self, tgid: u32) -> Vec<Connection<P>> {
         let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
         keys.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
     /// The connections of a process.
-    pub fn of_process_mut(&mut self, tgid: u32) -> impl Iterator<Item = &mut Connection> {
+    pub fn of_process_mut(&mut self, tgid: u32) -> impl Iterator<Item = &mut Connection<P>> {
         self.conns.iter_mut().filter(move |(k, _)| k.tgid == tgid).map(|(_, c)| c)
     }
 
     /// Removes the connections of a process whose fd is not in `keep`.
-    pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection> {
+    pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection<P>> {
         let keys: Vec<ConnKey> =
             self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();
         keys.iter().filter_map(|k| self.conns.remove(k)).collect()
     }
 
-    pub fn drain(&mut self) -> Vec<Connection> {
+    pub fn drain(&mut self) -> Vec<Connection<P>> {
         self.conns.drain().map(|(_, c)| c).collect()
     }
 }
@@ -267,7 +271,7 @@ impl ConnTable {
 mod tests {
     use super::*;
 
-    fn conn(sk: u64) -> Connection {
+    fn conn(sk: u64) -> Connection<()> {
         let process = Arc::new(ProcessInfo {
             service_name: "s".into(),
             pid: 7,

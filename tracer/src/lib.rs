@@ -5,11 +5,14 @@
 //! (table, stream continuity) → protocols (http1, k8s, …) → assemble (spans) → export (otlp, json,
 //! terminal). Targets come from `targets` (with `procfs`); `clock` turns kernel time into wall time.
 
+pub mod agent;
 pub mod assemble;
+pub mod attachments;
 pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod connections;
+pub mod correlate;
 pub mod events;
 pub mod export;
 pub mod gobin;

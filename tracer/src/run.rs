@@ -6,13 +6,15 @@ use anyhow::{Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    assemble::{AssembleStats, Assembler},
+    agent::{Agent, RecordStats},
+    assemble::Assembler,
+    attachments::Attachments,
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
     cli::Cli,
     clock::Clock,
     export::{self, ExportConfig},
     gotls::GoTls,
-    pipeline::{Pipeline, PipelineStats},
+    pipeline::{Pipeline, PipelineCounters},
     probes, procfs,
     targets::Targets,
 };
@@ -55,14 +57,15 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let export_stats = export.stats();
     let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes)?;
     let assembler = Assembler::new(Clock::new(), cli.etcd_ports.clone());
-    let mut pipeline = Pipeline::new(ebpf, gotls, targets, cli.max_connections as usize, assembler, export);
+    let pipeline = Pipeline::new(cli.max_connections as usize, assembler, export);
+    let mut agent = Agent::new(Attachments::new(ebpf, gotls, targets), pipeline);
 
     for &pid in &cli.pids {
-        pipeline.attach(pid)?;
+        agent.attach(pid)?;
     }
-    attach_by_comm(&mut pipeline);
-    if pipeline.targets.active_count() == 0 {
-        tracing::info!("waiting for a process named {}", pipeline.targets.comms().join(" or "));
+    agent.attach_by_comm();
+    if let Some(comms) = agent.waiting_for() {
+        tracing::info!("waiting for a process named {comms}");
     }
 
     let deadline = async {
@@ -83,12 +86,12 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
     loop {
         tokio::select! {
-            r = capture.drain(&mut pipeline) => {
+            r = capture.drain(&mut agent) => {
                 let next = period.after_read(r?);
                 poll.as_mut().reset(tokio::time::Instant::now() + next);
             }
             _ = &mut poll => {
-                let next = period.after_read(capture.drain_now(&mut pipeline));
+                let next = period.after_read(capture.drain_now(&mut agent));
                 // On the grid of the last deadline, as an interval would be: "now + period"
                 // would add the read's own time and the timer wheel's rounding up to each period.
                 let deadline = (poll.deadline() + next).max(tokio::time::Instant::now());
@@ -96,9 +99,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             }
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
-                attach_by_comm(&mut pipeline);
+                agent.attach_by_comm();
                 if stats_every.is_some_and(|every| last_stats.elapsed() >= every) {
-                    log_stats("stats", &Counters::new(&pipeline, capture.kernel_counters()), &export_stats);
+                    log_stats("stats", &Counters::new(&agent, capture.kernel_counters()), &export_stats);
                     last_stats = tokio::time::Instant::now();
                 }
             }
@@ -108,11 +111,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
     }
 
-    capture.drain_now(&mut pipeline);
-    pipeline.finish();
-    let counters = Counters::new(&pipeline, capture.kernel_counters());
+    capture.drain_now(&mut agent);
+    agent.finish();
+    let counters = Counters::new(&agent, capture.kernel_counters());
     drop(capture);
-    drop(pipeline); // detaches every probe
+    drop(agent); // detaches every probe
     let flushed = exporter.shutdown(Duration::from_secs(5)).await;
     // After the last export, so that `exported` counts every span that reached the collector.
     log_stats("final stats", &counters, &export_stats);
@@ -128,14 +131,6 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-fn attach_by_comm(pipeline: &mut Pipeline) {
-    for pid in pipeline.targets.unattached_by_comm() {
-        if let Err(e) = pipeline.attach(pid) {
-            tracing::warn!("could not attach to process {pid}: {e:#}");
-        }
-    }
-}
-
 /// One line at start-up if the collector is not there (capture goes on; export retries).
 async fn warn_if_unreachable(endpoint: &str) {
     let authority = endpoint.split("://").nth(1).unwrap_or(endpoint).split('/').next().unwrap_or("");
@@ -146,33 +141,26 @@ async fn warn_if_unreachable(endpoint: &str) {
     }
 }
 
-/// The pipeline's and the kernel's counters at one moment.
+/// The agent's and the kernel's counters at one moment.
 struct Counters {
-    pipeline: PipelineStats,
-    assemble: AssembleStats,
+    records: RecordStats,
+    data: PipelineCounters,
     kernel: KernelCounters,
-    connections: usize,
-    connections_evicted: u64,
 }
 
 impl Counters {
-    fn new(p: &Pipeline, kernel: KernelCounters) -> Self {
-        Counters {
-            pipeline: p.stats.clone(),
-            assemble: p.assembler.stats.clone(),
-            kernel,
-            connections: p.conns.len(),
-            connections_evicted: p.conns.evicted,
-        }
+    fn new(agent: &Agent, kernel: KernelCounters) -> Self {
+        let (records, data) = agent.counters();
+        Counters { records, data, kernel }
     }
 }
 
 fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
     use std::sync::atomic::Ordering::Relaxed;
-    let (p, a, k) = (&c.pipeline, &c.assemble, &c.kernel);
+    let (r, p, a, k) = (&c.records, &c.data.pipeline, &c.data.assemble, &c.kernel);
     tracing::info!(
-        events = p.events,
-        corrupt_events = p.corrupt_events,
+        events = r.events,
+        corrupt_events = r.corrupt_events,
         lost_ringbuf_full = k.ringbuf_full,
         lost_args_full = k.args_full,
         lost_sockets_full = k.sockets_full,
@@ -180,13 +168,14 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         go_tls_no_socket = k.go_tls_no_socket,
         go_tls_calls_full = k.go_tls_calls_full,
         no_syscall_fd = k.no_syscall_fd,
-        connections = c.connections,
-        connections_evicted = c.connections_evicted,
+        connections = c.data.connections,
+        connections_evicted = c.data.connections_evicted,
         stale_closes = p.stale_closes,
         spans = a.spans,
         desyncs = a.desyncs,
         lost_resets = a.lost_resets,
         requests_abandoned = a.requests_abandoned,
+        trace_roots = c.data.correlate.roots,
         exported = e.exported.load(Relaxed),
         dropped_queue_full = e.dropped_queue_full.load(Relaxed),
         dropped_export_failed = e.dropped_export_failed.load(Relaxed),

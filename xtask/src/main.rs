@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod layers;
 mod setup;
 mod testlog;
 
@@ -48,6 +49,9 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The house rules alone: the module graph, formatting and lints (`cargo xtask test` runs them
+    /// first).
+    Lint,
     /// Measure the tracer's cost (untraced vs traced); report in target/bench/report.json.
     Bench {
         /// A shorter run (under 5 minutes on 2 cores).
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Verb::Build => setup::ensure_build_tools().and_then(|()| build_release()).map(|_| ()),
         Verb::Run { args } => run(&args),
         Verb::Test { args } => test(&args),
+        Verb::Lint => lint(),
         Verb::Fuzz { seconds } => setup::ensure_build_tools().and_then(|()| fuzz::run(seconds)),
         Verb::Bench { quick } => bench::run(quick),
     };
@@ -105,12 +110,18 @@ fn run(args: &[String]) -> Result<()> {
     std::process::exit(st.code().unwrap_or(1));
 }
 
+fn lint() -> Result<()> {
+    layers::check(&workspace_root())
+}
+
 fn test(args: &[String]) -> Result<()> {
     setup::ensure_build_tools()?;
     setup::ensure_test_tools()?;
     if unsafe_geteuid() != 0 {
         bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
     }
+    // The house rules first: they take a minute or two where the tests take many.
+    lint()?;
     status(cargo().args(["build", "--package", "tracer"]))?;
     let tracer = workspace_root().join("target/debug/tracer");
     let go_programs = setup::build_go_programs()?;

@@ -1,18 +1,15 @@
 //! Attribute sets shared by span kinds, and span construction.
 
-use std::{
-    cell::RefCell,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
-
-use rand::{RngCore, SeedableRng, rngs::SmallRng};
+use std::sync::Arc;
 
 use crate::{
-    connections::Connection,
+    connections::Endpoint,
     events::Role,
+    protocols::k8s,
     span::{AttrStr, AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
 };
+
+use super::Conn;
 
 pub type Attrs = crate::span::Attributes;
 
@@ -23,40 +20,6 @@ fn push_addr(a: &mut Attrs, addr_key: &'static str, port_key: &'static str, ep: 
     }
 }
 
-/// A connection's address as its spans carry it: the text is made once per connection, and
-/// copied into each span in place (IPv4) or shared (a longer IPv6 address).
-#[derive(Clone, Debug)]
-pub struct Endpoint {
-    pub address: AttrStr,
-    pub port: u16,
-}
-
-impl Endpoint {
-    pub fn new(addr: SocketAddr) -> Self {
-        Endpoint { address: AttrStr::shareable(&ip_text(addr.ip())), port: addr.port() }
-    }
-}
-
-/// An address as text. IPv4 is written digit by digit: `Display` goes through the formatting
-/// machinery, which was a tenth of the agent's CPU under load (when it ran for every span).
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else { return ip.to_string() };
-    let mut s = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            s.push('.');
-        }
-        if octet >= 100 {
-            s.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            s.push(char::from(b'0' + octet / 10 % 10));
-        }
-        s.push(char::from(b'0' + octet % 10));
-    }
-    s
-}
-
 /// Room for an HTTP/1 span's attributes, in a vector that is new (the exporter returns vectors
 /// for reuse, see `span::recycle`): growing the vector showed in profiles. 25 hold the most an
 /// HTTP/1 span carries: 7 transport, 10 HTTP and 8 k8s attributes. 25 × 40 bytes stays within
@@ -65,7 +28,7 @@ fn ip_text(ip: IpAddr) -> String {
 const ATTRS_CAPACITY: usize = 25;
 
 /// Transport attributes of a connection, by role: for a server span the peer is the client.
-pub fn connection(conn: &Connection) -> Attrs {
+pub fn connection(conn: &Conn) -> Attrs {
     let mut a = crate::span::new_attributes(ATTRS_CAPACITY);
     a.push(("network.transport", "tcp".into()));
     let (local, peer) = (conn.local_endpoint(), conn.peer_endpoint());
@@ -80,7 +43,7 @@ pub fn connection(conn: &Connection) -> Attrs {
 }
 
 /// `url.scheme` of an HTTP request on `conn`: `https` once Go TLS plaintext was seen on it.
-pub fn url_scheme(conn: &Connection) -> &'static str {
+pub fn url_scheme(conn: &Conn) -> &'static str {
     if conn.plaintext { "https" } else { "http" }
 }
 
@@ -105,8 +68,9 @@ pub fn new_span(
     process: Arc<ProcessInfo>,
 ) -> SpanRecord {
     SpanRecord {
-        trace_id: random_id(),
-        span_id: random_id(),
+        // Ids are correlation's: it gives them when the span leaves assembly.
+        trace_id: [0; 16],
+        span_id: [0; 8],
         parent_span_id: None,
         name,
         kind,
@@ -118,21 +82,27 @@ pub fn new_span(
     }
 }
 
-thread_local! {
-    /// Ids must be unique, not secret: a small fast generator seeded from the OS, instead of the
-    /// ChaCha generator behind `rand::random` (which showed in profiles).
-    static ID_RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
-}
-
-fn random_id<const N: usize>() -> [u8; N] {
-    ID_RNG.with(|rng| {
-        let mut id = [0u8; N];
-        // All zeros is the invalid id; the chance is nil, but it costs one comparison.
-        while id == [0u8; N] {
-            rng.borrow_mut().fill_bytes(&mut id);
+/// The Kubernetes request attributes of a resource request.
+pub fn k8s_attrs(info: k8s::RequestInfo, a: &mut Attrs) {
+    if !info.is_resource_request {
+        return;
+    }
+    a.push(("k8s.verb", info.verb.into()));
+    for (key, v) in [
+        ("k8s.api.group", info.api_group),
+        ("k8s.api.version", info.api_version),
+        ("k8s.resource", info.resource),
+        ("k8s.subresource", info.subresource),
+        ("k8s.namespace.name", info.namespace),
+        ("k8s.object.name", info.name),
+    ] {
+        if let Some(v) = v {
+            a.push((key, v.into()));
         }
-        id
-    })
+    }
+    if info.long_running {
+        a.push(("k8s.long_running", true.into()));
+    }
 }
 
 #[cfg(test)]
@@ -142,26 +112,5 @@ mod tests {
     #[test]
     fn attribute_vector_fits_glibc_thread_cache() {
         assert!(ATTRS_CAPACITY * size_of::<(&str, AttrValue)>() <= 1032);
-    }
-
-    #[test]
-    fn ip_text_matches_display() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.96.0.10",
-            "192.168.100.255",
-            "9.99.100.1",
-            "::1",
-            "fd00::a:2379",
-            "::ffff:10.0.0.1",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
-        for n in (0..=u32::MAX).step_by(9_999_991) {
-            let ip = IpAddr::V4(n.into());
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
     }
 }

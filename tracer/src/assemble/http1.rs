@@ -8,8 +8,6 @@
 use std::collections::VecDeque;
 
 use crate::{
-    clock::Clock,
-    connections::Connection,
     events::Role,
     protocols::{
         http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD, Timing},
@@ -22,27 +20,11 @@ use crate::{
 use super::{
     AssembleStats,
     attrs::{self, Attrs},
+    context::SpanContext,
 };
 
 /// Requests in flight per connection at most (pipelining depth); beyond it the oldest is dropped.
 const MAX_PENDING: usize = 64;
-
-/// What a span needs to know of its connection (read only when a span is built).
-pub struct SpanContext<'a> {
-    pub conn: &'a Connection,
-    pub clock: &'a Clock,
-    pub etcd_ports: &'a [u16],
-}
-
-impl SpanContext<'_> {
-    /// The connection's server port (the peer's for a client, ours for a server).
-    pub fn server_port(&self) -> Option<u16> {
-        match self.conn.role {
-            Role::Server => self.conn.local.map(|a| a.port()),
-            Role::Client => self.conn.peer.map(|a| a.port()),
-        }
-    }
-}
 
 struct Pending {
     head: RequestHead,
@@ -333,7 +315,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
     if let Some(n) = response_body {
         a.push(("http.response.body.size", n.into()));
     }
-    k8s_attrs(info, &mut a);
+    attrs::k8s_attrs(info, &mut a);
 
     let error = match (ctx.conn.role, status_code) {
         (Role::Server, Some(s)) => s >= 500,
@@ -355,28 +337,6 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
         a,
         ctx.conn.process.clone(),
     )
-}
-
-pub fn k8s_attrs(info: k8s::RequestInfo, a: &mut Attrs) {
-    if !info.is_resource_request {
-        return;
-    }
-    a.push(("k8s.verb", info.verb.into()));
-    for (key, v) in [
-        ("k8s.api.group", info.api_group),
-        ("k8s.api.version", info.api_version),
-        ("k8s.resource", info.resource),
-        ("k8s.subresource", info.subresource),
-        ("k8s.namespace.name", info.namespace),
-        ("k8s.object.name", info.name),
-    ] {
-        if let Some(v) = v {
-            a.push((key, v.into()));
-        }
-    }
-    if info.long_running {
-        a.push(("k8s.long_running", true.into()));
-    }
 }
 
 /// Host part of a Host header (`name`, `name:port`, `[v6]:port`).

@@ -22,10 +22,7 @@ use crate::{
     stream::{Direction, Segment},
 };
 
-use super::{
-    AssembleStats, attrs,
-    http1::{SpanContext, k8s_attrs},
-};
+use super::{AssembleStats, attrs, context::SpanContext};
 
 /// Streams followed per connection at most (HTTP/2's default concurrency is 100–250).
 const MAX_STREAMS: usize = 1024;
@@ -330,7 +327,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         a.push(("url.path", std::mem::take(&mut info.path).into()));
         a.push(("url.scheme", attrs::url_scheme(ctx.conn).into()));
         a.push(("http.route", std::mem::take(&mut info.route).into()));
-        k8s_attrs(info, &mut a);
+        attrs::k8s_attrs(info, &mut a);
         if let Some(code) = s.status {
             let bad = match ctx.conn.role {
                 Role::Server => code >= 500,

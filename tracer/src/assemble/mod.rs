@@ -5,6 +5,7 @@
 //! protocols) still get one span when they close, so nothing the target does is invisible.
 
 mod attrs;
+mod context;
 mod http1;
 mod http2;
 
@@ -17,9 +18,13 @@ use crate::{
     stream::{Direction, Segment},
 };
 
-pub use attrs::Endpoint;
 pub use http1::Http1Conn;
 pub use http2::Http2Conn;
+
+use context::SpanContext;
+
+/// A connection as the assembler keeps it: the table's entry with its decoders' state.
+pub type Conn = Connection<ProtoState>;
 
 /// Protocol state of a connection.
 pub enum ProtoState {
@@ -70,7 +75,7 @@ impl Assembler {
     }
 
     /// Feeds one chunk's outcome (see [`Connection::on_chunk`]) to the connection's decoder.
-    pub fn on_feed(&mut self, conn: &mut Connection, dir: Direction, feed: Feed<'_>, out: &mut Vec<SpanRecord>) {
+    pub fn on_feed(&mut self, conn: &mut Conn, dir: Direction, feed: Feed<'_>, out: &mut Vec<SpanRecord>) {
         match feed {
             Feed::LostThen(seg) => {
                 self.stats.lost_resets += 1;
@@ -90,7 +95,7 @@ impl Assembler {
         }
     }
 
-    fn on_segment(&mut self, conn: &mut Connection, dir: Direction, seg: &Segment<'_>, out: &mut Vec<SpanRecord>) {
+    fn on_segment(&mut self, conn: &mut Conn, dir: Direction, seg: &Segment<'_>, out: &mut Vec<SpanRecord>) {
         if let ProtoState::Detecting { tries } = conn.proto {
             if seg.data.is_empty() {
                 return;
@@ -105,13 +110,13 @@ impl Assembler {
         // Taken out for the call so the decoder can read the connection while it is updated.
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => {
-                let ctx = http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports };
+                let ctx = SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports };
                 h.feed(&ctx, dir, seg, &mut self.h1_events, &mut self.stats, out);
                 conn.proto = ProtoState::Http1(h);
             }
             ProtoState::Http2(mut h) => {
                 h.feed(
-                    &http1::SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
+                    &SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
                     dir,
                     seg,
                     &mut self.stats,
@@ -123,17 +128,28 @@ impl Assembler {
         }
     }
 
+    /// The kernel closed the socket; `tls_bytes` is the ciphertext a Go `tls.Conn` moved on it,
+    /// `[received, sent]`, which the probes report at close. A connection that carried some, and
+    /// whose plaintext never said what it is (a handshake, then nothing), is a TLS connection.
+    pub fn on_socket_close(&mut self, mut conn: Conn, tls_bytes: [u64; 2], ts_ns: u64, out: &mut Vec<SpanRecord>) {
+        conn.add_tls_bytes(tls_bytes);
+        if tls_bytes.iter().sum::<u64>() > 0 && matches!(conn.proto, ProtoState::Detecting { .. }) {
+            conn.proto = ProtoState::Opaque { tls: true };
+        }
+        self.on_close(conn, ts_ns, out);
+    }
+
     /// The connection is gone: finish what it had in flight, or give it its connection span.
-    pub fn on_close(&mut self, mut conn: Connection, ts_ns: u64, out: &mut Vec<SpanRecord>) {
+    pub fn on_close(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<SpanRecord>) {
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => h.close(
-                &http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
+                &SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
                 ts_ns,
                 &mut self.stats,
                 out,
             ),
             ProtoState::Http2(mut h) => h.close(
-                &http1::SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
+                &SpanContext { conn: &conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
                 ts_ns,
                 &mut self.stats,
                 out,
@@ -148,7 +164,7 @@ impl Assembler {
         }
     }
 
-    fn connection_span(&self, conn: &Connection, tls: bool, end_ns: u64) -> SpanRecord {
+    fn connection_span(&self, conn: &Conn, tls: bool, end_ns: u64) -> SpanRecord {
         let mut a = attrs::connection(conn);
         a.push(("network.io.received_bytes", conn.bytes_received.into()));
         a.push(("network.io.sent_bytes", conn.bytes_sent.into()));

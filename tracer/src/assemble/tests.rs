@@ -20,7 +20,7 @@ fn process() -> Arc<ProcessInfo> {
 
 struct Harness {
     asm: Assembler,
-    conn: Connection,
+    conn: Conn,
     /// The kernel's sequence numbers of this socket, per direction (ingress, egress).
     seq: [u32; 2],
     spans: Vec<SpanRecord>,
@@ -66,9 +66,14 @@ impl Harness {
         self.syscall(dir, data, data.len() as u64, enter_ns, exit_ns);
     }
 
-    fn close(mut self, ts: u64) -> Vec<SpanRecord> {
+    fn close(self, ts: u64) -> Vec<SpanRecord> {
+        self.close_socket([0, 0], ts)
+    }
+
+    /// The kernel's close record, with the Go TLS ciphertext the probes counted on the socket.
+    fn close_socket(mut self, tls_bytes: [u64; 2], ts: u64) -> Vec<SpanRecord> {
         let conn = std::mem::replace(&mut self.conn, Connection::new(Role::Server, None, None, 0, false, process()));
-        self.asm.on_close(conn, ts, &mut self.spans);
+        self.asm.on_socket_close(conn, tls_bytes, ts, &mut self.spans);
         self.spans
     }
 }
@@ -194,8 +199,7 @@ fn a_watch_is_reported_when_its_response_starts() {
 #[test]
 fn go_tls_bytes_counted_at_close_give_a_tls_connection_span() {
     let mut h = Harness::new(Role::Server);
-    h.conn.add_tls_bytes([517, 1890]);
-    let spans = h.close(5_000);
+    let spans = h.close_socket([517, 1890], 5_000);
     assert_eq!(spans.len(), 1);
     let s = &spans[0];
     assert_eq!(s.name, "TLS connection");
@@ -207,8 +211,7 @@ fn go_tls_bytes_counted_at_close_give_a_tls_connection_span() {
     h.tls = true;
     h.send(Direction::Ingress, GET_POD, 100, 110);
     h.send(Direction::Egress, OK_JSON, 200, 210);
-    h.conn.add_tls_bytes([600, 900]);
-    let spans = h.close(300);
+    let spans = h.close_socket([600, 900], 300);
     assert_eq!(spans.len(), 1);
     assert_eq!(attr(&spans[0], "url.scheme"), &AttrValue::Str("https".into()));
 }

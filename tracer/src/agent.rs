@@ -1,0 +1,151 @@
+//! The agent: each ring record read from the kernel goes down one line,
+//! record → event → (lifecycle: `attachments`) → data flow: `pipeline` → export.
+
+use anyhow::Result;
+
+use crate::{
+    attachments::Attachments,
+    capture::RecordSink,
+    events::{self, Event},
+    pipeline::{Pipeline, PipelineCounters},
+};
+
+#[derive(Default, Debug, Clone)]
+pub struct RecordStats {
+    pub events: u64,
+    pub bytes: u64,
+    pub corrupt_events: u64,
+}
+
+pub struct Agent {
+    attachments: Attachments,
+    pipeline: Pipeline,
+    stats: RecordStats,
+}
+
+impl RecordSink for Agent {
+    fn record(&mut self, bytes: &[u8]) {
+        self.stats.events += 1;
+        self.stats.bytes += bytes.len() as u64;
+        match events::parse(bytes) {
+            Ok(ev) => self.handle(ev),
+            Err(e) => {
+                self.stats.corrupt_events += 1;
+                tracing::debug!("corrupt ring-buffer record: {e}");
+            }
+        }
+        self.pipeline.after_record();
+    }
+
+    fn end_of_records(&mut self) {
+        self.pipeline.flush();
+    }
+}
+
+impl Agent {
+    pub fn new(attachments: Attachments, pipeline: Pipeline) -> Self {
+        Agent { attachments, pipeline, stats: RecordStats::default() }
+    }
+
+    fn handle(&mut self, ev: Event<'_>) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_event(&ev);
+        }
+        match ev {
+            Event::Data(c) => self.pipeline.on_data(&c),
+            Event::SockOpen(o) => {
+                if let Some(process) = self.attachments.process(o.tgid) {
+                    self.pipeline.on_open(o, process, false);
+                }
+            }
+            Event::SockClose { tgid, fd, ts_ns, tls_bytes, sk, .. } => {
+                self.pipeline.on_close(tgid, fd, sk, tls_bytes, ts_ns)
+            }
+            Event::ProcExec { tgid, comm } => {
+                let result = if self.attachments.is_active(tgid) {
+                    self.exec(tgid, &comm)
+                } else if self.attachments.wants_comm(&comm) {
+                    self.attach(tgid)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = result {
+                    tracing::warn!("could not attach to process {tgid} ({comm}): {e:#}");
+                }
+            }
+            Event::ProcExit { tgid } => self.detach(tgid),
+        }
+    }
+
+    /// Starts tracing a process and registers the connections it already had.
+    pub fn attach(&mut self, pid: u32) -> Result<()> {
+        let existing = self.attachments.attach(pid)?;
+        let count = existing.len();
+        if let Some(process) = self.attachments.process(pid) {
+            self.pipeline.on_attach(pid, existing, process.clone());
+            // Logged once every probe is in place: from here on, nothing the target does is missed.
+            let comm = &process.service_name;
+            tracing::info!(pid, comm = %comm, existing_connections = count, "target attached pid={pid}");
+        }
+        Ok(())
+    }
+
+    /// Attaches the processes named by `--comm` that are not traced yet (their exec may have come
+    /// before the probes were loaded).
+    pub fn attach_by_comm(&mut self) {
+        for pid in self.attachments.unattached_by_comm() {
+            if let Err(e) = self.attach(pid) {
+                tracing::warn!("could not attach to process {pid}: {e:#}");
+            }
+        }
+    }
+
+    /// The `--comm` names the agent still waits for, when it traces nothing yet.
+    pub fn waiting_for(&self) -> Option<String> {
+        self.attachments.waiting_for()
+    }
+
+    /// A target exec'd: uprobes follow the new image; connections that did not survive are closed.
+    fn exec(&mut self, pid: u32, comm: &str) -> Result<()> {
+        let alive = self.attachments.exec(pid, comm)?;
+        self.pipeline.on_exec(pid, &alive, self.attachments.process(pid));
+        self.attachments.attach_go_tls(pid);
+        tracing::info!(pid, "target exec'd a new image pid={pid}");
+        Ok(())
+    }
+
+    fn detach(&mut self, tgid: u32) {
+        self.pipeline.on_process_gone(tgid);
+        self.attachments.detach(tgid);
+    }
+
+    /// At shutdown: what is assembled goes to export; open connections are not reported.
+    pub fn finish(&mut self) {
+        self.pipeline.finish();
+    }
+
+    pub fn counters(&self) -> (RecordStats, PipelineCounters) {
+        (self.stats.clone(), self.pipeline.counters())
+    }
+}
+
+/// One compact line per event (payload bytes are never logged: they may hold credentials).
+fn trace_event(ev: &Event<'_>) {
+    match ev {
+        Event::Data(c) => tracing::trace!(
+            tgid = c.tgid,
+            fd = c.fd,
+            dir = ?c.direction,
+            tls = c.tls,
+            seq = c.seq,
+            total = c.total_len,
+            offset = c.offset,
+            captured = c.data.len(),
+            first = c.first,
+            last = c.last,
+            exit_ns = c.exit_ns,
+            "data"
+        ),
+        other => tracing::trace!(?other, "event"),
+    }
+}
