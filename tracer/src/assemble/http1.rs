@@ -17,11 +17,7 @@ use crate::{
     stream::{Direction, Segment},
 };
 
-use super::{
-    AssembleStats,
-    attrs::{self, Attrs},
-    context::SpanContext,
-};
+use super::{AssembleStats, attrs, context::SpanContext};
 
 /// Requests in flight per connection at most (pipelining depth); beyond it the oldest is dropped.
 const MAX_PENDING: usize = 64;

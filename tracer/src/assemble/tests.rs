@@ -198,7 +198,7 @@ fn a_watch_is_reported_when_its_response_starts() {
 /// probes and reported at close. One that never carried plaintext is a TLS connection with them.
 #[test]
 fn go_tls_bytes_counted_at_close_give_a_tls_connection_span() {
-    let mut h = Harness::new(Role::Server);
+    let h = Harness::new(Role::Server);
     let spans = h.close_socket([517, 1890], 5_000);
     assert_eq!(spans.len(), 1);
     let s = &spans[0];
