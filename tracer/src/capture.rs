@@ -97,12 +97,11 @@ pub const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// (they do so only when a quarter of the ring is waiting).
 ///
 /// Short while records flow, so that each batch is short: the batch holds a CPU, and a request
-/// waiting for that CPU waits for the batch. On 2 cores, 10 ms batches doubled nginx's p99; 1 ms
-/// instead of 2 ms took it from x1.24 to x1.12 of untraced (4 runs each, same throughput).
+/// waiting for that CPU waits for the batch (longer batches showed in the server's p99).
 /// Longer when little arrives, so that an idle agent does not wake hundreds of times a second:
-/// on a 2-vCPU VM, a process that only slept 2 ms in a loop cost a co-located nginx 5–12 % of its
-/// throughput (1 % at 10 ms), through the scheduler and idle vCPUs being woken, not through CPU
-/// time.
+/// a process that only wakes every few milliseconds costs a co-located server throughput,
+/// through the scheduler and idle vCPUs being woken, not through CPU time (docs/benchmarks.md
+/// has the figures of both).
 #[derive(Debug, Clone, Copy)]
 pub struct PollPeriod(Duration);
 

@@ -109,7 +109,7 @@ impl GoTls {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         // Each probe hit is a trap, so as few as possible run per call, on instructions the kernel
         // emulates in one trap (a branch, a call) rather than single-steps in two (a RET, most
-        // others): 0.7 against 10 µs per hit on the bench VM. Write: on its stack check's branch,
+        // others), which costs many times more (docs/benchmarks.md). Write: on its stack check's branch,
         // where the probe can tell the run that goes on from the one that restarts for a larger
         // stack, and reports the call whole; otherwise at its entry (run again when the stack
         // grows) and RETs. Read (twice per HTTP/1 request in net/http: the second waits for the

@@ -1,9 +1,9 @@
 //! Field offsets of kernel structs, read from the kernel's BTF: what CO-RE relocations do for C
 //! probes, done once here and handed to the probes as a patched global.
 //!
-//! A small reader of the BTF type section rather than a BTF crate: the one tried (btf-rs) took
-//! 0.9 s and 17 MiB to index all of vmlinux's types at every start, where this needs one pass
-//! over them and a table of where each one starts.
+//! A small reader of the BTF type section rather than a BTF crate: the one tried (btf-rs)
+//! indexes all of vmlinux's types at every start, a delay and memory that docs/benchmarks.md
+//! gives, where this needs one pass over them and a table of where each one starts.
 
 use std::path::Path;
 

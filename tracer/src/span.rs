@@ -67,8 +67,8 @@ impl AttrStr {
     }
 
     /// `s` for one more span: a copy in place when it is short, which costs less than an atomic
-    /// increment now and a decrement at export (perf under nginx load: the increments of the
-    /// three addresses alone were 2 % of the agent's CPU), the shared text otherwise.
+    /// increment now and a decrement at export (the increments of a span's three addresses
+    /// showed in the agent's profile), the shared text otherwise.
     pub fn share(s: &Arc<str>) -> Self {
         InlineStr::new(s).map_or_else(|| AttrStr::Shared(s.clone()), AttrStr::Inline)
     }
@@ -249,9 +249,8 @@ thread_local! {
     /// agent and the OTLP exporter share one thread, so a span's vector costs no allocation in
     /// the steady state (nor the reallocation of an etcd span's 27 attributes, past the usual
     /// capacity), and neither do its name, path and route. Freed by the exporter a batch at a
-    /// time, they were past glibc's per-thread cache when the next spans asked: its slower
-    /// paths were 2 % of the agent's samples under nginx load, and consolidating its free lists
-    /// another 1 %.
+    /// time, they were past glibc's per-thread cache when the next spans asked, and glibc's
+    /// slower paths and the consolidation of its free lists showed in the agent's profile.
     static SPARE: RefCell<Spare> = const { RefCell::new(Spare { attributes: Vec::new(), texts: Vec::new() }) };
 }
 

@@ -24,7 +24,7 @@ fn push_addr(a: &mut Attrs, addr_key: &'static str, port_key: &'static str, ep: 
 /// for reuse, see `span::recycle`): growing the vector showed in profiles. 25 hold the most an
 /// HTTP/1 span carries: 7 transport, 10 HTTP and 8 k8s attributes. 25 × 40 bytes stays within
 /// glibc's per-thread cache (1032 bytes); at 32, each span's allocation made glibc consolidate
-/// its free lists, 4 % of the agent's CPU under nginx load.
+/// its free lists, which showed in the agent's profile.
 const ATTRS_CAPACITY: usize = 25;
 
 /// Transport attributes of a connection, by role: for a server span the peer is the client.

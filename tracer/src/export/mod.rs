@@ -145,7 +145,7 @@ impl ExportHandle {
 
 /// The OTLP exporter's queue, bounded in spans: spans travel in batches, one message per
 /// [`ExportHandle::submit_all`] rather than one per span (a channel send per span, with its
-/// atomics and block allocations, was 3.7 % of the agent's samples under nginx load).
+/// atomics and block allocations, showed in the agent's profile).
 #[derive(Clone)]
 struct SpanQueue {
     tx: mpsc::Sender<Vec<SpanRecord>>,

@@ -100,7 +100,7 @@ fn write_span_field(s: &SpanRecord, out: &mut Vec<u8>) {
 
 /// A varint, byte by byte into the vector. prost's `encode_varint` writes through bytes'
 /// `BufMut`, where each byte of a `Vec` is a one-byte `extend_from_slice`: with the function
-/// call, 5 % of the agent's CPU under nginx load (the writes are most of what encoding does).
+/// call, it showed in the agent's profile (the writes are most of what encoding does).
 #[inline]
 fn put_varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
