@@ -11,9 +11,10 @@ use crate::{
     clock::Clock,
     connections::Connection,
     events::Role,
+    meaning::k8s,
     protocols::{
-        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD, Timing},
-        k8s,
+        Timing,
+        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD},
     },
     span::{SpanKind, SpanRecord, SpanStatus},
     stream::{Direction, Segment},
