@@ -11,10 +11,15 @@
 
 use prost::Message;
 
-mod proto;
-use proto as pb;
-
 use crate::protocols::{grpc::GrpcMessage, truncate_str};
+
+mod proto;
+mod span_attrs;
+
+use proto as pb;
+#[cfg(test)]
+pub use span_attrs::attributes;
+pub use span_attrs::push_attributes;
 
 /// Keys and ranges are rendered to at most this many bytes.
 pub const KEY_MAX: usize = 256;
@@ -526,11 +531,6 @@ pub fn prefix_range_end(key: &[u8]) -> Vec<u8> {
 pub fn is_prefix_range(key: &[u8], range_end: &[u8]) -> bool {
     !key.is_empty() && range_end != [0] && prefix_range_end(key) == range_end
 }
-
-mod span_attrs;
-#[cfg(test)]
-pub use span_attrs::attributes;
-pub use span_attrs::push_attributes;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,9 @@ use smallvec::SmallVec;
 use crate::protocols::{http1::STANDARD_METHODS, truncate_str};
 pub use crate::span::AttrStr as Text;
 
+mod registry_key;
+pub use registry_key::{EtcdKeyInfo, parse_registry_key};
+
 /// Cap for names and other path segments: k8s object names are DNS subdomains (≤ 253).
 const MAX_SEGMENT_LEN: usize = 253;
 /// Cap for `path` and `route`.
@@ -658,8 +661,5 @@ fn well_known(s: &str) -> Option<&'static str> {
         "kube-node-lease",
     ]
 }
-mod registry_key;
-pub use registry_key::{EtcdKeyInfo, parse_registry_key};
-
 #[cfg(test)]
 mod tests;

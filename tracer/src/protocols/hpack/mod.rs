@@ -30,6 +30,13 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
+/// Test and fuzz helpers: encoding primitives.
+pub mod encode;
+
+/// Test helper shared by the protocol tests: an HPACK encoder that behaves like Go's.
+#[cfg(test)]
+pub(crate) mod testenc;
+
 /// A kept field value. Values from the static table are borrowed, and a value the peer indexed
 /// is shared with its dynamic-table entry: an indexed field, the common case once a connection is
 /// warm (Go's encoder indexes nearly every field), costs no allocation.
@@ -670,13 +677,6 @@ fn read_string<'b>(buf: &'b [u8], pos: &mut usize) -> Result<(bool, &'b [u8]), H
     *pos = end;
     Ok((huffman, raw))
 }
-
-/// Test and fuzz helpers: encoding primitives.
-pub mod encode;
-
-/// Test helper shared by the protocol tests: an HPACK encoder that behaves like Go's.
-#[cfg(test)]
-pub(crate) mod testenc;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,63 @@
-//! Parsing a complete head: framing headers, the few values kept, chunk-size lines.
+//! Heads: what the tracer keeps of one, and parsing a complete one (framing headers, the few
+//! values kept, chunk-size lines).
 
-use super::{Head, MAX_HEADERS, MessageKind, RequestHead, ResponseHead, STANDARD_METHODS};
 use crate::span::AttrStr;
+
+/// Most headers one head may carry; more desynchronises the decoder.
+pub const MAX_HEADERS: usize = 64;
+
+/// The standard methods and their lowercase verbs: kept verbatim in span names (others become
+/// `HTTP`, OTel semconv), and held as constants wherever a request's method is stored.
+pub(crate) const STANDARD_METHODS: [(&str, &str); 9] = [
+    ("GET", "get"),
+    ("HEAD", "head"),
+    ("POST", "post"),
+    ("PUT", "put"),
+    ("PATCH", "patch"),
+    ("DELETE", "delete"),
+    ("OPTIONS", "options"),
+    ("CONNECT", "connect"),
+    ("TRACE", "trace"),
+];
+
+/// Which side of the exchange this direction carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Request,
+    Response,
+}
+
+/// What the tracer keeps of a request head. No other header value is ever stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    /// A standard method is a constant; another one is copied.
+    pub method: AttrStr,
+    /// Raw request-target, query included.
+    pub target: String,
+    /// Shared with the connection's earlier requests when they sent the same value.
+    pub user_agent: Option<AttrStr>,
+    pub host: Option<AttrStr>,
+    pub content_length: Option<u64>,
+    /// Transfer-Encoding ends with `chunked`.
+    pub chunked: bool,
+    /// `Connection: upgrade` or an `Upgrade` header is present.
+    pub upgrade: bool,
+}
+
+/// What the tracer keeps of a response head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub content_length: Option<u64>,
+    /// Transfer-Encoding ends with `chunked`.
+    pub chunked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Head {
+    Request(RequestHead),
+    Response(ResponseHead),
+}
 
 /// What the framing headers say, before the status code or request method is considered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

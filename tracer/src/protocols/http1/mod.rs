@@ -15,12 +15,15 @@
 //! never guesses a message start in the middle of a segment.
 
 use super::Timing;
-use crate::{span::AttrStr, stream::Segment};
+use crate::stream::Segment;
+
+mod head;
+pub(crate) use head::STANDARD_METHODS;
+use head::{BodyFraming, Parsed, RepeatedFields, parse_chunk_size, parse_head, salvage_head};
+pub use head::{Head, MAX_HEADERS, MessageKind, RequestHead, ResponseHead};
 
 /// Largest head (start line + headers) we buffer; a bigger one desynchronises the decoder.
 pub const HEAD_LIMIT: usize = 16 * 1024;
-/// Most headers one head may carry; more desynchronises the decoder.
-pub const MAX_HEADERS: usize = 64;
 /// Longest chunk-size line (extensions included) we buffer.
 const CHUNK_LINE_LIMIT: usize = 4 * 1024;
 /// Longest method token [`looks_like_request`] accepts ("UPDATEREDIRECTREF" has 17 bytes).
@@ -28,59 +31,6 @@ const MAX_METHOD_LEN: usize = 20;
 /// While a buffered partial head is this small, re-parse it on every segment so garbage is
 /// rejected early; past it, only re-parse when a segment brings a line end (keeps cost linear).
 const EAGER_PARSE_LEN: usize = 64;
-
-/// The standard methods and their lowercase verbs: kept verbatim in span names (others become
-/// `HTTP`, OTel semconv), and held as constants wherever a request's method is stored.
-pub(crate) const STANDARD_METHODS: [(&str, &str); 9] = [
-    ("GET", "get"),
-    ("HEAD", "head"),
-    ("POST", "post"),
-    ("PUT", "put"),
-    ("PATCH", "patch"),
-    ("DELETE", "delete"),
-    ("OPTIONS", "options"),
-    ("CONNECT", "connect"),
-    ("TRACE", "trace"),
-];
-
-/// Which side of the exchange this direction carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageKind {
-    Request,
-    Response,
-}
-
-/// What the tracer keeps of a request head. No other header value is ever stored.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RequestHead {
-    /// A standard method is a constant; another one is copied.
-    pub method: AttrStr,
-    /// Raw request-target, query included.
-    pub target: String,
-    /// Shared with the connection's earlier requests when they sent the same value.
-    pub user_agent: Option<AttrStr>,
-    pub host: Option<AttrStr>,
-    pub content_length: Option<u64>,
-    /// Transfer-Encoding ends with `chunked`.
-    pub chunked: bool,
-    /// `Connection: upgrade` or an `Upgrade` header is present.
-    pub upgrade: bool,
-}
-
-/// What the tracer keeps of a response head.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResponseHead {
-    pub status: u16,
-    pub content_length: Option<u64>,
-    /// Transfer-Encoding ends with `chunked`.
-    pub chunked: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Head {
-    Request(RequestHead),
-    Response(ResponseHead),
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Http1Event {
@@ -579,9 +529,6 @@ enum Line<R> {
 /// Desync reason after a head whose end was not captured; a `Head` with the captured lines
 /// precedes it when the start line was captured.
 pub const TRUNCATED_HEAD: &str = "head not fully captured";
-
-mod head;
-use head::{BodyFraming, Parsed, RepeatedFields, parse_chunk_size, parse_head, salvage_head};
 
 #[cfg(test)]
 mod tests;

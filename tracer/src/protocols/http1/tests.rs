@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::head::{LastValue, method_text};
 use super::*;
 use crate::protocols::test_rng::Lcg;
+use crate::span::AttrStr;
 
 mod edge;
 mod wire;

@@ -1,4 +1,4 @@
-use super::{FrameHeader, flags, frame_type as ft};
+use super::frame::{FrameHeader, flags, frame_type as ft};
 
 pub fn frame(kind: u8, fl: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
     let h = FrameHeader { length: payload.len() as u32, kind, flags: fl, stream_id, reserved: false };

@@ -1,14 +1,20 @@
 //! One direction's decoder: frame sync, payload reading, header blocks.
 
-use super::{
-    DATA_CAPTURE_LIMIT, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, FrameHeader, H2Event, H2Stats, MAX_HEADER_BLOCK, Out,
-    PREFACE, defined_flags, flags, ft, settings_id,
+use super::event::{H2Event, H2Stats, Out};
+use super::frame::{
+    DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, FrameHeader, PREFACE, defined_flags, flags, ft, settings_id,
 };
 use crate::protocols::{
     Timing,
     hpack::{HpackDecoder, HpackStats},
 };
 use crate::stream::{Role, Segment};
+
+/// Largest header block reassembled; larger blocks are counted as lost.
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// At most this many payload bytes of a DATA frame are kept in [`H2Event::Data`]: a gRPC
+/// message prefix plus 4 KiB.
+pub const DATA_CAPTURE_LIMIT: usize = 4096 + 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {

@@ -1,8 +1,12 @@
 use super::build::*;
+use super::frame::ft;
 use super::*;
+use crate::protocols::Timing;
 use crate::protocols::hpack::encode as henc;
 use crate::protocols::hpack::testenc::GoLikeEncoder;
+use crate::protocols::hpack::{FieldValue, Lookup};
 use crate::protocols::test_rng::Lcg;
+use crate::stream::{Role, Segment};
 
 fn seg(data: &[u8], ts: u64) -> Segment<'_> {
     Segment { data, uncaptured_after: 0, enter_ns: ts, exit_ns: ts + 1 }
