@@ -4,7 +4,8 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
-use super::{Text, field, known_field, split_segments};
+use super::fields::{field, known_field, split_segments};
+use crate::span::AttrStr as Text;
 
 /// The Kubernetes object an etcd key belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
