@@ -75,7 +75,7 @@ const CLUSTER_SCOPED: &[&str] = &[
 /// range prefix (`/registry/pods/default/`). Without knowing a resource's
 /// scope `/registry/pods/default` (never issued by the apiserver) and
 /// `/registry/namespaces/default` look alike: both give `name`, and only the
-/// [`CLUSTER_SCOPED`] table fixes the prefix case for cluster-scoped ones.
+/// `CLUSTER_SCOPED` table fixes the prefix case for cluster-scoped ones.
 /// Other non-object keys come out literally (`/registry/health` → resource
 /// `health`, `/registry/masterleases/10.0.0.1` → name `10.0.0.1`).
 /// Invalid UTF-8 is replaced by U+FFFD.

@@ -12,7 +12,7 @@ pub enum H2Event {
     Headers {
         stream_id: u32,
         end_stream: bool,
-        /// Allow-listed fields only ([`super::hpack::ALLOWED_NAMES`]).
+        /// Allow-listed fields only ([`crate::protocols::hpack::ALLOWED_NAMES`]).
         fields: Vec<(&'static str, FieldValue)>,
         /// Fields whose names could not be resolved (mid-connection attach).
         unresolved: Unresolved,
@@ -31,8 +31,9 @@ pub enum H2Event {
         /// Payload length without padding; `None` if the pad length byte was not captured.
         len: Option<u32>,
         end_stream: bool,
-        /// The captured start of the payload (no padding), at most [`DATA_CAPTURE_LIMIT`] bytes;
-        /// shorter than `len` if the rest was beyond the limit or not captured.
+        /// The captured start of the payload (no padding), at most
+        /// [`DATA_CAPTURE_LIMIT`](super::DATA_CAPTURE_LIMIT) bytes; shorter than `len` if the rest
+        /// was beyond the limit or not captured.
         data: Vec<u8>,
         timing: Timing,
     },
@@ -47,7 +48,8 @@ pub enum H2Event {
         timing: Timing,
     },
     /// SETTINGS sent by this direction; they govern the *other* direction (pass them to its
-    /// decoder with [`H2Decoder::apply_peer_settings`]; [`H2Connection`] does it).
+    /// decoder with [`H2Decoder::apply_peer_settings`](super::H2Decoder::apply_peer_settings);
+    /// [`H2Connection`](super::H2Connection) does it).
     Settings {
         ack: bool,
         header_table_size: Option<u32>,
