@@ -1,6 +1,7 @@
 //! The span attributes of an etcd call.
 
-use super::{EtcdOp, EtcdRequest, EtcdResponse, is_prefix_range, printable_key};
+use super::keys::{is_prefix_range, printable_key};
+use super::summary::{EtcdOp, EtcdRequest, EtcdResponse};
 use crate::span::AttrValue;
 
 /// Span attributes of an etcd call, as a vector of their own.

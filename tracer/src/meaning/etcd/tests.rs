@@ -1,5 +1,8 @@
-use super::pb::full;
+use prost::Message;
+
+use super::proto::{self as pb, full};
 use super::*;
+use crate::protocols::grpc::GrpcMessage;
 use crate::protocols::test_rng::Lcg;
 use crate::span::AttrValue;
 
