@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::protocols::etcd::{
+use tracer::meaning::etcd::{
     EtcdOp, EtcdRequest, EtcdResponse, KEY_MAX, decode_request, decode_request_prefix, decode_response,
     decode_response_prefix, push_attributes,
 };

@@ -53,13 +53,8 @@ pub struct DataChunk<'a> {
     pub data: &'a [u8],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The target accepted the connection: it is the server.
-    Server,
-    /// The target connected: it is the client.
-    Client,
-}
+/// The target's side of a connection: it accepted the connection (server) or connected (client).
+pub use crate::stream::Role;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SockOpen {

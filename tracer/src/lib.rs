@@ -2,8 +2,9 @@
 //!
 //! The data path, one module per stage:
 //! probes (load/attach) → capture (ring buffer) → events (records) → pipeline → connections
-//! (table, stream continuity) → protocols (http1, k8s, …) → assemble (spans) → export (otlp, json,
-//! terminal). Targets come from `targets` (with `procfs`); `clock` turns kernel time into wall time.
+//! (table, stream continuity) → protocols (wire: http1, http2, hpack, grpc) → meaning (k8s, etcd)
+//! → assemble (spans) → export (otlp, json, terminal). Targets come from `targets` (with
+//! `procfs`); `clock` turns kernel time into wall time.
 
 pub mod agent;
 pub mod assemble;
@@ -19,6 +20,7 @@ pub mod gobin;
 pub mod gotls;
 pub mod kernel_btf;
 pub mod local_addrs;
+pub mod meaning;
 pub mod pipeline;
 pub mod probes;
 pub mod procfs;

@@ -14,6 +14,16 @@ pub enum Direction {
     Egress,
 }
 
+/// A side of a connection: which end the target is (it accepted or it connected), or which end sent
+/// the bytes of a direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The connecting side: for HTTP/2 it sends the preface and requests and opens odd streams.
+    Client,
+    /// The accepting side: it sends the responses.
+    Server,
+}
+
 /// One piece of a direction's byte stream.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {

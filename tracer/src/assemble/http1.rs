@@ -9,9 +9,10 @@ use std::collections::VecDeque;
 
 use crate::{
     events::Role,
+    meaning::k8s,
     protocols::{
-        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD, Timing},
-        k8s,
+        Timing,
+        http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD},
     },
     span::{SpanKind, SpanRecord, SpanStatus},
     stream::{Direction, Segment},

@@ -11,12 +11,15 @@ use std::collections::HashMap;
 
 use crate::{
     events::Role,
-    protocols::{
+    meaning::{
         etcd::{self, EtcdOp, EtcdRequest, EtcdResponse},
+        k8s,
+    },
+    protocols::{
+        Timing,
         grpc::{self, StatusLookup, StreamMessages},
         hpack::{FieldValue, Lookup},
-        http2::{H2Connection, H2Event, Role as H2Role, Timing},
-        k8s,
+        http2::{H2Connection, H2Event},
     },
     span::{AttrValue, SpanKind, SpanRecord, SpanStatus},
     stream::{Direction, Segment},
@@ -94,7 +97,7 @@ impl Http2Conn {
         let from_client =
             matches!((self.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
         let mut events = std::mem::take(&mut self.scratch);
-        self.h2.feed(if from_client { H2Role::Client } else { H2Role::Server }, seg, &mut events);
+        self.h2.feed(if from_client { Role::Client } else { Role::Server }, seg, &mut events);
         for mut ev in events.drain(..) {
             if from_client {
                 self.on_request_event(&mut ev, stats);
@@ -115,7 +118,7 @@ impl Http2Conn {
                     stats.pending_overflow += 1;
                     return;
                 }
-                let (id, mut s) = (*stream_id, Stream { start_ns: timing.start_ns, ..Default::default() });
+                let (id, mut s) = (*stream_id, Stream { start_ns: timing.enter_ns, ..Default::default() });
                 s.method = take_found(ev, ":method");
                 s.path = take_found(ev, ":path");
                 s.name_unknown = s.method.is_none() || s.path.is_none();
@@ -164,7 +167,7 @@ impl Http2Conn {
             // A streaming RPC answered for the first time: report it now (see module doc).
             if is_streaming(s) && !s.reported {
                 let end = match ev {
-                    H2Event::Data { timing, .. } => timing.end_ns,
+                    H2Event::Data { timing, .. } => timing.exit_ns,
                     _ => s.start_ns,
                 };
                 out.push(build_span(ctx, s, end, None));
@@ -235,7 +238,7 @@ impl Http2Conn {
         if s.reported {
             return;
         }
-        out.push(build_span(ctx, &mut s, timing.end_ns, error));
+        out.push(build_span(ctx, &mut s, timing.exit_ns, error));
         stats.spans += 1;
     }
 

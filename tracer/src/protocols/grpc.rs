@@ -410,8 +410,9 @@ impl StreamMessages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocols::http2::Timing;
+    use crate::protocols::Timing;
     use crate::protocols::http2::build;
+    use crate::protocols::test_rng::Lcg;
 
     #[test]
     fn paths() {
@@ -599,11 +600,8 @@ mod tests {
 
     #[test]
     fn no_panic_on_pseudo_random_data() {
-        let mut st: u64 = 42;
-        let mut next = move || {
-            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (st >> 33) as u32
-        };
+        let mut rng = Lcg(42);
+        let mut next = move || rng.next_u32();
         for _ in 0..20_000 {
             let mut r = MessageReader::new();
             for _ in 0..next() % 6 {

@@ -1,12 +1,32 @@
-//! Protocol decoders. Each consumes `stream::Segment`s and knows nothing of the kernel.
+//! Wire framing: HTTP/1.x, HTTP/2 with HPACK, and gRPC message framing. Each decoder consumes
+//! `stream::Segment`s and knows nothing of the kernel, nor of what the messages mean (that is
+//! `meaning`: Kubernetes request info, etcd keys and messages).
 
-pub mod etcd;
-pub mod etcd_proto;
 pub mod grpc;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
-pub mod k8s;
+#[cfg(test)]
+pub(crate) mod test_rng;
+
+use crate::stream::Segment;
+
+/// Kernel timestamps of the syscalls that carried some bytes (a frame, a header block, or a
+/// single byte).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// `enter_ns` of the segment that held the first byte.
+    pub enter_ns: u64,
+    /// `exit_ns` of the segment that held the last byte.
+    pub exit_ns: u64,
+}
+
+impl Timing {
+    /// The timestamps of bytes that one segment carried.
+    pub fn of(seg: &Segment<'_>) -> Self {
+        Timing { enter_ns: seg.enter_ns, exit_ns: seg.exit_ns }
+    }
+}
 
 /// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
 pub fn truncate_str(s: &str, max: usize) -> &str {

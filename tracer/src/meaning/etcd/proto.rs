@@ -144,6 +144,8 @@ pub struct RequestOp {
 }
 
 pub mod request_op {
+    // The variants are named after the oneof's fields in etcd's rpc.proto.
+    #[allow(clippy::enum_variant_names)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Request {
         #[prost(message, tag = "1")]
@@ -200,6 +202,8 @@ pub struct WatchRequest {
 }
 
 pub mod watch_request {
+    // The variants are named after the oneof's fields in etcd's rpc.proto.
+    #[allow(clippy::enum_variant_names)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum RequestUnion {
         #[prost(message, tag = "1")]
