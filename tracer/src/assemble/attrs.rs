@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::{
     connections::Endpoint,
     events::Role,
-    protocols::k8s,
+    meaning::k8s,
     span::{AttrStr, AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
 };
 
