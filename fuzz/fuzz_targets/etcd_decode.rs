@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::meaning::etcd::{
+use tracer::internals::AttrValue;
+use tracer::internals::{
     EtcdOp, EtcdRequest, EtcdResponse, KEY_MAX, decode_request, decode_request_prefix, decode_response,
     decode_response_prefix, push_attributes,
 };
-use tracer::span::AttrValue;
 
 const RPCS: [(&str, &str); 10] = [
     ("Range", "etcdserverpb.KV"),

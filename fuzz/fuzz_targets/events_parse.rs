@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = tracer::events::parse(data);
+    let _ = tracer::internals::parse_event(data);
 });

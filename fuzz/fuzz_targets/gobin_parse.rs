@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(bin) = tracer::gobin::GoBinary::from_bytes(data.to_vec()) {
+    if let Ok(bin) = tracer::internals::GoBinary::from_bytes(data.to_vec()) {
         let _ = bin.go_version();
         let _ = bin.module_path();
         let _ = bin.register_abi();

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::protocols::hpack::{ALLOWED_NAMES, HpackDecoder, Lookup};
+use tracer::internals::{ALLOWED_NAMES, HpackDecoder, Lookup};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, mut rest)) = data.split_first() else { return };

@@ -1,8 +1,7 @@
 #![no_main]
 //! HTTP/1.1 decoding of arbitrary bytes split at arbitrary points, with uncaptured gaps.
 use libfuzzer_sys::fuzz_target;
-use tracer::protocols::http1::{Http1Decoder, MessageKind};
-use tracer::stream::Segment;
+use tracer::internals::{Http1Decoder, MessageKind, Segment};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else { return };

@@ -6,9 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::protocols::hpack::ALLOWED_NAMES;
-use tracer::protocols::http2::{DATA_CAPTURE_LIMIT, H2Connection, H2Decoder, H2Event};
-use tracer::stream::{Role, Segment};
+use tracer::internals::{ALLOWED_NAMES, DATA_CAPTURE_LIMIT, H2Connection, H2Decoder, H2Event, Role, Segment};
 
 fn check(out: &[H2Event]) {
     for ev in out {

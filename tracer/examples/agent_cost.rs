@@ -13,15 +13,9 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use httlib_hpack::Encoder;
-use tracer::{
-    assemble::{Assembler, Conn},
-    clock::Clock,
-    connections::Connection,
-    correlate::Correlator,
-    events::{self, Event, Role},
-    export::export_request,
-    protocols::http2::build,
-    span::{ProcessInfo, SpanRecord, recycle},
+use tracer::internals::{
+    Assembler, Clock, Conn, Connection, Correlator, Event, ProcessInfo, Role, SpanRecord, export_request,
+    http2_build as build, parse_event, recycle,
 };
 use tracer_common::{DATA_EVENT_HEADER_LEN, DataEvent, data_flags, direction, kind, source};
 
@@ -229,7 +223,7 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
         (Vec::<SpanRecord>::new(), Vec::<SpanRecord>::with_capacity(BATCH), Vec::new());
     let (mut exported, mut bytes) = (0usize, 0usize);
     for record in records.iter() {
-        let Ok(Event::Data(chunk)) = events::parse(record) else { unreachable!("records made above are data records") };
+        let Ok(Event::Data(chunk)) = parse_event(record) else { unreachable!("records made above are data records") };
         if let Some(feed) = conn.on_chunk(&chunk) {
             assembler.on_feed(&mut conn, chunk.direction, feed, &mut spans);
         }

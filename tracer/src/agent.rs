@@ -13,7 +13,6 @@ use crate::{
 #[derive(Default, Debug, Clone)]
 pub struct RecordStats {
     pub events: u64,
-    pub bytes: u64,
     pub corrupt_events: u64,
 }
 
@@ -26,7 +25,6 @@ pub struct Agent {
 impl RecordSink for Agent {
     fn record(&mut self, bytes: &[u8]) {
         self.stats.events += 1;
-        self.stats.bytes += bytes.len() as u64;
         match events::parse(bytes) {
             Ok(ev) => self.handle(ev),
             Err(e) => {

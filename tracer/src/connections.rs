@@ -206,10 +206,6 @@ impl<P: Default> ConnTable<P> {
         self.conns.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     pub fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Connection<P>> {
         self.conns.get_mut(key)
     }
@@ -229,10 +225,6 @@ impl<P: Default> ConnTable<P> {
         }
         self.conns.insert(key, conn);
         finished
-    }
-
-    pub fn remove(&mut self, key: &ConnKey) -> Option<Connection<P>> {
-        self.conns.remove(key)
     }
 
     /// Removes the connection a close record of kernel socket `sk` on `key` ends. One known to
@@ -301,7 +293,7 @@ mod tests {
         assert_eq!(table.remove_closed(&key, 0xb000).err(), Some(StaleClose));
         assert_eq!(table.len(), 1);
         assert_eq!(table.remove_closed(&key, 0xa000).map(|c| c.map(|c| c.sk)), Ok(Some(0xa000)));
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
         table.insert(key, conn(0xa000));
         assert!(matches!(table.remove_closed(&key, 0), Ok(Some(_))));
         table.insert(key, conn(0));

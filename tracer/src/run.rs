@@ -165,6 +165,7 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         lost_args_full = k.args_full,
         lost_sockets_full = k.sockets_full,
         read_user_failed = k.read_user_failed,
+        iov_truncated = k.iov_truncated,
         go_tls_no_socket = k.go_tls_no_socket,
         go_tls_calls_full = k.go_tls_calls_full,
         no_syscall_fd = k.no_syscall_fd,

@@ -144,6 +144,7 @@ pub struct GrpcMessage {
     pub bytes: Vec<u8>,
 }
 
+#[cfg(test)]
 impl GrpcMessage {
     /// All the message's bytes are here.
     pub fn is_complete(&self) -> bool {
@@ -172,21 +173,25 @@ impl MessageReader {
         Self::default()
     }
 
+    #[cfg(test)]
     /// Messages whose prefix was seen.
     pub fn messages(&self) -> u32 {
         self.messages
     }
 
+    #[cfg(test)]
     /// Message framing was lost (uncaptured prefix, unknown DATA length, bad flag byte).
     pub fn is_lost(&self) -> bool {
         self.lost
     }
 
+    #[cfg(test)]
     /// DATA payload bytes of the stream (without padding), counted while lengths were known.
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
     }
 
+    #[cfg(test)]
     /// The first message, once finished (complete or cut). Possibly truncated: compare
     /// `bytes.len()` with `declared_len`.
     pub fn first_message(&self) -> Option<&GrpcMessage> {
@@ -344,26 +349,20 @@ impl StreamMessages {
         StreamMessages { readers: HashMap::default(), max_streams, dropped: 0 }
     }
 
+    #[cfg(test)]
     /// Streams not followed because `max_streams` was reached.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.readers.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.readers.is_empty()
-    }
-
-    pub fn reader(&self, stream_id: u32) -> Option<&MessageReader> {
-        self.readers.get(&stream_id)
-    }
-
-    /// Stop following a stream.
-    pub fn remove(&mut self, stream_id: u32) -> Option<MessageReader> {
-        self.readers.remove(&stream_id)
     }
 
     /// Feed an event of this direction. Returns `(stream_id, first message)` once per stream,

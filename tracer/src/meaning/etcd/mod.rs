@@ -19,11 +19,17 @@ pub use decode::{
     decode_request, decode_request_message, decode_request_prefix, decode_response, decode_response_message,
     decode_response_prefix,
 };
-pub use keys::{KEY_MAX, is_prefix_range, prefix_range_end, printable_key};
+pub use keys::KEY_MAX;
+#[cfg(test)]
+pub use keys::printable_key;
+#[cfg(test)]
+use keys::{is_prefix_range, prefix_range_end};
 #[cfg(test)]
 pub use span_attrs::attributes;
 pub use span_attrs::push_attributes;
-pub use summary::{EtcdOp, EtcdRequest, EtcdResponse, TxnSummary, WatchKind, is_etcd_service};
+pub use summary::{EtcdOp, EtcdRequest, EtcdResponse};
+#[cfg(test)]
+use summary::{TxnSummary, WatchKind};
 
 #[cfg(test)]
 mod tests;

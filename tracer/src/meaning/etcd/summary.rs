@@ -58,11 +58,6 @@ impl EtcdOp {
     }
 }
 
-/// Any etcd v3 gRPC service (KV, Watch, Lease, Cluster, Maintenance, Auth).
-pub fn is_etcd_service(service: &str) -> bool {
-    service.starts_with("etcdserverpb.")
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchKind {
     Create,

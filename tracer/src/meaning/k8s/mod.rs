@@ -21,7 +21,9 @@ mod fields;
 mod registry_key;
 
 use fields::{MAX_SEGMENT_LEN, field, known_field, split_segments};
-pub use registry_key::{EtcdKeyInfo, parse_registry_key};
+#[cfg(test)]
+use registry_key::EtcdKeyInfo;
+pub use registry_key::parse_registry_key;
 
 /// Cap for `path` and `route`.
 const MAX_PATH_LEN: usize = 2048;

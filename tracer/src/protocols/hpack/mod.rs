@@ -30,8 +30,9 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-/// Test and fuzz helpers: encoding primitives.
-pub mod encode;
+/// Encoding primitives for the tests' encoder.
+#[cfg(test)]
+pub(crate) mod encode;
 
 /// Test helper shared by the protocol tests: an HPACK encoder that behaves like Go's.
 #[cfg(test)]

@@ -20,7 +20,9 @@ use crate::stream::Segment;
 mod head;
 pub(crate) use head::STANDARD_METHODS;
 use head::{BodyFraming, Parsed, RepeatedFields, parse_chunk_size, parse_head, salvage_head};
-pub use head::{Head, MAX_HEADERS, MessageKind, RequestHead, ResponseHead};
+pub use head::{Head, MessageKind, RequestHead};
+#[cfg(test)]
+use head::{MAX_HEADERS, ResponseHead};
 
 /// Largest head (start line + headers) we buffer; a bigger one desynchronises the decoder.
 pub const HEAD_LIMIT: usize = 16 * 1024;

@@ -60,7 +60,7 @@ impl FrameHeader {
         }
     }
 
-    pub fn to_bytes(&self) -> [u8; FRAME_HEADER_LEN] {
+    pub fn to_bytes(self) -> [u8; FRAME_HEADER_LEN] {
         let l = self.length.to_be_bytes();
         let s = (self.stream_id | if self.reserved { 0x8000_0000 } else { 0 }).to_be_bytes();
         [l[1], l[2], l[3], self.kind, self.flags, s[0], s[1], s[2], s[3]]

@@ -22,9 +22,10 @@ mod event;
 mod frame;
 
 pub use connection::H2Connection;
-pub use decoder::{DATA_CAPTURE_LIMIT, H2Decoder, MAX_HEADER_BLOCK};
-pub use event::{H2Event, H2Stats};
-pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, FrameHeader, PREFACE, flags, frame_type, settings_id};
+pub use decoder::{DATA_CAPTURE_LIMIT, H2Decoder};
+pub use event::H2Event;
+#[cfg(test)]
+pub use frame::{FrameHeader, PREFACE, flags, frame_type, settings_id};
 
 /// Build frames; used by tests and fuzz targets.
 pub mod build;
