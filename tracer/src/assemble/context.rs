@@ -1,8 +1,15 @@
 //! What a span needs to know of its connection, shared by the protocol assemblers.
 
-use crate::{clock::Clock, events::Role};
+use crate::{
+    clock::Clock,
+    events::Role,
+    span::{SpanKind, SpanRecord, SpanStatus},
+};
 
-use super::Conn;
+use super::{
+    Conn,
+    attrs::{self, Attrs},
+};
 
 /// What a span needs to know of its connection (read only when a span is built).
 pub struct SpanContext<'a> {
@@ -18,5 +25,16 @@ impl SpanContext<'_> {
             Role::Server => self.conn.local.map(|a| a.port()),
             Role::Client => self.conn.peer.map(|a| a.port()),
         }
+    }
+
+    /// A span of this connection from kernel time `start_ns` to `end_ns`: a server span on a
+    /// server's connection, a client span on a client's.
+    pub fn span(&self, name: String, start_ns: u64, end_ns: u64, status: SpanStatus, attributes: Attrs) -> SpanRecord {
+        let kind = match self.conn.role {
+            Role::Server => SpanKind::Server,
+            Role::Client => SpanKind::Client,
+        };
+        let (start, end) = (self.clock.to_unix_nanos(start_ns), self.clock.to_unix_nanos(end_ns));
+        attrs::new_span(name, kind, start, end, status, attributes, self.conn.process.clone())
     }
 }

@@ -14,7 +14,7 @@ use crate::{
         Timing,
         http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD},
     },
-    span::{SpanKind, SpanRecord, SpanStatus},
+    span::{SpanRecord, SpanStatus},
     stream::{Direction, Segment},
 };
 
@@ -321,19 +321,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
     };
     let status =
         if error { SpanStatus::Error(format!("HTTP {}", status_code.unwrap_or(0))) } else { SpanStatus::Unset };
-    let kind = match ctx.conn.role {
-        Role::Server => SpanKind::Server,
-        Role::Client => SpanKind::Client,
-    };
-    attrs::new_span(
-        name,
-        kind,
-        ctx.clock.to_unix_nanos(p.start_ns),
-        ctx.clock.to_unix_nanos(end_ns),
-        status,
-        a,
-        ctx.conn.process.clone(),
-    )
+    ctx.span(name, p.start_ns, end_ns, status, a)
 }
 
 /// Host part of a Host header (`name`, `name:port`, `[v6]:port`).

@@ -21,7 +21,7 @@ use crate::{
         hpack::{FieldValue, Lookup},
         http2::{H2Connection, H2Event},
     },
-    span::{AttrValue, SpanKind, SpanRecord, SpanStatus},
+    span::{AttrValue, SpanRecord, SpanStatus},
     stream::{Direction, Segment},
 };
 
@@ -355,19 +355,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
     if let Some(why) = error {
         status = SpanStatus::Error(why);
     }
-    let kind = match ctx.conn.role {
-        Role::Server => SpanKind::Server,
-        Role::Client => SpanKind::Client,
-    };
-    attrs::new_span(
-        name,
-        kind,
-        ctx.clock.to_unix_nanos(s.start_ns),
-        ctx.clock.to_unix_nanos(end_ns),
-        status,
-        a,
-        ctx.conn.process.clone(),
-    )
+    ctx.span(name, s.start_ns, end_ns, status, a)
 }
 
 /// Kubernetes object of an etcd key (`/registry/<resource>/<namespace>/<name>`): its attributes,

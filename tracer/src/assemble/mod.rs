@@ -14,7 +14,7 @@ use crate::{
     connections::{Connection, Feed},
     events::Role,
     protocols::http1 as h1,
-    span::{SpanKind, SpanRecord, SpanStatus},
+    span::{SpanRecord, SpanStatus},
     stream::{Direction, Segment},
 };
 
@@ -171,18 +171,9 @@ impl Assembler {
         if tls {
             a.push(("tls.protocol.name", "tls".into()));
         }
-        attrs::new_span(
-            if tls { "TLS connection" } else { "TCP connection" }.to_owned(),
-            match conn.role {
-                Role::Server => SpanKind::Server,
-                Role::Client => SpanKind::Client,
-            },
-            self.clock.to_unix_nanos(conn.opened_ns),
-            self.clock.to_unix_nanos(end_ns.max(conn.opened_ns)),
-            SpanStatus::Unset,
-            a,
-            conn.process.clone(),
-        )
+        let name = if tls { "TLS connection" } else { "TCP connection" }.to_owned();
+        let ctx = SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports };
+        ctx.span(name, conn.opened_ns, end_ns.max(conn.opened_ns), SpanStatus::Unset, a)
     }
 }
 
