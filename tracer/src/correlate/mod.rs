@@ -9,7 +9,7 @@ mod ids;
 
 use crate::span::SpanRecord;
 
-pub use ids::IdGenerator;
+use ids::IdGenerator;
 
 #[derive(Default, Debug, Clone)]
 pub struct CorrelateStats {
