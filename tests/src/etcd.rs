@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::span::ReceivedSpan;
-use crate::{Proc, TempDir, free_port, python, require_tool, tail, wait_for_port, workspace_root};
+use crate::{Certs, Proc, TempDir, free_port, python, require_tool, tail, wait_for_port, workspace_root};
+use harness::{etcd_member_args, etcd_tls_args};
 
 const START_TIMEOUT: Duration = Duration::from_secs(25);
 /// Timeout of one etcdctl command.
@@ -24,108 +25,6 @@ pub const CTL_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
-
-/// A CA, a server certificate for IP 127.0.0.1 and a client certificate, made with openssl at
-/// test time (RSA 2048, valid one day).
-#[derive(Clone, Debug)]
-pub struct Certs {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let openssl = require_tool("openssl", "openssl");
-    let out = Command::new(openssl).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-impl Certs {
-    /// Makes the files in `dir`.
-    pub fn make(dir: &Path) -> Certs {
-        // clientAuth too: etcd uses its server certificate as client certificate for its own gRPC
-        // gateway connection; without it that connection fails its handshake and is retried forever.
-        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-            .unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=itest-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        );
-        for (who, cn) in [("server", "/CN=127.0.0.1"), ("client", "/CN=itest-client")] {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    cn,
-                    "-keyout",
-                    &format!("{who}.key"),
-                    "-out",
-                    &format!("{who}.csr"),
-                ],
-            );
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{who}.csr"),
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "1",
-                    "-extfile",
-                    &format!("{who}.ext"),
-                    "-out",
-                    &format!("{who}.pem"),
-                ],
-            );
-        }
-        Certs {
-            ca: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
-        }
-    }
-
-    /// curl options for a client that trusts the CA and presents the client certificate.
-    pub fn curl_args(&self) -> Vec<String> {
-        vec![
-            "--cacert".into(),
-            self.ca.display().to_string(),
-            "--cert".into(),
-            self.client_cert.display().to_string(),
-            "--key".into(),
-            self.client_key.display().to_string(),
-        ]
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // etcd
@@ -173,20 +72,9 @@ impl Etcd {
             let client_url = format!("{scheme}://127.0.0.1:{port}");
             let peer_url = format!("http://127.0.0.1:{peer_port}");
             let mut cmd = Command::new(&etcd);
-            cmd.arg("--name=t")
-                .arg(format!("--data-dir={}", dir.join("data").display()))
-                .arg(format!("--listen-client-urls={client_url}"))
-                .arg(format!("--advertise-client-urls={client_url}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster=t={peer_url}"))
-                .arg("--initial-cluster-state=new")
-                .arg("--logger=zap")
-                .arg("--log-level=warn")
-                .current_dir(dir.path());
+            cmd.args(etcd_member_args("t", &dir.join("data"), &client_url, &peer_url, "warn")).current_dir(dir.path());
             if let Some(c) = &certs {
-                cmd.arg(format!("--cert-file={}", c.server_cert.display()));
-                cmd.arg(format!("--key-file={}", c.server_key.display()));
+                cmd.args(etcd_tls_args(c));
                 if tls == EtcdTls::Mutual {
                     cmd.arg("--client-cert-auth");
                     cmd.arg(format!("--trusted-ca-file={}", c.ca.display()));

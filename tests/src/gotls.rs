@@ -444,17 +444,7 @@ pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
 
 /// `final stats` counters of the tracer's stderr (`key=value` pairs of the last such line).
 pub fn final_stats(stderr: &str) -> HashMap<String, i64> {
-    stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("final stats"))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| v.parse::<i64>().ok().map(|v| (k.to_owned(), v)))
-                .collect()
-        })
-        .unwrap_or_default()
+    harness::final_stats_line(stderr).map(|l| harness::parse_stats(l).into_iter().collect()).unwrap_or_default()
 }
 
 /// Problems for each of `keys` that the `final stats` line in `stderr` does not give as 0.
