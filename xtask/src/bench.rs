@@ -37,8 +37,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::workspace_root;
+use harness::find_tool;
 use load::WrkResult;
-use procs::{FinalStats, Proc, Tracer};
+use procs::{FinalStats, Tracer};
 use servers::{Etcd, GoHttps, Nginx, OtlpSink};
 
 /// Run lengths and sizes; `--quick` stays under 5 minutes on 2 cores.
@@ -325,7 +326,7 @@ impl Ctx {
                 if self.export == Export::OtlpHttp { "http" } else { "grpc" },
             ]);
         }
-        Tracer::start(&self.tracer, &self.work, pid, &args)
+        Tracer::start(&self.tracer, pid, &args)
     }
 
     /// The sink's counts and CPU time so far (zero without a sink).
@@ -505,14 +506,6 @@ pub fn run(quick: bool) -> Result<()> {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn find_tool(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
 }
 
 /// wrk, h2load, nginx, etcd, gcc and openssl, installed with apt-get when missing.
@@ -824,14 +817,7 @@ fn wrk_rounds(
     check_alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<ArmRuns<WrkResult>> {
     let p = &ctx.p;
-    load_rounds(
-        ctx,
-        label,
-        pid,
-        p.wrk_secs,
-        &|secs| load::wrk(&ctx.wrk, &ctx.work, url, 1, p.wrk_conns, secs),
-        check_alive,
-    )
+    load_rounds(ctx, label, pid, p.wrk_secs, &|secs| load::wrk(&ctx.wrk, url, 1, p.wrk_conns, secs), check_alive)
 }
 
 /// Rounds of an HTTP load (`run` for `secs` seconds) on the server `pid`, after a 2 s warm-up
@@ -1236,8 +1222,9 @@ fn go_tls_h2_scenario(ctx: &mut Ctx) -> Result<()> {
 /// warm-up of Puts over h2c).
 fn etcd_tls_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
-    let cert = servers::SelfSigned::create(&ctx.openssl, &ctx.work)?;
-    let mut etcd = Etcd::start(&ctx.etcd, &ctx.work, Some(&cert))?;
+    let cert_dir = procs::TempDir::new_in(&ctx.work, "certs")?;
+    let certs = harness::Certs::make(cert_dir.path());
+    let mut etcd = Etcd::start(&ctx.etcd, &ctx.work, Some(&certs))?;
     grpc::run(etcd.port, p.etcd_conns, p.etcd_inflight, Duration::from_secs(2)).context("writing the keys")?;
     let body = ctx.work.join("etcd-range.bin");
     std::fs::write(&body, grpc::range_message(1))?;
@@ -1312,14 +1299,14 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let bin = load::build_syscall_loop(&ctx.gcc, &ctx.work)?;
     // The tracer needs a target: an idle process that makes no syscalls.
-    let idle = Proc::spawn("idle-target", &ctx.work, Command::new("sleep").arg("100000"))?;
+    let idle = procs::spawn("idle-target", Command::new("sleep").arg("100000"))?;
     let kinds = ["getppid", "read", "tcp"];
     let mut base: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut tr: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut empty: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let measure = |out: &mut BTreeMap<&str, Vec<f64>>| -> Result<()> {
         for k in kinds {
-            out.entry(k).or_default().push(load::syscall_loop(&bin, &ctx.work, k, p.syscall_calls, p.syscall_reps)?);
+            out.entry(k).or_default().push(load::syscall_loop(&bin, k, p.syscall_calls, p.syscall_reps)?);
         }
         Ok(())
     };
@@ -1393,11 +1380,11 @@ fn syscall_tax_scenario(ctx: &mut Ctx) -> Result<()> {
         ),
     ] {
         let (mut plain, mut probed) = (Vec::new(), Vec::new());
-        let offset = load::probe_offset(&bin, &ctx.work, which)?;
+        let offset = load::probe_offset(&bin, which)?;
         for _ in 0..p.syscall_rounds {
-            plain.push(load::syscall_loop(&bin, &ctx.work, which, UPROBE_CALLS, 5)?);
+            plain.push(load::syscall_loop(&bin, which, UPROBE_CALLS, 5)?);
             let _probe = load::Uprobe::attach(&bin, &offset)?;
-            probed.push(load::syscall_loop(&bin, &ctx.work, which, UPROBE_CALLS, 5)?);
+            probed.push(load::syscall_loop(&bin, which, UPROBE_CALLS, 5)?);
         }
         say(format!("{name}: {} -> {} ns per call", fmt_opt(median(&plain)), fmt_opt(median(&probed))));
         ctx.scenarios.push(Scenario::new(name, "ns/call", Budget::None).samples(plain, probed).note(format!(
@@ -1421,11 +1408,11 @@ fn ceiling_scenario(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.p.clone();
     let mut nginx = Nginx::start(&ctx.nginx, &ctx.work)?;
     let url = nginx.url();
-    load::wrk(&ctx.wrk, &ctx.work, &url, 2, 64, 2).context("warm-up")?;
+    load::wrk(&ctx.wrk, &url, 2, 64, 2).context("warm-up")?;
     const TARGET_RPS: f64 = 50_000.0;
     let mut levels = Vec::new();
     for &conns in &p.ceiling_levels {
-        let run_wrk = || load::wrk(&ctx.wrk, &ctx.work, &url, 2, conns, p.ceiling_secs);
+        let run_wrk = || load::wrk(&ctx.wrk, &url, 2, conns, p.ceiling_secs);
         let untraced = run_wrk()?;
         let (r, a) = traced(ctx, nginx.pid(), &[], run_wrk)?;
         nginx.check_alive()?;
@@ -1593,10 +1580,10 @@ fn bpf_stats_scenario(ctx: &mut Ctx) -> Result<()> {
 
     // a) untraced syscalls only: what the TGID filter costs per run.
     let s0 = snap()?;
-    load::syscall_loop(&bin, &ctx.work, "getppid", p.syscall_calls, p.syscall_reps)?;
+    load::syscall_loop(&bin, "getppid", p.syscall_calls, p.syscall_reps)?;
     let s1 = snap()?;
     // b) nginx under wrk: traced syscalls (plus wrk's and everyone's untraced ones).
-    let w = load::wrk(&ctx.wrk, &ctx.work, &url, 1, p.wrk_conns, p.bpf_secs)?;
+    let w = load::wrk(&ctx.wrk, &url, 1, p.wrk_conns, p.bpf_secs)?;
     let s2 = snap()?;
     let stats = tracer.stop()?;
     drop(on);
