@@ -47,6 +47,15 @@ fn run_for(name: &str, cmd: &mut Command, secs: u64) -> Result<String> {
     Ok(p.stdout())
 }
 
+/// The `p`th percentile of sorted latencies.
+pub fn percentile_us(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64
+}
+
 fn duration_ms(v: &str) -> Option<f64> {
     let split = v.find(|c: char| c.is_ascii_alphabetic())?;
     let (n, unit) = v.split_at(split);
@@ -113,8 +122,8 @@ pub fn h2load(
         bail!("h2load logged no request");
     }
     us.sort_unstable();
-    r.p50_ms = super::percentile_us(&us, 50.0) / 1000.0;
-    r.p99_ms = super::percentile_us(&us, 99.0) / 1000.0;
+    r.p50_ms = percentile_us(&us, 50.0) / 1000.0;
+    r.p99_ms = percentile_us(&us, 99.0) / 1000.0;
     Ok(r)
 }
 
