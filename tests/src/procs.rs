@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{Certs, Proc, TempDir, comm_of, python, require_tool, scripts, tail, wait_for_port};
-use harness::NginxConf;
+use harness::{Certs, NginxConf, Proc, TempDir, free_port, require_tool, tail, wait_for_port};
+
+use crate::host::{comm_of, python};
+use crate::scripts;
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -203,7 +205,7 @@ impl Nginx {
         let mut last_err = String::new();
         for _attempt in 0..5 {
             let dir = TempDir::new("nginx");
-            let port = crate::free_port();
+            let port = free_port();
             let mut pod = String::from(
                 "{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"nginx-pod\"},\"pad\":\"",
             );

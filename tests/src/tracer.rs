@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::span::{ReceivedSpan, dump};
-use crate::{Collector, TempDir, drain_pipes, tail, tracer_bin};
 pub use harness::has_pid_field;
-use harness::{ATTACHED, tracer_env};
+use harness::{ATTACHED, Collector, TempDir, drain_pipes, require_tool, tail, tracer_env};
+
+use crate::host::tracer_bin;
+use crate::span::{ReceivedSpan, dump};
 
 /// How long `stop()` waits for the tracer to flush and exit after SIGINT.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -174,7 +175,7 @@ impl Tracer {
     /// util-linux `setpriv`. The binary is copied to a world-readable temp dir first so the
     /// unprivileged user can execute it wherever it was built.
     pub fn start_unprivileged<S: AsRef<OsStr>>(args: &[S]) -> Tracer {
-        let setpriv = crate::require_tool("setpriv", "util-linux");
+        let setpriv = require_tool("setpriv", "util-linux");
         let dir = TempDir::new("nobody");
         let bin = dir.join("tracer");
         std::fs::copy(tracer_bin(), &bin).expect("copy tracer binary");

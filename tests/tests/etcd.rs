@@ -4,16 +4,15 @@
 
 use std::time::Duration;
 
-use integration_tests::check::{ResourceExpect, assert_session_ok, check_common};
+use integration_tests::check::{ResourceExpect, check_common};
+use integration_tests::ending::assert_session_ok;
 use integration_tests::etcd::{
     Etcd, EtcdExpect, ExecTarget, GrpcClient, check_etcd_spans, check_mid_stream, parse_lease_grant,
 };
-use integration_tests::gotls::final_stats_line;
+use integration_tests::tracer_log::final_stats_line;
 use integration_tests::*;
 use serde_json::{Value, json};
 
-const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_millis(700);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Values written to etcd: they must appear nowhere in the tracer's output.

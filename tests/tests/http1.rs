@@ -17,8 +17,6 @@ use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::*;
 use serde_json::json;
 
-const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_millis(700);
 const SECRETS: [&str; 2] = ["SECRET-TOKEN-abc123", "COOKIE-SECRET-xyz"];
 
 /// One curl request and what its span should say.

@@ -9,13 +9,10 @@ use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_no_errors
 use integration_tests::etcd::ExecTarget;
 use integration_tests::gotls::{
     GoHttpClient, GoResponse, GoServer, check_http_spans_version, check_mid_http, check_no_connection_spans,
-    final_stats_line, tracer_log_summary,
 };
 use integration_tests::procs::CURL_USER_AGENT;
+use integration_tests::tracer_log::{final_stats_line, tracer_log_summary};
 use integration_tests::*;
-
-const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_millis(700);
 
 fn pods_route() -> &'static str {
     "/api/v1/namespaces/{namespace}/pods/{name}"

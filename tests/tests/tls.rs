@@ -6,19 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_finished_ok, assert_session_ok, check_common};
+use integration_tests::check::{HttpExpect, K8s, ResourceExpect, check_common};
+use integration_tests::ending::{assert_finished_ok, assert_session_ok};
 use integration_tests::etcd::{Etcd, EtcdExpect, EtcdTls, GrpcClient, check_etcd_spans, check_mid_stream};
 use integration_tests::gotls::{
     GoHttpClient, GoServer, check_http_span_version, check_http_spans_version, check_mid_http,
-    check_no_connection_spans, check_zero_stats, final_stats, final_stats_line, tcp_connections_of, wait_go_tls_probes,
+    check_no_connection_spans, wait_go_tls_probes,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::tracer::bpf_links;
+use integration_tests::tracer_log::{check_zero_stats, final_stats, final_stats_line};
 use integration_tests::*;
 use serde_json::json;
 
-const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_millis(700);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(25);
 
 const NEVER: [&str; 4] = [
