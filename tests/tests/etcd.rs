@@ -35,7 +35,7 @@ fn no_extra(_: &ReceivedSpan) -> bool {
 fn kv_operations_give_server_spans() {
     let etcd = Etcd::start();
     let res = ResourceExpect::of(etcd.pid());
-    let mut sess = TraceSession::for_pid(Sink::Grpc, etcd.pid());
+    let sess = TraceSession::for_pid(Sink::Grpc, etcd.pid());
     let window = sess.window_start;
     let port = etcd.port();
     let sv = |e: EtcdExpect| e.server_port(port);
@@ -100,8 +100,7 @@ fn kv_operations_give_server_spans() {
             .attr("etcd.txn.failure_ops", json!(1))
             .attr("etcd.txn.succeeded", json!(true)),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
     assert_session_ok("etcd KV operations (server side)", errs, &fin, &NEVER);
@@ -161,7 +160,7 @@ fn watch_is_reported_when_created() {
 fn lease_lifecycle_and_a_failing_call() {
     let etcd = Etcd::start();
     let res = ResourceExpect::of(etcd.pid());
-    let mut sess = TraceSession::for_pid(Sink::Json, etcd.pid());
+    let sess = TraceSession::for_pid(Sink::Json, etcd.pid());
     let window = sess.window_start;
     let port = etcd.port();
 
@@ -188,8 +187,7 @@ fn lease_lifecycle_and_a_failing_call() {
             .attr("etcd.lease.id", json!(id))
             .error(5, "requested lease not found"),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
     assert_session_ok("etcd leases and a failing call (server side)", errs, &fin, &NEVER);
@@ -210,7 +208,7 @@ fn client_spans_of_etcdctl_exec_after_attach() {
     );
     let pids = [put.pid(), get.pid()];
     let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
-    let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
+    let sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     let window = sess.window_start;
     put.go();
     put.wait_success(CLIENT_TIMEOUT);
@@ -226,8 +224,7 @@ fn client_spans_of_etcdctl_exec_after_attach() {
             .attr("etcd.response.count", json!(1))
             .attr("etcd.response.kvs", json!(1)),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     for (pid, e) in pids.iter().zip(&exps) {
         let mine: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| e.identifies(s)).cloned().collect();

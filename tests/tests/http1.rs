@@ -204,8 +204,8 @@ fn python_server_spans_as_json_lines() {
 fn kubernetes_verbs_and_watch() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
-    let window = sess.window_start;
+    let sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    let _window = sess.window_start;
     let base = srv.url("");
     let reqs = vec![
         req("PUT", "/api/v1/namespaces/default/pods/web-0", 200)
@@ -232,11 +232,7 @@ fn kubernetes_verbs_and_watch() {
             .k8s(K8s::new("watch", "v1", "pods").ns("default").long_running()),
     ];
     let exps: Vec<HttpExpect> = reqs.into_iter().map(|r| send(&base, srv.port(), r)).collect();
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
-    let mut errs = check_http_spans(&fin.spans, &exps);
-    errs.extend(check_common(&fin.spans, &res, window));
-    fin.assert_ok("kubernetes verbs and watch", &errs);
+    sess.end_http("kubernetes verbs and watch", &exps, &res);
 }
 
 /// Many requests on one connection: one span each, all with the connection's client.port, and
@@ -245,8 +241,8 @@ fn kubernetes_verbs_and_watch() {
 fn keep_alive_connection_gives_one_span_per_request() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
-    let window = sess.window_start;
+    let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let _window = sess.window_start;
 
     // python http.client: 4 requests on one connection, 300 ms apart
     let paths: Vec<String> = (0..4).map(|i| format!("/api/v1/namespaces/ka/pods/p{i}")).collect();
@@ -298,11 +294,7 @@ fn keep_alive_connection_gives_one_span_per_request() {
         );
     }
 
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
-    let mut errs = check_http_spans(&fin.spans, &exps);
-    errs.extend(check_common(&fin.spans, &res, window));
-    fin.assert_ok("keep-alive", &errs);
+    sess.end_http("keep-alive", &exps, &res);
 }
 
 /// nginx (one process: master_process off) answers with recv/writev/sendfile.
@@ -310,7 +302,7 @@ fn keep_alive_connection_gives_one_span_per_request() {
 fn nginx_server_spans() {
     let ng = Nginx::start();
     let res = ResourceExpect::of(ng.pid());
-    let mut sess = TraceSession::for_pid(Sink::Http, ng.pid());
+    let sess = TraceSession::for_pid(Sink::Http, ng.pid());
     let window = sess.window_start;
     let base = ng.url("");
     let mut exps: Vec<HttpExpect> = vec![
@@ -344,8 +336,7 @@ fn nginx_server_spans() {
                 .max_duration(t.time_total),
         );
     }
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_http_spans(&fin.spans, &exps);
     errs.extend(check_common(&fin.spans, &res, window));
     if !errs.is_empty() {
@@ -465,12 +456,11 @@ fn client_half_close_before_the_response() {
 fn two_target_pids() {
     let a = PythonHttpServer::start();
     let b = PythonHttpServer::start();
-    let mut sess = TraceSession::start(Sink::Json, &pid_args(&[a.pid(), b.pid()]), &[], &[a.pid(), b.pid()]);
+    let sess = TraceSession::start(Sink::Json, &pid_args(&[a.pid(), b.pid()]), &[], &[a.pid(), b.pid()]);
     let window = sess.window_start;
     let ea = send(&a.url(""), a.port(), req("GET", "/api/v1/namespaces/a/pods/x", 200).route(pods_route()));
     let eb = send(&b.url(""), b.port(), req("GET", "/api/v1/namespaces/b/pods/y", 200).route(pods_route()));
-    sess.wait_spans(|_| true, 2, SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(2);
     let mut errs = check_http_spans(&fin.spans, &[ea.clone(), eb.clone()]);
     for (e, srv) in [(&ea, &a), (&eb, &b)] {
         let spans: Vec<ReceivedSpan> =
@@ -690,7 +680,7 @@ fn comm_target_started_after_the_tracer() {
 fn default_target_is_kube_apiserver() {
     let srv = PythonHttpServer::start_named("kube-apiserver");
     assert_eq!(srv.comm(), "kube-apiserver");
-    let mut sess = TraceSession::start(Sink::Json, &[], &[], &[srv.pid()]);
+    let sess = TraceSession::start(Sink::Json, &[], &[], &[srv.pid()]);
     let window = sess.window_start;
     let e = send(
         &srv.url(""),
@@ -699,8 +689,7 @@ fn default_target_is_kube_apiserver() {
             .route(pods_route())
             .k8s(K8s::new("get", "v1", "pods").ns("kube-system").name("etcd-0")),
     );
-    sess.wait_spans(|_| true, 1, SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(1);
     let mut errs = check_http_spans(&fin.spans, &[e]);
     errs.extend(check_common(&fin.spans, &ResourceExpect::of(srv.pid()), window));
     fin.assert_ok("default comm", &errs);
@@ -730,8 +719,8 @@ fn sigterm_flushes_and_exits_zero() {
 fn http1_framing_edge_cases_on_one_connection() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
-    let window = sess.window_start;
+    let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let _window = sess.window_start;
     let mut c = RawHttp::connect(srv.port());
     let lp = c.local_port();
     let ua = "itest-raw/1.0";
@@ -820,11 +809,7 @@ fn http1_framing_edge_cases_on_one_connection() {
     );
     c.close();
 
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
-    let mut errs = check_http_spans(&fin.spans, &exps);
-    errs.extend(check_common(&fin.spans, &res, window));
-    fin.assert_ok("HTTP/1.1 framing edge cases", &errs);
+    sess.end_http("HTTP/1.1 framing edge cases", &exps, &res);
 }
 
 /// Eight connections at once, five keep-alive requests each: 40 spans, none lost or mixed up.
@@ -832,8 +817,8 @@ fn http1_framing_edge_cases_on_one_connection() {
 fn concurrent_connections_are_all_traced() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
-    let window = sess.window_start;
+    let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let _window = sess.window_start;
     let handles: Vec<_> = (0..8)
         .map(|t| {
             let urls: Vec<(String, String)> = (0..5)
@@ -862,11 +847,7 @@ fn concurrent_connections_are_all_traced() {
             );
         }
     }
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
-    let mut errs = check_http_spans(&fin.spans, &exps);
-    errs.extend(check_common(&fin.spans, &res, window));
-    fin.assert_ok("concurrent connections", &errs);
+    sess.end_http("concurrent connections", &exps, &res);
 }
 
 /// A `--comm` target that exits and starts again (new pid) is followed.
@@ -930,7 +911,7 @@ fn terminal_output_shows_requests() {
 fn headers_beyond_the_capture_limit() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::start(Sink::Json, &pid_args(&[srv.pid()]), &["--capture-bytes", "1024"], &[srv.pid()]);
+    let sess = TraceSession::start(Sink::Json, &pid_args(&[srv.pid()]), &["--capture-bytes", "1024"], &[srv.pid()]);
     let window = sess.window_start;
     let mut c = RawHttp::connect(srv.port());
     let lp = c.local_port();
@@ -963,8 +944,7 @@ fn headers_beyond_the_capture_limit() {
             .response_body(r2.body.len() as u64)
             .max_duration(d2),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_http_spans(&fin.spans, &exps);
     errs.extend(check_common(&fin.spans, &res, window));
     errs.extend(check_absent_everywhere(&fin.spans, &SECRETS));

@@ -130,8 +130,7 @@ fn etcd_mtls_http1_endpoints_with_curl() {
                 .max_duration(t.time_total),
         );
     }
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_common(&fin.spans, &res, window));
@@ -186,8 +185,7 @@ fn go_https_server_http1_and_http2() {
         exp(HttpExpect::server("GET", &e, 200).not_k8s(), &r2.transfers[2]),
     ];
 
-    sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(h1.len() + h2.len());
     let mut errs = check_h1_and_h2_server_spans(&fin.spans, &h1, &h2);
     errs.extend(check_common(&fin.spans, &res, window));
     assert_finished_ok("Go HTTPS server (stripped, Go 1.27): HTTP/1.1 and HTTP/2", errs, &fin);
@@ -231,8 +229,7 @@ fn go_tls_client_spans_http1_and_http2() {
     };
     let e1: Vec<HttpExpect> = r1.iter().map(|r| exp(p1, "cl1", "h1", r.bytes, "Go-http-client/1.1")).collect();
     let e2: Vec<HttpExpect> = r2.iter().map(|r| exp(p2, "cl2", "h2", r.bytes, "Go-http-client/2.0")).collect();
-    sess.wait_spans(|_| true, 6, SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(6);
     let of = |pid: u32| fin.spans.iter().filter(|s| s.pid() == Some(pid)).cloned().collect::<Vec<_>>();
     let (s1, s2) = (of(pids[0]), of(pids[1]));
     let mut errs = check_http_spans_version(&s1, &e1, "1.1", &|_| false);
@@ -577,7 +574,7 @@ fn etcd_tls_mid_connection_grpc_warms_up_without_wrong_names() {
 #[test]
 fn go_tls_decoded_right_after_target_attached() {
     let srv = GoServer::https();
-    let mut sess = TraceSession::for_pid(Sink::Json, srv.pid());
+    let sess = TraceSession::for_pid(Sink::Json, srv.pid());
     let paths: Vec<String> = (0..3).map(|i| format!("/api/v1/namespaces/ready/pods/r-{i}")).collect();
     let mut exps = Vec::new();
     for p in &paths {
@@ -587,8 +584,7 @@ fn go_tls_decoded_right_after_target_attached() {
             HttpExpect::server("GET", p, 200).route(pods_route()).client_port(t.local_port).server_port(srv.port()),
         );
     }
-    sess.wait_spans(|_| true, 3, SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(3);
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
     assert_finished_ok("Go TLS traffic right after `target attached`", errs, &fin);
@@ -621,8 +617,7 @@ fn go_tls_wrapped_connections_fd_learned_at_handshake() {
     assert_eq!(r.transfers.iter().map(|t| t.code).collect::<Vec<_>>(), [200, 200]);
     let h2: Vec<HttpExpect> = paths.iter().zip(&r.transfers).map(|(p, t)| exp(p, t)).collect();
 
-    sess.wait_spans(|_| true, h1.len() + h2.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(h1.len() + h2.len());
     let mut errs = check_h1_and_h2_server_spans(&fin.spans, &h1, &h2);
     errs.extend(check_common(&fin.spans, &res, window));
     errs.extend(check_zero_stats(&fin.output.stderr, &["go_tls_no_socket"]));
@@ -705,8 +700,7 @@ fn go_tls_write_reported_once_when_its_stack_grows() {
                 .response_body(t.size_download)
         })
         .collect();
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
@@ -750,8 +744,7 @@ fn go_tls_connections_closed_and_accepted_on_many_threads() {
                 .response_body(t.size_download)
         })
         .collect();
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
     errs.extend(check_no_connection_spans(&fin.spans));
     errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
@@ -795,8 +788,7 @@ fn go_tls_server_reads_bodies_larger_than_a_record() {
             .collect();
         expects.push(exps);
     }
-    sess.wait_spans(|_| true, 4, SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(4);
     let mut errs = check_h1_and_h2_server_spans(&fin.spans, &expects[0], &expects[1]);
     errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
     assert_finished_ok("Go HTTPS server reading 300,000-byte bodies", errs, &fin);
@@ -830,8 +822,7 @@ fn go_tls_client_reads_bodies_larger_than_a_record() {
         );
     }
     let exps = || vec![HttpExpect::client("GET", &path, 200).not_k8s().server_port(srv.port()).response_body(BODY); 3];
-    sess.wait_spans(|_| true, 6, SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(6);
     let of = |pid: u32| fin.spans.iter().filter(|s| s.pid() == Some(pid)).cloned().collect::<Vec<_>>();
     let mut errs = check_http_spans_version(&of(pids[0]), &exps(), "1.1", &|_| false);
     errs.extend(check_http_spans_version(&of(pids[1]), &exps(), "2", &|_| false));
