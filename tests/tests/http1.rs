@@ -205,7 +205,6 @@ fn kubernetes_verbs_and_watch() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
     let sess = TraceSession::for_pid(Sink::Json, srv.pid());
-    let _window = sess.window_start;
     let base = srv.url("");
     let reqs = vec![
         req("PUT", "/api/v1/namespaces/default/pods/web-0", 200)
@@ -242,7 +241,6 @@ fn keep_alive_connection_gives_one_span_per_request() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
     let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
-    let _window = sess.window_start;
 
     // python http.client: 4 requests on one connection, 300 ms apart
     let paths: Vec<String> = (0..4).map(|i| format!("/api/v1/namespaces/ka/pods/p{i}")).collect();
@@ -720,7 +718,6 @@ fn http1_framing_edge_cases_on_one_connection() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
     let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
-    let _window = sess.window_start;
     let mut c = RawHttp::connect(srv.port());
     let lp = c.local_port();
     let ua = "itest-raw/1.0";
@@ -818,7 +815,6 @@ fn concurrent_connections_are_all_traced() {
     let srv = PythonHttpServer::start();
     let res = ResourceExpect::of(srv.pid());
     let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
-    let _window = sess.window_start;
     let handles: Vec<_> = (0..8)
         .map(|t| {
             let urls: Vec<(String, String)> = (0..5)
