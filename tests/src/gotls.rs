@@ -417,6 +417,16 @@ pub fn v<T: Into<Value>>(x: T) -> Value {
     x.into()
 }
 
+/// The spans of the connection from client port `client_port`, and those named `unknown` (which
+/// may be its requests, not yet understood).
+pub fn spans_of_connection(spans: &[ReceivedSpan], client_port: u16) -> Vec<ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.attr_i64("client.port") == Some(i64::from(client_port)) || s.name == "unknown")
+        .cloned()
+        .collect()
+}
+
 /// Outcome of a connection the tracer joined mid-way, seen from its HTTP spans.
 #[derive(Debug, Default)]
 pub struct MidHttp {

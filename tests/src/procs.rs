@@ -270,6 +270,34 @@ impl Nginx {
 
 // ---------------------------------------------------------------------------------------------
 
+/// A client script that reports `{"event": ...}` lines on stdout and waits on stdin between its
+/// phases (`go` starts its work).
+pub struct ScriptClient {
+    pub(crate) proc: Proc,
+    pub(crate) _dir: TempDir,
+}
+
+impl ScriptClient {
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+
+    /// Lets the client start its work.
+    pub fn go(&mut self) {
+        self.proc.send_line("go");
+    }
+
+    /// Waits for the `{"event": "<event>"}` line; panics on timeout or exit.
+    pub fn wait_event(&mut self, event: &str, timeout: Duration) {
+        let quoted = format!("\"{event}\"");
+        self.proc.wait_stdout_line(&format!("`{event}`"), |l| l.contains(&quoted), timeout);
+    }
+}
+
 /// One response seen by [`PythonClient`].
 #[derive(Clone, Debug)]
 pub struct ClientResult {
@@ -283,9 +311,8 @@ pub struct ClientResult {
 
 /// The python HTTP/1.1 client of [`scripts::HTTP_CLIENT`]: one keep-alive connection.
 pub struct PythonClient {
-    proc: Proc,
+    client: ScriptClient,
     wait_stdin: bool,
-    _dir: TempDir,
 }
 
 impl PythonClient {
@@ -299,7 +326,7 @@ impl PythonClient {
         let wait_stdin = plan.get("wait_stdin").and_then(Value::as_bool).unwrap_or(false);
         let mut proc = Proc::spawn("python-http-client", cmd);
         proc.wait_stdout_line("`ready`", |l| l.contains("\"ready\""), START_TIMEOUT);
-        PythonClient { proc, wait_stdin, _dir: dir }
+        PythonClient { client: ScriptClient { proc, _dir: dir }, wait_stdin }
     }
 
     /// Runs `plan` without waiting for stdin, to completion; returns the responses.
@@ -307,28 +334,15 @@ impl PythonClient {
         plan["wait_stdin"] = Value::Bool(false);
         let mut c = Self::start(plan);
         let res = c.wait_done(timeout);
-        c.proc.wait_exit(timeout);
+        c.client.proc.wait_exit(timeout);
         res
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    pub fn proc(&mut self) -> &mut Proc {
-        &mut self.proc
-    }
-
-    /// Lets a `wait_stdin` client start its work.
-    pub fn go(&mut self) {
-        self.proc.send_line("go");
     }
 
     /// Waits for the `done` line; returns the responses.
     pub fn wait_done(&mut self, timeout: Duration) -> Vec<ClientResult> {
-        self.proc.wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
+        self.client.wait_event("done", timeout);
         let mut out = Vec::new();
-        for line in self.proc.stdout().lines() {
+        for line in self.client.proc.stdout().lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
@@ -349,10 +363,10 @@ impl PythonClient {
     /// Lets a `wait_stdin` client exit (after `done`) and waits for it.
     pub fn finish(mut self) {
         if self.wait_stdin {
-            self.proc.send_line("exit");
+            self.client.proc.send_line("exit");
         }
-        let st = self.proc.wait_exit(Duration::from_secs(20));
-        assert!(st.success(), "python client failed ({st})\n{}", self.proc.describe());
+        let st = self.client.proc.wait_exit(Duration::from_secs(20));
+        assert!(st.success(), "python client failed ({st})\n{}", self.client.proc.describe());
     }
 }
 
@@ -537,5 +551,18 @@ impl RawHttp {
     /// Closes the connection (both directions).
     pub fn close(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl std::ops::Deref for PythonClient {
+    type Target = ScriptClient;
+    fn deref(&self) -> &ScriptClient {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PythonClient {
+    fn deref_mut(&mut self) -> &mut ScriptClient {
+        &mut self.client
     }
 }

@@ -94,11 +94,7 @@ fn kv_operations_give_server_spans() {
             .label("get --rev"),
         sv(EtcdExpect::kv("server", "DeleteRange", "/registry/pods/default/web-1"))
             .attr("etcd.response.deleted", json!(1)),
-        sv(EtcdExpect::kv("server", "Txn", "/registry/pods/default/web-0"))
-            .attr("etcd.txn.compares", json!(1))
-            .attr("etcd.txn.success_ops", json!(1))
-            .attr("etcd.txn.failure_ops", json!(1))
-            .attr("etcd.txn.succeeded", json!(true)),
+        sv(EtcdExpect::kv("server", "Txn", "/registry/pods/default/web-0")).txn(1, 1, 1, true),
     ];
     let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);

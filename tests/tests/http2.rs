@@ -9,6 +9,7 @@ use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_no_errors
 use integration_tests::etcd::ExecTarget;
 use integration_tests::gotls::{
     GoHttpClient, GoResponse, GoServer, check_http_spans_version, check_mid_http, check_no_connection_spans,
+    spans_of_connection,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::tracer_log::{final_stats_line, tracer_log_summary};
@@ -239,12 +240,7 @@ fn h2c_connection_joined_mid_way() {
                 .response_body(r.bytes)
         })
         .collect();
-    let conn: Vec<ReceivedSpan> = fin
-        .spans
-        .iter()
-        .filter(|s| s.attr_i64("client.port") == Some(i64::from(lp)) || s.name == "unknown")
-        .cloned()
-        .collect();
+    let conn = spans_of_connection(&fin.spans, lp);
     let (m, mut errs) = check_mid_http(&conn, &exps, "2", not_before, attached_at, 10);
     eprintln!(
         "[h2c mid-connection] tracer attached after {attached_at} of {n} requests: {m:?}\n{}",

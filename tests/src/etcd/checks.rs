@@ -78,6 +78,13 @@ impl EtcdExpect {
         self.attrs.insert(k.into(), v);
         self
     }
+    /// A Txn's counts: compares, success and failure ops, and whether it succeeded.
+    pub fn txn(self, compares: i64, success_ops: i64, failure_ops: i64, succeeded: bool) -> Self {
+        self.attr("etcd.txn.compares", json!(compares))
+            .attr("etcd.txn.success_ops", json!(success_ops))
+            .attr("etcd.txn.failure_ops", json!(failure_ops))
+            .attr("etcd.txn.succeeded", json!(succeeded))
+    }
     pub fn absent(mut self, k: &str) -> Self {
         self.absent.push(k.into());
         self

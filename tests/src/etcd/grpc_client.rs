@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::server::{Etcd, EtcdTls};
 use crate::host::{FileLock, python, workspace_root};
+use crate::procs::ScriptClient;
 
 // ---------------------------------------------------------------------------------------------
 // python gRPC client (grpcio)
@@ -142,8 +143,7 @@ pub struct GrpcCall {
 
 /// The python grpcio client of [`GRPC_CLIENT`].
 pub struct GrpcClient {
-    proc: Proc,
-    _dir: TempDir,
+    client: ScriptClient,
 }
 
 impl GrpcClient {
@@ -167,30 +167,18 @@ impl GrpcClient {
         cmd.arg(&script).arg(plan.to_string()).current_dir(dir.path());
         let mut proc = Proc::spawn("python-grpc-client", cmd);
         proc.wait_stdout_line("`warm-done`", |l| l.contains("\"warm-done\""), Duration::from_secs(60));
-        GrpcClient { proc, _dir: dir }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    pub fn proc(&mut self) -> &mut Proc {
-        &mut self.proc
-    }
-
-    /// Starts the calls after the warm-up.
-    pub fn go(&mut self) {
-        self.proc.send_line("go");
+        GrpcClient { client: ScriptClient { proc, _dir: dir } }
     }
 
     /// Waits for `done`; returns every call made (both phases), in order.
     pub fn wait_done(&mut self, timeout: Duration) -> Vec<GrpcCall> {
-        self.proc.wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
+        self.client.wait_event("done", timeout);
         self.calls()
     }
 
     pub fn calls(&self) -> Vec<GrpcCall> {
-        self.proc
+        self.client
+            .proc
             .stdout()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -206,8 +194,21 @@ impl GrpcClient {
 
     /// Lets the client close its channel and exit.
     pub fn finish(mut self) {
-        self.proc.send_line("exit");
-        let st = self.proc.wait_exit(Duration::from_secs(20));
-        assert!(st.success(), "python grpc client failed ({st})\n{}", self.proc.describe());
+        self.client.proc.send_line("exit");
+        let st = self.client.proc.wait_exit(Duration::from_secs(20));
+        assert!(st.success(), "python grpc client failed ({st})\n{}", self.client.proc.describe());
+    }
+}
+
+impl std::ops::Deref for GrpcClient {
+    type Target = ScriptClient;
+    fn deref(&self) -> &ScriptClient {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for GrpcClient {
+    fn deref_mut(&mut self) -> &mut ScriptClient {
+        &mut self.client
     }
 }

@@ -47,11 +47,7 @@ fn etcd_mtls_etcdctl_server_spans() {
             .attr("etcd.prefix", json!(true))
             .attr("etcd.response.count", json!(2))
             .attr("etcd.response.kvs", json!(2)),
-        sv(EtcdExpect::kv("server", "Txn", "/registry/secrets/kube-system/tok"))
-            .attr("etcd.txn.compares", json!(1))
-            .attr("etcd.txn.success_ops", json!(1))
-            .attr("etcd.txn.failure_ops", json!(0))
-            .attr("etcd.txn.succeeded", json!(true)),
+        sv(EtcdExpect::kv("server", "Txn", "/registry/secrets/kube-system/tok")).txn(1, 1, 0, true),
         sv(EtcdExpect::new("server", "etcdserverpb.Watch", "Watch").key("/registry/secrets/kube-system/tok2"))
             .grpc_status(None)
             .attr("etcd.watch.created", json!(true)),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::common::{CLIENT_TIMEOUT, check_h1_and_h2_server_spans, pods_route};
+use super::common::{CLIENT_TIMEOUT, GO_TLS_CLEAN, check_h1_and_h2_server_spans, end_go_tls_h1, plain_get, pods_route};
 use integration_tests::check::{HttpExpect, K8s, ResourceExpect, check_common};
 use integration_tests::ending::assert_finished_ok;
 use integration_tests::gotls::{
@@ -249,22 +249,8 @@ fn go_tls_write_reported_once_when_its_stack_grows() {
         "harness: every /deep/N should answer 200 with 5 bytes"
     );
     assert!(r.transfers.iter().all(|t| t.num_connects == 1), "harness: curl should open a connection per request");
-    let exps: Vec<HttpExpect> = paths
-        .iter()
-        .zip(&r.transfers)
-        .map(|(p, t)| {
-            HttpExpect::server("GET", p, 200)
-                .not_k8s()
-                .client_port(t.local_port)
-                .server_port(srv.port())
-                .response_body(t.size_download)
-        })
-        .collect();
-    let fin = sess.end(exps.len());
-    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
-    errs.extend(check_no_connection_spans(&fin.spans));
-    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
-    assert_finished_ok("Go TLS writes at every stack depth", errs, &fin);
+    let exps: Vec<HttpExpect> = paths.iter().zip(&r.transfers).map(|(p, t)| plain_get(p, t, srv.port())).collect();
+    end_go_tls_h1(sess, "Go TLS writes at every stack depth", &exps);
 }
 
 /// Connections closed and accepted at once on several threads: four curl processes make a new
@@ -294,21 +280,8 @@ fn go_tls_connections_closed_and_accepted_on_many_threads() {
         transfers.iter().all(|t| t.code == 200 && t.num_connects == 1),
         "harness: every request should answer 200 on a connection of its own"
     );
-    let exps: Vec<HttpExpect> = transfers
-        .iter()
-        .map(|t| {
-            HttpExpect::server("GET", "/status/200", 200)
-                .not_k8s()
-                .client_port(t.local_port)
-                .server_port(srv.port())
-                .response_body(t.size_download)
-        })
-        .collect();
-    let fin = sess.end(exps.len());
-    let mut errs = check_http_spans_version(&fin.spans, &exps, "1.1", &|_| false);
-    errs.extend(check_no_connection_spans(&fin.spans));
-    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
-    assert_finished_ok("Go TLS connections churned on many threads", errs, &fin);
+    let exps: Vec<HttpExpect> = transfers.iter().map(|t| plain_get("/status/200", t, srv.port())).collect();
+    end_go_tls_h1(sess, "Go TLS connections churned on many threads", &exps);
 }
 
 /// Bodies larger than a TLS record (16 KiB), server side: the Go server drains 300,000-byte
@@ -350,7 +323,7 @@ fn go_tls_server_reads_bodies_larger_than_a_record() {
     }
     let fin = sess.end(4);
     let mut errs = check_h1_and_h2_server_spans(&fin.spans, &expects[0], &expects[1]);
-    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
+    errs.extend(check_zero_stats(&fin.output.stderr, &GO_TLS_CLEAN));
     assert_finished_ok("Go HTTPS server reading 300,000-byte bodies", errs, &fin);
 }
 
@@ -387,7 +360,7 @@ fn go_tls_client_reads_bodies_larger_than_a_record() {
     let mut errs = check_http_spans_version(&of(pids[0]), &exps(), "1.1", &|_| false);
     errs.extend(check_http_spans_version(&of(pids[1]), &exps(), "2", &|_| false));
     errs.extend(check_no_connection_spans(&fin.spans));
-    errs.extend(check_zero_stats(&fin.output.stderr, &["desyncs", "go_tls_no_socket"]));
+    errs.extend(check_zero_stats(&fin.output.stderr, &GO_TLS_CLEAN));
     assert_finished_ok("Go TLS client reading 1,000,000-byte bodies", errs, &fin);
 }
 

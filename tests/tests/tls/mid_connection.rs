@@ -7,7 +7,8 @@ use super::common::{CLIENT_TIMEOUT, client_local_port, pods_route};
 use integration_tests::check::{HttpExpect, K8s, ResourceExpect, check_common};
 use integration_tests::ending::assert_finished_ok;
 use integration_tests::gotls::{
-    GoHttpClient, GoServer, check_http_span_version, check_mid_http, check_no_connection_spans, wait_go_tls_probes,
+    GoHttpClient, GoServer, check_http_span_version, check_mid_http, check_no_connection_spans, spans_of_connection,
+    wait_go_tls_probes,
 };
 use integration_tests::procs::CURL_USER_AGENT;
 use integration_tests::tracer_log::final_stats_line;
@@ -130,12 +131,7 @@ fn tls_http2_connection_joined_mid_way_server_side() {
                 .response_body(t.size_download)
         })
         .collect();
-    let conn: Vec<ReceivedSpan> = fin
-        .spans
-        .iter()
-        .filter(|s| s.attr_i64("client.port") == Some(i64::from(lp)) || s.name == "unknown")
-        .cloned()
-        .collect();
+    let conn = spans_of_connection(&fin.spans, lp);
     let (m, mut errs) = check_mid_http(&conn, &exps, "2", not_before, attached_at, 10);
     // user-agent was indexed by curl's HPACK encoder before attach: it may be unresolvable
     // (absent), never wrong
