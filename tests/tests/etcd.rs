@@ -248,14 +248,6 @@ fn mid_connection_grpc_warms_up_without_wrong_names() {
     let fin = sess.finish(SETTLE);
     client.finish();
     let (m, errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 0);
-    eprintln!(
-        "[etcd gRPC mid-connection, plain] {} calls after attach: {} unknown, {} named right, first named call #{:?}, last unnamed call #{:?}\n{}",
-        m.calls,
-        m.unknown,
-        m.named_right,
-        m.first_named,
-        m.last_unnamed,
-        final_stats_line(&fin.output.stderr)
-    );
+    eprintln!("[etcd gRPC mid-connection, plain] {}\n{}", m.summary(), final_stats_line(&fin.output.stderr));
     assert_session_ok("etcd gRPC connection joined mid-way", errs, &fin, &[NEVER[3]]);
 }

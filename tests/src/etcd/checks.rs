@@ -302,6 +302,16 @@ pub struct MidStream {
     pub last_unnamed: Option<usize>,
 }
 
+impl MidStream {
+    /// One line for the test's log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} calls after attach: {} unknown, {} named right, first named call #{:?}, last unnamed call #{:?}",
+            self.calls, self.unknown, self.named_right, self.first_named, self.last_unnamed
+        )
+    }
+}
+
 /// Checks the spans of a [`GrpcClient`] run (tracer on the etcd server, attached between the
 /// warm-up and the main phase): every span not named `unknown` is exactly right for the call it
 /// belongs to, no span belongs to a warm-up call, there is one span per call (named or unknown;
