@@ -1,5 +1,5 @@
-//! 1. Servers untraced vs traced: nginx and etcd, the Go HTTPS server over HTTP/1.1 and HTTP/2,
-//! and etcd over TLS.
+//! Scenario 1, servers untraced vs traced: nginx and etcd, the Go HTTPS server over HTTP/1.1
+//! and HTTP/2, and etcd over TLS.
 
 use std::{path::PathBuf, time::Duration};
 

@@ -1,5 +1,5 @@
-//! 2.–5. What the tracer costs beyond the traced server: the tax on untraced processes, the
-//! ceiling, the agent with many live connections, and each eBPF program's run time.
+//! Scenarios 2 to 5, what the tracer costs beyond the traced server: the tax on untraced
+//! processes, the ceiling, the agent with many live connections, and each eBPF program's run time.
 
 use std::{
     collections::BTreeMap,
