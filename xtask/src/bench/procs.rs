@@ -164,7 +164,12 @@ impl Tracer {
         let mut cmd = Command::new(bin);
         cmd.args(["--pid", &pid.to_string(), "--output", "none", "--stats-interval", "0", "--log-level", "info"])
             .args(extra);
-        harness::tracer_env(&mut cmd);
+        // Flags say what to trace and where to send it; the rest of TRACER_* (probe mode, OTLP
+        // compression) is inherited on purpose, so that a bench run can measure those settings.
+        cmd.env_remove("TRACER_OTLP_ENDPOINT")
+            .env_remove("TRACER_COMM")
+            .env_remove("TRACER_PID")
+            .env_remove("TRACER_LOG");
         let mut proc = spawn("tracer", &mut cmd)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
