@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::etcd::check_absent_in_output;
-use crate::gotls::tracer_log_summary;
-use crate::session::Finished;
+use crate::host::{comm_of, exe_name_of, hostname, now_unix_nanos};
 use crate::span::{ReceivedSpan, dump};
 
 /// Slack added to client-measured durations (clock granularity, scheduling).
@@ -183,7 +181,7 @@ pub struct ResourceExpect {
 impl ResourceExpect {
     /// Reads comm and exe of a running `pid`.
     pub fn of(pid: u32) -> ResourceExpect {
-        ResourceExpect { pid, comm: crate::comm_of(pid), exe: crate::exe_name_of(pid), host: crate::hostname() }
+        ResourceExpect { pid, comm: comm_of(pid), exe: exe_name_of(pid), host: hostname() }
     }
 }
 
@@ -195,7 +193,7 @@ fn is_hex_id(s: &str, len: usize) -> bool {
 /// and the expected resource.
 pub fn check_common(spans: &[ReceivedSpan], res: &ResourceExpect, window_start_unix_nano: u64) -> Vec<String> {
     let mut errs = Vec::new();
-    let now = crate::now_unix_nanos();
+    let now = now_unix_nanos();
     let lo = window_start_unix_nano.saturating_sub(2_000_000_000);
     let hi = now + 2_000_000_000;
     let mut ids = BTreeSet::new();
@@ -436,23 +434,6 @@ pub fn check_http_spans(spans: &[ReceivedSpan], exps: &[HttpExpect]) -> Vec<Stri
     errs
 }
 
-/// Panics with every problem, a summary of the tracer's log and every span when `errs` is not
-/// empty.
-pub fn assert_finished_ok(context: &str, mut errs: Vec<String>, fin: &Finished) {
-    if !errs.is_empty() {
-        errs.push(format!("tracer log:\n    {}", tracer_log_summary(&fin.output.stderr)));
-    }
-    assert_no_errors(context, &errs, &fin.spans);
-}
-
-/// [`assert_finished_ok`], once it is checked that none of `never` (values the tracer must not
-/// export) appears in any span or in the tracer's stdout or stderr.
-pub fn assert_session_ok(context: &str, mut errs: Vec<String>, fin: &Finished, never: &[&str]) {
-    errs.extend(check_absent_everywhere(&fin.spans, never));
-    errs.extend(check_absent_in_output(&fin.output.stdout, &fin.output.stderr, never));
-    assert_finished_ok(context, errs, fin);
-}
-
 /// Panics with every problem and every span when `errs` is not empty.
 pub fn assert_no_errors(context: &str, errs: &[String], spans: &[ReceivedSpan]) {
     if !errs.is_empty() {
@@ -475,6 +456,20 @@ pub fn check_absent_everywhere(spans: &[ReceivedSpan], needles: &[&str]) -> Vec<
             if text.contains(n) {
                 errs.push(format!("secret {n:?} leaked into span {:?}", s.name));
             }
+        }
+    }
+    errs
+}
+
+/// Problems if any of `needles` appears in the tracer's raw stdout or stderr.
+pub fn check_absent_in_output(stdout: &str, stderr: &str, needles: &[&str]) -> Vec<String> {
+    let mut errs = Vec::new();
+    for n in needles {
+        if stdout.contains(n) {
+            errs.push(format!("{n:?} appears in the tracer's stdout"));
+        }
+        if stderr.contains(n) {
+            errs.push(format!("{n:?} appears in the tracer's stderr"));
         }
     }
     errs

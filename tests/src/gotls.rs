@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::check::{HttpExpect, check_http_span};
-use crate::etcd::FileLock;
 use crate::span::ReceivedSpan;
-use crate::{Proc, tail, wait_for_port, workspace_root};
+use harness::{Proc, wait_for_port};
+
+use crate::host::{FileLock, workspace_root};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -308,37 +309,6 @@ impl GoHttpClient {
 
 // ---------------------------------------------------------------------------------------------
 
-/// TCP connections of `pid` on 127.0.0.1 as (local port, remote port), from /proc (no probe
-/// connection is made).
-pub fn tcp_connections_of(pid: u32) -> Vec<(u16, u16)> {
-    let mut inodes = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for e in rd.flatten() {
-            if let Ok(t) = std::fs::read_link(e.path()) {
-                let t = t.to_string_lossy().into_owned();
-                if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-                    inodes.push(i.to_owned());
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for f in [format!("/proc/{pid}/net/tcp"), format!("/proc/{pid}/net/tcp6")] {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for l in text.lines().skip(1) {
-            let c: Vec<&str> = l.split_whitespace().collect();
-            if c.len() < 10 || c[3] != "01" || !inodes.iter().any(|i| i == c[9]) {
-                continue;
-            }
-            let port = |s: &str| s.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if let (Some(l), Some(r)) = (port(c[1]), port(c[2])) {
-                out.push((l, r));
-            }
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 
 /// [`check_http_span`] for a given `network.protocol.version` ("1.1" or "2").
@@ -425,7 +395,7 @@ pub fn check_no_connection_spans(spans: &[ReceivedSpan]) -> Vec<String> {
 /// copy in Read, the stack check's branch in Write); under `ITEST_GO_TLS_PROBES=entry-and-rets`
 /// (the second pass of `cargo xtask test`) the probes must be at entries and RETs instead, and
 /// under `rets` (the third) Read at its RETs only.
-pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
+pub fn wait_go_tls_probes(tracer: &mut crate::tracer::Tracer, pid: u32) -> String {
     let line = tracer.wait_for_stderr_line(
         &format!("`Go TLS plaintext probes attached` with pid={pid}"),
         move |l| l.contains("Go TLS plaintext probes attached") && crate::tracer::has_pid_field(l, pid),
@@ -442,57 +412,19 @@ pub fn wait_go_tls_probes(tracer: &mut crate::Tracer, pid: u32) -> String {
     line
 }
 
-/// `final stats` counters of the tracer's stderr (`key=value` pairs of the last such line).
-pub fn final_stats(stderr: &str) -> HashMap<String, i64> {
-    stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("final stats"))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| v.parse::<i64>().ok().map(|v| (k.to_owned(), v)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Problems for each of `keys` that the `final stats` line in `stderr` does not give as 0.
-pub fn check_zero_stats(stderr: &str, keys: &[&str]) -> Vec<String> {
-    let stats = final_stats(stderr);
-    keys.iter()
-        .filter_map(|k| match stats.get(*k) {
-            Some(0) => None,
-            other => Some(format!("{k} should be 0, is {other:?}")),
-        })
-        .collect()
-}
-
-/// The tracer's log lines about targets and probes, warnings and errors, and `final stats`: for
-/// failure messages.
-pub fn tracer_log_summary(stderr: &str) -> String {
-    stderr
-        .lines()
-        .filter(|l| {
-            l.contains("target ")
-                || l.contains("probes")
-                || l.contains(" WARN ")
-                || l.contains(" ERROR ")
-                || l.contains("final stats")
-        })
-        .map(|l| tail(l, 600))
-        .collect::<Vec<_>>()
-        .join("\n    ")
-}
-
-/// The `final stats` line, for messages.
-pub fn final_stats_line(stderr: &str) -> String {
-    stderr.lines().rev().find(|l| l.contains("final stats")).map(|l| tail(l, 1000)).unwrap_or_default()
-}
-
 /// JSON value helper for attribute expectations.
 pub fn v<T: Into<Value>>(x: T) -> Value {
     x.into()
+}
+
+/// The spans of the connection from client port `client_port`, and those named `unknown` (which
+/// may be its requests, not yet understood).
+pub fn spans_of_connection(spans: &[ReceivedSpan], client_port: u16) -> Vec<ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.attr_i64("client.port") == Some(i64::from(client_port)) || s.name == "unknown")
+        .cloned()
+        .collect()
 }
 
 /// Outcome of a connection the tracer joined mid-way, seen from its HTTP spans.

@@ -1,135 +1,18 @@
 //! Target and peer processes, and a curl helper. Everything on 127.0.0.1.
 
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{Collector, TempDir, comm_of, drain_pipes, python, require_tool, scripts, tail, wait_for_port};
+use harness::{Certs, NginxConf, Proc, TempDir, free_port, require_tool, tail, wait_for_port};
+
+use crate::host::{comm_of, python};
+use crate::scripts;
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A child process with stdout/stderr collected in the background and stdin kept open.
-/// Killed (SIGKILL) on drop.
-pub struct Proc {
-    name: String,
-    child: Option<Child>,
-    pid: u32,
-    stdin: Option<ChildStdin>,
-    stdout: Arc<Collector>,
-    stderr: Arc<Collector>,
-    _readers: Vec<JoinHandle<()>>,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.env("PYTHONUNBUFFERED", "1").env("PYTHONDONTWRITEBYTECODE", "1");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        let pid = child.id();
-        let stdin = child.stdin.take();
-        let (stdout, h1) = Collector::spawn(child.stdout.take().unwrap(), &format!("{name}-stdout"));
-        let (stderr, h2) = Collector::spawn(child.stderr.take().unwrap(), &format!("{name}-stderr"));
-        Proc { name: name.to_owned(), child: Some(child), pid, stdin, stdout, stderr, _readers: vec![h1, h2] }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn stdout(&self) -> String {
-        self.stdout.text()
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.text()
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "{} (pid {})\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
-            self.name,
-            self.pid,
-            tail(&self.stdout(), 4000),
-            tail(&self.stderr(), 4000)
-        )
-    }
-
-    /// Some(status) once the process has exited.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// Panics (with output) when the process has exited.
-    pub fn assert_running(&mut self) {
-        if let Some(st) = self.try_wait() {
-            panic!("{} exited unexpectedly ({st})\n{}", self.name, self.describe());
-        }
-    }
-
-    /// Waits for a stdout line satisfying `pred`; panics on timeout or exit.
-    pub fn wait_stdout_line<F: Fn(&str) -> bool>(&mut self, what: &str, pred: F, timeout: Duration) -> String {
-        let out = self.stdout.clone();
-        let mut child = self.child.as_mut();
-        let mut stop = || child.as_mut().map(|c| matches!(c.try_wait(), Ok(Some(_)))).unwrap_or(true);
-        let got = out.wait_line(&pred, timeout, &mut stop);
-        match got {
-            Some(l) => l,
-            None => panic!("{}: no stdout line {what} within {timeout:?}\n{}", self.name, self.describe()),
-        }
-    }
-
-    pub fn send_line(&mut self, line: &str) {
-        let name = self.name.clone();
-        let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{name}: stdin already closed"));
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .and_then(|_| stdin.flush())
-            .unwrap_or_else(|e| panic!("{name}: write to stdin: {e}"));
-    }
-
-    pub fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Waits for exit; panics after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_wait() {
-                // Its last lines are read before anyone looks.
-                drain_pipes(&self.stdout, &self.stderr);
-                return st;
-            }
-            if Instant::now() >= deadline {
-                panic!("{} did not exit within {timeout:?}\n{}", self.name, self.describe());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn wait_port_file(proc: &mut Proc, path: &Path) -> u16 {
     let deadline = Instant::now() + START_TIMEOUT;
@@ -196,19 +79,8 @@ impl PythonHttpServer {
         let mut cmd = Command::new(&exe);
         cmd.arg(&script).arg(&port_file).current_dir(dir.path());
         if tls {
-            let openssl = require_tool("openssl", "openssl");
-            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-            let out = Command::new(openssl)
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .output()
-                .expect("run openssl");
-            assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
-            cmd.arg(&cert).arg(&key);
+            let certs = Certs::make(dir.path());
+            cmd.arg(&certs.server_cert).arg(&certs.server_key);
         }
         let name = if tls { "python-https-server" } else { "python-http-server" };
         let mut proc = Proc::spawn(name, cmd);
@@ -333,8 +205,7 @@ impl Nginx {
         let mut last_err = String::new();
         for _attempt in 0..5 {
             let dir = TempDir::new("nginx");
-            let port = crate::free_port();
-            let d = dir.path().display().to_string();
+            let port = free_port();
             let mut pod = String::from(
                 "{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"nginx-pod\"},\"pad\":\"",
             );
@@ -345,42 +216,21 @@ impl Nginx {
             assert_eq!(pod.len(), Self::POD_SIZE);
             dir.write("www/api/v1/namespaces/default/pods/nginx-pod", &pod);
             dir.write("www/index.html", "<html><body>nginx test</body></html>\n");
-            for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-                std::fs::create_dir_all(dir.join(format!("tmp/{t}"))).unwrap();
-            }
-            let conf = format!(
-                r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/tmp/client_body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 30s;
-    default_type application/json;
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
-        root {d}/www;
-        location = /healthz {{ default_type text/plain; return 200 "ok\n"; }}
-        location = /status/500 {{ return 500; }}
-        location / {{ try_files $uri =404; }}
-    }}
-}}
-"#
-            );
-            let conf_path = dir.write("nginx.conf", conf);
-            let mut cmd = Command::new(&nginx);
-            cmd.arg("-p").arg(dir.path()).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path);
-            cmd.current_dir(dir.path());
+            let conf = NginxConf {
+                port,
+                worker_connections: 64,
+                rlimit_nofile: None,
+                error_log: "info",
+                access_log: true,
+                keepalive_timeout: "30s",
+                default_type: "application/json",
+                backlog: None,
+                locations: &[
+                    r#"location = /healthz { default_type text/plain; return 200 "ok\n"; }"#,
+                    "location = /status/500 { return 500; }",
+                ],
+            };
+            let cmd = conf.write(&nginx, dir.path()).expect("write nginx.conf");
             let mut proc = Proc::spawn("nginx", cmd);
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
@@ -420,6 +270,34 @@ http {{
 
 // ---------------------------------------------------------------------------------------------
 
+/// A client script that reports `{"event": ...}` lines on stdout and waits on stdin between its
+/// phases (`go` starts its work).
+pub struct ScriptClient {
+    pub(crate) proc: Proc,
+    pub(crate) _dir: TempDir,
+}
+
+impl ScriptClient {
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+
+    /// Lets the client start its work.
+    pub fn go(&mut self) {
+        self.proc.send_line("go");
+    }
+
+    /// Waits for the `{"event": "<event>"}` line; panics on timeout or exit.
+    pub fn wait_event(&mut self, event: &str, timeout: Duration) {
+        let quoted = format!("\"{event}\"");
+        self.proc.wait_stdout_line(&format!("`{event}`"), |l| l.contains(&quoted), timeout);
+    }
+}
+
 /// One response seen by [`PythonClient`].
 #[derive(Clone, Debug)]
 pub struct ClientResult {
@@ -433,9 +311,8 @@ pub struct ClientResult {
 
 /// The python HTTP/1.1 client of [`scripts::HTTP_CLIENT`]: one keep-alive connection.
 pub struct PythonClient {
-    proc: Proc,
+    client: ScriptClient,
     wait_stdin: bool,
-    _dir: TempDir,
 }
 
 impl PythonClient {
@@ -449,7 +326,7 @@ impl PythonClient {
         let wait_stdin = plan.get("wait_stdin").and_then(Value::as_bool).unwrap_or(false);
         let mut proc = Proc::spawn("python-http-client", cmd);
         proc.wait_stdout_line("`ready`", |l| l.contains("\"ready\""), START_TIMEOUT);
-        PythonClient { proc, wait_stdin, _dir: dir }
+        PythonClient { client: ScriptClient { proc, _dir: dir }, wait_stdin }
     }
 
     /// Runs `plan` without waiting for stdin, to completion; returns the responses.
@@ -457,28 +334,15 @@ impl PythonClient {
         plan["wait_stdin"] = Value::Bool(false);
         let mut c = Self::start(plan);
         let res = c.wait_done(timeout);
-        c.proc.wait_exit(timeout);
+        c.client.proc.wait_exit(timeout);
         res
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    pub fn proc(&mut self) -> &mut Proc {
-        &mut self.proc
-    }
-
-    /// Lets a `wait_stdin` client start its work.
-    pub fn go(&mut self) {
-        self.proc.send_line("go");
     }
 
     /// Waits for the `done` line; returns the responses.
     pub fn wait_done(&mut self, timeout: Duration) -> Vec<ClientResult> {
-        self.proc.wait_stdout_line("`done`", |l| l.contains("\"done\""), timeout);
+        self.client.wait_event("done", timeout);
         let mut out = Vec::new();
-        for line in self.proc.stdout().lines() {
+        for line in self.client.proc.stdout().lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
@@ -499,10 +363,10 @@ impl PythonClient {
     /// Lets a `wait_stdin` client exit (after `done`) and waits for it.
     pub fn finish(mut self) {
         if self.wait_stdin {
-            self.proc.send_line("exit");
+            self.client.proc.send_line("exit");
         }
-        let st = self.proc.wait_exit(Duration::from_secs(20));
-        assert!(st.success(), "python client failed ({st})\n{}", self.proc.describe());
+        let st = self.client.proc.wait_exit(Duration::from_secs(20));
+        assert!(st.success(), "python client failed ({st})\n{}", self.client.proc.describe());
     }
 }
 
@@ -687,5 +551,18 @@ impl RawHttp {
     /// Closes the connection (both directions).
     pub fn close(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl std::ops::Deref for PythonClient {
+    type Target = ScriptClient;
+    fn deref(&self) -> &ScriptClient {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PythonClient {
+    fn deref_mut(&mut self) -> &mut ScriptClient {
+        &mut self.client
     }
 }

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use crate::host::{now_unix_nanos, require_root};
+use crate::otlp::{OtlpReceiver, Protocol};
 use crate::span::ReceivedSpan;
 use crate::tracer::{Tracer, TracerOutput};
-use crate::{OtlpReceiver, Protocol, now_unix_nanos};
 
 /// Where the spans of a [`TraceSession`] go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,30 +33,11 @@ pub struct Finished {
     pub rx: Option<OtlpReceiver>,
 }
 
-impl Finished {
-    /// Panics with every problem, every span and the tracer's stderr when `errs` is not empty.
-    pub fn assert_ok(&self, context: &str, errs: &[String]) {
-        if !errs.is_empty() {
-            let stats: Vec<&str> = self.output.stderr.lines().filter(|l| l.contains("final stats")).collect();
-            crate::check::assert_no_errors(
-                &format!(
-                    "{context}\n(tracer {:?}; {})\n--- tracer stderr (tail) ---\n{}\n---",
-                    self.output.args,
-                    stats.join(" | "),
-                    crate::tail(&self.output.stderr, 3000)
-                ),
-                errs,
-                &self.spans,
-            );
-        }
-    }
-}
-
 impl TraceSession {
     /// Starts the tracer with `target_args` (e.g. `--pid N`) + `extra` + the sink's flags, and waits
     /// for `target attached` of each of `attach_pids`.
     pub fn start(sink: Sink, target_args: &[String], extra: &[&str], attach_pids: &[u32]) -> TraceSession {
-        crate::require_root();
+        require_root();
         let rx = match sink {
             Sink::Grpc => Some(OtlpReceiver::start(Protocol::Grpc)),
             Sink::Http => Some(OtlpReceiver::start(Protocol::Http)),

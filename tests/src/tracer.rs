@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use harness::has_pid_field;
+use harness::{ATTACHED, Collector, TempDir, drain_pipes, require_tool, tail, tracer_env};
+
+use crate::host::tracer_bin;
 use crate::span::{ReceivedSpan, dump};
-use crate::{Collector, TempDir, drain_pipes, tail, tracer_bin};
 
 /// How long `stop()` waits for the tracer to flush and exit after SIGINT.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -138,7 +141,7 @@ impl Tracer {
     pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
         let mut cmd = Command::new(tracer_bin());
         cmd.args(args);
-        configure_env(&mut cmd);
+        tracer_env(&mut cmd);
         cmd
     }
 
@@ -164,7 +167,7 @@ impl Tracer {
     pub fn start_program<S: AsRef<OsStr>>(program: &std::path::Path, args: &[S]) -> Tracer {
         let mut cmd = Command::new(program);
         cmd.args(args);
-        configure_env(&mut cmd);
+        tracer_env(&mut cmd);
         Self::spawn(cmd, args_vec(args), None)
     }
 
@@ -172,7 +175,7 @@ impl Tracer {
     /// util-linux `setpriv`. The binary is copied to a world-readable temp dir first so the
     /// unprivileged user can execute it wherever it was built.
     pub fn start_unprivileged<S: AsRef<OsStr>>(args: &[S]) -> Tracer {
-        let setpriv = crate::require_tool("setpriv", "util-linux");
+        let setpriv = require_tool("setpriv", "util-linux");
         let dir = TempDir::new("nobody");
         let bin = dir.join("tracer");
         std::fs::copy(tracer_bin(), &bin).expect("copy tracer binary");
@@ -181,7 +184,7 @@ impl Tracer {
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]);
         cmd.arg(&bin).args(args);
         cmd.current_dir(dir.path());
-        configure_env(&mut cmd);
+        tracer_env(&mut cmd);
         let mut v = vec!["<setpriv nobody>".to_owned()];
         v.extend(args_vec(args));
         Self::spawn(cmd, v, Some(dir))
@@ -292,11 +295,8 @@ impl Tracer {
     /// Under `ITEST_PROBE_MODE=syscalls`, also checks that the tracer runs with syscall hooks.
     pub fn wait_attached(&mut self, pid: u32) -> String {
         let what = format!("`target attached` with pid={pid}");
-        let line = self.wait_for_stderr_line(
-            &what,
-            move |l| l.contains("target attached") && has_pid_field(l, pid),
-            ATTACH_TIMEOUT,
-        );
+        let line =
+            self.wait_for_stderr_line(&what, move |l| l.contains(ATTACHED) && has_pid_field(l, pid), ATTACH_TIMEOUT);
         if std::env::var("ITEST_PROBE_MODE").as_deref() == Ok("syscalls")
             && !self.args.iter().any(|a| a == "--probe-mode")
         {
@@ -431,44 +431,6 @@ impl Drop for Tracer {
 
 fn args_vec<S: AsRef<OsStr>>(args: &[S]) -> Vec<String> {
     args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect()
-}
-
-fn configure_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TRACER_") && k != "TRACER_LOG" {
-            cmd.env_remove(&k);
-        }
-    }
-    if std::env::var_os("TRACER_LOG").is_none() {
-        cmd.env("TRACER_LOG", "info");
-    }
-    // `cargo xtask test` runs the protocol suites a second time with the syscall hooks.
-    if let Some(mode) = std::env::var_os("ITEST_PROBE_MODE") {
-        cmd.env("TRACER_PROBE_MODE", mode);
-    }
-    // ... and with the Go TLS probes at every entry and RET, then once more at Read's RETs alone.
-    if let Some(probes) = std::env::var_os("ITEST_GO_TLS_PROBES") {
-        cmd.env("TRACER_GO_TLS_PROBES", probes);
-    }
-    cmd.env("NO_COLOR", "1");
-    cmd.env("RUST_BACKTRACE", "1");
-}
-
-/// Whether `line` has a `pid=<pid>` field (not a prefix of a longer number).
-pub fn has_pid_field(line: &str, pid: u32) -> bool {
-    let needle = format!("pid={pid}");
-    let mut rest = line;
-    while let Some(i) = rest.find(&needle) {
-        let before_ok = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
-        let after = &rest[i + needle.len()..];
-        let after_ok = !after.starts_with(|c: char| c.is_ascii_digit());
-        if before_ok && after_ok {
-            return true;
-        }
-        rest = &rest[i + needle.len()..];
-    }
-    false
 }
 
 /// The tracer binary path (re-export for tests that build their own commands).

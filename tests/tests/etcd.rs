@@ -4,16 +4,15 @@
 
 use std::time::Duration;
 
-use integration_tests::check::{ResourceExpect, assert_session_ok, check_common};
+use integration_tests::check::{ResourceExpect, check_common};
+use integration_tests::ending::assert_session_ok;
 use integration_tests::etcd::{
     Etcd, EtcdExpect, ExecTarget, GrpcClient, check_etcd_spans, check_mid_stream, parse_lease_grant,
 };
-use integration_tests::gotls::final_stats_line;
+use integration_tests::tracer_log::final_stats_line;
 use integration_tests::*;
 use serde_json::{Value, json};
 
-const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_millis(700);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Values written to etcd: they must appear nowhere in the tracer's output.
@@ -36,7 +35,7 @@ fn no_extra(_: &ReceivedSpan) -> bool {
 fn kv_operations_give_server_spans() {
     let etcd = Etcd::start();
     let res = ResourceExpect::of(etcd.pid());
-    let mut sess = TraceSession::for_pid(Sink::Grpc, etcd.pid());
+    let sess = TraceSession::for_pid(Sink::Grpc, etcd.pid());
     let window = sess.window_start;
     let port = etcd.port();
     let sv = |e: EtcdExpect| e.server_port(port);
@@ -95,14 +94,9 @@ fn kv_operations_give_server_spans() {
             .label("get --rev"),
         sv(EtcdExpect::kv("server", "DeleteRange", "/registry/pods/default/web-1"))
             .attr("etcd.response.deleted", json!(1)),
-        sv(EtcdExpect::kv("server", "Txn", "/registry/pods/default/web-0"))
-            .attr("etcd.txn.compares", json!(1))
-            .attr("etcd.txn.success_ops", json!(1))
-            .attr("etcd.txn.failure_ops", json!(1))
-            .attr("etcd.txn.succeeded", json!(true)),
+        sv(EtcdExpect::kv("server", "Txn", "/registry/pods/default/web-0")).txn(1, 1, 1, true),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
     assert_session_ok("etcd KV operations (server side)", errs, &fin, &NEVER);
@@ -162,7 +156,7 @@ fn watch_is_reported_when_created() {
 fn lease_lifecycle_and_a_failing_call() {
     let etcd = Etcd::start();
     let res = ResourceExpect::of(etcd.pid());
-    let mut sess = TraceSession::for_pid(Sink::Json, etcd.pid());
+    let sess = TraceSession::for_pid(Sink::Json, etcd.pid());
     let window = sess.window_start;
     let port = etcd.port();
 
@@ -189,8 +183,7 @@ fn lease_lifecycle_and_a_failing_call() {
             .attr("etcd.lease.id", json!(id))
             .error(5, "requested lease not found"),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     errs.extend(check_common(&fin.spans, &res, window));
     assert_session_ok("etcd leases and a failing call (server side)", errs, &fin, &NEVER);
@@ -211,7 +204,7 @@ fn client_spans_of_etcdctl_exec_after_attach() {
     );
     let pids = [put.pid(), get.pid()];
     let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
-    let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
+    let sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     let window = sess.window_start;
     put.go();
     put.wait_success(CLIENT_TIMEOUT);
@@ -227,8 +220,7 @@ fn client_spans_of_etcdctl_exec_after_attach() {
             .attr("etcd.response.count", json!(1))
             .attr("etcd.response.kvs", json!(1)),
     ];
-    sess.wait_spans(|_| true, exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(exps.len());
     let mut errs = check_etcd_spans(&fin.spans, &exps, &no_extra);
     for (pid, e) in pids.iter().zip(&exps) {
         let mine: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| e.identifies(s)).cloned().collect();
@@ -256,14 +248,6 @@ fn mid_connection_grpc_warms_up_without_wrong_names() {
     let fin = sess.finish(SETTLE);
     client.finish();
     let (m, errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 0);
-    eprintln!(
-        "[etcd gRPC mid-connection, plain] {} calls after attach: {} unknown, {} named right, first named call #{:?}, last unnamed call #{:?}\n{}",
-        m.calls,
-        m.unknown,
-        m.named_right,
-        m.first_named,
-        m.last_unnamed,
-        final_stats_line(&fin.output.stderr)
-    );
+    eprintln!("[etcd gRPC mid-connection, plain] {}\n{}", m.summary(), final_stats_line(&fin.output.stderr));
     assert_session_ok("etcd gRPC connection joined mid-way", errs, &fin, &[NEVER[3]]);
 }

@@ -9,13 +9,11 @@ use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_no_errors
 use integration_tests::etcd::ExecTarget;
 use integration_tests::gotls::{
     GoHttpClient, GoResponse, GoServer, check_http_spans_version, check_mid_http, check_no_connection_spans,
-    final_stats_line, tracer_log_summary,
+    spans_of_connection,
 };
 use integration_tests::procs::CURL_USER_AGENT;
+use integration_tests::tracer_log::{final_stats_line, tracer_log_summary};
 use integration_tests::*;
-
-const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
-const SETTLE: Duration = Duration::from_millis(700);
 
 fn pods_route() -> &'static str {
     "/api/v1/namespaces/{namespace}/pods/{name}"
@@ -35,7 +33,7 @@ fn pod(ns: &str, name: &str) -> (String, K8s) {
 fn h2c_server_spans_for_curl_and_go_clients() {
     let srv = GoServer::h2c();
     let res = ResourceExpect::of(srv.pid());
-    let mut sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
+    let sess = TraceSession::for_pid(Sink::Grpc, srv.pid());
     let window = sess.window_start;
     let port = srv.port();
     let mut h2 = Vec::new();
@@ -116,8 +114,7 @@ fn h2c_server_spans_for_curl_and_go_clients() {
             .max_duration(t1.time_total),
     ];
 
-    sess.wait_spans(|_| true, h2.len() + h1.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(h2.len() + h1.len());
     let is_h1 = |s: &ReceivedSpan| s.attr_str("network.protocol.version") == Some("1.1");
     let spans_h2: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| !is_h1(s)).cloned().collect();
     let spans_h1: Vec<ReceivedSpan> = fin.spans.iter().filter(|s| is_h1(s)).cloned().collect();
@@ -160,7 +157,7 @@ fn h2c_client_spans_of_curl_and_go_client() {
     let go_res = ResourceExpect::of(go.pid());
     let pids = [curl_target.pid(), go.pid()];
     let args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect();
-    let mut sess = TraceSession::start(Sink::Json, &args, &[], &pids);
+    let sess = TraceSession::start(Sink::Json, &args, &[], &pids);
     let window = sess.window_start;
     curl_target.go();
     curl_target.wait_success(Duration::from_secs(20));
@@ -185,8 +182,7 @@ fn h2c_client_spans_of_curl_and_go_client() {
     .into_iter()
     .map(|e| e.client_port(lp).server_port(port).user_agent("Go-http-client/2.0"))
     .collect::<Vec<_>>();
-    sess.wait_spans(|_| true, curl_exps.len() + go_exps.len(), SPAN_TIMEOUT);
-    let fin = sess.finish(SETTLE);
+    let fin = sess.end(curl_exps.len() + go_exps.len());
     let of = |pid: u32| fin.spans.iter().filter(|s| s.pid() == Some(pid)).cloned().collect::<Vec<_>>();
     let (curl_spans, go_spans) = (of(pids[0]), of(pids[1]));
     let mut errs = check_http_spans_version(&curl_spans, &curl_exps, "2", &|_| false);
@@ -244,12 +240,7 @@ fn h2c_connection_joined_mid_way() {
                 .response_body(r.bytes)
         })
         .collect();
-    let conn: Vec<ReceivedSpan> = fin
-        .spans
-        .iter()
-        .filter(|s| s.attr_i64("client.port") == Some(i64::from(lp)) || s.name == "unknown")
-        .cloned()
-        .collect();
+    let conn = spans_of_connection(&fin.spans, lp);
     let (m, mut errs) = check_mid_http(&conn, &exps, "2", not_before, attached_at, 10);
     eprintln!(
         "[h2c mid-connection] tracer attached after {attached_at} of {n} requests: {m:?}\n{}",

@@ -16,8 +16,6 @@ package main
 
 import (
 	"bufio"
-	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -26,11 +24,11 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"tracer/tests/go/internal/testapi"
 )
 
 // urlList is a repeatable -url flag.
@@ -77,14 +75,7 @@ func main() {
 	fmt.Printf("listening on %s\n", ln.Addr())
 	os.Stdout.Sync()
 
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-		<-sig
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
+	testapi.ShutdownOnSignal(srv)
 
 	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
 		log.Fatalf("h2c-server: %v", err)
@@ -92,37 +83,8 @@ func main() {
 }
 
 func route(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.Path
 	io.Copy(io.Discard, r.Body)
-
-	switch {
-	case path == "/":
-		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, "ok\n")
-	case strings.HasPrefix(path, "/api/v1/namespaces/"):
-		parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
-		if len(parts) != 3 || parts[0] == "" || parts[1] != "pods" || parts[2] == "" {
-			http.NotFound(w, r)
-			return
-		}
-		pod := map[string]interface{}{
-			"kind":       "Pod",
-			"apiVersion": "v1",
-			"metadata":   map[string]string{"name": parts[2], "namespace": parts[0]},
-			"status":     map[string]string{"phase": "Running"},
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(pod)
-	case strings.HasPrefix(path, "/status/"):
-		code, err := strconv.Atoi(strings.TrimPrefix(path, "/status/"))
-		if err != nil || code < 200 || code > 599 {
-			http.Error(w, "bad status code", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(code)
-		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
-	default:
+	if !testapi.Route(w, r) {
 		http.NotFound(w, r)
 	}
 }
@@ -185,11 +147,7 @@ requests:
 }
 
 func clientDo(c *http.Client, method, url, data string) error {
-	var body io.Reader
-	if data != "" {
-		body = strings.NewReader(data)
-	}
-	req, err := http.NewRequest(method, url, body)
+	req, err := testapi.NewRequest(method, url, data)
 	if err != nil {
 		return err
 	}

@@ -31,8 +31,9 @@ import (
 	"net/http"
 	neturl "net/url"
 	"os"
-	"strings"
 	"time"
+
+	"tracer/tests/go/internal/testapi"
 )
 
 func main() {
@@ -110,11 +111,7 @@ func stopped(stop chan struct{}) bool {
 }
 
 func doOne(client *http.Client, method, url, data string) error {
-	var body io.Reader
-	if data != "" {
-		body = strings.NewReader(data)
-	}
-	req, err := http.NewRequest(method, url, body)
+	req, err := testapi.NewRequest(method, url, data)
 	if err != nil {
 		return err
 	}

@@ -12,14 +12,12 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -28,11 +26,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"tracer/tests/go/internal/testapi"
 )
 
 func main() {
@@ -70,54 +68,24 @@ func main() {
 	os.Stdout.Sync()
 
 	// Exit cleanly on SIGTERM/SIGINT so test harnesses get a 0 exit status.
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-		<-sig
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
+	testapi.ShutdownOnSignal(srv)
 
 	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
 		log.Fatalf("https-server: %v", err)
 	}
 }
 
-// route dispatches by hand (no 1.22 patterns) to stay buildable by Go 1.19.
+// route answers the shared routes (testapi.Route) and this server's own, dispatched by hand (no
+// 1.22 patterns) to stay buildable by Go 1.19.
 func route(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	// Drain any request body so the tracer sees the whole request on the wire.
 	io.Copy(io.Discard, r.Body)
+	if testapi.Route(w, r) {
+		return
+	}
 
 	switch {
-	case path == "/":
-		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, "ok\n")
-	case strings.HasPrefix(path, "/api/v1/namespaces/"):
-		// /api/v1/namespaces/{ns}/pods/{name}
-		parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
-		if len(parts) != 3 || parts[0] == "" || parts[1] != "pods" || parts[2] == "" {
-			http.NotFound(w, r)
-			return
-		}
-		pod := map[string]interface{}{
-			"kind":       "Pod",
-			"apiVersion": "v1",
-			"metadata":   map[string]string{"name": parts[2], "namespace": parts[0]},
-			"status":     map[string]string{"phase": "Running"},
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(pod)
-	case strings.HasPrefix(path, "/status/"):
-		code, err := strconv.Atoi(strings.TrimPrefix(path, "/status/"))
-		if err != nil || code < 200 || code > 599 {
-			http.Error(w, "bad status code", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(code)
-		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
 	case strings.HasPrefix(path, "/bytes/"):
 		// N bytes of 'x', with a Content-Length: bodies larger than a TLS record.
 		n, err := strconv.Atoi(strings.TrimPrefix(path, "/bytes/"))

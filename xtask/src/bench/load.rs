@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::procs::Proc;
+use super::procs::spawn;
 
 /// What an HTTP load generator (wrk, h2load) measured in one run.
 #[derive(Debug, Clone, Default)]
@@ -24,27 +24,36 @@ pub struct WrkResult {
     pub errors: u64,
 }
 
-pub fn wrk(wrk: &Path, work: &Path, url: &str, threads: u32, conns: u32, secs: u64) -> Result<WrkResult> {
+pub fn wrk(wrk: &Path, url: &str, threads: u32, conns: u32, secs: u64) -> Result<WrkResult> {
     let mut cmd = Command::new(wrk);
     cmd.arg(format!("-t{threads}"))
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
         .args(["--latency", "--timeout", "5s"])
         .arg(url);
-    let out = run_for("wrk", work, &mut cmd, secs)?;
+    let out = run_for("wrk", &mut cmd, secs)?;
     parse_wrk(&out).with_context(|| format!("unexpected wrk output: {}", out.replace('\n', " | ")))
 }
 
 /// Runs a load generator meant to last `secs` (a minute of slack) and returns its stdout.
-fn run_for(name: &str, work: &Path, cmd: &mut Command, secs: u64) -> Result<String> {
-    let mut p = Proc::spawn(name, work, cmd)?;
+fn run_for(name: &str, cmd: &mut Command, secs: u64) -> Result<String> {
+    let mut p = spawn(name, cmd)?;
     let Some(st) = p.wait_timeout(Duration::from_secs(secs + 60)) else {
         bail!("{name} did not finish within {} s", secs + 60);
     };
     if !st.success() {
         bail!("{name} failed ({st}): {}", p.last_words());
     }
-    Ok(p.stdout_text())
+    Ok(p.stdout())
+}
+
+/// The `p`th percentile of sorted latencies.
+pub fn percentile_us(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64
 }
 
 fn duration_ms(v: &str) -> Option<f64> {
@@ -103,7 +112,7 @@ pub fn h2load(
         .arg(format!("--log-file={}", log.display()))
         .args(extra)
         .arg(url);
-    let out = run_for("h2load", work, &mut cmd, secs)?;
+    let out = run_for("h2load", &mut cmd, secs)?;
     let mut r =
         parse_h2load(&out).with_context(|| format!("unexpected h2load output: {}", out.replace('\n', " | ")))?;
     let log_text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
@@ -113,8 +122,8 @@ pub fn h2load(
         bail!("h2load logged no request");
     }
     us.sort_unstable();
-    r.p50_ms = super::percentile_us(&us, 50.0) / 1000.0;
-    r.p99_ms = super::percentile_us(&us, 99.0) / 1000.0;
+    r.p50_ms = percentile_us(&us, 50.0) / 1000.0;
+    r.p99_ms = percentile_us(&us, 99.0) / 1000.0;
     Ok(r)
 }
 
@@ -264,15 +273,15 @@ pub fn build_syscall_loop(gcc: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 /// Mean ns per syscall of the fastest of `reps` batches of `n` calls.
-pub fn syscall_loop(bin: &Path, work: &Path, which: &str, n: u64, reps: u32) -> Result<f64> {
+pub fn syscall_loop(bin: &Path, which: &str, n: u64, reps: u32) -> Result<f64> {
     let mut cmd = Command::new(bin);
     cmd.arg(which).arg(n.to_string()).arg(reps.to_string());
-    let mut p = Proc::spawn("syscall-loop", work, &mut cmd)?;
+    let mut p = spawn("syscall-loop", &mut cmd)?;
     let Some(st) = p.wait_timeout(Duration::from_secs(120)) else { bail!("the syscall loop did not finish") };
     if !st.success() {
         bail!("the syscall loop failed ({st}): {}", p.last_words());
     }
-    p.stdout_text().trim().parse().with_context(|| format!("syscall loop printed {:?}", p.stdout_text()))
+    p.stdout().trim().parse().with_context(|| format!("syscall loop printed {:?}", p.stdout()))
 }
 
 /// A uprobe on one of the syscall loop's probed functions, as a tracefs event (no eBPF), enabled
@@ -284,10 +293,10 @@ pub struct Uprobe {
 
 /// The file offset of the function the syscall loop calls in mode `which` (`ret`: a lone `ret`;
 /// `branch`: a `call`), as the loop finds it in its own mappings.
-pub fn probe_offset(bin: &Path, work: &Path, which: &str) -> Result<String> {
-    let mut p = Proc::spawn("syscall-loop", work, Command::new(bin).args(["offset", which]))?;
+pub fn probe_offset(bin: &Path, which: &str) -> Result<String> {
+    let mut p = spawn("syscall-loop", Command::new(bin).args(["offset", which]))?;
     let st = p.wait_timeout(Duration::from_secs(10)).context("the syscall loop did not print its offset")?;
-    let offset = p.stdout_text().trim().to_owned();
+    let offset = p.stdout().trim().to_owned();
     if !st.success() || !offset.starts_with("0x") {
         bail!("the syscall loop could not find its {which} function in its mappings: {offset:?}");
     }

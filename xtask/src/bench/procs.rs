@@ -1,156 +1,47 @@
-//! Processes the bench starts (killed when dropped, and when the bench dies), the tracer's
-//! lifecycle and `/proc` readings.
+//! Processes the bench starts (the harness's, killed when dropped and when the bench dies), the
+//! tracer's lifecycle and `/proc` readings.
 
 use std::{
     collections::BTreeMap,
     fs::File,
     io::Read,
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicUsize, Ordering},
+    path::Path,
+    process::Command,
     thread::sleep,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
+pub use harness::{Proc, TempDir, free_port};
 
-/// A child process with its output in log files; SIGKILLed and reaped when dropped. The kernel
-/// also kills it if the bench dies (PR_SET_PDEATHSIG).
-pub struct Proc {
-    child: Child,
-    name: String,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
-    exited: Option<ExitStatus>,
+/// Starts `cmd` as `name`, its output collected; the kernel kills it if the bench dies.
+pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc> {
+    harness::die_with_parent(cmd);
+    Proc::try_spawn(name, cmd).with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))
 }
 
-impl Proc {
-    pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Result<Proc> {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let stdout = dir.join(format!("{name}-{n}.out"));
-        let stderr = dir.join(format!("{name}-{n}.err"));
-        cmd.stdin(Stdio::null())
-            .stdout(File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?)
-            .stderr(File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
-        Ok(Proc { child, name: name.to_owned(), stdout, stderr, exited: None })
+/// An error if the process has exited: a server that died under load.
+pub fn ensure_running(proc: &mut Proc) -> Result<()> {
+    if let Some(st) = proc.try_wait() {
+        bail!("{} exited ({st}) during the bench", proc.last_words());
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
-        }
-        self.exited
-    }
-
-    pub fn signal(&self, sig: i32) {
-        if self.exited.is_none() {
-            // SAFETY: plain syscall on our own child's pid (not reaped yet, so not reused).
-            unsafe { libc::kill(self.child.id() as i32, sig) };
-        }
-    }
-
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    pub fn stdout_text(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// An error if the process has exited: a server that died under load.
-    pub fn ensure_running(&mut self) -> Result<()> {
-        if let Some(st) = self.try_wait() {
-            bail!("{} exited ({st}) during the bench", self.last_words());
-        }
-        Ok(())
-    }
-
-    /// The last non-empty line of stderr (for one-line errors).
-    pub fn last_words(&self) -> String {
-        let err = self.stderr_text();
-        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        let line: String = line.chars().take(300).collect();
-        format!("{} (pid {}): {}", self.name, self.pid(), if line.is_empty() { "no output" } else { &line })
-    }
+    Ok(())
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.try_wait().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(parent: &Path, name: &str) -> Result<TempDir> {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = parent.join(format!("{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A port that was free a moment ago (the kernel picks it: bind 127.0.0.1:0).
-pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
+/// Waits until `proc` listens on 127.0.0.1:`port`; an error if it exits first or takes too long.
 pub fn wait_for_port(proc: &mut Proc, port: u16, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     loop {
         if let Some(st) = proc.try_wait() {
             bail!("{} exited ({st}) before listening on port {port}", proc.last_words());
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if harness::wait_for_port(port, Duration::from_millis(200)) {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!("{} did not listen on 127.0.0.1:{port} within {timeout:?}", proc.last_words());
         }
-        sleep(Duration::from_millis(50));
     }
 }
 
@@ -269,21 +160,23 @@ pub struct Tracer {
 
 impl Tracer {
     /// Starts `tracer --pid PID --output none` and waits until it says the target is attached.
-    pub fn start(bin: &Path, dir: &Path, pid: u32, extra: &[&str]) -> Result<Tracer> {
+    pub fn start(bin: &Path, pid: u32, extra: &[&str]) -> Result<Tracer> {
         let mut cmd = Command::new(bin);
         cmd.args(["--pid", &pid.to_string(), "--output", "none", "--stats-interval", "0", "--log-level", "info"])
             .args(extra);
+        // Flags say what to trace and where to send it; the rest of TRACER_* (probe mode, OTLP
+        // compression) is inherited on purpose, so that a bench run can measure those settings.
         cmd.env_remove("TRACER_OTLP_ENDPOINT")
             .env_remove("TRACER_COMM")
             .env_remove("TRACER_PID")
             .env_remove("TRACER_LOG");
-        let mut proc = Proc::spawn("tracer", dir, &mut cmd)?;
+        let mut proc = spawn("tracer", &mut cmd)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(st) = proc.try_wait() {
                 bail!("the tracer exited ({st}) at start: {}", proc.last_words());
             }
-            if proc.stderr_text().contains("target attached") {
+            if proc.stderr().contains(harness::ATTACHED) {
                 break;
             }
             if Instant::now() >= deadline {
@@ -320,39 +213,15 @@ impl Tracer {
         let Some(st) = self.proc.wait_timeout(Duration::from_secs(30)) else {
             bail!("the tracer did not exit within 30 s of SIGINT: {}", self.proc.last_words());
         };
-        let err = self.proc.stderr_text();
-        let Some(line) = err.lines().rev().find(|l| l.contains("final stats")) else {
+        let err = self.proc.stderr();
+        let Some(line) = harness::final_stats_line(&err) else {
             bail!("the tracer exited ({st}) without a `final stats` line: {}", self.proc.last_words());
         };
         if !st.success() {
             bail!("the tracer exited with {st}: {}", self.proc.last_words());
         }
-        Ok(parse_stats(line))
+        Ok(harness::parse_stats(line))
     }
-}
-
-/// `key=value` pairs with numeric values (ANSI colour codes, if any, removed).
-pub fn parse_stats(line: &str) -> FinalStats {
-    let mut clean = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            clean.push(c);
-        }
-    }
-    clean
-        .split_whitespace()
-        .filter_map(|t| {
-            let (k, v) = t.split_once('=')?;
-            Some((k.to_owned(), v.trim_matches('"').parse().ok()?))
-        })
-        .collect()
 }
 
 /// Reads a whole file into a string, for small /proc files.
@@ -366,16 +235,6 @@ pub fn read_small(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn stats_line() {
-        let s = super::parse_stats(
-            "2026-01-01T00:00:00Z  INFO tracer::run: final stats events=12 lost_ringbuf_full=0 \x1b[3mspans\x1b[0m\x1b[2m=\x1b[0m5",
-        );
-        assert_eq!(s["events"], 12);
-        assert_eq!(s["lost_ringbuf_full"], 0);
-        assert_eq!(s["spans"], 5);
-    }
-
     #[test]
     fn machine_busy_counts_user_nice_system_irq_and_softirq_of_all_cpus() {
         // Recorded on the bench's 2-vCPU VM.

@@ -11,10 +11,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use harness::{Certs, NginxConf, etcd_member_args, etcd_tls_args};
 
 use super::{
     grpc,
-    procs::{Proc, TempDir, free_port, wait_for_port},
+    procs::{Proc, TempDir, ensure_running, free_port, spawn, wait_for_port},
 };
 
 /// Size of the static file wrk fetches (like nginx's default index.html).
@@ -30,64 +31,34 @@ impl Nginx {
     pub fn start(nginx: &Path, work: &Path) -> Result<Nginx> {
         let mut last_err = None;
         for _attempt in 0..5 {
-            let dir = TempDir::new(work, "nginx")?;
-            let d = dir.0.display().to_string();
+            let dir = TempDir::new_in(work, "nginx")?;
             // nginx inherits our limit (raised up to the hard limit); ask for no more than that.
             let nofile = super::load::raise_nofile(65536)?;
-            let port = free_port()?;
-            std::fs::create_dir_all(dir.0.join("www"))?;
+            let port = free_port();
+            std::fs::create_dir_all(dir.join("www"))?;
             let mut body = String::from("<!DOCTYPE html>\n<html><head><title>bench</title></head><body>\n");
             while body.len() < INDEX_SIZE - 15 {
                 body.push('x');
             }
             body.push_str("\n</body></html>\n");
-            std::fs::write(dir.0.join("www/index.html"), &body[..])?;
-            for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-                std::fs::create_dir_all(dir.0.join("tmp").join(t))?;
-            }
-            let conf = format!(
-                r#"daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile {nofile};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp/client_body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 600s;
-    default_type text/html;
-    server {{
-        listen 127.0.0.1:{port} backlog=8192;
-        server_name localhost;
-        root {d}/www;
-        location / {{ try_files $uri =404; }}
-    }}
-}}
-"#
-            );
-            let conf_path = dir.0.join("nginx.conf");
-            std::fs::write(&conf_path, conf)?;
-            let mut cmd = Command::new(nginx);
-            cmd.arg("-p")
-                .arg(&dir.0)
-                .arg("-e")
-                .arg(dir.0.join("error.log"))
-                .arg("-c")
-                .arg(&conf_path)
-                .current_dir(&dir.0);
-            let mut proc = Proc::spawn("nginx", work, &mut cmd)?;
+            std::fs::write(dir.join("www/index.html"), &body[..])?;
+            let conf = NginxConf {
+                port,
+                worker_connections: 20000,
+                rlimit_nofile: Some(nofile),
+                error_log: "warn",
+                access_log: false,
+                keepalive_timeout: "600s",
+                default_type: "text/html",
+                backlog: Some(8192),
+                locations: &[],
+            };
+            let mut cmd = conf.write(nginx, dir.path())?;
+            let mut proc = spawn("nginx", &mut cmd)?;
             match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
                 Ok(()) => return Ok(Nginx { proc, port, _dir: dir }),
                 Err(e) => {
-                    let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
                     last_err = Some(e.context(log.lines().last().unwrap_or("").to_owned()));
                 }
             }
@@ -104,7 +75,7 @@ http {{
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        self.proc.ensure_running()
+        ensure_running(&mut self.proc)
     }
 }
 
@@ -130,42 +101,17 @@ pub struct Etcd {
     _data: TempDir,
 }
 
-/// A self-signed certificate for 127.0.0.1 and its key (PEM files), made with openssl.
-pub struct SelfSigned {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl SelfSigned {
-    pub fn create(openssl: &Path, dir: &Path) -> Result<SelfSigned> {
-        let (cert, key) = (dir.join("bench-cert.pem"), dir.join("bench-key.pem"));
-        let out = Command::new(openssl)
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .context("running openssl")?;
-        if !out.status.success() {
-            bail!("openssl req failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
-        }
-        Ok(SelfSigned { cert, key })
-    }
-}
-
 impl Etcd {
     /// etcd with its data on tmpfs (/dev/shm when present), so fsync does not make the numbers
     /// depend on the disk: what is left is CPU and syscalls, which is what the tracer changes.
     /// With `tls`, it also serves gRPC over TLS on a port of its own.
-    pub fn start(etcd: &Path, work: &Path, tls: Option<&SelfSigned>) -> Result<Etcd> {
+    pub fn start(etcd: &Path, work: &Path, tls: Option<&Certs>) -> Result<Etcd> {
         let shm = PathBuf::from("/dev/shm");
         let parent = if shm.is_dir() { shm } else { work.to_path_buf() };
         let mut last_err = None;
         for _attempt in 0..5 {
-            let data = TempDir::new(&parent, "xtask-bench-etcd")?;
-            let (client, peer, secure) = (free_port()?, free_port()?, free_port()?);
+            let data = TempDir::new_in(&parent, "xtask-bench-etcd")?;
+            let (client, peer, secure) = (free_port(), free_port(), free_port());
             if client == peer || secure == client || secure == peer {
                 continue;
             }
@@ -176,23 +122,14 @@ impl Etcd {
             };
             let purl = format!("http://127.0.0.1:{peer}");
             let mut cmd = Command::new(etcd);
-            cmd.arg("--name=bench")
-                .arg(format!("--data-dir={}", data.0.display()))
-                .arg(format!("--listen-client-urls={curl}"))
-                .arg(format!("--advertise-client-urls={curl}"))
-                .arg(format!("--listen-peer-urls={purl}"))
-                .arg(format!("--initial-advertise-peer-urls={purl}"))
-                .arg(format!("--initial-cluster=bench={purl}"))
-                .arg("--initial-cluster-state=new")
-                .arg("--logger=zap")
-                .arg("--log-level=error")
+            cmd.args(etcd_member_args("bench", data.path(), &curl, &purl, "error"))
                 .arg("--auto-compaction-mode=revision")
                 .arg("--auto-compaction-retention=100000")
                 .current_dir(work);
-            if let Some(t) = tls {
-                cmd.arg(format!("--cert-file={}", t.cert.display())).arg(format!("--key-file={}", t.key.display()));
+            if let Some(certs) = tls {
+                cmd.args(etcd_tls_args(certs));
             }
-            let mut proc = Proc::spawn("etcd", work, &mut cmd)?;
+            let mut proc = spawn("etcd", &mut cmd)?;
             if let Err(e) = wait_for_port(&mut proc, client, Duration::from_secs(30)) {
                 last_err = Some(e);
                 continue;
@@ -221,7 +158,7 @@ impl Etcd {
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        self.proc.ensure_running()
+        ensure_running(&mut self.proc)
     }
 }
 
@@ -230,10 +167,10 @@ impl Etcd {
 fn start_go_program(name: &str, bin: &Path, work: &Path) -> Result<(Proc, u16)> {
     let mut last_err = None;
     for _attempt in 0..5 {
-        let port = free_port()?;
+        let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
-        let mut proc = Proc::spawn(name, work, &mut cmd)?;
+        let mut proc = spawn(name, &mut cmd)?;
         match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
             Ok(()) => return Ok((proc, port)),
             Err(e) => last_err = Some(e),
@@ -265,7 +202,7 @@ impl GoHttps {
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        self.proc.ensure_running()
+        ensure_running(&mut self.proc)
     }
 }
 

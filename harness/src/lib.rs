@@ -1,0 +1,26 @@
+//! One harness for the integration tests (package `integration-tests`) and the bench (`cargo
+//! xtask bench`):
+//!
+//! - [`Proc`]: a child process with stdout/stderr collected in the background ([`Collector`]),
+//!   killed on drop;
+//! - [`TempDir`], [`find_tool`], ports on 127.0.0.1 ([`free_port`], [`wait_for_port`]);
+//! - the tracer under test: its hermetic environment ([`tracer_env`]) and its `final stats` line
+//!   ([`parse_stats`]);
+//! - the servers' configurations: nginx ([`NginxConf`]), an etcd member's flags
+//!   ([`etcd_member_args`]) and TLS certificates ([`Certs`]).
+//!
+//! Everything listens and connects on 127.0.0.1 only.
+
+mod collector;
+mod files;
+mod net;
+mod proc;
+mod servers;
+mod tracer;
+
+pub use collector::{Collector, drain_pipes, strip_ansi, tail};
+pub use files::{TempDir, find_tool, require_tool, unique_name};
+pub use net::{closed_port, free_port, is_listening, wait_for_port};
+pub use proc::{Proc, die_with_parent};
+pub use servers::{Certs, NginxConf, etcd_member_args, etcd_tls_args};
+pub use tracer::{ATTACHED, final_stats_line, has_pid_field, parse_stats, tracer_env};

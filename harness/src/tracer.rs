@@ -1,0 +1,83 @@
+//! What the tracer under test needs from its runner, tests and bench alike: its environment, its
+//! readiness line and its `final stats` line.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::str::FromStr;
+
+use crate::collector::strip_ansi;
+
+/// What the tracer logs once a target's probes are attached.
+pub const ATTACHED: &str = "target attached";
+
+/// Gives the tracer under test a hermetic environment: every inherited `TRACER_*` variable except
+/// `TRACER_LOG` removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`, `RUST_BACKTRACE=1`, and
+/// `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES` from `ITEST_PROBE_MODE` and `ITEST_GO_TLS_PROBES`
+/// when they are set.
+pub fn tracer_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("TRACER_") && k != "TRACER_LOG" {
+            cmd.env_remove(&k);
+        }
+    }
+    if std::env::var_os("TRACER_LOG").is_none() {
+        cmd.env("TRACER_LOG", "info");
+    }
+    // `cargo xtask test` runs the protocol suites a second time with the syscall hooks.
+    if let Some(mode) = std::env::var_os("ITEST_PROBE_MODE") {
+        cmd.env("TRACER_PROBE_MODE", mode);
+    }
+    // ... and with the Go TLS probes at every entry and RET, then once more at Read's RETs alone.
+    if let Some(probes) = std::env::var_os("ITEST_GO_TLS_PROBES") {
+        cmd.env("TRACER_GO_TLS_PROBES", probes);
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd.env("RUST_BACKTRACE", "1")
+}
+
+/// Whether `line` has a `pid=<pid>` field (not a prefix of a longer number).
+pub fn has_pid_field(line: &str, pid: u32) -> bool {
+    let needle = format!("pid={pid}");
+    let mut rest = line;
+    while let Some(i) = rest.find(&needle) {
+        let before_ok = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_';
+        let after = &rest[i + needle.len()..];
+        let after_ok = !after.starts_with(|c: char| c.is_ascii_digit());
+        if before_ok && after_ok {
+            return true;
+        }
+        rest = &rest[i + needle.len()..];
+    }
+    false
+}
+
+/// The last `final stats` line of the tracer's log.
+pub fn final_stats_line(log: &str) -> Option<&str> {
+    log.lines().rev().find(|l| l.contains("final stats"))
+}
+
+/// The numeric `key=value` pairs of a stats line (ANSI colour codes, if any, removed; a value in
+/// quotes counts).
+pub fn parse_stats<T: FromStr>(line: &str) -> BTreeMap<String, T> {
+    strip_ansi(line)
+        .split_whitespace()
+        .filter_map(|t| {
+            let (k, v) = t.split_once('=')?;
+            Some((k.to_owned(), v.trim_matches('"').parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stats_line() {
+        let s = super::parse_stats::<u64>(
+            "2026-01-01T00:00:00Z  INFO tracer::run: final stats events=12 lost_ringbuf_full=0 \x1b[3mspans\x1b[0m\x1b[2m=\x1b[0m5",
+        );
+        assert_eq!(s["events"], 12);
+        assert_eq!(s["lost_ringbuf_full"], 0);
+        assert_eq!(s["spans"], 5);
+    }
+}

@@ -1,0 +1,80 @@
+// Package testapi holds what the test programs share: the kube-apiserver-shaped routes every test
+// server answers, a request with an optional body, and a clean exit on SIGTERM/SIGINT.
+//
+// Uses only APIs present in Go 1.19, so the programs still build with old and new toolchains.
+package testapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Route answers the routes every test server has, and reports whether the path was one of them:
+// `/` → 200 "ok\n", `/api/v1/namespaces/{ns}/pods/{name}` → 200 JSON Pod, `/status/{code}` →
+// that status (200–599). Dispatches by hand (no 1.22 patterns) to stay buildable by Go 1.19.
+func Route(w http.ResponseWriter, r *http.Request) bool {
+	path := r.URL.Path
+	switch {
+	case path == "/":
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok\n")
+	case strings.HasPrefix(path, "/api/v1/namespaces/"):
+		// /api/v1/namespaces/{ns}/pods/{name}
+		parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
+		if len(parts) != 3 || parts[0] == "" || parts[1] != "pods" || parts[2] == "" {
+			http.NotFound(w, r)
+			return true
+		}
+		pod := map[string]interface{}{
+			"kind":       "Pod",
+			"apiVersion": "v1",
+			"metadata":   map[string]string{"name": parts[2], "namespace": parts[0]},
+			"status":     map[string]string{"phase": "Running"},
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(pod)
+	case strings.HasPrefix(path, "/status/"):
+		code, err := strconv.Atoi(strings.TrimPrefix(path, "/status/"))
+		if err != nil || code < 200 || code > 599 {
+			http.Error(w, "bad status code", http.StatusBadRequest)
+			return true
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+	default:
+		return false
+	}
+	return true
+}
+
+// NewRequest is http.NewRequest with `data` as the body, or none when it is empty.
+func NewRequest(method, url, data string) (*http.Request, error) {
+	var body io.Reader
+	if data != "" {
+		body = strings.NewReader(data)
+	}
+	return http.NewRequest(method, url, body)
+}
+
+// ShutdownOnSignal shuts `srv` down (5 s for the requests in flight) on SIGTERM or SIGINT, so
+// that test harnesses get a 0 exit status.
+func ShutdownOnSignal(srv *http.Server) {
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+}

@@ -1,0 +1,10 @@
+//! Go crypto/tls plaintext (uprobes on stripped Go binaries): etcd 3.4 (Go 1.19) with TLS and
+//! client-certificate auth, the Go 1.27 HTTPS server and HTTP client of `tests/go`, etcdctl over
+//! TLS. The tracer must decode the plaintext: spans like without TLS, and no `TLS connection` (nor
+//! `TCP connection`) span for those connections. Includes connections established before the
+//! tracer started and reused after.
+
+mod common;
+mod etcd;
+mod go_tls;
+mod mid_connection;
