@@ -115,7 +115,7 @@ fn crate_paths(text: &str) -> Vec<String> {
 fn expand(s: &str) -> Vec<String> {
     let s = s.trim_start();
     if let Some(group) = s.strip_prefix('{') {
-        return split_group(group).into_iter().flat_map(|item| expand(item)).collect();
+        return split_group(group).into_iter().flat_map(expand).collect();
     }
     let head: String = s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     if head.is_empty() {
