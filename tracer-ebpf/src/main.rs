@@ -9,8 +9,11 @@
 #![no_std]
 #![no_main]
 
+mod diag;
 mod emit;
+mod gotls_conns;
 mod maps;
+mod pending;
 mod probes;
 mod sockets;
 mod userregs;
