@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod lint;
 mod setup;
 mod testlog;
 
