@@ -1,7 +1,8 @@
 //! The probes' own diagnostics (aya-log) reach the agent's log at debug level, and only then.
 //!
 //! A target sending UDP datagrams makes the socket hook refuse each datagram's socket (not TCP),
-//! which the probe says at debug level under the `tracer::ebpf` target.
+//! which the probe says at debug level under the `tracer::ebpf` target. The socket hooks are asked
+//! for: the syscall hooks never look at a socket they were not told of, so have nothing to refuse.
 
 use std::process::Command;
 use std::time::Duration;
@@ -31,7 +32,7 @@ fn udp_sender() -> Proc {
 fn run_at(log_level: &str) -> TracerOutput {
     let mut sender = udp_sender();
     let pid = sender.pid().to_string();
-    let mut t = Tracer::start(&["--pid", &pid, "--output", "none", "--log-level", log_level]);
+    let mut t = Tracer::start(&["--pid", &pid, "--probe-mode", "socket", "--output", "none", "--log-level", log_level]);
     t.wait_attached(sender.pid());
     for _ in 0..3 {
         sender.send_line("go");
