@@ -12,6 +12,7 @@ use tracer_common::{
 };
 
 use crate::{
+    diag::diag,
     maps::{EVENTS, capture_bytes, count, submit_flags},
     sockets::header,
 };
@@ -144,8 +145,10 @@ fn chunk<const N: usize>(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) 
     unsafe {
         if len > 0 {
             let dst = (&raw mut (*ev).data).cast::<c_void>();
-            if generated::bpf_probe_read_user(dst, len, src as *const c_void) != 0 {
+            let rc = generated::bpf_probe_read_user(dst, len, src as *const c_void);
+            if rc != 0 {
                 count(counter::READ_USER_FAILED);
+                diag!("fd {}: reading {} bytes of user memory at {:x} failed ({})", d.fd, len, src, rc);
                 len = 0;
                 flags |= data_flags::LAST;
                 ok = false;

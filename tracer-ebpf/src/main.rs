@@ -6,11 +6,21 @@
 //! (connects, closes), probes/gotls.rs Go crypto/tls plaintext, probes/process.rs targets that
 //! start and stop.
 //! Every program filters on the target TGID (or, for exec, the target comm) first.
+//!
+//! Each file in probes/ is a leaf: it holds programs and what only they use, and uses the shared
+//! modules beside this file, never another probe file. Shared: maps.rs (maps and load-time
+//! globals), sockets.rs (the socket table and its open/close records), emit.rs (data records),
+//! pending.rs (syscalls in progress, for the syscall hooks), gotls_conns.rs (Go TLS calls and the
+//! socket under each connection), userregs.rs (a task's saved registers), diag.rs (aya-log
+//! diagnostics).
 #![no_std]
 #![no_main]
 
+mod diag;
 mod emit;
+mod gotls_conns;
 mod maps;
+mod pending;
 mod probes;
 mod sockets;
 mod userregs;

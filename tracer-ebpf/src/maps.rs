@@ -7,8 +7,6 @@ use aya_ebpf::{
 };
 use tracer_common::{Comm, SockOffsets, SocketState, TARGET_BITMAP_WORDS, counter};
 
-use crate::probes::syscalls::PendingCall;
-
 /// Events to userspace. Userspace sets the real size at load time (`--ring-buffer-bytes`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
@@ -65,10 +63,6 @@ pub fn count_tls_bytes(key: u64, sk: u64, dir: usize, n: u64) {
         }
     }
 }
-
-/// Arguments of the syscall a target thread is in, keyed by pid_tgid, read back at sys_exit.
-#[map]
-pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

@@ -4,8 +4,8 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use tracer_common::{EventHeader, SockAddr, SockCloseEvent, SockOpenEvent, SocketState, counter, kind};
 
 use crate::{
+    gotls_conns,
     maps::{EVENTS, SK_KEYS, SOCKETS, TLS_BYTES, count, submit_flags},
-    probes::gotls,
 };
 
 pub const AF_INET: u16 = 2;
@@ -32,6 +32,7 @@ pub fn header(kind: u32, pid_tgid: u64, ts_ns: u64) -> EventHeader {
 }
 
 /// Tells userspace of a new connection of `pid_tgid` on `fd`, stamped `ts_ns`.
+#[allow(clippy::too_many_arguments)] // inlined into each caller: a struct would be built only to be taken apart
 #[inline(always)]
 pub fn announce_open(
     pid_tgid: u64,
@@ -82,7 +83,7 @@ pub fn close_socket(key: u64, state: &SocketState, reason: u32) {
         tls_bytes = counts.bytes;
         let _ = TLS_BYTES.remove(key);
     }
-    gotls::forget_conn(tgid, state.go_conn);
+    gotls_conns::forget_conn(tgid, state.go_conn);
     if state.sk != 0 {
         let _ = SK_KEYS.remove(state.sk);
     }

@@ -8,6 +8,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
+use aya_log::EbpfLogger;
+use tokio::io::{Interest, unix::AsyncFd};
 
 use tracer_common::{SockOffsets, probe_mode};
 
@@ -37,8 +39,10 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
     // The kernel charges BPF memory to the cgroup; where RLIMIT_MEMLOCK cannot be raised that is fine.
     raise_memlock();
 
+    let log_level = probe_log_level();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
+        .override_global(aya_log::LEVEL, &log_level, true)
         .override_global("CAPTURE_BYTES", &cli.capture_bytes, true)
         .override_global("PROBE_MODE", &mode, true)
         .override_global("SOCK_OFFSETS", &offsets, true)
@@ -47,6 +51,9 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
         .map_max_entries("EVENTS", cli.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", last_lines(&e.to_string())))?;
+    if log_level > PROBE_LOG_OFF {
+        forward_probe_logs(&mut ebpf)?;
+    }
 
     // Each raw tracepoint program is named after its tracepoint.
     let raw: &[&str] =
@@ -72,6 +79,53 @@ pub fn load(cli: &Cli) -> Result<Ebpf> {
     // Loading parsed the kernel BTF (tens of MiB of heap, now free): give it back to the system.
     unsafe { libc::malloc_trim(0) };
     Ok(ebpf)
+}
+
+/// Target of the probes' own diagnostics (aya-log) in the agent's log: `--log-level debug`, or
+/// `--log-level info,tracer::ebpf=debug` for those alone.
+/// The probes name it in each message (tracer-ebpf/src/diag.rs).
+const PROBE_LOG_TARGET: &str = "tracer::ebpf";
+
+/// aya-log's level 0: the probes log nothing.
+const PROBE_LOG_OFF: u8 = 0;
+
+/// The most verbose level the agent's log filter shows under [`PROBE_LOG_TARGET`]: the probes are
+/// told at load time (`AYA_LOG_LEVEL`, a read-only global), so a message the filter would drop is
+/// not even built in the kernel.
+fn probe_log_level() -> u8 {
+    use aya_log::Level as Probe;
+    use tracing::Level;
+    // `enabled!` needs a constant level: one test per level, most verbose first.
+    let level = if tracing::enabled!(target: PROBE_LOG_TARGET, Level::TRACE) {
+        Probe::Trace
+    } else if tracing::enabled!(target: PROBE_LOG_TARGET, Level::DEBUG) {
+        Probe::Debug
+    } else if tracing::enabled!(target: PROBE_LOG_TARGET, Level::INFO) {
+        Probe::Info
+    } else if tracing::enabled!(target: PROBE_LOG_TARGET, Level::WARN) {
+        Probe::Warn
+    } else if tracing::enabled!(target: PROBE_LOG_TARGET, Level::ERROR) {
+        Probe::Error
+    } else {
+        return PROBE_LOG_OFF;
+    };
+    level as u8
+}
+
+/// Reads the probes' log records (their own ring buffer, `AYA_LOGS`) as they arrive and hands
+/// them to the `log` crate, which tracing-subscriber forwards to the agent's log.
+fn forward_probe_logs(ebpf: &mut Ebpf) -> Result<()> {
+    let logger = EbpfLogger::init(ebpf).context("reading the probes' log records")?;
+    // SAFETY: the logger owns its ring buffer's fd, registered until the task drops both.
+    let mut logger = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .context("registering the probes' log ring buffer with tokio")?;
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    Ok(())
 }
 
 /// Socket hooks when the kernel has the tracepoints and its BTF gives the `struct sock` offsets

@@ -7,6 +7,7 @@
 mod bench;
 mod fuzz;
 mod layers;
+mod lint;
 mod setup;
 mod testlog;
 
@@ -111,7 +112,8 @@ fn run(args: &[String]) -> Result<()> {
 }
 
 fn lint() -> Result<()> {
-    layers::check(&workspace_root())
+    layers::check(&workspace_root())?;
+    lint::check()
 }
 
 fn test(args: &[String]) -> Result<()> {

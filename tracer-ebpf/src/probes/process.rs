@@ -23,7 +23,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let Ok(comm) = bpf_get_current_comm() else {
         return 0;
     };
-    let wanted = unsafe { TARGET_COMMS.get(&comm) }.is_some();
+    let wanted = unsafe { TARGET_COMMS.get(comm) }.is_some();
     if wanted || is_target((pid_tgid >> 32) as u32) {
         send(kind::PROC_EXEC, pid_tgid, comm);
     }

@@ -16,8 +16,8 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 use tracer_common::{SockAddr, SocketState, close_reason, probe_mode, sock_role, socket_key};
 
 use crate::{
-    maps::{PENDING, SK_KEYS, SOCKETS, current_target, empty_probes, probe_mode},
-    probes::syscalls::call,
+    maps::{SK_KEYS, SOCKETS, current_target, empty_probes, probe_mode},
+    pending::{PENDING, call},
     sockets::{AF_INET, IPPROTO_TCP, close_socket, tcp_state::*},
     userregs::{UserRegs, nr},
 };

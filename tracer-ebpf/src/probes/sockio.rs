@@ -17,9 +17,10 @@ use aya_ebpf::{
 use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, sock_role, socket_key, source};
 
 use crate::{
+    diag::diag,
     emit::{DataCtx, NO_CAPTURE, emit_data},
+    gotls_conns,
     maps::{SK_KEYS, SOCKETS, count, count_tls_bytes, current_target, empty_probes, is_go_tls_target, sock_offsets},
-    probes::gotls,
     sockets::{AF_INET, AF_INET6, IPPROTO_TCP, announce_open, close_socket, tcp_state},
     userregs::{UserRegs, nr},
 };
@@ -95,6 +96,7 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
             }
             let Some(key) = (unsafe { SK_KEYS.get(sk) }).copied().filter(|k| (k >> 32) as u32 == tgid) else {
                 count(counter::NO_SYSCALL_FD);
+                log_no_fd(regs.syscall());
                 return Ok(());
             };
             (key as u32 as i32, payload::NONE, 0, 0)
@@ -106,12 +108,12 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
         // (A seeded socket's `sk` is still 0.)
         let known = SOCKETS.get_ptr(socket_key(tgid, fd as u32)).map(|s| unsafe { (*s).sk });
         if known == Some(sk) || known == Some(0) {
-            gotls::bind_syscall(tgid, regs.r14(), fd);
+            gotls_conns::bind_syscall(tgid, regs.r14(), fd);
         }
         return Ok(());
     }
     let state = known_socket(pid_tgid, fd, sk).ok_or(0i64)?;
-    gotls::bind_syscall(tgid, regs.r14(), fd);
+    gotls_conns::bind_syscall(tgid, regs.r14(), fd);
     // Not atomic: two threads racing on one socket may share a number, which userspace tolerates.
     let seq = unsafe { (*state).seq[DIR as usize & 1] };
     unsafe { (*state).seq[DIR as usize & 1] = seq.wrapping_add(1) };
@@ -179,12 +181,14 @@ fn known_socket(pid_tgid: u64, fd: i32, sk: u64) -> Option<*mut SocketState> {
     }
     let (local, peer) = addresses(sk);
     if peer.family == 0 {
-        return None; // not TCP over IPv4/IPv6
+        log_not_tcp(fd, sk);
+        return None;
     }
     // Bytes moved as the socket died (a last write answered by a reset, processed inside it):
     // its connection is over, not new.
     let state = i32::from(read_kernel::<u8>(sk + sock_offsets().skc_state as u64).unwrap_or(0));
     if !matches!(state, tcp_state::ESTABLISHED | tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT) {
+        log_not_open(fd, state);
         return None;
     }
     let mut state = SocketState::new(sock_role::ACCEPTED);
@@ -209,7 +213,7 @@ fn seeded_socket_is(s: &SocketState, sk: u64) -> bool {
 
 /// Local and peer address of a TCP socket; `peer.family` is 0 for anything else.
 #[inline(always)]
-pub fn addresses(sk: u64) -> (SockAddr, SockAddr) {
+fn addresses(sk: u64) -> (SockAddr, SockAddr) {
     let mut local = SockAddr::default();
     let mut peer = SockAddr::default();
     let off = sock_offsets();
@@ -237,4 +241,28 @@ pub fn addresses(sk: u64) -> (SockAddr, SockAddr) {
 #[inline(always)]
 fn read_kernel<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+// Diagnostics (crate::diag), each out of line: a log record is built on the stack, and in its own
+// frame it does not add to the program's, which the verifier limits (512 bytes with the calls).
+
+#[inline(never)]
+fn log_no_fd(syscall: i64) {
+    diag!("socket I/O by syscall {} has no fd in its registers: not captured", syscall);
+}
+
+#[inline(never)]
+fn log_not_tcp(fd: i32, sk: u64) {
+    let off = sock_offsets();
+    diag!(
+        "fd {}: not followed, not TCP over IPv4/IPv6 (skc_family {}, sk_protocol {})",
+        fd,
+        read_kernel::<u16>(sk + off.skc_family as u64).unwrap_or(0),
+        read_kernel::<u16>(sk + off.sk_protocol as u64).unwrap_or(0)
+    );
+}
+
+#[inline(never)]
+fn log_not_open(fd: i32, state: i32) {
+    diag!("fd {}: not followed, its TCP state {} is not an open one", fd, state);
 }

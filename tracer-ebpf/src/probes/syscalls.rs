@@ -12,54 +12,17 @@ use aya_ebpf::{
 use tracer_common::{SockAddr, SocketState, close_reason, counter, direction, sock_role, socket_key, source};
 
 use crate::{
+    diag::diag,
     emit::{DataCtx, NO_CAPTURE, emit_data},
-    maps::{PENDING, SOCKETS, count, count_tls_bytes, current_target, empty_probes},
-    probes::gotls,
+    gotls_conns,
+    maps::{SOCKETS, count, count_tls_bytes, current_target, empty_probes},
+    pending::{PENDING, PendingCall, call},
     sockets::{AF_INET, AF_INET6, announce_open, close_socket},
     userregs::{nr, word},
 };
 
-/// What a pending call is, i.e. how its exit is handled.
-pub mod call {
-    /// read/recvfrom into one buffer.
-    pub const READ: u32 = 1;
-    /// write/sendto from one buffer.
-    pub const WRITE: u32 = 2;
-    /// readv/recvmsg: `arg` points at an iovec array.
-    pub const READV: u32 = 3;
-    pub const WRITEV: u32 = 4;
-    /// recvmsg/sendmsg: `arg` points at a msghdr.
-    pub const RECVMSG: u32 = 5;
-    pub const SENDMSG: u32 = 6;
-    /// sendfile: bytes leave the socket without passing through user memory.
-    pub const SENDFILE: u32 = 7;
-    pub const ACCEPT: u32 = 8;
-    pub const CONNECT: u32 = 9;
-    /// close: handled at entry, never stashed.
-    pub const CLOSE_NOW: u32 = 10;
-}
-
 const AF_UNIX: u16 = 1;
 const EINPROGRESS: i64 = 115;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingCall {
-    pub kind: u32,
-    pub fd: i32,
-    /// Buffer, iovec array, msghdr or sockaddr pointer, depending on `kind`.
-    pub arg: u64,
-    /// Buffer length or iovec count.
-    pub len: u64,
-    pub enter_ns: u64,
-    pub local: SockAddr,
-    pub peer: SockAddr,
-    /// Set by the inet_sock_set_state probe when a connect turned out to be TCP.
-    pub is_tcp: u32,
-    pub _pad: u32,
-    /// The kernel `struct sock` of a connect, from the same probe.
-    pub sk: u64,
-}
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -141,7 +104,7 @@ fn try_sys_enter(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 return Ok(());
             }
             // A Go goroutine (R14 holds g) inside crypto/tls learns which socket it is on.
-            gotls::bind_syscall(tgid, reg(regs, word::R14), fd);
+            gotls_conns::bind_syscall(tgid, reg(regs, word::R14), fd);
         }
     }
     if PENDING.insert(pid_tgid, pending, 0).is_err() {
@@ -254,7 +217,14 @@ fn bound_port(sk: u64, peer_port: u16) -> u16 {
     }
     match unsafe { bpf_probe_read_kernel((sk + 12) as *const [u8; 4]) } {
         Ok(p) if u16::from_be_bytes([p[0], p[1]]) == peer_port => u16::from_ne_bytes([p[2], p[3]]),
-        _ => 0,
+        Ok(p) => {
+            log_layout_refused(u16::from_be_bytes([p[0], p[1]]), peer_port);
+            0
+        }
+        Err(e) => {
+            log_sock_unreadable(sk, e);
+            0
+        }
     }
 }
 
@@ -304,4 +274,17 @@ fn on_close(pid_tgid: u64, fd: i32) {
         return; // not a socket we follow
     };
     close_socket(key, &unsafe { *state }, close_reason::CLOSE_SYSCALL);
+}
+
+// Diagnostics (crate::diag), each out of line: a log record is built on the stack, and in its own
+// frame it does not add to the program's, which the verifier limits (512 bytes with the calls).
+
+#[inline(never)]
+fn log_layout_refused(skc_dport: u16, peer_port: u16) {
+    diag!("connect: skc_dport {} is not the peer port {}: local port left unknown", skc_dport, peer_port);
+}
+
+#[inline(never)]
+fn log_sock_unreadable(sk: u64, error: i32) {
+    diag!("connect: reading struct sock at {:x} failed ({}): local port left unknown", sk, error);
 }
