@@ -70,7 +70,8 @@ pub struct Cli {
     #[arg(long = "etcd-port", env = "TRACER_ETCD_PORT", value_delimiter = ',', default_value = "2379")]
     pub etcd_ports: Vec<u16>,
 
-    /// Log filter (tracing EnvFilter syntax), e.g. info or tracer=debug.
+    /// Log filter (tracing EnvFilter syntax), e.g. info or tracer=debug; at debug, or with
+    /// tracer::ebpf=debug, the probes' own diagnostics (aya-log) too.
     #[arg(long, env = "TRACER_LOG", default_value = "info")]
     pub log_level: String,
 
