@@ -17,8 +17,8 @@ pub const CHUNK_MEDIUM: usize = 2048;
 pub const CHUNK_SMALL: usize = 512;
 /// Payload bytes of the tiny size class: HTTP/2 control frames, short gRPC messages, a short
 /// request line. Each record's size is a fixed class (the verifier wants a constant reservation).
-/// Five classes instead of two (512 B and a page) cut the probes' time per run under nginx load
-/// by about 3 % (10 ns), and the ring bytes per request by more.
+/// Five classes instead of two (512 B and a page) cut the probes' time per run under nginx load,
+/// and the ring bytes per request by more (docs/benchmarks.md).
 pub const CHUNK_TINY: usize = 128;
 /// Hard ceiling of `--capture-bytes` (the probes loop at most this many large chunks per syscall).
 pub const MAX_CHUNKS: usize = 8;

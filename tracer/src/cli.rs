@@ -81,8 +81,8 @@ pub struct Cli {
 
     /// Hooks that capture socket I/O. socket: the kernel's sock_send_length/sock_recv_length
     /// tracepoints (Linux 6.3+), run only for socket I/O. syscalls: raw sys_enter/sys_exit, run
-    /// for every syscall of every process (~100 ns each on some VMs). auto: socket if the kernel
-    /// has it.
+    /// for every syscall of every process (a cost docs/benchmarks.md measures). auto: socket if
+    /// the kernel has it.
     #[arg(long, env = "TRACER_PROBE_MODE", value_enum, default_value_t = ProbeModeArg::Auto)]
     pub probe_mode: ProbeModeArg,
 

@@ -24,8 +24,8 @@
 //! other fields, e.g. `authorization` or `cookie`, are never stored: they are decoded into a
 //! scratch buffer only to learn their length, and the buffer is wiped right after.
 //!
-//! Huffman decoding uses the `httlib-huffman` crate (table driven, 5 bits at a time: 23 % faster
-//! than 4 bits on typical header values, see docs/benchmarks.md); it returns an error, never
+//! Huffman decoding uses the `httlib-huffman` crate (table driven, 5 bits at a time: faster than
+//! 4 bits on typical header values, see docs/benchmarks.md); it returns an error, never
 //! panics, on invalid input.
 
 use std::{collections::VecDeque, sync::Arc};
