@@ -2,8 +2,9 @@
 //! debug level, through aya-log. The agent shows them in its log under the `tracer::ebpf` target.
 //!
 //! aya-log-ebpf tests its level first: `AYA_LOG_LEVEL`, a read-only global the agent sets at load
-//! time from its own log filter. Below debug the test is a load and a branch (a constant to the
-//! verifier, which drops the logging code), and nothing the message needs is read or computed:
+//! time from its own log filter. Below debug the test is a load and a branch on a constant (the
+//! verifier does not run the logging code; what of it stays in the program, docs/benchmarks.md
+//! says), and nothing the message needs is read or computed:
 //! the arguments are evaluated only when the level is on. Only refusal and error paths log, never
 //! the happy path of an event.
 

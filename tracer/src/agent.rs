@@ -6,8 +6,9 @@ use anyhow::Result;
 use crate::{
     attachments::Attachments,
     capture::RecordSink,
-    events::{self, Event},
-    pipeline::{Pipeline, PipelineCounters},
+    clock::Clock,
+    events::{self, Event, SockOpen},
+    pipeline::{DataFlowCounters, Pipeline},
 };
 
 #[derive(Default, Debug, Clone)]
@@ -57,7 +58,7 @@ impl Agent {
                 }
             }
             Event::SockClose { tgid, fd, ts_ns, tls_bytes, sk, .. } => {
-                self.pipeline.on_close(tgid, fd, sk, tls_bytes, ts_ns)
+                self.pipeline.on_socket_close(tgid, fd, sk, tls_bytes, ts_ns)
             }
             Event::ProcExec { tgid, comm } => {
                 let result = if self.attachments.is_active(tgid) {
@@ -79,8 +80,19 @@ impl Agent {
     pub fn attach(&mut self, pid: u32) -> Result<()> {
         let existing = self.attachments.attach(pid)?;
         let count = existing.len();
+        let now = Clock::ktime_now();
+        let opens = existing.into_iter().map(|c| SockOpen {
+            tgid: pid,
+            fd: c.fd,
+            ts_ns: now,
+            role: c.role,
+            listen_fd: None,
+            local: Some(c.local),
+            peer: Some(c.peer),
+            sk: 0,
+        });
         if let Some(process) = self.attachments.process(pid) {
-            self.pipeline.on_attach(pid, existing, process.clone());
+            self.pipeline.on_attach(opens.collect(), process.clone());
             // Logged once every probe is in place: from here on, nothing the target does is missed.
             let comm = &process.service_name;
             tracing::info!(pid, comm = %comm, existing_connections = count, "target attached pid={pid}");
@@ -122,7 +134,7 @@ impl Agent {
         self.pipeline.finish();
     }
 
-    pub fn counters(&self) -> (RecordStats, PipelineCounters) {
+    pub fn counters(&self) -> (RecordStats, DataFlowCounters) {
         (self.stats.clone(), self.pipeline.counters())
     }
 }

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::export::{OtlpProtocol, Output};
-
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "tracer",
@@ -148,21 +146,6 @@ impl Cli {
             self.comms.clone()
         }
     }
-
-    pub fn output(&self) -> Output {
-        match (self.output, &self.otlp_endpoint) {
-            (Some(OutputArg::Terminal), _) | (None, None) => Output::Terminal,
-            (Some(OutputArg::Json), _) => Output::Json,
-            (Some(OutputArg::None), _) | (None, Some(_)) => Output::None,
-        }
-    }
-
-    pub fn otlp_protocol(&self) -> OtlpProtocol {
-        match self.otlp_protocol {
-            ProtocolArg::Grpc => OtlpProtocol::Grpc,
-            ProtocolArg::Http => OtlpProtocol::Http,
-        }
-    }
 }
 
 fn parse_comm(s: &str) -> Result<String, String> {
@@ -210,14 +193,12 @@ mod tests {
     fn defaults_and_env_free_parsing() {
         let cli = Cli::try_parse_from(["tracer"]).unwrap();
         assert_eq!(cli.target_comms(), vec!["kube-apiserver"]);
-        assert_eq!(cli.output(), Output::Terminal);
         assert_eq!(cli.capture_bytes, 4096);
         assert_eq!(cli.otlp_compression, CompressionArg::None);
         let cli = Cli::try_parse_from(["tracer", "--otlp-compression", "gzip"]).unwrap();
         assert_eq!(cli.otlp_compression, CompressionArg::Gzip);
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
         assert!(cli.target_comms().is_empty());
-        assert_eq!(cli.output(), Output::None);
     }
 
     #[test]

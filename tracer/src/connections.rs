@@ -14,9 +14,9 @@ mod endpoint;
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use crate::{
-    events::{DataChunk, Role},
+    events::DataChunk,
     span::ProcessInfo,
-    stream::{Direction, Segment},
+    stream::{Direction, Role, Segment},
 };
 
 pub use endpoint::Endpoint;

@@ -10,7 +10,7 @@ use tracer_common::{
     direction, kind, sock_role, source,
 };
 
-use crate::stream::Direction;
+use crate::stream::{Direction, Role};
 
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -54,7 +54,6 @@ pub struct DataChunk<'a> {
 }
 
 /// The target's side of a connection: it accepted the connection (server) or connected (client).
-pub use crate::stream::Role;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SockOpen {

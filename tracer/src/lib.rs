@@ -46,7 +46,7 @@ pub mod internals {
         clock::Clock,
         connections::Connection,
         correlate::Correlator,
-        events::{Event, Role, parse as parse_event},
+        events::{Event, parse as parse_event},
         export::export_request,
         gobin::GoBinary,
         meaning::etcd::{
@@ -59,6 +59,6 @@ pub mod internals {
             http2::{DATA_CAPTURE_LIMIT, H2Connection, H2Decoder, H2Event, build as http2_build},
         },
         span::{AttrValue, ProcessInfo, SpanRecord, recycle},
-        stream::Segment,
+        stream::{Role, Segment},
     };
 }

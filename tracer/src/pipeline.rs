@@ -16,7 +16,6 @@ use crate::{
     export::ExportHandle,
     local_addrs::LocalAddrs,
     span::{ProcessInfo, SpanRecord},
-    targets::ExistingConnection,
 };
 
 /// Spans kept for export before the ring's pending records are all handled: a flood still sends
@@ -33,7 +32,7 @@ pub struct PipelineStats {
 
 /// The data flow's counters at one moment, for the stats line.
 #[derive(Debug, Clone)]
-pub struct PipelineCounters {
+pub struct DataFlowCounters {
     pub pipeline: PipelineStats,
     pub assemble: AssembleStats,
     pub correlate: CorrelateStats,
@@ -104,20 +103,9 @@ impl Pipeline {
         }
     }
 
-    /// The connections a process had when it was attached.
-    pub fn on_attach(&mut self, pid: u32, existing: Vec<ExistingConnection>, process: Arc<ProcessInfo>) {
-        let now = Clock::ktime_now();
-        for c in existing {
-            let o = SockOpen {
-                tgid: pid,
-                fd: c.fd,
-                ts_ns: now,
-                role: c.role,
-                listen_fd: None,
-                local: Some(c.local),
-                peer: Some(c.peer),
-                sk: 0,
-            };
+    /// The sockets a process had when it was attached, announced as opened now.
+    pub fn on_attach(&mut self, existing: Vec<SockOpen>, process: Arc<ProcessInfo>) {
+        for o in existing {
             self.on_open(o, process.clone(), true);
         }
         self.flush();
@@ -125,7 +113,7 @@ impl Pipeline {
 
     /// The kernel closed socket `sk` (fd `fd` of `tgid`); `tls_bytes` is the Go TLS ciphertext
     /// the probes counted on it.
-    pub fn on_close(&mut self, tgid: u32, fd: i32, sk: u64, tls_bytes: [u64; 2], ts_ns: u64) {
+    pub fn on_socket_close(&mut self, tgid: u32, fd: i32, sk: u64, tls_bytes: [u64; 2], ts_ns: u64) {
         match self.conns.remove_closed(&ConnKey { tgid, fd }, sk) {
             Ok(Some(conn)) => self.assembler.on_socket_close(conn, tls_bytes, ts_ns, &mut self.spans),
             Ok(None) => {}
@@ -186,8 +174,8 @@ impl Pipeline {
         self.export.submit_all(&mut self.spans);
     }
 
-    pub fn counters(&self) -> PipelineCounters {
-        PipelineCounters {
+    pub fn counters(&self) -> DataFlowCounters {
+        DataFlowCounters {
             pipeline: self.stats.clone(),
             assemble: self.assembler.stats.clone(),
             correlate: self.correlator.stats().clone(),

@@ -10,11 +10,11 @@ use crate::{
     assemble::Assembler,
     attachments::Attachments,
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
-    cli::Cli,
+    cli::{Cli, OutputArg, ProtocolArg},
     clock::Clock,
-    export::{self, ExportConfig},
+    export::{self, ExportConfig, OtlpProtocol, Output},
     gotls::GoTls,
-    pipeline::{Pipeline, PipelineCounters},
+    pipeline::{DataFlowCounters, Pipeline},
     probes, procfs,
     targets::Targets,
 };
@@ -45,9 +45,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
     let (export, exporter) = export::start(ExportConfig {
         otlp_endpoint: cli.otlp_endpoint.clone(),
-        otlp_protocol: cli.otlp_protocol(),
+        otlp_protocol: otlp_protocol(&cli),
         otlp_gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
-        output: cli.output(),
+        output: output(&cli),
         queue_capacity: cli.export_queue as usize,
         ..ExportConfig::default()
     })?;
@@ -144,7 +144,7 @@ async fn warn_if_unreachable(endpoint: &str) {
 /// The agent's and the kernel's counters at one moment.
 struct Counters {
     records: RecordStats,
-    data: PipelineCounters,
+    data: DataFlowCounters,
     kernel: KernelCounters,
 }
 
@@ -176,6 +176,8 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         desyncs = a.desyncs,
         lost_resets = a.lost_resets,
         requests_abandoned = a.requests_abandoned,
+        unmatched_responses = a.unmatched_responses,
+        pending_overflow = a.pending_overflow,
         trace_roots = c.data.correlate.roots,
         exported = e.exported.load(Relaxed),
         dropped_queue_full = e.dropped_queue_full.load(Relaxed),
@@ -183,4 +185,35 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         rejected_by_collector = e.rejected_by_collector.load(Relaxed),
         "{what}"
     );
+}
+
+/// Where spans go besides OTLP: the terminal by default, nothing once a collector is given.
+fn output(cli: &Cli) -> Output {
+    match (cli.output, &cli.otlp_endpoint) {
+        (Some(OutputArg::Terminal), _) | (None, None) => Output::Terminal,
+        (Some(OutputArg::Json), _) => Output::Json,
+        (Some(OutputArg::None), _) | (None, Some(_)) => Output::None,
+    }
+}
+
+fn otlp_protocol(cli: &Cli) -> OtlpProtocol {
+    match cli.otlp_protocol {
+        ProtocolArg::Grpc => OtlpProtocol::Grpc,
+        ProtocolArg::Http => OtlpProtocol::Http,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn output_defaults_to_the_terminal_until_a_collector_is_given() {
+        let cli = Cli::try_parse_from(["tracer"]).unwrap();
+        assert_eq!(output(&cli), Output::Terminal);
+        let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
+        assert_eq!(output(&cli), Output::None);
+    }
 }

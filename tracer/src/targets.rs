@@ -12,7 +12,7 @@ use aya::{
 };
 use tracer_common::{Comm, SocketState, TASK_COMM_LEN, sock_role, socket_key};
 
-use crate::{events::Role, procfs, span::ProcessInfo};
+use crate::{procfs, span::ProcessInfo, stream::Role};
 
 const BPF_NOEXIST: u64 = 1;
 

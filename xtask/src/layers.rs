@@ -20,13 +20,16 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 
 pub fn check(root: &Path) -> Result<()> {
     let agent = graph(&root.join("tracer/src"), 1)?;
+    // The agent's folders (protocols/http2/…) once more, one node per file or folder below them.
+    let agent_files = graph(&root.join("tracer/src"), usize::MAX)?;
     let probes = graph(&root.join("tracer-ebpf/src"), usize::MAX)?;
     let mut problems = Vec::new();
-    for (name, g) in [("tracer", &agent), ("tracer-ebpf", &probes)] {
+    for (name, g) in [("tracer", &agent), ("tracer", &agent_files), ("tracer-ebpf", &probes)] {
         problems.extend(loops(g).into_iter().map(|l| format!("{name}: an import loop: {}", l.join(" -> "))));
     }
-    problems
-        .extend(later_stages(&agent).into_iter().map(|(a, b)| format!("tracer: stage {a} uses the later stage {b}")));
+    problems.extend(
+        later_stages(&agent).into_iter().map(|path| format!("tracer: a stage uses a later one: {}", path.join(" -> "))),
+    );
     if !problems.is_empty() {
         bail!("the module graph is not a straight line:\n  {}", problems.join("\n  "));
     }
@@ -186,15 +189,34 @@ fn path_back(g: &Graph, from: &str, to: &str, visited: &mut BTreeSet<String>) ->
     None
 }
 
-/// (stage, later stage it uses).
-fn later_stages(g: &Graph) -> Vec<(String, String)> {
+/// Paths from a stage to a later one, directly or through modules that are no stage (`cli`).
+fn later_stages(g: &Graph) -> Vec<Vec<String>> {
     let rank = |m: &str| STAGES.iter().position(|s| *s == m);
     let mut out = Vec::new();
-    for (module, uses) in g {
+    for module in g.keys() {
         let Some(r) = rank(module) else { continue };
-        for u in uses {
-            if rank(u).is_some_and(|ru| ru > r) {
-                out.push((module.clone(), u.clone()));
+        // Breadth first, remembering how each module was reached.
+        let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([module.as_str()]);
+        while let Some(m) = queue.pop_front() {
+            for next in g.get(m).into_iter().flatten() {
+                if next == module || came_from.contains_key(next.as_str()) {
+                    continue;
+                }
+                came_from.insert(next, m);
+                match rank(next) {
+                    Some(rn) if rn > r => {
+                        let mut path = vec![next.clone()];
+                        let mut at = next.as_str();
+                        while at != module {
+                            at = came_from[at];
+                            path.insert(0, at.to_owned());
+                        }
+                        out.push(path);
+                    }
+                    Some(_) => {}
+                    None => queue.push_back(next),
+                }
             }
         }
     }
@@ -241,8 +263,10 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_that_uses_a_later_one_is_reported() {
+    fn a_stage_that_uses_a_later_one_is_reported_even_through_another_module() {
         let graph = g(&[("connections", "assemble"), ("assemble", "protocols"), ("run", "export")]);
-        assert_eq!(later_stages(&graph), [("connections".to_string(), "assemble".to_string())]);
+        assert_eq!(later_stages(&graph), [vec!["connections", "assemble"]]);
+        let graph = g(&[("probes", "cli"), ("cli", "export"), ("assemble", "span"), ("export", "span")]);
+        assert_eq!(later_stages(&graph), [vec!["probes", "cli", "export"]]);
     }
 }

@@ -31,13 +31,7 @@ pub fn ensure_build_tools() -> Result<()> {
         eprintln!("xtask: installing Rust {EBPF_TOOLCHAIN} (the pinned eBPF toolchain)");
         status(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"]))?;
     }
-    let components =
-        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
-            .unwrap_or_default();
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("xtask: adding rust-src to Rust {EBPF_TOOLCHAIN} (eBPF builds core from source)");
-        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))?;
-    }
+    ensure_component(EBPF_TOOLCHAIN, "rust-src", "eBPF builds core from source")?;
     if bpf_linker_ok() {
         return Ok(());
     }
@@ -61,6 +55,28 @@ pub fn ensure_build_tools() -> Result<()> {
     .context("building bpf-linker")?;
     if !bpf_linker_ok() {
         bail!("bpf-linker was installed but is not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+/// What the lint step runs: rustfmt and clippy for the workspace's toolchain, and clippy for the
+/// eBPF crate's pinned one (installed with the minimal profile, which has neither).
+pub fn ensure_lint_tools() -> Result<()> {
+    for (tool, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        if output(Command::new("cargo").args([tool, "--version"])).is_none() {
+            eprintln!("xtask: adding {component} to the workspace's Rust toolchain (the lint step)");
+            status(Command::new("rustup").args(["component", "add", component]).current_dir(workspace_root()))?;
+        }
+    }
+    ensure_component(EBPF_TOOLCHAIN, "clippy", "the lint step checks the eBPF crate")
+}
+
+fn ensure_component(toolchain: &str, component: &str, why: &str) -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]))
+        .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with(component)) {
+        eprintln!("xtask: adding {component} to Rust {toolchain} ({why})");
+        status(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))?;
     }
     Ok(())
 }

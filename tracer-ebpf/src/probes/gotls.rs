@@ -28,7 +28,7 @@ use crate::{
 
 /// Attached at the entry of `serverHandshake` and `clientHandshake`, which run once per
 /// connection. (An earlier version probed `readFromUntil`, entry and RETs: three calls per
-/// HTTP request, each a trap, which made half of the probes' cost on a Go HTTPS server.) No RET
+/// HTTP request, each a trap, a large share of the probes' cost on a Go HTTPS server.) No RET
 /// probe: a handshake reads or writes its socket before anything else, which clears the entry.
 #[uprobe]
 pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {

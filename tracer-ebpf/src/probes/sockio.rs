@@ -130,8 +130,8 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
         source: source::SYSCALL,
     };
     // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
-    // its bytes are only counted, here, for the close record. A record per syscall was half the
-    // records of a Go TLS server, and of the agent's work on them. (Chosen as a payload kind, not
+    // its bytes are only counted, here, for the close record. A record per syscall was a large
+    // share of the records of a Go TLS server, and of the agent's work on them. (Chosen as a payload kind, not
     // returned early: that shape made the verifier's pruning fail at `--capture-bytes 32768`.)
     let kind = if unsafe { (*state).go_conn } != 0 {
         count_tls_bytes(socket_key(tgid, fd as u32), unsafe { (*state).sk }, DIR as usize, ret as u64);

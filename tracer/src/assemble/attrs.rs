@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use crate::{
     connections::Endpoint,
-    events::Role,
     meaning::k8s,
     span::{AttrStr, AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
+    stream::Role,
 };
 
 use super::Conn;

@@ -2,8 +2,8 @@
 
 use crate::{
     clock::Clock,
-    events::Role,
     span::{SpanKind, SpanRecord, SpanStatus},
+    stream::Role,
 };
 
 use super::{

@@ -8,13 +8,13 @@
 use std::collections::VecDeque;
 
 use crate::{
-    events::Role,
     meaning::k8s,
     protocols::{
         Timing,
         http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD},
     },
     span::{SpanRecord, SpanStatus},
+    stream::Role,
     stream::{Direction, Segment},
 };
 

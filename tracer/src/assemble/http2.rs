@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 
 use crate::{
-    events::Role,
     meaning::{
         etcd::{self, EtcdOp, EtcdRequest, EtcdResponse},
         k8s,
@@ -22,6 +21,7 @@ use crate::{
         http2::{H2Connection, H2Event},
     },
     span::{AttrValue, SpanRecord, SpanStatus},
+    stream::Role,
     stream::{Direction, Segment},
 };
 

@@ -1,7 +1,7 @@
 //! Assembly: decoded messages of a connection become spans.
 //!
 //! Protocol detection happens on the first payload of a connection; each protocol has its own
-//! assembler (`http1`); connections no decoder understands (TLS before the Go TLS probes, unknown
+//! assembler (`http1`, `http2`) and they share `context` and `attrs`; connections no decoder understands (TLS before the Go TLS probes, unknown
 //! protocols) still get one span when they close, so nothing the target does is invisible.
 
 mod attrs;
@@ -12,9 +12,9 @@ mod http2;
 use crate::{
     clock::Clock,
     connections::{Connection, Feed},
-    events::Role,
     protocols::http1 as h1,
     span::{SpanRecord, SpanStatus},
+    stream::Role,
     stream::{Direction, Segment},
 };
 

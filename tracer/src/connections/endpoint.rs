@@ -19,7 +19,7 @@ impl Endpoint {
 }
 
 /// An address as text. IPv4 is written digit by digit: `Display` goes through the formatting
-/// machinery, which was a tenth of the agent's CPU under load (when it ran for every span).
+/// machinery, which showed in the agent's profile under load (when it ran for every span).
 fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else { return ip.to_string() };
     let mut s = String::with_capacity(15);

@@ -4,8 +4,8 @@
 //!
 //! Why not the OpenTelemetry SDK's types: going through `SpanData` and the generated OTLP
 //! structs allocated every attribute key and value twice, dropped them again, and walked each
-//! nested message once per level to size it. Under load that was more than half the agent's CPU
-//! (profiled in docs/benchmarks.md). Here a span is written once, from the record itself. The
+//! nested message once per level to size it. Under load that was most of the agent's CPU (the
+//! figure is in docs/benchmarks.md). Here a span is written once, from the record itself. The
 //! unit tests decode the bytes with opentelemetry-proto's generated types.
 //!
 //! Message and field numbers: opentelemetry-proto, `collector/trace/v1/trace_service.proto`,
@@ -78,7 +78,7 @@ pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) -> usize {
 }
 
 /// A span as `ScopeSpans.spans` (field 2). Its length must precede it, and sizing every attribute
-/// once more beforehand cost about a tenth of the encoding (`agent_cost`): the span is written
+/// once more beforehand showed in the encoding's instruction count (`agent_cost`): the span is written
 /// after room for a two-byte length, which fits every span of 128 bytes to 16 KiB (nearly all:
 /// one has two 16-byte ids and dozens of attributes), and moved in the rare other case. (It was
 /// written into a scratch vector and copied.)
@@ -233,7 +233,7 @@ fn key_value_field(tag: u32, key: &str, v: &Any<'_>, out: &mut Vec<u8>) {
 
 /// A string attribute whose lengths all fit one byte: its four headers around the key, four more
 /// around the value. One capacity check and one length update for the whole attribute, where an
-/// `extend_from_slice` per piece cost a tenth of the encoding.
+/// `extend_from_slice` per piece showed in the encoding's instruction count.
 #[inline]
 fn write_string_attr(out: &mut Vec<u8>, head: [u8; 4], key: &[u8], mid: [u8; 4], value: &[u8]) {
     let total = 8 + key.len() + value.len();

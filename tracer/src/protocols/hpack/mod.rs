@@ -530,8 +530,8 @@ impl HpackDecoder {
 
     fn wipe_scratch(&mut self) {
         // Not on an empty buffer: glibc's memset of 0 bytes is a masked AVX-512 store, which at the
-        // dangling address of a never-allocated Vec was slow enough to be a tenth of the agent's
-        // CPU under etcd load.
+        // dangling address of a never-allocated Vec was slow enough to show in the agent's
+        // profile under etcd load.
         if !self.scratch.is_empty() {
             self.scratch.fill(0);
             std::hint::black_box(&mut self.scratch);
