@@ -67,7 +67,14 @@ impl Attachments {
     pub fn attach_go_tls(&mut self, pid: u32) {
         match self.gotls.attach(&mut self.ebpf, pid) {
             Ok(Attached::Probes { go_version, read, write, rets }) => {
-                tracing::info!(pid, go_version = %go_version, read_probe = read, write_probe = write, ret_probes = rets, "Go TLS plaintext probes attached");
+                tracing::info!(
+                    pid,
+                    go_version = %go_version,
+                    read_probe = read,
+                    write_probe = write,
+                    ret_probes = rets,
+                    "Go TLS plaintext probes attached"
+                );
             }
             Ok(Attached::NotGo) => tracing::debug!(pid, "not a Go binary: TLS connections stay opaque"),
             Ok(Attached::NoTls(f)) => tracing::debug!(pid, "Go binary without {f}"),

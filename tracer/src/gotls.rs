@@ -194,7 +194,8 @@ impl GoTls {
 }
 
 /// Orders the probe points so that every RET probe is in place before any entry probe. The points
-/// are attached one by one (a perf event each) while the target runs. An entry seen whose RET is not probed yet leaves its call in `GO_TLS_CALLS`, and
+/// are attached one by one (a perf event each) while the target runs. An entry seen whose RET is
+/// not probed yet leaves its call in `GO_TLS_CALLS`, and
 /// such a stale Write entry made the next Write of its goroutine (same buffer, same connection)
 /// look like the same call run again after a stack growth: it was not reported. An HTTP/2
 /// response lost its HEADERS that way right after attach. With the RETs first, a call that began

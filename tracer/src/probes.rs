@@ -237,7 +237,8 @@ fn ensure_tracefs() -> Result<()> {
         }
         Ok(()) => bail!("tracefs mounted at {TRACEFS} but has no events/ directory"),
         Err(e) => bail!(
-            "tracefs is not mounted and mounting it at {TRACEFS} failed: {e} (mount it: mount -t tracefs nodev {TRACEFS})"
+            "tracefs is not mounted and mounting it at {TRACEFS} failed: {e} \
+             (mount it: mount -t tracefs nodev {TRACEFS})"
         ),
     }
 }

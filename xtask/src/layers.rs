@@ -229,7 +229,10 @@ mod tests {
 
     #[test]
     fn use_trees_are_expanded() {
-        let text = "use crate::{\n    assemble::{Assembler, Conn},\n    events::{self, Event},\n    span,\n};\nlet x = crate::clock::Clock::new(); // crate::ignored::in_comment\n";
+        let text = concat!(
+            "use crate::{\n    assemble::{Assembler, Conn},\n    events::{self, Event},\n    span,\n};\n",
+            "let x = crate::clock::Clock::new(); // crate::ignored::in_comment\n",
+        );
         let paths = crate_paths(&strip_comments(text));
         assert_eq!(
             paths,

@@ -145,7 +145,8 @@ fn test(args: &[String]) -> Result<()> {
     let protocols = ["http1", "http2", "etcd", "tls"];
     let fallback_env = [("ITEST_PROBE_MODE", "syscalls"), ("ITEST_GO_TLS_PROBES", "entry-and-rets")];
     eprintln!(
-        "xtask: the protocol suites again, with the fallback hooks (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)"
+        "xtask: the protocol suites again, with the fallback hooks \
+         (ITEST_PROBE_MODE=syscalls, ITEST_GO_TLS_PROBES=entry-and-rets)"
     );
     let fallback = testlog::run(
         &mut suites(&tracer, &go_programs, &protocols, &fallback_env, args),
