@@ -44,8 +44,14 @@ impl Proc {
 
     /// Starts `cmd` with piped stdin, stdout and stderr (python unbuffered).
     pub fn try_spawn(name: &str, cmd: &mut Command) -> std::io::Result<Proc> {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped());
         cmd.env("PYTHONUNBUFFERED", "1").env("PYTHONDONTWRITEBYTECODE", "1");
+        Self::start(name, cmd)
+    }
+
+    /// Starts `cmd` with stdout and stderr piped, and stdin as the caller set it.
+    pub(crate) fn start(name: &str, cmd: &mut Command) -> std::io::Result<Proc> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
         let pid = child.id();
         let stdin = child.stdin.take();
@@ -68,6 +74,11 @@ impl Proc {
 
     pub fn stderr(&self) -> String {
         self.stderr.text()
+    }
+
+    /// Stdout as it came (invalid UTF-8 replaced), ANSI escapes kept.
+    pub fn stdout_raw(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.raw()).into_owned()
     }
 
     pub fn describe(&self) -> String {
@@ -133,6 +144,29 @@ impl Proc {
             Some(l) => l,
             None => panic!("{}: no stdout line {what} within {timeout:?}\n{}", self.name, self.describe()),
         }
+    }
+
+    /// Waits for a stderr line satisfying `pred`: `Err(Some(status))` when the process exited
+    /// before logging one, `Err(None)` after `timeout`.
+    pub fn find_stderr_line(
+        &mut self,
+        pred: &dyn Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String, Option<ExitStatus>> {
+        let err = self.stderr.clone();
+        let mut exited = None;
+        let mut child = self.child.as_mut();
+        let mut stop = || {
+            if let Some(c) = child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                exited = Some(st);
+                return true;
+            }
+            false
+        };
+        let got = err.wait_line(pred, timeout, &mut stop);
+        got.ok_or(exited)
     }
 
     pub fn send_line(&mut self, line: &str) {

@@ -10,11 +10,37 @@ use crate::collector::strip_ansi;
 /// What the tracer logs once a target's probes are attached.
 pub const ATTACHED: &str = "target attached";
 
+/// Which `TRACER_*` variables the tracer under test inherits from its runner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TracerEnv {
+    /// The tests': hermetic, see [`tracer_env`].
+    Hermetic,
+    /// The bench's: flags say what to trace and where to send it, so the variables they would
+    /// compete with are removed (`TRACER_OTLP_ENDPOINT`, `TRACER_COMM`, `TRACER_PID`,
+    /// `TRACER_LOG`); the rest of `TRACER_*` (probe mode, OTLP compression) is inherited on
+    /// purpose, so that a bench run can measure those settings.
+    InheritSettings,
+}
+
+impl TracerEnv {
+    /// Applies the policy to `cmd`.
+    pub fn apply(self, cmd: &mut Command) -> &mut Command {
+        match self {
+            TracerEnv::Hermetic => tracer_env(cmd),
+            TracerEnv::InheritSettings => cmd
+                .env_remove("TRACER_OTLP_ENDPOINT")
+                .env_remove("TRACER_COMM")
+                .env_remove("TRACER_PID")
+                .env_remove("TRACER_LOG"),
+        }
+    }
+}
+
 /// Gives the tracer under test a hermetic environment: every inherited `TRACER_*` variable except
 /// `TRACER_LOG` removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`, `RUST_BACKTRACE=1`, and
 /// `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES` from `ITEST_PROBE_MODE` and `ITEST_GO_TLS_PROBES`
 /// when they are set.
-pub fn tracer_env(cmd: &mut Command) -> &mut Command {
+fn tracer_env(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         if k.starts_with("TRACER_") && k != "TRACER_LOG" {
@@ -57,9 +83,14 @@ pub fn final_stats_line(log: &str) -> Option<&str> {
     log.lines().rev().find(|l| l.contains("final stats"))
 }
 
+/// The numbers of the last `final stats` line of the tracer's log, by key; None without such a line.
+pub fn final_stats<T: FromStr>(log: &str) -> Option<BTreeMap<String, T>> {
+    final_stats_line(log).map(parse_stats)
+}
+
 /// The numeric `key=value` pairs of a stats line (ANSI colour codes, if any, removed; a value in
 /// quotes counts).
-pub fn parse_stats<T: FromStr>(line: &str) -> BTreeMap<String, T> {
+fn parse_stats<T: FromStr>(line: &str) -> BTreeMap<String, T> {
     strip_ansi(line)
         .split_whitespace()
         .filter_map(|t| {
@@ -73,11 +104,13 @@ pub fn parse_stats<T: FromStr>(line: &str) -> BTreeMap<String, T> {
 mod tests {
     #[test]
     fn stats_line() {
-        let s = super::parse_stats::<u64>(
-            "2026-01-01T00:00:00Z  INFO tracer::run: final stats events=12 lost_ringbuf_full=0 \x1b[3mspans\x1b[0m\x1b[2m=\x1b[0m5",
-        );
+        let log = "INFO tracer::run: final stats events=1\n\
+            2026-01-01T00:00:00Z  INFO tracer::run: final stats events=12 lost_ringbuf_full=0 \x1b[3mspans\x1b[0m\x1b[2m=\x1b[0m5\n\
+            INFO tracer::run: bye\n";
+        let s = super::final_stats::<u64>(log).unwrap();
         assert_eq!(s["events"], 12);
         assert_eq!(s["lost_ringbuf_full"], 0);
         assert_eq!(s["spans"], 5);
+        assert!(super::final_stats::<u64>("INFO tracer::run: bye\n").is_none());
     }
 }

@@ -1,34 +1,22 @@
-//! The `tracer` binary as a child process.
+//! The `tracer` binary as a child process: the harness's [`TracerProc`] with what the tests add
+//! (panics with all output, `--output json` parsing, the syscall-hook check).
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-pub use harness::has_pid_field;
-use harness::{ATTACHED, Collector, TempDir, drain_pipes, require_tool, tail, tracer_env};
+pub use harness::{ATTACH_TIMEOUT, STOP_TIMEOUT, has_pid_field};
+use harness::{TempDir, TracerEnv, TracerProc, require_tool, tail};
 
 use crate::host::tracer_bin;
 use crate::span::{ReceivedSpan, dump};
 
-/// How long `stop()` waits for the tracer to flush and exit after SIGINT.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long tests wait for `target attached`.
-pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// A running tracer. Killed (SIGKILL) on drop; when the test is panicking its output is printed.
 pub struct Tracer {
-    child: Option<Child>,
-    pid: u32,
-    args: Vec<String>,
-    stdout: Arc<Collector>,
-    stderr: Arc<Collector>,
-    readers: Vec<JoinHandle<()>>,
-    started: Instant,
+    core: TracerProc,
     _keep: Option<TempDir>,
 }
 
@@ -134,14 +122,13 @@ pub fn parse_json_lines(stdout: &str) -> Result<Vec<ReceivedSpan>, String> {
 }
 
 impl Tracer {
-    /// A `Command` for the tracer binary with a hermetic environment: every inherited `TRACER_*`
-    /// variable except `TRACER_LOG` removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`,
-    /// `RUST_BACKTRACE=1`, and `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES` from `ITEST_PROBE_MODE`
-    /// and `ITEST_GO_TLS_PROBES` when they are set.
+    /// A `Command` for the tracer binary with the hermetic environment of [`TracerEnv::Hermetic`]:
+    /// every inherited `TRACER_*` variable except `TRACER_LOG` removed, `TRACER_LOG=info` when
+    /// unset, `NO_COLOR=1`, `RUST_BACKTRACE=1`, and `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES`
+    /// from `ITEST_PROBE_MODE` and `ITEST_GO_TLS_PROBES` when they are set.
     pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
-        let mut cmd = Command::new(tracer_bin());
+        let mut cmd = TracerProc::command(tracer_bin(), TracerEnv::Hermetic);
         cmd.args(args);
-        tracer_env(&mut cmd);
         cmd
     }
 
@@ -165,9 +152,8 @@ impl Tracer {
     /// Spawns another program as if it were the tracer (same environment and collection); for the
     /// harness's own tests.
     pub fn start_program<S: AsRef<OsStr>>(program: &std::path::Path, args: &[S]) -> Tracer {
-        let mut cmd = Command::new(program);
+        let mut cmd = TracerProc::command(program, TracerEnv::Hermetic);
         cmd.args(args);
-        tracer_env(&mut cmd);
         Self::spawn(cmd, args_vec(args), None)
     }
 
@@ -180,45 +166,20 @@ impl Tracer {
         let bin = dir.join("tracer");
         std::fs::copy(tracer_bin(), &bin).expect("copy tracer binary");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mut cmd = Command::new(setpriv);
+        let mut cmd = TracerProc::command(setpriv, TracerEnv::Hermetic);
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]);
         cmd.arg(&bin).args(args);
         cmd.current_dir(dir.path());
-        tracer_env(&mut cmd);
         let mut v = vec!["<setpriv nobody>".to_owned()];
         v.extend(args_vec(args));
         Self::spawn(cmd, v, Some(dir))
     }
 
-    fn spawn(mut cmd: Command, args: Vec<String>, keep: Option<TempDir>) -> Tracer {
-        // A runner may start the tests with SIGINT ignored (a background job of a shell without
-        // job control), and an ignored signal stays ignored across exec. The tracer overrides
-        // that with its own handler, but a stand-in (a shell script's trap) cannot: give every
-        // child the default, as a terminal would.
-        // SAFETY: sigaction(2) is async-signal-safe, and the closure touches nothing else.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-                Ok(())
-            });
-        }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child =
-            cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn tracer {:?} {args:?}: {e}", cmd.get_program()));
-        let pid = child.id();
-        let (stdout, h1) = Collector::spawn(child.stdout.take().unwrap(), "tracer-stdout");
-        let (stderr, h2) = Collector::spawn(child.stderr.take().unwrap(), "tracer-stderr");
-        Tracer {
-            child: Some(child),
-            pid,
-            args,
-            stdout,
-            stderr,
-            readers: vec![h1, h2],
-            started: Instant::now(),
-            _keep: keep,
-        }
+    fn spawn(cmd: Command, args: Vec<String>, keep: Option<TempDir>) -> Tracer {
+        let program = cmd.get_program().to_owned();
+        let core = TracerProc::spawn(cmd, args.clone())
+            .unwrap_or_else(|e| panic!("cannot spawn tracer {program:?} {args:?}: {e}"));
+        Tracer { core, _keep: keep }
     }
 
     /// Runs the tracer to completion (it must exit by itself within `timeout`).
@@ -227,36 +188,25 @@ impl Tracer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.core.pid()
     }
 
     pub fn args(&self) -> &[String] {
-        &self.args
+        self.core.label()
     }
 
     /// Stderr so far (ANSI escapes removed).
     pub fn stderr(&self) -> String {
-        self.stderr.text()
+        self.core.stderr()
     }
 
     pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.raw()).into_owned()
+        self.core.stdout()
     }
 
     /// Whether the process has exited (reaps it if so).
     pub fn has_exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    fn describe_now(&self) -> String {
-        format!(
-            "tracer {:?} (pid {}, running for {:?})\n--- tracer stderr ---\n{}\n--- tracer stdout ---\n{}\n---",
-            self.args,
-            self.pid,
-            self.started.elapsed(),
-            tail(&self.stderr(), 12_000),
-            tail(&self.stdout(), 6_000)
-        )
+        self.core.try_wait()
     }
 
     /// Waits for a stderr line containing `needle`; panics (with all output) on timeout or exit.
@@ -267,38 +217,26 @@ impl Tracer {
 
     /// Waits for a stderr line satisfying `pred`; panics (with all output) on timeout or exit.
     pub fn wait_for_stderr_line<F: Fn(&str) -> bool>(&mut self, what: &str, pred: F, timeout: Duration) -> String {
-        let stderr = self.stderr.clone();
-        let mut exited = None;
-        let got = {
-            let mut child = self.child.as_mut();
-            let mut stop = || {
-                if let Some(c) = child.as_mut()
-                    && let Ok(Some(st)) = c.try_wait()
-                {
-                    exited = Some(st);
-                    return true;
-                }
-                false
-            };
-            stderr.wait_line(&pred, timeout, &mut stop)
-        };
+        let got = self.core.wait_stderr_line(&pred, timeout);
+        self.logged(what, got, timeout)
+    }
+
+    /// The line waited for, or a panic with all output.
+    fn logged(&self, what: &str, got: Result<String, Option<ExitStatus>>, timeout: Duration) -> String {
         match got {
-            Some(l) => l,
-            None => match exited {
-                Some(st) => panic!("tracer exited ({st}) before logging {what}\n{}", self.describe_now()),
-                None => panic!("tracer did not log {what} within {timeout:?}\n{}", self.describe_now()),
-            },
+            Ok(l) => l,
+            Err(Some(st)) => panic!("tracer exited ({st}) before logging {what}\n{}", self.core.describe()),
+            Err(None) => panic!("tracer did not log {what} within {timeout:?}\n{}", self.core.describe()),
         }
     }
 
     /// Waits for the readiness line of `pid`: `target attached` and `pid=<PID>` on one line.
     /// Under `ITEST_PROBE_MODE=syscalls`, also checks that the tracer runs with syscall hooks.
     pub fn wait_attached(&mut self, pid: u32) -> String {
-        let what = format!("`target attached` with pid={pid}");
-        let line =
-            self.wait_for_stderr_line(&what, move |l| l.contains(ATTACHED) && has_pid_field(l, pid), ATTACH_TIMEOUT);
+        let got = self.core.wait_attached(pid, ATTACH_TIMEOUT);
+        let line = self.logged(&format!("`target attached` with pid={pid}"), got, ATTACH_TIMEOUT);
         if std::env::var("ITEST_PROBE_MODE").as_deref() == Ok("syscalls")
-            && !self.args.iter().any(|a| a == "--probe-mode")
+            && !self.args().iter().any(|a| a == "--probe-mode")
         {
             let stderr = self.stderr();
             assert!(
@@ -316,7 +254,7 @@ impl Tracer {
             Some(i) => &out[..i],
             None => "",
         };
-        parse_json_lines(complete).unwrap_or_else(|e| panic!("{e}\n{}", self.describe_now()))
+        parse_json_lines(complete).unwrap_or_else(|e| panic!("{e}\n{}", self.core.describe()))
     }
 
     /// Waits until at least `count` JSON spans satisfy `pred` (or timeout); returns the matching ones.
@@ -350,7 +288,7 @@ impl Tracer {
                 "expected at least {count} JSON span(s) {what} within {timeout:?}, got {}.\nAll spans so far:\n{}\n{}",
                 got.len(),
                 dump(&self.json_spans()),
-                self.describe_now()
+                self.core.describe()
             );
         }
         got
@@ -358,10 +296,7 @@ impl Tracer {
 
     /// Sends a signal to the tracer.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, sig);
-        }
+        self.core.signal(sig);
     }
 
     /// SIGINT, then waits for exit (flush); panics if it does not exit within [`STOP_TIMEOUT`].
@@ -371,61 +306,24 @@ impl Tracer {
 
     /// Sends `sig`, then waits for exit like [`stop`](Self::stop).
     pub fn stop_with(mut self, sig: i32) -> TracerOutput {
-        if self.has_exited().is_none() {
-            self.signal(sig);
-        }
-        self.wait_exit(STOP_TIMEOUT)
+        let status = self.core.stop(sig, STOP_TIMEOUT);
+        self.output(status, STOP_TIMEOUT)
     }
 
     /// Waits for the tracer to exit by itself; SIGKILLs it and panics after `timeout`.
     pub fn wait_exit(mut self, timeout: Duration) -> TracerOutput {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(st) = self.has_exited() {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let msg = format!("tracer did not exit within {timeout:?}\n{}", self.describe_now());
-                self.kill();
-                panic!("{msg}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = self.core.wait_exit(timeout);
+        self.output(status, timeout)
+    }
+
+    /// What it left behind once exited; when it has not (`status` None), SIGKILL and a panic.
+    fn output(&mut self, status: Option<ExitStatus>, timeout: Duration) -> TracerOutput {
+        let Some(status) = status else {
+            let msg = format!("tracer did not exit within {timeout:?}\n{}", self.core.describe());
+            self.core.kill();
+            panic!("{msg}");
         };
-        self.child = None;
-        self.join_readers();
-        TracerOutput {
-            status,
-            stdout: String::from_utf8_lossy(&self.stdout.raw()).into_owned(),
-            stderr: self.stderr.text(),
-            args: self.args.clone(),
-        }
-    }
-
-    fn join_readers(&mut self) {
-        // The pipes close when the tracer exits; don't hang forever if a grandchild kept them.
-        if drain_pipes(&self.stdout, &self.stderr) {
-            for h in self.readers.drain(..) {
-                let _ = h.join();
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            if std::thread::panicking() {
-                eprintln!("[harness] test failed while the tracer was running:\n{}", self.describe_now());
-            }
-            self.kill();
-        }
+        TracerOutput { status, stdout: self.stdout(), stderr: self.stderr(), args: self.args().to_vec() }
     }
 }
 

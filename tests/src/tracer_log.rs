@@ -1,13 +1,14 @@
 //! What the tests read in the tracer's log: its `final stats` counters and the lines worth showing
 //! when a test fails.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
+pub use harness::final_stats_line;
 use harness::tail;
 
 /// `final stats` counters of the tracer's stderr (`key=value` pairs of the last such line).
-pub fn final_stats(stderr: &str) -> HashMap<String, i64> {
-    harness::final_stats_line(stderr).map(|l| harness::parse_stats(l).into_iter().collect()).unwrap_or_default()
+pub fn final_stats(stderr: &str) -> BTreeMap<String, i64> {
+    harness::final_stats(stderr).unwrap_or_default()
 }
 
 /// Problems for each of `keys` that the `final stats` line in `stderr` does not give as 0.
@@ -36,9 +37,4 @@ pub fn tracer_log_summary(stderr: &str) -> String {
         .map(|l| tail(l, 600))
         .collect::<Vec<_>>()
         .join("\n    ")
-}
-
-/// The `final stats` line, for messages.
-pub fn final_stats_line(stderr: &str) -> String {
-    stderr.lines().rev().find(|l| l.contains("final stats")).map(|l| tail(l, 1000)).unwrap_or_default()
 }

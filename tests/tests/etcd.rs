@@ -248,6 +248,10 @@ fn mid_connection_grpc_warms_up_without_wrong_names() {
     let fin = sess.finish(SETTLE);
     client.finish();
     let (m, errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 0);
-    eprintln!("[etcd gRPC mid-connection, plain] {}\n{}", m.summary(), final_stats_line(&fin.output.stderr));
+    eprintln!(
+        "[etcd gRPC mid-connection, plain] {}\n{}",
+        m.summary(),
+        final_stats_line(&fin.output.stderr).unwrap_or_default()
+    );
     assert_session_ok("etcd gRPC connection joined mid-way", errs, &fin, &[NEVER[3]]);
 }

@@ -194,7 +194,11 @@ fn etcd_tls_mid_connection_grpc_warms_up_without_wrong_names() {
     let fin = sess.finish(SETTLE);
     client.finish();
     let (m, mut errs) = check_mid_stream(&fin.spans, &calls, etcd.port(), 100, 100, 1);
-    eprintln!("[etcd gRPC mid-connection, TLS] {}\n{}", m.summary(), final_stats_line(&fin.output.stderr));
+    eprintln!(
+        "[etcd gRPC mid-connection, TLS] {}\n{}",
+        m.summary(),
+        final_stats_line(&fin.output.stderr).unwrap_or_default()
+    );
     errs.extend(check_no_connection_spans(&fin.spans));
     assert_session_ok("etcd gRPC over TLS joined mid-way", errs, &fin, &[NEVER[3]]);
 }

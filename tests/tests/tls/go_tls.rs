@@ -452,7 +452,10 @@ fn empty_probes_attach_the_same_hooks_and_trace_nothing() {
     }
     let stats = final_stats(&empty.output.stderr);
     if stats.get("events") != Some(&0) {
-        errs.push(format!("--empty-probes: the probes sent events: {}", final_stats_line(&empty.output.stderr)));
+        errs.push(format!(
+            "--empty-probes: the probes sent events: {}",
+            final_stats_line(&empty.output.stderr).unwrap_or_default()
+        ));
     }
     if !empty.spans.is_empty() {
         errs.push(format!("--empty-probes gave {} spans", empty.spans.len()));

@@ -65,7 +65,7 @@ fn tls_http1_reused_across_attach(trace_client: bool) {
     eprintln!(
         "[TLS HTTP/1.1 reused across attach, tracer on the {kind}] {} spans for {after} requests completed after attach (attached after {attached_at})\n{}",
         conn.len(),
-        final_stats_line(&fin.output.stderr)
+        final_stats_line(&fin.output.stderr).unwrap_or_default()
     );
     if conn.len() + 2 < after || conn.len() > after + 1 {
         errs.push(format!(
@@ -144,7 +144,7 @@ fn tls_http2_connection_joined_mid_way_server_side() {
     }
     eprintln!(
         "[TLS HTTP/2 mid-connection, curl -> Go server] tracer attached after <= ~{attached_at} of {n} requests: {m:?}\n{}",
-        final_stats_line(&fin.output.stderr)
+        final_stats_line(&fin.output.stderr).unwrap_or_default()
     );
     errs.extend(check_no_connection_spans(&fin.spans));
     if fin.spans.len() != conn.len() {
@@ -197,7 +197,7 @@ fn tls_http2_constant_headers_mid_way_never_wrong() {
     let after = n - attached_at;
     eprintln!(
         "[TLS HTTP/2 mid-connection, constant headers, Go client -> Go server] attached after {attached_at} of {n}: {named} named, {unknown} unknown for {after} requests\n{}",
-        final_stats_line(&fin.output.stderr)
+        final_stats_line(&fin.output.stderr).unwrap_or_default()
     );
     if named + unknown + 2 < after || named + unknown > after + 1 {
         errs.push(format!(

@@ -1,5 +1,5 @@
 //! Processes the bench starts (the harness's, killed when dropped and when the bench dies), the
-//! tracer's lifecycle and `/proc` readings.
+//! tracer under test (the harness's, with the bench's readings) and `/proc` readings.
 
 use std::{
     collections::BTreeMap,
@@ -7,12 +7,12 @@ use std::{
     io::Read,
     path::Path,
     process::Command,
-    thread::sleep,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use harness::{ATTACH_TIMEOUT, STOP_TIMEOUT, TracerEnv, TracerProc};
 pub use harness::{Proc, TempDir, free_port};
 
 /// Starts `cmd` as `name`, its output collected; the kernel kills it if the bench dies.
@@ -154,41 +154,34 @@ pub fn context_switches(pid: u32) -> u64 {
 /// Numbers of the tracer's `final stats` log line.
 pub type FinalStats = BTreeMap<String, u64>;
 
+/// The harness's tracer under test with the bench's readings of it.
 pub struct Tracer {
-    proc: Proc,
+    core: TracerProc,
 }
 
 impl Tracer {
     /// Starts `tracer --pid PID --output none` and waits until it says the target is attached.
     pub fn start(bin: &Path, pid: u32, extra: &[&str]) -> Result<Tracer> {
-        let mut cmd = Command::new(bin);
-        cmd.args(["--pid", &pid.to_string(), "--output", "none", "--stats-interval", "0", "--log-level", "info"])
-            .args(extra);
         // Flags say what to trace and where to send it; the rest of TRACER_* (probe mode, OTLP
         // compression) is inherited on purpose, so that a bench run can measure those settings.
-        cmd.env_remove("TRACER_OTLP_ENDPOINT")
-            .env_remove("TRACER_COMM")
-            .env_remove("TRACER_PID")
-            .env_remove("TRACER_LOG");
-        let mut proc = spawn("tracer", &mut cmd)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = proc.try_wait() {
-                bail!("the tracer exited ({st}) at start: {}", proc.last_words());
+        let mut cmd = TracerProc::command(bin, TracerEnv::InheritSettings);
+        let pid_arg = pid.to_string();
+        let args = ["--pid", &pid_arg, "--output", "none", "--stats-interval", "0", "--log-level", "info"];
+        cmd.args(args).args(extra);
+        harness::die_with_parent(&mut cmd);
+        let label = args.iter().chain(extra).map(|a| a.to_string()).collect();
+        let mut core = TracerProc::spawn(cmd, label).with_context(|| format!("cannot start {}", bin.display()))?;
+        match core.wait_attached(pid, ATTACH_TIMEOUT) {
+            Ok(_) => Ok(Tracer { core }),
+            Err(Some(st)) => bail!("the tracer exited ({st}) at start: {}", core.last_words()),
+            Err(None) => {
+                bail!("the tracer did not attach to pid {pid} within {ATTACH_TIMEOUT:?}: {}", core.last_words())
             }
-            if proc.stderr().contains(harness::ATTACHED) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!("the tracer did not attach to pid {pid} within 60 s: {}", proc.last_words());
-            }
-            sleep(Duration::from_millis(25));
         }
-        Ok(Tracer { proc })
     }
 
     pub fn pid(&self) -> u32 {
-        self.proc.pid()
+        self.core.pid()
     }
 
     pub fn cpu_seconds(&self) -> Result<f64> {
@@ -209,18 +202,16 @@ impl Tracer {
 
     /// SIGINT, then the numbers of the `final stats` line.
     pub fn stop(mut self) -> Result<FinalStats> {
-        self.proc.signal(libc::SIGINT);
-        let Some(st) = self.proc.wait_timeout(Duration::from_secs(30)) else {
-            bail!("the tracer did not exit within 30 s of SIGINT: {}", self.proc.last_words());
+        let Some(st) = self.core.stop(libc::SIGINT, STOP_TIMEOUT) else {
+            bail!("the tracer did not exit within {STOP_TIMEOUT:?} of SIGINT: {}", self.core.last_words());
         };
-        let err = self.proc.stderr();
-        let Some(line) = harness::final_stats_line(&err) else {
-            bail!("the tracer exited ({st}) without a `final stats` line: {}", self.proc.last_words());
+        let Some(stats) = self.core.final_stats() else {
+            bail!("the tracer exited ({st}) without a `final stats` line: {}", self.core.last_words());
         };
         if !st.success() {
-            bail!("the tracer exited with {st}: {}", self.proc.last_words());
+            bail!("the tracer exited with {st}: {}", self.core.last_words());
         }
-        Ok(harness::parse_stats(line))
+        Ok(stats)
     }
 }
 
