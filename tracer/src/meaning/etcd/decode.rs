@@ -108,9 +108,15 @@ pub fn decode_request(method: &str, service: &str, msg: &[u8]) -> Option<EtcdReq
 /// Decode the captured start `prefix` of a request message announced as `declared_len` bytes.
 pub fn decode_request_prefix(method: &str, service: &str, prefix: &[u8], declared_len: u32) -> Option<EtcdRequest> {
     let op = EtcdOp::from_rpc(service, method)?;
+    let (msg, truncated) = message_in(prefix, declared_len);
+    decode_request_inner(op, msg, truncated)
+}
+
+/// The message of `declared_len` bytes in the capture of its start `prefix`: all of it when the
+/// capture reached its end, else what was captured, and whether it was cut.
+fn message_in(prefix: &[u8], declared_len: u32) -> (&[u8], bool) {
     let full = prefix.len() as u64 >= u64::from(declared_len);
-    let msg = if full { &prefix[..declared_len as usize] } else { prefix };
-    decode_request_inner(op, msg, !full)
+    (if full { &prefix[..declared_len as usize] } else { prefix }, !full)
 }
 
 /// Decode the first request message of a gRPC stream (uncompressed only).
@@ -205,9 +211,8 @@ pub fn decode_response(method: &str, service: &str, msg: &[u8]) -> Option<EtcdRe
 /// Decode the captured start of a response message announced as `declared_len` bytes.
 pub fn decode_response_prefix(method: &str, service: &str, prefix: &[u8], declared_len: u32) -> Option<EtcdResponse> {
     let op = EtcdOp::from_rpc(service, method)?;
-    let full = prefix.len() as u64 >= u64::from(declared_len);
-    let msg = if full { &prefix[..declared_len as usize] } else { prefix };
-    decode_response_inner(op, msg, !full)
+    let (msg, truncated) = message_in(prefix, declared_len);
+    decode_response_inner(op, msg, truncated)
 }
 
 /// Decode the first response message of a gRPC stream (uncompressed only).
