@@ -37,13 +37,14 @@ impl TracerEnv {
 }
 
 /// Gives the tracer under test a hermetic environment: every inherited `TRACER_*` variable except
-/// `TRACER_LOG` removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`, `RUST_BACKTRACE=1`, and
-/// `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES` from `ITEST_PROBE_MODE` and `ITEST_GO_TLS_PROBES`
-/// when they are set.
+/// `TRACER_LOG`, and every `OTEL_*` variable, removed, `TRACER_LOG=info` when unset, `NO_COLOR=1`,
+/// `RUST_BACKTRACE=1`, and `TRACER_PROBE_MODE` and `TRACER_GO_TLS_PROBES` from `ITEST_PROBE_MODE`
+/// and `ITEST_GO_TLS_PROBES` when they are set.
 fn tracer_env(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TRACER_") && k != "TRACER_LOG" {
+        // The standard OTEL_* variables configure the tracer's export too.
+        if (k.starts_with("TRACER_") && k != "TRACER_LOG") || k.starts_with("OTEL_") {
             cmd.env_remove(&k);
         }
     }

@@ -23,6 +23,7 @@ pub mod procs;
 pub mod scripts;
 pub mod session;
 pub mod span;
+pub mod tls_collector;
 pub mod tracer;
 pub mod tracer_log;
 

@@ -42,7 +42,8 @@ pub struct Cli {
 
     /// A header sent with every OTLP request, NAME=VALUE (repeatable), e.g. an API key; added to
     /// OTEL_EXPORTER_OTLP_HEADERS, replacing a header of the same name. Values are never logged.
-    #[arg(long = "otlp-header", env = "TRACER_OTLP_HEADERS", value_delimiter = ',', value_parser = parse_secret)]
+    #[arg(long = "otlp-header", env = "TRACER_OTLP_HEADERS", hide_env_values = true, value_delimiter = ',',
+          value_parser = parse_secret)]
     pub otlp_headers: Vec<Secret>,
 
     /// PEM file of the CA that signed the collector's certificate, trusted instead of the system's
@@ -65,7 +66,8 @@ pub struct Cli {
     pub otlp_timeout: Option<Duration>,
 
     /// Local output: terminal (live waterfall), json (one span per line on stdout) or none.
-    /// Default: terminal without --otlp-endpoint, none with it.
+    /// Default: terminal without a collector (--otlp-endpoint or OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT),
+    /// none with one.
     #[arg(long, env = "TRACER_OUTPUT", value_enum)]
     pub output: Option<OutputArg>,
 
@@ -297,6 +299,9 @@ mod tests {
         assert_eq!(cli.otlp_headers, [Secret("x-api-key=secret".into()), Secret("b=2".into())]);
         assert_eq!(cli.otlp_timeout, Some(Duration::from_secs(2)));
         assert!(!format!("{cli:?}").contains("secret"));
+        // --help would show TRACER_OTLP_HEADERS's value.
+        let cmd = <Cli as clap::CommandFactory>::command();
+        assert!(cmd.get_arguments().any(|a| a.get_id() == "otlp_headers" && a.is_hide_env_values_set()));
         assert_eq!(parse_timeout("750").unwrap(), Duration::from_millis(750));
         assert_eq!(parse_timeout("750ms").unwrap(), Duration::from_millis(750));
     }

@@ -44,6 +44,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let otlp = otel_env::resolve(&cli, &|name| std::env::var(name).ok())?;
     let traces = &otlp.traces;
     export::check_otlp(traces)?;
+    if let Some(endpoint) = &traces.traces_endpoint {
+        warn_if_unreachable(traces, endpoint).await?;
+    }
     let mut ebpf = probes::load(&cli)?;
     let mut capture = Capture::new(&mut ebpf)?;
     let targets = Targets::new(&mut ebpf, cli.target_comms())?;
@@ -60,9 +63,6 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         queue_capacity: cli.export_queue as usize,
         ..ExportConfig::default()
     })?;
-    if let Some(endpoint) = &traces.traces_endpoint {
-        warn_if_unreachable(endpoint).await;
-    }
     let export_stats = export.stats();
     let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes)?;
     let assembler = Assembler::new(Clock::new(), cli.etcd_ports.clone());
@@ -140,20 +140,17 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// One line at start-up if the collector is not there (capture goes on; export retries).
-async fn warn_if_unreachable(endpoint: &str) {
-    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("http", endpoint));
-    let authority = rest.split('/').next().unwrap_or("");
-    let port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
-    let addr = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) {
-        authority.to_owned()
-    } else {
-        format!("{authority}:{port}")
-    };
-    let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
-    if !matches!(connect, Ok(Ok(_))) {
-        tracing::warn!("collector at {endpoint} is not reachable; spans will be dropped (and counted) until it is");
+/// One line at start-up if the collector is not there (capture goes on; export retries); an error
+/// if it is there but its certificate is not trusted.
+async fn warn_if_unreachable(settings: &export::OtlpSettings, endpoint: &str) -> Result<()> {
+    if let export::transport::Reach::Unreachable(why) =
+        export::transport::reach(settings, endpoint, Duration::from_secs(2)).await?
+    {
+        tracing::warn!(
+            "collector at {endpoint} is not reachable ({why}); spans will be dropped (and counted) until it is"
+        );
     }
+    Ok(())
 }
 
 /// The agent's and the kernel's counters at one moment.

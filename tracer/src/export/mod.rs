@@ -689,7 +689,7 @@ mod tests {
             start(cfg).err().map(|e| e.to_string()).unwrap_or_default()
         };
         assert!(bad("localhost:4317").contains("missing http:// scheme"));
-        assert!(bad("https://collector:4317").contains("https is not supported"));
+        assert!(bad("ftp://collector:4317").contains("scheme must be http or https"));
         assert!(bad("http://:4317").contains("host"));
         assert!(bad("http://collector:99999").contains("port"));
         let zero = ExportConfig { queue_capacity: 0, ..cfg(Output::None) };

@@ -4,6 +4,10 @@ use clap::Parser;
 
 use super::*;
 
+/// Flags, and variables as (name, value).
+type Args<'a> = &'a [&'a str];
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
 /// The settings for `args` and the variables `vars` (no process environment).
 fn resolve_with(args: &[&str], vars: &[(&str, &str)]) -> Result<OtlpConfig> {
     let cli = Cli::try_parse_from(std::iter::once("tracer").chain(args.iter().copied())).unwrap();
@@ -30,7 +34,7 @@ fn nothing_configured_means_no_endpoint_and_defaults() {
 #[test]
 fn endpoints_follow_the_path_rules() {
     // (args, vars, traces endpoint, metrics endpoint)
-    let cases: &[(&[&str], &[(&str, &str)], Option<&str>, Option<&str>)] = &[
+    let cases: &[(Args, Vars, Option<&str>, Option<&str>)] = &[
         // Generic variable, gRPC: as is, for both signals.
         (&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")], Some("http://c:4317"), Some("http://c:4317")),
         // Generic variable, OTLP/HTTP: a base URL, with or without its own path and slash.
@@ -161,7 +165,7 @@ fn resource_attributes_are_read() {
 
 #[test]
 fn bad_values_are_errors_that_never_quote_a_header() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[(Args, Vars, &str)] = &[
         (
             &[],
             &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],

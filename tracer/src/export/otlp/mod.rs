@@ -53,7 +53,7 @@ pub(super) struct OtlpSink {
 /// compressed here. The headers travel as gRPC metadata on each request; the HTTP client adds them
 /// itself.
 enum Transport {
-    Grpc { grpc: tonic::client::Grpc<tonic::transport::Channel>, metadata: tonic::metadata::MetadataMap },
+    Grpc { grpc: tonic::client::Grpc<tonic::transport::Channel>, metadata: Box<tonic::metadata::MetadataMap> },
     Http { client: reqwest::Client, gzip: bool },
 }
 
@@ -80,7 +80,7 @@ impl OtlpSink {
                 if cfg.otlp_gzip {
                     grpc = grpc.send_compressed(CompressionEncoding::Gzip);
                 }
-                Transport::Grpc { grpc, metadata: transport::grpc_metadata(&settings)? }
+                Transport::Grpc { grpc, metadata: Box::new(transport::grpc_metadata(&settings)?) }
             }
             OtlpProtocol::Http => Transport::Http { client: transport::http_client(&settings)?, gzip: cfg.otlp_gzip },
         };
@@ -219,7 +219,7 @@ impl OtlpSink {
             Transport::Grpc { grpc, metadata } => {
                 grpc.ready().await.map_err(|e| (format!("connecting: {e}"), true))?;
                 let path = PathAndQuery::from_static(GRPC_EXPORT);
-                let request = tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), body);
+                let request = tonic::Request::from_parts((**metadata).clone(), tonic::Extensions::default(), body);
                 match grpc.unary(request, path, RawCodec).await {
                     Ok(answer) => Ok(answer.into_inner()),
                     Err(s) => Err((format!("gRPC status {:?}: {}", s.code(), s.message()), grpc_retryable(s.code()))),
@@ -372,7 +372,7 @@ pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Re
     };
     let bad = |why: &str| anyhow!("invalid OTLP endpoint {endpoint:?}: {why} (expected e.g. {example})");
     let Some((scheme, rest)) = endpoint.split_once("://") else {
-        return Err(bad("missing http:// or https:// scheme"));
+        return Err(bad("missing http:// scheme (or https://)"));
     };
     if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
         return Err(bad("scheme must be http or https"));

@@ -11,13 +11,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tonic::codegen::http::Uri;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::super::OtlpProtocol;
 use super::settings::{OtlpSettings, TlsFiles};
 
 /// A lazily connecting gRPC channel to `endpoint` (connects at the first request, and again after
@@ -71,12 +74,59 @@ pub fn http_client(settings: &OtlpSettings) -> Result<reqwest::Client> {
         .map_err(|e| anyhow!("cannot set up OTLP/HTTP export: {}", chain(&e)))
 }
 
+/// What a start-up connection to the collector found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reach {
+    Reachable,
+    /// Not now (refused, timed out, no such host): it may come up later.
+    Unreachable(String),
+}
+
+/// Connects to the collector once, within `limit`: TCP, then for https the TLS handshake. A
+/// certificate the configured roots do not trust (a wrong CA, or a name the certificate does not
+/// hold) is an error, since every export would fail the same way; a collector that is not there
+/// is only reported.
+pub async fn reach(settings: &OtlpSettings, endpoint: &str, limit: Duration) -> Result<Reach> {
+    let uri: Uri = endpoint.parse().map_err(|e| anyhow!("invalid OTLP endpoint {endpoint:?}: {e}"))?;
+    let https = is_https(endpoint);
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // Err(Some(why)): the certificate is not trusted; Err(None): not reachable, `e` says why.
+    let other = |e: &dyn std::fmt::Display| (None, e.to_string());
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| other(&e))?;
+        if !https {
+            return Ok(());
+        }
+        let config = TlsPem::load(&settings.tls).and_then(|p| p.rustls_config(true)).map_err(|e| other(&e))?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| other(&e))?;
+        match tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(why)) => Err((Some(format!("{why:?}")), e.to_string())),
+                _ => Err(other(&e)),
+            },
+        }
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(Ok(())) => Ok(Reach::Reachable),
+        Ok(Err((Some(why), _))) => bail!(
+            "the collector at {endpoint} presented a certificate that is not trusted ({why}): give the CA that \
+             signed it with --otlp-ca or OTEL_EXPORTER_OTLP_CERTIFICATE"
+        ),
+        Ok(Err((None, why))) => Ok(Reach::Unreachable(why)),
+        Err(_) => Ok(Reach::Unreachable(format!("no answer within {limit:?}"))),
+    }
+}
+
 /// Everything [`grpc_channel`] or [`http_client`] would refuse for `endpoint`, without a runtime:
 /// the TLS files (and the system's roots for https), the headers.
 pub fn check(settings: &OtlpSettings, endpoint: &str) -> Result<()> {
     TlsPem::load(&settings.tls)?.rustls_config(is_https(endpoint))?;
-    grpc_metadata(settings)?;
-    http_headers(settings).map(drop)
+    match settings.protocol {
+        OtlpProtocol::Grpc => grpc_metadata(settings).map(drop),
+        OtlpProtocol::Http => http_headers(settings).map(drop),
+    }
 }
 
 fn is_https(endpoint: &str) -> bool {
@@ -201,4 +251,75 @@ fn chain(e: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-credential";
+
+    fn settings(headers: &[(&str, &str)], tls: TlsFiles) -> OtlpSettings {
+        OtlpSettings {
+            traces_endpoint: Some("https://127.0.0.1:4317".into()),
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            tls,
+            ..OtlpSettings::default()
+        }
+    }
+
+    /// `check`'s error, for either protocol.
+    fn refusal(protocol: OtlpProtocol, s: &OtlpSettings) -> String {
+        let s = OtlpSettings { protocol, ..s.clone() };
+        format!("{:#}", check(&s, "https://127.0.0.1:4317").unwrap_err())
+    }
+
+    #[test]
+    fn a_bad_header_value_is_refused_without_quoting_it() {
+        let s = settings(&[("x-api-key", &format!("{SECRET}\n"))], TlsFiles::default());
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::Http] {
+            let e = refusal(protocol, &s);
+            assert!(e.contains("invalid value for OTLP header x-api-key"), "{e}");
+            assert!(!e.contains(SECRET), "{e}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_sensitive() {
+        let s = settings(&[("authorization", &format!("Bearer {SECRET}"))], TlsFiles::default());
+        let metadata = grpc_metadata(&s).unwrap();
+        assert!(!format!("{metadata:?}").contains(SECRET));
+        let headers = http_headers(&s).unwrap();
+        assert!(!format!("{headers:?}").contains(SECRET));
+        assert!(headers.values().all(reqwest::header::HeaderValue::is_sensitive));
+    }
+
+    #[test]
+    fn bad_tls_files_are_one_error_that_never_quotes_a_key() {
+        let dir = std::env::temp_dir().join(format!("tracer-transport-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Looks like a PEM key, but its body is the secret and not base64 of a key.
+        let key = dir.join("bad.key");
+        std::fs::write(&key, format!("-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END PRIVATE KEY-----\n")).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, SECRET).unwrap();
+        let cases = [
+            (
+                TlsFiles { ca: Some(dir.join("missing.pem")), ..TlsFiles::default() },
+                "cannot read the OTLP CA certificate file",
+            ),
+            (TlsFiles { ca: Some(not_pem.clone()), ..TlsFiles::default() }, "holds no PEM certificate"),
+            (TlsFiles { client_key: Some(key.clone()), ..TlsFiles::default() }, "go together"),
+            (
+                TlsFiles { client_cert: Some(not_pem.clone()), client_key: Some(key.clone()), ..TlsFiles::default() },
+                "holds no PEM certificate",
+            ),
+        ];
+        for (tls, want) in cases {
+            let e = refusal(OtlpProtocol::Grpc, &settings(&[], tls));
+            assert!(e.contains(want), "{e}");
+            assert!(!e.contains(SECRET), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
