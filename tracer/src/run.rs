@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         otlp_gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
         output: output(&cli),
         queue_capacity: cli.export_queue as usize,
+        buffer_bytes: usize::try_from(cli.otlp_buffer_bytes).unwrap_or(usize::MAX),
         ..ExportConfig::default()
     })?;
     if let Some(endpoint) = &cli.otlp_endpoint {
@@ -121,11 +122,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     log_stats("final stats", &counters, &export_stats);
     flushed?;
 
-    let failed = export_stats.dropped_export_failed.load(std::sync::atomic::Ordering::Relaxed);
-    if failed > 0 {
+    // Spans delivered after an outage are not lost; those the retry buffer had no room for, or
+    // still held at exit, are.
+    let lost = export_stats.lost_to_collector();
+    if lost > 0 {
         let endpoint = cli.otlp_endpoint.unwrap_or_default();
         return Ok(Outcome::ExportFailed(format!(
-            "{failed} spans could not be exported to {endpoint} (is the collector up?)"
+            "{lost} spans could not be exported to {endpoint} (is the collector up? see final stats)"
         )));
     }
     Ok(Outcome::Clean)
@@ -137,7 +140,9 @@ async fn warn_if_unreachable(endpoint: &str) {
     let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
     let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
     if !matches!(connect, Ok(Ok(_))) {
-        tracing::warn!("collector at {endpoint} is not reachable; spans will be dropped (and counted) until it is");
+        tracing::warn!(
+            "collector at {endpoint} is not reachable; spans are kept for it (within --otlp-buffer-bytes) until it is"
+        );
     }
 }
 
@@ -183,6 +188,12 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         dropped_queue_full = e.dropped_queue_full.load(Relaxed),
         dropped_export_failed = e.dropped_export_failed.load(Relaxed),
         rejected_by_collector = e.rejected_by_collector.load(Relaxed),
+        exported_after_retry = e.exported_after_retry.load(Relaxed),
+        export_retries = e.export_retries.load(Relaxed),
+        dropped_buffer_full = e.dropped_buffer_full.load(Relaxed),
+        dropped_buffer_full_batches = e.dropped_buffer_full_batches.load(Relaxed),
+        buffered_spans = e.buffered_spans.load(Relaxed),
+        buffered_bytes = e.buffered_bytes.load(Relaxed),
         "{what}"
     );
 }
@@ -215,5 +226,12 @@ mod tests {
         assert_eq!(output(&cli), Output::Terminal);
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
         assert_eq!(output(&cli), Output::None);
+    }
+
+    /// The flag's default is the exporter's (cli.rs cannot name export's constant).
+    #[test]
+    fn the_buffer_flag_defaults_to_the_exporters_bound() {
+        let cli = Cli::try_parse_from(["tracer"]).unwrap();
+        assert_eq!(cli.otlp_buffer_bytes as usize, export::DEFAULT_BUFFER_BYTES);
     }
 }
