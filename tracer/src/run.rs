@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     if lost > 0 {
         let endpoint = cli.otlp_endpoint.unwrap_or_default();
         return Ok(Outcome::ExportFailed(format!(
-            "{lost} spans could not be exported to {endpoint} (is the collector up? see final stats)"
+            "{lost} spans could not be exported to {endpoint} (is the collector up?)"
         )));
     }
     Ok(Outcome::Clean)
