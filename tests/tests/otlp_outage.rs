@@ -121,7 +121,7 @@ fn outage_run(protocol: Protocol, outage: Duration, extra: &[&str], all: bool) -
     let down = Arc::new(AtomicBool::new(false));
     let load = Load::start(nginx.port(), prefix.clone(), down.clone());
     // Export works before the outage.
-    rx.expect("before the outage", &ours, 1, SPAN_TIMEOUT);
+    rx.expect("before the outage", ours, 1, SPAN_TIMEOUT);
     down.store(true, Ordering::Relaxed);
     rx.stop();
     std::thread::sleep(outage);

@@ -36,7 +36,7 @@ pub struct Cli {
     /// Bytes of encoded OTLP requests kept while the collector is down or failing, delivered oldest
     /// first when it is back; beyond it the oldest are dropped (and counted). The default holds
     /// about a minute of spans at 5,000 a second (docs/benchmarks.md).
-    #[arg(long, env = "TRACER_OTLP_BUFFER_BYTES", default_value_t = 160 << 20,
+    #[arg(long, env = "TRACER_OTLP_BUFFER_BYTES", default_value_t = 256 << 20,
           value_parser = clap::value_parser!(u64).range(0..=1 << 36))]
     pub otlp_buffer_bytes: u64,
 
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(cli.target_comms(), vec!["kube-apiserver"]);
         assert_eq!(cli.capture_bytes, 4096);
         assert_eq!(cli.otlp_compression, CompressionArg::None);
-        assert_eq!(cli.otlp_buffer_bytes, 160 << 20);
+        assert_eq!(cli.otlp_buffer_bytes, 256 << 20);
         let cli = Cli::try_parse_from(["tracer", "--otlp-buffer-bytes", "65536"]).unwrap();
         assert_eq!(cli.otlp_buffer_bytes, 65536);
         let cli = Cli::try_parse_from(["tracer", "--otlp-compression", "gzip"]).unwrap();

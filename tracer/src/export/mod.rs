@@ -39,7 +39,7 @@ pub enum Output {
 
 /// Default of [`ExportConfig::buffer_bytes`]: a minute of spans at 5,000 a second, at the encoded
 /// size of a typical span (docs/benchmarks.md).
-pub const DEFAULT_BUFFER_BYTES: usize = 160 << 20;
+pub const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
 
 #[derive(Clone, Debug)]
 pub struct ExportConfig {
