@@ -4,10 +4,10 @@
 //! One connection serves every traced process: each process is a `ResourceSpans` of the request.
 //!
 //! Two loops share the export task: the batcher fills batches from the span queue and encodes
-//! them into a retry buffer ([`retry_buffer`]); the sender delivers the buffer's batches one at a time, oldest
-//! first, and puts a batch back when the collector could not take it, to try again after a pause.
-//! So a collector that is down or slow holds up neither the span queue nor capture: its batches
-//! wait in the buffer, bounded by bytes, until it is back.
+//! them into a retry buffer ([`retry_buffer`]); the sender delivers the buffer's batches one at a
+//! time, oldest first, and puts a batch back when the collector could not take it, to try again
+//! after a pause. So a collector that is down or slow holds up neither the span queue nor
+//! capture: its batches wait in the buffer, bounded by bytes, until it is back.
 
 mod encode;
 mod response;
