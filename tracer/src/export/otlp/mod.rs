@@ -43,6 +43,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest pause a collector may ask for (gRPC `RetryInfo`, HTTP `Retry-After`).
 const MAX_ASKED_DELAY: Duration = Duration::from_secs(30);
 
+/// Kept back from the shutdown deadline: the time to count what is left and end the export task,
+/// which the deadline bounds, on a busy machine.
+const SHUTDOWN_RESERVE: Duration = Duration::from_millis(250);
+
 /// At most one failure warning per this interval, so a dead collector cannot flood the log.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -132,7 +136,7 @@ impl OtlpSink {
             if let Some(until) = stop_at
                 && give_up_at.is_none()
             {
-                give_up_at = Some(until.min(Instant::now() + self.export_timeout));
+                give_up_at = Some(self.give_up_time(until));
             }
             let mut batch = match outbox.next() {
                 Next::Batch(b) => b,
@@ -162,7 +166,7 @@ impl OtlpSink {
                     self.delivered(&batch, &answer);
                     backoff.reset();
                     if let Some(until) = stop_at {
-                        give_up_at = Some(until.min(Instant::now() + self.export_timeout));
+                        give_up_at = Some(self.give_up_time(until));
                     }
                 }
                 Err(f) if !f.may_pass => {
@@ -187,6 +191,13 @@ impl OtlpSink {
                 }
             }
         }
+    }
+
+    /// When export stops trying, at shutdown: after `export_timeout` of failures, and shortly
+    /// before the shutdown deadline `until` at the latest.
+    fn give_up_time(&self, until: Instant) -> Instant {
+        let last = until.checked_sub(SHUTDOWN_RESERVE).unwrap_or(until);
+        last.min(Instant::now() + self.export_timeout)
     }
 
     /// The collector took `batch`: counts its spans, rejected ones apart.
@@ -330,7 +341,8 @@ struct Batcher<'a> {
 }
 
 impl Batcher<'_> {
-    /// Until the queue is closed (by `stop`) and empty; then the outbox is told no batch follows.
+    /// Until the queue is closed (by `stop`, or when every handle is dropped) and empty; then the
+    /// outbox is told that no batch follows, and when shutdown began.
     async fn run(mut self, mut inbox: SpanInbox, mut stop: oneshot::Receiver<Instant>) {
         let mut stopping = false;
         let mut batch = Vec::with_capacity(self.max_batch);
@@ -366,6 +378,12 @@ impl Batcher<'_> {
             crate::span::recycle(batch.drain(..));
         }
         self.outbox.close();
+        if !stopping {
+            // Every handle is gone (the agent dropped its pipeline), yet the sender may still be
+            // trying: the exporter's shutdown, or its drop, says until when.
+            let r = stop.await;
+            self.stop(r, &mut inbox);
+        }
     }
 
     fn stop(&self, r: Result<Instant, oneshot::error::RecvError>, inbox: &mut SpanInbox) {

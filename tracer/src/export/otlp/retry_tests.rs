@@ -205,3 +205,31 @@ fn backoff_doubles_up_to_its_cap_and_honours_a_longer_ask() {
     b.reset();
     assert!(b.next(Some(Duration::from_millis(1))) < FIRST_BACKOFF * 2);
 }
+
+/// Shutdown while export pauses between attempts (the pause has grown past the shutdown's
+/// deadline): it ends the pause, tries once more, and counts what the collector never took, all
+/// within the deadline; also when, as in the agent, every handle is dropped before the shutdown.
+#[tokio::test]
+async fn shutdown_cuts_a_long_pause_short() {
+    for (protocol, drop_handle) in [(OtlpProtocol::Grpc, false), (OtlpProtocol::Http, true), (OtlpProtocol::Grpc, true)]
+    {
+        let addr = free_addr();
+        let (handle, exporter) = start(cfg(format!("http://{addr}"), protocol)).unwrap();
+        let stats = handle.stats();
+        handle.submit(test_span("s", 1, None, 0, 1));
+        // Pauses of 0.1, 0.2, 0.4, 0.8 s: the next one is 1.6 s or more.
+        let t = Instant::now();
+        while stats.export_retries.load(Ordering::Relaxed) < 5 {
+            assert!(t.elapsed() < Duration::from_secs(10), "{protocol:?}: too few failed attempts");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let retries = stats.export_retries.load(Ordering::Relaxed);
+        if drop_handle {
+            drop(handle);
+        }
+        exporter.shutdown(Duration::from_millis(1_000)).await.unwrap();
+        assert!(stats.export_retries.load(Ordering::Relaxed) > retries, "{protocol:?}: no attempt at shutdown");
+        assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 1, "{protocol:?}");
+        assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 1, "{protocol:?}");
+    }
+}
