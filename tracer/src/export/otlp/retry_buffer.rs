@@ -159,15 +159,13 @@ impl Outbox {
 
     /// A new batch, behind the others.
     pub fn push(&self, batch: PendingBatch) {
-        let dropped = self.update(|b| b.push_back(batch));
-        self.count_full(dropped);
+        self.put(|b| b.push_back(batch));
         self.added.notify_one();
     }
 
     /// A batch whose attempt failed, in front of the others.
     pub fn requeue(&self, batch: PendingBatch) {
-        let dropped = self.update(|b| b.push_front(batch));
-        self.count_full(dropped);
+        self.put(|b| b.push_front(batch));
     }
 
     pub fn next(&self) -> Next {
@@ -184,7 +182,10 @@ impl Outbox {
 
     /// Empties the buffer: what it held.
     pub fn clear(&self) -> Dropped {
-        self.update(RetryBuffer::clear)
+        let mut state = self.lock();
+        let dropped = state.buffer.clear();
+        self.publish(&state.buffer);
+        dropped
     }
 
     pub fn stop(&self, until: Instant) {
@@ -201,9 +202,10 @@ impl Outbox {
         self.added.notify_one();
     }
 
-    fn update(&self, change: impl FnOnce(&mut RetryBuffer) -> Dropped) -> Dropped {
+    /// Puts a batch in with `put`; counts, and warns of, the batches the bound pushed out.
+    fn put(&self, put: impl FnOnce(&mut RetryBuffer) -> Dropped) {
         let mut state = self.lock();
-        let dropped = change(&mut state.buffer);
+        let dropped = put(&mut state.buffer);
         self.publish(&state.buffer);
         if dropped.batches > 0
             && let Some(since) = state.full_log.note(dropped)
@@ -215,10 +217,6 @@ impl Outbox {
                 since.spans
             );
         }
-        dropped
-    }
-
-    fn count_full(&self, dropped: Dropped) {
         ExportStats::add(&self.stats.dropped_buffer_full, dropped.spans);
         ExportStats::add(&self.stats.dropped_buffer_full_batches, dropped.batches);
     }
