@@ -118,9 +118,13 @@ impl OtlpReceiver {
 
     pub fn start(protocol: Protocol) -> OtlpReceiver {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("OTLP receiver: cannot bind 127.0.0.1:0");
+        Self::serve(protocol, std_listener, Arc::new(Store::default()))
+    }
+
+    /// Serves `protocol` on `std_listener` into `store`, on a thread of its own.
+    fn serve(protocol: Protocol, std_listener: std::net::TcpListener, store: Arc<Store>) -> OtlpReceiver {
         std_listener.set_nonblocking(true).expect("set_nonblocking");
         let addr = std_listener.local_addr().expect("local_addr");
-        let store = Arc::new(Store::default());
         let (tx, rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let thread_store = store.clone();
@@ -157,6 +161,51 @@ impl OtlpReceiver {
             })
             .expect("spawn receiver thread");
         OtlpReceiver { protocol, addr, store, shutdown: Some(tx), done: Some(done_rx), thread: Some(thread) }
+    }
+
+    /// Stops serving, as a collector going down: the port is closed at once (connecting is
+    /// refused), and requests already being answered are answered first (gRPC: a graceful
+    /// shutdown; HTTP: a request read is always answered). What was received is kept.
+    pub fn stop(&mut self) {
+        self.shut_down(Duration::from_secs(10));
+    }
+
+    /// Serves again on the same address (after [`stop`](Self::stop)), as a collector that came
+    /// back: into the same store, so that [`spans`](Self::spans) has what both runs received.
+    pub fn restart(&mut self) {
+        assert!(self.shutdown.is_none(), "OTLP receiver: restart without stop");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("OTLP receiver: binding {} again: {e}; retrying", self.addr);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("OTLP receiver: cannot bind {} again: {e}", self.addr),
+            }
+        };
+        let mut again = Self::serve(self.protocol, listener, self.store.clone());
+        self.shutdown = again.shutdown.take();
+        self.done = again.done.take();
+        self.thread = again.thread.take();
+    }
+
+    /// Tells the server to stop and waits for it up to `wait`; a server still busy after that is
+    /// left behind (its listener is closed already).
+    fn shut_down(&mut self, wait: Duration) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // A client that keeps its connection open would make a graceful shutdown wait; give it a
+        // moment, then leave the thread behind rather than hang the test.
+        if let Some(done) = self.done.take()
+            && done.recv_timeout(wait).is_ok()
+            && let Some(t) = self.thread.take()
+        {
+            let _ = t.join();
+        }
+        self.thread = None;
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -261,17 +310,7 @@ impl OtlpReceiver {
 
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // A client that keeps its connection open would make a graceful shutdown wait; give it a
-        // moment, then leave the thread behind rather than hang the test.
-        if let Some(done) = self.done.take()
-            && done.recv_timeout(Duration::from_secs(2)).is_ok()
-            && let Some(t) = self.thread.take()
-        {
-            let _ = t.join();
-        }
+        self.shut_down(Duration::from_secs(2));
     }
 }
 

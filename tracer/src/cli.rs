@@ -65,6 +65,13 @@ pub struct Cli {
     #[arg(long, env = "TRACER_OTLP_TIMEOUT", value_parser = parse_timeout)]
     pub otlp_timeout: Option<Duration>,
 
+    /// Bytes of encoded OTLP requests kept while the collector is down or failing, delivered oldest
+    /// first when it is back; beyond it the oldest are dropped (and counted). The default holds
+    /// about a minute of spans at 5,000 a second (docs/benchmarks.md).
+    #[arg(long, env = "TRACER_OTLP_BUFFER_BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(0..=1 << 36))]
+    pub otlp_buffer_bytes: u64,
+
     /// Local output: terminal (live waterfall), json (one span per line on stdout) or none.
     /// Default: terminal without a collector (--otlp-endpoint or OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT),
     /// none with one.
@@ -257,6 +264,9 @@ mod tests {
         assert_eq!(cli.target_comms(), vec!["kube-apiserver"]);
         assert_eq!(cli.capture_bytes, 4096);
         assert_eq!(cli.otlp_compression, None);
+        assert_eq!(cli.otlp_buffer_bytes, 256 << 20);
+        let cli = Cli::try_parse_from(["tracer", "--otlp-buffer-bytes", "65536"]).unwrap();
+        assert_eq!(cli.otlp_buffer_bytes, 65536);
         let cli = Cli::try_parse_from(["tracer", "--otlp-compression", "gzip"]).unwrap();
         assert_eq!(cli.otlp_compression, Some(CompressionArg::Gzip));
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
@@ -270,6 +280,9 @@ mod tests {
             &["tracer", "--capture-bytes", "1000000"],
             &["tracer", "--otlp-protocol", "bogus"],
             &["tracer", "--otlp-compression", "zstd"],
+            &["tracer", "--otlp-buffer-bytes", "-1"],
+            &["tracer", "--otlp-buffer-bytes", "1e9"],
+            &["tracer", "--otlp-buffer-bytes", "100000000000000"],
             &["tracer", "--otlp-endpoint", "127.0.0.1:4317"],
             &["tracer", "--ring-buffer-bytes", "100000"],
             &["tracer", "--pid", "0"],

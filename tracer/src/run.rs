@@ -61,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         resource_attributes: otlp.resource.clone(),
         output: output(cli.output, traces.traces_endpoint.is_some()),
         queue_capacity: cli.export_queue as usize,
+        buffer_bytes: usize::try_from(cli.otlp_buffer_bytes).unwrap_or(usize::MAX),
         ..ExportConfig::default()
     })?;
     let export_stats = export.stats();
@@ -130,11 +131,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     log_stats("final stats", &counters, &export_stats);
     flushed?;
 
-    let failed = export_stats.dropped_export_failed.load(std::sync::atomic::Ordering::Relaxed);
-    if failed > 0 {
+    // Spans delivered after an outage are not lost; those the retry buffer had no room for, or
+    // still held at exit, are.
+    let lost = export_stats.lost_to_collector();
+    if lost > 0 {
         let endpoint = otlp.traces.traces_endpoint.unwrap_or_default();
         return Ok(Outcome::ExportFailed(format!(
-            "{failed} spans could not be exported to {endpoint} (is the collector up?)"
+            "{lost} spans could not be exported to {endpoint} (is the collector up?)"
         )));
     }
     Ok(Outcome::Clean)
@@ -147,7 +150,7 @@ async fn warn_if_unreachable(settings: &export::OtlpSettings, endpoint: &str) ->
         export::transport::reach(settings, endpoint, Duration::from_secs(2)).await?
     {
         tracing::warn!(
-            "collector at {endpoint} is not reachable ({why}); spans will be dropped (and counted) until it is"
+            "collector at {endpoint} is not reachable ({why}); spans are kept for it (within --otlp-buffer-bytes) until it is"
         );
     }
     Ok(())
@@ -195,6 +198,12 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         dropped_queue_full = e.dropped_queue_full.load(Relaxed),
         dropped_export_failed = e.dropped_export_failed.load(Relaxed),
         rejected_by_collector = e.rejected_by_collector.load(Relaxed),
+        exported_after_retry = e.exported_after_retry.load(Relaxed),
+        export_retries = e.export_retries.load(Relaxed),
+        dropped_buffer_full = e.dropped_buffer_full.load(Relaxed),
+        dropped_buffer_full_batches = e.dropped_buffer_full_batches.load(Relaxed),
+        buffered_spans = e.buffered_spans.load(Relaxed),
+        buffered_bytes = e.buffered_bytes.load(Relaxed),
         "{what}"
     );
 }
@@ -222,5 +231,12 @@ mod tests {
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
         assert_eq!(output(cli.output, cli.otlp_endpoint.is_some()), Output::None);
         assert_eq!(output(None, true), Output::None);
+    }
+
+    /// The flag's default is the exporter's (cli.rs cannot name export's constant).
+    #[test]
+    fn the_buffer_flag_defaults_to_the_exporters_bound() {
+        let cli = Cli::try_parse_from(["tracer"]).unwrap();
+        assert_eq!(cli.otlp_buffer_bytes as usize, export::DEFAULT_BUFFER_BYTES);
     }
 }

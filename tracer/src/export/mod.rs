@@ -40,6 +40,10 @@ pub enum Output {
     None,
 }
 
+/// Default of [`ExportConfig::buffer_bytes`]: a minute of spans at 5,000 a second, at the encoded
+/// size of a typical span (docs/benchmarks.md).
+pub const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
+
 /// No Debug: `otlp_headers` holds credentials (`OtlpSettings` has a redacting one).
 #[derive(Clone)]
 pub struct ExportConfig {
@@ -60,8 +64,11 @@ pub struct ExportConfig {
     pub max_batch: usize,
     /// Longest a span waits in a partial OTLP batch.
     pub batch_timeout: Duration,
-    /// Bound on one OTLP export call, retries included.
+    /// Bound on one OTLP export attempt; at shutdown, how long export keeps trying a collector
+    /// that fails.
     pub export_timeout: Duration,
+    /// Bound on the encoded OTLP requests kept for a retry while the collector is down.
+    pub buffer_bytes: usize,
 }
 
 impl Default for ExportConfig {
@@ -78,6 +85,7 @@ impl Default for ExportConfig {
             max_batch: 512,
             batch_timeout: Duration::from_secs(1),
             export_timeout: Duration::from_secs(5),
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
         }
     }
 }
@@ -88,7 +96,13 @@ impl Default for ExportConfig {
 /// configured, else the stdout output. `dropped_queue_full` counts a span once if any sink's queue
 /// refused it (full, or closed after shutdown). `rejected_by_collector` counts spans of requests
 /// the collector accepted while saying it rejected these (OTLP's partial success); `exported`
-/// does not include them.
+/// does not include them; nor those of requests it refused with an error that forbids a retry
+/// (HTTP 400, gRPC INVALID_ARGUMENT), which count there too.
+///
+/// OTLP keeps the batches a collector could not take for a retry, within a bound in bytes
+/// (`buffered_*`, the batch being sent not included); `dropped_buffer_full*` counts those it let
+/// go, oldest first, to make room. `dropped_export_failed` counts the spans still unsent when
+/// export stopped, and `failed_batches` their batches (with those the collector refused).
 #[derive(Debug, Default)]
 pub struct ExportStats {
     pub submitted: AtomicU64,
@@ -97,11 +111,27 @@ pub struct ExportStats {
     pub dropped_export_failed: AtomicU64,
     pub failed_batches: AtomicU64,
     pub rejected_by_collector: AtomicU64,
+    /// Spans of `exported` that the collector took on a retry of their batch.
+    pub exported_after_retry: AtomicU64,
+    /// Attempts that failed in a way that may pass, each followed by a retry (or by shutdown).
+    pub export_retries: AtomicU64,
+    pub dropped_buffer_full: AtomicU64,
+    pub dropped_buffer_full_batches: AtomicU64,
+    /// Spans waiting in the retry buffer now.
+    pub buffered_spans: AtomicU64,
+    /// Bytes of encoded requests waiting in the retry buffer now.
+    pub buffered_bytes: AtomicU64,
 }
 
 impl ExportStats {
     fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Spans that were meant for the collector and will never reach it because it was down or
+    /// failed: dropped from the retry buffer, or unsent when export stopped.
+    pub fn lost_to_collector(&self) -> u64 {
+        self.dropped_export_failed.load(Ordering::Relaxed) + self.dropped_buffer_full.load(Ordering::Relaxed)
     }
 }
 

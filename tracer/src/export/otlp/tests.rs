@@ -23,7 +23,7 @@ fn process(pid: u32) -> Arc<ProcessInfo> {
 }
 
 /// Root + etcd child from process 1234, one span from process 99.
-fn spans() -> Vec<SpanRecord> {
+pub(super) fn spans() -> Vec<SpanRecord> {
     let mut root = test_span("GET /api/v1/pods", 1, None, 0, 40);
     root.status = SpanStatus::Ok;
     root.attributes = vec![("http.response.status_code", AttrValue::Int(200)), ("http.request.method", "GET".into())];
@@ -36,7 +36,7 @@ fn spans() -> Vec<SpanRecord> {
     vec![root, etcd, other]
 }
 
-fn cfg(endpoint: String, protocol: OtlpProtocol) -> ExportConfig {
+pub(super) fn cfg(endpoint: String, protocol: OtlpProtocol) -> ExportConfig {
     ExportConfig {
         otlp_endpoint: Some(endpoint),
         otlp_protocol: protocol,
@@ -105,12 +105,13 @@ fn check_received(reqs: &[ExportTraceServiceRequest]) {
     assert_eq!(root.status.as_ref().unwrap().code, 1); // STATUS_CODE_OK
 }
 
-/// Answers UNAVAILABLE to the first `fail_first` calls, as a collector that is restarting.
-/// Accepts gzip-compressed messages, and counts them. Says it rejected `reject` spans of each
-/// call it takes, when not 0.
+/// Answers `failure` (UNAVAILABLE unless told otherwise, as a collector that is restarting) to
+/// the first `fail_first` calls. Accepts gzip-compressed messages, and counts them. Says it
+/// rejected `reject` spans of each call it takes, when not 0.
 struct Collector {
     tx: UnboundedSender<ExportTraceServiceRequest>,
     fail_first: std::sync::atomic::AtomicUsize,
+    failure: tonic::Status,
     gzipped: Arc<std::sync::atomic::AtomicUsize>,
     reject: i64,
 }
@@ -134,7 +135,7 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let failing = self.fail_first.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
         if failing {
-            return Err(tonic::Status::unavailable("starting up"));
+            return Err(self.failure.clone());
         }
         if req.metadata().get("grpc-encoding").is_some_and(|e| e == "gzip") {
             self.gzipped.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +145,7 @@ impl TraceService for Collector {
     }
 }
 
-async fn grpc_collector(listener: TcpListener) -> UnboundedReceiver<ExportTraceServiceRequest> {
+pub(super) async fn grpc_collector(listener: TcpListener) -> UnboundedReceiver<ExportTraceServiceRequest> {
     grpc_collector_with(listener, 0, 0).await.0
 }
 
@@ -154,9 +155,19 @@ async fn grpc_collector_with(
     fail_first: usize,
     reject: i64,
 ) -> (UnboundedReceiver<ExportTraceServiceRequest>, Arc<std::sync::atomic::AtomicUsize>) {
+    grpc_collector_failing(listener, fail_first, tonic::Status::unavailable("starting up"), reject).await
+}
+
+/// [`grpc_collector_with`], failing with `failure`.
+pub(super) async fn grpc_collector_failing(
+    listener: TcpListener,
+    fail_first: usize,
+    failure: tonic::Status,
+    reject: i64,
+) -> (UnboundedReceiver<ExportTraceServiceRequest>, Arc<std::sync::atomic::AtomicUsize>) {
     let (tx, rx) = unbounded_channel();
     let gzipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let collector = Collector { tx, fail_first: fail_first.into(), gzipped: gzipped.clone(), reject };
+    let collector = Collector { tx, fail_first: fail_first.into(), failure, gzipped: gzipped.clone(), reject };
     let service = TraceServiceServer::new(collector).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let server = tonic::transport::Server::builder()
         .add_service(service)
@@ -172,9 +183,19 @@ async fn http_collector(
     fail_first: usize,
     reject: i64,
 ) -> (String, UnboundedReceiver<(String, ExportTraceServiceRequest)>) {
-    use prost::Message;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    (url, http_collector_failing(listener, fail_first, "503 Service Unavailable", reject))
+}
+
+/// [`http_collector`] on `listener`, failing with `failure` (an HTTP status line's code and reason).
+pub(super) fn http_collector_failing(
+    listener: TcpListener,
+    fail_first: usize,
+    failure: &'static str,
+    reject: i64,
+) -> UnboundedReceiver<(String, ExportTraceServiceRequest)> {
+    use prost::Message;
     let (tx, rx) = unbounded_channel();
     let failures = Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
     tokio::spawn(async move {
@@ -220,7 +241,7 @@ async fn http_collector(
                     let failing =
                         failures.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
                     let answer = if failing {
-                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec()
+                        format!("HTTP/1.1 {failure}\r\ncontent-length: 0\r\n\r\n").into_bytes()
                     } else {
                         let _ = tx.send((head, req));
                         let body = rejecting(reject).encode_to_vec();
@@ -239,11 +260,11 @@ async fn http_collector(
             });
         }
     });
-    (url, rx)
+    rx
 }
 
 /// What a test collector has received so far.
-fn drained<T>(rx: &mut UnboundedReceiver<T>) -> Vec<T> {
+pub(super) fn drained<T>(rx: &mut UnboundedReceiver<T>) -> Vec<T> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
@@ -277,7 +298,7 @@ impl Collectors {
     }
 }
 
-async fn send_all(handle: &ExportHandle, exporter: Exporter) {
+pub(super) async fn send_all(handle: &ExportHandle, exporter: Exporter) {
     for s in spans() {
         handle.submit(s);
     }
@@ -398,7 +419,8 @@ async fn unreachable_collector_counts_dropped_spans() {
     }
 }
 
-/// Export resumes by itself once the collector comes back.
+/// Export resumes by itself once the collector comes back, and the span made while it was down
+/// is delivered then, before the later one.
 #[tokio::test]
 async fn export_resumes_when_collector_returns() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -408,25 +430,24 @@ async fn export_resumes_when_collector_returns() {
     };
     let (handle, exporter) = start(cfg).unwrap();
     let stats = handle.stats();
-    handle.submit(test_span("lost", 1, None, 0, 1));
+    handle.submit(test_span("early", 1, None, 0, 1));
     let t = Instant::now();
-    while stats.failed_batches.load(Ordering::Relaxed) == 0 {
+    while stats.export_retries.load(Ordering::Relaxed) == 0 {
         assert!(t.elapsed() < Duration::from_secs(3), "no failure seen");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut rx = grpc_collector(TcpListener::bind(addr).await.unwrap()).await;
-    let t = Instant::now();
-    let got = loop {
-        assert!(t.elapsed() < Duration::from_secs(5), "export did not resume");
-        handle.submit(test_span("kept", 2, None, 0, 1));
-        if let Ok(Some(req)) = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await {
-            break req;
-        }
-    };
-    assert_eq!(got.resource_spans[0].scope_spans[0].spans[0].name, "kept");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("export did not resume").unwrap();
+    assert_eq!(got.resource_spans[0].scope_spans[0].spans[0].name, "early");
+    handle.submit(test_span("later", 2, None, 0, 1));
     exporter.shutdown(Duration::from_secs(2)).await.unwrap();
-    assert!(stats.exported.load(Ordering::Relaxed) >= 1);
-    assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 1);
+    let later = drained(&mut rx);
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].resource_spans[0].scope_spans[0].spans[0].name, "later");
+    assert_eq!(stats.exported.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.exported_after_retry.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dropped_export_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.lost_to_collector(), 0);
 }
 
 #[test]
