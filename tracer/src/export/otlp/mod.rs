@@ -127,6 +127,7 @@ impl OtlpSink {
             export_timeout: self.export_timeout,
             gzip: matches!(self.transport, Transport::Http { gzip: true, .. }),
             last_request_len: 0,
+            resource: std::mem::take(&mut self.resource),
             outbox: &outbox,
         };
         tokio::join!(batcher.run(inbox, stop), self.deliver(&outbox));
@@ -345,6 +346,8 @@ struct Batcher<'a> {
     gzip: bool,
     /// Size of the last request, to size the next one's buffer.
     last_request_len: usize,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, added to each process's resource.
+    resource: Vec<(String, String)>,
     outbox: &'a Outbox,
 }
 
