@@ -1,6 +1,7 @@
 //! Targets that start or stop while the agent runs.
 
 use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
@@ -9,9 +10,7 @@ use tracer_common::{ProcEvent, counter, kind};
 
 use crate::{
     gotls_conns::forget_go_tls_target,
-    maps::{
-        EVENTS, TARGET_COMMS, TARGETS, clear_bit, count, current_target, empty_probes, is_target, set_bit, submit_flags,
-    },
+    maps::{EVENTS, TARGET_COMMS, TARGETS, clear_bit, count, current_target, empty_probes, is_target, set_bit},
     sockets::header,
 };
 
@@ -67,5 +66,7 @@ fn send(kind: u32, pid_tgid: u64, comm: [u8; 16]) {
         return;
     };
     entry.write(ProcEvent { hdr: header(kind, pid_tgid, unsafe { bpf_ktime_get_ns() }), comm });
-    entry.submit(submit_flags());
+    // The agent is woken at once (not at its next poll, up to 50 ms later): a new target's
+    // executable is looked at, or its probes attached, while it runs. Rare records.
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
 }

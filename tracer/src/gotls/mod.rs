@@ -195,7 +195,11 @@ impl GoTls {
     /// Releases the probes of executables no target has run for the idle period.
     pub fn release_idle(&mut self, ebpf: &mut Ebpf) {
         for (id, file) in self.files.expired(Clock::ktime_now()) {
-            tracing::debug!(dev = id.dev, ino = id.ino, "Go TLS probes of an idle executable released");
+            tracing::info!(
+                dev = id.dev,
+                ino = id.ino,
+                "Go TLS probes released: no target ran the executable for a while"
+            );
             self.release_file(ebpf, file);
         }
     }
