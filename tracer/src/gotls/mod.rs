@@ -13,7 +13,11 @@
 mod files;
 mod plan;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
@@ -61,7 +65,8 @@ const TLS_HANDSHAKES: [&str; 2] = ["crypto/tls.(*Conn).serverHandshake", "crypto
 /// `read_frame` comes from each binary's code.
 const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16, read_frame: 0 };
 
-/// Analyses kept (a few hundred bytes each): more executables than a node runs targets of.
+/// Analyses kept (each a list of probe offsets, or a verdict): more executables than a node runs
+/// targets of.
 const ANALYSES_KEPT: usize = 256;
 
 /// The probes of one executable file.
@@ -221,7 +226,7 @@ fn attach_points(
     ebpf: &mut Ebpf,
     points: &[(usize, u64)],
     slot: u64,
-    exe: &PathBuf,
+    exe: &Path,
 ) -> Result<Vec<(usize, UProbeLinkId)>> {
     let mut links = Vec::with_capacity(points.len());
     for &(prog_idx, offset) in points {
