@@ -143,6 +143,8 @@ impl GoTls {
     pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let id = FileId::of(&exe)?;
+        // Whatever `pid` ran before (its exit record lost, the pid reused) it runs no longer.
+        self.files.leave(pid, Clock::ktime_now());
         if let Some(file) = self.files.join(pid, id) {
             let plan = file.links.plan.clone();
             return Ok(Attached::Probes { plan, readiness: Readiness::AlreadyAttached });
