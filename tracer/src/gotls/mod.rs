@@ -202,12 +202,12 @@ impl GoTls {
     /// Releases the probes of executables no target has run for the idle period.
     pub fn release_idle(&mut self, ebpf: &mut Ebpf) {
         for (id, file) in self.files.expired(Clock::ktime_now()) {
+            self.release_file(ebpf, file);
             tracing::info!(
                 dev = id.dev,
                 ino = id.ino,
                 "Go TLS probes released: no target ran the executable for a while"
             );
-            self.release_file(ebpf, file);
         }
     }
 
