@@ -29,6 +29,10 @@ pub const MAX_IOVECS: usize = 8;
 /// Target TGIDs are a bitmap over this many u64 words: covers pid_max's ceiling (2^22).
 pub const TARGET_BITMAP_WORDS: u32 = 1 << 16;
 
+/// Executable files with Go TLS probes at once (each a set of uprobes on the file, shared by every
+/// process running it).
+pub const MAX_GO_TLS_FILES: u32 = 64;
+
 pub mod kind {
     pub const DATA: u32 = 1;
     pub const SOCK_OPEN: u32 = 2;

@@ -6,21 +6,55 @@
 //! `*net.TCPConn` the Conn wraps, or from the first socket syscall the calling goroutine makes.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    EbpfContext,
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::map,
     maps::{HashMap, LruHashMap},
+    programs::ProbeContext,
 };
-use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, socket_key};
+use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, MAX_GO_TLS_FILES, socket_key};
 
-use crate::maps::{SOCKETS, is_go_tls_target};
+use crate::maps::{GO_TLS_TARGETS, SOCKETS, clear_bit, current_target, is_go_tls_target, set_bit};
 
 /// Calls in progress, by goroutine.
 #[map]
 pub static GO_TLS_CALLS: HashMap<GoKey, GoTlsCall> = HashMap::with_max_entries(16384, 0);
 
-/// Struct offsets per target process (tgid), filled by userspace from the binary's Go version.
+/// Struct offsets per target process (tgid): its executable's [`GO_TLS_FILES`] entry, copied by
+/// its first probe hit ([`go_tls_target`]); removed at its exec and exit (probes/process.rs).
 #[map]
 pub static GO_TLS_OFFSETS: HashMap<u32, GoTlsOffsets> = HashMap::with_max_entries(256, 0);
+
+/// Struct offsets per executable file with Go TLS probes, by the cookie userspace attached its
+/// probes with. The probes are attached to the file, so they run in every process of that file
+/// from its first instruction, including processes the agent has not seen yet.
+#[map]
+pub static GO_TLS_FILES: HashMap<u64, GoTlsOffsets> = HashMap::with_max_entries(MAX_GO_TLS_FILES, 0);
+
+/// The current task's pid_tgid if its process is a target; at the first Go TLS probe the process
+/// hits, it becomes a Go TLS target with its executable's offsets. A process that has just
+/// exec'd a `--comm` target is one (its bit is set at exec) before the agent hears of it.
+#[inline(always)]
+pub fn go_tls_target(ctx: &ProbeContext) -> Option<u64> {
+    let pid_tgid = current_target()?;
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_go_tls_target(tgid) {
+        let file = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        if let Some(offsets) = unsafe { GO_TLS_FILES.get(file) }
+            && GO_TLS_OFFSETS.insert(tgid, *offsets, 0).is_ok()
+        {
+            set_bit(&GO_TLS_TARGETS, tgid);
+        }
+    }
+    Some(pid_tgid)
+}
+
+/// A target exec'd or exited: its Go TLS probes, if its new image has any, find it again.
+#[inline(always)]
+pub fn forget_go_tls_target(tgid: u32) {
+    clear_bit(&GO_TLS_TARGETS, tgid);
+    let _ = GO_TLS_OFFSETS.remove(tgid);
+}
 
 /// `*tls.Conn` → socket fd, learned once per connection. When the socket closes
 /// (SocketState.go_conn), the entry becomes [`CLOSED`]: the calls still made on the connection

@@ -15,6 +15,9 @@
 //! diagnostics).
 #![no_std]
 #![no_main]
+// `atomic_xadd` (maps.rs): the target bitmaps are changed by probes on several CPUs at once.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod diag;
 mod emit;

@@ -140,6 +140,35 @@ fn has_bit(bitmap: &Array<u64>, tgid: u32) -> bool {
     }
 }
 
+/// Sets `tgid`'s bit in a TGID bitmap (`TARGETS`, `GO_TLS_TARGETS`) from a probe.
+#[inline(always)]
+pub fn set_bit(bitmap: &Array<u64>, tgid: u32) {
+    change_bit(bitmap, tgid, true);
+}
+
+/// Clears `tgid`'s bit in a TGID bitmap from a probe.
+#[inline(always)]
+pub fn clear_bit(bitmap: &Array<u64>, tgid: u32) {
+    change_bit(bitmap, tgid, false);
+}
+
+/// A word holds the bits of 64 processes, which other CPUs may change at the same moment (one
+/// process execs while its neighbour exits): the change is one atomic add of the bit, made only
+/// when the bit differs, so that it carries into no other bit. An add because it is the one
+/// atomic the probes' instruction set (bpf-linker's generic CPU, v1) has: no atomic OR or AND.
+/// A process's own bit is changed by its own exec and exit only, which do not overlap.
+#[inline(always)]
+fn change_bit(bitmap: &Array<u64>, tgid: u32, on: bool) {
+    let Some(word) = bitmap.get_ptr_mut(tgid >> 6) else { return };
+    let bit = 1u64 << (tgid & 63);
+    if (unsafe { core::ptr::read_volatile(word) } & bit != 0) == on {
+        return;
+    }
+    let delta = if on { bit } else { bit.wrapping_neg() };
+    // The result is unused: LLVM emits BPF's `lock xadd`, which returns nothing.
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(word, delta) };
+}
+
 /// Unread bytes in the ring past which a submit wakes the agent: a quarter of the ring, patched by
 /// userspace. Below it the agent is not woken per record (each wake-up is an inter-processor
 /// interrupt, a VM exit on virtual machines); it drains the ring on its own every few milliseconds

@@ -60,11 +60,11 @@ impl Agent {
             Event::SockClose { tgid, fd, ts_ns, tls_bytes, sk, .. } => {
                 self.pipeline.on_socket_close(tgid, fd, sk, tls_bytes, ts_ns)
             }
-            Event::ProcExec { tgid, comm } => {
+            Event::ProcExec { tgid, comm, ts_ns } => {
                 let result = if self.attachments.is_active(tgid) {
-                    self.exec(tgid, &comm)
+                    self.exec(tgid, &comm, ts_ns)
                 } else if self.attachments.wants_comm(&comm) {
-                    self.attach(tgid)
+                    self.attach_found(tgid, Some((ts_ns, &comm)))
                 } else {
                     Ok(())
                 };
@@ -76,9 +76,15 @@ impl Agent {
         }
     }
 
-    /// Starts tracing a process and registers the connections it already had.
+    /// Starts tracing a running process and registers the connections it already had.
     pub fn attach(&mut self, pid: u32) -> Result<()> {
-        let existing = self.attachments.attach(pid)?;
+        self.attach_found(pid, None)
+    }
+
+    /// `exec`: the kernel time and comm of the exec that made `pid` a `--comm` target, when that
+    /// is how it was found.
+    fn attach_found(&mut self, pid: u32, exec: Option<(u64, &str)>) -> Result<()> {
+        let existing = self.attachments.attach(pid, exec)?;
         let count = existing.len();
         let now = Clock::ktime_now();
         let opens = existing.into_iter().map(|c| SockOpen {
@@ -116,10 +122,10 @@ impl Agent {
     }
 
     /// A target exec'd: uprobes follow the new image; connections that did not survive are closed.
-    fn exec(&mut self, pid: u32, comm: &str) -> Result<()> {
+    fn exec(&mut self, pid: u32, comm: &str, exec_ns: u64) -> Result<()> {
         let alive = self.attachments.exec(pid, comm)?;
         self.pipeline.on_exec(pid, &alive, self.attachments.process(pid));
-        self.attachments.attach_go_tls(pid);
+        self.attachments.attach_go_tls(pid, Some(exec_ns));
         tracing::info!(pid, "target exec'd a new image pid={pid}");
         Ok(())
     }
@@ -129,9 +135,21 @@ impl Agent {
         self.attachments.detach(tgid);
     }
 
+    /// Releases the Go TLS probes of executables no target has run for the idle period.
+    pub fn release_idle_probes(&mut self) {
+        self.attachments.release_idle();
+    }
+
     /// At shutdown: what is assembled goes to export; open connections are not reported.
     pub fn finish(&mut self) {
         self.pipeline.finish();
+        let (hits, misses, attached) = self.attachments.go_binary_counts();
+        tracing::info!(
+            analysis_cache_hits = hits,
+            analysis_cache_misses = misses,
+            executables_with_probes = attached,
+            "Go binary analyses"
+        );
     }
 
     pub fn counters(&self) -> (RecordStats, DataFlowCounters) {

@@ -9,7 +9,9 @@ use anyhow::Result;
 use aya::Ebpf;
 
 use crate::{
-    gotls::{Attached, GoTls},
+    clock::Clock,
+    gotls::{Attached, GoTls, Readiness},
+    procfs,
     span::ProcessInfo,
     targets::{ExistingConnection, Targets},
 };
@@ -46,44 +48,71 @@ impl Attachments {
     }
 
     /// Processes named by `--comm` that are not traced yet.
-    pub fn unattached_by_comm(&self) -> Vec<u32> {
+    pub fn unattached_by_comm(&mut self) -> Vec<u32> {
         self.targets.unattached_by_comm()
     }
 
     /// Starts tracing `pid`, its Go TLS uprobes included; returns the connections it already had.
-    pub fn attach(&mut self, pid: u32) -> Result<Vec<ExistingConnection>> {
-        let existing = self.targets.attach(pid)?;
-        self.attach_go_tls(pid);
+    /// `exec`: the kernel time and comm of the exec that made it a `--comm` target, when that is
+    /// how it was found (the kernel made it a target right then).
+    pub fn attach(&mut self, pid: u32, exec: Option<(u64, &str)>) -> Result<Vec<ExistingConnection>> {
+        let existing = self.targets.attach(pid, exec.map(|(_, comm)| comm))?;
+        self.attach_go_tls(pid, exec.map(|(ns, _)| ns));
         Ok(existing)
     }
 
-    /// A target exec'd: its uprobes followed the old image and are released. Returns the fds that
-    /// survived the exec; the new image's uprobes come with [`Self::attach_go_tls`].
+    /// A target exec'd: it no longer runs its old executable. Returns the fds that survived the
+    /// exec; the new image's uprobes come with [`Self::attach_go_tls`].
     pub fn exec(&mut self, pid: u32, comm: &str) -> Result<Vec<i32>> {
-        self.gotls.detach(&mut self.ebpf, pid);
+        self.gotls.detach(pid);
         self.targets.exec(pid, comm)
     }
 
-    pub fn attach_go_tls(&mut self, pid: u32) {
+    /// Makes sure `pid`'s executable has its Go TLS probes. `exec_ns`: the kernel time of the exec
+    /// that made it a target, for the time from exec to probes ready in the log.
+    pub fn attach_go_tls(&mut self, pid: u32, exec_ns: Option<u64>) {
         match self.gotls.attach(&mut self.ebpf, pid) {
-            Ok(Attached::Probes { go_version, read, write, rets }) => {
+            Ok(Attached::Probes { plan, readiness }) => {
+                let binary = readiness.as_str();
                 tracing::info!(
                     pid,
-                    go_version = %go_version,
-                    read_probe = read,
-                    write_probe = write,
-                    ret_probes = rets,
+                    go_version = %plan.go_version,
+                    read_probe = plan.read,
+                    write_probe = plan.write,
+                    ret_probes = plan.rets,
+                    binary,
                     "Go TLS plaintext probes attached"
                 );
+                if let Some(exec_ns) = exec_ns {
+                    // Already attached: the probes were live before the exec.
+                    let exec_to_ready_us = match readiness {
+                        Readiness::AlreadyAttached => 0,
+                        _ => Clock::ktime_now().saturating_sub(exec_ns) / 1000,
+                    };
+                    tracing::info!(pid, exec_to_ready_us, binary, "Go TLS probes ready");
+                }
             }
             Ok(Attached::NotGo) => tracing::debug!(pid, "not a Go binary: TLS connections stay opaque"),
             Ok(Attached::NoTls(f)) => tracing::debug!(pid, "Go binary without {f}"),
+            // Gone before its executable could be looked at: if that file has probes, they ran.
+            Err(e) if !procfs::exists(pid) => tracing::debug!(pid, "process gone before its Go TLS check: {e:#}"),
             Err(e) => tracing::warn!(pid, "Go TLS probes not attached, TLS connections stay opaque: {e:#}"),
         }
     }
 
+    /// `pid` exited (the kernel cleared its bits then).
     pub fn detach(&mut self, tgid: u32) {
-        self.gotls.detach(&mut self.ebpf, tgid);
+        self.gotls.detach(tgid);
         self.targets.detach(tgid);
+    }
+
+    /// Releases the Go TLS probes of executables no target has run for the idle period.
+    pub fn release_idle(&mut self) {
+        self.gotls.release_idle(&mut self.ebpf);
+    }
+
+    /// Go binary analyses: (cache hits, cache misses, executables with probes).
+    pub fn go_binary_counts(&self) -> (u64, u64, usize) {
+        self.gotls.counts()
     }
 }

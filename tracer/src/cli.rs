@@ -93,6 +93,12 @@ pub struct Cli {
     #[arg(long, env = "TRACER_GO_TLS_PROBES", value_enum, default_value_t = GoTlsProbesArg::Auto)]
     pub go_tls_probes: GoTlsProbesArg,
 
+    /// Seconds the Go TLS probes of an executable stay after the last traced process running it
+    /// went: the next run of a short-lived client, or a restarted server, finds them in place.
+    #[arg(long, env = "TRACER_GO_TLS_IDLE_RELEASE", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub go_tls_idle_release: u64,
+
     /// A measurement aid, not for tracing: attach every probe as usual, but make each one return at
     /// its first instruction. Nothing is traced. What the target still pays is the cost of the
     /// hooks themselves (uprobe traps, tracepoint dispatch), which `cargo xtask bench` reports.
@@ -212,6 +218,8 @@ mod tests {
             &["tracer", "--ring-buffer-bytes", "100000"],
             &["tracer", "--pid", "0"],
             &["tracer", "--comm", "a-name-longer-than-fifteen"],
+            &["tracer", "--go-tls-idle-release", "-1"],
+            &["tracer", "--go-tls-idle-release", "86401"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
         }

@@ -29,6 +29,8 @@ pub enum Event<'a> {
     ProcExec {
         tgid: u32,
         comm: String,
+        /// Kernel time of the exec.
+        ts_ns: u64,
     },
     ProcExit {
         tgid: u32,
@@ -130,7 +132,7 @@ pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
         }
         kind::PROC_EXEC => {
             let ev: ProcEvent = read(bytes, hdr.kind)?;
-            Ok(Event::ProcExec { tgid: hdr.tgid, comm: comm_string(&ev.comm) })
+            Ok(Event::ProcExec { tgid: hdr.tgid, comm: comm_string(&ev.comm), ts_ns: hdr.ts_ns })
         }
         kind::PROC_EXIT => Ok(Event::ProcExit { tgid: hdr.tgid }),
         other => Err(ParseError::UnknownKind(other)),

@@ -55,7 +55,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         warn_if_unreachable(endpoint).await;
     }
     let export_stats = export.stats();
-    let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes)?;
+    let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes, Duration::from_secs(cli.go_tls_idle_release))?;
     let assembler = Assembler::new(Clock::new(), cli.etcd_ports.clone());
     let pipeline = Pipeline::new(cli.max_connections as usize, assembler, export);
     let mut agent = Agent::new(Attachments::new(ebpf, gotls, targets), pipeline);
@@ -100,6 +100,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 agent.attach_by_comm();
+                agent.release_idle_probes();
                 if stats_every.is_some_and(|every| last_stats.elapsed() >= every) {
                     log_stats("stats", &Counters::new(&agent, capture.kernel_counters()), &export_stats);
                     last_stats = tokio::time::Instant::now();

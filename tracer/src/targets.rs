@@ -3,7 +3,11 @@
 //! Attaching a process sets its bit in the kernel's TGID bitmap, then seeds the kernel socket table
 //! with the TCP sockets it already has, so connections opened before the agent started are seen.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -30,6 +34,10 @@ pub struct Targets {
     bitmap: Array<MapData, u64>,
     sockets: BpfHashMap<MapData, u64, SocketState>,
     active: HashMap<u32, Arc<ProcessInfo>>,
+    /// `--comm` processes found running whose bit the kernel set at their exec: their exec record
+    /// is on its way, and attaches them; only if they are still unattached at the next look (the
+    /// record was lost) are they attached from here.
+    exec_pending: HashSet<u32>,
     host_name: String,
 }
 
@@ -46,6 +54,7 @@ impl Targets {
             bitmap: take(ebpf, "TARGETS")?,
             sockets: take(ebpf, "SOCKETS")?,
             active: HashMap::new(),
+            exec_pending: HashSet::new(),
             host_name: procfs::host_name(),
         })
     }
@@ -66,12 +75,22 @@ impl Targets {
         self.active.get(&tgid).cloned()
     }
 
-    /// Processes named by `--comm` that are running and not yet attached.
-    pub fn unattached_by_comm(&self) -> Vec<u32> {
+    /// Processes named by `--comm` that are running and not yet attached (see `exec_pending`).
+    pub fn unattached_by_comm(&mut self) -> Vec<u32> {
         if self.comms.is_empty() {
             return Vec::new();
         }
-        procfs::pids_with_comm(&self.comms).into_iter().filter(|p| !self.is_active(*p)).collect()
+        let found = procfs::pids_with_comm(&self.comms).into_iter().filter(|p| !self.is_active(*p));
+        let (mut now, mut pending) = (Vec::new(), HashSet::new());
+        for pid in found {
+            if self.has_bit(pid) && !self.exec_pending.contains(&pid) {
+                pending.insert(pid);
+            } else {
+                now.push(pid);
+            }
+        }
+        self.exec_pending = pending;
+        now
     }
 
     fn process_info(&self, pid: u32) -> Result<Arc<ProcessInfo>> {
@@ -84,10 +103,19 @@ impl Targets {
         }))
     }
 
-    /// Starts tracing `pid`; returns the TCP connections it already had.
-    pub fn attach(&mut self, pid: u32) -> Result<Vec<ExistingConnection>> {
+    /// Starts tracing `pid`; returns the TCP connections it already had. `exec_comm`: the comm of
+    /// the exec that made it a `--comm` target, when that is how it was found. The kernel set its
+    /// bit then and has seen every socket it opened since: none is seeded, and a process already
+    /// gone is still named (its records in the ring are its spans).
+    pub fn attach(&mut self, pid: u32, exec_comm: Option<&str>) -> Result<Vec<ExistingConnection>> {
+        if let Some(comm) = exec_comm {
+            let info = self.process_info(pid).unwrap_or_else(|_| self.exec_info(pid, comm));
+            self.set_bit(pid)?;
+            self.active.insert(pid, info);
+            return Ok(Vec::new());
+        }
         let info = self.process_info(pid)?;
-        self.set_bit(pid, true)?;
+        self.set_bit(pid)?;
         self.active.insert(pid, info);
         // After the bit is set, new sockets are tracked by the kernel; seed the older ones without
         // overwriting any the kernel just added (BPF_NOEXIST).
@@ -112,14 +140,7 @@ impl Targets {
     pub fn exec(&mut self, pid: u32, comm: &str) -> Result<Vec<i32>> {
         // A short-lived image may be gone by the time its exec is handled: its spans still belong
         // to the new image, named by the comm the kernel reported at exec.
-        let info = self.process_info(pid).unwrap_or_else(|_| {
-            Arc::new(ProcessInfo {
-                service_name: comm.to_owned(),
-                pid,
-                executable_name: comm.to_owned(),
-                host_name: self.host_name.clone(),
-            })
-        });
+        let info = self.process_info(pid).unwrap_or_else(|_| self.exec_info(pid, comm));
         self.active.insert(pid, info);
         let alive: Vec<i32> = procfs::socket_fds(pid).into_iter().map(|(fd, _)| fd).collect();
         let stale: Vec<u64> = self
@@ -134,12 +155,13 @@ impl Targets {
         Ok(alive)
     }
 
-    /// Stops tracing `pid` and forgets its sockets in the kernel table.
+    /// `pid` exited: forgets it and its sockets in the kernel table. Its bit was cleared by the
+    /// kernel at the exit (tracer-ebpf probes/process.rs), so that a new process with the same pid
+    /// is not taken for it whenever this runs.
     pub fn detach(&mut self, pid: u32) {
         if self.active.remove(&pid).is_none() {
             return;
         }
-        let _ = self.set_bit(pid, false);
         let stale: Vec<u64> = self.sockets.keys().filter_map(Result::ok).filter(|k| (k >> 32) as u32 == pid).collect();
         for k in stale {
             let _ = self.sockets.remove(&k);
@@ -147,19 +169,32 @@ impl Targets {
         tracing::info!(pid, "target detached pid={pid}");
     }
 
-    fn set_bit(&mut self, pid: u32, on: bool) -> Result<()> {
-        set_tgid_bit(&mut self.bitmap, pid, on)
+    /// Named by the comm of its exec: the process is gone, or its /proc entry is not readable.
+    fn exec_info(&self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
+        Arc::new(ProcessInfo {
+            service_name: comm.to_owned(),
+            pid,
+            executable_name: comm.to_owned(),
+            host_name: self.host_name.clone(),
+        })
     }
-}
 
-/// Sets or clears `pid`'s bit in a kernel TGID bitmap (bit `pid % 64` of word `pid / 64`).
-pub fn set_tgid_bit(bitmap: &mut Array<MapData, u64>, pid: u32, on: bool) -> Result<()> {
-    let word = pid >> 6;
-    let bit = 1u64 << (pid & 63);
-    let old = bitmap.get(&word, 0).with_context(|| format!("pid {pid} is beyond pid_max"))?;
-    let new = if on { old | bit } else { old & !bit };
-    bitmap.set(word, new, 0).context("updating a TGID bitmap")?;
-    Ok(())
+    fn has_bit(&self, pid: u32) -> bool {
+        self.bitmap.get(&(pid >> 6), 0).is_ok_and(|word| word & (1u64 << (pid & 63)) != 0)
+    }
+
+    /// Sets `pid`'s bit (bit `pid % 64` of word `pid / 64`). The probes change bits of the same
+    /// word at exec and exit, atomically; this read-modify-write is not, so it writes only when
+    /// the bit is not set yet (never for a `--comm` process, whose bit the kernel set at its exec).
+    fn set_bit(&mut self, pid: u32) -> Result<()> {
+        let word = pid >> 6;
+        let bit = 1u64 << (pid & 63);
+        let old = self.bitmap.get(&word, 0).with_context(|| format!("pid {pid} is beyond pid_max"))?;
+        if old & bit == 0 {
+            self.bitmap.set(word, old | bit, 0).context("updating the target bitmap")?;
+        }
+        Ok(())
+    }
 }
 
 fn take<V>(ebpf: &mut Ebpf, name: &str) -> Result<V>

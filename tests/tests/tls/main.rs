@@ -2,9 +2,10 @@
 //! client-certificate auth, the Go 1.27 HTTPS server and HTTP client of `tests/go`, etcdctl over
 //! TLS. The tracer must decode the plaintext: spans like without TLS, and no `TLS connection` (nor
 //! `TCP connection`) span for those connections. Includes connections established before the
-//! tracer started and reused after.
+//! tracer started and reused after; short-lived clients traced from their exec (`exec_ready`).
 
 mod common;
 mod etcd;
+mod exec_ready;
 mod go_tls;
 mod mid_connection;

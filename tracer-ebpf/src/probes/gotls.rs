@@ -22,8 +22,9 @@ use crate::{
     emit::{DataCtx, emit_data},
     gotls_conns::{
         ConnSocket, GO_TLS_CALLS, GO_TLS_OFFSETS, REPORTED_AT_ENTRY, bind_next_syscall, conn_fd, conn_socket,
+        go_tls_target,
     },
-    maps::{SOCKETS, count, current_target, empty_probes},
+    maps::{SOCKETS, count, empty_probes},
 };
 
 /// Attached at the entry of `serverHandshake` and `clientHandshake`, which run once per
@@ -35,7 +36,7 @@ pub fn go_tls_handshake_enter(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    let Some(pid_tgid) = current_target() else { return 0 };
+    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     // Even when the Conn's address is known already: a new Conn at the address of an old one
@@ -59,7 +60,7 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    let Some(pid_tgid) = current_target() else { return 0 };
+    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     if regs.eflags & CF_ZF != 0 {
@@ -99,7 +100,7 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    let Some(pid_tgid) = current_target() else { return 0 };
+    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     let n = regs.rcx as i64;
@@ -171,7 +172,7 @@ pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, dir: u8) {
-    let Some(pid_tgid) = current_target() else { return };
+    let Some(pid_tgid) = go_tls_target(ctx) else { return };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     let fd = match conn_socket(tgid, regs.rax) {
@@ -214,7 +215,7 @@ fn enter(ctx: &ProbeContext, dir: u8) {
 
 #[inline(always)]
 fn ret(ctx: &ProbeContext, dir: u8) {
-    let Some(pid_tgid) = current_target() else { return };
+    let Some(pid_tgid) = go_tls_target(ctx) else { return };
     let tgid = (pid_tgid >> 32) as u32;
     let regs = unsafe { &*ctx.regs };
     let key = GoKey { tgid: tgid as u64, ptr: regs.r14 };

@@ -1,0 +1,249 @@
+//! Attaches the Go crypto/tls uprobes to a target's executable, when it is a Go binary that uses
+//! crypto/tls.
+//!
+//! The binary is read through /proc/PID/exe (works across mount namespaces); function addresses
+//! come from .gopclntab (release binaries are stripped); the return probes go on every RET
+//! instruction (see probes/gotls.rs in tracer-ebpf for why not uretprobes).
+//!
+//! The probes are attached to the file, not to one process: the kernel keys uprobes by inode, so
+//! every process running that file hits them from its first instruction, and the programs filter
+//! on the target bitmap. A file is analysed once ([`plan::AnalysisCache`]); its probes stay while a
+//! target runs it and for an idle period after ([`files::AttachedFiles`]).
+
+mod files;
+mod plan;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, MAX_GO_TLS_FILES};
+
+pub use self::plan::ProbePlan;
+use self::{
+    files::AttachedFiles,
+    plan::{Analysis, AnalysisCache, FileId},
+};
+use crate::{cli::GoTlsProbesArg, clock::Clock};
+
+/// The programs, indexed by the constants below.
+const PROGRAMS: [&str; 7] = [
+    "go_tls_write_enter",
+    "go_tls_read_enter",
+    "go_tls_write_ret",
+    "go_tls_read_ret",
+    "go_tls_handshake_enter",
+    "go_tls_write_checked",
+    "go_tls_read_copy",
+];
+const WRITE_ENTER: usize = 0;
+const READ_ENTER: usize = 1;
+const WRITE_RET: usize = 2;
+const READ_RET: usize = 3;
+const HANDSHAKE: usize = 4;
+const WRITE_CHECKED: usize = 5;
+const READ_COPY: usize = 6;
+
+/// Where crypto/tls connections start: their first socket I/O names the fd of connections that
+/// do not wrap a `*net.TCPConn` directly (see probes/gotls.rs). Once per connection.
+const TLS_HANDSHAKES: [&str; 2] = ["crypto/tls.(*Conn).serverHandshake", "crypto/tls.(*Conn).clientHandshake"];
+
+/// Layout the probes rely on, the same in every Go release with the register ABI (1.17 through
+/// 1.27 checked): `tls.Conn.conn` is the first field (an interface: itab, then data), the data of a
+/// `*net.TCPConn` starts with its `*netFD`, and `netFD.pfd.Sysfd` follows the 16-byte fdMutex.
+/// `read_frame` comes from each binary's code.
+const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16, read_frame: 0 };
+
+/// Analyses kept (a few hundred bytes each): more executables than a node runs targets of.
+const ANALYSES_KEPT: usize = 256;
+
+/// The probes of one executable file.
+struct FileProbes {
+    links: Vec<(usize, UProbeLinkId)>,
+    plan: Arc<ProbePlan>,
+}
+
+pub struct GoTls {
+    /// Struct offsets per executable, by the cookie of its probes: a process copies its file's at
+    /// its first probe hit (tracer-ebpf gotls_conns.rs).
+    file_offsets: BpfHashMap<MapData, u64, GoTlsOffsets>,
+    /// Per-process entries to forget when a process goes (values are opaque here).
+    conn_fds: BpfHashMap<MapData, GoKey, i32>,
+    calls: BpfHashMap<MapData, GoKey, GoTlsCall>,
+    analyses: AnalysisCache,
+    files: AttachedFiles<FileProbes>,
+    /// `--go-tls-probes`: whether the one-probe points, and Read's RETs alone, may be used.
+    points: GoTlsProbesArg,
+}
+
+/// How a process's executable came to have its probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Analysed and attached now.
+    FirstSight,
+    /// Analysed before (its probes had been released): attached now, with no ELF work.
+    Cached,
+    /// Another target runs the same file: its probes were in place before this process started.
+    AlreadyAttached,
+}
+
+impl Readiness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::FirstSight => "first-sight",
+            Readiness::Cached => "cached",
+            Readiness::AlreadyAttached => "already-attached",
+        }
+    }
+}
+
+/// What attaching found out, for the log.
+pub enum Attached {
+    Probes { plan: Arc<ProbePlan>, readiness: Readiness },
+    NotGo,
+    NoTls(String),
+}
+
+impl GoTls {
+    /// `idle_release`: how long a file's probes stay after the last target running it went.
+    pub fn load(ebpf: &mut Ebpf, points: GoTlsProbesArg, idle_release: Duration) -> Result<Self> {
+        for name in PROGRAMS {
+            let prog: &mut UProbe =
+                ebpf.program_mut(name).ok_or_else(|| anyhow!("eBPF program {name} missing"))?.try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let file_offsets = BpfHashMap::try_from(take("GO_TLS_FILES")?)?;
+        let conn_fds = BpfHashMap::try_from(take("GO_CONN_FDS")?)?;
+        let calls = BpfHashMap::try_from(take("GO_TLS_CALLS")?)?;
+        let idle_ns = u64::try_from(idle_release.as_nanos()).unwrap_or(u64::MAX);
+        Ok(GoTls {
+            file_offsets,
+            conn_fds,
+            calls,
+            analyses: AnalysisCache::new(ANALYSES_KEPT),
+            files: AttachedFiles::new(MAX_GO_TLS_FILES as usize, idle_ns),
+            points,
+        })
+    }
+
+    /// Makes sure the executable `pid` runs has its probes; `pid` counts as running it.
+    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let id = FileId::of(&exe)?;
+        if let Some(file) = self.files.join(pid, id) {
+            let plan = file.links.plan.clone();
+            return Ok(Attached::Probes { plan, readiness: Readiness::AlreadyAttached });
+        }
+        let (analysis, readiness) = match self.analyses.get(&id) {
+            Some(a) => (a, Readiness::Cached),
+            None => {
+                let a = plan::analyse(&exe, self.points)?;
+                tracing::debug!(pid, dev = id.dev, ino = id.ino, "analysed {}", exe.display());
+                self.analyses.insert(id, a.clone());
+                (a, Readiness::FirstSight)
+            }
+        };
+        let plan = match analysis {
+            Analysis::Probes(plan) => plan,
+            Analysis::NotGo => return Ok(Attached::NotGo),
+            Analysis::NoTls(f) => return Ok(Attached::NoTls(f)),
+            Analysis::Unsupported(e) => bail!("{e}"),
+        };
+        match self.files.make_room() {
+            Ok(Some((_, released))) => self.release_file(ebpf, released),
+            Ok(None) => {}
+            Err(e) => bail!("{} executables have Go TLS probes already (the most at once)", e.max_files),
+        }
+        let slot = self.files.next_slot();
+        self.file_offsets.insert(slot, plan.offsets, 0).context("storing Go struct offsets")?;
+        match attach_points(ebpf, &plan.points, slot, &exe) {
+            Ok(links) => {
+                self.files.insert(id, slot, FileProbes { links, plan: plan.clone() }, pid);
+                Ok(Attached::Probes { plan, readiness })
+            }
+            Err(e) => {
+                let _ = self.file_offsets.remove(&slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// `pid` exited or exec'd: its executable's probes no longer count it, and its connections
+    /// and calls in progress are forgotten. (Its Go TLS bit and offsets are cleared by the kernel
+    /// at that exit or exec: tracer-ebpf probes/process.rs.)
+    pub fn detach(&mut self, pid: u32) {
+        self.files.leave(pid, Clock::ktime_now());
+        let stale: Vec<GoKey> =
+            self.conn_fds.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
+        for k in stale {
+            let _ = self.conn_fds.remove(&k);
+        }
+        let stale: Vec<GoKey> = self.calls.keys().filter_map(Result::ok).filter(|k| k.tgid == u64::from(pid)).collect();
+        for k in stale {
+            let _ = self.calls.remove(&k);
+        }
+    }
+
+    /// Releases the probes of executables no target has run for the idle period.
+    pub fn release_idle(&mut self, ebpf: &mut Ebpf) {
+        for (id, file) in self.files.expired(Clock::ktime_now()) {
+            tracing::info!(
+                dev = id.dev,
+                ino = id.ino,
+                "Go TLS probes released: no target ran the executable for a while"
+            );
+            self.release_file(ebpf, file);
+        }
+    }
+
+    /// (cache hits, cache misses, executables with probes), for the log.
+    pub fn counts(&self) -> (u64, u64, usize) {
+        (self.analyses.hits, self.analyses.misses, self.files.len())
+    }
+
+    fn release_file(&mut self, ebpf: &mut Ebpf, file: files::AttachedFile<FileProbes>) {
+        detach_links(ebpf, file.links.links);
+        let _ = self.file_offsets.remove(&file.slot);
+    }
+}
+
+/// Attaches the probes of `points` to the file at `exe`, for every process, with `slot` as their
+/// cookie; on an error, none stays.
+fn attach_points(
+    ebpf: &mut Ebpf,
+    points: &[(usize, u64)],
+    slot: u64,
+    exe: &PathBuf,
+) -> Result<Vec<(usize, UProbeLinkId)>> {
+    let mut links = Vec::with_capacity(points.len());
+    for &(prog_idx, offset) in points {
+        let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded at start").try_into()?;
+        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(slot) };
+        match prog.attach(point, exe, UProbeScope::AllProcesses) {
+            Ok(link) => links.push((prog_idx, link)),
+            Err(e) => {
+                detach_links(ebpf, links);
+                let e =
+                    anyhow::Error::new(e).context(format!("attaching a uprobe at {offset:#x} of {}", exe.display()));
+                return Err(e);
+            }
+        }
+    }
+    Ok(links)
+}
+
+fn detach_links(ebpf: &mut Ebpf, links: Vec<(usize, UProbeLinkId)>) {
+    for (prog_idx, link) in links {
+        if let Some(Ok(prog)) = ebpf.program_mut(PROGRAMS[prog_idx]).map(<&mut UProbe>::try_from) {
+            let _ = prog.detach(link);
+        }
+    }
+}
