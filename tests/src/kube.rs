@@ -58,6 +58,17 @@ pub fn kubectl_get_raw(kubeconfig: &Path, home: &Path, path: &str) -> ClientRun 
     run_client("kubectl", cmd)
 }
 
+/// `kubectl get --raw` of a watch of pods that sees no events and ends after a minute (or when
+/// the process is killed): a kubectl that stays, started and left running.
+pub fn kubectl_watch(kubeconfig: &Path, home: &Path) -> Proc {
+    let mut cmd = Command::new(kubectl());
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", "--raw", "/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=60"])
+        .env("HOME", home);
+    Proc::spawn("kubectl-watch", cmd)
+}
+
 /// A copy of the executable `bin` named `name` in `dir`: a comm of its own for `--comm`, and a
 /// file the tracer has never seen (its executable name is its comm, as a link's would not be).
 pub fn copy_as(dir: &TempDir, name: &str, bin: &Path) -> PathBuf {

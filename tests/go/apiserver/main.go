@@ -19,6 +19,7 @@
 //	/api/v1                                  APIResourceList: pods
 //	/apis                                    APIGroupList: none
 //	/api/v1/namespaces/NS/pods               PodList of NS
+//	/api/v1/namespaces/NS/pods?watch=true    a watch: no events, ended after ?timeoutSeconds=S (default 60)
 //	/api/v1/namespaces/NS/pods/NAME          Pod NAME of NS, or 404
 //	/healthz, /livez, /readyz                "ok"
 //
@@ -85,9 +86,14 @@ func main() {
 
 // withTimeout runs each request's handler in a child goroutine and waits for it at most `d`, then
 // answers 504 (kube-apiserver's timeout filter does the same). The handler writes into a buffer, so
-// a late handler cannot write after the timeout's answer.
+// a late handler cannot write after the timeout's answer. Watches are long-running: exempt, as in
+// kube-apiserver.
 func withTimeout(next http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWatch(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		rec := &recorder{header: http.Header{}, status: http.StatusOK}
 		done := make(chan struct{})
 		go func() {
@@ -166,6 +172,8 @@ func (a *kubeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ns := parts[0]
 	switch {
+	case len(parts) == 2 && isWatch(r):
+		watch(w, r)
 	case len(parts) == 2:
 		items := make([]interface{}, 0, a.pods)
 		for i := 0; i < a.pods; i++ {
@@ -178,6 +186,29 @@ func (a *kubeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusNotFound, "NotFound", fmt.Sprintf("pods %q not found", parts[2]))
 	default:
 		writeStatus(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
+	}
+}
+
+func isWatch(r *http.Request) bool {
+	v := r.URL.Query().Get("watch")
+	return v == "true" || v == "1"
+}
+
+// watch answers a watch that sees no events: the response starts at once and ends after
+// ?timeoutSeconds (default 60, at most 600), or when the client goes away.
+func watch(w http.ResponseWriter, r *http.Request) {
+	secs, err := strconv.Atoi(r.URL.Query().Get("timeoutSeconds"))
+	if err != nil || secs <= 0 || secs > 600 {
+		secs = 60
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	select {
+	case <-time.After(time.Duration(secs) * time.Second):
+	case <-r.Context().Done():
 	}
 }
 

@@ -1,8 +1,10 @@
 //! What the tests of this suite share: short-lived clients run one after another under a tracer
 //! started with `--comm`, and the checks of their spans against what the server was asked.
 
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use harness::{PROBES_READY, ProbesReady};
 use integration_tests::check::{HttpExpect, K8s, ResourceExpect, check_common};
 use integration_tests::ending::assert_session_ok;
 use integration_tests::gotls::{GoServer, check_http_spans_version, check_no_connection_spans};
@@ -11,6 +13,9 @@ use integration_tests::*;
 
 /// Client runs per test.
 pub const RUNS: usize = 10;
+
+/// How long the server's log may take to come through its pipe.
+const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the tracer may take to load its probes and say it waits for its targets.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,32 +45,66 @@ struct Run {
     requests: Vec<LoggedRequest>,
 }
 
-/// Starts the tracer with `--comm comm`, then runs `run(n)` for n in 0..[`RUNS`], one process
-/// after another, each asking `srv` for [`pod_path`]`(n)` (the server's log says what each asked:
-/// that is the ground truth). Every request of every run must have a client span of that process,
-/// exactly right, and nothing else may come from those processes; the bearer token of the
-/// kubeconfig must appear nowhere.
+/// The tests of this suite one at a time: each measures how soon its tracer reacts, which other
+/// tracers loading their programs on the same CPUs would delay.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until the tracer logged `Go TLS probes ready` for `pid`, and checks it saw the binary for
+/// the first time.
+pub fn wait_first_sight(tracer: &mut Tracer, pid: u32) {
+    let line = tracer.wait_for_stderr_line(
+        &format!("`{PROBES_READY}` for pid {pid}"),
+        move |l| ProbesReady::parse(l).is_some_and(|r| r.pid == pid),
+        READY_TIMEOUT,
+    );
+    let ready = ProbesReady::parse(&line).expect("parsed above");
+    assert_eq!(ready.binary, "first-sight", "the first process of a new binary: {line}");
+}
+
+/// Starts the tracer with `--comm comm`; `warm_up()` starts a process of the clients' binary that
+/// stays until the tracer has analysed that binary and attached its probes (the binary is then
+/// known: the runs are processes of a binary seen before, whose analysis a process that ends
+/// within milliseconds of its exec could not wait for). Then runs `run(n)` for n in 0..[`RUNS`],
+/// one process after another, each asking `srv` for [`pod_path`]`(n)` (the server's log says what
+/// each asked: that is the ground truth). Every request of every run must have a client span of
+/// that process, exactly right, and nothing else may come from those processes; the bearer token
+/// of the kubeconfig must appear nowhere.
 pub fn check_short_lived_clients(
     what: &str,
-    comm: &str,
-    exe: &str,
+    (comm, exe): (&str, &str),
     srv: &mut GoServer,
+    warm_up: &dyn Fn() -> Proc,
     run: &dyn Fn(usize) -> ClientRun,
 ) {
+    let _one = one_at_a_time();
     let mut sess = TraceSession::start(Sink::Grpc, &["--comm".to_owned(), comm.to_owned()], &[], &[]);
     sess.tracer.wait_for_stderr("waiting for", READY_TIMEOUT);
+    let mut first = warm_up();
+    wait_first_sight(&mut sess.tracer, first.pid());
+    first.kill();
     let window = sess.window_start;
     let mut runs = Vec::new();
     for n in 0..RUNS {
         let before = logged_requests(&srv.proc().stderr()).len();
         let r = run(n);
         assert!(r.status.success(), "{what}: run {n} failed\n{}", r.describe);
-        let requests = logged_requests(&srv.proc().stderr()).split_off(before);
-        assert!(
-            requests.iter().any(|q| q.path == pod_path(n)),
-            "harness: the server did not log run {n}'s request: {requests:?}\n{}",
-            srv.proc().describe()
-        );
+        // The server logs a request before it answers; its log comes through a pipe.
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        let requests = loop {
+            let requests = logged_requests(&srv.proc().stderr()).split_off(before);
+            if requests.iter().any(|q| q.path == pod_path(n)) {
+                break requests;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "harness: the server did not log run {n}'s request\n{}",
+                srv.proc().describe()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
         runs.push(Run { pid: r.pid, requests });
     }
     let pids: Vec<u32> = runs.iter().map(|r| r.pid).collect();

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::common::pods_route;
+use super::common::{one_at_a_time, pods_route};
 use integration_tests::check::{HttpExpect, K8s, ResourceExpect, check_common};
 use integration_tests::ending::assert_finished_ok;
-use integration_tests::gotls::{GoServer, apiserver_bin, check_http_spans_version, check_no_connection_spans};
+use integration_tests::gotls::{
+    GoServer, apiserver_bin, check_http_spans_version, check_no_connection_spans, wait_go_tls_probes,
+};
 use integration_tests::kube::copy_as;
 use integration_tests::*;
 
@@ -73,15 +75,17 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in the tracer's status:\n{status}"))
 }
 
-/// The API-server-like Go server, traced with `--comm` (a copy under a name of its own), restarted
-/// ten times under load (a new process, same comm, same file). Its first request after each
-/// restart, sent as soon as it listens (not waiting for the tracer), has a full HTTP/2 server
+/// The API-server-like Go server, traced with `--comm` (a copy under a name of its own), started
+/// (the tracer analyses the new binary meanwhile: its first request waits for the probes) and
+/// restarted ten times under load (a new process, same comm, same file). Its first request after
+/// each restart, sent as soon as it listens (not waiting for the tracer), has a full HTTP/2 server
 /// span: method, path, route, status, Kubernetes attributes, ports, that process's pid. Every
 /// load request has its span, with the pid of the process that served it, and no process has a
 /// span of another's. The agent's VmRSS after restart 10 is within [`RSS_TOLERANCE_KIB`] of its
 /// VmRSS after restart 2.
 #[test]
 fn restarted_go_tls_server_traced_from_its_first_request() {
+    let _one = one_at_a_time();
     let dir = TempDir::new("restart");
     let certs = Certs::make(dir.path());
     let comm = unique_name("apis-");
@@ -96,9 +100,14 @@ fn restarted_go_tls_server_traced_from_its_first_request() {
     let mut first = Vec::new();
     let mut processes = Vec::new();
     let mut rss = Vec::new();
-    for i in 0..RESTARTS {
+    // Process 0 is the first start: its binary is new to the tracer, which analyses it; its first
+    // request waits for the probes. Processes 1 to 10 are the restarts, sent requests at once.
+    for i in 0..=RESTARTS {
         let mut srv = GoServer::apiserver(&bin, &certs);
         let res = ResourceExpect::of(srv.pid());
+        if i == 0 {
+            wait_go_tls_probes(&mut sess.tracer, srv.pid());
+        }
         let path = format!("/api/v1/namespaces/restart-{i}/pods/pod-{i}");
         let t = curl_one(&["-k".to_owned(), "--http2".to_owned(), srv.url(&path)]);
         assert_eq!(t.code, 200, "harness: the first request of restart {i}");
@@ -116,7 +125,7 @@ fn restarted_go_tls_server_traced_from_its_first_request() {
         let st = srv.proc().wait_timeout(Duration::from_secs(10));
         assert!(st.is_some_and(|s| s.success()), "apiserver restart {i} did not exit cleanly: {st:?}");
         processes.push((res, srv.port()));
-        if i == 1 || i == RESTARTS - 1 {
+        if i == 2 || i == RESTARTS {
             // the spans of this process exported, so that what they held is released
             let pid = processes[i].0.pid;
             sess.wait_spans(|s| s.pid() == Some(pid), 2, SPAN_TIMEOUT);
@@ -127,7 +136,7 @@ fn restarted_go_tls_server_traced_from_its_first_request() {
     *stop.lock().unwrap() = true;
     let load = load.join().expect("the load thread failed (a curl failed: see above)");
 
-    let expected = RESTARTS + load.len();
+    let expected = first.len() + load.len();
     sess.wait_spans(|_| true, expected, SPAN_TIMEOUT);
     let fin = sess.finish(SETTLE);
     let mut errs = Vec::new();
