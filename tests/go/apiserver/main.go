@@ -33,9 +33,7 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -64,7 +62,7 @@ func main() {
 	api := &kubeAPI{pods: *pods}
 	var handler http.Handler = withTimeout(api, requestTimeout)
 	if *verbose {
-		handler = logRequests(handler)
+		handler = testapi.LogRequests(handler)
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -72,12 +70,7 @@ func main() {
 		// NextProtos h2 + http/1.1 is what ServeTLS sets up by default.
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("apiserver: listen: %v", err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
+	ln := testapi.Listen("apiserver", *addr)
 	testapi.ShutdownOnSignal(srv)
 	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
 		log.Fatalf("apiserver: %v", err)
@@ -237,12 +230,5 @@ func writeStatus(w http.ResponseWriter, code int, reason, message string) {
 	json.NewEncoder(w).Encode(map[string]interface{}{
 		"kind": "Status", "apiVersion": "v1", "status": "Failure",
 		"message": message, "reason": reason, "code": code,
-	})
-}
-
-func logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		log.Printf("%s %s %s", r.Proto, r.Method, r.URL.Path)
-		next.ServeHTTP(w, r)
 	})
 }
