@@ -11,7 +11,7 @@ use integration_tests::check::{HttpExpect, K8s, ResourceExpect, assert_no_errors
 use integration_tests::gotls::{
     GoResponse, GoServer, check_http_spans_version, check_no_connection_spans, http_client_bin,
 };
-use integration_tests::tracer::has_pid_field;
+use integration_tests::tracer::{bpf_links, has_pid_field};
 use integration_tests::*;
 
 /// Requests per run, 100 ms apart: a run lasts long enough for the agent to see its executable
@@ -167,8 +167,8 @@ fn short_lived_go_client_rerun_under_comm_is_traced_every_time() {
     assert_no_errors("short-lived Go TLS client rerun under --comm", &errs, &spans);
 }
 
-/// `--go-tls-idle-release 0`: the probes go at the first housekeeping after the only run exits,
-/// and the next run of the same file attaches them again from the cached analysis (`cached`),
+/// `--go-tls-idle-release 0`: the probes go at the first housekeeping after the only run exits
+/// (the tracer holds no uprobe link then), and the next run of the same file attaches them again from the cached analysis (`cached`),
 /// with no second analysis; its request is traced.
 #[test]
 fn idle_probes_are_released_and_reattached_from_the_cache() {
@@ -186,11 +186,16 @@ fn idle_probes_are_released_and_reattached_from_the_cache() {
         let pid = run.pid();
         let line = ready_line(&mut tracer, pid);
         assert!(line.contains(&format!("binary=\"{readiness}\"")), "run {i}: {line}");
+        let links = bpf_links(tracer.pid());
+        assert!(links.iter().any(|l| l.contains("event_type:uprobe")), "run {i}: no uprobe attached: {links:?}");
         run.send_line("go");
         let r = responses(&mut run);
         runs.push(expect_run(pid, &path, &ns, &name, &r, port));
         if i == 0 {
             tracer.wait_for_stderr("Go TLS probes released", Duration::from_secs(30));
+            let links = bpf_links(tracer.pid());
+            let uprobes = links.iter().filter(|l| l.contains("event_type:uprobe")).count();
+            assert_eq!(uprobes, 0, "the released probes should be gone from the kernel: {links:?}");
         }
     }
     let is_run = |s: &ReceivedSpan| s.attr_str("url.path").is_some_and(|p| p.contains("/pods/run-"));

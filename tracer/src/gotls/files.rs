@@ -117,13 +117,19 @@ mod tests {
         AttachedFiles::new(max, 60 * SECOND)
     }
 
+    /// File `ino` gets its probes (`links`) for `pid`; returns its slot.
+    fn attach(f: &mut AttachedFiles<&'static str>, ino: u64, links: &'static str, pid: u32) -> u64 {
+        assert!(matches!(f.make_room(), Ok(None)), "room for file {ino}");
+        let slot = f.next_slot();
+        f.insert(id(ino), slot, links, pid);
+        slot
+    }
+
     #[test]
     fn a_second_process_of_a_file_joins_its_probes() {
         let mut f = files(4);
         assert!(f.join(10, id(1)).is_none(), "no probes yet");
-        assert!(matches!(f.make_room(), Ok(None)));
-        let slot = f.next_slot();
-        f.insert(id(1), slot, "kubectl", 10);
+        let slot = attach(&mut f, 1, "kubectl", 10);
         let joined = f.join(11, id(1)).expect("attached already");
         assert_eq!((joined.slot, joined.links), (slot, "kubectl"));
         assert_eq!(f.len(), 1);
@@ -132,8 +138,7 @@ mod tests {
     #[test]
     fn probes_stay_while_one_process_runs_the_file_and_go_after_the_idle_period() {
         let mut f = files(4);
-        let slot = f.next_slot();
-        f.insert(id(1), slot, "server", 10);
+        attach(&mut f, 1, "server", 10);
         f.join(11, id(1));
         f.leave(10, 5 * SECOND);
         assert!(f.expired(500 * SECOND).is_empty(), "pid 11 still runs it");
@@ -154,8 +159,7 @@ mod tests {
     #[test]
     fn leaving_twice_or_unknown_pids_changes_nothing() {
         let mut f = files(4);
-        let slot = f.next_slot();
-        f.insert(id(1), slot, "a", 10);
+        attach(&mut f, 1, "a", 10);
         f.join(11, id(1));
         f.leave(10, SECOND);
         f.leave(10, SECOND);
@@ -166,10 +170,8 @@ mod tests {
     #[test]
     fn at_the_bound_the_longest_idle_file_makes_room_and_running_files_never_do() {
         let mut f = files(2);
-        let slot = f.next_slot();
-        f.insert(id(1), slot, "a", 10);
-        let slot = f.next_slot();
-        f.insert(id(2), slot, "b", 20);
+        attach(&mut f, 1, "a", 10);
+        attach(&mut f, 2, "b", 20);
         assert_eq!(f.make_room().err(), Some(NoRoom { max_files: 2 }), "both run");
         f.leave(20, 3 * SECOND);
         f.leave(10, 4 * SECOND);
@@ -185,10 +187,8 @@ mod tests {
     #[test]
     fn a_pid_that_execs_another_file_moves_to_it() {
         let mut f = files(4);
-        let slot = f.next_slot();
-        f.insert(id(1), slot, "shell", 10);
-        let slot = f.next_slot();
-        f.insert(id(2), slot, "client", 20);
+        attach(&mut f, 1, "shell", 10);
+        attach(&mut f, 2, "client", 20);
         f.leave(10, SECOND);
         f.join(10, id(2));
         assert_eq!(f.expired(100 * SECOND).len(), 1, "the shell's file is idle");

@@ -13,7 +13,11 @@
 mod files;
 mod plan;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
@@ -61,7 +65,8 @@ const TLS_HANDSHAKES: [&str; 2] = ["crypto/tls.(*Conn).serverHandshake", "crypto
 /// `read_frame` comes from each binary's code.
 const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16, read_frame: 0 };
 
-/// Analyses kept (a few hundred bytes each): more executables than a node runs targets of.
+/// Analyses kept (each a list of probe offsets, or a verdict): more executables than a node runs
+/// targets of.
 const ANALYSES_KEPT: usize = 256;
 
 /// The probes of one executable file.
@@ -138,6 +143,8 @@ impl GoTls {
     pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let id = FileId::of(&exe)?;
+        // Whatever `pid` ran before (its exit record lost, the pid reused) it runs no longer.
+        self.files.leave(pid, Clock::ktime_now());
         if let Some(file) = self.files.join(pid, id) {
             let plan = file.links.plan.clone();
             return Ok(Attached::Probes { plan, readiness: Readiness::AlreadyAttached });
@@ -195,12 +202,12 @@ impl GoTls {
     /// Releases the probes of executables no target has run for the idle period.
     pub fn release_idle(&mut self, ebpf: &mut Ebpf) {
         for (id, file) in self.files.expired(Clock::ktime_now()) {
+            self.release_file(ebpf, file);
             tracing::info!(
                 dev = id.dev,
                 ino = id.ino,
                 "Go TLS probes released: no target ran the executable for a while"
             );
-            self.release_file(ebpf, file);
         }
     }
 
@@ -221,7 +228,7 @@ fn attach_points(
     ebpf: &mut Ebpf,
     points: &[(usize, u64)],
     slot: u64,
-    exe: &PathBuf,
+    exe: &Path,
 ) -> Result<Vec<(usize, UProbeLinkId)>> {
     let mut links = Vec::with_capacity(points.len());
     for &(prog_idx, offset) in points {
