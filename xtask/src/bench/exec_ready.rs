@@ -8,8 +8,8 @@
 //! 1. the new file: `first-sight` (read and analysed, probes attached);
 //! 2. the same file while 1 still runs: `already-attached` (the probes were there before the exec,
 //!    0 by definition: a check that the agent says so);
-//! 3. the same file again, [`CACHED_EXECS`] times, each a second after the probes of the last were
-//!    released (no process ran it): `cached` (the analysis reused, the probes attached again).
+//! 3. the same file again, [`CACHED_EXECS`] times, each once the probes of the last were released
+//!    (no process ran it): `cached` (the analysis reused, the probes attached again).
 //!
 //! Every process waits on its stdin until the line for its pid is logged, so none exits before
 //! its probes are ready.
@@ -31,11 +31,8 @@ use super::procs::{Proc, TempDir, Tracer, spawn};
 const CACHED_EXECS: usize = 2;
 /// How long a process may wait for its readiness line, and the tracer for releasing probes.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// What the tracer logs when it releases the probes of an executable.
+/// What the tracer logs once it has released the probes of an executable.
 const RELEASED: &str = "Go TLS probes released";
-/// Pause after that line before the next exec: the agent logs it before it detaches the probes,
-/// one by one; an exec meanwhile would measure the detaching, not the cached path.
-const AFTER_RELEASE: Duration = Duration::from_secs(1);
 /// The kinds of readiness, in the order each round produces them.
 const KINDS: [&str; 3] = ["first-sight", "already-attached", "cached"];
 
@@ -117,7 +114,6 @@ fn measure(ctx: &Ctx, subject: &Subject) -> Result<Vec<Sample>> {
         again_proc.kill();
         for released in 1..=CACHED_EXECS {
             tracer.wait_count(RELEASED, released, READY_TIMEOUT)?;
-            std::thread::sleep(AFTER_RELEASE);
             let (cached, mut proc) = exec_once(&mut tracer, &bin, &subject.args, dir.path())?;
             samples.push(cached);
             proc.kill();
