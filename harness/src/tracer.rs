@@ -79,6 +79,37 @@ pub fn has_pid_field(line: &str, pid: u32) -> bool {
     false
 }
 
+/// What the tracer logs once a process's Go TLS probes can see its first instruction.
+pub const PROBES_READY: &str = "Go TLS probes ready";
+
+/// One `Go TLS probes ready` line: whose probes, how long after its exec, and what the agent had
+/// to do for its binary (`first-sight`: analysed; `cached`: analysis reused, probes attached;
+/// `already-attached`: the probes were on the file already).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbesReady {
+    pub pid: u32,
+    pub exec_to_ready_us: u64,
+    pub binary: String,
+}
+
+impl ProbesReady {
+    /// The readiness of `line`, if it is a `Go TLS probes ready` line with its three fields.
+    pub fn parse(line: &str) -> Option<ProbesReady> {
+        let line = strip_ansi(line);
+        if !line.contains(PROBES_READY) {
+            return None;
+        }
+        let field = |key: &str| {
+            line.split_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_matches('"')))
+        };
+        Some(ProbesReady {
+            pid: field("pid")?.parse().ok()?,
+            exec_to_ready_us: field("exec_to_ready_us")?.parse().ok()?,
+            binary: field("binary")?.to_owned(),
+        })
+    }
+}
+
 /// The last `final stats` line of the tracer's log.
 pub fn final_stats_line(log: &str) -> Option<&str> {
     log.lines().rev().find(|l| l.contains("final stats"))
@@ -103,6 +134,18 @@ fn parse_stats<T: FromStr>(line: &str) -> BTreeMap<String, T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn probes_ready_line() {
+        let line = "2026-12-07T22:00:00.1Z  INFO tracer::attachments: Go TLS probes ready pid=4242 \
+            exec_to_ready_us=1873 binary=\"already-attached\" comm=kubectl";
+        let r = super::ProbesReady::parse(line).unwrap();
+        assert_eq!((r.pid, r.exec_to_ready_us, r.binary.as_str()), (4242, 1873, "already-attached"));
+        let unquoted = "INFO x: Go TLS probes ready binary=first-sight exec_to_ready_us=96000 pid=7";
+        assert_eq!(super::ProbesReady::parse(unquoted).unwrap().binary, "first-sight");
+        assert!(super::ProbesReady::parse("INFO x: Go TLS probes ready pid=7").is_none());
+        assert!(super::ProbesReady::parse("INFO x: target attached pid=7 exec_to_ready_us=1 binary=x").is_none());
+    }
+
     #[test]
     fn stats_line() {
         let log = "INFO tracer::run: final stats events=1\n\

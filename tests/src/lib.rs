@@ -18,6 +18,7 @@ pub mod ending;
 pub mod etcd;
 pub mod gotls;
 pub mod host;
+pub mod kube;
 pub mod otlp;
 pub mod procs;
 pub mod scripts;

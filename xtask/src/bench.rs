@@ -9,7 +9,9 @@
 //! 2. the tax on untraced processes: ns per syscall added to a syscall loop by a loaded tracer;
 //! 3. the ceiling: wrk connections raised until the tracer loses events or saturates a core;
 //! 4. the agent: CPU per 1k requests, peak RSS, RSS with 10k live connections;
-//! 5. per eBPF program: kernel run time per run (BPF_ENABLE_STATS).
+//! 5. per eBPF program: kernel run time per run (BPF_ENABLE_STATS);
+//! 6. how soon a new Go process is probed: exec to probes ready, for a binary seen for the first
+//!    time and for one already seen.
 //!
 //! Traced runs export their spans over OTLP (gRPC, the tracer's default) to a local sink, as a
 //! deployment would to its collector (`XTASK_BENCH_EXPORT` says otherwise).
@@ -22,6 +24,7 @@ mod agentcost;
 mod arms;
 mod bpfstats;
 mod context;
+mod exec_ready;
 mod grpc;
 mod load;
 mod procs;
@@ -38,6 +41,7 @@ use serde_json::json;
 
 use crate::workspace_root;
 use context::{Ctx, Export, Params, Scenario, say};
+use exec_ready::exec_ready_scenario;
 use report::print_table;
 use server_scenarios::{etcd_scenario, etcd_tls_scenario, go_tls_h2_scenario, go_tls_scenario, nginx_scenario};
 use servers::OtlpSink;
@@ -114,7 +118,7 @@ pub fn run(quick: bool) -> Result<()> {
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
-    let steps: [(&str, Step); 10] = [
+    let steps: [(&str, Step); 11] = [
         ("nginx", nginx_scenario),
         ("etcd", etcd_scenario),
         ("go tls", go_tls_scenario),
@@ -125,6 +129,7 @@ pub fn run(quick: bool) -> Result<()> {
         ("live connections", live_connections_scenario),
         ("bpf stats", bpf_stats_scenario),
         ("agent instructions", agent_instructions_scenario),
+        ("exec ready", exec_ready_scenario),
     ];
     // XTASK_BENCH_ONLY=nginx,etcd,... runs a subset (names as printed, spaces optional).
     let only: Option<Vec<String>> =

@@ -127,6 +127,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("h2load", "nghttp2-client"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
+    // a real Go client of kube-apiserver for tests/tests/exec (any kubectl on PATH will do)
+    ("kubectl", "kubernetes-client"),
 ];
 
 pub fn ensure_test_tools() -> Result<()> {
@@ -150,13 +152,15 @@ pub fn build_go_programs() -> Result<Vec<(String, String)>> {
     }
     // Release-like (stripped), unstripped (checked against .symtab) and externally linked PIE
     // (C code before Go code) builds: each exercises another path of the Go binary analysis.
-    let builds: [(&str, &str, &[&str]); 5] = [
+    let builds: [(&str, &str, &[&str]); 6] = [
         ("https-server", "GO_HTTPS_SERVER_BIN", &["-ldflags=-s -w"]),
         ("https-server", "GO_HTTPS_SERVER_BIN_UNSTRIPPED", &[]),
         ("https-server", "GO_HTTPS_SERVER_BIN_EXTPIE", &["-buildmode=pie", "-ldflags=-linkmode=external"]),
         ("http-client", "GO_HTTP_CLIENT_BIN", &["-ldflags=-s -w"]),
         // h2c server and client (Go 1.24+: http.Protocols), tests/tests/http2.rs
         ("h2c-server", "GO_H2C_SERVER_BIN", &["-ldflags=-s -w"]),
+        // the API-server-like server of tests/tests/exec (traced, and kubectl's server)
+        ("apiserver", "GO_APISERVER_BIN", &["-ldflags=-s -w"]),
     ];
     let mut env = Vec::new();
     for (dir, var, flags) in builds {

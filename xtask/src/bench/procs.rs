@@ -162,21 +162,64 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `tracer --pid PID --output none` and waits until it says the target is attached.
     pub fn start(bin: &Path, pid: u32, extra: &[&str]) -> Result<Tracer> {
+        let mut t = Self::spawn(bin, &["--pid", &pid.to_string()], extra)?;
+        match t.core.wait_attached(pid, ATTACH_TIMEOUT) {
+            Ok(_) => Ok(t),
+            Err(e) => Err(t.not_ready(&format!("attach to pid {pid}"), e)),
+        }
+    }
+
+    /// Starts `tracer --comm COMM --output none` and waits until it says it waits for a process
+    /// of that name (its probes are loaded).
+    pub fn start_comm(bin: &Path, comm: &str, extra: &[&str]) -> Result<Tracer> {
+        let mut t = Self::spawn(bin, &["--comm", comm], extra)?;
+        match t.core.wait_stderr_line(&|l| l.contains("waiting for"), ATTACH_TIMEOUT) {
+            Ok(_) => Ok(t),
+            Err(e) => Err(t.not_ready(&format!("wait for processes named {comm}"), e)),
+        }
+    }
+
+    fn spawn(bin: &Path, target: &[&str], extra: &[&str]) -> Result<Tracer> {
         // Flags say what to trace and where to send it; the rest of TRACER_* (probe mode, OTLP
         // compression) is inherited on purpose, so that a bench run can measure those settings.
         let mut cmd = TracerProc::command(bin, TracerEnv::InheritSettings);
-        let pid_arg = pid.to_string();
-        let args = ["--pid", &pid_arg, "--output", "none", "--stats-interval", "0", "--log-level", "info"];
-        cmd.args(args).args(extra);
+        let args = ["--output", "none", "--stats-interval", "0", "--log-level", "info"];
+        cmd.args(target).args(args).args(extra);
         harness::die_with_parent(&mut cmd);
-        let label = args.iter().chain(extra).map(|a| a.to_string()).collect();
-        let mut core = TracerProc::spawn(cmd, label).with_context(|| format!("cannot start {}", bin.display()))?;
-        match core.wait_attached(pid, ATTACH_TIMEOUT) {
-            Ok(_) => Ok(Tracer { core }),
-            Err(Some(st)) => bail!("the tracer exited ({st}) at start: {}", core.last_words()),
-            Err(None) => {
-                bail!("the tracer did not attach to pid {pid} within {ATTACH_TIMEOUT:?}: {}", core.last_words())
+        let label = target.iter().chain(&args).chain(extra).map(|a| a.to_string()).collect();
+        let core = TracerProc::spawn(cmd, label).with_context(|| format!("cannot start {}", bin.display()))?;
+        Ok(Tracer { core })
+    }
+
+    /// The error of a tracer that did not get ready to `what`: it exited, or took too long.
+    fn not_ready(&self, what: &str, e: Option<std::process::ExitStatus>) -> anyhow::Error {
+        match e {
+            Some(st) => anyhow!("the tracer exited ({st}) at start: {}", self.core.last_words()),
+            None => anyhow!("the tracer did not {what} within {ATTACH_TIMEOUT:?}: {}", self.core.last_words()),
+        }
+    }
+
+    /// Waits at most `timeout` until `n` lines of its log contain `needle`.
+    pub fn wait_count(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.core.stderr().lines().filter(|l| l.contains(needle)).count() < n {
+            if let Some(st) = self.core.try_wait() {
+                bail!("the tracer exited ({st}): {}", self.core.last_words());
             }
+            if Instant::now() >= deadline {
+                bail!("the tracer did not log {needle:?} {n} times within {timeout:?}: {}", self.core.last_words());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for a line of its log that `parse` accepts.
+    pub fn wait_log<T>(&mut self, parse: &dyn Fn(&str) -> Option<T>, timeout: Duration) -> Result<T> {
+        match self.core.wait_stderr_line(&|l| parse(l).is_some(), timeout) {
+            Ok(line) => parse(&line).context("the line the tracer logged no longer parses"),
+            Err(Some(st)) => bail!("the tracer exited ({st}): {}", self.core.last_words()),
+            Err(None) => bail!("the line was not logged within {timeout:?}: {}", self.core.last_words()),
         }
     }
 

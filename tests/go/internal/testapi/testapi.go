@@ -1,5 +1,6 @@
 // Package testapi holds what the test programs share: the kube-apiserver-shaped routes every test
-// server answers, a request with an optional body, and a clean exit on SIGTERM/SIGINT.
+// server answers, a request with an optional body, a clean exit on SIGTERM/SIGINT, the listener
+// that prints its address and a request log.
 //
 // Uses only APIs present in Go 1.19, so the programs still build with old and new toolchains.
 package testapi
@@ -9,6 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -77,4 +80,24 @@ func ShutdownOnSignal(srv *http.Server) {
 		defer cancel()
 		srv.Shutdown(ctx)
 	}()
+}
+
+// Listen listens on `addr` (port 0 picks a free port) and prints "listening on ADDR" on stdout, so
+// that a test knows the port; `name` prefixes the error it exits with.
+func Listen(name, addr string) net.Listener {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Fatalf("%s: listen: %v", name, err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	os.Stdout.Sync()
+	return ln
+}
+
+// LogRequests logs `PROTO METHOD PATH` of each request on stderr before `next` handles it.
+func LogRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("%s %s %s", r.Proto, r.Method, r.URL.Path)
+		next.ServeHTTP(w, r)
+	})
 }
