@@ -542,7 +542,10 @@ mod tests {
         assert!(spans.is_empty());
         exporter.shutdown(Duration::from_secs(2)).await.unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let ids: Vec<&str> = text.lines().map(|l| &l[l.find("span_id").unwrap() + 10..][..16]).collect();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["span_id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(ids, ["0000000000000001", "0000000000000003", "0000000000000005"]);
         let stats = handle.stats();
         assert_eq!((stats.submitted.load(Ordering::Relaxed), stats.exported.load(Ordering::Relaxed)), (3, 3));
