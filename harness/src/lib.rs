@@ -24,5 +24,7 @@ pub use files::{TempDir, find_tool, require_tool, unique_name};
 pub use net::{closed_port, free_port, is_listening, wait_for_port};
 pub use proc::{Proc, die_with_parent};
 pub use servers::{Certs, NginxConf, etcd_member_args, etcd_tls_args};
-pub use tracer::{ATTACHED, PROBES_READY, ProbesReady, TracerEnv, final_stats, final_stats_line, has_pid_field};
+pub use tracer::{
+    ATTACHED, PROBES_READY, ProbesReady, SAMPLING_DECISIONS, TracerEnv, final_stats, final_stats_line, has_pid_field,
+};
 pub use tracer_proc::{ATTACH_TIMEOUT, STOP_TIMEOUT, TracerProc};

@@ -110,6 +110,11 @@ impl ProbesReady {
     }
 }
 
+/// The sampler's `final stats` counters, one per trace by its decision: together they count every
+/// trace the agent made, kept or not.
+pub const SAMPLING_DECISIONS: [&str; 5] =
+    ["kept_error", "kept_slow", "kept_parent_sampled", "kept_ratio", "dropped_ratio"];
+
 /// The last `final stats` line of the tracer's log.
 pub fn final_stats_line(log: &str) -> Option<&str> {
     log.lines().rev().find(|l| l.contains("final stats"))
@@ -155,6 +160,10 @@ mod tests {
         assert_eq!(s["events"], 12);
         assert_eq!(s["lost_ringbuf_full"], 0);
         assert_eq!(s["spans"], 5);
+        let log = "INFO tracer::run: final stats spans=9 kept_error=1 kept_slow=2 kept_parent_sampled=0 kept_ratio=3 \
+            dropped_ratio=3 exported=6\n";
+        let s = super::final_stats::<u64>(log).unwrap();
+        assert_eq!(super::SAMPLING_DECISIONS.map(|k| s[k]), [1, 2, 0, 3, 3]);
         assert!(super::final_stats::<u64>("INFO tracer::run: bye\n").is_none());
     }
 }

@@ -1,7 +1,6 @@
 //! Command-line flags. Every flag also reads an environment variable.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
@@ -148,6 +147,32 @@ pub struct Cli {
     /// Seconds between statistics log lines (0: only at exit).
     #[arg(long, env = "TRACER_STATS_INTERVAL", default_value_t = 60)]
     pub stats_interval: u64,
+
+    /// Share of ordinary traces exported, from 0 to 1 (1: all). Decided from the trace id (its
+    /// rightmost 56 bits, as OpenTelemetry's TraceIdRatioBased sampler), so agents that see the
+    /// same trace agree. Traces with an error, slow traces and traces whose caller's traceparent
+    /// says sampled are always exported.
+    #[arg(long, env = "TRACER_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub sample_ratio: f64,
+
+    /// A trace is slow, and always exported, when a single-object call (get, create, update,
+    /// patch, delete of one object) in it took longer than this (kube-apiserver's SLO: 1s).
+    /// Durations: 500ms, 1s, 1.5s, 2m.
+    #[arg(long, env = "TRACER_SLOW_SINGLE_OBJECT", default_value = "1s", value_parser = parse_duration)]
+    pub slow_single_object: Duration,
+
+    /// Slow for a list (or deletecollection) in one namespace (kube-apiserver's SLO: 5s).
+    #[arg(long, env = "TRACER_SLOW_NAMESPACE_LIST", default_value = "5s", value_parser = parse_duration)]
+    pub slow_namespace_list: Duration,
+
+    /// Slow for a list (or deletecollection) across the cluster (kube-apiserver's SLO: 30s).
+    #[arg(long, env = "TRACER_SLOW_CLUSTER_LIST", default_value = "30s", value_parser = parse_duration)]
+    pub slow_cluster_list: Duration,
+
+    /// Slow for a span without a Kubernetes verb: etcd and other gRPC calls, non-resource paths
+    /// such as /healthz. Watches and other long-running requests are never slow.
+    #[arg(long, env = "TRACER_SLOW_OTHER", default_value = "1s", value_parser = parse_duration)]
+    pub slow_other: Duration,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,6 +277,29 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number from 0 to 1")),
+    }
+}
+
+/// `500ms`, `1s`, `1.5s`, `2m`: a non-negative decimal number and its unit.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("'{s}' is not a duration such as 500ms, 1s or 2m");
+    let t = s.trim();
+    let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+    let (number, unit) = t.split_at(digits);
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return Err(bad()),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(n * seconds_per_unit).map_err(|_| bad())
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|e| format!("'{s}': {e}"))?;
     if v < 65536 || !v.is_power_of_two() {
@@ -281,6 +329,39 @@ mod tests {
     }
 
     #[test]
+    fn sampling_flags() {
+        let cli = Cli::try_parse_from(["tracer"]).unwrap();
+        assert_eq!(cli.sample_ratio, 1.0);
+        let secs = Duration::from_secs;
+        assert_eq!(
+            (cli.slow_single_object, cli.slow_namespace_list, cli.slow_cluster_list, cli.slow_other),
+            (secs(1), secs(5), secs(30), secs(1))
+        );
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "--sample-ratio",
+            "0.1",
+            "--slow-single-object",
+            "250ms",
+            "--slow-namespace-list",
+            "1.5s",
+            "--slow-cluster-list",
+            "2m",
+            "--slow-other",
+            "0s",
+        ])
+        .unwrap();
+        assert_eq!(cli.sample_ratio, 0.1);
+        assert_eq!(
+            (cli.slow_single_object, cli.slow_namespace_list, cli.slow_cluster_list, cli.slow_other),
+            (Duration::from_millis(250), Duration::from_millis(1500), secs(120), secs(0))
+        );
+        for ok in ["0", "1", "0.0", "1.0", "0.5"] {
+            assert!(Cli::try_parse_from(["tracer", "--sample-ratio", ok]).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         for args in [
             &["tracer", "--capture-bytes", "0"][..],
@@ -298,6 +379,14 @@ mod tests {
             &["tracer", "--otlp-timeout", "5m"],
             &["tracer", "--go-tls-idle-release", "-1"],
             &["tracer", "--go-tls-idle-release", "86401"],
+            &["tracer", "--sample-ratio", "1.5"],
+            &["tracer", "--sample-ratio", "-0.1"],
+            &["tracer", "--sample-ratio", "NaN"],
+            &["tracer", "--sample-ratio", "ten percent"],
+            &["tracer", "--slow-other", "1"],
+            &["tracer", "--slow-other", "-1s"],
+            &["tracer", "--slow-other", "1h"],
+            &["tracer", "--slow-single-object", "ms"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
         }

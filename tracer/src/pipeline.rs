@@ -52,11 +52,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(max_connections: usize, assembler: Assembler, export: ExportHandle) -> Self {
+    pub fn new(max_connections: usize, assembler: Assembler, correlator: Correlator, export: ExportHandle) -> Self {
         Pipeline {
             conns: ConnTable::new(max_connections),
             assembler,
-            correlator: Correlator::new(),
+            correlator,
             stats: PipelineStats::default(),
             local_addrs: LocalAddrs::default(),
             export,
@@ -178,7 +178,7 @@ impl Pipeline {
         DataFlowCounters {
             pipeline: self.stats.clone(),
             assemble: self.assembler.stats.clone(),
-            correlate: self.correlator.stats().clone(),
+            correlate: self.correlator.stats(),
             connections: self.conns.len(),
             connections_evicted: self.conns.evicted,
         }

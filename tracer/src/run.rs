@@ -12,6 +12,7 @@ use crate::{
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
     cli::{Cli, OutputArg},
     clock::Clock,
+    correlate::{Correlator, SampleConfig, SlowThresholds},
     export::{self, ExportConfig, Output},
     gotls::GoTls,
     otel_env,
@@ -67,7 +68,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let export_stats = export.stats();
     let gotls = GoTls::load(&mut ebpf, cli.go_tls_probes, Duration::from_secs(cli.go_tls_idle_release))?;
     let assembler = Assembler::new(Clock::new(), cli.etcd_ports.clone());
-    let pipeline = Pipeline::new(cli.max_connections as usize, assembler, export);
+    let correlator = Correlator::with_sampling(sample_config(&cli));
+    let pipeline = Pipeline::new(cli.max_connections as usize, assembler, correlator, export);
     let mut agent = Agent::new(Attachments::new(ebpf, gotls, targets), pipeline);
 
     for &pid in &cli.pids {
@@ -174,6 +176,7 @@ impl Counters {
 fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
     use std::sync::atomic::Ordering::Relaxed;
     let (r, p, a, k) = (&c.records, &c.data.pipeline, &c.data.assemble, &c.kernel);
+    let sampled = &c.data.correlate.sampling;
     tracing::info!(
         events = r.events,
         corrupt_events = r.corrupt_events,
@@ -195,6 +198,12 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         unmatched_responses = a.unmatched_responses,
         pending_overflow = a.pending_overflow,
         trace_roots = c.data.correlate.roots,
+        trace_remote_parents = c.data.correlate.remote_parents,
+        kept_error = sampled.kept_error,
+        kept_slow = sampled.kept_slow,
+        kept_parent_sampled = sampled.kept_parent_sampled,
+        kept_ratio = sampled.kept_ratio,
+        dropped_ratio = sampled.dropped_ratio,
         exported = e.exported.load(Relaxed),
         dropped_queue_full = e.dropped_queue_full.load(Relaxed),
         dropped_export_failed = e.dropped_export_failed.load(Relaxed),
@@ -216,6 +225,18 @@ fn output(flag: Option<OutputArg>, collector: bool) -> Output {
         (Some(OutputArg::Terminal), _) | (None, false) => Output::Terminal,
         (Some(OutputArg::Json), _) => Output::Json,
         (Some(OutputArg::None), _) | (None, true) => Output::None,
+    }
+}
+
+fn sample_config(cli: &Cli) -> SampleConfig {
+    SampleConfig {
+        ratio: cli.sample_ratio,
+        slow: SlowThresholds {
+            single_object: cli.slow_single_object,
+            namespace_collection: cli.slow_namespace_list,
+            cluster_collection: cli.slow_cluster_list,
+            other: cli.slow_other,
+        },
     }
 }
 

@@ -2,6 +2,10 @@
 
 use std::{cell::RefCell, ops::Deref, sync::Arc};
 
+mod traceparent;
+
+pub use traceparent::RemoteParent;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanKind {
     Server,
@@ -204,6 +208,24 @@ pub struct ProcessInfo {
     pub host_name: String,
 }
 
+/// What kind of request a span is, for the latency above which it counts as slow (the sampler
+/// keeps slow traces). The classes of the apiserver's own latency SLOs, by its request scope: a
+/// named object (or a create), a namespace's collection, the cluster's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatencyClass {
+    /// A single-object read or a mutating call on one object.
+    SingleObject,
+    NamespaceCollection,
+    ClusterCollection,
+    /// Watches and other long-running requests: their duration says nothing of the server.
+    Streaming,
+    /// A connection span: not a request.
+    Connection,
+    /// Anything else (no Kubernetes verb: etcd and other gRPC calls, non-resource paths).
+    #[default]
+    Other,
+}
+
 #[derive(Clone, Debug)]
 pub struct SpanRecord {
     pub trace_id: [u8; 16],
@@ -218,6 +240,12 @@ pub struct SpanRecord {
     /// Allow-listed attributes only (OTel semantic conventions, `k8s.*`, `etcd.*`).
     pub attributes: Vec<(&'static str, AttrValue)>,
     pub process: Arc<ProcessInfo>,
+    /// An incoming `traceparent` (server spans): correlation puts the span in that trace.
+    pub remote_parent: Option<RemoteParent>,
+    pub latency_class: LatencyClass,
+    /// Kept by the sampler (decided per trace in correlation; export leaves out the rest, after
+    /// what must see every span).
+    pub sampled: bool,
 }
 
 impl SpanRecord {
@@ -328,6 +356,9 @@ mod tests {
             status: SpanStatus::Unset,
             attributes,
             process,
+            remote_parent: None,
+            latency_class: LatencyClass::Other,
+            sampled: true,
         }
     }
 

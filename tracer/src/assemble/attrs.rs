@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::{
     connections::Endpoint,
     meaning::k8s,
-    span::{AttrStr, AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
+    span::{AttrStr, AttrValue, LatencyClass, ProcessInfo, SpanKind, SpanRecord, SpanStatus},
     stream::Role,
 };
 
@@ -79,6 +79,9 @@ pub fn new_span(
         status,
         attributes,
         process,
+        remote_parent: None,
+        latency_class: LatencyClass::Other,
+        sampled: true,
     }
 }
 
@@ -105,9 +108,46 @@ pub fn k8s_attrs(info: k8s::RequestInfo, a: &mut Attrs) {
     }
 }
 
+/// The latency class of a request (see [`LatencyClass`]), by the scope the apiserver's own request
+/// metrics give it: a named object or a create, else a namespace, else the cluster. Long-running
+/// requests (watches included) are streaming.
+pub fn latency_class(info: &k8s::RequestInfo) -> LatencyClass {
+    if info.long_running {
+        LatencyClass::Streaming
+    } else if !info.is_resource_request {
+        LatencyClass::Other
+    } else if info.name.is_some() || &*info.verb == "create" {
+        LatencyClass::SingleObject
+    } else if info.namespace.is_some() {
+        LatencyClass::NamespaceCollection
+    } else {
+        LatencyClass::ClusterCollection
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_classes_follow_the_request_scope() {
+        for (method, target, class) in [
+            ("GET", "/api/v1/namespaces/default/pods/web-0", LatencyClass::SingleObject),
+            ("PUT", "/api/v1/namespaces/default/pods/web-0", LatencyClass::SingleObject),
+            ("POST", "/api/v1/namespaces/default/pods", LatencyClass::SingleObject),
+            ("GET", "/api/v1/namespaces/default/pods", LatencyClass::NamespaceCollection),
+            ("DELETE", "/api/v1/namespaces/default/pods", LatencyClass::NamespaceCollection),
+            ("GET", "/api/v1/pods", LatencyClass::ClusterCollection),
+            ("GET", "/api/v1/namespaces", LatencyClass::ClusterCollection),
+            ("GET", "/api/v1/namespaces/default", LatencyClass::SingleObject),
+            ("GET", "/api/v1/pods?watch=true", LatencyClass::Streaming),
+            ("GET", "/api/v1/namespaces/default/pods/web-0/log?follow=true", LatencyClass::Streaming),
+            ("GET", "/healthz", LatencyClass::Other),
+            ("GET", "/apis", LatencyClass::Other),
+        ] {
+            assert_eq!(latency_class(&k8s::request_info(method, target)), class, "{method} {target}");
+        }
+    }
 
     #[test]
     fn attribute_vector_fits_glibc_thread_cache() {

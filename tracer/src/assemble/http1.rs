@@ -13,7 +13,7 @@ use crate::{
         Timing,
         http1::{Head, Http1Decoder, Http1Event, MessageKind, RequestHead, TRUNCATED_HEAD},
     },
-    span::{SpanRecord, SpanStatus},
+    span::{LatencyClass, SpanRecord, SpanStatus},
     stream::Role,
     stream::{Direction, Segment},
 };
@@ -287,8 +287,10 @@ impl Http1Conn {
 fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body: Option<u64>) -> SpanRecord {
     let status_code = p.response.map(|(s, _)| s);
     let name = k8s::span_name(&p.head.method, &p.info);
-    let RequestHead { method, user_agent, host, .. } = std::mem::take(&mut p.head);
+    let RequestHead { method, user_agent, host, traceparent, .. } = std::mem::take(&mut p.head);
     let mut info = std::mem::take(&mut p.info);
+    // A 101 switches the connection to another protocol for as long as it lasts.
+    let latency_class = if status_code == Some(101) { LatencyClass::Streaming } else { attrs::latency_class(&info) };
     let mut a = attrs::connection(ctx.conn);
     // server.address is the logical host the client asked for (Host header), when it said one.
     if let Some(host) = host.as_deref().and_then(host_of) {
@@ -321,7 +323,10 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
     };
     let status =
         if error { SpanStatus::Error(format!("HTTP {}", status_code.unwrap_or(0))) } else { SpanStatus::Unset };
-    ctx.span(name, p.start_ns, end_ns, status, a)
+    let mut span = ctx.span(name, p.start_ns, end_ns, status, a);
+    span.latency_class = latency_class;
+    span.remote_parent = traceparent.filter(|_| ctx.conn.role == Role::Server);
+    span
 }
 
 /// Host part of a Host header (`name`, `name:port`, `[v6]:port`).

@@ -20,7 +20,7 @@ use crate::{
         hpack::{FieldValue, Lookup},
         http2::{H2Connection, H2Event},
     },
-    span::{AttrValue, SpanRecord, SpanStatus},
+    span::{AttrValue, LatencyClass, RemoteParent, SpanRecord, SpanStatus},
     stream::Role,
     stream::{Direction, Segment},
 };
@@ -39,6 +39,8 @@ struct Stream {
     path: Option<FieldValue>,
     authority: Option<FieldValue>,
     user_agent: Option<FieldValue>,
+    /// A valid `traceparent` of a request to the target's server.
+    remote_parent: Option<RemoteParent>,
     /// A gRPC method (`content-type: application/grpc…` and a `/service/method` path): the
     /// length of its service name, so the path is parsed once per stream.
     grpc_service_len: Option<usize>,
@@ -124,6 +126,9 @@ impl Http2Conn {
                 s.name_unknown = s.method.is_none() || s.path.is_none();
                 s.authority = take_found(ev, ":authority");
                 s.user_agent = take_found(ev, "user-agent");
+                if self.role == Role::Server {
+                    s.remote_parent = traceparent(ev);
+                }
                 if matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct)) {
                     s.grpc_service_len = s.path.as_deref().and_then(grpc::parse_path).map(|(service, _)| service.len());
                 }
@@ -262,6 +267,17 @@ fn take_found(ev: &mut H2Event, name: &str) -> Option<FieldValue> {
     fields.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| std::mem::replace(v, FieldValue::Static("")))
 }
 
+/// The request's `traceparent`, when its block has exactly one (two are no valid value, as in
+/// HTTP/1, where they would be joined into one) and it is valid.
+fn traceparent(ev: &H2Event) -> Option<RemoteParent> {
+    let H2Event::Headers { fields, .. } = ev else { return None };
+    let mut values = fields.iter().filter(|(n, _)| *n == "traceparent").map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (Some(v), None) => RemoteParent::from_traceparent(v.as_bytes()),
+        _ => None,
+    }
+}
+
 /// Service and method of a gRPC stream (only with a gRPC content-type: `/a/b` alone is no proof).
 fn grpc_method(s: &Stream) -> Option<(&str, &str)> {
     let (path, n) = (s.path.as_deref()?, s.grpc_service_len?);
@@ -282,6 +298,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
     let grpc_path = grpc_method(s);
     let mut status = SpanStatus::Unset;
     let name;
+    let mut latency_class = LatencyClass::Other;
     if s.name_unknown {
         // Attached mid-connection and the HPACK table does not know this name yet. On an etcd
         // port it is still known to be an etcd call, just not which one.
@@ -303,6 +320,9 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         };
         a.push(("rpc.service", service_attr));
         a.push(("rpc.method", method_attr));
+        if is_streaming(s) {
+            latency_class = LatencyClass::Streaming;
+        }
         if let Some((code, msg)) = &s.grpc_status {
             a.push(("rpc.grpc.status_code", i64::from(*code).into()));
             if *code != 0 {
@@ -330,6 +350,7 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         a.push(("url.path", std::mem::take(&mut info.path).into()));
         a.push(("url.scheme", attrs::url_scheme(ctx.conn).into()));
         a.push(("http.route", std::mem::take(&mut info.route).into()));
+        latency_class = attrs::latency_class(&info);
         attrs::k8s_attrs(info, &mut a);
         if let Some(code) = s.status {
             let bad = match ctx.conn.role {
@@ -355,7 +376,10 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
     if let Some(why) = error {
         status = SpanStatus::Error(why);
     }
-    ctx.span(name, s.start_ns, end_ns, status, a)
+    let mut span = ctx.span(name, s.start_ns, end_ns, status, a);
+    span.latency_class = latency_class;
+    span.remote_parent = s.remote_parent;
+    span
 }
 
 /// Kubernetes object of an etcd key (`/registry/<resource>/<namespace>/<name>`): its attributes,

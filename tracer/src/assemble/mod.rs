@@ -13,7 +13,7 @@ use crate::{
     clock::Clock,
     connections::{Connection, Feed},
     protocols::http1 as h1,
-    span::{SpanRecord, SpanStatus},
+    span::{LatencyClass, SpanRecord, SpanStatus},
     stream::Role,
     stream::{Direction, Segment},
 };
@@ -173,7 +173,9 @@ impl Assembler {
         }
         let name = if tls { "TLS connection" } else { "TCP connection" }.to_owned();
         let ctx = SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports };
-        ctx.span(name, conn.opened_ns, end_ns.max(conn.opened_ns), SpanStatus::Unset, a)
+        let mut span = ctx.span(name, conn.opened_ns, end_ns.max(conn.opened_ns), SpanStatus::Unset, a);
+        span.latency_class = LatencyClass::Connection;
+        span
     }
 }
 

@@ -464,3 +464,5 @@ fn a_response_processed_just_before_its_request_is_still_its_answer() {
         assert_eq!(attr(s, "http.response.status_code"), &AttrValue::Int(200));
     }
 }
+
+mod traceparent;

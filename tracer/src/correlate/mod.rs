@@ -1,24 +1,35 @@
 //! Correlation: assembled spans become traces.
 //!
 //! The one stage that owns trace and span ids. Assembly builds spans without ids; here each span
-//! gets its span id and the trace it belongs to before it goes to export. Today every span starts
-//! a trace of its own: parents (goroutine ancestry, grpc-go and net/http uprobes, an incoming
-//! `traceparent`, both ends of a connection on one node) are decided here as they are learnt.
+//! gets its span id and the trace it belongs to before it goes to export. A server span whose
+//! request carried a valid `traceparent` joins the caller's trace as a child of the caller's span;
+//! every other span starts a trace of its own. More parents (goroutine ancestry, grpc-go and
+//! net/http uprobes, both ends of a connection on one node) will be decided here as they are learnt.
+//!
+//! Once a trace's spans are known, the sampler decides for the trace as a whole (`sample`) and
+//! marks its spans: they all go to export together, where what must see every span (metrics) sees
+//! them before the unsampled ones are left out.
 
 mod ids;
+mod sample;
 
 use crate::span::SpanRecord;
 
 use ids::IdGenerator;
+pub use sample::{SampleConfig, SampleStats, Sampler, SlowThresholds};
 
 #[derive(Default, Debug, Clone)]
 pub struct CorrelateStats {
     /// Spans that went out as the root of a trace of their own.
     pub roots: u64,
+    /// Spans that joined the trace of their caller (an incoming `traceparent`).
+    pub remote_parents: u64,
+    pub sampling: SampleStats,
 }
 
 pub struct Correlator {
     ids: IdGenerator,
+    sampler: Sampler,
     stats: CorrelateStats,
 }
 
@@ -29,22 +40,40 @@ impl Default for Correlator {
 }
 
 impl Correlator {
+    /// A correlator that keeps every trace.
     pub fn new() -> Self {
-        Correlator { ids: IdGenerator::from_os_rng(), stats: CorrelateStats::default() }
+        Self::with_sampling(SampleConfig::default())
     }
 
-    /// Gives every span of `spans` its ids, in place, before they go to export together.
+    pub fn with_sampling(config: SampleConfig) -> Self {
+        Correlator { ids: IdGenerator::from_os_rng(), sampler: Sampler::new(config), stats: CorrelateStats::default() }
+    }
+
+    /// Gives every span of `spans` its ids and its trace's sampling decision, in place, before
+    /// they go to export together. `spans` holds whole traces.
     pub fn correlate(&mut self, spans: &mut [SpanRecord]) {
         for span in spans {
             span.span_id = self.ids.span_id();
-            span.trace_id = self.ids.trace_id();
-            span.parent_span_id = None;
-            self.stats.roots += 1;
+            match span.remote_parent {
+                Some(caller) => {
+                    span.trace_id = caller.trace_id;
+                    span.parent_span_id = Some(caller.span_id);
+                    self.stats.remote_parents += 1;
+                }
+                None => {
+                    span.trace_id = self.ids.trace_id();
+                    span.parent_span_id = None;
+                    self.stats.roots += 1;
+                }
+            }
+            // Each span is a trace of its own so far: decided alone.
+            self.sampler.decide(std::slice::from_mut(span));
         }
     }
 
-    pub fn stats(&self) -> &CorrelateStats {
-        &self.stats
+    /// The counters, sampling's included.
+    pub fn stats(&self) -> CorrelateStats {
+        CorrelateStats { sampling: self.sampler.stats().clone(), ..self.stats.clone() }
     }
 }
 
@@ -53,9 +82,10 @@ mod tests {
     use std::{collections::HashSet, sync::Arc};
 
     use super::*;
-    use crate::span::{ProcessInfo, SpanKind, SpanStatus};
+    use crate::span::{LatencyClass, ProcessInfo, RemoteParent, SpanKind, SpanStatus};
 
-    fn assembled(name: &str) -> SpanRecord {
+    /// A span as assembly hands it over: no ids yet.
+    pub(super) fn assembled(name: &str) -> SpanRecord {
         let process = Arc::new(ProcessInfo {
             service_name: "s".into(),
             pid: 1,
@@ -73,6 +103,9 @@ mod tests {
             status: SpanStatus::Unset,
             attributes: Vec::new(),
             process,
+            remote_parent: None,
+            latency_class: LatencyClass::Other,
+            sampled: true,
         }
     }
 
@@ -90,5 +123,24 @@ mod tests {
         assert_eq!(c.stats().roots, 1000);
         // The spans are otherwise as assembly made them.
         assert_eq!(spans[599].name, "GET /599");
+    }
+
+    /// A request with a `traceparent` joins its caller's trace, as a child of the caller's span;
+    /// with the default sampling every trace is kept.
+    #[test]
+    fn a_remote_parent_gives_the_trace_and_the_parent() {
+        let mut c = Correlator::new();
+        let caller = RemoteParent { trace_id: [7; 16], span_id: [9; 8], sampled: false };
+        let mut spans = vec![assembled("GET /a"), assembled("GET /b")];
+        spans[0].remote_parent = Some(caller);
+        c.correlate(&mut spans);
+        assert_eq!((spans[0].trace_id, spans[0].parent_span_id), ([7; 16], Some([9; 8])));
+        assert_ne!(spans[0].span_id, [9; 8]);
+        assert_ne!(spans[1].trace_id, [7; 16]);
+        assert_eq!(spans[1].parent_span_id, None);
+        assert!(spans.iter().all(|s| s.sampled));
+        let stats = c.stats();
+        assert_eq!((stats.roots, stats.remote_parents), (1, 1));
+        assert_eq!((stats.sampling.kept_ratio, stats.sampling.dropped_ratio), (2, 0));
     }
 }

@@ -151,7 +151,12 @@ impl ExportHandle {
 
     /// Takes every span out of `spans`. Never blocks, never awaits: each sink's bounded queue
     /// takes what it has room for; a span that a queue refused is counted as dropped once.
+    /// Every span comes here, sampled or not: what must count them all (metrics) looks at them
+    /// before the spans of traces the sampler dropped are left out, just before the outputs.
     pub fn submit_all(&self, spans: &mut Vec<SpanRecord>) {
+        if spans.iter().any(|s| !s.sampled) {
+            crate::span::recycle(spans.extract_if(.., |s| !s.sampled));
+        }
         let n = spans.len();
         if n == 0 {
             return;
@@ -515,6 +520,9 @@ fn test_span(name: &str, id: u8, parent: Option<u8>, start_ms: u64, end_ms: u64)
             executable_name: "kube-apiserver".into(),
             host_name: "node-1".into(),
         }),
+        remote_parent: None,
+        latency_class: crate::span::LatencyClass::Other,
+        sampled: true,
     }
 }
 
@@ -569,6 +577,29 @@ mod tests {
         // After shutdown the queue is closed: counted, not lost silently, no panic.
         handle.submit(test_span("late", 9, None, 0, 1));
         assert_eq!(handle.stats().dropped_queue_full.load(Ordering::Relaxed), 1);
+    }
+
+    /// Spans of traces the sampler dropped reach no output and count nowhere in export.
+    #[tokio::test]
+    async fn unsampled_spans_are_left_out() {
+        let buf = SharedBuf::default();
+        let w = buf.clone();
+        let (handle, exporter) = start_with_writer(cfg(Output::Json), move || w.clone()).unwrap();
+        let mut spans: Vec<SpanRecord> = (1..=6).map(|id| test_span("s", id, None, 0, 1)).collect();
+        for s in spans.iter_mut().filter(|s| s.span_id[7] % 2 == 0) {
+            s.sampled = false;
+        }
+        handle.submit_all(&mut spans);
+        assert!(spans.is_empty());
+        exporter.shutdown(Duration::from_secs(2)).await.unwrap();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["span_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["0000000000000001", "0000000000000003", "0000000000000005"]);
+        let stats = handle.stats();
+        assert_eq!((stats.submitted.load(Ordering::Relaxed), stats.exported.load(Ordering::Relaxed)), (3, 3));
     }
 
     #[tokio::test]

@@ -21,9 +21,10 @@ use crate::span::{AttrValue, ProcessInfo, SpanKind, SpanRecord, SpanStatus};
 pub const SCOPE_NAME: &str = "kube-apiserver-tracer";
 pub const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// `Span.flags`: the trace flags (sampled) and "whether the parent is remote is known" (it is
-/// not remote), as the OpenTelemetry SDK sets them.
+/// `Span.flags`: the trace flags (sampled) and "whether the parent is remote is known", as the
+/// OpenTelemetry SDK sets them; with [`PARENT_IS_REMOTE`] when the parent is the caller's span.
 const SPAN_FLAGS: u32 = 0x01 | 0x100;
+const PARENT_IS_REMOTE: u32 = 0x200;
 
 /// Writes the request for `spans` into `out` (cleared first) and returns where in `out` it starts:
 /// one `ResourceSpans` per traced process, in order of first appearance, each with the spans of
@@ -344,7 +345,8 @@ fn write_span(s: &SpanRecord, out: &mut Vec<u8>) {
     str_field(2, msg, out);
     varint_field(3, code, out);
     put_key(16, WireType::ThirtyTwoBit, out);
-    out.extend_from_slice(&SPAN_FLAGS.to_le_bytes());
+    let flags = if s.remote_parent.is_some() { SPAN_FLAGS | PARENT_IS_REMOTE } else { SPAN_FLAGS };
+    out.extend_from_slice(&flags.to_le_bytes());
 }
 
 #[cfg(test)]
@@ -442,6 +444,19 @@ mod tests {
         assert_eq!(spans[1].kind, 1); // SPAN_KIND_INTERNAL
         assert_eq!(spans[1].status, Some(Status::default())); // unset
         assert_eq!(spans[1].end_time_unix_nano, spans[1].start_time_unix_nano);
+    }
+
+    /// A server span whose parent is its caller's span says so in its flags.
+    #[test]
+    fn a_remote_parent_is_flagged() {
+        let mut span = test_span("GET /api/v1/pods", 2, Some(1), 0, 40);
+        span.remote_parent = Some(crate::span::RemoteParent {
+            trace_id: span.trace_id,
+            span_id: [0, 0, 0, 0, 0, 0, 0, 1],
+            sampled: true,
+        });
+        let req = round_trip(&[span]);
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans[0].flags, 0x301);
     }
 
     /// Lengths past one varint byte, at every level.

@@ -44,7 +44,7 @@ pub(crate) mod testenc;
 pub use crate::span::AttrStr as FieldValue;
 
 /// Header names whose values are kept. Everything else is dropped at decode time.
-pub const ALLOWED_NAMES: [&str; 11] = [
+pub const ALLOWED_NAMES: [&str; 12] = [
     ":method",
     ":path",
     ":status",
@@ -56,6 +56,8 @@ pub const ALLOWED_NAMES: [&str; 11] = [
     "grpc-message",
     "content-length",
     "te",
+    // Its ids become the span's trace and parent ids; never an attribute.
+    "traceparent",
 ];
 
 /// Default SETTINGS_HEADER_TABLE_SIZE.

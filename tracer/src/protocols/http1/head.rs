@@ -1,7 +1,7 @@
 //! Heads: what the tracer keeps of one, and parsing a complete one (framing headers, the few
 //! values kept, chunk-size lines).
 
-use crate::span::AttrStr;
+use crate::span::{AttrStr, RemoteParent};
 
 /// Most headers one head may carry; more desynchronises the decoder.
 pub const MAX_HEADERS: usize = 64;
@@ -37,6 +37,8 @@ pub struct RequestHead {
     /// Shared with the connection's earlier requests when they sent the same value.
     pub user_agent: Option<AttrStr>,
     pub host: Option<AttrStr>,
+    /// A valid W3C `traceparent`, when the request has exactly one.
+    pub traceparent: Option<RemoteParent>,
     pub content_length: Option<u64>,
     /// Transfer-Encoding ends with `chunked`.
     pub chunked: bool,
@@ -103,6 +105,7 @@ pub(super) fn parse_head(kind: MessageKind, bytes: &[u8], repeated: &mut Repeate
                         target: req.path.unwrap_or_default().to_owned(),
                         user_agent: fields.user_agent.map(|v| repeated.user_agent.text(v)),
                         host: fields.host.map(|v| repeated.host.text(v)),
+                        traceparent: fields.traceparent(),
                         content_length: fields.content_length.value(),
                         chunked: fields.chunked(),
                         upgrade: fields.connection_upgrade || fields.upgrade,
@@ -150,6 +153,8 @@ struct Fields<'h> {
     upgrade: bool,
     user_agent: Option<&'h [u8]>,
     host: Option<&'h [u8]>,
+    traceparent: Option<&'h [u8]>,
+    traceparent_lines: u8,
 }
 
 impl<'h> Fields<'h> {
@@ -171,6 +176,9 @@ impl<'h> Fields<'h> {
                 f.user_agent = f.user_agent.or(Some(h.value));
             } else if name.eq_ignore_ascii_case("host") {
                 f.host = f.host.or(Some(h.value));
+            } else if name.eq_ignore_ascii_case("traceparent") {
+                f.traceparent = Some(h.value);
+                f.traceparent_lines = f.traceparent_lines.saturating_add(1);
             }
         }
         f
@@ -178,6 +186,12 @@ impl<'h> Fields<'h> {
 
     fn chunked(&self) -> bool {
         self.transfer_coding == Some(true)
+    }
+
+    /// Two `traceparent` lines make one field, their values joined by a comma (RFC 9110 §5.3),
+    /// which is no valid value.
+    fn traceparent(&self) -> Option<RemoteParent> {
+        self.traceparent.filter(|_| self.traceparent_lines == 1).and_then(RemoteParent::from_traceparent)
     }
 
     /// Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).

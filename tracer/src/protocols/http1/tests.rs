@@ -31,6 +31,7 @@ fn request(method: &str, target: &str, ua: Option<&str>, host: Option<&str>) -> 
         target: target.into(),
         user_agent: ua.map(text),
         host: host.map(text),
+        traceparent: None,
         content_length: None,
         chunked: false,
         upgrade: false,
