@@ -201,6 +201,7 @@ mod tests {
         assert_eq!(cli.target_comms(), vec!["kube-apiserver"]);
         assert_eq!(cli.capture_bytes, 4096);
         assert_eq!(cli.otlp_compression, CompressionArg::None);
+        assert_eq!(cli.go_tls_idle_release, 60);
         let cli = Cli::try_parse_from(["tracer", "--otlp-compression", "gzip"]).unwrap();
         assert_eq!(cli.otlp_compression, CompressionArg::Gzip);
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();

@@ -3,11 +3,7 @@
 //! Attaching a process sets its bit in the kernel's TGID bitmap, then seeds the kernel socket table
 //! with the TCP sockets it already has, so connections opened before the agent started are seen.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -16,7 +12,7 @@ use aya::{
 };
 use tracer_common::{Comm, SocketState, TASK_COMM_LEN, sock_role, socket_key};
 
-use crate::{procfs, span::ProcessInfo, stream::Role};
+use crate::{clock::Clock, procfs, span::ProcessInfo, stream::Role};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -34,10 +30,9 @@ pub struct Targets {
     bitmap: Array<MapData, u64>,
     sockets: BpfHashMap<MapData, u64, SocketState>,
     active: HashMap<u32, Arc<ProcessInfo>>,
-    /// `--comm` processes found running whose bit the kernel set at their exec: their exec record
-    /// is on its way, and attaches them; only if they are still unattached at the next look (the
-    /// record was lost) are they attached from here.
-    exec_pending: HashSet<u32>,
+    /// `--comm` processes found by looking at /proc, not attached from it at once (see
+    /// [`Sightings`]).
+    sightings: Sightings,
     host_name: String,
 }
 
@@ -54,7 +49,7 @@ impl Targets {
             bitmap: take(ebpf, "TARGETS")?,
             sockets: take(ebpf, "SOCKETS")?,
             active: HashMap::new(),
-            exec_pending: HashSet::new(),
+            sightings: Sightings::default(),
             host_name: procfs::host_name(),
         })
     }
@@ -75,22 +70,18 @@ impl Targets {
         self.active.get(&tgid).cloned()
     }
 
-    /// Processes named by `--comm` that are running and not yet attached (see `exec_pending`).
+    /// Processes named by `--comm` that are running and are to be attached from /proc now (see
+    /// [`Sightings`]).
     pub fn unattached_by_comm(&mut self) -> Vec<u32> {
         if self.comms.is_empty() {
             return Vec::new();
         }
-        let found = procfs::pids_with_comm(&self.comms).into_iter().filter(|p| !self.is_active(*p));
-        let (mut now, mut pending) = (Vec::new(), HashSet::new());
-        for pid in found {
-            if self.has_bit(pid) && !self.exec_pending.contains(&pid) {
-                pending.insert(pid);
-            } else {
-                now.push(pid);
-            }
-        }
-        self.exec_pending = pending;
-        now
+        let found: Vec<(u32, bool)> = procfs::pids_with_comm(&self.comms)
+            .into_iter()
+            .filter(|p| !self.is_active(*p))
+            .map(|p| (p, self.has_bit(p)))
+            .collect();
+        self.sightings.due(found, Clock::ktime_now())
     }
 
     fn process_info(&self, pid: u32) -> Result<Arc<ProcessInfo>> {
@@ -197,6 +188,40 @@ impl Targets {
     }
 }
 
+/// When a `--comm` process found in /proc is attached from there. A process that execs a `--comm`
+/// name is made a target by the kernel, and its exec record attaches it: attaching it from /proc
+/// as well would race with that record (its comm shows in /proc a moment before the kernel sets
+/// its bit, at the end of the exec). So /proc is trusted at once only at start-up, for processes
+/// the kernel has not marked; later, and for marked ones, only for a process still unattached
+/// after [`Sightings::GRACE_NS`] (its exec record lost, or a comm changed by prctl).
+#[derive(Default)]
+struct Sightings {
+    started: bool,
+    /// Kernel time each waiting process was first found.
+    first_seen: HashMap<u32, u64>,
+}
+
+impl Sightings {
+    const GRACE_NS: u64 = 1_000_000_000;
+
+    /// `found`: the unattached `--comm` processes now, with whether the kernel marked them.
+    fn due(&mut self, found: Vec<(u32, bool)>, now_ns: u64) -> Vec<u32> {
+        let start_up = !std::mem::replace(&mut self.started, true);
+        let mut seen = HashMap::new();
+        let mut due = Vec::new();
+        for (pid, marked) in found {
+            let since = self.first_seen.get(&pid).copied().unwrap_or(now_ns);
+            if (start_up && !marked) || now_ns.saturating_sub(since) >= Self::GRACE_NS {
+                due.push(pid);
+            } else {
+                seen.insert(pid, since);
+            }
+        }
+        self.first_seen = seen;
+        due
+    }
+}
+
 fn take<V>(ebpf: &mut Ebpf, name: &str) -> Result<V>
 where
     V: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -226,4 +251,37 @@ fn existing_connections(pid: u32) -> Vec<ExistingConnection> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn proc_is_trusted_at_once_only_at_start_up_for_unmarked_processes() {
+        let mut s = Sightings::default();
+        // Start-up: 10 runs unmarked (attached now); 11 exec'd since the probes were loaded (its
+        // exec record attaches it).
+        assert_eq!(s.due(vec![(10, false), (11, true)], 0), [10]);
+        // Later, a process found in /proc (unmarked: in the middle of its exec) waits for its exec
+        // record, as a marked one does, however often /proc is looked at.
+        assert!(s.due(vec![(11, true), (12, false)], 500 * MS).is_empty());
+        assert!(s.due(vec![(11, true), (12, false)], 501 * MS).is_empty());
+        // Still unattached after the grace period: attached from /proc.
+        assert_eq!(s.due(vec![(11, true), (12, false)], 1000 * MS), [11]);
+        assert_eq!(s.due(vec![(12, false)], 1500 * MS), [12]);
+    }
+
+    #[test]
+    fn a_process_gone_from_proc_is_forgotten() {
+        let mut s = Sightings::default();
+        assert!(s.due(vec![], 0).is_empty());
+        assert!(s.due(vec![(20, false)], 100 * MS).is_empty());
+        assert!(s.due(vec![], 600 * MS).is_empty());
+        // Found again (a new process with that pid): its wait starts over.
+        assert!(s.due(vec![(20, false)], 1200 * MS).is_empty());
+        assert_eq!(s.due(vec![(20, false)], 2200 * MS), [20]);
+    }
 }

@@ -254,3 +254,15 @@ fn detach_links(ebpf: &mut Ebpf, links: Vec<(usize, UProbeLinkId)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `binary` field of `Go TLS probes ready`, which the bench and the tests read.
+    #[test]
+    fn readiness_names_are_the_logged_ones() {
+        let names = [Readiness::FirstSight, Readiness::Cached, Readiness::AlreadyAttached].map(Readiness::as_str);
+        assert_eq!(names, ["first-sight", "cached", "already-attached"]);
+    }
+}
