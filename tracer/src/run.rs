@@ -1,5 +1,6 @@
 //! The agent's lifecycle: load, attach targets, run the capture loop, shut down cleanly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -12,7 +13,7 @@ use crate::{
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
     cli::{Cli, OutputArg, ProtocolArg},
     clock::Clock,
-    export::{self, ExportConfig, OtlpProtocol, Output},
+    export::{self, AgentCounters, ExportConfig, Health, MetricsConfig, OtlpMetricsTarget, OtlpProtocol, Output},
     gotls::GoTls,
     pipeline::{DataFlowCounters, Pipeline},
     probes, procfs,
@@ -43,7 +44,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let mut capture = Capture::new(&mut ebpf)?;
     let targets = Targets::new(&mut ebpf, cli.target_comms())?;
 
+    let health = Arc::new(Health::default());
+    let metrics = metrics_config(&cli, &health)?;
+    let metrics_on = metrics.is_some();
     let (export, exporter) = export::start(ExportConfig {
+        metrics,
         otlp_endpoint: cli.otlp_endpoint.clone(),
         otlp_protocol: otlp_protocol(&cli),
         otlp_gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let stats_every = (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval));
     let mut last_stats = tokio::time::Instant::now();
 
+    health.set_capturing(true);
     loop {
         tokio::select! {
             r = capture.drain(&mut agent) => {
@@ -100,6 +106,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 agent.attach_by_comm();
+                if metrics_on {
+                    health.update(agent_counters(&Counters::new(&agent, capture.kernel_counters())));
+                }
                 if stats_every.is_some_and(|every| last_stats.elapsed() >= every) {
                     log_stats("stats", &Counters::new(&agent, capture.kernel_counters()), &export_stats);
                     last_stats = tokio::time::Instant::now();
@@ -111,9 +120,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
     }
 
+    health.set_capturing(false);
     capture.drain_now(&mut agent);
     agent.finish();
     let counters = Counters::new(&agent, capture.kernel_counters());
+    health.update(agent_counters(&counters));
     drop(capture);
     drop(agent); // detaches every probe
     let flushed = exporter.shutdown(Duration::from_secs(5)).await;
@@ -185,6 +196,42 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         rejected_by_collector = e.rejected_by_collector.load(Relaxed),
         "{what}"
     );
+}
+
+/// The metrics' settings: on when there is somewhere to send them (a collector, `--metrics-addr`).
+fn metrics_config(cli: &Cli, health: &Arc<Health>) -> Result<Option<MetricsConfig>> {
+    let protocol = otlp_protocol(cli);
+    let otlp = cli.otlp_endpoint.as_ref().map(|endpoint| OtlpMetricsTarget {
+        endpoint: match protocol {
+            OtlpProtocol::Grpc => endpoint.clone(),
+            OtlpProtocol::Http => export::http_metrics_url(endpoint),
+        },
+        protocol,
+        gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
+        timeout: ExportConfig::default().export_timeout,
+    });
+    if otlp.is_none() && cli.metrics_addr.is_none() {
+        return Ok(None);
+    }
+    let interval = export::metrics_interval(cli.metrics_interval, std::env::var("OTEL_METRIC_EXPORT_INTERVAL").ok())?;
+    Ok(Some(MetricsConfig { otlp, interval, listen: cli.metrics_addr.clone(), health: health.clone() }))
+}
+
+/// The counters the metrics report, in the order of `AgentCounters::lost_events`.
+fn agent_counters(c: &Counters) -> AgentCounters {
+    let k = &c.kernel;
+    AgentCounters {
+        events: c.records.events,
+        lost_events: [
+            k.ringbuf_full,
+            k.args_full,
+            k.sockets_full,
+            k.read_user_failed,
+            k.go_tls_no_socket,
+            k.go_tls_calls_full,
+            c.records.corrupt_events,
+        ],
+    }
 }
 
 /// Where spans go besides OTLP: the terminal by default, nothing once a collector is given.

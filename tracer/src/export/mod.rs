@@ -6,8 +6,13 @@
 //! and a blocked tokio worker would stall capture.
 
 mod json;
+mod metrics;
 mod otlp;
 mod terminal;
+
+pub use metrics::{
+    AgentCounters, Health, MetricsConfig, OtlpMetricsTarget, http_metrics_url, interval as metrics_interval,
+};
 
 /// The OTLP request encoder, for `examples/agent_cost.rs`, which measures the agent's work per span.
 pub use otlp::export_request;
@@ -52,6 +57,8 @@ pub struct ExportConfig {
     pub batch_timeout: Duration,
     /// Bound on one OTLP export call, retries included.
     pub export_timeout: Duration,
+    /// Request metrics and the agent's health (OTLP push, Prometheus page); off when `None`.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Default for ExportConfig {
@@ -65,6 +72,7 @@ impl Default for ExportConfig {
             max_batch: 512,
             batch_timeout: Duration::from_secs(1),
             export_timeout: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -97,6 +105,7 @@ pub struct ExportHandle {
     otlp: Option<SpanQueue>,
     output: Option<std::sync::mpsc::SyncSender<SpanRecord>>,
     stats: Arc<ExportStats>,
+    metrics: Option<metrics::SpanMeter>,
 }
 
 impl ExportHandle {
@@ -114,6 +123,10 @@ impl ExportHandle {
             return;
         }
         ExportStats::add(&self.stats.submitted, n);
+        // Here, before any queue: the metrics count the spans that a full queue drops too.
+        if let Some(meter) = &self.metrics {
+            meter.record_all(spans);
+        }
         // The OTLP queue takes the oldest `taken` spans, in one message.
         let taken = self.otlp.as_ref().map_or(n, |q| q.reserve(n));
         let mut dropped = n - taken;
@@ -247,6 +260,7 @@ impl std::fmt::Debug for ExportHandle {
 pub struct Exporter {
     otlp: Option<(oneshot::Sender<Instant>, tokio::task::JoinHandle<()>)>,
     output: Option<(Arc<AtomicBool>, oneshot::Receiver<()>)>,
+    metrics: Option<metrics::Metrics>,
 }
 
 /// Validates the config (bad endpoint URL → clear error) and spawns the export task(s) on the
@@ -272,8 +286,8 @@ where
         tokio::runtime::Handle::try_current().context("export::start must be called from within a tokio runtime")?;
     let stats = Arc::new(ExportStats::default());
 
-    let mut handle = ExportHandle { otlp: None, output: None, stats: stats.clone() };
-    let mut exporter = Exporter { otlp: None, output: None };
+    let mut handle = ExportHandle { otlp: None, output: None, stats: stats.clone(), metrics: None };
+    let mut exporter = Exporter { otlp: None, output: None, metrics: None };
 
     if let Some(endpoint) = &cfg.otlp_endpoint {
         let sink = otlp::OtlpSink::new(endpoint, cfg.otlp_protocol, &cfg, stats.clone())?;
@@ -282,6 +296,13 @@ where
         let task = runtime.spawn(sink.run(inbox, stop_rx));
         handle.otlp = Some(queue);
         exporter.otlp = Some((stop_tx, task));
+    }
+
+    if let Some(metrics_cfg) = cfg.metrics.clone() {
+        let queued = handle.otlp.as_ref().map(|q| q.queued.clone());
+        let (meter, metrics) = metrics::start(metrics_cfg, stats.clone(), queued)?;
+        handle.metrics = Some(meter);
+        exporter.metrics = Some(metrics);
     }
 
     if cfg.output != Output::None {
@@ -346,6 +367,10 @@ impl Exporter {
             }
         };
         let (a, b) = tokio::join!(otlp_done, output_done);
+        // After the spans: the last push then holds the final export counts.
+        if let Some(metrics) = self.metrics.take() {
+            metrics.shutdown(until.max(Instant::now() + metrics::FINAL_PUSH_MIN)).await;
+        }
         a.and(b)
     }
 }
