@@ -11,10 +11,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, Histogram, Metric, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, Metric, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{Semaphore, oneshot};
@@ -114,7 +114,7 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, page: ScrapePage, m
 struct SdkCollector(SharedReader);
 
 impl Collector for SdkCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
         let mut collected = ResourceMetrics::default();
         if let Err(e) = self.0.collect(&mut collected) {
             tracing::debug!("collecting metrics for a scrape: {e}");
@@ -131,11 +131,8 @@ impl Collector for SdkCollector {
     }
 }
 
-/// What a value type needs to be written: u64 and f64 as they are, i64 (which a counter cannot
-/// hold in prometheus-client) as f64.
-trait Number: Copy + Into<Sample> {}
-impl<T: Copy + Into<Sample>> Number for T {}
-
+/// A value as prometheus-client writes it: u64 and f64 as they are, i64 (which its counters do
+/// not take) as f64.
 #[derive(Clone, Copy)]
 enum Sample {
     U64(u64),
@@ -158,11 +155,13 @@ impl From<i64> for Sample {
     }
 }
 
-fn encode_metric<T: Number>(
+type Fmt = Result<(), std::fmt::Error>;
+
+fn encode_metric<T: Copy + Into<Sample>>(
     encoder: &mut DescriptorEncoder,
     metric: &Metric,
     data: &MetricData<T>,
-) -> Result<(), std::fmt::Error> {
+) -> Fmt {
     let name = prometheus_name(metric.name());
     let unit = match metric.unit() {
         "s" => Some(Unit::Seconds),
@@ -170,83 +169,50 @@ fn encode_metric<T: Number>(
         // `{event}`, `{span}`: annotations, which the conversion rules drop.
         _ => None,
     };
-    let help = metric.description();
+    let kind = match data {
+        MetricData::Histogram(_) => MetricType::Histogram,
+        MetricData::Sum(sum) if sum.is_monotonic() => MetricType::Counter,
+        MetricData::Sum(_) | MetricData::Gauge(_) => MetricType::Gauge,
+        // The instruments use explicit buckets only.
+        MetricData::ExponentialHistogram(_) => return Ok(()),
+    };
+    let mut family = encoder.encode_descriptor(&name, metric.description(), unit.as_ref(), kind)?;
     match data {
-        MetricData::Histogram(h) => encode_histogram(encoder, &name, help, unit.as_ref(), h),
+        MetricData::Histogram(h) => h.data_points().try_for_each(|point| {
+            // The SDK counts the bucket above the last bound too: that is +Inf.
+            let bounds = point.bounds().chain(std::iter::once(f64::INFINITY));
+            let buckets: Vec<(f64, u64)> = bounds.zip(point.bucket_counts()).collect();
+            let sum = match point.sum().into() {
+                Sample::U64(v) => v as f64,
+                Sample::F64(v) => v,
+            };
+            let labels = labels(point.attributes());
+            family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, point.count(), &buckets, None)
+        }),
         MetricData::Sum(sum) => {
-            let kind = if sum.is_monotonic() { MetricType::Counter } else { MetricType::Gauge };
-            let mut family = encoder.encode_descriptor(&name, help, unit.as_ref(), kind)?;
-            for point in sum.data_points() {
-                let labels = labels(point.attributes());
-                let mut sample = family.encode_family(&labels)?;
-                match (kind, point.value().into()) {
-                    (MetricType::Counter, v) => encode_counter(&mut sample, v)?,
-                    (_, v) => encode_gauge(&mut sample, v)?,
-                }
-            }
-            Ok(())
+            sum.data_points().try_for_each(|p| encode_sample(&mut family, kind, p.attributes(), p.value().into()))
         }
         MetricData::Gauge(gauge) => {
-            let mut family = encoder.encode_descriptor(&name, help, unit.as_ref(), MetricType::Gauge)?;
-            for point in gauge.data_points() {
-                let labels = labels(point.attributes());
-                encode_gauge(&mut family.encode_family(&labels)?, point.value().into())?;
-            }
-            Ok(())
+            gauge.data_points().try_for_each(|p| encode_sample(&mut family, kind, p.attributes(), p.value().into()))
         }
-        // The instruments use explicit buckets only.
         MetricData::ExponentialHistogram(_) => Ok(()),
     }
 }
 
-fn encode_histogram<T: Number>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    histogram: &Histogram<T>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Histogram)?;
-    for point in histogram.data_points() {
-        let labels = labels(point.attributes());
-        // The SDK counts the bucket above the last bound too: that is +Inf.
-        let bounds = point.bounds().chain(std::iter::once(f64::INFINITY));
-        let buckets: Vec<(f64, u64)> = bounds.zip(point.bucket_counts()).collect();
-        let sum = match point.sum().into() {
-            Sample::U64(v) => v as f64,
-            Sample::F64(v) => v,
-        };
-        family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, point.count(), &buckets, None)?;
+fn encode_sample<'a>(
+    family: &mut MetricEncoder,
+    kind: MetricType,
+    attributes: impl Iterator<Item = &'a KeyValue>,
+    value: Sample,
+) -> Fmt {
+    let labels = labels(attributes);
+    let mut sample = family.encode_family(&labels)?;
+    match (kind, value) {
+        (MetricType::Counter, Sample::U64(v)) => sample.encode_counter::<NoLabelSet, _, u64>(&v, None),
+        (MetricType::Counter, Sample::F64(v)) => sample.encode_counter::<NoLabelSet, _, u64>(&v, None),
+        (_, Sample::U64(v)) => sample.encode_gauge(&v),
+        (_, Sample::F64(v)) => sample.encode_gauge(&v),
     }
-    Ok(())
-}
-
-fn encode_counter(sample: &mut prometheus_client::encoding::MetricEncoder, v: Sample) -> Result<(), std::fmt::Error> {
-    match v {
-        Sample::U64(v) => counter(sample, &v),
-        Sample::F64(v) => counter(sample, &v),
-    }
-}
-
-fn counter(
-    sample: &mut prometheus_client::encoding::MetricEncoder,
-    v: &impl EncodeCounterValue,
-) -> Result<(), std::fmt::Error> {
-    sample.encode_counter::<NoLabelSet, _, u64>(v, None)
-}
-
-fn encode_gauge(sample: &mut prometheus_client::encoding::MetricEncoder, v: Sample) -> Result<(), std::fmt::Error> {
-    match v {
-        Sample::U64(v) => gauge(sample, &v),
-        Sample::F64(v) => gauge(sample, &v),
-    }
-}
-
-fn gauge(
-    sample: &mut prometheus_client::encoding::MetricEncoder,
-    v: &impl EncodeGaugeValue,
-) -> Result<(), std::fmt::Error> {
-    sample.encode_gauge(v)
 }
 
 /// An OpenTelemetry name as a Prometheus one: characters other than letters, digits, `_` and `:`
@@ -255,6 +221,11 @@ pub(super) fn prometheus_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == ':' { c } else { '_' }).collect()
 }
 
+/// A data point's attributes as labels, sorted by name: the SDK keeps a series' first order,
+/// which differs between series.
 fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)> {
-    attributes.map(|kv| (prometheus_name(kv.key.as_str()).replace(':', "_"), kv.value.to_string())).collect()
+    let mut labels: Vec<(String, String)> =
+        attributes.map(|kv| (prometheus_name(kv.key.as_str()).replace(':', "_"), kv.value.to_string())).collect();
+    labels.sort_unstable();
+    labels
 }
