@@ -1,6 +1,7 @@
 //! Command-line flags. Every flag also reads an environment variable.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -20,18 +21,48 @@ pub struct Cli {
     #[arg(long = "pid", env = "TRACER_PID", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
 
-    /// OTLP collector endpoint, e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 (http).
+    /// OTLP collector endpoint, e.g. http://127.0.0.1:4317 (grpc) or https://collector:4318 (http).
+    /// Flags and TRACER_* variables take precedence over the standard OTEL_EXPORTER_OTLP_*
+    /// variables (ENDPOINT, TRACES_ENDPOINT, PROTOCOL, HEADERS, TIMEOUT, COMPRESSION, CERTIFICATE,
+    /// CLIENT_CERTIFICATE, CLIENT_KEY, each also per signal) and OTEL_RESOURCE_ATTRIBUTES,
+    /// which are read when the flag is not given. For http, a URL without a path gets /v1/traces.
     #[arg(long, env = "TRACER_OTLP_ENDPOINT", value_parser = parse_endpoint)]
     pub otlp_endpoint: Option<String>,
 
-    /// OTLP transport: grpc, or http (OTLP/HTTP protobuf).
-    #[arg(long, env = "TRACER_OTLP_PROTOCOL", value_enum, default_value_t = ProtocolArg::Grpc)]
-    pub otlp_protocol: ProtocolArg,
+    /// OTLP transport: grpc, or http (OTLP/HTTP protobuf, also spelled http/protobuf).
+    /// Default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+    #[arg(long, env = "TRACER_OTLP_PROTOCOL", value_enum)]
+    pub otlp_protocol: Option<ProtocolArg>,
 
     /// Compression of OTLP requests: none, or gzip (about a tenth of the bytes on the wire, for
-    /// some of the agent's CPU; see docs/benchmarks.md).
-    #[arg(long, env = "TRACER_OTLP_COMPRESSION", value_enum, default_value_t = CompressionArg::None)]
-    pub otlp_compression: CompressionArg,
+    /// some of the agent's CPU; see docs/benchmarks.md). Default: OTEL_EXPORTER_OTLP_COMPRESSION,
+    /// else none.
+    #[arg(long, env = "TRACER_OTLP_COMPRESSION", value_enum)]
+    pub otlp_compression: Option<CompressionArg>,
+
+    /// A header sent with every OTLP request, NAME=VALUE (repeatable), e.g. an API key; added to
+    /// OTEL_EXPORTER_OTLP_HEADERS, replacing a header of the same name. Values are never logged.
+    #[arg(long = "otlp-header", env = "TRACER_OTLP_HEADERS", value_delimiter = ',', value_parser = parse_secret)]
+    pub otlp_headers: Vec<Secret>,
+
+    /// PEM file of the CA that signed the collector's certificate, trusted instead of the system's
+    /// roots for https:// endpoints. Default: OTEL_EXPORTER_OTLP_CERTIFICATE.
+    #[arg(long, env = "TRACER_OTLP_CA")]
+    pub otlp_ca: Option<PathBuf>,
+
+    /// PEM file of the client certificate for mutual TLS, with --otlp-client-key.
+    /// Default: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE.
+    #[arg(long, env = "TRACER_OTLP_CLIENT_CERT")]
+    pub otlp_client_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key. Default: OTEL_EXPORTER_OTLP_CLIENT_KEY.
+    #[arg(long, env = "TRACER_OTLP_CLIENT_KEY")]
+    pub otlp_client_key: Option<PathBuf>,
+
+    /// Bound on one OTLP export, retries included: milliseconds, or with a unit (500ms, 10s).
+    /// Default: OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds), else 5s.
+    #[arg(long, env = "TRACER_OTLP_TIMEOUT", value_parser = parse_timeout)]
+    pub otlp_timeout: Option<Duration>,
 
     /// Local output: terminal (live waterfall), json (one span per line on stdout) or none.
     /// Default: terminal without --otlp-endpoint, none with it.
@@ -131,7 +162,19 @@ pub enum GoTlsProbesArg {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProtocolArg {
     Grpc,
+    #[value(alias = "http/protobuf")]
     Http,
+}
+
+/// A flag's value that may be a credential (`--otlp-header`): checked later, by a parser that
+/// never quotes it (clap's own errors would), and never shown by Debug.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +240,23 @@ fn parse_host_port(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_owned()))
+}
+
+/// Milliseconds, or a number with the unit ms or s.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, unit_ms) = match t.strip_suffix("ms") {
+        Some(n) => (n, 1),
+        None => t.strip_suffix('s').map_or((t, 1), |n| (n, 1000)),
+    };
+    match number.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_millis(n.saturating_mul(unit_ms))),
+        _ => Err(format!("'{s}' is not a timeout above zero, e.g. 10000, 500ms or 10s")),
+    }
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|e| format!("'{s}': {e}"))?;
     if v < 65536 || !v.is_power_of_two() {
@@ -214,9 +274,9 @@ mod tests {
         let cli = Cli::try_parse_from(["tracer"]).unwrap();
         assert_eq!(cli.target_comms(), vec!["kube-apiserver"]);
         assert_eq!(cli.capture_bytes, 4096);
-        assert_eq!(cli.otlp_compression, CompressionArg::None);
+        assert_eq!(cli.otlp_compression, None);
         let cli = Cli::try_parse_from(["tracer", "--otlp-compression", "gzip"]).unwrap();
-        assert_eq!(cli.otlp_compression, CompressionArg::Gzip);
+        assert_eq!(cli.otlp_compression, Some(CompressionArg::Gzip));
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
         assert!(cli.target_comms().is_empty());
     }
@@ -236,8 +296,32 @@ mod tests {
             &["tracer", "--metrics-addr", ":9464"],
             &["tracer", "--metrics-addr", "localhost:http"],
             &["tracer", "--metrics-interval", "0"],
+            &["tracer", "--otlp-timeout", "0"],
+            &["tracer", "--otlp-timeout", "5m"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn otlp_flags() {
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "--otlp-protocol",
+            "http/protobuf",
+            "--otlp-header",
+            "x-api-key=secret",
+            "--otlp-header",
+            "b=2",
+            "--otlp-timeout",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(cli.otlp_protocol, Some(ProtocolArg::Http));
+        assert_eq!(cli.otlp_headers, [Secret("x-api-key=secret".into()), Secret("b=2".into())]);
+        assert_eq!(cli.otlp_timeout, Some(Duration::from_secs(2)));
+        assert!(!format!("{cli:?}").contains("secret"));
+        assert_eq!(parse_timeout("750").unwrap(), Duration::from_millis(750));
+        assert_eq!(parse_timeout("750ms").unwrap(), Duration::from_millis(750));
     }
 }

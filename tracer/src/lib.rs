@@ -29,6 +29,7 @@ mod gotls;
 mod kernel_btf;
 mod local_addrs;
 mod meaning;
+mod otel_env;
 mod pipeline;
 mod probes;
 mod procfs;

@@ -11,10 +11,11 @@ use crate::{
     assemble::Assembler,
     attachments::Attachments,
     capture::{Capture, HOUSEKEEPING, KernelCounters, PollPeriod},
-    cli::{Cli, OutputArg, ProtocolArg},
+    cli::{Cli, OutputArg},
     clock::Clock,
-    export::{self, AgentCounters, ExportConfig, Health, MetricsConfig, OtlpMetricsTarget, OtlpProtocol, Output},
+    export::{self, AgentCounters, ExportConfig, Health, MetricsConfig, Output},
     gotls::GoTls,
+    otel_env,
     pipeline::{DataFlowCounters, Pipeline},
     probes, procfs,
     targets::Targets,
@@ -40,23 +41,31 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             bail!("no such process: pid {pid}");
         }
     }
+    // Before any probe is loaded: a bad setting or TLS file is an error now.
+    let otlp = otel_env::resolve(&cli, &|name| std::env::var(name).ok())?;
+    let traces = &otlp.traces;
+    export::check_otlp(traces)?;
+    let health = Arc::new(Health::default());
+    let metrics = metrics_config(&cli, &otlp.metrics, &health)?;
+    let metrics_on = metrics.is_some();
     let mut ebpf = probes::load(&cli)?;
     let mut capture = Capture::new(&mut ebpf)?;
     let targets = Targets::new(&mut ebpf, cli.target_comms())?;
 
-    let health = Arc::new(Health::default());
-    let metrics = metrics_config(&cli, &health)?;
-    let metrics_on = metrics.is_some();
     let (export, exporter) = export::start(ExportConfig {
         metrics,
-        otlp_endpoint: cli.otlp_endpoint.clone(),
-        otlp_protocol: otlp_protocol(&cli),
-        otlp_gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
-        output: output(&cli),
+        otlp_endpoint: traces.traces_endpoint.clone(),
+        otlp_protocol: traces.protocol,
+        otlp_gzip: traces.gzip,
+        otlp_headers: traces.headers.clone(),
+        otlp_tls: traces.tls.clone(),
+        export_timeout: traces.timeout,
+        resource_attributes: otlp.resource.clone(),
+        output: output(cli.output, traces.traces_endpoint.is_some()),
         queue_capacity: cli.export_queue as usize,
         ..ExportConfig::default()
     })?;
-    if let Some(endpoint) = &cli.otlp_endpoint {
+    if let Some(endpoint) = &traces.traces_endpoint {
         warn_if_unreachable(endpoint).await;
     }
     let export_stats = export.stats();
@@ -134,7 +143,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
     let failed = export_stats.dropped_export_failed.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
-        let endpoint = cli.otlp_endpoint.unwrap_or_default();
+        let endpoint = otlp.traces.traces_endpoint.unwrap_or_default();
         return Ok(Outcome::ExportFailed(format!(
             "{failed} spans could not be exported to {endpoint} (is the collector up?)"
         )));
@@ -144,8 +153,14 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
 /// One line at start-up if the collector is not there (capture goes on; export retries).
 async fn warn_if_unreachable(endpoint: &str) {
-    let authority = endpoint.split("://").nth(1).unwrap_or(endpoint).split('/').next().unwrap_or("");
-    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("http", endpoint));
+    let authority = rest.split('/').next().unwrap_or("");
+    let port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let addr = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{port}")
+    };
     let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
     if !matches!(connect, Ok(Ok(_))) {
         tracing::warn!("collector at {endpoint} is not reachable; spans will be dropped (and counted) until it is");
@@ -199,22 +214,16 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
 }
 
 /// The metrics' settings: on when there is somewhere to send them (a collector, `--metrics-addr`).
-fn metrics_config(cli: &Cli, health: &Arc<Health>) -> Result<Option<MetricsConfig>> {
-    let protocol = otlp_protocol(cli);
-    let otlp = cli.otlp_endpoint.as_ref().map(|endpoint| OtlpMetricsTarget {
-        endpoint: match protocol {
-            OtlpProtocol::Grpc => endpoint.clone(),
-            OtlpProtocol::Http => export::http_metrics_url(endpoint),
-        },
-        protocol,
-        gzip: cli.otlp_compression == crate::cli::CompressionArg::Gzip,
-        timeout: ExportConfig::default().export_timeout,
-    });
-    if otlp.is_none() && cli.metrics_addr.is_none() {
+fn metrics_config(cli: &Cli, otlp: &export::OtlpSettings, health: &Arc<Health>) -> Result<Option<MetricsConfig>> {
+    if let Some(endpoint) = &otlp.metrics_endpoint {
+        export::transport::check(otlp, endpoint)?;
+    }
+    let push = otlp.metrics_endpoint.is_some().then(|| otlp.clone());
+    if push.is_none() && cli.metrics_addr.is_none() {
         return Ok(None);
     }
     let interval = export::metrics_interval(cli.metrics_interval, std::env::var("OTEL_METRIC_EXPORT_INTERVAL").ok())?;
-    Ok(Some(MetricsConfig { otlp, interval, listen: cli.metrics_addr.clone(), health: health.clone() }))
+    Ok(Some(MetricsConfig { otlp: push, interval, listen: cli.metrics_addr.clone(), health: health.clone() }))
 }
 
 /// The counters the metrics report, in the order of `AgentCounters::lost_events`.
@@ -234,19 +243,13 @@ fn agent_counters(c: &Counters) -> AgentCounters {
     }
 }
 
-/// Where spans go besides OTLP: the terminal by default, nothing once a collector is given.
-fn output(cli: &Cli) -> Output {
-    match (cli.output, &cli.otlp_endpoint) {
-        (Some(OutputArg::Terminal), _) | (None, None) => Output::Terminal,
+/// Where spans go besides OTLP: the terminal by default, nothing once a collector is given (by a
+/// flag or an `OTEL_*` variable).
+fn output(flag: Option<OutputArg>, collector: bool) -> Output {
+    match (flag, collector) {
+        (Some(OutputArg::Terminal), _) | (None, false) => Output::Terminal,
         (Some(OutputArg::Json), _) => Output::Json,
-        (Some(OutputArg::None), _) | (None, Some(_)) => Output::None,
-    }
-}
-
-fn otlp_protocol(cli: &Cli) -> OtlpProtocol {
-    match cli.otlp_protocol {
-        ProtocolArg::Grpc => OtlpProtocol::Grpc,
-        ProtocolArg::Http => OtlpProtocol::Http,
+        (Some(OutputArg::None), _) | (None, true) => Output::None,
     }
 }
 
@@ -259,8 +262,9 @@ mod tests {
     #[test]
     fn output_defaults_to_the_terminal_until_a_collector_is_given() {
         let cli = Cli::try_parse_from(["tracer"]).unwrap();
-        assert_eq!(output(&cli), Output::Terminal);
+        assert_eq!(output(cli.output, cli.otlp_endpoint.is_some()), Output::Terminal);
         let cli = Cli::try_parse_from(["tracer", "--pid", "7", "--otlp-endpoint", "http://127.0.0.1:4317"]).unwrap();
-        assert_eq!(output(&cli), Output::None);
+        assert_eq!(output(cli.output, cli.otlp_endpoint.is_some()), Output::None);
+        assert_eq!(output(None, true), Output::None);
     }
 }

@@ -10,12 +10,13 @@ mod metrics;
 mod otlp;
 mod terminal;
 
-pub use metrics::{
-    AgentCounters, Health, MetricsConfig, OtlpMetricsTarget, http_metrics_url, interval as metrics_interval,
-};
+pub use metrics::{AgentCounters, Health, MetricsConfig, interval as metrics_interval};
 
 /// The OTLP request encoder, for `examples/agent_cost.rs`, which measures the agent's work per span.
 pub use otlp::export_request;
+/// Collector settings and connections, shared with the metrics exporter.
+pub use otlp::settings::{OtlpSettings, TlsFiles};
+pub use otlp::transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -42,12 +43,19 @@ pub enum Output {
     None,
 }
 
-#[derive(Clone, Debug)]
+/// No Debug: `otlp_headers` holds credentials (`OtlpSettings` has a redacting one).
+#[derive(Clone)]
 pub struct ExportConfig {
     pub otlp_endpoint: Option<String>,
     pub otlp_protocol: OtlpProtocol,
     /// Compress OTLP requests with gzip (gRPC message compression, or `Content-Encoding: gzip`).
     pub otlp_gzip: bool,
+    /// Sent with every OTLP request (API keys, tokens): never logged.
+    pub otlp_headers: Vec<(String, String)>,
+    pub otlp_tls: TlsFiles,
+    /// Added to every exported resource (`OTEL_RESOURCE_ATTRIBUTES`), after the traced
+    /// process's own attributes, which win on a clash.
+    pub resource_attributes: Vec<(String, String)>,
     pub output: Output,
     /// Capacity of each sink's queue, in spans.
     pub queue_capacity: usize,
@@ -67,6 +75,9 @@ impl Default for ExportConfig {
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::Grpc,
             otlp_gzip: false,
+            otlp_headers: Vec::new(),
+            otlp_tls: TlsFiles::default(),
+            resource_attributes: Vec::new(),
             output: Output::Terminal,
             queue_capacity: 8192,
             max_batch: 512,
@@ -261,6 +272,14 @@ pub struct Exporter {
     otlp: Option<(oneshot::Sender<Instant>, tokio::task::JoinHandle<()>)>,
     output: Option<(Arc<AtomicBool>, oneshot::Receiver<()>)>,
     metrics: Option<metrics::Metrics>,
+}
+
+/// Checks OTLP settings without connecting or starting anything (endpoint URL, headers, TLS
+/// files), so that the agent can refuse them before it loads a probe.
+pub fn check_otlp(settings: &OtlpSettings) -> anyhow::Result<()> {
+    let Some(endpoint) = &settings.traces_endpoint else { return Ok(()) };
+    otlp::endpoint_url(endpoint, settings.protocol)?;
+    transport::check(settings, endpoint)
 }
 
 /// Validates the config (bad endpoint URL → clear error) and spawns the export task(s) on the

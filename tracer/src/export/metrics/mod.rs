@@ -30,9 +30,8 @@ use tokio::sync::oneshot;
 
 use instruments::LOST_EVENT_REASONS;
 pub(super) use otlp::FINAL_PUSH_MIN;
-pub use otlp::http_metrics_url;
 
-use super::{ExportStats, OtlpProtocol};
+use super::{ExportStats, OtlpSettings};
 use crate::span::SpanRecord;
 
 /// The default period of the OTLP metrics export, as the specification's.
@@ -43,23 +42,12 @@ const SERVICE_NAME: &str = "kube-apiserver-tracer";
 
 #[derive(Clone, Debug)]
 pub struct MetricsConfig {
-    /// Push to this collector every `interval`.
-    pub otlp: Option<OtlpMetricsTarget>,
+    /// Push to `metrics_endpoint` every `interval`, with these settings (TLS, headers, timeout).
+    pub otlp: Option<OtlpSettings>,
     pub interval: Duration,
     /// Serve `/metrics` (Prometheus) and `/healthz` here.
     pub listen: Option<String>,
     pub health: Arc<Health>,
-}
-
-/// Where and how the metrics are pushed.
-#[derive(Clone, Debug)]
-pub struct OtlpMetricsTarget {
-    /// The final URL: for OTLP/HTTP with its path (`/v1/metrics`).
-    pub endpoint: String,
-    pub protocol: OtlpProtocol,
-    pub gzip: bool,
-    /// Bound on one export, retries included.
-    pub timeout: Duration,
 }
 
 /// What the agent's main loop reports about itself.
@@ -154,9 +142,9 @@ pub(super) fn start(
         }
         None => None,
     };
-    let push = match cfg.otlp {
-        Some(target) => {
-            let push = otlp::Push::new(&target, reader, cfg.interval)?;
+    let push = match &cfg.otlp {
+        Some(settings) => {
+            let push = otlp::Push::new(settings, reader, cfg.interval)?;
             let (stop, stopped) = oneshot::channel();
             Some((stop, tokio::spawn(push.run(stopped))))
         }

@@ -1,18 +1,23 @@
 //! The OTLP push: every interval, what the reader collects goes to the collector through
 //! opentelemetry-otlp's metrics exporter, as a task on the agent's runtime, which capture never
-//! waits for.
+//! waits for. The exporter sends over the spans' own transports (`export::transport`: TLS, mTLS,
+//! headers), so the metrics reach the same collectors the same way.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Compression, MetricExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use tokio::sync::oneshot;
+use tonic::metadata::MetadataMap;
 
-use super::{OtlpMetricsTarget, SharedReader};
-use crate::export::OtlpProtocol;
+use super::SharedReader;
+use crate::export::{OtlpProtocol, OtlpSettings, transport};
 
 /// The last push at shutdown gets at least this long, even when flushing the spans took the
 /// whole shutdown deadline (a collector that is down).
@@ -29,27 +34,46 @@ pub(super) struct Push {
 }
 
 impl Push {
-    pub(super) fn new(target: &OtlpMetricsTarget, reader: SharedReader, interval: Duration) -> anyhow::Result<Push> {
-        let url = target.endpoint.clone();
-        let setup = |e: &dyn std::fmt::Display| anyhow!("cannot set up the OTLP metrics export to {url}: {e}");
-        let exporter = match target.protocol {
+    pub(super) fn new(settings: &OtlpSettings, reader: SharedReader, interval: Duration) -> anyhow::Result<Push> {
+        let url = settings.metrics_endpoint.clone().ok_or_else(|| anyhow!("no OTLP metrics endpoint"))?;
+        let compression = settings.gzip.then_some(Compression::Gzip);
+        let exporter = match settings.protocol {
             OtlpProtocol::Grpc => {
-                let builder = MetricExporter::builder().with_tonic().with_endpoint(&url).with_timeout(target.timeout);
-                if target.gzip { builder.with_compression(Compression::Gzip) } else { builder }.build()
+                // The settings' headers go last, over any the exporter read from the environment
+                // itself: the flags' values win, as for the spans.
+                let metadata = transport::grpc_metadata(settings)?;
+                let builder = MetricExporter::builder()
+                    .with_tonic()
+                    .with_channel(transport::grpc_channel(settings, &url)?)
+                    .with_interceptor(move |mut request: tonic::Request<()>| {
+                        set_metadata(request.metadata_mut(), &metadata);
+                        Ok(request)
+                    })
+                    .with_timeout(settings.timeout);
+                match compression {
+                    Some(c) => builder.with_compression(c),
+                    None => builder,
+                }
+                .build()
             }
             OtlpProtocol::Http => {
-                let client = reqwest::Client::builder().timeout(target.timeout).build().map_err(|e| setup(&e))?;
+                let client =
+                    SettingsHeaders { client: transport::http_client(settings)?, headers: settings.headers.clone() };
                 let builder = MetricExporter::builder()
                     .with_http()
                     .with_http_client(client)
                     .with_protocol(Protocol::HttpBinary)
                     .with_endpoint(&url)
-                    .with_timeout(target.timeout);
-                if target.gzip { builder.with_compression(Compression::Gzip) } else { builder }.build()
+                    .with_timeout(settings.timeout);
+                match compression {
+                    Some(c) => builder.with_compression(c),
+                    None => builder,
+                }
+                .build()
             }
         }
-        .map_err(|e| setup(&e))?;
-        Ok(Push { exporter, reader, url, interval, timeout: target.timeout, failing: false })
+        .map_err(|e| anyhow!("cannot set up the OTLP metrics export to {url}: {e}"))?;
+        Ok(Push { exporter, reader, url, interval, timeout: settings.timeout, failing: false })
     }
 
     /// Pushes every interval; when `stop` says (with a deadline), pushes once more and ends.
@@ -96,13 +120,46 @@ impl Push {
     }
 }
 
-/// The OTLP/HTTP metrics URL of `--otlp-endpoint`, by the rule its spans follow: `/v1/metrics` is
-/// added when it has no path.
-pub fn http_metrics_url(endpoint: &str) -> String {
-    let endpoint = endpoint.trim();
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
-    match rest.find(['/', '?', '#']).map(|i| &rest[i..]) {
-        None | Some("/") => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
-        Some(_) => endpoint.to_owned(),
+/// Each of `settings`' entries replaces what the request has under its name.
+fn set_metadata(request: &mut MetadataMap, settings: &MetadataMap) {
+    for key in settings.keys() {
+        if let tonic::metadata::KeyRef::Ascii(key) = key {
+            request.remove(key.clone());
+        }
+    }
+    for entry in settings.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+            request.append(key.clone(), value.clone());
+        }
+    }
+}
+
+/// The transport's reqwest client, which sends the settings' headers only where a request has
+/// none of that name: opentelemetry-otlp adds those it reads from the environment itself, so they
+/// are set again here, and the flags' values win, as for the spans.
+#[derive(Debug)]
+struct SettingsHeaders {
+    client: reqwest::Client,
+    headers: Vec<(String, String)>,
+}
+
+impl HttpClient for SettingsHeaders {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        mut request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, HttpError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            for (name, value) in &self.headers {
+                let name = hyper::header::HeaderName::try_from(name.as_str())?;
+                let mut value = hyper::header::HeaderValue::try_from(value.as_str())?;
+                value.set_sensitive(true);
+                request.headers_mut().insert(name, value);
+            }
+            self.client.send_bytes(request).await
+        })
     }
 }

@@ -172,13 +172,6 @@ fn export_interval_flag_then_standard_variable() {
     }
 }
 
-#[test]
-fn http_metrics_url_adds_the_signal_path_when_there_is_none() {
-    assert_eq!(http_metrics_url("http://c:4318"), "http://c:4318/v1/metrics");
-    assert_eq!(http_metrics_url("http://c:4318/"), "http://c:4318/v1/metrics");
-    assert_eq!(http_metrics_url("http://c:4318/custom/metrics"), "http://c:4318/custom/metrics");
-}
-
 /// A taken address is an error naming it.
 #[tokio::test]
 async fn a_taken_address_is_an_error() {

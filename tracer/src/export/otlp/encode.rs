@@ -35,6 +35,12 @@ const SPAN_FLAGS: u32 = 0x01 | 0x100;
 /// its room and the request starts there; a later process's group is moved back against the one
 /// before it (a batch rarely holds spans of more than one process).
 pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) -> usize {
+    export_request_with_resource(spans, &[], out)
+}
+
+/// [`export_request`] with `extra` attributes in every resource (`OTEL_RESOURCE_ATTRIBUTES`),
+/// after the process's own, which win on a clash.
+pub fn export_request_with_resource(spans: &[SpanRecord], extra: &[(String, String)], out: &mut Vec<u8>) -> usize {
     out.clear();
     let mut groups: Vec<(&Arc<ProcessInfo>, Vec<&SpanRecord>)> = Vec::new();
     for s in spans {
@@ -46,7 +52,7 @@ pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) -> usize {
     let mut head = Vec::new();
     let mut start = 0;
     for (process, group) in &groups {
-        let resource = resource_len(process);
+        let resource = resource_len(process, extra);
         // The two lengths that depend on the spans take at most a key byte and a 10-byte varint.
         let room = field_len(1, resource) + field_len(1, scope_len()) + 2 * 11;
         let group_start = out.len();
@@ -61,7 +67,7 @@ pub fn export_request(spans: &[SpanRecord], out: &mut Vec<u8>) -> usize {
         message_header(1, field_len(1, resource) + field_len(2, scope_spans), &mut head);
         // ResourceSpans.resource = 1
         message_header(1, resource, &mut head);
-        write_resource(process, &mut head);
+        write_resource(process, extra, &mut head);
         // ResourceSpans.scope_spans = 2
         message_header(2, scope_spans, &mut head);
         message_header(1, scope_len(), &mut head);
@@ -259,14 +265,24 @@ fn resource_attrs(p: &ProcessInfo) -> [(&'static str, Any<'_>); 4] {
     ]
 }
 
-/// `Resource`: attributes = 1.
-fn resource_len(p: &ProcessInfo) -> usize {
-    resource_attrs(p).iter().map(|(k, v)| field_len(1, key_value_len(k, v))).sum()
+/// The process's resource attributes, then those of `extra` whose keys it does not have.
+fn all_resource_attrs<'a>(
+    p: &'a ProcessInfo,
+    extra: &'a [(String, String)],
+) -> impl Iterator<Item = (&'a str, Any<'a>)> {
+    let own = |key: &str| resource_attrs(p).iter().any(|(o, _)| *o == key);
+    let added = extra.iter().filter(move |(k, _)| !own(k)).map(|(k, v)| (k.as_str(), Any::Str(v)));
+    resource_attrs(p).into_iter().chain(added)
 }
 
-fn write_resource(p: &ProcessInfo, out: &mut Vec<u8>) {
-    for (k, v) in &resource_attrs(p) {
-        key_value_field(1, k, v, out);
+/// `Resource`: attributes = 1.
+fn resource_len(p: &ProcessInfo, extra: &[(String, String)]) -> usize {
+    all_resource_attrs(p, extra).map(|(k, v)| field_len(1, key_value_len(k, &v))).sum()
+}
+
+fn write_resource(p: &ProcessInfo, extra: &[(String, String)], out: &mut Vec<u8>) {
+    for (k, v) in all_resource_attrs(p, extra) {
+        key_value_field(1, k, &v, out);
     }
 }
 

@@ -5,6 +5,8 @@
 
 mod encode;
 mod response;
+pub mod settings;
+pub mod transport;
 
 pub use encode::export_request;
 
@@ -19,6 +21,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 
 use super::{ExportConfig, ExportStats, OtlpProtocol, SpanInbox};
 use crate::span::SpanRecord;
+use settings::OtlpSettings;
 
 /// The OTLP/gRPC method every batch is sent to.
 const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -39,15 +42,18 @@ pub(super) struct OtlpSink {
     batch_timeout: Duration,
     export_timeout: Duration,
     stats: Arc<ExportStats>,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, added to each process's resource.
+    resource: Vec<(String, String)>,
     log: FailureLog,
     /// Size of the last request, to size the next one's buffer.
     last_request_len: usize,
 }
 
 /// tonic compresses gRPC messages itself when asked (set up in `new`); OTLP/HTTP bodies are
-/// compressed here.
+/// compressed here. The headers travel as gRPC metadata on each request; the HTTP client adds them
+/// itself.
 enum Transport {
-    Grpc(tonic::client::Grpc<tonic::transport::Channel>),
+    Grpc { grpc: tonic::client::Grpc<tonic::transport::Channel>, metadata: tonic::metadata::MetadataMap },
     Http { client: reqwest::Client, gzip: bool },
 }
 
@@ -59,24 +65,24 @@ impl OtlpSink {
         stats: Arc<ExportStats>,
     ) -> anyhow::Result<Self> {
         let url = endpoint_url(endpoint, protocol)?;
-        let setup = |e: &dyn std::fmt::Display| anyhow!("cannot set up OTLP export to {url}: {e}");
+        let settings = OtlpSettings {
+            traces_endpoint: Some(url.clone()),
+            metrics_endpoint: None,
+            protocol,
+            headers: cfg.otlp_headers.clone(),
+            timeout: cfg.export_timeout,
+            gzip: cfg.otlp_gzip,
+            tls: cfg.otlp_tls.clone(),
+        };
         let transport = match protocol {
             OtlpProtocol::Grpc => {
-                let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-                    .map_err(|e| setup(&e))?
-                    .connect_timeout(cfg.export_timeout)
-                    .timeout(cfg.export_timeout);
-                // Connects at the first export, and again after a failure.
-                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+                let mut grpc = tonic::client::Grpc::new(transport::grpc_channel(&settings, &url)?);
                 if cfg.otlp_gzip {
                     grpc = grpc.send_compressed(CompressionEncoding::Gzip);
                 }
-                Transport::Grpc(grpc)
+                Transport::Grpc { grpc, metadata: transport::grpc_metadata(&settings)? }
             }
-            OtlpProtocol::Http => Transport::Http {
-                client: reqwest::Client::builder().timeout(cfg.export_timeout).build().map_err(|e| setup(&e))?,
-                gzip: cfg.otlp_gzip,
-            },
+            OtlpProtocol::Http => Transport::Http { client: transport::http_client(&settings)?, gzip: cfg.otlp_gzip },
         };
         Ok(OtlpSink {
             transport,
@@ -85,6 +91,7 @@ impl OtlpSink {
             batch_timeout: cfg.batch_timeout,
             export_timeout: cfg.export_timeout,
             stats,
+            resource: cfg.resource_attributes.clone(),
             log: FailureLog::default(),
             last_request_len: 0,
         })
@@ -180,7 +187,7 @@ impl OtlpSink {
     /// The batch as an encoded `ExportTraceServiceRequest`, gzipped for OTLP/HTTP when asked.
     fn request_body(&mut self, batch: &[SpanRecord]) -> std::io::Result<Bytes> {
         let mut body = Vec::with_capacity(self.last_request_len + self.last_request_len / 8);
-        let start = encode::export_request(batch, &mut body);
+        let start = encode::export_request_with_resource(batch, &self.resource, &mut body);
         self.last_request_len = body.len();
         if matches!(self.transport, Transport::Http { gzip: true, .. }) {
             return Ok(Bytes::from(gzip(&body[start..])?));
@@ -209,10 +216,11 @@ impl OtlpSink {
     /// One attempt; on failure, what went wrong and whether a retry may succeed.
     async fn send_once(&mut self, body: Bytes) -> Result<Bytes, (String, bool)> {
         match &mut self.transport {
-            Transport::Grpc(grpc) => {
+            Transport::Grpc { grpc, metadata } => {
                 grpc.ready().await.map_err(|e| (format!("connecting: {e}"), true))?;
                 let path = PathAndQuery::from_static(GRPC_EXPORT);
-                match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
+                let request = tonic::Request::from_parts(metadata.clone(), tonic::Extensions::default(), body);
+                match grpc.unary(request, path, RawCodec).await {
                     Ok(answer) => Ok(answer.into_inner()),
                     Err(s) => Err((format!("gRPC status {:?}: {}", s.code(), s.message()), grpc_retryable(s.code()))),
                 }
@@ -364,15 +372,10 @@ pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Re
     };
     let bad = |why: &str| anyhow!("invalid OTLP endpoint {endpoint:?}: {why} (expected e.g. {example})");
     let Some((scheme, rest)) = endpoint.split_once("://") else {
-        return Err(bad("missing http:// scheme"));
+        return Err(bad("missing http:// or https:// scheme"));
     };
-    match scheme.to_ascii_lowercase().as_str() {
-        "http" => {}
-        // No TLS feature is enabled on opentelemetry-otlp/reqwest: fail now, not on every export.
-        "https" => {
-            return Err(bad("https is not supported by this build, use a plain http:// collector"));
-        }
-        _ => return Err(bad("scheme must be http")),
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(bad("scheme must be http or https"));
     }
     let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     let (host, port) = match authority.strip_prefix('[') {

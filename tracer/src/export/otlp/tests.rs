@@ -444,5 +444,6 @@ fn endpoint_urls() {
     {
         assert!(grpc(bad).is_err(), "{bad:?} accepted");
     }
-    assert!(grpc("https://c:4317").unwrap_err().contains("https is not supported"));
+    assert_eq!(grpc("https://c:4317").unwrap(), "https://c:4317");
+    assert_eq!(http("https://c:4318").unwrap(), "https://c:4318/v1/traces");
 }
