@@ -8,4 +8,5 @@
 
 mod common;
 mod etcd;
+mod flags;
 mod http;
