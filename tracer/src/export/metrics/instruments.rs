@@ -2,7 +2,7 @@
 //! every finished span, and the agent's own health, observed from its counters at each collection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter};
 use opentelemetry::{Key, KeyValue, StringValue, Value};
@@ -210,20 +210,19 @@ pub(super) fn observe_health(
             }
         })
         .build();
-    let s = stats.clone();
-    meter
-        .u64_observable_counter("tracer.spans")
-        .with_unit("{span}")
-        .with_description("Spans made, before any sampling or export.")
-        .with_callback(move |o| o.observe(s.submitted.load(Relaxed), &[]))
-        .build();
-    let s = stats.clone();
-    meter
-        .u64_observable_counter("tracer.spans.exported")
-        .with_unit("{span}")
-        .with_description("Spans delivered: to the collector, or else to the local output.")
-        .with_callback(move |o| o.observe(s.exported.load(Relaxed), &[]))
-        .build();
+    let span_counters: [(&'static str, &'static str, fn(&ExportStats) -> &AtomicU64); 2] = [
+        ("tracer.spans", "Spans made, before any sampling or export.", |s| &s.submitted),
+        ("tracer.spans.exported", "Spans delivered: to the collector, or else to the local output.", |s| &s.exported),
+    ];
+    for (name, description, counter) in span_counters {
+        let s = stats.clone();
+        meter
+            .u64_observable_counter(name)
+            .with_unit("{span}")
+            .with_description(description)
+            .with_callback(move |o| o.observe(counter(&s).load(Relaxed), &[]))
+            .build();
+    }
     meter
         .u64_observable_counter("tracer.spans.dropped")
         .with_unit("{span}")
