@@ -129,15 +129,16 @@ impl ExportHandle {
     /// Takes every span out of `spans`. Never blocks, never awaits: each sink's bounded queue
     /// takes what it has room for; a span that a queue refused is counted as dropped once.
     pub fn submit_all(&self, spans: &mut Vec<SpanRecord>) {
+        // First, before any span leaves `spans`: the metrics count every span, including those a
+        // full queue drops and those of traces the sampler left out.
+        if let Some(meter) = &self.metrics {
+            meter.record_all(spans);
+        }
         let n = spans.len();
         if n == 0 {
             return;
         }
         ExportStats::add(&self.stats.submitted, n);
-        // Here, before any queue: the metrics count the spans that a full queue drops too.
-        if let Some(meter) = &self.metrics {
-            meter.record_all(spans);
-        }
         // The OTLP queue takes the oldest `taken` spans, in one message.
         let taken = self.otlp.as_ref().map_or(n, |q| q.reserve(n));
         let mut dropped = n - taken;

@@ -189,6 +189,7 @@ pub(super) const LOST_EVENT_REASONS: [&str; 7] = [
 pub(super) fn observe_health(
     meter: &Meter,
     health: Arc<Health>,
+    made: Arc<AtomicU64>,
     stats: Arc<ExportStats>,
     queued: Option<Arc<AtomicUsize>>,
 ) {
@@ -210,19 +211,19 @@ pub(super) fn observe_health(
             }
         })
         .build();
-    let span_counters: [(&'static str, &'static str, fn(&ExportStats) -> &AtomicU64); 2] = [
-        ("tracer.spans", "Spans made, before any sampling or export.", |s| &s.submitted),
-        ("tracer.spans.exported", "Spans delivered: to the collector, or else to the local output.", |s| &s.exported),
-    ];
-    for (name, description, counter) in span_counters {
-        let s = stats.clone();
-        meter
-            .u64_observable_counter(name)
-            .with_unit("{span}")
-            .with_description(description)
-            .with_callback(move |o| o.observe(counter(&s).load(Relaxed), &[]))
-            .build();
-    }
+    meter
+        .u64_observable_counter("tracer.spans")
+        .with_unit("{span}")
+        .with_description("Spans made, before any sampling or export.")
+        .with_callback(move |o| o.observe(made.load(Relaxed), &[]))
+        .build();
+    let s = stats.clone();
+    meter
+        .u64_observable_counter("tracer.spans.exported")
+        .with_unit("{span}")
+        .with_description("Spans delivered: to the collector, or else to the local output.")
+        .with_callback(move |o| o.observe(s.exported.load(Relaxed), &[]))
+        .build();
     meter
         .u64_observable_counter("tracer.spans.dropped")
         .with_unit("{span}")

@@ -14,7 +14,7 @@ mod prometheus;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -103,11 +103,16 @@ pub fn interval(flag_seconds: Option<u64>, env_millis: Option<String>) -> anyhow
 
 /// Measures spans; held by the export handle.
 #[derive(Clone)]
-pub(super) struct SpanMeter(instruments::SpanInstruments);
+pub(super) struct SpanMeter {
+    instruments: instruments::SpanInstruments,
+    /// Every span measured: `tracer.spans`.
+    made: Arc<AtomicU64>,
+}
 
 impl SpanMeter {
     pub(super) fn record_all(&self, spans: &[SpanRecord]) {
-        spans.iter().for_each(|span| self.0.record(span));
+        self.made.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        spans.iter().for_each(|span| self.instruments.record(span));
     }
 }
 
@@ -129,8 +134,8 @@ pub(super) fn start(
     let reader = SharedReader(Arc::new(ManualReader::builder().with_temporality(Temporality::Cumulative).build()));
     let provider = SdkMeterProvider::builder().with_resource(resource()).with_reader(reader.clone()).build();
     let meter = provider.meter("tracer");
-    let spans = SpanMeter(instruments::SpanInstruments::new(&meter));
-    instruments::observe_health(&meter, cfg.health.clone(), stats, queued);
+    let spans = SpanMeter { instruments: instruments::SpanInstruments::new(&meter), made: Arc::default() };
+    instruments::observe_health(&meter, cfg.health.clone(), spans.made.clone(), stats, queued);
 
     let server = match &cfg.listen {
         Some(addr) => {

@@ -123,11 +123,11 @@ async fn scrape_page_shows_the_collection_and_health() {
     let spans = SpanInstruments::new(&meter);
     let health = Arc::new(Health::default());
     let stats = Arc::new(ExportStats::default());
-    instruments::observe_health(&meter, health.clone(), stats.clone(), None);
+    let made = Arc::new(std::sync::atomic::AtomicU64::new(3));
+    instruments::observe_health(&meter, health.clone(), made, stats.clone(), None);
     for (name, millis) in [("a", 3), ("b", 3), ("c", 700)] {
         spans.record(&span(SpanKind::Server, SpanStatus::Unset, &api_get(200, name), millis));
     }
-    stats.submitted.store(3, Ordering::Relaxed);
     stats.dropped_queue_full.store(1, Ordering::Relaxed);
     health.update(AgentCounters { events: 42, lost_events: [0, 0, 0, 2, 0, 0, 1] });
     let page = ScrapePage::new(reader, health.clone());
