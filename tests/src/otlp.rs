@@ -6,6 +6,10 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message as _;
@@ -50,6 +54,9 @@ struct StoreInner {
     grpc_gzipped: usize,
     http: Vec<HttpExport>,
     errors: Vec<String>,
+    /// Metrics exports, in arrival order, and the OTLP/HTTP requests that brought them.
+    metrics: Vec<ExportMetricsServiceRequest>,
+    metrics_http: Vec<HttpExport>,
 }
 
 #[derive(Default)]
@@ -69,6 +76,14 @@ impl Store {
     }
     fn add_http(&self, h: HttpExport) {
         self.inner.lock().unwrap().http.push(h);
+        self.cv.notify_all();
+    }
+    fn add_metrics(&self, req: ExportMetricsServiceRequest) {
+        self.inner.lock().unwrap().metrics.push(req);
+        self.cv.notify_all();
+    }
+    fn add_metrics_http(&self, h: HttpExport) {
+        self.inner.lock().unwrap().metrics_http.push(h);
         self.cv.notify_all();
     }
     fn add_error(&self, e: String) {
@@ -95,7 +110,22 @@ impl TraceService for GrpcSink {
     }
 }
 
-/// A running OTLP receiver. Dropping it shuts it down.
+struct GrpcMetricsSink {
+    store: Arc<Store>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for GrpcMetricsSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.store.add_metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
+/// A running OTLP receiver (traces and metrics). Dropping it shuts it down.
 pub struct OtlpReceiver {
     protocol: Protocol,
     addr: SocketAddr,
@@ -144,8 +174,12 @@ impl OtlpReceiver {
                             let svc = TraceServiceServer::new(GrpcSink { store: thread_store.clone() })
                                 .max_decoding_message_size(64 << 20)
                                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+                            let metrics = MetricsServiceServer::new(GrpcMetricsSink { store: thread_store.clone() })
+                                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
                             let res = tonic::transport::Server::builder()
-                                .serve_with_incoming_shutdown(svc, incoming, async {
+                                .add_service(svc)
+                                .add_service(metrics)
+                                .serve_with_incoming_shutdown(incoming, async {
                                     let _ = rx.await;
                                 })
                                 .await;
@@ -308,6 +342,35 @@ impl OtlpReceiver {
     }
 }
 
+impl OtlpReceiver {
+    /// Every metrics export received so far, in arrival order.
+    pub fn metrics_requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.store.inner.lock().unwrap().metrics.clone()
+    }
+
+    /// The OTLP/HTTP requests that brought metrics (empty for gRPC).
+    pub fn metrics_http_requests(&self) -> Vec<HttpExport> {
+        self.store.inner.lock().unwrap().metrics_http.clone()
+    }
+
+    /// Waits until `done` holds for the metrics exports received, or `timeout` passes; returns
+    /// them either way (the caller asserts).
+    pub fn wait_for_metrics<F>(&self, done: F, timeout: Duration) -> Vec<ExportMetricsServiceRequest>
+    where
+        F: Fn(&[ExportMetricsServiceRequest]) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.store.inner.lock().unwrap();
+        loop {
+            let now = Instant::now();
+            if done(&g.metrics) || now >= deadline {
+                return g.metrics.clone();
+            }
+            g = self.store.cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+}
+
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
         self.shut_down(Duration::from_secs(2));
@@ -421,7 +484,19 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
         let content_type = header("content-type");
         let content_encoding = header("content-encoding");
         let path = target.split('?').next().unwrap_or("").to_owned();
-        let (status, reason, resp_body): (u16, &str, Vec<u8>) = if path != "/v1/traces" {
+        let is_metrics = path == "/v1/metrics" && method == "POST";
+        let (status, reason, resp_body): (u16, &str, Vec<u8>) = if is_metrics {
+            match decode_body::<ExportMetricsServiceRequest>(&content_encoding, &body) {
+                Ok(req) => {
+                    store.add_metrics(req);
+                    (200, "OK", ExportMetricsServiceResponse { partial_success: None }.encode_to_vec())
+                }
+                Err(e) => {
+                    store.add_error(format!("OTLP/HTTP metrics: undecodable body ({} bytes): {e}", body.len()));
+                    (400, "Bad Request", Vec::new())
+                }
+            }
+        } else if path != "/v1/traces" {
             store.add_error(format!("OTLP/HTTP: {method} {target}: unexpected path"));
             (404, "Not Found", b"not found".to_vec())
         } else if method != "POST" {
@@ -456,14 +531,19 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
                 }
             }
         };
-        store.add_http(HttpExport {
+        let export = HttpExport {
             method: method.clone(),
             path: path.clone(),
             content_type,
             content_encoding,
             body_len: body.len(),
             status,
-        });
+        };
+        if is_metrics {
+            store.add_metrics_http(export)
+        } else {
+            store.add_http(export)
+        }
         let close = header("connection").eq_ignore_ascii_case("close") || version == "HTTP/1.0";
         let mut resp = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n",
@@ -481,4 +561,14 @@ async fn handle_http_conn(stream: tokio::net::TcpStream, store: Arc<Store>) -> s
             return Ok(());
         }
     }
+}
+
+/// A protobuf request body, gunzipped first when its `Content-Encoding` says so.
+fn decode_body<M: prost::Message + Default>(content_encoding: &str, body: &[u8]) -> Result<M, String> {
+    if content_encoding.eq_ignore_ascii_case("gzip") {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut plain).map_err(|e| e.to_string())?;
+        return M::decode(&plain[..]).map_err(|e| e.to_string());
+    }
+    M::decode(body).map_err(|e| e.to_string())
 }

@@ -173,6 +173,16 @@ pub struct Cli {
     /// such as /healthz. Watches and other long-running requests are never slow.
     #[arg(long, env = "TRACER_SLOW_OTHER", default_value = "1s", value_parser = parse_duration)]
     pub slow_other: Duration,
+
+    /// Serve the metrics in the Prometheus text format on http://HOST:PORT/metrics, and /healthz
+    /// (200 while capture runs) for a liveness probe. Off by default.
+    #[arg(long, env = "TRACER_METRICS_ADDR", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub metrics_addr: Option<String>,
+
+    /// Seconds between two exports of the metrics to the OTLP collector. Default:
+    /// OTEL_METRIC_EXPORT_INTERVAL (milliseconds), else 60 s.
+    #[arg(long, env = "TRACER_METRICS_INTERVAL", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub metrics_interval: Option<u64>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +267,16 @@ fn parse_endpoint(s: &str) -> Result<String, String> {
     if authority.is_empty() || authority.contains(char::is_whitespace) {
         return Err(format!("'{s}' has no host"));
     }
+    Ok(s.to_owned())
+}
+
+/// `HOST:PORT`, `[V6]:PORT`; the host is resolved when the listener is made.
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("'{s}' is not HOST:PORT"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("'{s}' has no host (0.0.0.0:9464 listens on every address)"));
+    }
+    port.parse::<u16>().map_err(|e| format!("'{s}': port: {e}"))?;
     Ok(s.to_owned())
 }
 
@@ -375,6 +395,10 @@ mod tests {
             &["tracer", "--ring-buffer-bytes", "100000"],
             &["tracer", "--pid", "0"],
             &["tracer", "--comm", "a-name-longer-than-fifteen"],
+            &["tracer", "--metrics-addr", "9464"],
+            &["tracer", "--metrics-addr", ":9464"],
+            &["tracer", "--metrics-addr", "localhost:http"],
+            &["tracer", "--metrics-interval", "0"],
             &["tracer", "--otlp-timeout", "0"],
             &["tracer", "--otlp-timeout", "5m"],
             &["tracer", "--go-tls-idle-release", "-1"],

@@ -1,5 +1,6 @@
 //! The agent's lifecycle: load, attach targets, run the capture loop, shut down cleanly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -13,7 +14,7 @@ use crate::{
     cli::{Cli, OutputArg},
     clock::Clock,
     correlate::{Correlator, SampleConfig, SlowThresholds},
-    export::{self, ExportConfig, Output},
+    export::{self, AgentCounters, ExportConfig, Health, MetricsConfig, Output},
     gotls::GoTls,
     otel_env,
     pipeline::{DataFlowCounters, Pipeline},
@@ -48,11 +49,15 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     if let Some(endpoint) = &traces.traces_endpoint {
         warn_if_unreachable(traces, endpoint).await?;
     }
+    let health = Arc::new(Health::default());
+    let metrics = metrics_config(&cli, &otlp.metrics, &health)?;
+    let metrics_on = metrics.is_some();
     let mut ebpf = probes::load(&cli)?;
     let mut capture = Capture::new(&mut ebpf)?;
     let targets = Targets::new(&mut ebpf, cli.target_comms())?;
 
     let (export, exporter) = export::start(ExportConfig {
+        metrics,
         otlp_endpoint: traces.traces_endpoint.clone(),
         otlp_protocol: traces.protocol,
         otlp_gzip: traces.gzip,
@@ -96,6 +101,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let stats_every = (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval));
     let mut last_stats = tokio::time::Instant::now();
 
+    health.set_capturing(true);
     loop {
         tokio::select! {
             r = capture.drain(&mut agent) => {
@@ -113,6 +119,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 agent.attach_by_comm();
                 agent.release_idle_probes();
+                if metrics_on {
+                    health.update(agent_counters(&Counters::new(&agent, capture.kernel_counters())));
+                }
                 if stats_every.is_some_and(|every| last_stats.elapsed() >= every) {
                     log_stats("stats", &Counters::new(&agent, capture.kernel_counters()), &export_stats);
                     last_stats = tokio::time::Instant::now();
@@ -124,9 +133,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
     }
 
+    health.set_capturing(false);
     capture.drain_now(&mut agent);
     agent.finish();
     let counters = Counters::new(&agent, capture.kernel_counters());
+    health.update(agent_counters(&counters));
     drop(capture);
     drop(agent); // detaches every probe
     let flushed = exporter.shutdown(Duration::from_secs(5)).await;
@@ -216,6 +227,36 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         buffered_bytes = e.buffered_bytes.load(Relaxed),
         "{what}"
     );
+}
+
+/// The metrics' settings: on when there is somewhere to send them (a collector, `--metrics-addr`).
+fn metrics_config(cli: &Cli, otlp: &export::OtlpSettings, health: &Arc<Health>) -> Result<Option<MetricsConfig>> {
+    if let Some(endpoint) = &otlp.metrics_endpoint {
+        export::transport::check(otlp, endpoint)?;
+    }
+    let push = otlp.metrics_endpoint.is_some().then(|| otlp.clone());
+    if push.is_none() && cli.metrics_addr.is_none() {
+        return Ok(None);
+    }
+    let interval = export::metrics_interval(cli.metrics_interval, std::env::var("OTEL_METRIC_EXPORT_INTERVAL").ok())?;
+    Ok(Some(MetricsConfig { otlp: push, interval, listen: cli.metrics_addr.clone(), health: health.clone() }))
+}
+
+/// The counters the metrics report, in the order of `AgentCounters::lost_events`.
+fn agent_counters(c: &Counters) -> AgentCounters {
+    let k = &c.kernel;
+    AgentCounters {
+        events: c.records.events,
+        lost_events: [
+            k.ringbuf_full,
+            k.args_full,
+            k.sockets_full,
+            k.read_user_failed,
+            k.go_tls_no_socket,
+            k.go_tls_calls_full,
+            c.records.corrupt_events,
+        ],
+    }
 }
 
 /// Where spans go besides OTLP: the terminal by default, nothing once a collector is given (by a

@@ -6,8 +6,11 @@
 //! and a blocked tokio worker would stall capture.
 
 mod json;
+mod metrics;
 mod otlp;
 mod terminal;
+
+pub use metrics::{AgentCounters, Health, MetricsConfig, interval as metrics_interval};
 
 /// The OTLP request encoder, for `examples/agent_cost.rs`, which measures the agent's work per span.
 pub use otlp::export_request;
@@ -69,6 +72,8 @@ pub struct ExportConfig {
     pub export_timeout: Duration,
     /// Bound on the encoded OTLP requests kept for a retry while the collector is down.
     pub buffer_bytes: usize,
+    /// Request metrics and the agent's health (OTLP push, Prometheus page); off when `None`.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Default for ExportConfig {
@@ -86,6 +91,7 @@ impl Default for ExportConfig {
             batch_timeout: Duration::from_secs(1),
             export_timeout: Duration::from_secs(5),
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            metrics: None,
         }
     }
 }
@@ -140,6 +146,7 @@ pub struct ExportHandle {
     otlp: Option<SpanQueue>,
     output: Option<std::sync::mpsc::SyncSender<SpanRecord>>,
     stats: Arc<ExportStats>,
+    metrics: Option<metrics::SpanMeter>,
 }
 
 impl ExportHandle {
@@ -154,6 +161,11 @@ impl ExportHandle {
     /// Every span comes here, sampled or not: what must count them all (metrics) looks at them
     /// before the spans of traces the sampler dropped are left out, just before the outputs.
     pub fn submit_all(&self, spans: &mut Vec<SpanRecord>) {
+        // First, before any span leaves `spans`: the metrics count every span, including those a
+        // full queue drops and those of traces the sampler left out.
+        if let Some(meter) = &self.metrics {
+            meter.record_all(spans);
+        }
         if spans.iter().any(|s| !s.sampled) {
             crate::span::recycle(spans.extract_if(.., |s| !s.sampled));
         }
@@ -295,6 +307,7 @@ impl std::fmt::Debug for ExportHandle {
 pub struct Exporter {
     otlp: Option<(oneshot::Sender<Instant>, tokio::task::JoinHandle<()>)>,
     output: Option<(Arc<AtomicBool>, oneshot::Receiver<()>)>,
+    metrics: Option<metrics::Metrics>,
 }
 
 /// Checks OTLP settings without connecting or starting anything (endpoint URL, headers, TLS
@@ -328,8 +341,8 @@ where
         tokio::runtime::Handle::try_current().context("export::start must be called from within a tokio runtime")?;
     let stats = Arc::new(ExportStats::default());
 
-    let mut handle = ExportHandle { otlp: None, output: None, stats: stats.clone() };
-    let mut exporter = Exporter { otlp: None, output: None };
+    let mut handle = ExportHandle { otlp: None, output: None, stats: stats.clone(), metrics: None };
+    let mut exporter = Exporter { otlp: None, output: None, metrics: None };
 
     if let Some(endpoint) = &cfg.otlp_endpoint {
         let sink = otlp::OtlpSink::new(endpoint, cfg.otlp_protocol, &cfg, stats.clone())?;
@@ -338,6 +351,13 @@ where
         let task = runtime.spawn(sink.run(inbox, stop_rx));
         handle.otlp = Some(queue);
         exporter.otlp = Some((stop_tx, task));
+    }
+
+    if let Some(metrics_cfg) = cfg.metrics.clone() {
+        let queued = handle.otlp.as_ref().map(|q| q.queued.clone());
+        let (meter, metrics) = metrics::start(metrics_cfg, stats.clone(), queued)?;
+        handle.metrics = Some(meter);
+        exporter.metrics = Some(metrics);
     }
 
     if cfg.output != Output::None {
@@ -402,6 +422,10 @@ impl Exporter {
             }
         };
         let (a, b) = tokio::join!(otlp_done, output_done);
+        // After the spans: the last push then holds the final export counts.
+        if let Some(metrics) = self.metrics.take() {
+            metrics.shutdown(until.max(Instant::now() + metrics::FINAL_PUSH_MIN)).await;
+        }
         a.and(b)
     }
 }
