@@ -37,6 +37,17 @@ impl TraceSession {
     /// Starts the tracer with `target_args` (e.g. `--pid N`) + `extra` + the sink's flags, and waits
     /// for `target attached` of each of `attach_pids`.
     pub fn start(sink: Sink, target_args: &[String], extra: &[&str], attach_pids: &[u32]) -> TraceSession {
+        Self::start_env(sink, target_args, extra, attach_pids, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables for the tracer (e.g. its `PATH`).
+    pub fn start_env(
+        sink: Sink,
+        target_args: &[String],
+        extra: &[&str],
+        attach_pids: &[u32],
+        envs: &[(&str, &str)],
+    ) -> TraceSession {
         require_root();
         let rx = match sink {
             Sink::Grpc => Some(OtlpReceiver::start(Protocol::Grpc)),
@@ -49,7 +60,7 @@ impl TraceSession {
             Some(rx) => args.extend(rx.tracer_args()),
             None => args.extend(["--output".to_owned(), "json".to_owned()]),
         }
-        let mut tracer = Tracer::start(&args);
+        let mut tracer = Tracer::start_env(&args, envs);
         for pid in attach_pids {
             tracer.wait_attached(*pid);
         }

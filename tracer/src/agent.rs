@@ -116,6 +116,11 @@ impl Agent {
         }
     }
 
+    /// Attaches the Go TLS probes of the executables `--comm` targets would run, before any runs.
+    pub fn attach_ahead_by_comm(&mut self) {
+        self.attachments.attach_ahead_by_comm();
+    }
+
     /// The `--comm` names the agent still waits for, when it traces nothing yet.
     pub fn waiting_for(&self) -> Option<String> {
         self.attachments.waiting_for()

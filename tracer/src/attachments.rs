@@ -9,8 +9,7 @@ use anyhow::Result;
 use aya::Ebpf;
 
 use crate::{
-    clock::Clock,
-    gotls::{Attached, GoTls, Readiness},
+    gotls::{Attached, GoTls},
     procfs,
     span::ProcessInfo,
     targets::{ExistingConnection, Targets},
@@ -71,8 +70,8 @@ impl Attachments {
     /// Makes sure `pid`'s executable has its Go TLS probes. `exec_ns`: the kernel time of the exec
     /// that made it a target, for the time from exec to probes ready in the log.
     pub fn attach_go_tls(&mut self, pid: u32, exec_ns: Option<u64>) {
-        match self.gotls.attach(&mut self.ebpf, pid) {
-            Ok(Attached::Probes { plan, readiness }) => {
+        match self.gotls.attach(&mut self.ebpf, pid, exec_ns) {
+            Ok(Attached::Probes { plan, readiness, ready_ns }) => {
                 let binary = readiness.as_str();
                 tracing::info!(
                     pid,
@@ -84,11 +83,8 @@ impl Attachments {
                     "Go TLS plaintext probes attached"
                 );
                 if let Some(exec_ns) = exec_ns {
-                    // Already attached: the probes were live before the exec.
-                    let exec_to_ready_us = match readiness {
-                        Readiness::AlreadyAttached => 0,
-                        _ => Clock::ktime_now().saturating_sub(exec_ns) / 1000,
-                    };
+                    // 0 when the probes were live before the exec (already attached).
+                    let exec_to_ready_us = ready_ns.saturating_sub(exec_ns) / 1000;
                     tracing::info!(pid, exec_to_ready_us, binary, "Go TLS probes ready");
                 }
             }
@@ -98,6 +94,11 @@ impl Attachments {
             Err(e) if !procfs::exists(pid) => tracing::debug!(pid, "process gone before its Go TLS check: {e:#}"),
             Err(e) => tracing::warn!(pid, "Go TLS probes not attached, TLS connections stay opaque: {e:#}"),
         }
+    }
+
+    /// Attaches the Go TLS probes of the executables `--comm` targets would run, ahead of any exec.
+    pub fn attach_ahead_by_comm(&mut self) {
+        self.gotls.attach_ahead(&mut self.ebpf, self.targets.comms());
     }
 
     /// `pid` exited (the kernel cleared its bits then).

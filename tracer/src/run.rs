@@ -77,6 +77,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let pipeline = Pipeline::new(cli.max_connections as usize, assembler, correlator, export);
     let mut agent = Agent::new(Attachments::new(ebpf, gotls, targets), pipeline);
 
+    // First, so that a target exec'd while the rest starts finds its probes.
+    agent.attach_ahead_by_comm();
     for &pid in &cli.pids {
         agent.attach(pid)?;
     }

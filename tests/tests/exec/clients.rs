@@ -1,12 +1,14 @@
-//! Short-lived Go clients started after the tracer (`--comm`): each run is a new process that
-//! makes its requests within some 100 ms of its exec, too soon for probes attached once the agent
-//! has seen the process. Every request of every run must be decoded.
+//! Short-lived Go clients started after the tracer (`--comm`), their binary never run before: each
+//! run is a new process that makes its requests within some 100 ms of its exec, too soon for probes
+//! attached once the agent has seen the process, and sooner than a first analysis of the binary.
+//! The agent found the binary on its PATH at start-up and attached its probes ahead of any exec:
+//! every request of every run, from the first, must be decoded.
 
 use std::process::Command;
 
 use super::common::{RUNS, check_short_lived_clients, pod_path};
 use integration_tests::gotls::{GoServer, apiserver_bin, http_client_bin};
-use integration_tests::kube::{copy_as, kubectl, kubectl_get_raw, kubectl_watch, run_client, write_kubeconfig};
+use integration_tests::kube::{copy_as, kubectl, kubectl_get_raw, run_client, write_kubeconfig};
 use integration_tests::*;
 
 /// The file name of the executable `path` runs (its links followed): `process.executable.name`.
@@ -16,9 +18,10 @@ fn exe_name(path: &std::path::Path) -> String {
 }
 
 /// The real kubectl (Go, client-go, HTTP/2 over TLS, the server verified with its CA, a bearer
-/// token) against the API-server-like server, under `--comm kubectl`: once a first kubectl (a
-/// watch, which stays) had its binary analysed, `kubectl get --raw` of a pod, ten runs: every request of every run (the pod GET, and `/version` when a kubectl asks
-/// it first) has its client span with method, path, status and Kubernetes attributes.
+/// token) against the API-server-like server, under `--comm kubectl`, no kubectl run before:
+/// `kubectl get --raw` of a pod, ten runs: every request of every run (the pod GET, and `/version`
+/// when a kubectl asks it first) has its client span with method, path, status and Kubernetes
+/// attributes.
 ///
 /// kubectl runs as `kubectl` (its comm), wherever it lives. Google Cloud SDK's kubectl is a
 /// dispatcher that asks the server's `/version` and execs a kubectl of the server's minor version
@@ -40,19 +43,19 @@ fn kubectl_runs_traced_from_exec() {
         r
     };
     let exe = exe_name(&kubectl);
-    let warm_up = || kubectl_watch(&kubeconfig, &home);
+    let bin_dir = kubectl.parent().expect("kubectl's directory");
     check_short_lived_clients(
         &format!("kubectl get --raw ({}), {RUNS} runs under --comm kubectl", kubectl.display()),
         ("kubectl", &exe),
+        bin_dir,
         &mut srv,
-        &warm_up,
         &run,
     );
 }
 
 /// The stripped Go 1.27 client of `tests/go` (net/http, HTTP/2 over TLS), copied under a name of
-/// its own (its comm): once a first run (waiting on its stdin) had the binary analysed, one pod GET
-/// per run, ten runs, each over in some 10 ms: a client span for each.
+/// its own (its comm) in a directory put on the tracer's PATH, never run before: one pod GET per
+/// run, ten runs, each over in some 10 ms: a client span for each.
 #[test]
 fn stripped_go_client_runs_traced_from_exec() {
     let dir = TempDir::new("goclient");
@@ -68,16 +71,11 @@ fn stripped_go_client_runs_traced_from_exec() {
         assert!(r.stdout.starts_with("HTTP/2.0 200 "), "harness: run {n} did not get its pod\n{}", r.describe);
         r
     };
-    let warm_up = || {
-        let mut cmd = Command::new(&client);
-        cmd.args(["-insecure", "-wait-stdin", "-url"]).arg(format!("{base}/"));
-        Proc::spawn("go-http-client (warm-up)", cmd)
-    };
     check_short_lived_clients(
         &format!("stripped Go 1.27 client, {RUNS} runs under --comm {comm}"),
         (&comm, &comm),
+        dir.path(),
         &mut srv,
-        &warm_up,
         &run,
     );
 }

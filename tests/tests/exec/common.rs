@@ -1,6 +1,7 @@
 //! What the tests of this suite share: short-lived clients run one after another under a tracer
 //! started with `--comm`, and the checks of their spans against what the server was asked.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -52,39 +53,39 @@ pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits until the tracer logged `Go TLS probes ready` for `pid`, and checks it saw the binary for
-/// the first time.
-pub fn wait_first_sight(tracer: &mut Tracer, pid: u32) {
-    let line = tracer.wait_for_stderr_line(
-        &format!("`{PROBES_READY}` for pid {pid}"),
-        move |l| ProbesReady::parse(l).is_some_and(|r| r.pid == pid),
-        READY_TIMEOUT,
-    );
-    let ready = ProbesReady::parse(&line).expect("parsed above");
-    assert_eq!(ready.binary, "first-sight", "the first process of a new binary: {line}");
-}
+/// What the tracer logs for each executable of a `--comm` target it attached before any ran.
+pub const ATTACHED_AHEAD: &str = "Go TLS probes attached ahead of exec";
 
-/// Starts the tracer with `--comm comm`; `warm_up()` starts a process of the clients' binary that
-/// stays until the tracer has analysed that binary and attached its probes (the binary is then
-/// known: the runs are processes of a binary seen before, whose analysis a process that ends
-/// within milliseconds of its exec could not wait for). Then runs `run(n)` for n in 0..[`RUNS`],
-/// one process after another, each asking `srv` for [`pod_path`]`(n)` (the server's log says what
-/// each asked: that is the ground truth). Every request of every run must have a client span of
-/// that process, exactly right, and nothing else may come from those processes; the bearer token
-/// of the kubeconfig must appear nowhere.
+/// Starts the tracer with `--comm comm` and no process of the clients' binary running, its PATH
+/// being the test's with `path_dir` first (where the clients' binary is), and waits until it
+/// attached that binary's probes ahead of any exec. Then runs `run(n)` for n in 0..[`RUNS`], one
+/// process after another, each asking `srv` for [`pod_path`]`(n)` (the server's log says what
+/// each asked: that is the ground truth). Every request of every run, from the very first, must
+/// have a client span of that process, exactly right, and nothing else may come from those
+/// processes; every run the agent saw had its probes in place before its exec
+/// (`binary=already-attached`); the bearer token of the kubeconfig must appear nowhere.
 pub fn check_short_lived_clients(
     what: &str,
     (comm, exe): (&str, &str),
+    path_dir: &Path,
     srv: &mut GoServer,
-    warm_up: &dyn Fn() -> Proc,
     run: &dyn Fn(usize) -> ClientRun,
 ) {
     let _one = one_at_a_time();
-    let mut sess = TraceSession::start(Sink::Grpc, &["--comm".to_owned(), comm.to_owned()], &[], &[]);
+    let path = std::env::join_paths(
+        std::iter::once(path_dir.to_path_buf())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH for the tracer");
+    let path = path.to_string_lossy().into_owned();
+    let comm_args = ["--comm".to_owned(), comm.to_owned()];
+    let mut sess = TraceSession::start_env(Sink::Grpc, &comm_args, &[], &[], &[("PATH", &path)]);
+    let ahead = sess.tracer.wait_for_stderr_line(
+        &format!("`{ATTACHED_AHEAD}` for {comm}"),
+        |l| l.contains(ATTACHED_AHEAD) && l.contains(comm),
+        READY_TIMEOUT,
+    );
     sess.tracer.wait_for_stderr("waiting for", READY_TIMEOUT);
-    let mut first = warm_up();
-    wait_first_sight(&mut sess.tracer, first.pid());
-    first.kill();
     let window = sess.window_start;
     let mut runs = Vec::new();
     for n in 0..RUNS {
@@ -128,5 +129,26 @@ pub fn check_short_lived_clients(
     if traced < RUNS {
         errs.push(format!("{traced}/{RUNS} runs fully traced"));
     }
+    errs.extend(check_ready_ahead(&fin.output.stderr, &pids, &ahead));
     assert_session_ok(what, errs, &fin, &[KUBE_TOKEN]);
+}
+
+/// Every `Go TLS probes ready` line of the runs `pids` (a run over before the agent looked at it
+/// has none: its probes were there all the same) says its binary had its probes before its exec.
+fn check_ready_ahead(stderr: &str, pids: &[u32], ahead: &str) -> Vec<String> {
+    let ready: Vec<ProbesReady> = stderr.lines().filter_map(ProbesReady::parse).collect();
+    let mut errs: Vec<String> = ready
+        .iter()
+        .filter(|r| r.binary != "already-attached" || r.exec_to_ready_us != 0)
+        .map(|r| {
+            format!(
+                "pid {}: probes ready {} µs after exec ({}), not before it ({ahead})",
+                r.pid, r.exec_to_ready_us, r.binary
+            )
+        })
+        .collect();
+    if !ready.iter().any(|r| pids.contains(&r.pid)) {
+        errs.push(format!("no `{PROBES_READY}` line for any of the runs {pids:?}"));
+    }
+    errs
 }

@@ -15,8 +15,11 @@ pub struct AttachedFile<L> {
     pub links: L,
     /// Target processes running it.
     pids: BTreeSet<u32>,
-    /// Kernel time (ns) when the last of them went; `None` while one runs.
+    /// Kernel time (ns) when the last of them went; `None` while one runs, and always for a
+    /// pinned file.
     idle_since: Option<u64>,
+    /// Attached ahead of any exec (`--comm`): kept while the agent runs, however long idle.
+    pinned: bool,
 }
 
 pub struct AttachedFiles<L> {
@@ -69,9 +72,20 @@ impl<L> AttachedFiles<L> {
 
     /// `id` got its probes, for `pid` (after [`Self::make_room`]).
     pub fn insert(&mut self, id: FileId, slot: u64, links: L, pid: u32) {
-        let file = AttachedFile { slot, links, pids: BTreeSet::from([pid]), idle_since: None };
+        let file = AttachedFile { slot, links, pids: BTreeSet::from([pid]), idle_since: None, pinned: false };
         self.files.insert(id, file);
         self.running.insert(pid, id);
+    }
+
+    /// `id` got its probes ahead of any process running it (after [`Self::make_room`]): they stay
+    /// while the agent runs, never idle, so never released nor making room for another file.
+    pub fn insert_pinned(&mut self, id: FileId, slot: u64, links: L) {
+        let file = AttachedFile { slot, links, pids: BTreeSet::new(), idle_since: None, pinned: true };
+        self.files.insert(id, file);
+    }
+
+    pub fn contains(&self, id: &FileId) -> bool {
+        self.files.contains_key(id)
     }
 
     /// `pid` exited or exec'd: its file is idle from `now_ns` if no other target runs it.
@@ -79,7 +93,7 @@ impl<L> AttachedFiles<L> {
         let Some(id) = self.running.remove(&pid) else { return };
         if let Some(file) = self.files.get_mut(&id) {
             file.pids.remove(&pid);
-            if file.pids.is_empty() {
+            if file.pids.is_empty() && !file.pinned {
                 file.idle_since = Some(now_ns);
             }
         }
@@ -182,6 +196,26 @@ mod tests {
         assert_eq!(slot, 3, "slots are never reused");
         f.insert(id(3), slot, "c", 30);
         assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn a_pinned_file_is_never_idle_nor_makes_room() {
+        let mut f = files(2);
+        assert!(matches!(f.make_room(), Ok(None)));
+        let slot = f.next_slot();
+        f.insert_pinned(id(1), slot, "kubectl");
+        assert!(f.contains(&id(1)));
+        assert!(f.expired(10_000 * SECOND).is_empty(), "pinned with no process");
+        let joined = f.join(10, id(1)).expect("its probes are there before any run");
+        assert_eq!(joined.slot, slot);
+        f.leave(10, SECOND);
+        assert!(f.expired(10_000 * SECOND).is_empty(), "pinned after its last run went");
+        attach(&mut f, 2, "server", 20);
+        assert_eq!(f.make_room().err(), Some(NoRoom { max_files: 2 }), "the pinned file stays");
+        f.leave(20, 2 * SECOND);
+        let (gone, _) = f.make_room().unwrap().expect("the idle file goes");
+        assert_eq!(gone, id(2));
+        assert!(f.contains(&id(1)));
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! The probes are attached to the file, not to one process: the kernel keys uprobes by inode, so
 //! every process running that file hits them from its first instruction, and the programs filter
 //! on the target bitmap. A file is analysed once ([`plan::AnalysisCache`]); its probes stay while a
-//! target runs it and for an idle period after ([`files::AttachedFiles`]).
+//! target runs it and for an idle period after ([`files::AttachedFiles`]). The executables a
+//! `--comm` target would run get theirs at start-up, ahead of any exec ([`ahead`]), kept while
+//! the agent runs.
 
+mod ahead;
 mod files;
 mod plan;
 
@@ -69,10 +72,18 @@ const OFFSETS: GoTlsOffsets = GoTlsOffsets { conn_iface_data: 8, netfd_sysfd: 16
 /// targets of.
 const ANALYSES_KEPT: usize = 256;
 
+/// Executables attached ahead of exec (kept while the agent runs) at most: half the files that may
+/// have probes, so that as many stay for the binaries found at their first run.
+const MAX_PINNED_FILES: usize = MAX_GO_TLS_FILES as usize / 2;
+
 /// The probes of one executable file.
 struct FileProbes {
     links: Vec<(usize, UProbeLinkId)>,
     plan: Arc<ProbePlan>,
+    /// Kernel time (ns) when they were all in place, and what attaching them took: a process
+    /// exec'd before that time was not covered from its exec, whoever it finds them attached by.
+    ready_ns: u64,
+    readiness: Readiness,
 }
 
 pub struct GoTls {
@@ -86,6 +97,8 @@ pub struct GoTls {
     files: AttachedFiles<FileProbes>,
     /// `--go-tls-probes`: whether the one-probe points, and Read's RETs alone, may be used.
     points: GoTlsProbesArg,
+    /// Files attached ahead of exec, among `files`.
+    pinned: usize,
 }
 
 /// How a process's executable came to have its probes.
@@ -109,9 +122,23 @@ impl Readiness {
     }
 }
 
+/// The readiness of a process that found its file's probes attached (at `ready_ns`, as
+/// `attached_as`) and exec'd at `exec_ns`: already attached unless they came after its exec.
+fn joined_readiness(ready_ns: u64, attached_as: Readiness, exec_ns: Option<u64>) -> Readiness {
+    match exec_ns {
+        Some(exec_ns) if ready_ns > exec_ns => attached_as,
+        _ => Readiness::AlreadyAttached,
+    }
+}
+
 /// What attaching found out, for the log.
 pub enum Attached {
-    Probes { plan: Arc<ProbePlan>, readiness: Readiness },
+    /// `ready_ns`: the kernel time (ns) from which the probes were all in place.
+    Probes {
+        plan: Arc<ProbePlan>,
+        readiness: Readiness,
+        ready_ns: u64,
+    },
     NotGo,
     NoTls(String),
 }
@@ -136,23 +163,89 @@ impl GoTls {
             analyses: AnalysisCache::new(ANALYSES_KEPT),
             files: AttachedFiles::new(MAX_GO_TLS_FILES as usize, idle_ns),
             points,
+            pinned: 0,
         })
     }
 
-    /// Makes sure the executable `pid` runs has its probes; `pid` counts as running it.
-    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<Attached> {
+    /// Makes sure the executable `pid` runs has its probes; `pid` counts as running it. `exec_ns`:
+    /// the kernel time of `pid`'s exec, when known: probes found attached after it (e.g. by the
+    /// housekeeping's scan of the same process, before its exec record came) were not ready at its
+    /// exec, and are reported as what attaching them took.
+    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32, exec_ns: Option<u64>) -> Result<Attached> {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let id = FileId::of(&exe)?;
         // Whatever `pid` ran before (its exit record lost, the pid reused) it runs no longer.
         self.files.leave(pid, Clock::ktime_now());
         if let Some(file) = self.files.join(pid, id) {
-            let plan = file.links.plan.clone();
-            return Ok(Attached::Probes { plan, readiness: Readiness::AlreadyAttached });
+            let probes = &file.links;
+            let readiness = joined_readiness(probes.ready_ns, probes.readiness, exec_ns);
+            return Ok(Attached::Probes { plan: probes.plan.clone(), readiness, ready_ns: probes.ready_ns });
         }
+        self.attach_file(ebpf, &exe, id, Some(pid))
+    }
+
+    /// Attaches the probes of the executables that `--comm` targets would run (see [`ahead`]),
+    /// before any runs, and keeps them while the agent runs: the first run of a short-lived client
+    /// is then traced from its first instruction.
+    pub fn attach_ahead(&mut self, ebpf: &mut Ebpf, comms: &[String]) {
+        if comms.is_empty() {
+            return;
+        }
+        let root = ahead::host_root();
+        let dirs = ahead::search_dirs(std::env::var_os("PATH").as_deref());
+        for comm in comms {
+            let (found, over) = ahead::executables_for(&root, &dirs, comm, ahead::MAX_FILES_PER_COMM);
+            if over > 0 {
+                tracing::warn!(
+                    comm = %comm,
+                    "{over} more executables named {comm} not attached ahead of exec (at most {}): \
+                     they get their probes at their first run",
+                    ahead::MAX_FILES_PER_COMM
+                );
+            }
+            for f in found {
+                self.attach_one_ahead(ebpf, comm, &f);
+            }
+        }
+    }
+
+    fn attach_one_ahead(&mut self, ebpf: &mut Ebpf, comm: &str, f: &ahead::Found) {
+        let path = f.host_path.display();
+        if self.files.contains(&f.id) {
+            return;
+        }
+        if self.pinned >= MAX_PINNED_FILES {
+            tracing::warn!(
+                comm,
+                "{path}: not attached ahead of exec, {MAX_PINNED_FILES} executables are already (the most): \
+                 it gets its probes at its first run"
+            );
+            return;
+        }
+        match self.attach_file(ebpf, &f.path, f.id, None) {
+            Ok(Attached::Probes { plan, .. }) => {
+                self.pinned += 1;
+                tracing::info!(
+                    path = %path,
+                    comm,
+                    go_version = %plan.go_version,
+                    ret_probes = plan.rets,
+                    "Go TLS probes attached ahead of exec"
+                );
+            }
+            Ok(Attached::NotGo) => tracing::debug!(comm, "{path}: not a Go binary, nothing attached ahead of exec"),
+            Ok(Attached::NoTls(what)) => tracing::debug!(comm, "{path}: Go binary without {what}"),
+            Err(e) => tracing::warn!(comm, "{path}: Go TLS probes not attached ahead of exec: {e:#}"),
+        }
+    }
+
+    /// Attaches the probes of the file `exe` (identity `id`), analysed once: for `pid` running it,
+    /// or pinned when `None`.
+    fn attach_file(&mut self, ebpf: &mut Ebpf, exe: &Path, id: FileId, pid: Option<u32>) -> Result<Attached> {
         let (analysis, readiness) = match self.analyses.get(&id) {
             Some(a) => (a, Readiness::Cached),
             None => {
-                let a = plan::analyse(&exe, self.points)?;
+                let a = plan::analyse(exe, self.points)?;
                 tracing::debug!(pid, dev = id.dev, ino = id.ino, "analysed {}", exe.display());
                 self.analyses.insert(id, a.clone());
                 (a, Readiness::FirstSight)
@@ -171,10 +264,15 @@ impl GoTls {
         }
         let slot = self.files.next_slot();
         self.file_offsets.insert(slot, plan.offsets, 0).context("storing Go struct offsets")?;
-        match attach_points(ebpf, &plan.points, slot, &exe) {
+        match attach_points(ebpf, &plan.points, slot, exe) {
             Ok(links) => {
-                self.files.insert(id, slot, FileProbes { links, plan: plan.clone() }, pid);
-                Ok(Attached::Probes { plan, readiness })
+                let ready_ns = Clock::ktime_now();
+                let probes = FileProbes { links, plan: plan.clone(), ready_ns, readiness };
+                match pid {
+                    Some(pid) => self.files.insert(id, slot, probes, pid),
+                    None => self.files.insert_pinned(id, slot, probes),
+                }
+                Ok(Attached::Probes { plan, readiness, ready_ns })
             }
             Err(e) => {
                 let _ = self.file_offsets.remove(&slot);
@@ -264,5 +362,17 @@ mod tests {
     fn readiness_names_are_the_logged_ones() {
         let names = [Readiness::FirstSight, Readiness::Cached, Readiness::AlreadyAttached].map(Readiness::as_str);
         assert_eq!(names, ["first-sight", "cached", "already-attached"]);
+    }
+
+    /// A process the housekeeping's scan attached before its exec record came: its probes came
+    /// after its exec, which the exec record must not call already attached.
+    #[test]
+    fn probes_found_attached_after_the_exec_keep_how_they_were_attached() {
+        use Readiness::*;
+        assert_eq!(joined_readiness(100, Cached, Some(50)), Cached);
+        assert_eq!(joined_readiness(100, FirstSight, Some(99)), FirstSight);
+        assert_eq!(joined_readiness(100, Cached, Some(100)), AlreadyAttached);
+        assert_eq!(joined_readiness(100, FirstSight, Some(150)), AlreadyAttached);
+        assert_eq!(joined_readiness(100, Cached, None), AlreadyAttached, "no exec: found running");
     }
 }
