@@ -231,9 +231,7 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
 
 /// The metrics' settings: on when there is somewhere to send them (a collector, `--metrics-addr`).
 fn metrics_config(cli: &Cli, otlp: &export::OtlpSettings, health: &Arc<Health>) -> Result<Option<MetricsConfig>> {
-    if let Some(endpoint) = &otlp.metrics_endpoint {
-        export::transport::check(otlp, endpoint)?;
-    }
+    export::check_otlp(otlp)?;
     let push = otlp.metrics_endpoint.is_some().then(|| otlp.clone());
     if push.is_none() && cli.metrics_addr.is_none() {
         return Ok(None);
