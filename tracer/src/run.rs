@@ -118,6 +118,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 agent.attach_by_comm();
+                // Exec records still in the ring may be of an idle file's new process: read them
+                // first, so that its probes are not released under it.
+                capture.drain_now(&mut agent);
                 agent.release_idle_probes();
                 if metrics_on {
                     health.update(agent_counters(&Counters::new(&agent, capture.kernel_counters())));
