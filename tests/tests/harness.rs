@@ -180,8 +180,8 @@ fn http_receiver_receives_real_posts_with_keep_alive() {
     let (status, _, _) = read_http_response(&mut stream);
     assert_eq!(status, 200);
 
-    // 3: wrong path
-    stream.write_all(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+    // 3: wrong path (the receiver takes traces and metrics, not logs)
+    stream.write_all(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
     let (status, _, _) = read_http_response(&mut stream);
     assert_eq!(status, 404);
 

@@ -23,7 +23,7 @@ const SHORT_OUTAGE: Duration = Duration::from_secs(10);
 const PACE: Duration = Duration::from_millis(20);
 /// How long spans may take to arrive once the collector is back.
 const CATCH_UP: Duration = Duration::from_secs(60);
-/// Small enough that 10 s of this load (a batch a second, some 20 KB each) cannot fit.
+/// Small enough that 10 s of this load (a batch a second, each of many spans) cannot fit.
 const SMALL_BUFFER: &str = "16384";
 
 /// A client that sends GET requests to nginx over keep-alive connections, one at a time and

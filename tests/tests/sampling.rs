@@ -43,12 +43,27 @@ fn decisions(stderr: &str) -> (BTreeMap<String, i64>, [i64; 5]) {
     (stats, d)
 }
 
+/// The count of every `http.server.request.duration` series on the agent's Prometheus page.
+fn server_requests_measured(addr: &str) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "harness: scraping http://{addr}/metrics failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+        .map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).expect("a count"))
+        .sum()
+}
+
 /// `--sample-ratio 0.1`, a slow threshold of 300 ms for single-object calls, and a known workload
 /// on the python server: 400 fast GETs of distinct pods, 6 GETs the server answers after 500 ms,
 /// 10 answered 500 and 5 answered 503. Every slow and failing request is exported; the fast ones
 /// that are exported all pass the ratio rule, and there are as many as a 10 % draw gives (within 5
 /// standard deviations); each trace is exported whole (one span, once); the agent's decision
-/// counters add up to the requests made and agree with what arrived.
+/// counters add up to the requests made and agree with what arrived; the request metrics count
+/// all of them.
 #[test]
 fn tail_keep_sampling_exports_every_failing_and_slow_trace_and_a_share_of_the_rest() {
     const RATIO: f64 = 0.1;
@@ -58,7 +73,8 @@ fn tail_keep_sampling_exports_every_failing_and_slow_trace_and_a_share_of_the_re
     const FAILED: [(u16, usize); 2] = [(500, 10), (503, 5)];
     let srv = PythonHttpServer::start();
     let pid = srv.pid().to_string();
-    let extra = ["--sample-ratio", "0.1", "--slow-single-object", "300ms"];
+    let metrics_addr = format!("127.0.0.1:{}", harness::free_port());
+    let extra = ["--sample-ratio", "0.1", "--slow-single-object", "300ms", "--metrics-addr", &metrics_addr];
     let mut sess = TraceSession::start(Sink::Grpc, &["--pid".to_owned(), pid], &extra, &[srv.pid()]);
 
     // One curl per kind of request, each keeping its connection: the ordinary ones first.
@@ -83,8 +99,14 @@ fn tail_keep_sampling_exports_every_failing_and_slow_trace_and_a_share_of_the_re
         |s: &ReceivedSpan| s.attr_str("url.path").is_some_and(|p| p.contains("slow-") || p.starts_with("/status/"));
     let failed_total: usize = FAILED.iter().map(|(_, n)| n).sum();
     sess.wait_spans(known, SLOW + failed_total, SPAN_TIMEOUT);
+    // Metrics count every request, sampled or not (read while the agent still serves them).
+    let measured = server_requests_measured(&metrics_addr);
     let fin = sess.finish(SETTLE);
     let mut errs = Vec::new();
+    let requests_made = ORDINARY + SLOW + failed_total;
+    if measured != requests_made as u64 {
+        errs.push(format!("the request duration histograms counted {measured} requests, {requests_made} were made"));
+    }
 
     // No partial trace: every trace id arrived with exactly its one span, and as a root.
     let mut by_trace: HashMap<&str, usize> = HashMap::new();

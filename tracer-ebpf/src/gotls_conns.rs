@@ -7,6 +7,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::map,
     maps::{HashMap, LruHashMap},
@@ -40,8 +41,10 @@ pub fn go_tls_target(ctx: &ProbeContext) -> Option<u64> {
     let tgid = (pid_tgid >> 32) as u32;
     if !is_go_tls_target(tgid) {
         let file = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        // Threads of one process can hit their first probe at once: only the one whose insert
+        // made the entry sets the bit (two adds of one bit would carry into the next pid's).
         if let Some(offsets) = unsafe { GO_TLS_FILES.get(file) }
-            && GO_TLS_OFFSETS.insert(tgid, *offsets, 0).is_ok()
+            && GO_TLS_OFFSETS.insert(tgid, *offsets, u64::from(BPF_NOEXIST)).is_ok()
         {
             set_bit(&GO_TLS_TARGETS, tgid);
         }

@@ -120,6 +120,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             _ = housekeeping.tick() => {
                 // Catch --comm processes whose exec the probe may have missed (e.g. while loading).
                 agent.attach_by_comm();
+                // Exec records still in the ring may be of an idle file's new process: read them
+                // first, so that its probes are not released under it.
+                capture.drain_now(&mut agent);
                 agent.release_idle_probes();
                 if metrics_on {
                     health.update(agent_counters(&Counters::new(&agent, capture.kernel_counters())));
@@ -233,9 +236,7 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
 
 /// The metrics' settings: on when there is somewhere to send them (a collector, `--metrics-addr`).
 fn metrics_config(cli: &Cli, otlp: &export::OtlpSettings, health: &Arc<Health>) -> Result<Option<MetricsConfig>> {
-    if let Some(endpoint) = &otlp.metrics_endpoint {
-        export::transport::check(otlp, endpoint)?;
-    }
+    export::check_otlp(otlp)?;
     let push = otlp.metrics_endpoint.is_some().then(|| otlp.clone());
     if push.is_none() && cli.metrics_addr.is_none() {
         return Ok(None);

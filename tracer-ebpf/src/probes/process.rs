@@ -66,7 +66,7 @@ fn send(kind: u32, pid_tgid: u64, comm: [u8; 16]) {
         return;
     };
     entry.write(ProcEvent { hdr: header(kind, pid_tgid, unsafe { bpf_ktime_get_ns() }), comm });
-    // The agent is woken at once (not at its next poll, up to 50 ms later): a new target's
+    // The agent is woken at once, not at its next poll: a new target's
     // executable is looked at, or its probes attached, while it runs. Rare records.
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);
 }

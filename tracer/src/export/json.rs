@@ -78,7 +78,7 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_span;
+    use crate::export::tests::test_span;
     use crate::span::SpanKind;
     use serde_json::{Value, json};
 

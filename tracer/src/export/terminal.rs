@@ -404,7 +404,7 @@ fn terminal_width() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::test_span;
+    use crate::export::tests::test_span;
 
     const W: usize = 100;
 

@@ -64,21 +64,41 @@ pub struct AgentCounters {
 #[derive(Debug, Default)]
 pub struct Health {
     capturing: AtomicBool,
+    /// When the main loop last reported (`set_capturing`, `update`): a loop that stopped turning
+    /// while the flag still says capturing is not healthy either.
+    last_beat: Mutex<Option<Instant>>,
     counters: Mutex<AgentCounters>,
 }
+
+/// How long the main loop may go without reporting before `/healthz` fails: many housekeeping
+/// periods, so that a busy moment is not taken for a hang.
+pub const HEALTH_STALE_AFTER: Duration = Duration::from_secs(10);
 
 impl Health {
     /// Whether the capture loop runs: `/healthz` answers 200 only while it does.
     pub fn set_capturing(&self, on: bool) {
         self.capturing.store(on, Ordering::Release);
+        self.beat();
     }
 
     pub fn capturing(&self) -> bool {
-        self.capturing.load(Ordering::Acquire)
+        self.capturing_at(Instant::now())
     }
 
+    fn capturing_at(&self, now: Instant) -> bool {
+        let last = *self.last_beat.lock().unwrap_or_else(|e| e.into_inner());
+        self.capturing.load(Ordering::Acquire)
+            && last.is_some_and(|t| now.saturating_duration_since(t) < HEALTH_STALE_AFTER)
+    }
+
+    /// The main loop's counters, at each housekeeping tick.
     pub fn update(&self, counters: AgentCounters) {
         *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = counters;
+        self.beat();
+    }
+
+    fn beat(&self) {
+        *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     fn counters(&self) -> AgentCounters {

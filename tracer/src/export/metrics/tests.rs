@@ -161,6 +161,18 @@ async fn scrape_page_shows_the_collection_and_health() {
     assert_eq!(page.respond(&Method::POST, "/metrics").status(), 405);
 }
 
+/// A main loop that stopped reporting is not healthy, even with capture on.
+#[test]
+fn health_goes_stale_without_a_beat() {
+    let health = Health::default();
+    health.set_capturing(true);
+    let now = Instant::now();
+    assert!(health.capturing_at(now));
+    assert!(!health.capturing_at(now + HEALTH_STALE_AFTER));
+    health.update(AgentCounters::default());
+    assert!(health.capturing_at(Instant::now()));
+}
+
 #[test]
 fn export_interval_flag_then_standard_variable() {
     assert_eq!(interval(Some(5), Some("100".into())).unwrap(), Duration::from_secs(5));

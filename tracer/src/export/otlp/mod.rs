@@ -561,6 +561,14 @@ pub(super) fn endpoint_url(endpoint: &str, protocol: OtlpProtocol) -> anyhow::Re
         return Err(bad("scheme must be http or https"));
     }
     let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    // The URL is logged with every export failure: credentials in it would be too, so they are
+    // refused, and this message does not quote it.
+    if authority.contains('@') || path.contains(['?', '#']) {
+        return Err(anyhow!(
+            "invalid OTLP endpoint: a user, password, query or fragment in the URL is not supported; \
+             give credentials as headers (--otlp-header, OTEL_EXPORTER_OTLP_HEADERS)"
+        ));
+    }
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => {
             let (addr, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '[' in IPv6 address"))?;

@@ -467,4 +467,9 @@ fn endpoint_urls() {
     }
     assert_eq!(grpc("https://c:4317").unwrap(), "https://c:4317");
     assert_eq!(http("https://c:4318").unwrap(), "https://c:4318/v1/traces");
+    // Credentials in the URL are refused, and the refusal does not quote them.
+    for secret in ["https://user:s3cret@c:4318", "https://c:4318/v1/traces?api_key=s3cret", "http://c/#s3cret"] {
+        let e = http(secret).unwrap_err();
+        assert!(!e.contains("s3cret") && e.contains("--otlp-header"), "{secret}: {e}");
+    }
 }
