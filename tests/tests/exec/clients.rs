@@ -1,5 +1,5 @@
 //! Short-lived Go clients started after the tracer (`--comm`), their binary never run before: each
-//! run is a new process that makes its requests within some 100 ms of its exec, too soon for probes
+//! run is a new process that makes its requests right after its exec, too soon for probes
 //! attached once the agent has seen the process, and sooner than a first analysis of the binary.
 //! The agent found the binary on its PATH at start-up and attached its probes ahead of any exec:
 //! every request of every run, from the first, must be decoded.
@@ -55,7 +55,7 @@ fn kubectl_runs_traced_from_exec() {
 
 /// The stripped Go 1.27 client of `tests/go` (net/http, HTTP/2 over TLS), copied under a name of
 /// its own (its comm) in a directory put on the tracer's PATH, never run before: one pod GET per
-/// run, ten runs, each over in some 10 ms: a client span for each.
+/// run, ten runs, each over almost at once: a client span for each.
 #[test]
 fn stripped_go_client_runs_traced_from_exec() {
     let dir = TempDir::new("goclient");

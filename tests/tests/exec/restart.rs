@@ -23,7 +23,7 @@ const BATCH: usize = 4;
 /// Allowed growth of the agent's VmRSS between the end of restart 2 and the end of restart 10.
 /// What the agent keeps per process of a known binary is small (a pid in maps and tables); a
 /// binary analysed again on each restart, or its tables kept per process, costs megabytes each
-/// time (the stripped test server is a 7 MB file whose symbol and line tables the analysis reads),
+/// time (the analysis reads the symbol and line tables of the whole test server),
 /// so eight more restarts would add well over this. Below it: the allocator's reuse of freed
 /// memory, which moves the figure by a few hundred KiB either way from one reading to the next.
 const RSS_TOLERANCE_KIB: u64 = 3 * 1024;

@@ -114,6 +114,29 @@ impl<L> AttachedFiles<L> {
     pub fn len(&self) -> usize {
         self.files.len()
     }
+
+    /// Takes out, to be released, the files for which `changed` holds.
+    pub fn take_if(&mut self, changed: impl Fn(&FileId, &AttachedFile<L>) -> bool) -> Vec<(FileId, AttachedFile<L>)> {
+        let due: Vec<FileId> = self.files.iter().filter(|(id, f)| changed(id, f)).map(|(id, _)| *id).collect();
+        for id in &due {
+            self.running.retain(|_, running| running != id);
+        }
+        due.into_iter().filter_map(|id| self.files.remove(&id).map(|f| (id, f))).collect()
+    }
+
+    /// Targets for which `gone(pid, file)` holds leave their file, as at an exit.
+    pub fn forget_pids(&mut self, gone: impl Fn(u32, &FileId) -> bool, now_ns: u64) {
+        let pids: Vec<u32> = self.running.iter().filter(|(pid, id)| gone(**pid, id)).map(|(pid, _)| *pid).collect();
+        for pid in pids {
+            self.leave(pid, now_ns);
+        }
+    }
+}
+
+impl<L> AttachedFile<L> {
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +251,29 @@ mod tests {
         assert_eq!(f.expired(100 * SECOND).len(), 1, "the shell's file is idle");
         f.leave(20, 100 * SECOND);
         assert!(f.expired(150 * SECOND).is_empty(), "pid 10 runs the client's file");
+    }
+
+    #[test]
+    fn a_changed_file_is_taken_out_at_once_with_its_processes() {
+        let mut f = files(4);
+        attach(&mut f, 1, "server", 10);
+        attach(&mut f, 2, "client", 20);
+        let taken = f.take_if(|id, _| id.ino == 1);
+        assert_eq!(taken.iter().map(|(id, _)| id.ino).collect::<Vec<_>>(), [1]);
+        assert!(!f.contains(&id(1)) && f.contains(&id(2)));
+        // Its process no longer counts anywhere; the other file is untouched.
+        f.leave(10, SECOND);
+        assert!(f.expired(100 * SECOND).is_empty(), "pid 20 still runs file 2");
+    }
+
+    #[test]
+    fn processes_gone_without_an_exit_record_leave_their_file() {
+        let mut f = files(4);
+        attach(&mut f, 1, "server", 10);
+        f.join(11, id(1));
+        f.forget_pids(|pid, _| pid == 10, SECOND);
+        assert!(f.expired(100 * SECOND).is_empty(), "pid 11 still runs it");
+        f.forget_pids(|_, _| true, 2 * SECOND);
+        assert_eq!(f.expired(62 * SECOND).len(), 1, "idle from the sweep that found the last one gone");
     }
 }

@@ -79,6 +79,9 @@ const MAX_PINNED_FILES: usize = MAX_GO_TLS_FILES as usize / 2;
 /// The probes of one executable file.
 struct FileProbes {
     links: Vec<(usize, UProbeLinkId)>,
+    /// The executable itself, open: its content is checked against the identity the probes were
+    /// placed for (a file rewritten in place keeps its inode, and the kernel its probes).
+    file: std::fs::File,
     plan: Arc<ProbePlan>,
     /// Kernel time (ns) when they were all in place, and what attaching them took: a process
     /// exec'd before that time was not covered from its exec, whoever it finds them attached by.
@@ -262,12 +265,13 @@ impl GoTls {
             Ok(None) => {}
             Err(e) => bail!("{} executables have Go TLS probes already (the most at once)", e.max_files),
         }
+        let file = std::fs::File::open(exe).with_context(|| format!("opening {}", exe.display()))?;
         let slot = self.files.next_slot();
         self.file_offsets.insert(slot, plan.offsets, 0).context("storing Go struct offsets")?;
         match attach_points(ebpf, &plan.points, slot, exe) {
             Ok(links) => {
                 let ready_ns = Clock::ktime_now();
-                let probes = FileProbes { links, plan: plan.clone(), ready_ns, readiness };
+                let probes = FileProbes { links, file, plan: plan.clone(), ready_ns, readiness };
                 match pid {
                     Some(pid) => self.files.insert(id, slot, probes, pid),
                     None => self.files.insert_pinned(id, slot, probes),
@@ -297,9 +301,28 @@ impl GoTls {
         }
     }
 
-    /// Releases the probes of executables no target has run for the idle period.
+    /// Releases the probes of executables no target has run for the idle period, and at once those
+    /// of an executable rewritten in place: its probes sit at the old content's offsets, which in
+    /// the new content may fall inside an instruction. Also forgets targets that are gone without
+    /// an exit record (a lost record would keep their file from ever being idle).
     pub fn release_idle(&mut self, ebpf: &mut Ebpf) {
-        for (id, file) in self.files.expired(Clock::ktime_now()) {
+        let now = Clock::ktime_now();
+        self.files
+            .forget_pids(|pid, id| !FileId::of(Path::new(&format!("/proc/{pid}/exe"))).is_ok_and(|f| f == *id), now);
+        for (id, file) in
+            self.files.take_if(|id, f| f.links.file.metadata().is_ok_and(|m| FileId::from_metadata(&m) != *id))
+        {
+            if file.pinned() {
+                self.pinned = self.pinned.saturating_sub(1);
+            }
+            self.release_file(ebpf, file);
+            tracing::warn!(
+                dev = id.dev,
+                ino = id.ino,
+                "Go TLS probes released: the executable changed on disk since they were placed; its next run gets new ones"
+            );
+        }
+        for (id, file) in self.files.expired(now) {
             self.release_file(ebpf, file);
             tracing::info!(
                 dev = id.dev,

@@ -30,12 +30,16 @@ impl FileId {
     /// The identity of the file at `path` (e.g. `/proc/PID/exe`, followed to the executable).
     pub fn of(path: &Path) -> Result<Self> {
         let m = std::fs::metadata(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        Ok(FileId {
+        Ok(Self::from_metadata(&m))
+    }
+
+    pub fn from_metadata(m: &std::fs::Metadata) -> Self {
+        FileId {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
+        }
     }
 }
 

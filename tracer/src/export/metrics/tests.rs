@@ -11,7 +11,7 @@ use super::*;
 use crate::span::{AttrValue, SpanKind, SpanStatus};
 
 fn span(kind: SpanKind, status: SpanStatus, attrs: &[(&'static str, AttrValue)], millis: u64) -> SpanRecord {
-    let mut s = crate::export::test_span("s", 1, None, 0, millis);
+    let mut s = crate::export::tests::test_span("s", 1, None, 0, millis);
     s.kind = kind;
     s.status = status;
     s.attributes = attrs.to_vec();

@@ -357,7 +357,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::export::test_span;
+    use crate::export::tests::test_span;
 
     /// Encodes `spans`, decodes them with opentelemetry-proto, and checks that prost's own
     /// encoding of the decoded request is byte for byte ours: lengths, field order and the

@@ -3,7 +3,7 @@
 
 use super::tests::{cfg, drained, grpc_collector, grpc_collector_failing, http_collector_failing, send_all};
 use super::*;
-use crate::export::{ExportHandle, start, test_span};
+use crate::export::{ExportHandle, start, tests::test_span};
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 

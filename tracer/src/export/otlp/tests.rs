@@ -1,7 +1,7 @@
 //! The OTLP exporter against real gRPC and HTTP collectors on loopback.
 
 use super::*;
-use crate::export::{ExportHandle, Exporter, Output, start, test_span};
+use crate::export::{ExportHandle, Exporter, Output, start, tests::test_span};
 use crate::span::{AttrValue, ProcessInfo, SpanStatus};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
