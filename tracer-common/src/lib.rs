@@ -39,6 +39,10 @@ pub mod kind {
     pub const SOCK_CLOSE: u32 = 3;
     pub const PROC_EXEC: u32 = 4;
     pub const PROC_EXIT: u32 = 5;
+    /// [`GoSpawnEvent`]: the Go runtime created a goroutine.
+    pub const GO_SPAWN: u32 = 6;
+    /// [`GoLinkEvent`]: grpc-go or net/http told which goroutine a request belongs to.
+    pub const GO_LINK: u32 = 7;
 }
 
 /// Direction of bytes as seen by the traced process.
@@ -102,7 +106,9 @@ pub struct EventHeader {
     pub _pad: u32,
     /// bpf_ktime_get_ns (CLOCK_MONOTONIC) when the event was produced.
     pub ts_ns: u64,
-    /// Goroutine id, filled by Go uprobes; 0 when unknown.
+    /// The current goroutine, as the address of its runtime `g` (R14 on amd64), filled by Go
+    /// uprobes; 0 when unknown (syscall hooks). Not the goroutine's number: the runtime reuses a
+    /// `g` for later goroutines, so it names a goroutine only between two of its spawns.
     pub goid: u64,
 }
 
@@ -199,6 +205,50 @@ pub mod close_reason {
 pub struct ProcEvent {
     pub hdr: EventHeader,
     pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// `runtime.newproc1`: goroutine `hdr.goid` (the new goroutine's `g`) was created by the
+/// goroutine whose `g` is `parent`, at `hdr.ts_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoSpawnEvent {
+    pub hdr: EventHeader,
+    pub parent: u64,
+}
+
+/// What a [`GoLinkEvent`] says.
+pub mod go_link {
+    /// grpc-go's writer goroutine (`hdr.goid`, its loopy writer) is about to write the HEADERS of
+    /// client stream `stream_id` for the call made by goroutine `caller`; `path` is the call's
+    /// `:path` (the method), read before HPACK encoding.
+    pub const GRPC_CLIENT_STREAM: u32 = 1;
+    /// net/http's HTTP/1 write loop (`hdr.goid`) is about to write the request that goroutine
+    /// `caller` is making (the next request it writes on its connection).
+    pub const HTTP1_CLIENT_WRITE: u32 = 2;
+    /// An HTTP/2 server (net/http's bundled copy or golang.org/x/net/http2) runs the handler of
+    /// stream `stream_id` of the connection on socket `fd` in goroutine `hdr.goid`.
+    pub const H2_SERVER_HANDLER: u32 = 3;
+}
+
+/// Bytes of a gRPC method path a [`GoLinkEvent`] carries (etcd's longest is 40).
+pub const GO_LINK_PATH: usize = 96;
+
+/// A link between goroutines and requests, from grpc-go and net/http uprobes (see [`go_link`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoLinkEvent {
+    pub hdr: EventHeader,
+    /// One of [`go_link`].
+    pub link: u32,
+    /// HTTP/2 stream id (0 when the link has none).
+    pub stream_id: u32,
+    /// The goroutine (`g`) that made the call, for client links; 0 otherwise.
+    pub caller: u64,
+    /// Socket fd, for server links; -1 otherwise.
+    pub fd: i32,
+    /// Bytes of `path` that are valid.
+    pub path_len: u32,
+    pub path: [u8; GO_LINK_PATH],
 }
 
 /// Key of a comm name in the `TARGET_COMMS` map (NUL-padded, as the kernel stores it).
@@ -321,6 +371,8 @@ mod user {
     unsafe impl aya::Pod for SockOpenEvent {}
     unsafe impl aya::Pod for SockCloseEvent {}
     unsafe impl aya::Pod for ProcEvent {}
+    unsafe impl aya::Pod for GoSpawnEvent {}
+    unsafe impl aya::Pod for GoLinkEvent {}
     unsafe impl aya::Pod for SocketState {}
     unsafe impl aya::Pod for GoTlsOffsets {}
     unsafe impl aya::Pod for GoKey {}

@@ -73,6 +73,8 @@ impl Agent {
                 }
             }
             Event::ProcExit { tgid } => self.detach(tgid),
+            Event::GoSpawn(s) => self.pipeline.on_go_spawn(&s),
+            Event::GoLink(l) => self.pipeline.on_go_link(&l),
         }
     }
 

@@ -6,8 +6,8 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, ProcEvent, SockAddr, SockCloseEvent, SockOpenEvent, data_flags,
-    direction, kind, sock_role, source,
+    DATA_EVENT_HEADER_LEN, DataEvent, EventHeader, GO_LINK_PATH, GoLinkEvent, GoSpawnEvent, ProcEvent, SockAddr,
+    SockCloseEvent, SockOpenEvent, data_flags, direction, go_link, kind, sock_role, source,
 };
 
 use crate::stream::{Direction, Role};
@@ -35,6 +35,48 @@ pub enum Event<'a> {
     ProcExit {
         tgid: u32,
     },
+    GoSpawn(GoSpawn),
+    GoLink(GoLink),
+}
+
+/// The Go runtime created goroutine `child` (its `g`) from goroutine `parent`, at `ts_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoSpawn {
+    pub tgid: u32,
+    pub ts_ns: u64,
+    pub child: u64,
+    pub parent: u64,
+}
+
+/// A link between goroutines and requests from grpc-go or net/http (see `tracer_common::go_link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoLink {
+    pub tgid: u32,
+    pub ts_ns: u64,
+    /// The goroutine the probe ran in (its `g`).
+    pub goroutine: u64,
+    pub kind: GoLinkKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoLinkKind {
+    /// `goroutine` (grpc-go's writer) writes the HEADERS of client stream `stream_id` next, for
+    /// the call of goroutine `caller`, whose method path is `path` (`path_len` bytes of it).
+    GrpcClientStream { stream_id: u32, caller: u64, path: [u8; GO_LINK_PATH], path_len: usize },
+    /// `goroutine` (net/http's HTTP/1 write loop) writes the request of goroutine `caller` next.
+    Http1ClientWrite { caller: u64 },
+    /// `goroutine` runs the handler of HTTP/2 stream `stream_id` of socket `fd`.
+    H2ServerHandler { fd: i32, stream_id: u32 },
+}
+
+impl GoLinkKind {
+    /// The method path of a gRPC client stream, when it is valid UTF-8.
+    pub fn grpc_path(&self) -> Option<&str> {
+        match self {
+            GoLinkKind::GrpcClientStream { path, path_len, .. } => std::str::from_utf8(&path[..*path_len]).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// One chunk of a data syscall's payload.
@@ -52,6 +94,8 @@ pub struct DataChunk<'a> {
     pub tls: bool,
     pub first: bool,
     pub last: bool,
+    /// The goroutine (its `g`) that made the call, for Go TLS plaintext; 0 when unknown.
+    pub goroutine: u64,
     pub data: &'a [u8],
 }
 
@@ -135,6 +179,11 @@ pub fn parse(bytes: &[u8]) -> Result<Event<'_>, ParseError> {
             Ok(Event::ProcExec { tgid: hdr.tgid, comm: comm_string(&ev.comm), ts_ns: hdr.ts_ns })
         }
         kind::PROC_EXIT => Ok(Event::ProcExit { tgid: hdr.tgid }),
+        kind::GO_SPAWN => {
+            let ev: GoSpawnEvent = read(bytes, hdr.kind)?;
+            Ok(Event::GoSpawn(GoSpawn { tgid: hdr.tgid, ts_ns: hdr.ts_ns, child: hdr.goid, parent: ev.parent }))
+        }
+        kind::GO_LINK => parse_go_link(bytes).map(Event::GoLink),
         other => Err(ParseError::UnknownKind(other)),
     }
 }
@@ -169,8 +218,26 @@ fn parse_data(bytes: &[u8]) -> Result<DataChunk<'_>, ParseError> {
         },
         first: ev.flags & data_flags::FIRST != 0,
         last: ev.flags & data_flags::LAST != 0,
+        goroutine: ev.hdr.goid,
         data,
     })
+}
+
+fn parse_go_link(bytes: &[u8]) -> Result<GoLink, ParseError> {
+    let ev: GoLinkEvent = read(bytes, kind::GO_LINK)?;
+    let kind = match ev.link {
+        go_link::GRPC_CLIENT_STREAM => {
+            let path_len = ev.path_len as usize;
+            if path_len > GO_LINK_PATH {
+                return Err(ParseError::BadField("link path length"));
+            }
+            GoLinkKind::GrpcClientStream { stream_id: ev.stream_id, caller: ev.caller, path: ev.path, path_len }
+        }
+        go_link::HTTP1_CLIENT_WRITE => GoLinkKind::Http1ClientWrite { caller: ev.caller },
+        go_link::H2_SERVER_HANDLER => GoLinkKind::H2ServerHandler { fd: ev.fd, stream_id: ev.stream_id },
+        _ => return Err(ParseError::BadField("link kind")),
+    };
+    Ok(GoLink { tgid: ev.hdr.tgid, ts_ns: ev.hdr.ts_ns, goroutine: ev.hdr.goid, kind })
 }
 
 /// The address, if the kernel gave a usable one (a known family and a port).

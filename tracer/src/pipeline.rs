@@ -12,7 +12,7 @@ use crate::{
     clock::Clock,
     connections::{ConnKey, ConnTable, Connection, StaleClose},
     correlate::{CorrelateStats, Correlator},
-    events::{DataChunk, SockOpen},
+    events::{DataChunk, GoLink, GoSpawn, SockOpen},
     export::ExportHandle,
     local_addrs::LocalAddrs,
     span::{ProcessInfo, SpanRecord},
@@ -62,6 +62,18 @@ impl Pipeline {
             export,
             spans: Vec::new(),
         }
+    }
+
+    /// The Go runtime created a goroutine in a target: correlation follows goroutine ancestry.
+    pub fn on_go_spawn(&mut self, s: &GoSpawn) {
+        self.correlator.on_go_spawn(s);
+    }
+
+    /// grpc-go or net/http linked a goroutine to a request: assembly takes what names the
+    /// request (a gRPC method), correlation what links it to its caller.
+    pub fn on_go_link(&mut self, l: &GoLink) {
+        self.assembler.on_go_link(l);
+        self.correlator.on_go_link(l);
     }
 
     /// Bytes a traced socket moved (or a Go TLS call read or wrote).

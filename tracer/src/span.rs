@@ -246,6 +246,33 @@ pub struct SpanRecord {
     /// Kept by the sampler (decided per trace in correlation; export leaves out the rest, after
     /// what must see every span).
     pub sampled: bool,
+    /// Where assembly saw the span: what correlation links it by. Never exported.
+    pub origin: SpanOrigin,
+}
+
+/// Where and when a span was seen, for correlation (finding its parent): never exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanOrigin {
+    pub tgid: u32,
+    /// The connection: its socket fd and the kernel time it was opened (or first met), which
+    /// together name one connection for its whole life.
+    pub fd: i32,
+    pub conn_opened_ns: u64,
+    pub local: Option<std::net::SocketAddr>,
+    pub peer: Option<std::net::SocketAddr>,
+    /// HTTP/2 stream id, for HTTP/2 and gRPC spans.
+    pub stream_id: Option<u32>,
+    /// The goroutine (its `g`, as in the events' header) whose bytes carried the request: for a
+    /// server span, the one that read the end of the request head; for a client span, the one
+    /// that wrote the request's first bytes. 0 when unknown (not from Go TLS probes).
+    pub goroutine: u64,
+    /// Kernel monotonic times (`bpf_ktime_get_ns`) of the span's start and end, comparable with
+    /// the events' timestamps.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The other end of the connection is a connection of a traced process on this node (the
+    /// same addresses, reversed): its span of the same request is expected too.
+    pub peer_traced: bool,
 }
 
 impl SpanRecord {
@@ -359,6 +386,7 @@ mod tests {
             remote_parent: None,
             latency_class: LatencyClass::Other,
             sampled: true,
+            origin: Default::default(),
         }
     }
 

@@ -82,6 +82,7 @@ pub fn new_span(
         remote_parent: None,
         latency_class: LatencyClass::Other,
         sampled: true,
+        origin: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ mod http2;
 use crate::{
     clock::Clock,
     connections::{Connection, Feed},
+    events::GoLink,
     protocols::http1 as h1,
     span::{LatencyClass, SpanRecord, SpanStatus},
     stream::Role,
@@ -140,6 +141,9 @@ impl Assembler {
     }
 
     /// The connection is gone: finish what it had in flight, or give it its connection span.
+    /// A goroutine was linked to a request (grpc-go, net/http). Not used yet.
+    pub fn on_go_link(&mut self, _link: &GoLink) {}
+
     pub fn on_close(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<SpanRecord>) {
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => h.close(

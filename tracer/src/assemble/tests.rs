@@ -55,6 +55,7 @@ impl Harness {
             tls: self.tls,
             first: true,
             last: true,
+            goroutine: 0,
             data,
         };
         self.seq[dir.index()] += 1;

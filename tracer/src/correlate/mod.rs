@@ -13,7 +13,10 @@
 mod ids;
 mod sample;
 
-use crate::span::SpanRecord;
+use crate::{
+    events::{GoLink, GoSpawn},
+    span::SpanRecord,
+};
 
 use ids::IdGenerator;
 pub use sample::{SampleConfig, SampleStats, Sampler, SlowThresholds};
@@ -71,6 +74,12 @@ impl Correlator {
         }
     }
 
+    /// A goroutine was created (goroutine ancestry). Not used yet.
+    pub fn on_go_spawn(&mut self, _spawn: &GoSpawn) {}
+
+    /// A goroutine was linked to a request (grpc-go, net/http). Not used yet.
+    pub fn on_go_link(&mut self, _link: &GoLink) {}
+
     /// The counters, sampling's included.
     pub fn stats(&self) -> CorrelateStats {
         CorrelateStats { sampling: self.sampler.stats().clone(), ..self.stats.clone() }
@@ -106,6 +115,7 @@ mod tests {
             remote_parent: None,
             latency_class: LatencyClass::Other,
             sampled: true,
+            origin: Default::default(),
         }
     }
 

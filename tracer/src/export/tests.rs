@@ -271,5 +271,6 @@ pub(super) fn test_span(name: &str, id: u8, parent: Option<u8>, start_ms: u64, e
         remote_parent: None,
         latency_class: crate::span::LatencyClass::Other,
         sampled: true,
+        origin: Default::default(),
     }
 }
