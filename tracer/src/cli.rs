@@ -286,13 +286,18 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
 
 /// Milliseconds, or a number with the unit ms or s.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
+    // A bare number is milliseconds, as in OTEL_EXPORTER_OTLP_TIMEOUT; minutes are no export
+    // timeout (a collector that slow holds up every batch behind it).
     let t = s.trim();
-    let (number, unit_ms) = match t.strip_suffix("ms") {
-        Some(n) => (n, 1),
-        None => t.strip_suffix('s').map_or((t, 1), |n| (n, 1000)),
+    let parsed = if t.bytes().all(|b| b.is_ascii_digit()) {
+        parse_duration(&format!("{t}ms"))
+    } else if t.ends_with('s') {
+        parse_duration(t)
+    } else {
+        Err(String::new())
     };
-    match number.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_millis(n.saturating_mul(unit_ms))),
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(d),
         _ => Err(format!("'{s}' is not a timeout above zero, e.g. 10000, 500ms or 10s")),
     }
 }
@@ -439,5 +444,9 @@ mod tests {
         assert!(cmd.get_arguments().any(|a| a.get_id() == "otlp_headers" && a.is_hide_env_values_set()));
         assert_eq!(parse_timeout("750").unwrap(), Duration::from_millis(750));
         assert_eq!(parse_timeout("750ms").unwrap(), Duration::from_millis(750));
+        assert_eq!(parse_timeout("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["0", "0ms", "", "10x", "-1s"] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -357,7 +357,7 @@ where
 
     if let Some(metrics_cfg) = cfg.metrics.clone() {
         let queued = handle.otlp.as_ref().map(|q| q.queued.clone());
-        let (meter, metrics) = metrics::start(metrics_cfg, stats.clone(), queued)?;
+        let (meter, metrics) = metrics::start(metrics_cfg, &cfg.resource_attributes, stats.clone(), queued)?;
         handle.metrics = Some(meter);
         exporter.metrics = Some(metrics);
     }

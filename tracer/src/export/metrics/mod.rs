@@ -25,7 +25,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality};
-use opentelemetry_sdk::resource::{EnvResourceDetector, Resource};
+use opentelemetry_sdk::resource::Resource;
 use tokio::sync::oneshot;
 
 use instruments::LOST_EVENT_REASONS;
@@ -147,12 +147,16 @@ pub(super) struct Metrics {
 /// spans waiting in the OTLP queue, if there is one.
 pub(super) fn start(
     cfg: MetricsConfig,
+    resource_attributes: &[(String, String)],
     stats: Arc<ExportStats>,
     queued: Option<Arc<AtomicUsize>>,
 ) -> anyhow::Result<(SpanMeter, Metrics)> {
     // Cumulative: what a Prometheus scrape must show, and the OTLP exporters' default.
     let reader = SharedReader(Arc::new(ManualReader::builder().with_temporality(Temporality::Cumulative).build()));
-    let provider = SdkMeterProvider::builder().with_resource(resource()).with_reader(reader.clone()).build();
+    let provider = SdkMeterProvider::builder()
+        .with_resource(resource(resource_attributes, std::env::var("OTEL_SERVICE_NAME").ok()))
+        .with_reader(reader.clone())
+        .build();
     let meter = provider.meter("tracer");
     let spans = SpanMeter { instruments: instruments::SpanInstruments::new(&meter), made: Arc::default() };
     instruments::observe_health(&meter, cfg.health.clone(), spans.made.clone(), stats, queued);
@@ -179,15 +183,15 @@ pub(super) fn start(
 }
 
 /// `service.name` is the agent's (the metrics describe every traced process at once; their spans
-/// carry each one's name) unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` names one, which
-/// the SDK reads. `host.name` tells the nodes of a DaemonSet apart.
-fn resource() -> Resource {
-    let named = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.is_empty());
+/// carry each one's name) unless `OTEL_RESOURCE_ATTRIBUTES` (`attributes`, as the agent resolved
+/// it for the spans too) or `OTEL_SERVICE_NAME` (which wins, as the specification says) names one.
+/// `host.name` tells the nodes of a DaemonSet apart.
+fn resource(attributes: &[(String, String)], service_name: Option<String>) -> Resource {
     let resource = Resource::builder_empty()
         .with_service_name(SERVICE_NAME)
         .with_attribute(KeyValue::new("host.name", crate::procfs::host_name()))
-        .with_detector(Box::new(EnvResourceDetector::new()));
-    match named {
+        .with_attributes(attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    match service_name.filter(|n| !n.trim().is_empty()) {
         Some(name) => resource.with_service_name(name),
         None => resource,
     }

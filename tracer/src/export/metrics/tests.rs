@@ -190,12 +190,29 @@ async fn a_taken_address_is_an_error() {
     let health = Arc::new(Health::default());
     health.set_capturing(true);
     let cfg = MetricsConfig { otlp: None, interval: DEFAULT_INTERVAL, listen: Some("127.0.0.1:0".into()), health };
-    let (_meter, metrics) = start(cfg.clone(), Arc::new(ExportStats::default()), None).unwrap();
+    let (_meter, metrics) = start(cfg.clone(), &[], Arc::new(ExportStats::default()), None).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let err = start(MetricsConfig { listen: Some(addr.clone()), ..cfg }, Arc::new(ExportStats::default()), None)
+    let err = start(MetricsConfig { listen: Some(addr.clone()), ..cfg }, &[], Arc::new(ExportStats::default()), None)
         .err()
         .unwrap();
     assert!(format!("{err:#}").contains(&addr), "{err:#}");
     metrics.shutdown(std::time::Instant::now()).await;
+}
+
+/// The resource is built from what the agent resolved (`OTEL_RESOURCE_ATTRIBUTES`, checked once
+/// for the spans and the metrics alike), and `OTEL_SERVICE_NAME` wins over both.
+#[test]
+fn the_resource_takes_the_resolved_attributes_and_the_service_name_wins() {
+    let value = |r: &Resource, key: &'static str| r.get(&opentelemetry::Key::new(key)).map(|v| v.to_string());
+    let attrs = vec![("deployment.environment".to_string(), "prod".to_string())];
+    let r = resource(&attrs, None);
+    assert_eq!(value(&r, "service.name").as_deref(), Some(SERVICE_NAME));
+    assert_eq!(value(&r, "deployment.environment").as_deref(), Some("prod"));
+    assert!(value(&r, "host.name").is_some());
+    let named = vec![("service.name".to_string(), "from-attributes".to_string())];
+    assert_eq!(value(&resource(&named, None), "service.name").as_deref(), Some("from-attributes"));
+    let r = resource(&named, Some("from-variable".into()));
+    assert_eq!(value(&r, "service.name").as_deref(), Some("from-variable"));
+    assert_eq!(value(&resource(&[], Some(" ".into())), "service.name").as_deref(), Some(SERVICE_NAME));
 }
