@@ -46,7 +46,7 @@ fn trace_lines(stderr: &str) -> Vec<Line> {
         .lines()
         .filter_map(|l| {
             let rest = &l[l.find(marker)? + marker.len()..];
-            let first_field = rest.find(|c: char| c == '=').map(|eq| rest[..eq].rfind(' ').unwrap_or(0))?;
+            let first_field = rest.find('=').map(|eq| rest[..eq].rfind(' ').unwrap_or(0))?;
             let msg = rest[..first_field].trim().to_owned();
             if !(msg == "data" || msg.starts_with("go ")) {
                 return None;
