@@ -9,7 +9,8 @@
 //!   the goroutine that made it, an ancestor of the write loop;
 //! - etcdctl (grpc-go 1.33, Go 1.19) against etcd over TLS with client certificates: one client
 //!   stream link per call, whose method is the one etcdctl called and whose stream id is the one
-//!   its own HTTP/2 framer logged writing (GODEBUG=http2debug=2).
+//!   its own HTTP/2 framer logged writing (GODEBUG=http2debug=2), written by grpc-go's writer
+//!   goroutine, a descendant of the caller.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -238,13 +239,17 @@ fn grpc_client_stream_links_carry_the_method_and_the_wire_stream_id() {
     let out = tracer.stop();
     let lines = trace_lines(&out.stderr);
     for (pid, method, wire) in runs {
-        let links: Vec<&Line> = of_pid(&lines, "go link grpc client stream", pid).map(|(_, l)| l).collect();
+        let positioned: Vec<(usize, &Line)> = of_pid(&lines, "go link grpc client stream", pid).collect();
+        let links: Vec<&Line> = positioned.iter().map(|(_, l)| *l).collect();
         let ids: Vec<u64> = links.iter().map(|l| l.u64("stream_id")).collect();
         assert_eq!(ids, wire, "etcdctl {pid}: link stream ids = the HEADERS it wrote; links {links:?}");
         assert!(links.iter().any(|l| l.str("path") == method), "etcdctl {pid}: a link for {method}: {links:?}");
-        for l in &links {
+        for (at, l) in &positioned {
             let (writer, caller) = (l.u64("goroutine"), l.u64("caller"));
             assert!(caller != 0 && caller != writer, "the call's goroutine is not grpc-go's writer: {l:?}");
+            // etcdctl dials from its main goroutine: the writer descends from the caller (through
+            // grpc-go's connection goroutine), by the Go 1.19 runtime's spawn records.
+            assert!(has_ancestor(&lines, pid, writer, caller, *at, 4), "writer {writer} not under caller {caller}");
             // The writer wrote the HEADERS: egress data of that goroutine.
             assert!(
                 of_pid(&lines, "data", pid).any(|(_, d)| d.str("dir") == "Egress" && d.u64("goroutine") == writer),
