@@ -27,7 +27,9 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use core::ffi::c_void;
-use tracer_common::{GO_LINK_PATH, GoKey, GoLinkEvent, GoSpawnEvent, counter, go_cookie_arg, go_link, kind};
+use tracer_common::{
+    GO_LINK_PATH, GO_SITE_AT_STACK_CHECK, GoKey, GoLinkEvent, GoSpawnEvent, counter, go_cookie_arg, go_link, kind,
+};
 
 use crate::{
     gotls_conns::{conn_fd, go_tls_target},
@@ -196,7 +198,7 @@ pub fn go_h2_run_handler(ctx: ProbeContext) -> u32 {
         count(counter::GO_LINK_BAD_LAYOUT);
         return 0;
     }
-    let conn_at = u64::from(go_cookie_arg(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) }));
+    let conn_at = u64::from(site_arg(&ctx) & !GO_SITE_AT_STACK_CHECK);
     let Ok(conn) = (unsafe { bpf_probe_read_user((sc + conn_at) as *const u64) }) else { return 0 };
     let Some(fd) = conn_fd(tgid, conn) else {
         count(counter::GO_LINK_NO_SOCKET);
@@ -261,13 +263,28 @@ fn emit_link(pid_tgid: u64, g: u64, link: &Link, fields: Option<(u64, u64)>) {
     entry.submit(submit_flags());
 }
 
-/// The current task's pid_tgid and registers, when the probes are live and its process is a
-/// target (see `go_tls_target`).
+/// x86 EFLAGS carry and zero flags: `jbe` branches when either is set.
+const CF_ZF: u64 = 1 | 1 << 6;
+
+/// The current task's pid_tgid and registers, when the probes are live, its process is a target
+/// (see `go_tls_target`), and the function goes on: a probe on the branch of the stack check
+/// (flagged in its cookie) skips the run that branches to morestack, which restarts the function
+/// from its entry. One trap per call where an entry probe takes two, and no call seen twice.
 #[inline(always)]
 fn go_probe(ctx: &ProbeContext) -> Option<(u64, &pt_regs)> {
     if empty_probes() {
         return None;
     }
     let pid_tgid = go_tls_target(ctx)?;
-    Some((pid_tgid, unsafe { &*ctx.regs }))
+    let regs = unsafe { &*ctx.regs };
+    if site_arg(ctx) & GO_SITE_AT_STACK_CHECK != 0 && regs.eflags & CF_ZF != 0 {
+        return None;
+    }
+    Some((pid_tgid, regs))
+}
+
+/// The site argument of the probe's cookie (see `tracer_common::go_cookie`).
+#[inline(always)]
+fn site_arg(ctx: &ProbeContext) -> u32 {
+    go_cookie_arg(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) })
 }
