@@ -70,13 +70,19 @@ fn h2_handlers(bin: &GoBinary, names: &[(&str, u32)]) -> Vec<(u64, u32)> {
     v
 }
 
-#[test]
-fn etcd_has_every_site_and_both_http2_servers() {
-    let bin = open(Path::new("/usr/bin/etcd"));
+/// Debian's etcd 3.4 build at `path` (server or client): spawns, grpc-go and the HTTP/1 client.
+fn etcd_build(path: &str) -> (GoBinary, GoroutineSites) {
+    let bin = open(Path::new(path));
     let s = sites(&bin, true).unwrap();
     check_spawn(&bin, &s);
     check_grpc(&bin, &s);
     check_http1_client(&bin, &s);
+    (bin, s)
+}
+
+#[test]
+fn etcd_has_every_site_and_both_http2_servers() {
+    let (bin, s) = etcd_build("/usr/bin/etcd");
     let expected = h2_handlers(
         &bin,
         &[("net/http.(*http2serverConn).runHandler", 24), ("golang.org/x/net/http2.(*serverConn).runHandler", 24)],
@@ -87,11 +93,7 @@ fn etcd_has_every_site_and_both_http2_servers() {
 
 #[test]
 fn etcdctl_is_a_grpc_client_without_http2_server() {
-    let bin = open(Path::new("/usr/bin/etcdctl"));
-    let s = sites(&bin, true).unwrap();
-    check_spawn(&bin, &s);
-    check_grpc(&bin, &s);
-    check_http1_client(&bin, &s);
+    let (_, s) = etcd_build("/usr/bin/etcdctl");
     assert_eq!(s.h2_servers, 0);
 }
 
