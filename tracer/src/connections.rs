@@ -21,7 +21,7 @@ use crate::{
 
 pub use endpoint::Endpoint;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub tgid: u32,
     pub fd: i32,
@@ -35,6 +35,8 @@ struct DirState {
 }
 
 pub struct Connection<P> {
+    /// Where the table keeps it (set by [`ConnTable::insert`]): the process and its socket fd.
+    pub key: ConnKey,
     pub role: Role,
     /// Fixed at creation, as `endpoints`, which is made from them.
     pub local: Option<SocketAddr>,
@@ -48,6 +50,9 @@ pub struct Connection<P> {
     pub preexisting: bool,
     /// The kernel `struct sock` behind the fd, when the probes said (else 0).
     pub sk: u64,
+    /// Another traced process holds this connection's other end (the same addresses, reversed):
+    /// kept by the table as connections come and go.
+    pub peer_traced: bool,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub process: Arc<ProcessInfo>,
@@ -79,6 +84,7 @@ impl<P: Default> Connection<P> {
         process: Arc<ProcessInfo>,
     ) -> Self {
         Connection {
+            key: ConnKey::default(),
             role,
             local,
             peer,
@@ -87,6 +93,7 @@ impl<P: Default> Connection<P> {
             last_ns: opened_ns,
             preexisting,
             sk: 0,
+            peer_traced: false,
             bytes_received: 0,
             bytes_sent: 0,
             process,
@@ -155,6 +162,7 @@ impl<P: Default> Connection<P> {
                     uncaptured_after: total.saturating_sub(end),
                     enter_ns: c.enter_ns,
                     exit_ns: c.enter_ns,
+                    goroutine: c.goroutine,
                 });
                 lost = true;
             }
@@ -172,7 +180,8 @@ impl<P: Default> Connection<P> {
             dir.open_syscall = Some((c.total_len, end));
             0
         };
-        let seg = Segment { data: c.data, uncaptured_after, enter_ns: c.enter_ns, exit_ns: c.exit_ns };
+        let seg =
+            Segment { data: c.data, uncaptured_after, enter_ns: c.enter_ns, exit_ns: c.exit_ns, goroutine: c.goroutine };
         Some(if lost { Feed::LostThen(seg) } else { Feed::Segments(gap, seg) })
     }
 }
@@ -190,16 +199,22 @@ impl Direction {
 #[derive(Debug, PartialEq, Eq)]
 pub struct StaleClose;
 
+/// A connection's addresses as (local, peer).
+type AddrPair = (SocketAddr, SocketAddr);
+
 pub struct ConnTable<P> {
     // foldhash: the default SipHash showed in profiles; keys are (tgid, fd), not attacker-chosen.
     conns: HashMap<ConnKey, Connection<P>, foldhash::fast::RandomState>,
+    /// The connections by their addresses, to find the other end of one on this node: at most
+    /// one entry per connection (a socket shared by processes is found under its latest key).
+    by_addrs: HashMap<AddrPair, ConnKey, foldhash::fast::RandomState>,
     max: usize,
     pub evicted: u64,
 }
 
 impl<P: Default> ConnTable<P> {
     pub fn new(max: usize) -> Self {
-        ConnTable { conns: HashMap::default(), max, evicted: 0 }
+        ConnTable { conns: HashMap::default(), by_addrs: HashMap::default(), max, evicted: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -212,19 +227,45 @@ impl<P: Default> ConnTable<P> {
 
     /// Inserts, returning what was there (fd reuse without a seen close) and what had to be
     /// evicted to make room: both still need their spans finished.
-    pub fn insert(&mut self, key: ConnKey, conn: Connection<P>) -> Vec<Connection<P>> {
+    pub fn insert(&mut self, key: ConnKey, mut conn: Connection<P>) -> Vec<Connection<P>> {
         let mut finished = Vec::new();
-        if let Some(old) = self.conns.remove(&key) {
-            finished.push(old);
-        }
+        finished.extend(self.take(&key));
         if self.conns.len() >= self.max
             && let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k)
         {
-            finished.extend(self.conns.remove(&oldest));
+            finished.extend(self.take(&oldest));
             self.evicted += 1;
+        }
+        conn.key = key;
+        if let (Some(local), Some(peer)) = (conn.local, conn.peer) {
+            self.by_addrs.insert((local, peer), key);
+            if let Some(other) = self.by_addrs.get(&(peer, local)).filter(|k| k.tgid != key.tgid)
+                && let Some(other) = self.conns.get_mut(other)
+            {
+                other.peer_traced = true;
+                conn.peer_traced = true;
+            }
         }
         self.conns.insert(key, conn);
         finished
+    }
+
+    /// Removes a connection and its address entry; the other end, if traced, is no longer
+    /// marked as such.
+    fn take(&mut self, key: &ConnKey) -> Option<Connection<P>> {
+        let conn = self.conns.remove(key)?;
+        if let (Some(local), Some(peer)) = (conn.local, conn.peer) {
+            if self.by_addrs.get(&(local, peer)) == Some(key) {
+                self.by_addrs.remove(&(local, peer));
+            }
+            if conn.peer_traced
+                && let Some(other) = self.by_addrs.get(&(peer, local))
+                && let Some(other) = self.conns.get_mut(other)
+            {
+                other.peer_traced = false;
+            }
+        }
+        Some(conn)
     }
 
     /// Removes the connection a close record of kernel socket `sk` on `key` ends. One known to
@@ -232,14 +273,14 @@ impl<P: Default> ConnTable<P> {
     pub fn remove_closed(&mut self, key: &ConnKey, sk: u64) -> Result<Option<Connection<P>>, StaleClose> {
         match self.conns.get(key) {
             Some(c) if !c.may_be_socket(sk) => Err(StaleClose),
-            _ => Ok(self.conns.remove(key)),
+            _ => Ok(self.take(key)),
         }
     }
 
     /// Removes every connection of a process (it exited or was detached).
     pub fn remove_process(&mut self, tgid: u32) -> Vec<Connection<P>> {
         let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
-        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+        keys.iter().filter_map(|k| self.take(k)).collect()
     }
 
     /// The connections of a process.
@@ -251,10 +292,11 @@ impl<P: Default> ConnTable<P> {
     pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection<P>> {
         let keys: Vec<ConnKey> =
             self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();
-        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+        keys.iter().filter_map(|k| self.take(k)).collect()
     }
 
     pub fn drain(&mut self) -> Vec<Connection<P>> {
+        self.by_addrs.clear();
         self.conns.drain().map(|(_, c)| c).collect()
     }
 }

@@ -1,0 +1,103 @@
+//! The method paths grpc-go's writer goroutine announced for the client streams it opens, kept
+//! until the stream's HEADERS show on the wire.
+//!
+//! A connection opened before the agent attached encodes `:path` (and content-type) as HPACK
+//! dynamic-table references the decoder never saw filled: the probe on grpc-go's header handler
+//! (`GoLinkKind::GrpcClientStream`) reads the path from the writer's own header list just before
+//! the frame is written, so the stream is named by what its writer said, never by a guess.
+//! Bounded in count and age: a link whose HEADERS never show (the probe ran, the write failed)
+//! leaves on its own.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::events::{GoLink, GoLinkKind};
+
+/// Links kept at most: each waits only for the writer's next write, so a few thousand cover
+/// thousands of streams opened at once.
+pub const MAX_LINKS: usize = 4096;
+/// A link older than this when its stream's HEADERS come is not used (nor kept).
+pub const MAX_LINK_AGE_NS: u64 = 10_000_000_000;
+
+/// A client stream as the writer names it: the process, the writer goroutine (the `g` that
+/// writes the HEADERS), and the stream id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StreamKey {
+    tgid: u32,
+    writer: u64,
+    stream_id: u32,
+}
+
+#[derive(Default, Debug, Clone)]
+pub struct LinkStats {
+    /// Streams named from a link.
+    pub used: u64,
+    /// Links that left unused: too old, or pushed out by newer ones.
+    pub expired: u64,
+    /// Links whose path was not a `/service/method` path.
+    pub invalid: u64,
+}
+
+#[derive(Default)]
+pub struct GrpcLinks {
+    /// foldhash: keys are (tgid, g, stream id) from the probes, not chosen by a peer.
+    paths: HashMap<StreamKey, GoLink, foldhash::fast::RandomState>,
+    /// Keys in arrival (time) order, with their link's time: the oldest leaves first.
+    order: VecDeque<(StreamKey, u64)>,
+    pub stats: LinkStats,
+}
+
+impl GrpcLinks {
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Keeps a `GrpcClientStream` link (other kinds are not assembly's).
+    pub fn on_link(&mut self, link: &GoLink) {
+        let GoLinkKind::GrpcClientStream { stream_id, .. } = link.kind else { return };
+        if link.kind.grpc_path().and_then(crate::protocols::grpc::parse_path).is_none() {
+            self.stats.invalid += 1;
+            return;
+        }
+        self.expire(link.ts_ns);
+        while self.order.len() >= MAX_LINKS {
+            self.pop_oldest();
+        }
+        let key = StreamKey { tgid: link.tgid, writer: link.goroutine, stream_id };
+        // The same key again (a `g` reused by another writer): the newer link is the one.
+        if self.paths.insert(key, *link).is_some() {
+            self.stats.expired += 1;
+        }
+        self.order.push_back((key, link.ts_ns));
+    }
+
+    /// The link of client stream `stream_id` whose HEADERS goroutine `writer` of `tgid` wrote
+    /// at `now_ns`, taken out: each names one stream.
+    pub fn take(&mut self, tgid: u32, writer: u64, stream_id: u32, now_ns: u64) -> Option<GoLink> {
+        if writer == 0 {
+            return None;
+        }
+        let link = self.paths.remove(&StreamKey { tgid, writer, stream_id })?;
+        if now_ns.saturating_sub(link.ts_ns) > MAX_LINK_AGE_NS {
+            self.stats.expired += 1;
+            return None;
+        }
+        self.stats.used += 1;
+        Some(link)
+    }
+
+    /// Links older than the age limit at `now_ns` leave.
+    fn expire(&mut self, now_ns: u64) {
+        while self.order.front().is_some_and(|&(_, ts)| now_ns.saturating_sub(ts) > MAX_LINK_AGE_NS) {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        let Some((key, ts)) = self.order.pop_front() else { return };
+        // Only the entry this arrival made (a later one under the same key stays).
+        if self.paths.get(&key).is_some_and(|l| l.ts_ns == ts) {
+            self.paths.remove(&key);
+            self.stats.expired += 1;
+        }
+    }
+}
