@@ -180,8 +180,13 @@ impl<P: Default> Connection<P> {
             dir.open_syscall = Some((c.total_len, end));
             0
         };
-        let seg =
-            Segment { data: c.data, uncaptured_after, enter_ns: c.enter_ns, exit_ns: c.exit_ns, goroutine: c.goroutine };
+        let seg = Segment {
+            data: c.data,
+            uncaptured_after,
+            enter_ns: c.enter_ns,
+            exit_ns: c.exit_ns,
+            goroutine: c.goroutine,
+        };
         Some(if lost { Feed::LostThen(seg) } else { Feed::Segments(gap, seg) })
     }
 }
@@ -341,5 +346,59 @@ mod tests {
         table.insert(key, conn(0));
         assert!(matches!(table.remove_closed(&key, 0xb000), Ok(Some(_))));
         assert!(matches!(table.remove_closed(&key, 0xb000), Ok(None)));
+    }
+
+    fn at(tgid: u32, local: &str, peer: &str) -> Connection<()> {
+        let mut c = conn(0);
+        c.process = Arc::new(ProcessInfo { pid: tgid, ..(*c.process).clone() });
+        (c.local, c.peer) = (local.parse().ok(), peer.parse().ok());
+        c
+    }
+
+    fn peer_traced(table: &mut ConnTable<()>, tgid: u32, fd: i32) -> bool {
+        table.get_mut(&ConnKey { tgid, fd }).expect("connection").peer_traced
+    }
+
+    /// A connection whose reversed addresses are another traced process's connection knows it
+    /// (both do), whichever came first, and forgets it when that one goes; a process's own
+    /// other end (one process, both ends) and other addresses do not count.
+    #[test]
+    fn the_other_end_in_another_traced_process_is_known_while_it_lives() {
+        let (client, server) = ("10.0.0.1:40000", "10.0.0.1:2379");
+        let mut table = ConnTable::new(16);
+        table.insert(ConnKey { tgid: 1, fd: 5 }, at(1, client, server));
+        table.insert(ConnKey { tgid: 1, fd: 6 }, at(1, "10.0.0.1:40001", server));
+        assert!(!peer_traced(&mut table, 1, 5));
+        table.insert(ConnKey { tgid: 1, fd: 7 }, at(1, server, "10.0.0.1:40001"));
+        assert!(!peer_traced(&mut table, 1, 6) && !peer_traced(&mut table, 1, 7), "one process, both ends");
+        table.insert(ConnKey { tgid: 2, fd: 9 }, at(2, server, client));
+        assert!(peer_traced(&mut table, 1, 5) && peer_traced(&mut table, 2, 9));
+        assert!(!peer_traced(&mut table, 1, 6));
+        assert!(table.remove_closed(&ConnKey { tgid: 2, fd: 9 }, 0).is_ok());
+        assert!(!peer_traced(&mut table, 1, 5), "the other end closed");
+        table.insert(ConnKey { tgid: 2, fd: 9 }, at(2, server, client));
+        assert!(peer_traced(&mut table, 1, 5));
+        table.remove_process(1);
+        assert!(!peer_traced(&mut table, 2, 9), "its process is gone");
+        assert_eq!(table.by_addrs.len(), table.len());
+    }
+
+    /// The address index is bounded with the table: evicted, replaced and drained connections
+    /// leave it.
+    #[test]
+    fn the_address_index_follows_the_table() {
+        let mut table = ConnTable::new(2);
+        for fd in 0..10 {
+            let c = at(3, &format!("10.0.0.1:{}", 40_000 + fd), "10.0.0.2:443");
+            table.insert(ConnKey { tgid: 3, fd }, c);
+            assert_eq!(table.by_addrs.len(), table.len());
+        }
+        assert_eq!((table.len(), table.evicted), (2, 8));
+        table.insert(ConnKey { tgid: 3, fd: 9 }, at(3, "10.0.0.1:50000", "10.0.0.2:443"));
+        assert_eq!((table.len(), table.by_addrs.len()), (2, 2), "fd 9 replaced");
+        table.remove_process_except(3, &[9]);
+        assert_eq!((table.len(), table.by_addrs.len()), (1, 1));
+        table.drain();
+        assert_eq!(table.by_addrs.len(), 0);
     }
 }

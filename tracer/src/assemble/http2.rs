@@ -170,7 +170,10 @@ impl Http2Conn {
                 }
                 s.name_unknown = s.method.is_none() || s.path.is_none();
                 s.etcd_by_path = s.grpc_service_len.is_none()
-                    && s.path.as_deref().and_then(grpc::parse_path).is_some_and(|(sv, m)| EtcdOp::from_rpc(sv, m).is_some());
+                    && s.path
+                        .as_deref()
+                        .and_then(grpc::parse_path)
+                        .is_some_and(|(sv, m)| EtcdOp::from_rpc(sv, m).is_some());
                 self.streams.insert(id, s);
             }
             H2Event::Data { stream_id, len, .. } => {

@@ -101,3 +101,68 @@ impl GrpcLinks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(goroutine: u64, stream_id: u32, path: &str, ts_ns: u64) -> GoLink {
+        let mut bytes = [0; tracer_common::GO_LINK_PATH];
+        bytes[..path.len()].copy_from_slice(path.as_bytes());
+        let kind = GoLinkKind::GrpcClientStream { stream_id, caller: 1, path: bytes, path_len: path.len() };
+        GoLink { tgid: 7, ts_ns, goroutine, kind }
+    }
+
+    const RANGE: &str = "/etcdserverpb.KV/Range";
+
+    /// Beyond the bound the oldest links leave, counted; the newest are all there.
+    #[test]
+    fn the_store_keeps_the_newest_links_up_to_its_bound() {
+        let mut links = GrpcLinks::default();
+        let extra = 100;
+        for i in 0..(MAX_LINKS + extra) as u32 {
+            links.on_link(&link(0xc000, 2 * i + 1, RANGE, u64::from(i)));
+        }
+        assert_eq!(links.len(), MAX_LINKS);
+        assert_eq!(links.stats.expired, extra as u64);
+        let now = (MAX_LINKS + extra) as u64;
+        assert!(links.take(7, 0xc000, 1, now).is_none(), "the oldest left");
+        assert!(links.take(7, 0xc000, 2 * extra as u32 - 1, now).is_none());
+        let newest = links.take(7, 0xc000, 2 * (MAX_LINKS + extra) as u32 - 1, now).expect("the newest is kept");
+        assert_eq!(newest.kind.grpc_path(), Some(RANGE));
+        assert!(links.take(7, 0xc000, 2 * extra as u32 + 1, now).is_some(), "the oldest kept");
+        assert_eq!(links.stats.used, 2);
+        assert_eq!(links.len(), MAX_LINKS - 2, "a link names one stream and is let go");
+    }
+
+    /// Links leave when they are too old: when a newer one comes, or when they are asked for.
+    #[test]
+    fn old_links_leave_and_name_nothing() {
+        let mut links = GrpcLinks::default();
+        links.on_link(&link(0xc000, 1, RANGE, 1_000));
+        links.on_link(&link(0xc000, 3, RANGE, 2_000));
+        links.on_link(&link(0xc000, 5, RANGE, 2_000 + MAX_LINK_AGE_NS));
+        assert_eq!((links.len(), links.stats.expired), (2, 1), "the one older than the age limit left");
+        assert!(links.take(7, 0xc000, 3, 3_000 + MAX_LINK_AGE_NS).is_none(), "too old when asked for");
+        assert!(links.take(7, 0xc000, 5, 3_000 + MAX_LINK_AGE_NS).is_some());
+        assert_eq!((links.len(), links.stats.expired, links.stats.used), (0, 2, 1));
+    }
+
+    /// Only gRPC paths are kept; a goroutine reused for another writer replaces its link; an
+    /// unknown goroutine (0) finds nothing.
+    #[test]
+    fn invalid_paths_are_not_kept_and_a_key_holds_the_newest_link() {
+        let mut links = GrpcLinks::default();
+        links.on_link(&link(0xc000, 1, "not-a-path", 1));
+        links.on_link(&link(0xc000, 1, "/etcdserverpb.KV", 1));
+        assert_eq!((links.len(), links.stats.invalid), (0, 2));
+        links.on_link(&link(0xc000, 1, RANGE, 1));
+        links.on_link(&link(0xc000, 1, "/etcdserverpb.KV/Put", 2));
+        assert!(links.take(7, 0, 1, 3).is_none());
+        assert_eq!(
+            links.take(7, 0xc000, 1, 3).and_then(|l| l.kind.grpc_path().map(str::to_owned)).as_deref(),
+            Some("/etcdserverpb.KV/Put")
+        );
+        assert_eq!(links.len(), 0);
+    }
+}

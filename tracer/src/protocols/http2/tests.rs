@@ -192,7 +192,8 @@ fn huge_data_partly_captured_then_headers_next_segment() {
     let mut hdr =
         FrameHeader { length: big_len, kind: ft::DATA, flags: 0, stream_id: 1, reserved: false }.to_bytes().to_vec();
     hdr.extend(std::iter::repeat_n(b'x', 3991));
-    let s = Segment { data: &hdr, uncaptured_after: u64::from(big_len) - 3991, enter_ns: 10, exit_ns: 20, goroutine: 0 };
+    let s =
+        Segment { data: &hdr, uncaptured_after: u64::from(big_len) - 3991, enter_ns: 10, exit_ns: 20, goroutine: 0 };
     d.feed(&s, &mut out);
     // Next segment: trailers-like HEADERS for stream 3 and a DATA for stream 1 end.
     let blk3 = e.encode(&[(":status", "404")]);
@@ -241,7 +242,8 @@ fn lost_header_block_resets_hpack_and_reports_unknown() {
     d.feed(&seg(&b1, 1), &mut out);
     // Second request: the block is only partly captured.
     let b2 = headers(3, &e.encode(&[(":method", "GET"), (":path", "/b"), (":authority", "x")]), true);
-    let s = Segment { data: &b2[..12], uncaptured_after: (b2.len() - 12) as u64, enter_ns: 2, exit_ns: 3, goroutine: 0 };
+    let s =
+        Segment { data: &b2[..12], uncaptured_after: (b2.len() - 12) as u64, enter_ns: 2, exit_ns: 3, goroutine: 0 };
     d.feed(&s, &mut out);
     // Third: references /b's entry, which we never saw: must not resolve to /a.
     let b3 = headers(5, &e.encode(&[(":method", "GET"), (":path", "/b"), (":authority", "x")]), true);
@@ -417,7 +419,8 @@ fn no_panic_on_pseudo_random_streams() {
         while pos < bytes.len() {
             let n = (1 + next() as usize % 300).min(bytes.len() - pos);
             let unc = if next() % 5 == 0 { u64::from(next() % 100) } else { 0 };
-            let s = Segment { data: &bytes[pos..pos + n], uncaptured_after: unc, enter_ns: 0, exit_ns: 0, goroutine: 0 };
+            let s =
+                Segment { data: &bytes[pos..pos + n], uncaptured_after: unc, enter_ns: 0, exit_ns: 0, goroutine: 0 };
             d.feed(&s, &mut out);
             pos += n;
         }
