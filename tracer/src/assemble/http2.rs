@@ -160,7 +160,7 @@ impl Http2Conn {
                 } else if let Some(link) = links.take(reader.tgid, writer, id, enter_ns) {
                     // grpc-go's writer said which call this is: its HEADERS name it when they can.
                     if s.path.is_none() {
-                        s.path = link.kind.grpc_path().map(|p| FieldValue::copy(p));
+                        s.path = link.kind.grpc_path().map(FieldValue::copy);
                     }
                     s.method.get_or_insert(FieldValue::Static("POST"));
                     s.grpc_service_len = s.path.as_deref().and_then(grpc::parse_path).map(|(service, _)| service.len());

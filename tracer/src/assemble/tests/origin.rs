@@ -11,9 +11,9 @@ use crate::{
 
 /// Goroutines (`g` addresses as Go allocates them): grpc-go's writer of the connection, its
 /// reader, and a goroutine that writes nothing of these streams.
-const WRITER: u64 = 0xc000_6020_00;
-const READER: u64 = 0xc000_6031_a0;
-const OTHER: u64 = 0xc000_0071_e0;
+const WRITER: u64 = 0xc0_0060_2000;
+const READER: u64 = 0xc0_0060_31a0;
+const OTHER: u64 = 0xc0_0000_71e0;
 
 /// The header list grpc-go 1.33 (etcd 3.4's client) sends for a call, in its order.
 fn grpc_go_headers(enc: &mut GoLikeEncoder, path: &str) -> Vec<u8> {
