@@ -157,7 +157,7 @@ impl Http2Conn {
                     matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct));
                 if self.role == Role::Server {
                     s.remote_parent = traceparent(ev);
-                } else if let Some(link) = links.take(reader.tgid, writer, id, enter_ns) {
+                } else if let Some(link) = links.take(reader.tgid, writer, id, enter_ns, stats) {
                     // grpc-go's writer said which call this is: its HEADERS name it when they can.
                     if s.path.is_none() {
                         s.path = link.kind.grpc_path().map(FieldValue::copy);

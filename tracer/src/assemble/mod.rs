@@ -22,7 +22,7 @@ use crate::{
 
 pub use http1::Http1Conn;
 pub use http2::Http2Conn;
-pub use links::GrpcLinks;
+use links::GrpcLinks;
 
 use context::SpanContext;
 
@@ -63,6 +63,11 @@ pub struct AssembleStats {
     /// HTTP/2 streams reported without a name: HEADERS not decodable (a connection joined
     /// mid-way) and no link from the writer said which call it was.
     pub unnamed_streams: u64,
+    /// grpc-go's stream links (see `links`): used to name a stream, let go unused (too old,
+    /// pushed out), or not a method path.
+    pub grpc_links_used: u64,
+    pub grpc_links_expired: u64,
+    pub grpc_links_invalid: u64,
 }
 
 pub struct Assembler {
@@ -74,7 +79,7 @@ pub struct Assembler {
     /// Decoded HTTP/1 messages of the segment being fed, kept between segments (see `Http1Conn::feed`).
     h1_events: Vec<h1::Http1Event>,
     /// grpc-go's names of the client streams it is about to open.
-    pub grpc_links: GrpcLinks,
+    grpc_links: GrpcLinks,
 }
 
 impl Assembler {
@@ -157,7 +162,7 @@ impl Assembler {
     /// A goroutine was linked to a request (grpc-go, net/http): grpc-go's writer names the client
     /// stream it opens next (see `links`); the other kinds are correlation's.
     pub fn on_go_link(&mut self, link: &GoLink) {
-        self.grpc_links.on_link(link);
+        self.grpc_links.on_link(link, &mut self.stats);
     }
 
     /// The connection is gone: finish what it had in flight, or give it its connection span.

@@ -83,7 +83,8 @@ fn a_stream_of_a_connection_opened_before_attach_is_named_by_its_writers_link() 
     // The probe runs before the frame is written.
     h.asm.on_go_link(&grpc_link(7, WRITER, 9, "/etcdserverpb.KV/Range", 5));
     unary_call(&mut h, 9, &head, &range_request(b"/registry/pods/default/web-0", b""), 10);
-    let (links, unnamed) = (h.asm.grpc_links.stats.clone(), h.asm.stats.unnamed_streams);
+    let st = &h.asm.stats;
+    let (used, expired, unnamed) = (st.grpc_links_used, st.grpc_links_expired, st.unnamed_streams);
     let left = h.asm.grpc_links.len();
     let spans = h.close(100);
     assert_eq!(spans.len(), 1, "{spans:?}");
@@ -111,7 +112,7 @@ fn a_stream_of_a_connection_opened_before_attach_is_named_by_its_writers_link() 
             peer_traced: false,
         }
     );
-    assert_eq!((links.used, links.expired, left, unnamed), (1, 0, 0, 0), "the link was used once and let go");
+    assert_eq!((used, expired, left, unnamed), (1, 0, 0, 0), "the link was used once and let go");
 }
 
 /// A link names only the stream its writer wrote, in its process, while it is fresh.
