@@ -40,6 +40,11 @@ pub const fn go_cookie(file_slot: u64, site_arg: u32) -> u64 {
     (file_slot & 0xffff_ffff) | (site_arg as u64) << 32
 }
 
+/// Site argument flag: the probe is on the branch of the function's stack check rather than on
+/// its entry (the arguments are still in their registers there); it skips the run that takes the
+/// branch (CF or ZF set), which morestack restarts from the entry.
+pub const GO_SITE_AT_STACK_CHECK: u32 = 1 << 31;
+
 /// The file slot of a Go uprobe's cookie (see [`go_cookie`]).
 pub const fn go_cookie_slot(cookie: u64) -> u64 {
     cookie & 0xffff_ffff

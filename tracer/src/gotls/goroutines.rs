@@ -4,12 +4,12 @@
 //! pclntab (stripped binaries have it), RETs by disassembly. They go to the files that get Go TLS
 //! probes, with the same cookie (the probes share the per-process bookkeeping of `go_tls_target`).
 
-use tracer_common::go_cookie;
+use tracer_common::{GO_SITE_AT_STACK_CHECK, go_cookie};
 
 use super::{
     GO_GRPC_HEADER, GO_GRPC_PUT, GO_H2_HANDLER, GO_HTTP1_ROUND_TRIP, GO_HTTP1_WRITE, GO_SPAWN_ENTER, GO_SPAWN_RET,
 };
-use crate::gobin::{GoBinError, GoBinary};
+use crate::gobin::{GoBinError, GoBinary, GoFunc};
 
 const NEWPROC1: &str = "runtime.newproc1";
 const GRPC_PUT: &str = "google.golang.org/grpc/internal/transport.(*controlBuffer).executeAndPut";
@@ -53,9 +53,20 @@ impl GoroutineSites {
     }
 }
 
-/// The sites in `bin` (a register-ABI Go binary). A group whose functions are not all there
-/// (a binary without grpc-go, or without an HTTP/1 client) gets no probe.
-pub fn sites(bin: &GoBinary) -> Result<GoroutineSites, GoBinError> {
+/// Where a probe for the call of `f` goes, with site argument `arg`: on the branch of its stack
+/// check when `at_branch` and the code has one (one trap a call, see probes/goroutines.rs),
+/// else on its entry.
+fn call_site(bin: &GoBinary, f: &GoFunc, prog: usize, arg: u32, at_branch: bool) -> (usize, u64, u32) {
+    match bin.stack_check_branch(f).filter(|_| at_branch) {
+        Some(branch) => (prog, branch, arg | GO_SITE_AT_STACK_CHECK),
+        None => (prog, f.file_offset, arg),
+    }
+}
+
+/// The sites in `bin` (a register-ABI Go binary); calls probed on their stack check's branch when
+/// `at_branch` (the `--go-tls-probes auto` policy), else at their entry. A group whose functions
+/// are not all there (a binary without grpc-go, or without an HTTP/1 client) gets no probe.
+pub fn sites(bin: &GoBinary, at_branch: bool) -> Result<GoroutineSites, GoBinError> {
     let mut names = vec![NEWPROC1, GRPC_PUT, GRPC_HEADER, HTTP1_ROUND_TRIP, HTTP1_WRITE];
     names.extend(H2_RUN_HANDLERS.iter().map(|(name, _)| *name));
     let found = bin.functions_by_suffix(&names);
@@ -67,7 +78,7 @@ pub fn sites(bin: &GoBinary) -> Result<GoroutineSites, GoBinError> {
         if !rets.is_empty() {
             s.spawn_rets = rets.len();
             s.points.extend(rets.into_iter().map(|o| (GO_SPAWN_RET, o, 0)));
-            s.points.push((GO_SPAWN_ENTER, newproc1.file_offset, 0));
+            s.points.push(call_site(bin, newproc1, GO_SPAWN_ENTER, 0, at_branch));
         }
     }
     let mut pair = |first: usize, first_prog: usize, second: usize, second_prog: usize| -> bool {
@@ -75,8 +86,8 @@ pub fn sites(bin: &GoBinary) -> Result<GoroutineSites, GoBinError> {
         if a.is_empty() || b.is_empty() {
             return false;
         }
-        s.points.extend(a.iter().map(|f| (first_prog, f.file_offset, 0)));
-        s.points.extend(b.iter().map(|f| (second_prog, f.file_offset, 0)));
+        s.points.extend(a.iter().map(|f| call_site(bin, f, first_prog, 0, at_branch)));
+        s.points.extend(b.iter().map(|f| call_site(bin, f, second_prog, 0, at_branch)));
         true
     };
     let grpc = pair(1, GO_GRPC_PUT, 2, GO_GRPC_HEADER);
@@ -85,7 +96,7 @@ pub fn sites(bin: &GoBinary) -> Result<GoroutineSites, GoBinError> {
     s.http1_client = http1_client;
     for (i, (_, conn_data)) in H2_RUN_HANDLERS.iter().enumerate() {
         for f in entries(5 + i) {
-            s.points.push((GO_H2_HANDLER, f.file_offset, *conn_data));
+            s.points.push(call_site(bin, f, GO_H2_HANDLER, *conn_data, at_branch));
             s.h2_servers += 1;
         }
     }

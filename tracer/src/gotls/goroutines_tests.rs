@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use tracer_common::GO_SITE_AT_STACK_CHECK;
+
 use super::*;
 use crate::gobin::{GoBinary, tests::env_bin};
 
@@ -19,16 +21,27 @@ fn points_of(s: &GoroutineSites, prog: usize) -> Vec<(u64, u32)> {
     v
 }
 
-/// The entry of the function named exactly `name`, as a point with no site argument.
-fn entry(bin: &GoBinary, name: &str) -> Vec<(u64, u32)> {
+/// Where the call of the function named exactly `name` is probed, with site argument `arg`: the
+/// branch of its stack check (flagged), else its entry.
+fn call(bin: &GoBinary, name: &str, arg: u32) -> (u64, u32) {
     let f = bin.function(name).unwrap_or_else(|| panic!("{name} is in this binary"));
-    vec![(f.file_offset, 0)]
+    match bin.stack_check_branch(&f) {
+        Some(branch) => {
+            assert!(branch > f.file_offset && branch < f.file_offset + 16, "{name}: branch in the prologue");
+            (branch, arg | GO_SITE_AT_STACK_CHECK)
+        }
+        None => (f.file_offset, arg),
+    }
+}
+
+fn entry(bin: &GoBinary, name: &str) -> Vec<(u64, u32)> {
+    vec![call(bin, name, 0)]
 }
 
 /// Checks the spawn probes: newproc1's entry, and exactly its RETs.
 fn check_spawn(bin: &GoBinary, s: &GoroutineSites) {
     let newproc1 = bin.function(NEWPROC1).expect("runtime.newproc1");
-    assert_eq!(points_of(s, GO_SPAWN_ENTER), [(newproc1.file_offset, 0)]);
+    assert_eq!(points_of(s, GO_SPAWN_ENTER), entry(bin, NEWPROC1));
     let rets: Vec<(u64, u32)> = bin.ret_offsets(&newproc1).unwrap().into_iter().map(|o| (o, 0)).collect();
     assert!(!rets.is_empty());
     assert_eq!(points_of(s, GO_SPAWN_RET), rets);
@@ -52,19 +65,24 @@ fn check_grpc(bin: &GoBinary, s: &GoroutineSites) {
 
 /// The HTTP/2 server handlers expected, by exact name, each with its connection offset.
 fn h2_handlers(bin: &GoBinary, names: &[(&str, u32)]) -> Vec<(u64, u32)> {
-    let mut v: Vec<(u64, u32)> =
-        names.iter().map(|(n, arg)| (bin.function(n).unwrap_or_else(|| panic!("{n}")).file_offset, *arg)).collect();
+    let mut v: Vec<(u64, u32)> = names.iter().map(|(n, arg)| call(bin, n, *arg)).collect();
     v.sort();
     v
 }
 
-#[test]
-fn etcd_has_every_site_and_both_http2_servers() {
-    let bin = open(Path::new("/usr/bin/etcd"));
-    let s = sites(&bin).unwrap();
+/// Debian's etcd 3.4 build at `path` (server or client): spawns, grpc-go and the HTTP/1 client.
+fn etcd_build(path: &str) -> (GoBinary, GoroutineSites) {
+    let bin = open(Path::new(path));
+    let s = sites(&bin, true).unwrap();
     check_spawn(&bin, &s);
     check_grpc(&bin, &s);
     check_http1_client(&bin, &s);
+    (bin, s)
+}
+
+#[test]
+fn etcd_has_every_site_and_both_http2_servers() {
+    let (bin, s) = etcd_build("/usr/bin/etcd");
     let expected = h2_handlers(
         &bin,
         &[("net/http.(*http2serverConn).runHandler", 24), ("golang.org/x/net/http2.(*serverConn).runHandler", 24)],
@@ -75,11 +93,7 @@ fn etcd_has_every_site_and_both_http2_servers() {
 
 #[test]
 fn etcdctl_is_a_grpc_client_without_http2_server() {
-    let bin = open(Path::new("/usr/bin/etcdctl"));
-    let s = sites(&bin).unwrap();
-    check_spawn(&bin, &s);
-    check_grpc(&bin, &s);
-    check_http1_client(&bin, &s);
+    let (_, s) = etcd_build("/usr/bin/etcdctl");
     assert_eq!(s.h2_servers, 0);
 }
 
@@ -87,7 +101,7 @@ fn etcdctl_is_a_grpc_client_without_http2_server() {
 fn kubectl_has_spawns_the_http1_client_and_no_grpc() {
     let path = which("kubectl");
     let bin = open(&path);
-    let s = sites(&bin).unwrap();
+    let s = sites(&bin, true).unwrap();
     check_spawn(&bin, &s);
     check_http1_client(&bin, &s);
     assert!(!s.grpc);
@@ -101,11 +115,33 @@ fn kubectl_has_spawns_the_http1_client_and_no_grpc() {
 fn go_1_27_server_uses_the_internal_http2_layout() {
     let bin = open(&env_bin("GO_HTTPS_SERVER_BIN"));
     assert!(bin.go_version().is_some_and(|v| v.starts_with("go1.27")), "{:?}", bin.go_version());
-    let s = sites(&bin).unwrap();
+    let s = sites(&bin, true).unwrap();
     check_spawn(&bin, &s);
     let expected = h2_handlers(&bin, &[("net/http/internal/http2.(*serverConn).runHandler", 32)]);
     assert_eq!(points_of(&s, GO_H2_HANDLER), expected);
     assert!(!s.grpc);
+}
+
+/// With `--go-tls-probes` other than auto, every call is probed at its entry, with its plain
+/// site argument.
+#[test]
+fn entries_only_when_asked() {
+    let bin = open(Path::new("/usr/bin/etcd"));
+    let s = sites(&bin, false).unwrap();
+    let at_branch = sites(&bin, true).unwrap();
+    assert_eq!(s.count(), at_branch.count());
+    assert!(s.points.iter().all(|&(_, _, arg)| arg & GO_SITE_AT_STACK_CHECK == 0));
+    let handlers = points_of(&s, GO_H2_HANDLER);
+    let expected: Vec<(u64, u32)> =
+        ["net/http.(*http2serverConn).runHandler", "golang.org/x/net/http2.(*serverConn).runHandler"]
+            .iter()
+            .map(|n| (bin.function(n).unwrap().file_offset, 24))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+    assert_eq!(handlers, expected);
+    // On this build every call site has a stack check to probe instead.
+    assert!(at_branch.points.iter().filter(|p| p.0 != GO_SPAWN_RET).all(|p| p.2 & GO_SITE_AT_STACK_CHECK != 0));
 }
 
 #[test]

@@ -248,6 +248,7 @@ impl GoTls {
                     comm,
                     go_version = %plan.go_version,
                     ret_probes = plan.rets,
+                    goroutine_probes = plan.goroutines.count(),
                     "Go TLS probes attached ahead of exec"
                 );
             }

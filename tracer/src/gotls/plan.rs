@@ -140,7 +140,7 @@ fn plan(bin: &GoBinary, policy: GoTlsProbesArg) -> Result<ProbePlan, GoBinError>
     }));
     let rets = by_prog.iter().filter(|(prog, _)| matches!(*prog, WRITE_RET | READ_RET)).count();
     rets_first(&mut by_prog);
-    let (goroutines, goroutines_error) = match goroutines::sites(bin) {
+    let (goroutines, goroutines_error) = match goroutines::sites(bin, one_probe) {
         Ok(sites) => (sites, None),
         Err(e) => (GoroutineSites::default(), Some(e.to_string())),
     };
