@@ -220,11 +220,16 @@ impl ProcessFacts {
             GoLinkKind::Http1ClientWrite { .. } => LinkKind::Http1,
             GoLinkKind::H2ServerHandler { .. } => LinkKind::H2Server,
         };
-        if self.kinds[kind as usize].off || l.goroutine == 0 {
+        if l.goroutine == 0 {
             return;
         }
+        let off = self.kinds[kind as usize].off;
         let g = self.touch(l.goroutine, l.ts_ns, cap, verdicts);
         g.writer_of |= 1 << kind as u8;
+        // A kind switched off still says which goroutines write for others; nothing more.
+        if off {
+            return;
+        }
         match l.kind {
             GoLinkKind::GrpcClientStream { stream_id, caller, .. } => {
                 self.grpc.insert((l.goroutine, stream_id), GrpcLink { ts: l.ts_ns, caller });
@@ -383,15 +388,6 @@ impl ProcessFacts {
     /// with the wire when the connection it names carried later requests: an HTTP/2 handler
     /// link whose fd had a later server span, a gRPC link whose writer wrote later requests.
     pub fn prune(&mut self, before: u64, verdicts: &mut Verdicts) {
-        while let Some(&(g, seq, ts)) = self.order.front() {
-            if ts >= before {
-                break;
-            }
-            self.order.pop_front();
-            if self.goroutines.get(&g).is_some_and(|r| r.seq == seq) {
-                self.goroutines.remove(&g);
-            }
-        }
         let mut unclaimed = 0;
         let ends = &self.h2_span_ends;
         self.h2.retain(|&(fd, _), links| {
@@ -424,6 +420,21 @@ impl ProcessFacts {
             !links.is_empty()
         });
         self.h2_span_ends.retain(|_, end| *end >= before);
+        // Last: the links' verification asks the goroutines.
+        while let Some(&(g, seq, ts)) = self.order.front() {
+            if ts >= before {
+                break;
+            }
+            self.order.pop_front();
+            if self.goroutines.get(&g).is_some_and(|r| r.seq == seq) {
+                self.goroutines.remove(&g);
+            }
+        }
+    }
+
+    /// Nothing left to know, and nothing learnt that must be kept (a kind switched off).
+    pub fn is_empty(&self) -> bool {
+        self.goroutines.is_empty() && self.kinds.iter().all(|k| !k.off)
     }
 
     pub fn goroutines(&self) -> usize {

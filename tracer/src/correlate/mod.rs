@@ -27,7 +27,7 @@ use smallvec::SmallVec;
 
 use crate::{
     events::{GoLink, GoSpawn},
-    span::{LatencyClass, SpanKind, SpanRecord},
+    span::{LatencyClass, SpanKind, SpanOrigin, SpanRecord},
 };
 
 use facts::{Caller, Context, LinkKind, ProcessFacts, SpanKey, Verdicts};
@@ -355,11 +355,26 @@ impl Correlator {
             }
             kept.push((client, now_ns));
         }
+        let wait = self.caller_of(&o);
+        let deadline = now_ns + self.config.hold.as_nanos() as u64;
+        self.held.insert(key, Held::new(span, wait.unwrap_or(Wait::None), wait.map_or(u64::MAX, |_| deadline)));
+        // Its server ends that came first.
+        if let (true, Some(local), Some(remote)) = (o.peer_traced, o.local, o.peer) {
+            self.adopt_peer_servers(key, local, remote, o.stream_id, o.start_ns, o.end_ns, out);
+        }
+        match wait {
+            Ok(_) => self.resolve(key, now_ns, out),
+            Err(reason) => self.emit_tree(key, Top::Root(reason), out),
+        }
+    }
+
+    /// What client span `o` waits for: the request its caller served; else why it has no parent.
+    fn caller_of(&mut self, o: &SpanOrigin) -> Result<Wait, Reason> {
         if o.goroutine == 0 || o.tgid == 0 {
-            return self.emit_root(key, span, Reason::NoGoroutine, out);
+            return Err(Reason::NoGoroutine);
         }
         if self.held.len() >= self.config.max_held {
-            return self.emit_root(key, span, Reason::Bounds, out);
+            return Err(Reason::Bounds);
         }
         let cap = self.config.goroutines_per_process;
         let mut v = Verdicts::default();
@@ -371,16 +386,10 @@ impl Correlator {
             Caller::Link { kind: LinkKind::Grpc, goroutine, at } => (Via::Grpc, goroutine, at),
             Caller::Link { goroutine, at, .. } => (Via::Http1, goroutine, at),
             Caller::Own { goroutine, at } => (Via::ServerRequest, goroutine, at),
-            Caller::NoLink => return self.emit_root(key, span, Reason::NoLink, out),
-            Caller::LinkOff => return self.emit_root(key, span, Reason::LinkOff, out),
+            Caller::NoLink => return Err(Reason::NoLink),
+            Caller::LinkOff => return Err(Reason::LinkOff),
         };
-        let wait = Wait::Context { via, goroutine, at, pending: false };
-        self.held.insert(key, Held::new(span, wait, now_ns + self.config.hold.as_nanos() as u64));
-        // Its server ends that came first.
-        if let (true, Some(local), Some(remote)) = (o.peer_traced, o.local, o.peer) {
-            self.adopt_peer_servers(key, local, remote, o.stream_id, o.start_ns, o.end_ns, out);
-        }
-        self.resolve(key, now_ns, out);
+        Ok(Wait::Context { via, goroutine, at, pending: false })
     }
 
     /// Server spans waiting for client span `client` (local, remote) take it as their parent.
@@ -562,7 +571,7 @@ impl Correlator {
         for (tgid, v) in verdicts {
             self.take(tgid, v);
         }
-        self.processes.retain(|_, p| p.goroutines() > 0 || p.touched_ns >= before);
+        self.processes.retain(|_, p| !p.is_empty() || p.touched_ns >= before);
         self.peer_clients.retain(|_, kept| {
             kept.retain(|(_, seen)| *seen >= before);
             !kept.is_empty()

@@ -4,7 +4,10 @@
 use std::{collections::HashSet, sync::Arc};
 
 use super::*;
+use crate::events::GoLinkKind;
+use crate::span::SpanOrigin;
 use crate::span::{LatencyClass, ProcessInfo, RemoteParent, SpanKind, SpanStatus};
+use tracer_common::GO_LINK_PATH;
 
 mod bounds;
 mod scenarios;
@@ -73,4 +76,138 @@ fn a_remote_parent_gives_the_trace_and_the_parent() {
     let stats = c.stats();
     assert_eq!((stats.roots, stats.remote_parents), (1, 1));
     assert_eq!((stats.sampling.kept_ratio, stats.sampling.dropped_ratio), (2, 0));
+}
+
+pub(super) const PID: u32 = 100;
+/// A millisecond, in kernel nanoseconds.
+pub(super) const MS: u64 = 1_000_000;
+
+/// A correlator, the goroutine events and spans handed to it, and what went out.
+pub(super) struct Run {
+    pub c: Correlator,
+    pub out: Vec<SpanRecord>,
+}
+
+/// Where a span was seen.
+#[derive(Clone, Copy, Default)]
+pub(super) struct At {
+    pub pid: u32,
+    pub goroutine: u64,
+    pub fd: i32,
+    pub stream: Option<u32>,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+impl Run {
+    pub fn new() -> Self {
+        Run::with(CorrelateConfig::default())
+    }
+
+    pub fn with(config: CorrelateConfig) -> Self {
+        Run { c: Correlator::with_config(config), out: Vec::new() }
+    }
+
+    pub fn spawn(&mut self, pid: u32, ms: u64, child: u64, parent: u64) {
+        self.c.on_go_spawn(&GoSpawn { tgid: pid, ts_ns: ms * MS, child, parent });
+    }
+
+    fn link(&mut self, pid: u32, ns: u64, goroutine: u64, kind: GoLinkKind) {
+        self.c.on_go_link(&GoLink { tgid: pid, ts_ns: ns, goroutine, kind });
+    }
+
+    /// grpc-go's writer `writer` takes the HEADERS of `stream` for `caller`.
+    pub fn grpc(&mut self, pid: u32, ms: u64, writer: u64, stream: u32, caller: u64) {
+        let kind = GoLinkKind::GrpcClientStream { stream_id: stream, caller, path: [0; GO_LINK_PATH], path_len: 0 };
+        self.link(pid, ms * MS, writer, kind);
+    }
+
+    /// net/http's write loop `writer` writes `caller`'s request next.
+    pub fn http1(&mut self, pid: u32, ms: u64, writer: u64, caller: u64) {
+        self.link(pid, ms * MS, writer, GoLinkKind::Http1ClientWrite { caller });
+    }
+
+    /// `handler` runs the handler of HTTP/2 stream `stream` of `fd`.
+    pub fn h2(&mut self, pid: u32, ms: u64, handler: u64, fd: i32, stream: u32) {
+        self.link(pid, ms * MS, handler, GoLinkKind::H2ServerHandler { fd, stream_id: stream });
+    }
+
+    pub fn span(kind: SpanKind, name: &str, at: At) -> SpanRecord {
+        let mut s = assembled(name);
+        s.kind = kind;
+        s.start_unix_nano = at.start_ms * MS;
+        s.end_unix_nano = at.end_ms * MS;
+        s.origin = SpanOrigin {
+            tgid: at.pid,
+            fd: at.fd,
+            conn_opened_ns: 1,
+            stream_id: at.stream,
+            goroutine: at.goroutine,
+            start_ns: at.start_ms * MS,
+            end_ns: at.end_ms * MS,
+            ..SpanOrigin::default()
+        };
+        s
+    }
+
+    /// Hands `span` in when it ended (as assembly does).
+    pub fn hand(&mut self, span: SpanRecord) {
+        let now = span.origin.end_ns;
+        self.hand_at(span, now);
+    }
+
+    pub fn hand_at(&mut self, span: SpanRecord, now_ns: u64) {
+        let mut spans = vec![span];
+        self.c.intake(&mut spans, now_ns, &mut self.out);
+    }
+
+    pub fn server(&mut self, name: &str, at: At) {
+        self.hand(Run::span(SpanKind::Server, name, at));
+    }
+
+    pub fn client(&mut self, name: &str, at: At) {
+        self.hand(Run::span(SpanKind::Client, name, at));
+    }
+
+    pub fn tick(&mut self, ms: u64) {
+        self.c.release_due(ms * MS, &mut self.out);
+    }
+
+    /// The one span named `name` gone out.
+    pub fn get(&self, name: &str) -> &SpanRecord {
+        let mut found = self.out.iter().filter(|s| s.name == name);
+        let s = found.next().unwrap_or_else(|| panic!("{name} has not gone out"));
+        assert!(found.next().is_none(), "{name} went out twice");
+        s
+    }
+
+    pub fn gone_out(&self, name: &str) -> bool {
+        self.out.iter().any(|s| s.name == name)
+    }
+
+    /// The name of the parent of `name`, among the spans gone out (None: a root).
+    pub fn parent(&self, name: &str) -> Option<&str> {
+        let s = self.get(name);
+        let parent = s.parent_span_id?;
+        let p = self.out.iter().find(|p| p.span_id == parent).unwrap_or_else(|| panic!("{name}'s parent is not out"));
+        assert_eq!(p.trace_id, s.trace_id, "{name} is not in its parent's trace");
+        Some(&p.name)
+    }
+
+    /// Every span's ids are valid and distinct; every parent named is a span gone out, in the
+    /// same trace (spans with a remote parent aside), and gone out before it or with it.
+    pub fn check_ids(&self) {
+        let ids: HashSet<[u8; 8]> = self.out.iter().map(|s| s.span_id).collect();
+        assert_eq!(ids.len(), self.out.len(), "span ids repeat");
+        for (i, s) in self.out.iter().enumerate() {
+            assert!(s.span_id != [0; 8] && s.trace_id != [0; 16]);
+            let Some(parent) = s.parent_span_id else { continue };
+            if s.remote_parent.is_some_and(|r| r.span_id == parent) {
+                continue;
+            }
+            let p = self.out[..i].iter().find(|p| p.span_id == parent);
+            let p = p.unwrap_or_else(|| panic!("{}'s parent did not go out before it", s.name));
+            assert_eq!((p.trace_id, p.sampled), (s.trace_id, s.sampled), "{} and its parent {}", s.name, p.name);
+        }
+    }
 }
