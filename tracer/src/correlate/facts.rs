@@ -139,6 +139,13 @@ struct GrpcLink {
     caller: u64,
 }
 
+/// The handler goroutine of an HTTP/2 stream, and when it started.
+#[derive(Clone, Copy)]
+struct H2Link {
+    ts: u64,
+    handler: u64,
+}
+
 #[derive(Clone, Copy)]
 struct Http1Link {
     ts: u64,
@@ -164,8 +171,8 @@ pub struct ProcessFacts {
     next_seq: u64,
     grpc: Map<(u64, u32), GrpcLink>,
     http1: Map<u64, VecDeque<Http1Link>>,
-    /// HTTP/2 handler links by (fd, stream id): the handler goroutine and when it started.
-    h2: Map<(i32, u32), SmallVec<[(u64, u64); 1]>>,
+    /// HTTP/2 handler links by (fd, stream id).
+    h2: Map<(i32, u32), SmallVec<[H2Link; 1]>>,
     /// The end of the latest HTTP/2 server span seen on each fd (to verify handler links).
     h2_span_ends: Map<i32, u64>,
     kinds: [KindCheck; 3],
@@ -248,7 +255,7 @@ impl ProcessFacts {
                 if g.serves.len() > SERVES_KEPT {
                     g.serves.remove(0);
                 }
-                self.h2.entry((fd, stream_id)).or_default().push((l.ts_ns, l.goroutine));
+                self.h2.entry((fd, stream_id)).or_default().push(H2Link { ts: l.ts_ns, handler: l.goroutine });
             }
         }
     }
@@ -275,8 +282,8 @@ impl ProcessFacts {
         let span_end = self.h2_span_ends.entry(fd).or_default();
         *span_end = (*span_end).max(end);
         let links = self.h2.get_mut(&(fd, stream_id))?;
-        let i = links.iter().rposition(|&(ts, _)| (start..=end).contains(&ts))?;
-        let (ts, g) = links.remove(i);
+        let i = links.iter().rposition(|k| (start..=end).contains(&k.ts))?;
+        let H2Link { ts, handler: g } = links.remove(i);
         if links.is_empty() {
             self.h2.remove(&(fd, stream_id));
         }
@@ -391,9 +398,9 @@ impl ProcessFacts {
         let mut unclaimed = 0;
         let ends = &self.h2_span_ends;
         self.h2.retain(|&(fd, _), links| {
-            links.retain(|&mut (ts, _)| {
-                let keep = ts >= before;
-                unclaimed += u64::from(!keep && ends.get(&fd).is_some_and(|&end| end > ts));
+            links.retain(|k| {
+                let keep = k.ts >= before;
+                unclaimed += u64::from(!keep && ends.get(&fd).is_some_and(|&end| end > k.ts));
                 keep
             });
             !links.is_empty()

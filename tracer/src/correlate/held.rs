@@ -6,12 +6,11 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, VecDeque},
-    net::SocketAddr,
 };
 
 use smallvec::SmallVec;
 
-use super::{Map, Remembered, Via, facts::MAX_DEPTH, facts::SpanKey};
+use super::{AddrPair, Map, Remembered, Via, facts::MAX_DEPTH, facts::SpanKey};
 use crate::span::{SpanKind, SpanOrigin, SpanRecord};
 
 /// What a held span waits for.
@@ -187,7 +186,7 @@ impl HeldSpans {
         &mut self,
         top: SpanKey,
         out: &mut Vec<SpanRecord>,
-        peer_waiting: &mut Map<(SocketAddr, SocketAddr), SmallVec<[SpanKey; 1]>>,
+        peer_waiting: &mut Map<AddrPair, SmallVec<[SpanKey; 1]>>,
     ) -> Option<Tree> {
         if let Some(parent) = self.spans.get(&top).map(|h| h.parent).filter(|&p| p != 0)
             && let Some(p) = self.spans.get_mut(&parent)

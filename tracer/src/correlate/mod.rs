@@ -63,7 +63,7 @@ impl Default for CorrelateConfig {
             sampling: SampleConfig::default(),
             hold: Duration::from_secs(2),
             pending_hold: Duration::from_secs(30),
-            max_held: 32_768,
+            max_held: 8_192,
             goroutines_per_process: 16_384,
             max_processes: 32,
             remember: Duration::from_secs(30),
@@ -155,7 +155,12 @@ struct PeerClient {
     stream_id: Option<u32>,
     start_ns: u64,
     end_ns: u64,
+    /// When it came (kernel time).
+    seen_ns: u64,
 }
+
+/// A connection's (local, peer) addresses, as one end sees them.
+type AddrPair = (SocketAddr, SocketAddr);
 
 /// Slack on the end of a server span within its client's: the server's last write may return
 /// after the client's read of it.
@@ -171,9 +176,9 @@ pub struct Correlator {
     processes: Map<u32, ProcessFacts>,
     held: HeldSpans,
     /// Server spans waiting for their client end, by the client's (local, peer).
-    peer_waiting: Map<(SocketAddr, SocketAddr), SmallVec<[SpanKey; 1]>>,
+    peer_waiting: Map<AddrPair, SmallVec<[SpanKey; 1]>>,
     /// Client spans whose server end is traced, by (local, peer), held or gone out.
-    peer_clients: Map<(SocketAddr, SocketAddr), SmallVec<[(PeerClient, u64); 2]>>,
+    peer_clients: Map<AddrPair, SmallVec<[PeerClient; 2]>>,
     next_key: SpanKey,
     last_prune_ns: u64,
 }
@@ -348,12 +353,13 @@ impl Correlator {
     fn take_client(&mut self, key: SpanKey, span: SpanRecord, now_ns: u64, out: &mut Vec<SpanRecord>) {
         let o = span.origin;
         if let (true, Some(local), Some(remote)) = (o.peer_traced, o.local, o.peer) {
-            let client = PeerClient { key, stream_id: o.stream_id, start_ns: o.start_ns, end_ns: o.end_ns };
+            let client =
+                PeerClient { key, stream_id: o.stream_id, start_ns: o.start_ns, end_ns: o.end_ns, seen_ns: now_ns };
             let kept = self.peer_clients.entry((local, remote)).or_default();
             if kept.len() >= PEER_CLIENTS_KEPT {
                 kept.remove(0);
             }
-            kept.push((client, now_ns));
+            kept.push(client);
         }
         let wait = self.caller_of(&o);
         let deadline = now_ns + self.config.hold.as_nanos() as u64;
@@ -437,8 +443,8 @@ impl Correlator {
         end: u64,
     ) -> Option<SpanKey> {
         let kept = self.peer_clients.get(&(local, remote))?;
-        let mut found = kept.iter().filter(|(c, _)| within(c.stream_id, c.start_ns, c.end_ns, stream_id, start, end));
-        let first = found.next()?.0.key;
+        let mut found = kept.iter().filter(|c| within(c.stream_id, c.start_ns, c.end_ns, stream_id, start, end));
+        let first = found.next()?.key;
         // Two candidates (HTTP/1 back to back): no answer rather than a guess.
         found.next().is_none().then_some(first)
     }
@@ -573,7 +579,7 @@ impl Correlator {
         }
         self.processes.retain(|_, p| !p.is_empty() || p.touched_ns >= before);
         self.peer_clients.retain(|_, kept| {
-            kept.retain(|(_, seen)| *seen >= before);
+            kept.retain(|c| c.seen_ns >= before);
             !kept.is_empty()
         });
         self.held.prune(before);

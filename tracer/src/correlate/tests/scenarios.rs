@@ -22,16 +22,23 @@ fn etcd(stream: u32, start_ms: u64, end_ms: u64) -> At {
     At { pid: PID, goroutine: WRITER, fd: 9, stream: Some(stream), start_ms, end_ms }
 }
 
+/// A run where goroutine A, spawned at 11 ms by the connection goroutine, has called etcd (span
+/// `name`, 12 to 13 ms).
+fn a_called_etcd(name: &str) -> Run {
+    let mut r = Run::new();
+    r.spawn(PID, 11, A, CONN);
+    r.grpc(PID, 12, WRITER, 1, A);
+    r.client(name, etcd(1, 12, 13));
+    r
+}
+
 /// net/http serves HTTP/1 requests one after another on the connection's goroutine; each
 /// handler here spawns a child that calls etcd, and the first child is still calling while the
 /// connection goroutine serves the next request. Client spans come before their request (they
 /// end first), the late one after its request went out.
 #[test]
 fn an_http1_connection_goroutine_serving_requests_one_after_another() {
-    let mut r = Run::new();
-    r.spawn(PID, 11, A, CONN);
-    r.grpc(PID, 12, WRITER, 1, A);
-    r.client("etcd a1", etcd(1, 12, 13));
+    let mut r = a_called_etcd("etcd a1");
     assert_eq!(r.c.stats().held, 1, "waits for its request");
     r.server("GET /r1", http1(10, 20));
     r.spawn(PID, 22, B, CONN);
@@ -95,10 +102,7 @@ fn http2_handler_goroutines() {
 #[test]
 fn a_reborn_goroutine_never_inherits_the_old_request() {
     const HANDLER: u64 = 0xc000_0501;
-    let mut r = Run::new();
-    r.spawn(PID, 11, A, CONN);
-    r.grpc(PID, 12, WRITER, 1, A);
-    r.client("etcd old life", etcd(1, 12, 13));
+    let mut r = a_called_etcd("etcd old life");
     r.server("GET /r1", http1(10, 20));
     // The same g, born again from a goroutine that serves nothing.
     r.spawn(PID, 40, A, BACKGROUND);
@@ -262,10 +266,7 @@ fn a_call_that_comes_after_its_request() {
 /// A request with an incoming `traceparent` joins its caller's trace; its calls follow it.
 #[test]
 fn an_incoming_traceparent_carries_the_children() {
-    let mut r = Run::new();
-    r.spawn(PID, 11, A, CONN);
-    r.grpc(PID, 12, WRITER, 1, A);
-    r.client("etcd", etcd(1, 12, 13));
+    let mut r = a_called_etcd("etcd");
     let mut request = Run::span(SpanKind::Server, "GET /r1", http1(10, 20));
     request.remote_parent = Some(RemoteParent { trace_id: [7; 16], span_id: [9; 8], sampled: true });
     r.hand(request);
