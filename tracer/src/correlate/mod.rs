@@ -165,8 +165,9 @@ type AddrPair = (SocketAddr, SocketAddr);
 /// Slack on the end of a server span within its client's: the server's last write may return
 /// after the client's read of it.
 const END_SLACK_NS: u64 = 1_000_000;
-/// Client spans remembered per address pair for their server end.
-const PEER_CLIENTS_KEPT: usize = 8;
+/// Client spans remembered per address pair for their server end (an HTTP/2 connection carries
+/// many streams at once).
+const PEER_CLIENTS_KEPT: usize = 64;
 
 pub struct Correlator {
     ids: IdGenerator,
@@ -352,7 +353,8 @@ impl Correlator {
 
     fn take_client(&mut self, key: SpanKey, span: SpanRecord, now_ns: u64, out: &mut Vec<SpanRecord>) {
         let o = span.origin;
-        if let (true, Some(local), Some(remote)) = (o.peer_traced, o.local, o.peer) {
+        let room = self.peer_clients.len() < self.config.max_remembered;
+        if let (true, Some(local), Some(remote), true) = (o.peer_traced, o.local, o.peer, room) {
             let client =
                 PeerClient { key, stream_id: o.stream_id, start_ns: o.start_ns, end_ns: o.end_ns, seen_ns: now_ns };
             let kept = self.peer_clients.entry((local, remote)).or_default();
