@@ -238,10 +238,13 @@ impl Correlator {
             let key = self.next_key;
             self.next_key += 1;
             match span.kind {
-                _ if span.latency_class == LatencyClass::Connection => self.emit_alone(span, out),
+                // A connection is no request, and no call of one.
+                _ if span.latency_class == LatencyClass::Connection => {
+                    self.emit_root(key, span, Reason::Standalone, out)
+                }
                 SpanKind::Server => self.take_server(key, span, now_ns, out),
                 SpanKind::Client => self.take_client(key, span, now_ns, out),
-                SpanKind::Internal => self.emit_alone(span, out),
+                SpanKind::Internal => self.emit_root(key, span, Reason::Standalone, out),
             }
         }
         self.release_due(now_ns, out);
@@ -502,12 +505,6 @@ impl Correlator {
             }
             None => self.emit_tree(child, Top::Root(Reason::ParentForgotten), out),
         }
-    }
-
-    fn emit_alone(&mut self, span: SpanRecord, out: &mut Vec<SpanRecord>) {
-        let key = self.next_key;
-        self.next_key += 1;
-        self.emit_root(key, span, Reason::Standalone, out);
     }
 
     fn emit_root(&mut self, key: SpanKey, span: SpanRecord, reason: Reason, out: &mut Vec<SpanRecord>) {

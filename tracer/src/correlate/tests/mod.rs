@@ -211,3 +211,17 @@ impl Run {
         }
     }
 }
+
+/// What can have no parent here goes out at once: a connection span, and a call no Go probe saw
+/// (a non-Go client), so that nothing waits for nothing.
+#[test]
+fn spans_with_nothing_to_wait_for_go_out_at_once() {
+    let mut r = Run::new();
+    let mut connection = Run::span(SpanKind::Client, "connection", At { pid: PID, goroutine: 0xc0, ..At::default() });
+    connection.latency_class = LatencyClass::Connection;
+    r.hand(connection);
+    r.client("curl call", At { pid: PID, goroutine: 0, fd: 3, start_ms: 1, end_ms: 2, ..At::default() });
+    assert_eq!((r.parent("connection"), r.parent("curl call")), (None, None));
+    let s = r.c.stats();
+    assert_eq!((s.held, s.roots, s.root_reasons.standalone, s.root_reasons.no_goroutine), (0, 2, 1, 1));
+}
