@@ -21,8 +21,9 @@ pub type SpanKey = u64;
 /// Levels of goroutine ancestry walked up at most (a handler's child's child... is rarely deeper
 /// than a few; a cycle of reused `g`s must not loop).
 pub const MAX_DEPTH: usize = 8;
-/// Births kept per goroutine: the latest (older lives only matter to spans still waiting).
-const BIRTHS_KEPT: usize = 4;
+/// Births kept per goroutine: the latest (a span's walk is made when it comes, and the lives it
+/// went through are kept with it, so older births matter little).
+const BIRTHS_KEPT: usize = 8;
 /// Requests kept per goroutine: an HTTP/1 connection goroutine serves one after another, and a
 /// child spawned during an earlier one may still be running.
 const SERVES_KEPT: usize = 16;
@@ -102,12 +103,22 @@ pub enum Context {
     None,
 }
 
-/// A context and the goroutines the walk went through (a serve fact learnt later on one of them
-/// may change the answer).
+/// One step of a walk: goroutine `g` at time `t`, in its life that began at `life` (0: its birth
+/// was not seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub g: u64,
+    pub t: u64,
+    pub life: u64,
+}
+
+/// A context and the steps of the walk (a serve learnt later on one of them may change the
+/// answer). The steps are kept as they were: Go reuses a `g` so fast (at one request at a time,
+/// the same few `g`s serve every new goroutine) that its births at the time may be gone later.
 #[derive(Clone, Debug)]
 pub struct Walk {
     pub context: Context,
-    pub visited: SmallVec<[u64; MAX_DEPTH]>,
+    pub hops: SmallVec<[Hop; MAX_DEPTH]>,
 }
 
 /// Whose call a client span is, and when that goroutine made it.
@@ -369,28 +380,40 @@ impl ProcessFacts {
     /// The server request goroutine `g` was serving at `t`, itself or through the goroutine that
     /// spawned it (at its birth), up to [`MAX_DEPTH`] levels.
     pub fn context(&self, mut g: u64, mut t: u64) -> Walk {
-        let h2_off = self.is_off(LinkKind::H2Server);
-        let mut visited = SmallVec::new();
+        let mut hops = SmallVec::new();
         for _ in 0..MAX_DEPTH {
-            visited.push(g);
-            let Some(r) = self.goroutines.get(&g) else { break };
+            let Some(r) = self.goroutines.get(&g) else {
+                // Unknown yet: a goroutine born before the agent came may still serve a request.
+                hops.push(Hop { g, t, life: 0 });
+                break;
+            };
             let life = r.life_at(t);
-            // The latest serve of this life that began by `t`: a request served then, or none
-            // (an HTTP/1 connection goroutine between requests).
-            // Handler links of a kind switched off say nothing.
-            let serves = r.serves.iter().rev().filter(|s| !(h2_off && s.to == PENDING));
-            if let Some(s) = serves.into_iter().find(|s| s.from >= life && s.from <= t) {
-                if s.to == PENDING {
-                    return Walk { context: Context::Pending, visited };
-                }
-                if t <= s.to {
-                    return Walk { context: Context::Request(s.request), visited };
-                }
+            hops.push(Hop { g, t, life });
+            if let Some(context) = self.serve_at(r, t, life) {
+                return Walk { context, hops };
             }
             let Some(birth) = r.births.iter().rev().find(|b| b.ts <= t) else { break };
             (g, t) = (birth.parent, birth.ts);
         }
-        Walk { context: Context::None, visited }
+        Walk { context: Context::None, hops }
+    }
+
+    /// The context along the steps of an earlier walk, with what is known now.
+    pub fn context_along(&self, hops: &[Hop]) -> Context {
+        hops.iter()
+            .find_map(|h| self.goroutines.get(&h.g).and_then(|r| self.serve_at(r, h.t, h.life)))
+            .unwrap_or(Context::None)
+    }
+
+    /// The request goroutine `r` served at `t` in its life from `life`, if that is known.
+    fn serve_at(&self, r: &Goroutine, t: u64, life: u64) -> Option<Context> {
+        // Handler links of a kind switched off say nothing.
+        let h2_off = self.is_off(LinkKind::H2Server);
+        let mut serves = r.serves.iter().rev().filter(|s| !(h2_off && s.to == PENDING));
+        // The latest serve of this life that began by `t`: a request served then, or none (an
+        // HTTP/1 connection goroutine between requests).
+        let s = serves.find(|s| s.from >= life && s.from <= t)?;
+        if s.to == PENDING { Some(Context::Pending) } else { (t <= s.to).then_some(Context::Request(s.request)) }
     }
 
     fn disagree(&mut self, kind: LinkKind, verdicts: &mut Verdicts) {

@@ -10,7 +10,10 @@ use std::{
 
 use smallvec::SmallVec;
 
-use super::{AddrPair, Map, Remembered, Via, facts::MAX_DEPTH, facts::SpanKey};
+use super::{
+    AddrPair, Map, Remembered, Via,
+    facts::{Hop, MAX_DEPTH, SpanKey},
+};
 use crate::span::{SpanKind, SpanOrigin, SpanRecord};
 
 /// What a held span waits for.
@@ -31,13 +34,13 @@ pub struct Held {
     children: SmallVec<[SpanKey; 2]>,
     wait: Wait,
     deadline: u64,
-    /// The goroutines whose serve would wake it.
-    indexed: SmallVec<[u64; MAX_DEPTH]>,
+    /// The steps of its walk: their goroutines' serves would wake it.
+    hops: SmallVec<[Hop; MAX_DEPTH]>,
 }
 
 impl Held {
     pub fn new(span: SpanRecord, wait: Wait, deadline: u64) -> Self {
-        Held { span, parent: 0, children: SmallVec::new(), wait, deadline, indexed: SmallVec::new() }
+        Held { span, parent: 0, children: SmallVec::new(), wait, deadline, hops: SmallVec::new() }
     }
 }
 
@@ -120,36 +123,38 @@ impl HeldSpans {
         self.spans.get(&key).map(|h| &h.span.origin)
     }
 
-    /// Span `key` waits on the serves of `goroutines` of `tgid` (instead of those it waited on).
-    pub fn index(&mut self, key: SpanKey, tgid: u32, goroutines: &[u64]) {
+    /// Span `key` waits on the serves of the goroutines of `hops` of `tgid` (instead of those it
+    /// waited on).
+    pub fn index(&mut self, key: SpanKey, tgid: u32, hops: &[Hop]) {
         self.unindex(key);
         let Some(h) = self.spans.get_mut(&key) else { return };
-        h.indexed = goroutines.iter().copied().collect();
-        for &g in goroutines {
-            self.waiters.entry((tgid, g)).or_default().push(key);
+        h.hops = hops.iter().copied().collect();
+        for hop in hops {
+            self.waiters.entry((tgid, hop.g)).or_default().push(key);
         }
+    }
+
+    /// The steps of the walk span `key` made when it came (empty before its first).
+    pub fn hops(&self, key: SpanKey) -> SmallVec<[Hop; MAX_DEPTH]> {
+        self.spans.get(&key).map(|h| h.hops.clone()).unwrap_or_default()
     }
 
     fn unindex(&mut self, key: SpanKey) {
         let Some(h) = self.spans.get_mut(&key) else { return };
         let tgid = h.span.origin.tgid;
-        for g in std::mem::take(&mut h.indexed) {
-            if let Some(keys) = self.waiters.get_mut(&(tgid, g)) {
+        for hop in std::mem::take(&mut h.hops) {
+            if let Some(keys) = self.waiters.get_mut(&(tgid, hop.g)) {
                 keys.retain(|k| *k != key);
                 if keys.is_empty() {
-                    self.waiters.remove(&(tgid, g));
+                    self.waiters.remove(&(tgid, hop.g));
                 }
             }
         }
     }
 
-    /// The spans waiting on goroutine `g` of `tgid`, no longer indexed anywhere.
-    pub fn waiters(&mut self, tgid: u32, g: u64) -> SmallVec<[SpanKey; 2]> {
-        let keys = self.waiters.remove(&(tgid, g)).unwrap_or_default();
-        for &k in &keys {
-            self.unindex(k);
-        }
-        keys
+    /// The spans waiting on goroutine `g` of `tgid` (still indexed: they look again).
+    pub fn waiters(&self, tgid: u32, g: u64) -> SmallVec<[SpanKey; 2]> {
+        self.waiters.get(&(tgid, g)).cloned().unwrap_or_default()
     }
 
     /// Hangs held span `child` under held span `parent`; false when `parent` is not held (or is

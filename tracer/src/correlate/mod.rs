@@ -30,7 +30,7 @@ use crate::{
     span::{LatencyClass, SpanKind, SpanOrigin, SpanRecord},
 };
 
-use facts::{Caller, Context, LinkKind, ProcessFacts, SpanKey, Verdicts};
+use facts::{Caller, Context, Hop, LinkKind, ProcessFacts, SpanKey, Verdicts};
 use held::{Held, HeldSpans, Wait};
 use ids::IdGenerator;
 pub use sample::{SampleConfig, SampleStats, Sampler, SlowThresholds};
@@ -462,15 +462,22 @@ impl Correlator {
         let Some(Wait::Context { via, goroutine, at, .. }) = self.held.wait_of(key) else { return };
         let Some(tgid) = self.held.origin(key).map(|o| o.tgid) else { return };
         let Some(facts) = self.processes.get(&tgid) else {
-            return self.held.index(key, tgid, &[goroutine]);
+            return self.held.index(key, tgid, &[Hop { g: goroutine, t: at, life: 0 }]);
         };
         // A goroutine that wrote requests for several calls (a multiplexing writer with no
         // link) is nobody's caller.
         if via == Via::ServerRequest && facts.written_in_life(goroutine, at) > 1 {
             return self.emit_tree(key, Top::Root(Reason::NoLink), out);
         }
-        let walk = facts.context(goroutine, at);
-        match walk.context {
+        // The walk is made once, when the span comes; later, only the serves along it change.
+        let hops = self.held.hops(key);
+        let (context, hops) = if hops.is_empty() {
+            let walk = facts.context(goroutine, at);
+            (walk.context, walk.hops)
+        } else {
+            (facts.context_along(&hops), hops)
+        };
+        match context {
             Context::Request(parent) => {
                 match via {
                     Via::ServerRequest => self.stats.parented.server_request += 1,
@@ -480,10 +487,10 @@ impl Correlator {
                 self.join(key, parent, out);
             }
             Context::Pending => {
-                self.held.index(key, tgid, &walk.visited);
+                self.held.index(key, tgid, &hops);
                 self.held.pending(key, now_ns + self.config.pending_hold.as_nanos() as u64);
             }
-            Context::None => self.held.index(key, tgid, &walk.visited),
+            Context::None => self.held.index(key, tgid, &hops),
         }
     }
 

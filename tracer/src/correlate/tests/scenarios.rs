@@ -299,3 +299,17 @@ fn one_sampling_decision_per_trace() {
     let s = r.c.stats().sampling;
     assert_eq!((s.kept_ratio + s.dropped_ratio, s.kept_ratio), (200, kept as u64));
 }
+
+/// One request at a time, Go hands the same few `g`s to every new goroutine: the caller's `g` is
+/// reborn many times before its request's span comes. The walk made when the call came stands.
+#[test]
+fn a_caller_reborn_many_times_before_its_request_comes() {
+    let mut r = a_called_etcd("etcd");
+    for i in 0..20 {
+        r.spawn(PID, 14 + i, A, BACKGROUND);
+        r.spawn(PID, 14 + i, CONN + 8, A);
+    }
+    r.server("GET /r1", http1(10, 40));
+    assert_eq!(r.parent("etcd"), Some("GET /r1"));
+    r.check_ids();
+}
