@@ -54,7 +54,13 @@ pub(crate) fn render_trace(spans: &[SpanRecord], color: bool, width: usize) -> S
         let (status, tone) = status_text(s);
         let is_err = matches!(s.status, SpanStatus::Error(_));
         let indent = "  ".repeat(depth.min(MAX_DEPTH_INDENT));
-        let label = fit(&format!("{indent}{}", label(s)), label_w);
+        // A span of another process (etcd's side of a call, both ends traced) says whose it is.
+        let owner = if s.process.pid == spans[top].process.pid {
+            String::new()
+        } else {
+            format!("{}: ", s.process.service_name)
+        };
+        let label = fit(&format!("{indent}{owner}{}", label(s)), label_w);
         let marker = if is_err {
             paint("✗", RED, color)
         } else if tree.slowest[i] {

@@ -81,6 +81,12 @@ fn create_trace() -> Vec<SpanRecord> {
     txn.attributes = vec![("etcd.key", "/registry/pods/default/web-7".into())];
     let mut txn_server = test_span("etcd Txn", 5, Some(4), 37, 45);
     txn_server.kind = SpanKind::Server;
+    txn_server.process = std::sync::Arc::new(crate::span::ProcessInfo {
+        service_name: "etcd".into(),
+        pid: 4321,
+        executable_name: "etcd".into(),
+        host_name: "node-1".into(),
+    });
     txn_server.attributes = txn.attributes.clone();
     vec![root, txn_server, webhook, txn, range]
 }
@@ -179,7 +185,7 @@ fn the_slow_part_stands_out() {
     // The trace id when it fits whole.
     let wide = render_trace(&create_trace(), false, 160);
     assert!(wide.lines().nth(1).unwrap().ends_with(&format!(" · own 8.0ms (16%) · trace {}", "ab".repeat(16))));
-    let names = ["POST /api/v1/", "etcd Range", "POST webhook", "etcd Txn", "etcd Txn"];
+    let names = ["POST /api/v1/", "etcd Range", "POST webhook", "etcd Txn", "etcd: etcd Txn"];
     for (line, name) in l[HEAD..].iter().zip(names) {
         assert!(line[2..].trim_start().starts_with(name), "{name} expected:\n{out}");
     }
@@ -196,6 +202,8 @@ fn the_slow_part_stands_out() {
     assert!(txn_client.starts_with("  ") && txn_server.starts_with("» "), "{out}");
     assert_eq!(columns(txn_server), ["server", "", "+37.0ms", "8.0ms", "80%"]);
     assert_eq!(txn_server.chars().skip(2).take_while(|c| *c == ' ').count(), 4);
+    assert!(txn_server[2..].trim_start().starts_with("etcd: etcd Txn /registry/pods/default/web-7 "), "{txn_server}");
+    assert!(txn_client[2..].trim_start().starts_with("etcd Txn /registry/pods/default/web-7 "), "{txn_client}");
     for line in &l[HEAD..] {
         assert_eq!(line.chars().count(), WIDE, "{line:?}");
     }
