@@ -305,18 +305,19 @@ fn attr_text(v: &AttrValue) -> String {
     }
 }
 
-/// Short status: HTTP status code, gRPC code name, or the span status; plus its color.
+/// Short status: gRPC code name, HTTP status code, or the span status; plus its color.
 fn status_text(s: &SpanRecord) -> (String, &'static str) {
     let is_err = matches!(s.status, SpanStatus::Error(_));
-    let (text, tone) = if let Some(AttrValue::Int(code)) = s.attr("http.response.status_code") {
+    // A gRPC call's outcome is its grpc-status; its HTTP/2 status is 200 whatever happened.
+    let (text, tone) = if let Some(AttrValue::Int(code)) = s.attr("rpc.grpc.status_code") {
+        (grpc_code_name(*code), if *code == 0 { GREEN } else { RED })
+    } else if let Some(AttrValue::Int(code)) = s.attr("http.response.status_code") {
         let tone = match code {
             500.. => RED,
             400..=499 => YELLOW,
             _ => GREEN,
         };
         (code.to_string(), tone)
-    } else if let Some(AttrValue::Int(code)) = s.attr("rpc.grpc.status_code") {
-        (grpc_code_name(*code), if *code == 0 { GREEN } else { RED })
     } else {
         match s.status {
             SpanStatus::Unset => (String::new(), ""),

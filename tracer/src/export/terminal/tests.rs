@@ -51,8 +51,11 @@ fn trace() -> Vec<SpanRecord> {
     let mut root = test_span("GET /api/v1/namespaces/{namespace}/pods/{name}", 1, None, 0, 40);
     root.attributes = vec![("http.response.status_code", AttrValue::Int(200))];
     let mut etcd = test_span("etcd Range", 2, Some(1), 10, 30);
-    etcd.attributes =
-        vec![("etcd.key", "/registry/pods/default/x".into()), ("rpc.grpc.status_code", AttrValue::Int(0))];
+    etcd.attributes = vec![
+        ("etcd.key", "/registry/pods/default/x".into()),
+        ("http.response.status_code", AttrValue::Int(200)),
+        ("rpc.grpc.status_code", AttrValue::Int(0)),
+    ];
     let nested = test_span("inner", 3, Some(2), 20, 30);
     // Children before the parent, as they may come.
     vec![nested, etcd, root]
