@@ -187,7 +187,7 @@ pub fn build_go_programs() -> Result<Vec<(String, String)>> {
 }
 
 /// The etcd variant of tests/go/apiserver (tests/tests/traces): Debian's Go 1.19, GOPATH mode.
-fn build_apiserver_etcd() -> Result<std::path::PathBuf> {
+pub fn build_apiserver_etcd() -> Result<std::path::PathBuf> {
     ensure_go_etcd_sources()?;
     let root = workspace_root();
     let bin = root.join("target/go-bin/go_apiserver_etcd_bin");
