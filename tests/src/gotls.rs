@@ -29,11 +29,13 @@ struct GoBuild {
     flags: &'static [&'static str],
 }
 
-const BUILDS: [GoBuild; 4] = [
+const BUILDS: [GoBuild; 6] = [
     GoBuild { var: "GO_HTTPS_SERVER_BIN", dir: "https-server", flags: &["-ldflags=-s -w"] },
     GoBuild { var: "GO_HTTP_CLIENT_BIN", dir: "http-client", flags: &["-ldflags=-s -w"] },
     GoBuild { var: "GO_H2C_SERVER_BIN", dir: "h2c-server", flags: &["-ldflags=-s -w"] },
     GoBuild { var: "GO_APISERVER_BIN", dir: "apiserver", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_WEBHOOK_BIN", dir: "webhook", flags: &["-ldflags=-s -w"] },
+    GoBuild { var: "GO_APILOAD_BIN", dir: "apiload", flags: &["-ldflags=-s -w"] },
 ];
 
 /// The stripped Go HTTPS server (`tests/go/https-server`).
@@ -56,6 +58,9 @@ pub fn apiserver_bin() -> PathBuf {
     go_program("GO_APISERVER_BIN")
 }
 
+/// The variable of the etcd variant of the API-server-like server (Debian's Go 1.19, GOPATH mode).
+pub const APISERVER_ETCD_VAR: &str = "GO_APISERVER_ETCD_BIN";
+
 /// `$VAR` when set (must be a file), else the program built from `tests/go` (once per process).
 pub fn go_program(var: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
@@ -69,34 +74,42 @@ pub fn go_program(var: &str) -> PathBuf {
     if let Some(p) = built.get(var) {
         return p.clone();
     }
-    let b = BUILDS.iter().find(|b| b.var == var).unwrap_or_else(|| panic!("unknown Go program variable {var}"));
     let root = workspace_root();
     let out_dir = root.join("target/go-bin");
     std::fs::create_dir_all(&out_dir).expect("create target/go-bin");
     let bin = out_dir.join(var.to_lowercase());
     let _lock = FileLock::take(&out_dir.join(".build.lock"));
-    let go = find_go();
-    let out = Command::new(&go)
-        .arg("build")
-        .args(b.flags)
-        .arg("-o")
-        .arg(&bin)
-        .arg(format!("./{}", b.dir))
-        .current_dir(root.join("tests/go"))
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
-        .env("GOCACHE", root.join("target/go-cache"))
-        .env("GOPATH", root.join("target/go-path"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", go.display()));
+    let (mut cmd, what) = if var == APISERVER_ETCD_VAR {
+        assert!(
+            harness::go_etcd_sources_installed(),
+            "{var}: Debian's Go 1.19 and etcd client sources are missing: apt-get install {} \
+             (cargo xtask setup does it)",
+            harness::GO_ETCD_PACKAGES.join(" ")
+        );
+        let cmd = harness::go_etcd_build_command(&root, &bin).expect("prepare the GOPATH of the etcd build");
+        (cmd, format!("apiserver -tags etcd with {}", harness::DEBIAN_GO))
+    } else {
+        let b = BUILDS.iter().find(|b| b.var == var).unwrap_or_else(|| panic!("unknown Go program variable {var}"));
+        let go = find_go();
+        let mut cmd = Command::new(&go);
+        cmd.arg("build")
+            .args(b.flags)
+            .arg("-o")
+            .arg(&bin)
+            .arg(format!("./{}", b.dir))
+            .current_dir(root.join("tests/go"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", root.join("target/go-cache"))
+            .env("GOPATH", root.join("target/go-path"));
+        (cmd, format!("{} with {}", b.dir, go.display()))
+    };
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success() && bin.is_file(),
-        "building tests/go/{} with {} failed ({}):\n{}{}",
-        b.dir,
-        go.display(),
+        "building tests/go/{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -159,7 +172,9 @@ impl GoServer {
         Self::start_with(name, bin, scheme, &[])
     }
 
-    fn start_with(name: &str, bin: &Path, scheme: &'static str, args: &[&str]) -> GoServer {
+    /// A server of `tests/go` run as `bin` with `-addr 127.0.0.1:0` and `args`, once it prints its
+    /// address and listens there.
+    pub fn start_with(name: &str, bin: &Path, scheme: &'static str, args: &[&str]) -> GoServer {
         let mut cmd = Command::new(bin);
         cmd.args(["-addr", "127.0.0.1:0"]).args(args);
         let mut proc = Proc::spawn(name, cmd);

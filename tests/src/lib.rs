@@ -7,6 +7,8 @@
 //!   background), with readiness waits, SIGINT stop and `--output json` parsing.
 //! - [`TraceSession`]: a tracer with its span sink; [`ending`] is how a test ends (tracer stopped,
 //!   spans checked, one panic with everything).
+//! - [`stack`]: the API-server-like stack (its etcd and webhook) and its load; [`nesting`]: the
+//!   ground-truth checks of the traces it gives.
 //! - [`procs`]: target and peer processes (python HTTP/HTTPS/echo servers, nginx, a python
 //!   HTTP client), and a `curl` helper that reports per-transfer timing and local port.
 //!
@@ -19,11 +21,13 @@ pub mod etcd;
 pub mod gotls;
 pub mod host;
 pub mod kube;
+pub mod nesting;
 pub mod otlp;
 pub mod procs;
 pub mod scripts;
 pub mod session;
 pub mod span;
+pub mod stack;
 pub mod tls_collector;
 pub mod tracer;
 pub mod tracer_log;

@@ -11,7 +11,10 @@
 //! 4. the agent: CPU per 1k requests, peak RSS, RSS with 10k live connections;
 //! 5. per eBPF program: kernel run time per run (BPF_ENABLE_STATS);
 //! 6. how soon a new Go process is probed: exec to probes ready, for a binary seen for the first
-//!    time and for one already seen.
+//!    time and for one already seen;
+//! 7. the apiserver-like target (`apiserver`): API requests that call etcd and a webhook, nested
+//!    into traces: throughput, the agent's CPU per request, and every program's runs per request
+//!    (the traps of the uprobes).
 //!
 //! Traced runs export their spans over OTLP (gRPC, the tracer's default) to a local sink, as a
 //! deployment would to its collector (`XTASK_BENCH_EXPORT` says otherwise).
@@ -21,6 +24,7 @@
 //! when it could not measure (a tool or server broke), with one line saying what.
 
 mod agentcost;
+mod apiserver;
 mod arms;
 mod bpfstats;
 mod context;
@@ -118,12 +122,13 @@ pub fn run(quick: bool) -> Result<()> {
 
     let mut errors = Vec::new();
     type Step = fn(&mut Ctx) -> Result<()>;
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 12] = [
         ("nginx", nginx_scenario),
         ("etcd", etcd_scenario),
         ("go tls", go_tls_scenario),
         ("go tls h2", go_tls_h2_scenario),
         ("etcd tls", etcd_tls_scenario),
+        ("apiserver", apiserver::apiserver_scenario),
         ("syscall tax", syscall_tax_scenario),
         ("ceiling", ceiling_scenario),
         ("live connections", live_connections_scenario),

@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Verb {
-    /// Install what the build needs (toolchain, rust-src, LLVM, bpf-linker).
+    /// Install what the build needs (toolchain, rust-src, LLVM, bpf-linker) and the Go sources of
+    /// the etcd test target (Debian's golang-go, golang-etcd-server-dev, golang-google-grpc-dev).
     Setup,
     /// Build the eBPF object and the agent (release).
     Build,
@@ -64,7 +65,7 @@ enum Verb {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
-        Verb::Setup => setup::ensure_build_tools(),
+        Verb::Setup => setup::ensure_build_tools().and_then(|()| setup::ensure_go_etcd_sources()),
         Verb::Build => setup::ensure_build_tools().and_then(|()| build_release()).map(|_| ()),
         Verb::Run { args } => run(&args),
         Verb::Test { args } => test(&args),

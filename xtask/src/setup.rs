@@ -136,7 +136,19 @@ pub fn ensure_test_tools() -> Result<()> {
     if !missing.is_empty() {
         apt_install(&missing, "the integration tests need real servers and clients")?;
     }
-    Ok(())
+    ensure_go_etcd_sources()
+}
+
+/// Debian's Go 1.19 with the Go sources of the etcd client and grpc-go: the build of the
+/// API-server-like test server that talks to etcd as kube-apiserver does.
+pub fn ensure_go_etcd_sources() -> Result<()> {
+    if harness::go_etcd_sources_installed() {
+        return Ok(());
+    }
+    apt_install(
+        harness::GO_ETCD_PACKAGES,
+        "the etcd build of tests/go/apiserver needs Debian's Go and etcd client sources",
+    )
 }
 
 fn on_path(bin: &str) -> bool {
@@ -152,22 +164,37 @@ pub fn build_go_programs() -> Result<Vec<(String, String)>> {
     }
     // Release-like (stripped), unstripped (checked against .symtab) and externally linked PIE
     // (C code before Go code) builds: each exercises another path of the Go binary analysis.
-    let builds: [(&str, &str, &[&str]); 6] = [
+    let builds: [(&str, &str, &[&str]); 8] = [
         ("https-server", "GO_HTTPS_SERVER_BIN", &["-ldflags=-s -w"]),
         ("https-server", "GO_HTTPS_SERVER_BIN_UNSTRIPPED", &[]),
         ("https-server", "GO_HTTPS_SERVER_BIN_EXTPIE", &["-buildmode=pie", "-ldflags=-linkmode=external"]),
         ("http-client", "GO_HTTP_CLIENT_BIN", &["-ldflags=-s -w"]),
         // h2c server and client (Go 1.24+: http.Protocols), tests/tests/http2.rs
         ("h2c-server", "GO_H2C_SERVER_BIN", &["-ldflags=-s -w"]),
-        // the API-server-like server of tests/tests/exec (traced, and kubectl's server)
+        // the API-server-like server of tests/tests/exec (traced, and kubectl's server) and the
+        // standard-library target of tests/tests/traces, with its webhook and load client
         ("apiserver", "GO_APISERVER_BIN", &["-ldflags=-s -w"]),
+        ("webhook", "GO_WEBHOOK_BIN", &["-ldflags=-s -w"]),
+        ("apiload", "GO_APILOAD_BIN", &["-ldflags=-s -w"]),
     ];
     let mut env = Vec::new();
     for (dir, var, flags) in builds {
         let bin = build_go_program(dir, &var.to_lowercase(), flags)?;
         env.push((var.to_owned(), bin.display().to_string()));
     }
+    env.push(("GO_APISERVER_ETCD_BIN".to_owned(), build_apiserver_etcd()?.display().to_string()));
     Ok(env)
+}
+
+/// The etcd variant of tests/go/apiserver (tests/tests/traces): Debian's Go 1.19, GOPATH mode.
+pub fn build_apiserver_etcd() -> Result<std::path::PathBuf> {
+    ensure_go_etcd_sources()?;
+    let root = workspace_root();
+    let bin = root.join("target/go-bin/go_apiserver_etcd_bin");
+    std::fs::create_dir_all(root.join("target/go-bin"))?;
+    status(&mut harness::go_etcd_build_command(&root, &bin)?)
+        .context("building tests/go/apiserver -tags etcd with Debian's Go 1.19 (GOPATH mode)")?;
+    Ok(bin)
 }
 
 /// Builds `tests/go/<dir>` into `target/go-bin/<name>`, offline (`GOPROXY=off`). An `EXTPIE` name

@@ -7,6 +7,8 @@
 // happen on other goroutines than its handler's work, as they do in the real server.
 //
 //	apiserver -addr 127.0.0.1:0 -cert server.pem -key server.key [-pods N] [-v]
+//	          [-etcd https://127.0.0.1:2379 -ca ca.pem -etcd-cert client.pem -etcd-key client.key]
+//	          [-webhook https://127.0.0.1:PORT -ca ca.pem]
 //
 // prints "listening on ADDR" on stdout once the socket is bound. The certificate is the tests' (a
 // CA of their own signs it), so that clients verify it as they would a real API server's.
@@ -23,10 +25,28 @@
 //	/api/v1/namespaces/NS/pods/NAME          Pod NAME of NS, or 404
 //	/healthz, /livez, /readyz                "ok"
 //
+// With -etcd (the build with -tags etcd) the pods live in etcd, reached over TLS with a client
+// certificate through the Go etcd client on one connection opened at start-up; with -webhook a
+// validating admission webhook is asked before each create and update. Then, like kube-apiserver:
+//
+//	GET    /api/v1/namespaces/NS/pods/NAME   etcd Range of /registry/pods/NS/NAME (in a goroutine of the handler's)
+//	GET    /api/v1/namespaces/NS/pods        etcd Range of the prefix /registry/pods/NS/
+//	GET    …/pods?watch=true                 etcd Watch of that prefix, events streamed as JSON lines
+//	POST   /api/v1/namespaces/NS/pods        webhook POST /validate/NS/NAME over HTTP/2 (in a goroutine of
+//	                                         the handler's), then etcd Txn creating /registry/pods/NS/NAME
+//	PUT    /api/v1/namespaces/NS/pods/NAME   webhook over HTTP/1.1, then etcd Put
+//	DELETE /api/v1/namespaces/NS/pods/NAME   etcd DeleteRange
+//	GET    /debug/churn?n=N                  N short-lived goroutines (in batches), then "churned N"
+//
+// NAME of a create is the body's metadata.name. Without -etcd, creates and updates (given
+// -webhook) call the webhook alone. With -etcd, the server first calls every etcd method once
+// (Range, Put, Txn, DeleteRange, Watch), then listens, then prints "ready".
+//
 // Uses only APIs present in Go 1.19 (no 1.22 mux patterns), like the other test programs.
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
@@ -34,6 +54,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +71,11 @@ func main() {
 	keyFile := flag.String("key", "", "PEM private key file (required)")
 	pods := flag.Int("pods", 100, "pods per namespace: pod-0 … pod-(N-1)")
 	verbose := flag.Bool("v", false, "log each request on stderr")
+	etcdURL := flag.String("etcd", "", "etcd client URL: pods live in etcd (the build with -tags etcd)")
+	caFile := flag.String("ca", "", "PEM CA of etcd's and the webhook's certificates")
+	etcdCert := flag.String("etcd-cert", "", "PEM client certificate for etcd")
+	etcdKey := flag.String("etcd-key", "", "PEM client key for etcd")
+	webhookURL := flag.String("webhook", "", "base URL of a validating webhook asked before creates and updates")
 	flag.Parse()
 
 	if *certFile == "" || *keyFile == "" {
@@ -60,6 +86,20 @@ func main() {
 		log.Fatalf("apiserver: %v", err)
 	}
 	api := &kubeAPI{pods: *pods}
+	if *etcdURL != "" || *webhookURL != "" {
+		if *caFile == "" {
+			log.Fatalf("apiserver: -etcd and -webhook need -ca")
+		}
+	}
+	if *webhookURL != "" {
+		api.webhook, err = newWebhookClient(*webhookURL, *caFile)
+		if err != nil {
+			log.Fatalf("apiserver: webhook: %v", err)
+		}
+	}
+	if *etcdURL != "" {
+		api.store = connectEtcd(*etcdURL, *caFile, *etcdCert, *etcdKey)
+	}
 	var handler http.Handler = withTimeout(api, requestTimeout)
 	if *verbose {
 		handler = testapi.LogRequests(handler)
@@ -71,10 +111,34 @@ func main() {
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 	}
 	ln := testapi.Listen("apiserver", *addr)
+	fmt.Println("ready")
+	os.Stdout.Sync()
 	testapi.ShutdownOnSignal(srv)
 	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
 		log.Fatalf("apiserver: %v", err)
 	}
+}
+
+// connectEtcd opens the etcd client (one connection, kept for the server's life) and calls every
+// method on it once.
+func connectEtcd(url, caFile, certFile, keyFile string) backend {
+	if openEtcd == nil {
+		log.Fatalf("apiserver: -etcd needs the build with -tags etcd (GOPATH mode, Debian's etcd client sources)")
+	}
+	tlsConfig, err := clientTLS(caFile, certFile, keyFile)
+	if err != nil {
+		log.Fatalf("apiserver: etcd TLS: %v", err)
+	}
+	store, err := openEtcd(url, tlsConfig)
+	if err != nil {
+		log.Fatalf("apiserver: etcd: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := store.warmUp(ctx); err != nil {
+		log.Fatalf("apiserver: etcd warm-up: %v", err)
+	}
+	return store
 }
 
 // withTimeout runs each request's handler in a child goroutine and waits for it at most `d`, then
@@ -120,26 +184,68 @@ func (r *recorder) Write(b []byte) (int, error) { r.body = append(r.body, b...);
 
 // kubeAPI answers the Kubernetes paths of the package comment.
 type kubeAPI struct {
-	pods int
+	pods    int
+	store   backend        // nil: the built-in pods
+	webhook *webhookClient // nil: no admission
 }
 
 func (a *kubeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	var body []byte
+	if r.Method == http.MethodPost || r.Method == http.MethodPut {
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	}
 	// Drain any request body so the tracer sees the whole request on the wire.
 	io.Copy(io.Discard, r.Body)
-	path := strings.TrimSuffix(r.URL.Path, "/")
-	if r.Method != http.MethodGet {
+	if path == "/debug/churn" {
+		churn(w, r)
+		return
+	}
+	if r.Method != http.MethodGet && a.store == nil && a.webhook == nil {
 		writeStatus(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "only GET is served")
 		return
 	}
+	if r.Method == http.MethodGet && discovery(w, path) {
+		return
+	}
+	// /api/v1/namespaces/{ns}/pods[/{name}]
+	parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
+	if !strings.HasPrefix(path, "/api/v1/namespaces/") || len(parts) < 2 || len(parts) > 3 || parts[0] == "" ||
+		parts[1] != "pods" || (len(parts) == 3 && parts[2] == "") {
+		writeStatus(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
+		return
+	}
+	ns, name := parts[0], ""
+	if len(parts) == 3 {
+		name = parts[2]
+	}
+	switch {
+	case r.Method == http.MethodGet && name == "" && isWatch(r):
+		a.watch(w, r, ns)
+	case r.Method == http.MethodGet && name == "":
+		a.list(w, r, ns)
+	case r.Method == http.MethodGet:
+		a.get(w, r, ns, name)
+	case r.Method == http.MethodPost && name == "":
+		a.create(w, r, ns, body)
+	case r.Method == http.MethodPut && name != "":
+		a.update(w, r, ns, name, body)
+	case r.Method == http.MethodDelete && name != "":
+		a.delete(w, r, ns, name)
+	default:
+		writeStatus(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not served on "+path)
+	}
+}
+
+// discovery answers the paths that are not pods; false when path is none of them.
+func discovery(w http.ResponseWriter, path string) bool {
 	switch path {
 	case "/version":
 		writeJSON(w, map[string]string{
 			"major": "1", "minor": "32", "gitVersion": "v1.32.4", "platform": "linux/amd64",
 		})
-		return
 	case "/api":
 		writeJSON(w, map[string]interface{}{"kind": "APIVersions", "versions": []string{"v1"}})
-		return
 	case "/api/v1":
 		writeJSON(w, map[string]interface{}{
 			"kind": "APIResourceList", "groupVersion": "v1",
@@ -148,38 +254,15 @@ func (a *kubeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"verbs": []string{"get", "list"},
 			}},
 		})
-		return
 	case "/apis":
 		writeJSON(w, map[string]interface{}{"kind": "APIGroupList", "apiVersion": "v1", "groups": []string{}})
-		return
 	case "/healthz", "/livez", "/readyz":
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok")
-		return
-	}
-	// /api/v1/namespaces/{ns}/pods[/{name}]
-	parts := strings.Split(strings.TrimPrefix(path, "/api/v1/namespaces/"), "/")
-	if !strings.HasPrefix(path, "/api/v1/namespaces/") || len(parts) < 2 || parts[0] == "" || parts[1] != "pods" {
-		writeStatus(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
-		return
-	}
-	ns := parts[0]
-	switch {
-	case len(parts) == 2 && isWatch(r):
-		watch(w, r)
-	case len(parts) == 2:
-		items := make([]interface{}, 0, a.pods)
-		for i := 0; i < a.pods; i++ {
-			items = append(items, pod(ns, "pod-"+strconv.Itoa(i)))
-		}
-		writeJSON(w, map[string]interface{}{"kind": "PodList", "apiVersion": "v1", "items": items})
-	case len(parts) == 3 && a.hasPod(parts[2]):
-		writeJSON(w, pod(ns, parts[2]))
-	case len(parts) == 3:
-		writeStatus(w, http.StatusNotFound, "NotFound", fmt.Sprintf("pods %q not found", parts[2]))
 	default:
-		writeStatus(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
+		return false
 	}
+	return true
 }
 
 func isWatch(r *http.Request) bool {
@@ -187,21 +270,21 @@ func isWatch(r *http.Request) bool {
 	return v == "true" || v == "1"
 }
 
-// watch answers a watch that sees no events: the response starts at once and ends after
-// ?timeoutSeconds (default 60, at most 600), or when the client goes away.
-func watch(w http.ResponseWriter, r *http.Request) {
+// watchTimeout is ?timeoutSeconds (default 60, at most 600).
+func watchTimeout(r *http.Request) time.Duration {
 	secs, err := strconv.Atoi(r.URL.Query().Get("timeoutSeconds"))
 	if err != nil || secs <= 0 || secs > 600 {
 		secs = 60
 	}
+	return time.Duration(secs) * time.Second
+}
+
+// startStream answers 200 at once and flushes, as a watch does before its first event.
+func startStream(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
-	}
-	select {
-	case <-time.After(time.Duration(secs) * time.Second):
-	case <-r.Context().Done():
 	}
 }
 

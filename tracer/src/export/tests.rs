@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -246,6 +247,73 @@ fn handles_can_move_across_threads() {
 #[test]
 fn hex_is_lowercase_and_padded() {
     assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+}
+
+/// JSON lines and OTLP carry each span's trace id, span id and parent span id as the span has
+/// them, over a forest as correlation emits it: two traces, three levels across two processes (an
+/// etcd server span under the apiserver's client span), a request under a remote caller, and a
+/// span left a root.
+#[test]
+fn json_and_otlp_carry_the_same_ids_as_the_spans() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    let ids = |trace: u8, span: u8| {
+        let trace_id: [u8; 16] = std::array::from_fn(|i| trace.wrapping_mul(31).wrapping_add(i as u8 * 17));
+        let span_id: [u8; 8] = std::array::from_fn(|i| span.wrapping_mul(13).wrapping_add(i as u8 * 7 + 1));
+        (trace_id, span_id)
+    };
+    let span = |name: &str, trace: u8, id: u8, parent: Option<u8>| {
+        let mut s = test_span(name, id, None, 0, 10);
+        (s.trace_id, s.span_id) = ids(trace, id);
+        s.parent_span_id = parent.map(|p| ids(trace, p).1);
+        s
+    };
+    let mut etcd_server = span("etcd Range", 1, 3, Some(2));
+    etcd_server.process = Arc::new(crate::span::ProcessInfo { pid: 99, ..(*etcd_server.process).clone() });
+    let mut remote = span("GET /api/v1/pods", 2, 5, Some(200));
+    remote.remote_parent = Some(crate::span::RemoteParent {
+        trace_id: remote.trace_id,
+        span_id: remote.parent_span_id.unwrap(),
+        sampled: true,
+    });
+    let spans = vec![
+        span("GET /api/v1/namespaces/{namespace}/pods/{name}", 1, 1, None),
+        span("etcd Range", 1, 2, Some(1)),
+        etcd_server,
+        span("POST /validate", 1, 4, Some(1)),
+        remote,
+        span("etcd Txn", 2, 6, Some(5)),
+        span("etcd Watch", 3, 7, None),
+    ];
+    let want: HashMap<String, (String, String)> = spans
+        .iter()
+        .map(|s| (hex(&s.span_id), (hex(&s.trace_id), s.parent_span_id.map(|p| hex(&p)).unwrap_or_default())))
+        .collect();
+    assert_eq!(want.len(), spans.len());
+
+    let json: HashMap<String, (String, String)> = spans
+        .iter()
+        .map(|s| {
+            let v: serde_json::Value = serde_json::from_str(&json::json_line(s)).unwrap();
+            let text = |k: &str| v[k].as_str().unwrap().to_owned();
+            (text("span_id"), (text("trace_id"), text("parent_span_id")))
+        })
+        .collect();
+    assert_eq!(json, want);
+
+    let mut out = Vec::new();
+    let start = otlp::export_request(&spans, &mut out);
+    let req = ExportTraceServiceRequest::decode(&out[start..]).unwrap();
+    let otlp: HashMap<String, (String, String)> = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| (hex(&s.span_id), (hex(&s.trace_id), hex(&s.parent_span_id))))
+        .collect();
+    assert_eq!(otlp, want);
+    assert_eq!(req.resource_spans.len(), 2, "one resource per process");
 }
 
 /// A span of the test trace: ids from small numbers, times in ms after a fixed instant.

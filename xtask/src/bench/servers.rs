@@ -165,11 +165,16 @@ impl Etcd {
 /// Starts a program of tests/go that takes `-addr`, on a free port of 127.0.0.1 (another try if
 /// the port was taken meanwhile), and waits until it listens.
 fn start_go_program(name: &str, bin: &Path, work: &Path) -> Result<(Proc, u16)> {
+    start_go_program_with(name, bin, work, &[])
+}
+
+/// [`start_go_program`] with more arguments after `-addr`.
+pub fn start_go_program_with(name: &str, bin: &Path, work: &Path, args: &[&str]) -> Result<(Proc, u16)> {
     let mut last_err = None;
     for _attempt in 0..5 {
         let port = free_port();
         let mut cmd = Command::new(bin);
-        cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).current_dir(work);
+        cmd.arg("-addr").arg(format!("127.0.0.1:{port}")).args(args).current_dir(work);
         let mut proc = spawn(name, &mut cmd)?;
         match wait_for_port(&mut proc, port, Duration::from_secs(20)) {
             Ok(()) => return Ok((proc, port)),

@@ -1,0 +1,57 @@
+//! What the trace suites share: a traced stack and its figures.
+
+use std::time::Duration;
+
+use integration_tests::gotls::wait_go_tls_probes;
+use integration_tests::nesting::check_nesting;
+use integration_tests::stack::{ApiRequest, ApiStack, Variant};
+use integration_tests::*;
+
+/// The webhook's answer time: long enough that its span is a visible part of the request.
+pub const WEBHOOK_DELAY: Duration = Duration::from_millis(2);
+/// Share of client spans that must be children of the right request.
+pub const MIN_RIGHT: f64 = 0.99;
+
+/// A stack of `variant` and a tracer (OTLP gRPC sink) on `pids` (the API server's first), once
+/// the tracer's Go probes are in place.
+pub fn traced(variant: Variant, also: &[u32]) -> (ApiStack, TraceSession) {
+    let stack = ApiStack::start(variant, WEBHOOK_DELAY);
+    let sess = trace(&stack, also);
+    (stack, sess)
+}
+
+/// A tracer on the stack's server and `also`.
+pub fn trace(stack: &ApiStack, also: &[u32]) -> TraceSession {
+    let mut pids = vec![stack.pid()];
+    pids.extend_from_slice(also);
+    let list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut sess = TraceSession::start(Sink::Grpc, &["--pid".to_owned(), list], &[], &pids);
+    for pid in &pids {
+        wait_go_tls_probes(&mut sess.tracer, *pid);
+    }
+    sess
+}
+
+/// Waits until the server span of every request and a span of every call of `requests` came
+/// (or [`SPAN_TIMEOUT`]).
+pub fn wait_for_load(sess: &mut TraceSession, stack: &ApiStack, requests: &[ApiRequest]) {
+    let pid = stack.pid();
+    let want = requests.len() + requests.iter().map(|r| r.calls(stack.variant).len()).sum::<usize>();
+    sess.wait_spans(|s| s.pid() == Some(pid) && s.kind != "internal", want, SPAN_TIMEOUT);
+}
+
+/// The nesting of the client spans of `requests` in `spans`.
+pub fn nesting(
+    spans: &[ReceivedSpan],
+    stack: &ApiStack,
+    requests: &[ApiRequest],
+) -> integration_tests::nesting::Nesting {
+    check_nesting(
+        spans,
+        stack.pid(),
+        stack.variant,
+        requests,
+        stack.etcd.as_ref().map(|e| e.port()),
+        stack.webhook.port(),
+    )
+}

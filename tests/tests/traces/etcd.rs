@@ -1,0 +1,104 @@
+//! The etcd build's etcd calls: named and decoded on a connection that carried every method
+//! before the tracer attached, and joined by etcd's own server spans when etcd is traced too.
+
+use integration_tests::ending::assert_finished_ok;
+use integration_tests::nesting::{check_etcd_attributes, is_etcd_call};
+use integration_tests::stack::{ApiRequest, ApiStack, Call, Op, Variant, mixed_load};
+use integration_tests::*;
+
+use super::common::{MIN_RIGHT, nesting, trace, traced, wait_for_load};
+
+/// The load of the etcd tests: every operation, and a few watches.
+fn load_with_watches(prefix: &str) -> Vec<ApiRequest> {
+    let mut requests = mixed_load(Variant::Etcd, prefix, 150);
+    requests.extend((0..5).map(|i| ApiRequest::new(Op::Watch, &format!("{prefix}-w{i}"), i % 2 == 0)));
+    requests
+}
+
+fn expected_etcd_calls(requests: &[ApiRequest]) -> usize {
+    requests.iter().map(|r| r.calls(Variant::Etcd).iter().filter(|c| matches!(c, Call::Etcd { .. })).count()).sum()
+}
+
+/// The server's etcd connection has carried Range, Put, Txn, DeleteRange and Watch (so their
+/// paths and content-type are in its HPACK tables) before the tracer attaches: ≥ 99 % of the etcd
+/// client spans after attach still carry `rpc.method`, `db.operation.name` and `etcd.key`, each
+/// the one of the call the request made, and none a wrong one.
+#[test]
+fn etcd_calls_on_a_connection_used_before_attach_carry_method_and_key() {
+    let (stack, mut sess) = traced(Variant::Etcd, &[]);
+    let requests = load_with_watches("attr");
+    stack.load(&requests, 8);
+    wait_for_load(&mut sess, &stack, &requests);
+    let fin = sess.finish(SETTLE);
+    let expected = expected_etcd_calls(&requests);
+    let port = stack.etcd.as_ref().expect("etcd build").port();
+    let (right, wrong, notes) = check_etcd_attributes(&fin.spans, stack.pid(), &requests, port);
+    let seen = fin.spans.iter().filter(|s| s.pid() == Some(stack.pid()) && is_etcd_call(s, Some(port))).count();
+    let report = format!(
+        "etcd calls {expected}; etcd client spans {seen}: method, operation and key right {right}, wrong {wrong}"
+    );
+    eprintln!("{report}");
+    let mut errs = Vec::new();
+    if (right as f64) < MIN_RIGHT * expected as f64 {
+        errs.push(format!("fewer than 99 % of the etcd calls named and keyed: {report}"));
+    }
+    if wrong > 0 {
+        errs.push(format!("etcd client spans with a wrong method, operation or key: {report}: {}", notes.join(" | ")));
+    }
+    assert_finished_ok("etcd calls on a connection opened and used before attach", errs, &fin);
+}
+
+/// etcd traced too: each of etcd's server spans of the load is the child of the server's etcd
+/// client span of the same call (same key and method), itself the child of its API request:
+/// request → etcd client call → etcd's handling.
+#[test]
+fn etcd_server_spans_are_children_of_the_servers_etcd_client_spans() {
+    let stack = ApiStack::start(Variant::Etcd, super::common::WEBHOOK_DELAY);
+    let etcd_pid = stack.etcd.as_ref().expect("etcd build").pid();
+    let mut sess = trace(&stack, &[etcd_pid]);
+    let requests = mixed_load(Variant::Etcd, "ends", 150);
+    stack.load(&requests, 8);
+    let expected = expected_etcd_calls(&requests);
+    wait_for_load(&mut sess, &stack, &requests);
+    sess.wait_spans(|s| s.pid() == Some(etcd_pid) && s.kind == "server", expected, SPAN_TIMEOUT);
+    let fin = sess.finish(SETTLE);
+    let (mut right, mut wrong, mut unparented, mut examples) = (0, 0, 0, Vec::new());
+    let in_load = |s: &ReceivedSpan| {
+        integration_tests::nesting::ns_of_call(s).is_some_and(|ns| requests.iter().any(|r| r.ns == ns))
+    };
+    let clients: Vec<&ReceivedSpan> =
+        fin.spans.iter().filter(|s| s.pid() == Some(stack.pid()) && s.kind == "client" && in_load(s)).collect();
+    for e in fin.spans.iter().filter(|s| s.pid() == Some(etcd_pid) && s.kind == "server" && in_load(s)) {
+        let same_call: Vec<&&ReceivedSpan> = clients
+            .iter()
+            .filter(|c| {
+                c.attr_str("etcd.key") == e.attr_str("etcd.key") && c.attr_str("rpc.method") == e.attr_str("rpc.method")
+            })
+            .collect();
+        if e.parent_span_id.is_empty() {
+            unparented += 1;
+        } else if same_call.len() == 1
+            && same_call[0].span_id == e.parent_span_id
+            && same_call[0].trace_id == e.trace_id
+        {
+            right += 1;
+        } else {
+            wrong += 1;
+            if examples.len() < 3 {
+                examples.push(format!("{} (client spans of that call: {})", e.summary(), same_call.len()));
+            }
+        }
+    }
+    let n = nesting(&fin.spans, &stack, &requests);
+    let report =
+        format!("etcd calls {expected}; etcd server spans: right {right}, wrong {wrong}, unparented {unparented}; {n}");
+    eprintln!("{report}");
+    let mut errs = n.problems("API request → client call", MIN_RIGHT);
+    if (right as f64) < MIN_RIGHT * expected as f64 {
+        errs.push(format!("fewer than 99 % of etcd's server spans under the client call: {report}"));
+    }
+    if wrong > 0 {
+        errs.push(format!("etcd server spans under a wrong parent: {report}: {}", examples.join(" | ")));
+    }
+    assert_finished_ok("etcd's server spans under the API server's etcd client spans", errs, &fin);
+}
