@@ -33,6 +33,23 @@ pub const TARGET_BITMAP_WORDS: u32 = 1 << 16;
 /// process running it).
 pub const MAX_GO_TLS_FILES: u32 = 64;
 
+/// The cookie of a Go uprobe: its file's key in `GO_TLS_FILES` in the low 32 bits, and what the
+/// probe site needs to know of its own code (a struct offset that differs between the copies of
+/// one function in a binary, e.g. the HTTP/2 server's connection field) in the high 32 bits.
+pub const fn go_cookie(file_slot: u64, site_arg: u32) -> u64 {
+    (file_slot & 0xffff_ffff) | (site_arg as u64) << 32
+}
+
+/// The file slot of a Go uprobe's cookie (see [`go_cookie`]).
+pub const fn go_cookie_slot(cookie: u64) -> u64 {
+    cookie & 0xffff_ffff
+}
+
+/// The site argument of a Go uprobe's cookie (see [`go_cookie`]).
+pub const fn go_cookie_arg(cookie: u64) -> u32 {
+    (cookie >> 32) as u32
+}
+
 pub mod kind {
     pub const DATA: u32 = 1;
     pub const SOCK_OPEN: u32 = 2;
@@ -94,7 +111,18 @@ pub mod counter {
     /// Socket I/O of a target outside any syscall whose arguments say which fd it is on (io_uring,
     /// sendmmsg...) on a socket not known yet: not followed.
     pub const NO_SYSCALL_FD: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// A `runtime.newproc1` RET with no entry record (the call began before the probes were
+    /// attached, or the entry map's LRU dropped it): that goroutine's parent is not known.
+    pub const GO_SPAWN_NO_ENTRY: u32 = 8;
+    /// A grpc-go HEADERS write or a net/http HTTP/1 request write with no record of the caller
+    /// goroutine (its call began before attach, or the LRU dropped it): linked with caller 0.
+    pub const GO_LINK_NO_CALLER: u32 = 9;
+    /// An HTTP/2 handler whose connection's socket is not known: no link sent.
+    pub const GO_LINK_NO_SOCKET: u32 = 10;
+    /// Structures read at a Go link probe did not check out (an HTTP/2 stream not of its
+    /// server connection): the layout is not the one assumed, no link sent.
+    pub const GO_LINK_BAD_LAYOUT: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 #[repr(C)]

@@ -27,6 +27,8 @@ pub struct DataCtx {
     pub total: u64,
     pub seq: u32,
     pub source: u8,
+    /// The goroutine (its `g`) that made the call, for Go uprobes; 0 for syscall hooks.
+    pub goid: u64,
 }
 
 /// `iovcnt` passed to [`emit_data`] when the bytes never were in user memory (sendfile).
@@ -159,6 +161,7 @@ fn chunk<const N: usize>(d: &DataCtx, src: u64, n: u64, offset: u64, flags: u8) 
         // fails (over 1M instructions at --capture-bytes 32768, measured). It is the cheapest
         // helper that does it; a clock read, used before, costs more.
         (*ev).hdr = header(kind::DATA, bpf_get_current_pid_tgid(), d.exit_ns);
+        (*ev).hdr.goid = d.goid;
         (*ev).enter_ns = d.enter_ns;
         (*ev).total_len = d.total;
         (*ev).fd = d.fd;

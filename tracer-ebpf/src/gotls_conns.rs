@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
     programs::ProbeContext,
 };
-use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, MAX_GO_TLS_FILES, socket_key};
+use tracer_common::{GoKey, GoTlsCall, GoTlsOffsets, MAX_GO_TLS_FILES, go_cookie_slot, socket_key};
 
 use crate::maps::{GO_TLS_TARGETS, SOCKETS, clear_bit, current_target, is_go_tls_target, set_bit};
 
@@ -40,7 +40,7 @@ pub fn go_tls_target(ctx: &ProbeContext) -> Option<u64> {
     let pid_tgid = current_target()?;
     let tgid = (pid_tgid >> 32) as u32;
     if !is_go_tls_target(tgid) {
-        let file = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        let file = go_cookie_slot(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
         // Threads of one process can hit their first probe at once: only the one whose insert
         // made the entry sets the bit (two adds of one bit would carry into the next pid's).
         if let Some(offsets) = unsafe { GO_TLS_FILES.get(file) }

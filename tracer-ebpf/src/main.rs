@@ -3,7 +3,8 @@
 //! Socket I/O is captured one of two ways: probes/sockio.rs hooks `sock:sock_send_length` and
 //! `sock_recv_length` (Linux ≥ 6.3, only socket I/O runs a probe), or probes/syscalls.rs hooks the
 //! raw sys_enter/sys_exit tracepoints (older kernels). probes/sock.rs follows TCP state changes
-//! (connects, closes), probes/gotls.rs Go crypto/tls plaintext, probes/process.rs targets that
+//! (connects, closes), probes/gotls.rs Go crypto/tls plaintext, probes/goroutines.rs which goroutine
+//! works for whom (Go runtime, grpc-go, net/http), probes/process.rs targets that
 //! start and stop.
 //! Every program filters on the target TGID (or, for exec, the target comm) first.
 //!

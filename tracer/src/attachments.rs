@@ -82,6 +82,20 @@ impl Attachments {
                     binary,
                     "Go TLS plaintext probes attached"
                 );
+                let g = &plan.goroutines;
+                match &plan.goroutines_error {
+                    None => tracing::info!(
+                        pid,
+                        goroutine_probes = g.count(),
+                        spawn_ret_probes = g.spawn_rets,
+                        grpc_client = g.grpc,
+                        http1_client = g.http1_client,
+                        h2_servers = g.h2_servers,
+                        binary,
+                        "Go goroutine probes attached"
+                    ),
+                    Some(e) => tracing::warn!(pid, "Go goroutine probes not attached, no trace nesting: {e}"),
+                }
                 if let Some(exec_ns) = exec_ns {
                     // 0 when the probes were live before the exec (already attached).
                     let exec_to_ready_us = ready_ns.saturating_sub(exec_ns) / 1000;

@@ -31,6 +31,12 @@ pub struct KernelCounters {
     pub go_tls_calls_full: u64,
     /// Socket I/O on an unknown socket in a syscall without an fd argument (io_uring...).
     pub no_syscall_fd: u64,
+    /// Goroutine probes: spawns whose parent is not known, links with no caller, HTTP/2 handlers
+    /// on an unknown socket or whose structures did not check out (see `tracer_common::counter`).
+    pub go_spawn_no_entry: u64,
+    pub go_link_no_caller: u64,
+    pub go_link_no_socket: u64,
+    pub go_link_bad_layout: u64,
 }
 
 pub struct Capture {
@@ -74,6 +80,10 @@ impl Capture {
             go_tls_no_socket: sum(counter::GO_TLS_NO_SOCKET),
             go_tls_calls_full: sum(counter::GO_TLS_CALLS_FULL),
             no_syscall_fd: sum(counter::NO_SYSCALL_FD),
+            go_spawn_no_entry: sum(counter::GO_SPAWN_NO_ENTRY),
+            go_link_no_caller: sum(counter::GO_LINK_NO_CALLER),
+            go_link_no_socket: sum(counter::GO_LINK_NO_SOCKET),
+            go_link_bad_layout: sum(counter::GO_LINK_BAD_LAYOUT),
         }
     }
 }

@@ -85,7 +85,7 @@ pub fn go_tls_write_checked(ctx: ProbeContext) -> u32 {
         emitted: REPORTED_AT_ENTRY,
         _pad: [0; 2],
     };
-    emit_call(pid_tgid, &call, regs.rcx as i64, now);
+    emit_call(pid_tgid, regs.r14, &call, regs.rcx as i64, now);
     0
 }
 
@@ -128,7 +128,7 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
         emitted: REPORTED_AT_ENTRY,
         _pad: [0; 2],
     };
-    emit_call(pid_tgid, &call, n, now);
+    emit_call(pid_tgid, regs.r14, &call, n, now);
     0
 }
 
@@ -205,7 +205,7 @@ fn enter(ctx: &ProbeContext, dir: u8) {
         }
         // Sent at entry: the peer's answer can be read (and reported) by another goroutine before
         // this Write reaches its RET, and a request must never come after its response.
-        emit_call(pid_tgid, &call, regs.rcx as i64, call.enter_ns);
+        emit_call(pid_tgid, regs.r14, &call, regs.rcx as i64, call.enter_ns);
         call.emitted = REPORTED_AT_ENTRY;
     }
     if GO_TLS_CALLS.insert(key, call, 0).is_err() {
@@ -245,12 +245,12 @@ fn ret(ctx: &ProbeContext, dir: u8) {
         count(counter::GO_TLS_NO_SOCKET);
         return;
     }
-    emit_call(pid_tgid, &call, n, unsafe { bpf_ktime_get_ns() });
+    emit_call(pid_tgid, regs.r14, &call, n, unsafe { bpf_ktime_get_ns() });
 }
 
-/// Emits `n` plaintext bytes of a call as data of its socket.
+/// Emits `n` plaintext bytes of a call as data of its socket, made by goroutine `g`.
 #[inline(always)]
-fn emit_call(pid_tgid: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
+fn emit_call(pid_tgid: u64, g: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     if n <= 0 {
         return;
@@ -267,6 +267,7 @@ fn emit_call(pid_tgid: u64, call: &GoTlsCall, n: i64, exit_ns: u64) {
         total: n as u64,
         seq,
         source: source::GO_TLS,
+        goid: g,
     };
     emit_data(&data, call.buf, 0);
 }

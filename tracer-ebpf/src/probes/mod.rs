@@ -1,3 +1,4 @@
+pub mod goroutines;
 pub mod gotls;
 pub mod process;
 pub mod sock;

@@ -128,6 +128,7 @@ fn try_sock_io<const DIR: u8>(ctx: &RawTracePointContext, pid_tgid: u64) -> Resu
         total: ret as u64,
         seq,
         source: source::SYSCALL,
+        goid: 0,
     };
     // A socket under a Go tls.Conn carries ciphertext: its plaintext comes from the uprobes, and
     // its bytes are only counted, here, for the close record. A record per syscall was a large

@@ -169,6 +169,7 @@ fn try_sys_exit(ctx: &RawTracePointContext, pid_tgid: u64) -> Result<(), i64> {
                 total: ret as u64,
                 seq,
                 source: source::SYSCALL,
+                goid: 0,
             };
             match pending.kind {
                 call::READ | call::WRITE => emit_data(&data, pending.arg, 0),

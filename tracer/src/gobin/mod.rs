@@ -11,7 +11,7 @@ mod elf;
 mod pclntab;
 mod rets;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -206,6 +206,19 @@ impl GoBinary {
             Some((value, value.checked_add(size).filter(|_| size > 0)?))
         })?;
         Some(GoFunc { name: name.to_owned(), entry, end, file_offset: elf::vaddr_to_offset(&self.segs, entry)? })
+    }
+
+    /// Functions named by `suffixes` (each the name, or the name under a `vendor/` directory):
+    /// (index in `suffixes`, function), in pclntab order.
+    pub fn functions_by_suffix(&self, suffixes: &[&str]) -> Vec<(usize, GoFunc)> {
+        let found = self.pcln.lookup_suffixes(self.pcln_bytes(), suffixes, self.text_start);
+        found
+            .into_iter()
+            .filter_map(|(which, name, entry, end)| {
+                let file_offset = elf::vaddr_to_offset(&self.segs, entry)?;
+                Some((which, GoFunc { name, entry, end, file_offset }))
+            })
+            .collect()
     }
 
     /// File offsets of every RET in `f`, decoding linearly from entry to end.

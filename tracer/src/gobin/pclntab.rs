@@ -235,6 +235,24 @@ impl PclnTable {
         self.func_range(tab, i, text_start).map(|(entry, end, _)| (entry, end))
     }
 
+    /// Functions named `suffix`, or a vendored copy of it (`…/vendor/` + `suffix`), for each of
+    /// `suffixes`: (index in `suffixes`, full name, entry, end), bodies only (funcID 0: not the
+    /// compiler's wrappers). One pass over the table.
+    pub fn lookup_suffixes(&self, tab: &[u8], suffixes: &[&str], text_start: u64) -> Vec<(usize, String, u64, u64)> {
+        let mut found = Vec::new();
+        for i in 0..self.nfunc {
+            let Some(name) = self.name(tab, i) else { continue };
+            let Some(which) = suffixes.iter().position(|s| is_name_or_vendored(name, s.as_bytes())) else { continue };
+            if self.func_id(tab, i) != Some(0) {
+                continue;
+            }
+            if let Some((entry, end, _)) = self.func_range(tab, i, text_start) {
+                found.push((which, String::from_utf8_lossy(name).into_owned(), entry, end));
+            }
+        }
+        found
+    }
+
     /// (entry, end, end came from pcsp) of function `i`.
     pub(crate) fn func_range(&self, tab: &[u8], i: usize, text_start: u64) -> Option<(u64, u64, bool)> {
         let entry = self.entry(tab, i, text_start)?;
@@ -247,6 +265,16 @@ impl PclnTable {
             _ => (entry, next, false),
         })
     }
+}
+
+/// `name` is `wanted`, or `wanted` under a `vendor/` directory (kube-apiserver's older releases
+/// vendor their dependencies: `k8s.io/kubernetes/vendor/google.golang.org/grpc/...`).
+fn is_name_or_vendored(name: &[u8], wanted: &[u8]) -> bool {
+    const VENDOR: &[u8] = b"/vendor/";
+    name == wanted
+        || (name.len() > wanted.len() + VENDOR.len()
+            && name.ends_with(wanted)
+            && name[..name.len() - wanted.len()].ends_with(VENDOR))
 }
 
 /// Go's uvarint (LEB128), at most 10 bytes; None when truncated or too long.
@@ -340,5 +368,19 @@ mod tests {
         assert_eq!(uvarint(&[0x80, 0x01]), Some((128, 2)));
         assert_eq!(uvarint(&[0x80]), None);
         assert_eq!(uvarint(&[0xff; 12]), None);
+    }
+
+    #[test]
+    fn names_match_exactly_or_under_a_vendor_directory() {
+        let grpc = b"google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
+        assert!(is_name_or_vendored(grpc, grpc));
+        let vendored =
+            b"k8s.io/kubernetes/vendor/google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
+        assert!(is_name_or_vendored(vendored, grpc));
+        // Another package whose path merely ends the same is not the function.
+        let other = b"example.com/mygoogle.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
+        assert!(!is_name_or_vendored(other, grpc));
+        assert!(!is_name_or_vendored(b"net/http.(*Request).writeHeader", b"net/http.(*Request).write"));
+        assert!(!is_name_or_vendored(b"vendor/net/http.(*Request).write", b"net/http.(*Request).write"));
     }
 }

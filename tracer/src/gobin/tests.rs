@@ -30,7 +30,7 @@ fn etcd_bytes() -> Vec<u8> {
 }
 
 /// `$VAR`, else where `cargo xtask test` builds it (target/go-bin/<var in lower case>).
-fn env_bin(var: &str) -> PathBuf {
+pub(crate) fn env_bin(var: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var) {
         return PathBuf::from(p);
     }

@@ -14,6 +14,7 @@
 
 mod ahead;
 mod files;
+mod goroutines;
 mod plan;
 
 use std::{
@@ -41,7 +42,7 @@ use self::{
 use crate::{cli::GoTlsProbesArg, clock::Clock};
 
 /// The programs, indexed by the constants below.
-const PROGRAMS: [&str; 7] = [
+const PROGRAMS: [&str; 14] = [
     "go_tls_write_enter",
     "go_tls_read_enter",
     "go_tls_write_ret",
@@ -49,6 +50,13 @@ const PROGRAMS: [&str; 7] = [
     "go_tls_handshake_enter",
     "go_tls_write_checked",
     "go_tls_read_copy",
+    "go_newproc1_enter",
+    "go_newproc1_ret",
+    "go_grpc_execute_and_put",
+    "go_grpc_header_handler",
+    "go_http1_round_trip",
+    "go_http1_request_write",
+    "go_h2_run_handler",
 ];
 const WRITE_ENTER: usize = 0;
 const READ_ENTER: usize = 1;
@@ -57,6 +65,13 @@ const READ_RET: usize = 3;
 const HANDSHAKE: usize = 4;
 const WRITE_CHECKED: usize = 5;
 const READ_COPY: usize = 6;
+const GO_SPAWN_ENTER: usize = 7;
+const GO_SPAWN_RET: usize = 8;
+const GO_GRPC_PUT: usize = 9;
+const GO_GRPC_HEADER: usize = 10;
+const GO_HTTP1_ROUND_TRIP: usize = 11;
+const GO_HTTP1_WRITE: usize = 12;
+const GO_H2_HANDLER: usize = 13;
 
 /// Where crypto/tls connections start: their first socket I/O names the fd of connections that
 /// do not wrap a `*net.TCPConn` directly (see probes/gotls.rs). Once per connection.
@@ -268,7 +283,9 @@ impl GoTls {
         let file = std::fs::File::open(exe).with_context(|| format!("opening {}", exe.display()))?;
         let slot = self.files.next_slot();
         self.file_offsets.insert(slot, plan.offsets, 0).context("storing Go struct offsets")?;
-        match attach_points(ebpf, &plan.points, slot, exe) {
+        let points =
+            plan.points.iter().map(|&(prog, offset)| (prog, offset, slot)).chain(plan.goroutines.cookies(slot));
+        match attach_points(ebpf, points, exe) {
             Ok(links) => {
                 let ready_ns = Clock::ktime_now();
                 let probes = FileProbes { links, file, plan: plan.clone(), ready_ns, readiness };
@@ -343,18 +360,17 @@ impl GoTls {
     }
 }
 
-/// Attaches the probes of `points` to the file at `exe`, for every process, with `slot` as their
-/// cookie; on an error, none stays.
+/// Attaches the probes of `points` (program, file offset, cookie: the file's slot, with a site
+/// argument for some) to the file at `exe`, for every process; on an error, none stays.
 fn attach_points(
     ebpf: &mut Ebpf,
-    points: &[(usize, u64)],
-    slot: u64,
+    points: impl Iterator<Item = (usize, u64, u64)>,
     exe: &Path,
 ) -> Result<Vec<(usize, UProbeLinkId)>> {
-    let mut links = Vec::with_capacity(points.len());
-    for &(prog_idx, offset) in points {
+    let mut links = Vec::new();
+    for (prog_idx, offset, cookie) in points {
         let prog: &mut UProbe = ebpf.program_mut(PROGRAMS[prog_idx]).expect("loaded at start").try_into()?;
-        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(slot) };
+        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
         match prog.attach(point, exe, UProbeScope::AllProcesses) {
             Ok(link) => links.push((prog_idx, link)),
             Err(e) => {

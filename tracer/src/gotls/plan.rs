@@ -10,6 +10,7 @@ use tracer_common::GoTlsOffsets;
 
 use super::{
     HANDSHAKE, OFFSETS, READ_COPY, READ_ENTER, READ_RET, TLS_HANDSHAKES, WRITE_CHECKED, WRITE_ENTER, WRITE_RET,
+    goroutines::{self, GoroutineSites},
 };
 use crate::{
     cli::GoTlsProbesArg,
@@ -55,6 +56,10 @@ pub struct ProbePlan {
     /// (program index, file offset), every RET probe before any entry probe (see [`rets_first`]).
     pub points: Vec<(usize, u64)>,
     pub offsets: GoTlsOffsets,
+    /// The goroutine probes (spawns, grpc-go and net/http links), attached with the TLS ones.
+    pub goroutines: GoroutineSites,
+    /// Why the binary has no goroutine probes at all, when its code could not be read.
+    pub goroutines_error: Option<String>,
 }
 
 /// What the analysis of a file found. Errors that depend on the moment (the process is gone,
@@ -135,7 +140,11 @@ fn plan(bin: &GoBinary, policy: GoTlsProbesArg) -> Result<ProbePlan, GoBinError>
     }));
     let rets = by_prog.iter().filter(|(prog, _)| matches!(*prog, WRITE_RET | READ_RET)).count();
     rets_first(&mut by_prog);
-    Ok(ProbePlan { go_version, read, write, rets, points: by_prog, offsets })
+    let (goroutines, goroutines_error) = match goroutines::sites(bin) {
+        Ok(sites) => (sites, None),
+        Err(e) => (GoroutineSites::default(), Some(e.to_string())),
+    };
+    Ok(ProbePlan { go_version, read, write, rets, points: by_prog, offsets, goroutines, goroutines_error })
 }
 
 /// Orders the probe points so that every RET probe is in place before any entry probe. The points
