@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(ctl >> 1).max(1);
     for (i, piece) in rest.chunks(step).enumerate() {
         let gap = if i % 3 == 2 { u64::from(piece.first().copied().unwrap_or(0)) } else { 0 };
-        dec.feed(&Segment { data: piece, uncaptured_after: gap, enter_ns: i as u64, exit_ns: i as u64 + 1 }, &mut out);
+        dec.feed(
+            &Segment { data: piece, uncaptured_after: gap, enter_ns: i as u64, exit_ns: i as u64 + 1, goroutine: 0 },
+            &mut out,
+        );
         out.clear();
     }
 });

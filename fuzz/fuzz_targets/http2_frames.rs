@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
             _ => u64::from(*unc) << 12,
         };
         ts += 10;
-        let seg = Segment { data: bytes, uncaptured_after: uncaptured, enter_ns: ts, exit_ns: ts + 5 };
+        let seg = Segment { data: bytes, uncaptured_after: uncaptured, enter_ns: ts, exit_ns: ts + 5, goroutine: 0 };
         if use_conn {
             let from = if len & 1 == 0 { Role::Client } else { Role::Server };
             conn.feed(from, &seg, &mut out);

@@ -21,7 +21,7 @@ use crate::{
 
 pub use endpoint::Endpoint;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub tgid: u32,
     pub fd: i32,
@@ -35,6 +35,8 @@ struct DirState {
 }
 
 pub struct Connection<P> {
+    /// Where the table keeps it (set by [`ConnTable::insert`]): the process and its socket fd.
+    pub key: ConnKey,
     pub role: Role,
     /// Fixed at creation, as `endpoints`, which is made from them.
     pub local: Option<SocketAddr>,
@@ -48,6 +50,9 @@ pub struct Connection<P> {
     pub preexisting: bool,
     /// The kernel `struct sock` behind the fd, when the probes said (else 0).
     pub sk: u64,
+    /// Another traced process holds this connection's other end (the same addresses, reversed):
+    /// kept by the table as connections come and go.
+    pub peer_traced: bool,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub process: Arc<ProcessInfo>,
@@ -79,6 +84,7 @@ impl<P: Default> Connection<P> {
         process: Arc<ProcessInfo>,
     ) -> Self {
         Connection {
+            key: ConnKey::default(),
             role,
             local,
             peer,
@@ -87,6 +93,7 @@ impl<P: Default> Connection<P> {
             last_ns: opened_ns,
             preexisting,
             sk: 0,
+            peer_traced: false,
             bytes_received: 0,
             bytes_sent: 0,
             process,
@@ -155,6 +162,7 @@ impl<P: Default> Connection<P> {
                     uncaptured_after: total.saturating_sub(end),
                     enter_ns: c.enter_ns,
                     exit_ns: c.enter_ns,
+                    goroutine: c.goroutine,
                 });
                 lost = true;
             }
@@ -172,7 +180,13 @@ impl<P: Default> Connection<P> {
             dir.open_syscall = Some((c.total_len, end));
             0
         };
-        let seg = Segment { data: c.data, uncaptured_after, enter_ns: c.enter_ns, exit_ns: c.exit_ns };
+        let seg = Segment {
+            data: c.data,
+            uncaptured_after,
+            enter_ns: c.enter_ns,
+            exit_ns: c.exit_ns,
+            goroutine: c.goroutine,
+        };
         Some(if lost { Feed::LostThen(seg) } else { Feed::Segments(gap, seg) })
     }
 }
@@ -190,16 +204,22 @@ impl Direction {
 #[derive(Debug, PartialEq, Eq)]
 pub struct StaleClose;
 
+/// A connection's addresses as (local, peer).
+type AddrPair = (SocketAddr, SocketAddr);
+
 pub struct ConnTable<P> {
     // foldhash: the default SipHash showed in profiles; keys are (tgid, fd), not attacker-chosen.
     conns: HashMap<ConnKey, Connection<P>, foldhash::fast::RandomState>,
+    /// The connections by their addresses, to find the other end of one on this node: at most
+    /// one entry per connection (a socket shared by processes is found under its latest key).
+    by_addrs: HashMap<AddrPair, ConnKey, foldhash::fast::RandomState>,
     max: usize,
     pub evicted: u64,
 }
 
 impl<P: Default> ConnTable<P> {
     pub fn new(max: usize) -> Self {
-        ConnTable { conns: HashMap::default(), max, evicted: 0 }
+        ConnTable { conns: HashMap::default(), by_addrs: HashMap::default(), max, evicted: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -212,19 +232,45 @@ impl<P: Default> ConnTable<P> {
 
     /// Inserts, returning what was there (fd reuse without a seen close) and what had to be
     /// evicted to make room: both still need their spans finished.
-    pub fn insert(&mut self, key: ConnKey, conn: Connection<P>) -> Vec<Connection<P>> {
+    pub fn insert(&mut self, key: ConnKey, mut conn: Connection<P>) -> Vec<Connection<P>> {
         let mut finished = Vec::new();
-        if let Some(old) = self.conns.remove(&key) {
-            finished.push(old);
-        }
+        finished.extend(self.take(&key));
         if self.conns.len() >= self.max
             && let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k)
         {
-            finished.extend(self.conns.remove(&oldest));
+            finished.extend(self.take(&oldest));
             self.evicted += 1;
+        }
+        conn.key = key;
+        if let (Some(local), Some(peer)) = (conn.local, conn.peer) {
+            self.by_addrs.insert((local, peer), key);
+            if let Some(other) = self.by_addrs.get(&(peer, local)).filter(|k| k.tgid != key.tgid)
+                && let Some(other) = self.conns.get_mut(other)
+            {
+                other.peer_traced = true;
+                conn.peer_traced = true;
+            }
         }
         self.conns.insert(key, conn);
         finished
+    }
+
+    /// Removes a connection and its address entry; the other end, if traced, is no longer
+    /// marked as such.
+    fn take(&mut self, key: &ConnKey) -> Option<Connection<P>> {
+        let conn = self.conns.remove(key)?;
+        if let (Some(local), Some(peer)) = (conn.local, conn.peer) {
+            if self.by_addrs.get(&(local, peer)) == Some(key) {
+                self.by_addrs.remove(&(local, peer));
+            }
+            if conn.peer_traced
+                && let Some(other) = self.by_addrs.get(&(peer, local))
+                && let Some(other) = self.conns.get_mut(other)
+            {
+                other.peer_traced = false;
+            }
+        }
+        Some(conn)
     }
 
     /// Removes the connection a close record of kernel socket `sk` on `key` ends. One known to
@@ -232,14 +278,14 @@ impl<P: Default> ConnTable<P> {
     pub fn remove_closed(&mut self, key: &ConnKey, sk: u64) -> Result<Option<Connection<P>>, StaleClose> {
         match self.conns.get(key) {
             Some(c) if !c.may_be_socket(sk) => Err(StaleClose),
-            _ => Ok(self.conns.remove(key)),
+            _ => Ok(self.take(key)),
         }
     }
 
     /// Removes every connection of a process (it exited or was detached).
     pub fn remove_process(&mut self, tgid: u32) -> Vec<Connection<P>> {
         let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
-        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+        keys.iter().filter_map(|k| self.take(k)).collect()
     }
 
     /// The connections of a process.
@@ -251,10 +297,11 @@ impl<P: Default> ConnTable<P> {
     pub fn remove_process_except(&mut self, tgid: u32, keep: &[i32]) -> Vec<Connection<P>> {
         let keys: Vec<ConnKey> =
             self.conns.keys().filter(|k| k.tgid == tgid && !keep.contains(&k.fd)).copied().collect();
-        keys.iter().filter_map(|k| self.conns.remove(k)).collect()
+        keys.iter().filter_map(|k| self.take(k)).collect()
     }
 
     pub fn drain(&mut self) -> Vec<Connection<P>> {
+        self.by_addrs.clear();
         self.conns.drain().map(|(_, c)| c).collect()
     }
 }
@@ -299,5 +346,59 @@ mod tests {
         table.insert(key, conn(0));
         assert!(matches!(table.remove_closed(&key, 0xb000), Ok(Some(_))));
         assert!(matches!(table.remove_closed(&key, 0xb000), Ok(None)));
+    }
+
+    fn at(tgid: u32, local: &str, peer: &str) -> Connection<()> {
+        let mut c = conn(0);
+        c.process = Arc::new(ProcessInfo { pid: tgid, ..(*c.process).clone() });
+        (c.local, c.peer) = (local.parse().ok(), peer.parse().ok());
+        c
+    }
+
+    fn peer_traced(table: &mut ConnTable<()>, tgid: u32, fd: i32) -> bool {
+        table.get_mut(&ConnKey { tgid, fd }).expect("connection").peer_traced
+    }
+
+    /// A connection whose reversed addresses are another traced process's connection knows it
+    /// (both do), whichever came first, and forgets it when that one goes; a process's own
+    /// other end (one process, both ends) and other addresses do not count.
+    #[test]
+    fn the_other_end_in_another_traced_process_is_known_while_it_lives() {
+        let (client, server) = ("10.0.0.1:40000", "10.0.0.1:2379");
+        let mut table = ConnTable::new(16);
+        table.insert(ConnKey { tgid: 1, fd: 5 }, at(1, client, server));
+        table.insert(ConnKey { tgid: 1, fd: 6 }, at(1, "10.0.0.1:40001", server));
+        assert!(!peer_traced(&mut table, 1, 5));
+        table.insert(ConnKey { tgid: 1, fd: 7 }, at(1, server, "10.0.0.1:40001"));
+        assert!(!peer_traced(&mut table, 1, 6) && !peer_traced(&mut table, 1, 7), "one process, both ends");
+        table.insert(ConnKey { tgid: 2, fd: 9 }, at(2, server, client));
+        assert!(peer_traced(&mut table, 1, 5) && peer_traced(&mut table, 2, 9));
+        assert!(!peer_traced(&mut table, 1, 6));
+        assert!(table.remove_closed(&ConnKey { tgid: 2, fd: 9 }, 0).is_ok());
+        assert!(!peer_traced(&mut table, 1, 5), "the other end closed");
+        table.insert(ConnKey { tgid: 2, fd: 9 }, at(2, server, client));
+        assert!(peer_traced(&mut table, 1, 5));
+        table.remove_process(1);
+        assert!(!peer_traced(&mut table, 2, 9), "its process is gone");
+        assert_eq!(table.by_addrs.len(), table.len());
+    }
+
+    /// The address index is bounded with the table: evicted, replaced and drained connections
+    /// leave it.
+    #[test]
+    fn the_address_index_follows_the_table() {
+        let mut table = ConnTable::new(2);
+        for fd in 0..10 {
+            let c = at(3, &format!("10.0.0.1:{}", 40_000 + fd), "10.0.0.2:443");
+            table.insert(ConnKey { tgid: 3, fd }, c);
+            assert_eq!(table.by_addrs.len(), table.len());
+        }
+        assert_eq!((table.len(), table.evicted), (2, 8));
+        table.insert(ConnKey { tgid: 3, fd: 9 }, at(3, "10.0.0.1:50000", "10.0.0.2:443"));
+        assert_eq!((table.len(), table.by_addrs.len()), (2, 2), "fd 9 replaced");
+        table.remove_process_except(3, &[9]);
+        assert_eq!((table.len(), table.by_addrs.len()), (1, 1));
+        table.drain();
+        assert_eq!(table.by_addrs.len(), 0);
     }
 }

@@ -35,12 +35,14 @@ pub struct Segment<'a> {
     pub enter_ns: u64,
     /// Kernel time at syscall exit.
     pub exit_ns: u64,
+    /// The goroutine (its `g`) that moved the bytes, for Go TLS plaintext; 0 when unknown.
+    pub goroutine: u64,
 }
 
 impl<'a> Segment<'a> {
     /// A fully captured segment; handy in tests.
     pub fn captured(data: &'a [u8], ts: u64) -> Self {
-        Segment { data, uncaptured_after: 0, enter_ns: ts, exit_ns: ts }
+        Segment { data, uncaptured_after: 0, enter_ns: ts, exit_ns: ts, goroutine: 0 }
     }
 
     /// Total stream bytes this segment stands for.

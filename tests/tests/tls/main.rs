@@ -8,4 +8,5 @@ mod common;
 mod etcd;
 mod exec_ready;
 mod go_tls;
+mod grpc_links;
 mod mid_connection;

@@ -2,7 +2,7 @@
 
 use crate::{
     clock::Clock,
-    span::{SpanKind, SpanRecord, SpanStatus},
+    span::{SpanKind, SpanOrigin, SpanRecord, SpanStatus},
     stream::Role,
 };
 
@@ -28,13 +28,29 @@ impl SpanContext<'_> {
     }
 
     /// A span of this connection from kernel time `start_ns` to `end_ns`: a server span on a
-    /// server's connection, a client span on a client's.
+    /// server's connection, a client span on a client's. Its origin names the connection and the
+    /// times; the goroutine and the stream are the caller's to add.
     pub fn span(&self, name: String, start_ns: u64, end_ns: u64, status: SpanStatus, attributes: Attrs) -> SpanRecord {
         let kind = match self.conn.role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
         };
+        let end_ns = end_ns.max(start_ns);
         let (start, end) = (self.clock.to_unix_nanos(start_ns), self.clock.to_unix_nanos(end_ns));
-        attrs::new_span(name, kind, start, end, status, attributes, self.conn.process.clone())
+        let mut span = attrs::new_span(name, kind, start, end, status, attributes, self.conn.process.clone());
+        let c = self.conn;
+        span.origin = SpanOrigin {
+            tgid: c.key.tgid,
+            fd: c.key.fd,
+            conn_opened_ns: c.opened_ns,
+            local: c.local,
+            peer: c.peer,
+            stream_id: None,
+            goroutine: 0,
+            start_ns,
+            end_ns,
+            peer_traced: c.peer_traced,
+        };
+        span
     }
 }

@@ -27,6 +27,8 @@ struct Pending {
     head: RequestHead,
     info: k8s::RequestInfo,
     start_ns: u64,
+    /// The goroutine the span's origin names (see `SpanOrigin::goroutine`).
+    goroutine: u64,
     request_body: Option<u64>,
     /// The head was longer than the capture: its end (and body) are unknown, the rest is known.
     truncated: bool,
@@ -97,7 +99,7 @@ impl Http1Conn {
         if dir == self.requests_dir() {
             self.requests.feed(seg, events);
             for ev in events.drain(..) {
-                self.on_request_event(ctx, ev, stats, out);
+                self.on_request_event(ctx, ev, seg.goroutine, stats, out);
             }
         } else {
             self.responses.feed(seg, events);
@@ -114,6 +116,7 @@ impl Http1Conn {
         &mut self,
         ctx: &SpanContext<'_>,
         ev: Http1Event,
+        seg_goroutine: u64,
         stats: &mut AssembleStats,
         out: &mut Vec<SpanRecord>,
     ) {
@@ -132,10 +135,17 @@ impl Http1Conn {
                     Role::Server => first_byte.exit_ns,
                     Role::Client => first_byte.enter_ns,
                 };
+                // A server's request is the goroutine's that read the end of its head (Go's
+                // background read may have taken the first byte); a client's, the writer's.
+                let goroutine = match self.role {
+                    Role::Server => seg_goroutine,
+                    Role::Client => first_byte.goroutine,
+                };
                 let mut p = Pending {
                     head,
                     info,
                     start_ns,
+                    goroutine,
                     request_body: None,
                     truncated: false,
                     response: None,
@@ -265,8 +275,8 @@ impl Http1Conn {
     /// reported as errors.
     pub fn close(&mut self, ctx: &SpanContext<'_>, ts_ns: u64, stats: &mut AssembleStats, out: &mut Vec<SpanRecord>) {
         let mut events = Vec::new();
-        self.responses.on_close(Timing { enter_ns: ts_ns, exit_ns: ts_ns }, &mut events);
-        let seg = Segment { data: &[], uncaptured_after: 0, enter_ns: ts_ns, exit_ns: ts_ns };
+        self.responses.on_close(Timing { enter_ns: ts_ns, exit_ns: ts_ns, goroutine: 0 }, &mut events);
+        let seg = Segment { data: &[], uncaptured_after: 0, enter_ns: ts_ns, exit_ns: ts_ns, goroutine: 0 };
         for ev in events {
             self.on_response_event(ctx, ev, &seg, stats, out);
         }
@@ -324,6 +334,7 @@ fn build_span(ctx: &SpanContext<'_>, p: &mut Pending, end_ns: u64, response_body
     let status =
         if error { SpanStatus::Error(format!("HTTP {}", status_code.unwrap_or(0))) } else { SpanStatus::Unset };
     let mut span = ctx.span(name, p.start_ns, end_ns, status, a);
+    span.origin.goroutine = p.goroutine;
     span.latency_class = latency_class;
     span.remote_parent = traceparent.filter(|_| ctx.conn.role == Role::Server);
     span

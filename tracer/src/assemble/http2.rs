@@ -25,7 +25,14 @@ use crate::{
     stream::{Direction, Segment},
 };
 
-use super::{AssembleStats, attrs, context::SpanContext};
+use super::{AssembleStats, GrpcLinks, attrs, context::SpanContext};
+
+/// Who read a request's HEADERS: the process, and the goroutine of the segment being fed.
+#[derive(Clone, Copy)]
+struct HeadReader {
+    tgid: u32,
+    goroutine: u64,
+}
 
 /// Streams followed per connection at most (HTTP/2's default concurrency is 100–250).
 const MAX_STREAMS: usize = 1024;
@@ -34,7 +41,11 @@ const ETCD_PREFIX: &str = "/registry";
 
 #[derive(Default)]
 struct Stream {
+    id: u32,
     start_ns: u64,
+    /// The goroutine the span's origin names: a server's, the one that read the end of the
+    /// request HEADERS; a client's, the one that wrote them.
+    goroutine: u64,
     method: Option<FieldValue>,
     path: Option<FieldValue>,
     authority: Option<FieldValue>,
@@ -46,6 +57,9 @@ struct Stream {
     grpc_service_len: Option<usize>,
     /// `:method` or `:path` could not be resolved.
     name_unknown: bool,
+    /// An etcd method's path without a gRPC content-type (unknown, or absent): gRPC once its
+    /// first request message decodes as that method's.
+    etcd_by_path: bool,
     request_bytes: u64,
     status: Option<u16>,
     grpc_status: Option<(u32, Option<String>)>,
@@ -93,6 +107,7 @@ impl Http2Conn {
         ctx: &SpanContext<'_>,
         dir: Direction,
         seg: &Segment<'_>,
+        links: &mut GrpcLinks,
         stats: &mut AssembleStats,
         out: &mut Vec<SpanRecord>,
     ) {
@@ -102,7 +117,8 @@ impl Http2Conn {
         self.h2.feed(if from_client { Role::Client } else { Role::Server }, seg, &mut events);
         for mut ev in events.drain(..) {
             if from_client {
-                self.on_request_event(&mut ev, stats);
+                let reader = HeadReader { tgid: ctx.conn.key.tgid, goroutine: seg.goroutine };
+                self.on_request_event(&mut ev, reader, links, stats);
             } else {
                 self.on_response_event(ctx, &mut ev, stats, out);
             }
@@ -110,7 +126,13 @@ impl Http2Conn {
         self.scratch = events;
     }
 
-    fn on_request_event(&mut self, ev: &mut H2Event, stats: &mut AssembleStats) {
+    fn on_request_event(
+        &mut self,
+        ev: &mut H2Event,
+        reader: HeadReader,
+        links: &mut GrpcLinks,
+        stats: &mut AssembleStats,
+    ) {
         match &*ev {
             H2Event::Headers { stream_id, timing, .. } | H2Event::HeadersUnknown { stream_id, timing, .. } => {
                 if self.streams.contains_key(stream_id) {
@@ -120,18 +142,38 @@ impl Http2Conn {
                     stats.pending_overflow += 1;
                     return;
                 }
-                let (id, mut s) = (*stream_id, Stream { start_ns: timing.enter_ns, ..Default::default() });
+                let id = *stream_id;
+                let goroutine = match self.role {
+                    Role::Server => reader.goroutine,
+                    Role::Client => timing.goroutine,
+                };
+                let (enter_ns, writer) = (timing.enter_ns, timing.goroutine);
+                let mut s = Stream { id, start_ns: enter_ns, goroutine, ..Default::default() };
                 s.method = take_found(ev, ":method");
                 s.path = take_found(ev, ":path");
-                s.name_unknown = s.method.is_none() || s.path.is_none();
                 s.authority = take_found(ev, ":authority");
                 s.user_agent = take_found(ev, "user-agent");
+                let grpc_content_type =
+                    matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct));
                 if self.role == Role::Server {
                     s.remote_parent = traceparent(ev);
-                }
-                if matches!(ev.header("content-type"), Some(Lookup::Found(ct)) if grpc::is_grpc_content_type(ct)) {
+                } else if let Some(link) = links.take(reader.tgid, writer, id, enter_ns, stats) {
+                    // grpc-go's writer said which call this is: its HEADERS name it when they can.
+                    if s.path.is_none() {
+                        s.path = link.kind.grpc_path().map(FieldValue::copy);
+                    }
+                    s.method.get_or_insert(FieldValue::Static("POST"));
                     s.grpc_service_len = s.path.as_deref().and_then(grpc::parse_path).map(|(service, _)| service.len());
                 }
+                if grpc_content_type {
+                    s.grpc_service_len = s.path.as_deref().and_then(grpc::parse_path).map(|(service, _)| service.len());
+                }
+                s.name_unknown = s.method.is_none() || s.path.is_none();
+                s.etcd_by_path = s.grpc_service_len.is_none()
+                    && s.path
+                        .as_deref()
+                        .and_then(grpc::parse_path)
+                        .is_some_and(|(sv, m)| EtcdOp::from_rpc(sv, m).is_some());
                 self.streams.insert(id, s);
             }
             H2Event::Data { stream_id, len, .. } => {
@@ -150,9 +192,17 @@ impl Http2Conn {
         }
         if let Some((id, msg)) = self.requests.on_event(ev)
             && let Some(s) = self.streams.get_mut(&id)
-            && let Some((service, method)) = grpc_method(s)
         {
-            s.etcd_req = etcd::decode_request_message(method, service, &msg);
+            if let Some((service, method)) = grpc_method(s) {
+                s.etcd_req = etcd::decode_request_message(method, service, &msg);
+            } else if s.etcd_by_path
+                && let Some((service, method)) = s.path.as_deref().and_then(grpc::parse_path)
+                && let Some(req) = etcd::decode_request_message(method, service, &msg)
+            {
+                // A length-prefixed message of that etcd method: the path was a gRPC call's.
+                s.grpc_service_len = Some(service.len());
+                s.etcd_req = Some(req);
+            }
         }
     }
 
@@ -175,9 +225,8 @@ impl Http2Conn {
                     H2Event::Data { timing, .. } => timing.exit_ns,
                     _ => s.start_ns,
                 };
-                out.push(build_span(ctx, s, end, None));
+                out.push(build_span(ctx, s, end, None, stats));
                 s.reported = true;
-                stats.spans += 1;
             }
         }
         let ev = &*ev;
@@ -243,8 +292,7 @@ impl Http2Conn {
         if s.reported {
             return;
         }
-        out.push(build_span(ctx, &mut s, timing.exit_ns, error));
-        stats.spans += 1;
+        out.push(build_span(ctx, &mut s, timing.exit_ns, error, stats));
     }
 
     /// The connection closed: streams still open are reported as errors.
@@ -253,8 +301,8 @@ impl Http2Conn {
             if s.reported || (s.status.is_none() && s.request_bytes == 0 && s.name_unknown) {
                 continue;
             }
-            out.push(build_span(ctx, &mut s, ts_ns, Some("connection closed before the stream ended".into())));
-            stats.spans += 1;
+            let why = Some("connection closed before the stream ended".into());
+            out.push(build_span(ctx, &mut s, ts_ns, why, stats));
         }
     }
 }
@@ -288,8 +336,16 @@ fn is_streaming(s: &Stream) -> bool {
     matches!(s.etcd_req.as_ref().map(|r| r.op), Some(EtcdOp::Watch | EtcdOp::LeaseKeepAlive))
 }
 
-/// The span of `s`; its user agent moves into the span (a stream is reported once).
-fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<String>) -> SpanRecord {
+/// The span of `s`, counted; its user agent moves into the span (a stream is reported once).
+fn build_span(
+    ctx: &SpanContext<'_>,
+    s: &mut Stream,
+    end_ns: u64,
+    error: Option<String>,
+    stats: &mut AssembleStats,
+) -> SpanRecord {
+    stats.spans += 1;
+    stats.unnamed_streams += u64::from(s.name_unknown);
     let user_agent = s.user_agent.take();
     let s = &*s;
     let mut a = attrs::connection(ctx.conn);
@@ -377,6 +433,8 @@ fn build_span(ctx: &SpanContext<'_>, s: &mut Stream, end_ns: u64, error: Option<
         status = SpanStatus::Error(why);
     }
     let mut span = ctx.span(name, s.start_ns, end_ns, status, a);
+    span.origin.stream_id = Some(s.id);
+    span.origin.goroutine = s.goroutine;
     span.latency_class = latency_class;
     span.remote_parent = s.remote_parent;
     span

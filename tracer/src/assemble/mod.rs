@@ -8,6 +8,7 @@ mod attrs;
 mod context;
 mod http1;
 mod http2;
+mod links;
 
 use crate::{
     clock::Clock,
@@ -21,6 +22,7 @@ use crate::{
 
 pub use http1::Http1Conn;
 pub use http2::Http2Conn;
+use links::GrpcLinks;
 
 use context::SpanContext;
 
@@ -58,6 +60,14 @@ pub struct AssembleStats {
     pub unmatched_responses: u64,
     pub pending_overflow: u64,
     pub requests_abandoned: u64,
+    /// HTTP/2 streams reported without a name: HEADERS not decodable (a connection joined
+    /// mid-way) and no link from the writer said which call it was.
+    pub unnamed_streams: u64,
+    /// grpc-go's stream links (see `links`): used to name a stream, let go unused (too old,
+    /// pushed out), or not a method path.
+    pub grpc_links_used: u64,
+    pub grpc_links_expired: u64,
+    pub grpc_links_invalid: u64,
 }
 
 pub struct Assembler {
@@ -68,11 +78,19 @@ pub struct Assembler {
     pub etcd_ports: Vec<u16>,
     /// Decoded HTTP/1 messages of the segment being fed, kept between segments (see `Http1Conn::feed`).
     h1_events: Vec<h1::Http1Event>,
+    /// grpc-go's names of the client streams it is about to open.
+    grpc_links: GrpcLinks,
 }
 
 impl Assembler {
     pub fn new(clock: Clock, etcd_ports: Vec<u16>) -> Self {
-        Assembler { clock, stats: AssembleStats::default(), etcd_ports, h1_events: Vec::new() }
+        Assembler {
+            clock,
+            stats: AssembleStats::default(),
+            etcd_ports,
+            h1_events: Vec::new(),
+            grpc_links: GrpcLinks::default(),
+        }
     }
 
     /// Feeds one chunk's outcome (see [`Connection::on_chunk`]) to the connection's decoder.
@@ -120,6 +138,7 @@ impl Assembler {
                     &SpanContext { conn, clock: &self.clock, etcd_ports: &self.etcd_ports },
                     dir,
                     seg,
+                    &mut self.grpc_links,
                     &mut self.stats,
                     out,
                 );
@@ -140,10 +159,13 @@ impl Assembler {
         self.on_close(conn, ts_ns, out);
     }
 
-    /// The connection is gone: finish what it had in flight, or give it its connection span.
-    /// A goroutine was linked to a request (grpc-go, net/http). Not used yet.
-    pub fn on_go_link(&mut self, _link: &GoLink) {}
+    /// A goroutine was linked to a request (grpc-go, net/http): grpc-go's writer names the client
+    /// stream it opens next (see `links`); the other kinds are correlation's.
+    pub fn on_go_link(&mut self, link: &GoLink) {
+        self.grpc_links.on_link(link, &mut self.stats);
+    }
 
+    /// The connection is gone: finish what it had in flight, or give it its connection span.
     pub fn on_close(&mut self, mut conn: Conn, ts_ns: u64, out: &mut Vec<SpanRecord>) {
         match std::mem::take(&mut conn.proto) {
             ProtoState::Http1(mut h) => h.close(

@@ -26,18 +26,23 @@ struct Harness {
     spans: Vec<SpanRecord>,
     /// Chunks come from the Go TLS uprobes (plaintext of a TLS connection).
     tls: bool,
+    /// The goroutine the next chunks come from (Go TLS probes say it; 0: unknown).
+    goroutine: u64,
 }
 
 impl Harness {
     fn new(role: Role) -> Self {
         let local = "10.0.0.1:6443".parse().ok();
         let peer = "10.0.0.2:40000".parse().ok();
+        let mut conn = Connection::new(role, local, peer, 1_000, false, process());
+        conn.key = crate::connections::ConnKey { tgid: 7, fd: 3 };
         Harness {
             asm: Assembler::new(Clock::new(), vec![2379]),
-            conn: Connection::new(role, local, peer, 1_000, false, process()),
+            conn,
             seq: [0; 2],
             spans: Vec::new(),
             tls: false,
+            goroutine: 0,
         }
     }
 
@@ -55,7 +60,7 @@ impl Harness {
             tls: self.tls,
             first: true,
             last: true,
-            goroutine: 0,
+            goroutine: self.goroutine,
             data,
         };
         self.seq[dir.index()] += 1;
@@ -273,28 +278,28 @@ mod h2 {
     use super::*;
     use crate::protocols::http2::build;
 
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
     /// HPACK literal without indexing, name from the static table (index < 15).
-    fn lit(index: u8, value: &str) -> Vec<u8> {
+    pub(super) fn lit(index: u8, value: &str) -> Vec<u8> {
         let mut v = if index < 15 { vec![index] } else { vec![0x0f, index - 15] };
         v.push(value.len() as u8);
         v.extend_from_slice(value.as_bytes());
         v
     }
 
-    fn block(parts: &[Vec<u8>]) -> Vec<u8> {
+    pub(super) fn block(parts: &[Vec<u8>]) -> Vec<u8> {
         parts.concat()
     }
 
     /// `:method GET` (static 2), `:method POST` (3), `:status 200` (8).
-    const GET: u8 = 0x82;
-    const POST: u8 = 0x83;
-    const STATUS_200: u8 = 0x88;
-    const PATH: u8 = 4;
-    const CONTENT_TYPE: u8 = 31;
+    pub(super) const GET: u8 = 0x82;
+    pub(super) const POST: u8 = 0x83;
+    pub(super) const STATUS_200: u8 = 0x88;
+    pub(super) const PATH: u8 = 4;
+    pub(super) const CONTENT_TYPE: u8 = 31;
 
-    fn grpc_trailers(code: u32) -> Vec<u8> {
+    pub(super) fn grpc_trailers(code: u32) -> Vec<u8> {
         // grpc-status is not in the static table: literal with a literal name.
         let mut v = vec![0x00, 11];
         v.extend_from_slice(b"grpc-status");
@@ -345,7 +350,7 @@ mod h2 {
     }
 
     /// RangeRequest { key: 1, range_end: 2 } and RangeResponse { header: 1 { revision: 3 }, count: 4 }.
-    fn range_request(key: &[u8], range_end: &[u8]) -> Vec<u8> {
+    pub(super) fn range_request(key: &[u8], range_end: &[u8]) -> Vec<u8> {
         let mut v = vec![0x0a, key.len() as u8];
         v.extend_from_slice(key);
         v.push(0x12);
@@ -466,4 +471,5 @@ fn a_response_processed_just_before_its_request_is_still_its_answer() {
     }
 }
 
+mod origin;
 mod traceparent;

@@ -19,12 +19,15 @@ pub struct Timing {
     pub enter_ns: u64,
     /// `exit_ns` of the segment that held the last byte.
     pub exit_ns: u64,
+    /// The goroutine of the segment that held the first byte (0 when unknown): the one that
+    /// wrote a request, for a client.
+    pub goroutine: u64,
 }
 
 impl Timing {
     /// The timestamps of bytes that one segment carried.
     pub fn of(seg: &Segment<'_>) -> Self {
-        Timing { enter_ns: seg.enter_ns, exit_ns: seg.exit_ns }
+        Timing { enter_ns: seg.enter_ns, exit_ns: seg.exit_ns, goroutine: seg.goroutine }
     }
 }
 

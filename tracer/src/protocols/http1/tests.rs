@@ -13,11 +13,11 @@ use wire::*;
 
 /// Segment `n` has enter = n µs and exit = n µs + 7 ns, so both fields are checked.
 fn ts(n: u64) -> Timing {
-    Timing { enter_ns: n * 1000, exit_ns: n * 1000 + 7 }
+    Timing { enter_ns: n * 1000, exit_ns: n * 1000 + 7, goroutine: 0 }
 }
 
 fn seg(data: &[u8], n: u64) -> Segment<'_> {
-    Segment { data, uncaptured_after: 0, enter_ns: n * 1000, exit_ns: n * 1000 + 7 }
+    Segment { data, uncaptured_after: 0, enter_ns: n * 1000, exit_ns: n * 1000 + 7, goroutine: 0 }
 }
 
 fn partial(data: &[u8], uncaptured_after: u64, n: u64) -> Segment<'_> {

@@ -35,6 +35,8 @@ struct Frame {
     /// Payload bytes consumed so far (captured or not).
     off: u32,
     start_ns: u64,
+    /// The goroutine of the segment that held the frame header's first byte.
+    start_goroutine: u64,
     /// Bytes before the content: pad length byte, priority fields, promised stream id.
     prefix: u32,
     /// Pad length, once read.
@@ -56,7 +58,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(hdr: FrameHeader, start_ns: u64) -> Self {
+    fn new(hdr: FrameHeader, start_ns: u64, start_goroutine: u64) -> Self {
         let pad = u32::from(matches!(hdr.kind, ft::DATA | ft::HEADERS | ft::PUSH_PROMISE) && hdr.has(flags::PADDED));
         let extra = match hdr.kind {
             ft::HEADERS if hdr.has(flags::PRIORITY) => 5,
@@ -67,6 +69,7 @@ impl Frame {
             hdr,
             off: 0,
             start_ns,
+            start_goroutine,
             prefix: pad + extra,
             pad: None,
             pad_lost: false,
@@ -110,6 +113,7 @@ struct Block {
     buf: Vec<u8>,
     lost: Option<&'static str>,
     start_ns: u64,
+    start_goroutine: u64,
     /// The last frame of the block carried END_HEADERS.
     done: bool,
 }
@@ -144,6 +148,7 @@ pub struct H2Decoder {
     hdr: [u8; FRAME_HEADER_LEN],
     hdr_have: usize,
     hdr_start_ns: u64,
+    hdr_start_goroutine: u64,
     frame: Option<Frame>,
     block: Option<Block>,
     hpack: HpackDecoder,
@@ -165,6 +170,7 @@ impl H2Decoder {
             hdr: [0; FRAME_HEADER_LEN],
             hdr_have: 0,
             hdr_start_ns: 0,
+            hdr_start_goroutine: 0,
             frame: None,
             block: None,
             hpack: HpackDecoder::new_unknown(),
@@ -376,6 +382,7 @@ impl H2Decoder {
                     } else {
                         if self.hdr_have == 0 {
                             self.hdr_start_ns = seg.enter_ns;
+                            self.hdr_start_goroutine = seg.goroutine;
                         }
                         let n = (FRAME_HEADER_LEN - self.hdr_have).min(data.len() - pos);
                         self.hdr[self.hdr_have..self.hdr_have + n].copy_from_slice(&data[pos..pos + n]);
@@ -459,12 +466,13 @@ impl H2Decoder {
                     buf: Vec::with_capacity((h.length as usize).min(MAX_HEADER_BLOCK)),
                     lost: None,
                     start_ns: self.hdr_start_ns,
+                    start_goroutine: self.hdr_start_goroutine,
                     done: false,
                 });
             }
             _ => {}
         }
-        self.frame = Some(Frame::new(h, self.hdr_start_ns));
+        self.frame = Some(Frame::new(h, self.hdr_start_ns, self.hdr_start_goroutine));
         Ok(())
     }
 
@@ -566,7 +574,7 @@ impl H2Decoder {
     fn finish_frame(&mut self, end_ns: u64, out: &mut Out) {
         let Some(f) = self.frame.take() else { return };
         let h = f.hdr;
-        let timing = Timing { enter_ns: f.start_ns, exit_ns: end_ns };
+        let timing = Timing { enter_ns: f.start_ns, exit_ns: end_ns, goroutine: f.start_goroutine };
         match h.kind {
             ft::DATA => {
                 let len = match (f.padded(), f.pad) {
@@ -612,7 +620,7 @@ impl H2Decoder {
     }
 
     fn finish_block(&mut self, b: Block, end_ns: u64, out: &mut Out) {
-        let timing = Timing { enter_ns: b.start_ns, exit_ns: end_ns };
+        let timing = Timing { enter_ns: b.start_ns, exit_ns: end_ns, goroutine: b.start_goroutine };
         let result = match b.lost {
             Some(reason) => {
                 self.hpack.block_lost();

@@ -9,7 +9,7 @@ use crate::protocols::test_rng::Lcg;
 use crate::stream::{Role, Segment};
 
 fn seg(data: &[u8], ts: u64) -> Segment<'_> {
-    Segment { data, uncaptured_after: 0, enter_ns: ts, exit_ns: ts + 1 }
+    Segment { data, uncaptured_after: 0, enter_ns: ts, exit_ns: ts + 1, goroutine: 0 }
 }
 
 fn feed_all(d: &mut H2Decoder, parts: &[&[u8]]) -> Vec<H2Event> {
@@ -121,7 +121,7 @@ fn timing_spans_segments() {
     let hstart = bytes.len() - 30;
     let out = feed_all(&mut d, &[&bytes[..hstart + 3], &bytes[hstart + 3..hstart + 20], &bytes[hstart + 20..]]);
     match out.last().unwrap() {
-        H2Event::Headers { timing, .. } => assert_eq!(*timing, Timing { enter_ns: 0, exit_ns: 201 }),
+        H2Event::Headers { timing, .. } => assert_eq!(*timing, Timing { enter_ns: 0, exit_ns: 201, goroutine: 0 }),
         e => panic!("{e:?}"),
     }
 }
@@ -192,7 +192,8 @@ fn huge_data_partly_captured_then_headers_next_segment() {
     let mut hdr =
         FrameHeader { length: big_len, kind: ft::DATA, flags: 0, stream_id: 1, reserved: false }.to_bytes().to_vec();
     hdr.extend(std::iter::repeat_n(b'x', 3991));
-    let s = Segment { data: &hdr, uncaptured_after: u64::from(big_len) - 3991, enter_ns: 10, exit_ns: 20 };
+    let s =
+        Segment { data: &hdr, uncaptured_after: u64::from(big_len) - 3991, enter_ns: 10, exit_ns: 20, goroutine: 0 };
     d.feed(&s, &mut out);
     // Next segment: trailers-like HEADERS for stream 3 and a DATA for stream 1 end.
     let blk3 = e.encode(&[(":status", "404")]);
@@ -241,7 +242,8 @@ fn lost_header_block_resets_hpack_and_reports_unknown() {
     d.feed(&seg(&b1, 1), &mut out);
     // Second request: the block is only partly captured.
     let b2 = headers(3, &e.encode(&[(":method", "GET"), (":path", "/b"), (":authority", "x")]), true);
-    let s = Segment { data: &b2[..12], uncaptured_after: (b2.len() - 12) as u64, enter_ns: 2, exit_ns: 3 };
+    let s =
+        Segment { data: &b2[..12], uncaptured_after: (b2.len() - 12) as u64, enter_ns: 2, exit_ns: 3, goroutine: 0 };
     d.feed(&s, &mut out);
     // Third: references /b's entry, which we never saw: must not resolve to /a.
     let b3 = headers(5, &e.encode(&[(":method", "GET"), (":path", "/b"), (":authority", "x")]), true);
@@ -261,7 +263,7 @@ fn frame_header_in_uncaptured_bytes_desyncs_then_resyncs() {
     let mut s1 = h1.clone();
     s1.extend_from_slice(&data(1, b"abc", false)[..5]);
     // The rest of the DATA frame and a following frame header were not captured.
-    d.feed(&Segment { data: &s1, uncaptured_after: 4 + 3 + 9 + 10, enter_ns: 1, exit_ns: 2 }, &mut out);
+    d.feed(&Segment { data: &s1, uncaptured_after: 4 + 3 + 9 + 10, enter_ns: 1, exit_ns: 2, goroutine: 0 }, &mut out);
     assert!(matches!(out.last(), Some(H2Event::Desync { reason: "frame header not captured", .. })), "{out:?}");
     assert!(!d.is_synced());
     // A segment starting mid-frame: garbage, stays desynced.
@@ -292,7 +294,7 @@ fn resync_requires_plausible_next_header() {
     assert!(out.is_empty());
     // Plausible first header whose frame runs past the captured bytes: accepted.
     let s = data(1, &[0u8; 100], false);
-    d.feed(&Segment { data: &s[..50], uncaptured_after: 59, enter_ns: 2, exit_ns: 3 }, &mut out);
+    d.feed(&Segment { data: &s[..50], uncaptured_after: 59, enter_ns: 2, exit_ns: 3, goroutine: 0 }, &mut out);
     assert!(d.is_synced());
     assert!(matches!(out[..], [H2Event::Resync { .. }, H2Event::Data { len: Some(100), .. }]), "{out:?}");
 }
@@ -417,7 +419,8 @@ fn no_panic_on_pseudo_random_streams() {
         while pos < bytes.len() {
             let n = (1 + next() as usize % 300).min(bytes.len() - pos);
             let unc = if next() % 5 == 0 { u64::from(next() % 100) } else { 0 };
-            let s = Segment { data: &bytes[pos..pos + n], uncaptured_after: unc, enter_ns: 0, exit_ns: 0 };
+            let s =
+                Segment { data: &bytes[pos..pos + n], uncaptured_after: unc, enter_ns: 0, exit_ns: 0, goroutine: 0 };
             d.feed(&s, &mut out);
             pos += n;
         }
