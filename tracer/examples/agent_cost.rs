@@ -219,16 +219,16 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
     let mut conn: Conn = Connection::new(role, Some(local), Some(peer), 1_000, false, process);
     let mut assembler = Assembler::new(Clock::new(), vec![2379]);
     let mut correlator = Correlator::new();
-    let (mut spans, mut batch, mut body) =
-        (Vec::<SpanRecord>::new(), Vec::<SpanRecord>::with_capacity(BATCH), Vec::new());
+    let (mut spans, mut ready, mut batch, mut body) =
+        (Vec::<SpanRecord>::new(), Vec::new(), Vec::<SpanRecord>::with_capacity(BATCH), Vec::new());
     let (mut exported, mut bytes) = (0usize, 0usize);
     for record in records.iter() {
         let Ok(Event::Data(chunk)) = parse_event(record) else { unreachable!("records made above are data records") };
         if let Some(feed) = conn.on_chunk(&chunk) {
             assembler.on_feed(&mut conn, chunk.direction, feed, &mut spans);
         }
-        correlator.correlate(&mut spans);
-        for span in spans.drain(..) {
+        correlator.intake(&mut spans, chunk.exit_ns, &mut ready);
+        for span in ready.drain(..) {
             if exported + batch.len() == 0 {
                 // Says that the workload decodes as meant: the name and attributes of an API call.
                 eprintln!("first span: {:?} {:?}", span.name, span.attributes);
@@ -241,6 +241,8 @@ fn agent(records: &Records, role: Role, peer: SocketAddr) -> (usize, usize) {
             }
         }
     }
+    correlator.finish(&mut ready);
+    batch.append(&mut ready);
     if !batch.is_empty() {
         let start = export_request(&batch, &mut body);
         (exported, bytes) = (exported + batch.len(), bytes + body.len() - start);

@@ -1,8 +1,8 @@
 //! The data flow, events in and spans out: the single-threaded heart of the agent.
 //!
 //! data events → connections (table, stream continuity) → assemble (protocol decoders, spans) →
-//! correlate (trace and span ids) → export. Nothing here waits: export takes spans with a
-//! non-blocking submit. Which processes are traced is `attachments`' business; this side only
+//! correlate (parents, trace and span ids: spans wait there for their parent, a bounded time) →
+//! export. Nothing here waits: export takes spans with a non-blocking submit. Which processes are traced is `attachments`' business; this side only
 //! hears of them as connections open and processes go.
 
 use std::sync::Arc;
@@ -47,8 +47,10 @@ pub struct Pipeline {
     stats: PipelineStats,
     local_addrs: LocalAddrs,
     export: ExportHandle,
-    /// Spans assembled and not yet handed to correlation and export.
+    /// Spans assembled and not yet handed to correlation.
     spans: Vec<SpanRecord>,
+    /// Spans correlation let go (whole trees), on their way to export.
+    ready: Vec<SpanRecord>,
 }
 
 impl Pipeline {
@@ -61,6 +63,7 @@ impl Pipeline {
             local_addrs: LocalAddrs::default(),
             export,
             spans: Vec::new(),
+            ready: Vec::new(),
         }
     }
 
@@ -143,6 +146,10 @@ impl Pipeline {
         for conn in self.conns.remove_process_except(pid, alive) {
             self.assembler.on_close(conn, now, &mut self.spans);
         }
+        // The new image's goroutines are not the old one's.
+        self.flush();
+        self.correlator.forget_process(pid, &mut self.ready);
+        self.submit();
         // Connections that survived the exec, or that the new image opened before this event was
         // handled, belong to the process as it is now.
         if let Some(info) = process {
@@ -160,6 +167,8 @@ impl Pipeline {
         }
         self.local_addrs.forget(tgid);
         self.flush();
+        self.correlator.forget_process(tgid, &mut self.ready);
+        self.submit();
     }
 
     /// One ring record was handled: in a flood, spans go to export before the drain ends.
@@ -175,15 +184,22 @@ impl Pipeline {
         let open = self.conns.drain().len();
         tracing::debug!(open, "connections still open at shutdown, not reported");
         self.flush();
+        self.correlator.finish(&mut self.ready);
+        self.submit();
     }
 
-    /// The spans assembled so far are correlated into traces and go to export together.
+    /// The spans assembled so far go to correlation; what it lets go (whole trees, and spans
+    /// whose wait for a parent is over) goes to export. Called at the end of every read of the
+    /// ring, the housekeeping's included, so that no span waits past its deadline for long.
     pub fn flush(&mut self) {
-        if self.spans.is_empty() {
-            return;
+        self.correlator.intake(&mut self.spans, Clock::ktime_now(), &mut self.ready);
+        self.submit();
+    }
+
+    fn submit(&mut self) {
+        if !self.ready.is_empty() {
+            self.export.submit_all(&mut self.ready);
         }
-        self.correlator.correlate(&mut self.spans);
-        self.export.submit_all(&mut self.spans);
     }
 
     pub fn counters(&self) -> DataFlowCounters {
