@@ -2,7 +2,7 @@
 //! before the tracer attached, and joined by etcd's own server spans when etcd is traced too.
 
 use integration_tests::ending::assert_finished_ok;
-use integration_tests::nesting::{check_etcd_attributes, is_etcd_call};
+use integration_tests::nesting::{check_etcd_attributes, is_etcd_call, trace_counters};
 use integration_tests::stack::{ApiRequest, ApiStack, Call, Op, Variant, mixed_load};
 use integration_tests::*;
 
@@ -35,7 +35,8 @@ fn etcd_calls_on_a_connection_used_before_attach_carry_method_and_key() {
     let (right, wrong, notes) = check_etcd_attributes(&fin.spans, stack.pid(), &requests, port);
     let seen = fin.spans.iter().filter(|s| s.pid() == Some(stack.pid()) && is_etcd_call(s, Some(port))).count();
     let report = format!(
-        "etcd calls {expected}; etcd client spans {seen}: method, operation and key right {right}, wrong {wrong}"
+        "etcd calls {expected}; etcd client spans {seen}: method, operation and key right {right}, wrong {wrong}; tracer: {}",
+        trace_counters(&fin.output.stderr)
     );
     eprintln!("{report}");
     let mut errs = Vec::new();
@@ -93,8 +94,10 @@ fn etcd_server_spans_are_children_of_the_servers_etcd_client_spans() {
         }
     }
     let n = nesting(&fin.spans, &stack, &requests);
-    let report =
-        format!("etcd calls {expected}; etcd server spans: right {right}, wrong {wrong}, unparented {unparented}; {n}");
+    let report = format!(
+        "etcd calls {expected}; etcd server spans: right {right}, wrong {wrong}, unparented {unparented}; {n}; tracer: {}",
+        trace_counters(&fin.output.stderr)
+    );
     eprintln!("{report}");
     let mut errs = n.problems("API request → client call", MIN_RIGHT);
     if (right as f64) < MIN_RIGHT * expected as f64 {
