@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::ending::assert_finished_ok;
+use integration_tests::nesting::trace_counters;
 use integration_tests::stack::{Variant, mixed_load};
 use integration_tests::tracer_log::final_stats;
 use integration_tests::*;
