@@ -7,7 +7,7 @@ use crate::{
     attachments::Attachments,
     capture::RecordSink,
     clock::Clock,
-    events::{self, Event, SockOpen},
+    events::{self, Event, GoLinkKind, SockOpen},
     pipeline::{DataFlowCounters, Pipeline},
 };
 
@@ -179,8 +179,36 @@ fn trace_event(ev: &Event<'_>) {
             first = c.first,
             last = c.last,
             exit_ns = c.exit_ns,
+            goroutine = c.goroutine,
             "data"
         ),
+        Event::GoSpawn(s) => {
+            tracing::trace!(tgid = s.tgid, ts_ns = s.ts_ns, child = s.child, parent = s.parent, "go spawn")
+        }
+        Event::GoLink(l) => match l.kind {
+            GoLinkKind::GrpcClientStream { stream_id, caller, .. } => tracing::trace!(
+                tgid = l.tgid,
+                ts_ns = l.ts_ns,
+                goroutine = l.goroutine,
+                stream_id,
+                caller,
+                path = l.kind.grpc_path().unwrap_or("?"),
+                "go link grpc client stream"
+            ),
+            GoLinkKind::Http1ClientWrite { caller } => {
+                tracing::trace!(
+                    tgid = l.tgid,
+                    ts_ns = l.ts_ns,
+                    goroutine = l.goroutine,
+                    caller,
+                    "go link http1 client write"
+                )
+            }
+            GoLinkKind::H2ServerHandler { fd, stream_id } => {
+                let (tgid, ts_ns, goroutine) = (l.tgid, l.ts_ns, l.goroutine);
+                tracing::trace!(tgid, ts_ns, goroutine, fd, stream_id, "go link h2 server handler")
+            }
+        },
         other => tracing::trace!(?other, "event"),
     }
 }

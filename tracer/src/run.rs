@@ -242,6 +242,7 @@ fn log_stats(what: &str, c: &Counters, e: &export::ExportStats) {
         dropped_to_root = t.dropped_to_root,
         goroutines = t.goroutines,
         goroutines_evicted = t.goroutines_evicted,
+        links_dropped = t.links_dropped,
         link_disagreements = t.link_disagreements,
         link_kinds_switched_off = t.link_kinds_switched_off,
         kept_error = sampled.kept_error,

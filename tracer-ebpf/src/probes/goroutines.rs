@@ -20,6 +20,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::pt_regs,
     helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe},
     maps::LruHashMap,
@@ -50,11 +51,7 @@ static GO_HANDOFFS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(16384,
 /// `runtime.newproc1(fn, callergp, callerpc, ...) *g` entry: RBX = callergp.
 #[uprobe]
 pub fn go_newproc1_enter(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
-    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     let _ = GO_SPAWNING.insert(pid_tgid, regs.rbx, 0);
     0
 }
@@ -62,11 +59,7 @@ pub fn go_newproc1_enter(ctx: ProbeContext) -> u32 {
 /// Each RET of `runtime.newproc1`: RAX = the new goroutine's `g`.
 #[uprobe]
 pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
-    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     let Some(parent) = (unsafe { GO_SPAWNING.get(pid_tgid) }).copied() else {
         count(counter::GO_SPAWN_NO_ENTRY);
         return 0;
@@ -88,11 +81,7 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
 /// `*headerFrame`, on the caller's goroutine (other items pass too, and age out unclaimed).
 #[uprobe]
 pub fn go_grpc_execute_and_put(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
-    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     if regs.rbx == 0 || regs.rdi == 0 {
         return 0;
     }
@@ -105,11 +94,7 @@ pub fn go_grpc_execute_and_put(ctx: ProbeContext) -> u32 {
 /// `h.streamID` next; the link carries its `:path`, read from `h.hf` before HPACK encodes it.
 #[uprobe]
 pub fn go_grpc_header_handler(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
-    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     let caller = take_handoff(pid_tgid, regs.rbx);
     let Ok(side) = (unsafe { bpf_probe_read_user(regs.rax as *const u64) }) else { return 0 };
     if side != CLIENT_SIDE {
@@ -122,16 +107,8 @@ pub fn go_grpc_header_handler(ctx: ProbeContext) -> u32 {
     if caller == 0 {
         count(counter::GO_LINK_NO_CALLER);
     }
-    let Some(mut entry) = EVENTS.reserve::<GoLinkEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    unsafe {
-        fill_link(ev, pid_tgid, regs.r14, go_link::GRPC_CLIENT_STREAM, stream_id, caller, -1);
-        (*ev).path_len = read_path(&raw mut (*ev).path, fields, n_fields);
-    }
-    entry.submit(submit_flags());
+    let link = Link { link: go_link::GRPC_CLIENT_STREAM, stream_id, caller, fd: -1 };
+    emit_link(pid_tgid, regs.r14, &link, Some((fields, n_fields)));
     0
 }
 
@@ -176,11 +153,7 @@ unsafe fn read_path(dst: *mut [u8; GO_LINK_PATH], fields: u64, n_fields: u64) ->
 /// RBX = `req`, whose first word is the `*Request` the write loop will write.
 #[uprobe]
 pub fn go_http1_round_trip(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
-    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     let Ok(request) = (unsafe { bpf_probe_read_user(regs.rbx as *const u64) }) else { return 0 };
     if request != 0 {
         hand_off(pid_tgid, request, regs.r14);
@@ -194,26 +167,14 @@ pub fn go_http1_round_trip(ctx: ProbeContext) -> u32 {
 /// (counted, as is a rerun of the entry after a stack growth, which finds the hand-off taken).
 #[uprobe]
 pub fn go_http1_request_write(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
-    let regs = unsafe { &*ctx.regs };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     let caller = take_handoff(pid_tgid, regs.rax);
     if caller == 0 {
         count(counter::GO_LINK_NO_CALLER);
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<GoLinkEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    unsafe {
-        fill_link(ev, pid_tgid, regs.r14, go_link::HTTP1_CLIENT_WRITE, 0, caller, -1);
-        (*ev).path_len = 0;
-    }
-    entry.submit(submit_flags());
+    let link = Link { link: go_link::HTTP1_CLIENT_WRITE, stream_id: 0, caller, fd: -1 };
+    emit_link(pid_tgid, regs.r14, &link, None);
     0
 }
 
@@ -223,12 +184,8 @@ pub fn go_http1_request_write(ctx: ProbeContext) -> u32 {
 /// pointer (the `*tls.Conn`), whose socket the Go TLS probes know.
 #[uprobe]
 pub fn go_h2_run_handler(ctx: ProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    let Some(pid_tgid) = go_tls_target(&ctx) else { return 0 };
+    let Some((pid_tgid, regs)) = go_probe(&ctx) else { return 0 };
     let tgid = (pid_tgid >> 32) as u32;
-    let regs = unsafe { &*ctx.regs };
     let sc = regs.rax;
     let Ok(rws) = (unsafe { bpf_probe_read_user(regs.rbx as *const u64) }) else { return 0 };
     let Ok(stream) = (unsafe { bpf_probe_read_user(rws as *const u64) }) else { return 0 };
@@ -245,16 +202,8 @@ pub fn go_h2_run_handler(ctx: ProbeContext) -> u32 {
         count(counter::GO_LINK_NO_SOCKET);
         return 0;
     };
-    let Some(mut entry) = EVENTS.reserve::<GoLinkEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    unsafe {
-        fill_link(ev, pid_tgid, regs.r14, go_link::H2_SERVER_HANDLER, stream_id, 0, fd);
-        (*ev).path_len = 0;
-    }
-    entry.submit(submit_flags());
+    let link = Link { link: go_link::H2_SERVER_HANDLER, stream_id, caller: 0, fd };
+    emit_link(pid_tgid, regs.r14, &link, None);
     0
 }
 
@@ -278,17 +227,47 @@ fn take_handoff(pid_tgid: u64, item: u64) -> u64 {
     }
 }
 
-/// Fills the fields of a link record but its path (the record is not zeroed: the path's bytes
-/// past `path_len` are left as they were).
+/// What a link record says (see `tracer_common::go_link`).
+struct Link {
+    link: u32,
+    stream_id: u32,
+    caller: u64,
+    fd: i32,
+}
+
+/// Sends a link record of goroutine `g`; its path is the `:path` among `fields` (ptr, count of a
+/// `[]hpack.HeaderField`) when given. (The record is not zeroed: path bytes past `path_len` are
+/// left as they were.)
 #[inline(always)]
-unsafe fn fill_link(ev: *mut GoLinkEvent, pid_tgid: u64, g: u64, link: u32, stream_id: u32, caller: u64, fd: i32) {
+fn emit_link(pid_tgid: u64, g: u64, link: &Link, fields: Option<(u64, u64)>) {
+    let Some(mut entry) = EVENTS.reserve::<GoLinkEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
     let mut hdr = header(kind::GO_LINK, pid_tgid, unsafe { bpf_ktime_get_ns() });
     hdr.goid = g;
     unsafe {
         (*ev).hdr = hdr;
-        (*ev).link = link;
-        (*ev).stream_id = stream_id;
-        (*ev).caller = caller;
-        (*ev).fd = fd;
+        (*ev).link = link.link;
+        (*ev).stream_id = link.stream_id;
+        (*ev).caller = link.caller;
+        (*ev).fd = link.fd;
+        (*ev).path_len = match fields {
+            Some((fields, n_fields)) => read_path(&raw mut (*ev).path, fields, n_fields),
+            None => 0,
+        };
     }
+    entry.submit(submit_flags());
+}
+
+/// The current task's pid_tgid and registers, when the probes are live and its process is a
+/// target (see `go_tls_target`).
+#[inline(always)]
+fn go_probe(ctx: &ProbeContext) -> Option<(u64, &pt_regs)> {
+    if empty_probes() {
+        return None;
+    }
+    let pid_tgid = go_tls_target(ctx)?;
+    Some((pid_tgid, unsafe { &*ctx.regs }))
 }

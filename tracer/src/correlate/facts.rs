@@ -28,6 +28,9 @@ const BIRTHS_KEPT: usize = 4;
 const SERVES_KEPT: usize = 16;
 /// HTTP/1 client links kept per write loop.
 const HTTP1_LINKS_KEPT: usize = 8;
+/// Links not yet claimed by a span, per kind and process: past it, new ones are dropped
+/// (counted) until old ones are claimed or forgotten with age.
+const LINKS_KEPT: usize = 16_384;
 /// Disagreements (uprobe vs wire) after which a link kind is switched off for a process, when
 /// they are at least as many as the agreements.
 pub const DISAGREEMENTS_TO_SWITCH_OFF: u64 = 16;
@@ -160,6 +163,8 @@ pub struct Verdicts {
     /// Kinds switched off by this call (each once per process).
     pub switched_off: SmallVec<[LinkKind; 1]>,
     pub evicted: u64,
+    /// Links dropped because as many as allowed were waiting for their span.
+    pub links_dropped: u64,
 }
 
 #[derive(Default)]
@@ -184,18 +189,19 @@ impl ProcessFacts {
     fn touch(&mut self, g: u64, ts: u64, cap: usize, verdicts: &mut Verdicts) -> &mut Goroutine {
         self.next_seq += 1;
         let seq = self.next_seq;
-        self.order.push_back((g, seq, ts));
         self.touched_ns = self.touched_ns.max(ts);
         if !self.goroutines.contains_key(&g) {
             while self.goroutines.len() >= cap && self.evict_oldest() {
                 verdicts.evicted += 1;
             }
         }
-        // Stale order entries are dropped once they outnumber the goroutines.
+        // Stale order entries are dropped once they outnumber the goroutines (before this
+        // touch's entry is added: it is not the goroutine's yet).
         if self.order.len() > 2 * self.goroutines.len() + 1024 {
             let goroutines = &self.goroutines;
             self.order.retain(|&(g, s, _)| goroutines.get(&g).is_some_and(|r| r.seq == s));
         }
+        self.order.push_back((g, seq, ts));
         let entry = self.goroutines.entry(g).or_default();
         entry.seq = seq;
         entry
@@ -231,10 +237,19 @@ impl ProcessFacts {
             return;
         }
         let off = self.kinds[kind as usize].off;
+        let full = match kind {
+            LinkKind::Grpc => self.grpc.len(),
+            LinkKind::Http1 => self.http1.len(),
+            LinkKind::H2Server => self.h2.len(),
+        } >= LINKS_KEPT;
         let g = self.touch(l.goroutine, l.ts_ns, cap, verdicts);
         g.writer_of |= 1 << kind as u8;
         // A kind switched off still says which goroutines write for others; nothing more.
         if off {
+            return;
+        }
+        if full {
+            verdicts.links_dropped += 1;
             return;
         }
         match l.kind {
@@ -272,15 +287,16 @@ impl ProcessFacts {
     }
 
     /// The HTTP/2 server span `request` on (`fd`, `stream_id`) from `start` to `end`: the handler
-    /// goroutine a link named for it, whose serve is now known. None without a link (counted as
-    /// a disagreement when that kind's links are seen on this connection).
+    /// goroutine a link named for it, whose serve is now known; None without a link.
     pub fn serve_h2(&mut self, fd: i32, stream_id: u32, start: u64, end: u64, request: SpanKey) -> Option<u64> {
         let check = &mut self.kinds[LinkKind::H2Server as usize];
         if check.off {
             return None;
         }
-        let span_end = self.h2_span_ends.entry(fd).or_default();
-        *span_end = (*span_end).max(end);
+        if self.h2_span_ends.len() < LINKS_KEPT || self.h2_span_ends.contains_key(&fd) {
+            let span_end = self.h2_span_ends.entry(fd).or_default();
+            *span_end = (*span_end).max(end);
+        }
         let links = self.h2.get_mut(&(fd, stream_id))?;
         let i = links.iter().rposition(|k| (start..=end).contains(&k.ts))?;
         let H2Link { ts, handler: g } = links.remove(i);

@@ -131,6 +131,8 @@ pub struct CorrelateStats {
     pub dropped_to_root: u64,
     /// Goroutines forgotten to stay within bounds before their age.
     pub goroutines_evicted: u64,
+    /// Links dropped because as many as allowed were waiting for their span.
+    pub links_dropped: u64,
     /// Goroutines known now, all processes.
     pub goroutines: u64,
     /// Uprobe readings the wire did not confirm.
@@ -305,6 +307,7 @@ impl Correlator {
     fn take(&mut self, tgid: u32, v: Verdicts) {
         self.stats.link_disagreements += v.disagreements;
         self.stats.goroutines_evicted += v.evicted;
+        self.stats.links_dropped += v.links_dropped;
         for kind in v.switched_off {
             self.stats.link_kinds_switched_off += 1;
             tracing::warn!(

@@ -174,3 +174,20 @@ fn grpc_links_the_wire_contradicts_are_switched_off() {
     assert_eq!(r.parent("etcd after"), None);
     assert_eq!(r.c.stats().root_reasons.link_off, 1);
 }
+
+/// Links whose span never comes (a connection not traced) are bounded per process and kind,
+/// the rest dropped and counted; age forgets them.
+#[test]
+fn links_without_spans_stay_bounded() {
+    let mut r = Run::new();
+    for i in 0..40_000u64 {
+        r.grpc(PID, 10, WRITER, i as u32, BACKGROUND);
+        r.h2(PID, 10, 0xc300_0000 + 8 * (i % 1_000), 7, i as u32);
+        r.http1(PID, 10, 0xc400_0000 + 8 * i, BACKGROUND);
+    }
+    let entries = r.c.processes[&PID].entries();
+    assert!(entries < 8 * 16_384, "{entries} entries");
+    assert_eq!(r.c.stats().links_dropped, 3 * (40_000 - 16_384));
+    r.tick(10 + 31_000);
+    assert!(r.c.processes.is_empty());
+}
