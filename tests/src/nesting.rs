@@ -207,24 +207,12 @@ pub fn check_etcd_attributes(
     (right, wrong, notes)
 }
 
-/// The tracer's `final stats` counters about parents, roots, links and losses that are not 0, as
-/// `key=value` words: what a nesting report shows next to its counts.
+/// The tracer's `final stats` counters that are not 0, as `key=value` words: what a nesting
+/// report shows next to its counts (parents, roots, links, losses, overflows).
 pub fn trace_counters(stderr: &str) -> String {
-    const KEYS: [&str; 10] = [
-        "parented_",
-        "roots_",
-        "expired_waits",
-        "dropped",
-        "goroutines",
-        "link_",
-        "unnamed_streams",
-        "grpc_links",
-        "lost",
-        "full",
-    ];
     crate::tracer_log::final_stats(stderr)
         .into_iter()
-        .filter(|(k, v)| *v != 0 && KEYS.iter().any(|p| k.starts_with(p) || k.contains(p)))
+        .filter(|(_, v)| *v != 0)
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
