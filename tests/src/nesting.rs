@@ -53,6 +53,8 @@ pub struct Nesting {
     pub no_server_span: usize,
     /// Of the wrong ones, a few, for the report.
     pub examples: Vec<String>,
+    /// (right, wrong, unparented) by the kind of call and the protocol of its request.
+    pub by_kind: BTreeMap<String, (usize, usize, usize)>,
 }
 
 impl Nesting {
@@ -84,7 +86,11 @@ impl fmt::Display for Nesting {
             f,
             "expected {} calls; client spans: right {}, wrong {}, unparented {}, no server span {}; in the whole run, no id {}",
             self.expected, self.right, self.wrong, self.unparented, self.no_server_span, self.no_id
-        )
+        )?;
+        for (kind, (right, wrong, unparented)) in &self.by_kind {
+            write!(f, "\n      {kind}: right {right}, wrong {wrong}, unparented {unparented}")?;
+        }
+        Ok(())
     }
 }
 
@@ -129,11 +135,20 @@ pub fn check_nesting(
             continue; // a call of another load of the run
         }
         let server = servers.get(ns).and_then(|v| (v.len() == 1).then(|| v[0]));
+        let kind = call_kind(c, server);
+        let tally = n.by_kind.entry(kind).or_default();
         match server {
-            _ if c.parent_span_id.is_empty() => n.unparented += 1,
-            Some(r) if c.parent_span_id == r.span_id && c.trace_id == r.trace_id => n.right += 1,
+            _ if c.parent_span_id.is_empty() => {
+                n.unparented += 1;
+                tally.2 += 1;
+            }
+            Some(r) if c.parent_span_id == r.span_id && c.trace_id == r.trace_id => {
+                n.right += 1;
+                tally.0 += 1;
+            }
             Some(r) => {
                 n.wrong += 1;
+                tally.1 += 1;
                 if n.examples.len() < 3 {
                     let parent = spans.iter().find(|s| s.span_id == c.parent_span_id).map(|p| p.summary());
                     n.examples.push(format!("{} under {parent:?}, want {}", c.summary(), r.span_id));
@@ -143,6 +158,19 @@ pub fn check_nesting(
         }
     }
     n
+}
+
+/// `etcd Range`, `webhook HTTP/2`… `in an HTTP/1.1 request`: what the report counts by.
+fn call_kind(call: &ReceivedSpan, server: Option<&ReceivedSpan>) -> String {
+    let what = match call.attr_str("rpc.method") {
+        Some(m) => format!("etcd {m}"),
+        None if call.attr_str("url.path").is_some_and(|p| p.starts_with("/validate/")) => {
+            format!("webhook HTTP/{}", call.attr_str("network.protocol.version").unwrap_or("?"))
+        }
+        None => "etcd (no method)".to_owned(),
+    };
+    let proto = server.and_then(|s| s.attr_str("network.protocol.version")).unwrap_or("?");
+    format!("{what} in HTTP/{proto} requests")
 }
 
 /// The etcd client spans of `pid` checked against the calls of `requests`: each must carry the
@@ -177,4 +205,15 @@ pub fn check_etcd_attributes(
         }
     }
     (right, wrong, notes)
+}
+
+/// The tracer's `final stats` counters that are not 0, as `key=value` words: what a nesting
+/// report shows next to its counts (parents, roots, links, losses, overflows).
+pub fn trace_counters(stderr: &str) -> String {
+    crate::tracer_log::final_stats(stderr)
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -47,7 +47,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -81,10 +80,6 @@ func main() {
 	if *certFile == "" || *keyFile == "" {
 		log.Fatalf("apiserver: -cert and -key are required")
 	}
-	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
-	if err != nil {
-		log.Fatalf("apiserver: %v", err)
-	}
 	api := &kubeAPI{pods: *pods}
 	if *etcdURL != "" || *webhookURL != "" {
 		if *caFile == "" {
@@ -92,6 +87,7 @@ func main() {
 		}
 	}
 	if *webhookURL != "" {
+		var err error
 		api.webhook, err = newWebhookClient(*webhookURL, *caFile)
 		if err != nil {
 			log.Fatalf("apiserver: webhook: %v", err)
@@ -100,23 +96,11 @@ func main() {
 	if *etcdURL != "" {
 		api.store = connectEtcd(*etcdURL, *caFile, *etcdCert, *etcdKey)
 	}
-	var handler http.Handler = withTimeout(api, requestTimeout)
-	if *verbose {
-		handler = testapi.LogRequests(handler)
+	ready := func() {
+		fmt.Println("ready")
+		os.Stdout.Sync()
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		// NextProtos h2 + http/1.1 is what ServeTLS sets up by default.
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-	}
-	ln := testapi.Listen("apiserver", *addr)
-	fmt.Println("ready")
-	os.Stdout.Sync()
-	testapi.ShutdownOnSignal(srv)
-	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
-		log.Fatalf("apiserver: %v", err)
-	}
+	testapi.ServeTLS("apiserver", *addr, *certFile, *keyFile, withTimeout(api, requestTimeout), *verbose, ready)
 }
 
 // connectEtcd opens the etcd client (one connection, kept for the server's life) and calls every

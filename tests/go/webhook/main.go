@@ -9,7 +9,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"io"
@@ -31,24 +30,7 @@ func main() {
 	if *certFile == "" || *keyFile == "" {
 		log.Fatalf("webhook: -cert and -key are required")
 	}
-	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
-	if err != nil {
-		log.Fatalf("webhook: %v", err)
-	}
-	var handler http.Handler = &reviewer{delay: *delay}
-	if *verbose {
-		handler = testapi.LogRequests(handler)
-	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
-	}
-	ln := testapi.Listen("webhook", *addr)
-	testapi.ShutdownOnSignal(srv)
-	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
-		log.Fatalf("webhook: %v", err)
-	}
+	testapi.ServeTLS("webhook", *addr, *certFile, *keyFile, &reviewer{delay: *delay}, *verbose, nil)
 }
 
 type reviewer struct {

@@ -1,9 +1,10 @@
 //! What the trace suites share: a traced stack and its figures.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use integration_tests::gotls::wait_go_tls_probes;
-use integration_tests::nesting::check_nesting;
+use integration_tests::nesting::{check_nesting, ns_of_api_path, ns_of_call};
 use integration_tests::stack::{ApiRequest, ApiStack, Variant};
 use integration_tests::*;
 
@@ -33,12 +34,26 @@ pub fn trace(stack: &ApiStack, also: &[u32]) -> TraceSession {
 }
 
 /// Waits until the server span of every request and a span of every call of `requests` came
-/// (or [`SPAN_TIMEOUT`]).
+/// (or [`SPAN_TIMEOUT`]), then for the spans the tracer may still hold (a span waits at most 2 s
+/// for its parent).
 pub fn wait_for_load(sess: &mut TraceSession, stack: &ApiStack, requests: &[ApiRequest]) {
     let pid = stack.pid();
     let want = requests.len() + requests.iter().map(|r| r.calls(stack.variant).len()).sum::<usize>();
-    sess.wait_spans(|s| s.pid() == Some(pid) && s.kind != "internal", want, SPAN_TIMEOUT);
+    let namespaces: BTreeSet<String> = requests.iter().map(|r| r.ns.clone()).collect();
+    let of_load = move |s: &ReceivedSpan| {
+        let ns = match s.kind.as_str() {
+            "server" => s.attr_str("url.path").and_then(ns_of_api_path),
+            "client" => ns_of_call(s),
+            _ => None,
+        };
+        s.pid() == Some(pid) && ns.is_some_and(|ns| namespaces.contains(ns))
+    };
+    sess.wait_spans(of_load, want, SPAN_TIMEOUT);
+    std::thread::sleep(HOLD);
 }
+
+/// Longer than the tracer holds a span for its parent.
+const HOLD: Duration = Duration::from_millis(2500);
 
 /// The nesting of the client spans of `requests` in `spans`.
 pub fn nesting(

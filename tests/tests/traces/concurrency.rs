@@ -2,6 +2,7 @@
 //! are children of their API request, none of another.
 
 use integration_tests::ending::assert_finished_ok;
+use integration_tests::nesting::trace_counters;
 use integration_tests::stack::{Variant, mixed_load};
 use integration_tests::*;
 
@@ -31,6 +32,7 @@ fn nesting_at_each_level(variant: Variant) {
         report.push(format!("{what}: {n}"));
         errs.extend(n.problems(&what, MIN_RIGHT));
     }
+    report.push(format!("tracer: {}", trace_counters(&fin.output.stderr)));
     eprintln!("{}", report.join("\n"));
     if !errs.is_empty() {
         errs.push(format!("all levels:\n    {}", report.join("\n    ")));

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::ending::assert_finished_ok;
+use integration_tests::nesting::trace_counters;
 use integration_tests::stack::{Variant, mixed_load};
 use integration_tests::tracer_log::final_stats;
 use integration_tests::*;
@@ -59,9 +60,9 @@ fn goroutine_churn_keeps_the_agent_bounded_and_parents_fresh() {
     let n = nesting(&fin.spans, &stack, &all);
     let stats = final_stats(&fin.output.stderr);
     let report = format!(
-        "{n}; tracer RSS before the churn {rss_before} KiB, peak {peak} KiB; goroutines known at the end {:?}, evicted {:?}",
+        "{n}; tracer RSS before the churn {rss_before} KiB, peak {peak} KiB; goroutines known at the end {:?}; tracer: {}",
         stats.get("goroutines"),
-        stats.get("goroutines_evicted")
+        trace_counters(&fin.output.stderr)
     );
     eprintln!("{report}");
     let mut errs = n.problems("requests around a churn of 100k goroutines", MIN_RIGHT);

@@ -69,5 +69,8 @@ fn a_request_with_a_traceparent_joins_its_callers_trace_with_its_calls() {
             }
         }
     }
+    if !errs.is_empty() {
+        errs.push(format!("tracer: {}", integration_tests::nesting::trace_counters(&fin.output.stderr)));
+    }
     assert_finished_ok("incoming traceparent", errs, &fin);
 }

@@ -1,12 +1,13 @@
 // Package testapi holds what the test programs share: the kube-apiserver-shaped routes every test
 // server answers, a request with an optional body, a clean exit on SIGTERM/SIGINT, the listener
-// that prints its address and a request log.
+// that prints its address, a request log and a TLS server of them all.
 //
 // Uses only APIs present in Go 1.19, so the programs still build with old and new toolchains.
 package testapi
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -100,4 +101,31 @@ func LogRequests(next http.Handler) http.Handler {
 		log.Printf("%s %s %s", r.Proto, r.Method, r.URL.Path)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// ServeTLS serves `handler` (with LogRequests when `verbose`) over TLS with the certificate of
+// certFile/keyFile, HTTP/2 and HTTP/1.1 by ALPN, on `addr` (see Listen), then calls `listening`
+// (may be nil); it returns once the server is shut down by SIGTERM/SIGINT and exits on any error.
+func ServeTLS(name, addr, certFile, keyFile string, handler http.Handler, verbose bool, listening func()) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		log.Fatalf("%s: %v", name, err)
+	}
+	if verbose {
+		handler = LogRequests(handler)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		// NextProtos h2 + http/1.1 is what ServeTLS sets up by default.
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	}
+	ln := Listen(name, addr)
+	if listening != nil {
+		listening()
+	}
+	ShutdownOnSignal(srv)
+	if err := srv.ServeTLS(ln, "", ""); err != nil && err != http.ErrServerClosed {
+		log.Fatalf("%s: %v", name, err)
+	}
 }
