@@ -59,18 +59,36 @@ pub struct Nesting {
 
 impl Nesting {
     /// `right` of `expected` as a fraction (1 when nothing was expected).
-    pub fn share_right(&self) -> f64 {
-        if self.expected == 0 { 1.0 } else { self.right as f64 / self.expected as f64 }
+    /// Client spans that came, of the calls made.
+    pub fn share_seen(&self) -> f64 {
+        if self.expected == 0 { 1.0 } else { self.seen() as f64 / self.expected as f64 }
     }
 
-    /// Problems: fewer than `min_share` right, or any wrong parent.
-    pub fn problems(&self, what: &str, min_share: f64) -> Vec<String> {
+    /// Client spans under their request, of those that came.
+    pub fn share_right_of_seen(&self) -> f64 {
+        if self.seen() == 0 { 0.0 } else { self.right as f64 / self.seen() as f64 }
+    }
+
+    fn seen(&self) -> usize {
+        self.right + self.wrong + self.unparented
+    }
+
+    /// Problems: any wrong parent; fewer than `floor.parented` of the client spans that came
+    /// under their request; fewer than `floor.seen` of the calls with a client span at all.
+    pub fn problems(&self, what: &str, floor: Floor) -> Vec<String> {
         let mut errs = Vec::new();
-        if self.share_right() < min_share {
+        if self.share_right_of_seen() < floor.parented {
             errs.push(format!(
-                "{what}: {:.1} % right, want ≥ {:.0} %: {self}",
-                self.share_right() * 100.0,
-                min_share * 100.0
+                "{what}: {:.1} % of the client spans under their request, want ≥ {:.0} %: {self}",
+                self.share_right_of_seen() * 100.0,
+                floor.parented * 100.0
+            ));
+        }
+        if self.share_seen() < floor.seen {
+            errs.push(format!(
+                "{what}: client spans for {:.1} % of the calls, want ≥ {:.0} %: {self}",
+                self.share_seen() * 100.0,
+                floor.seen * 100.0
             ));
         }
         if self.wrong > 0 {
@@ -78,6 +96,15 @@ impl Nesting {
         }
         errs
     }
+}
+
+/// The shares a nesting check requires.
+#[derive(Clone, Copy, Debug)]
+pub struct Floor {
+    /// Of the client spans that came, under their request.
+    pub parented: f64,
+    /// Of the calls made, with a client span.
+    pub seen: f64,
 }
 
 impl fmt::Display for Nesting {

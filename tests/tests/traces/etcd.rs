@@ -6,7 +6,7 @@ use integration_tests::nesting::{check_etcd_attributes, is_etcd_call, trace_coun
 use integration_tests::stack::{ApiRequest, ApiStack, Call, Op, Variant, mixed_load};
 use integration_tests::*;
 
-use super::common::{MIN_RIGHT, nesting, trace, traced, wait_for_load};
+use super::common::{MIN_NAMED, MIN_RIGHT, nesting, trace, traced, wait_for_load};
 
 /// The load of the etcd tests: every operation, and a few watches.
 fn load_with_watches(prefix: &str) -> Vec<ApiRequest> {
@@ -40,7 +40,7 @@ fn etcd_calls_on_a_connection_used_before_attach_carry_method_and_key() {
     );
     eprintln!("{report}");
     let mut errs = Vec::new();
-    if (right as f64) < MIN_RIGHT * expected as f64 {
+    if (right as f64) < MIN_NAMED * expected as f64 {
         errs.push(format!("fewer than 99 % of the etcd calls named and keyed: {report}"));
     }
     if wrong > 0 {
@@ -100,8 +100,11 @@ fn etcd_server_spans_are_children_of_the_servers_etcd_client_spans() {
     );
     eprintln!("{report}");
     let mut errs = n.problems("API request → client call", MIN_RIGHT);
-    if (right as f64) < MIN_RIGHT * expected as f64 {
-        errs.push(format!("fewer than 99 % of etcd's server spans under the client call: {report}"));
+    if (right as f64) < MIN_RIGHT.parented * expected as f64 {
+        errs.push(format!(
+            "fewer than {:.0} % of etcd's server spans under the client call: {report}",
+            MIN_RIGHT.parented * 100.0
+        ));
     }
     if wrong > 0 {
         errs.push(format!("etcd server spans under a wrong parent: {report}: {}", examples.join(" | ")));
