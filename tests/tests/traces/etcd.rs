@@ -6,7 +6,7 @@ use integration_tests::nesting::{check_etcd_attributes, is_etcd_call, trace_coun
 use integration_tests::stack::{ApiRequest, ApiStack, Call, Op, Variant, mixed_load};
 use integration_tests::*;
 
-use super::common::{MIN_NAMED, MIN_RIGHT, nesting, trace, traced, wait_for_load};
+use super::common::{MIN_BOTH_ENDS, MIN_NAMED, MIN_RIGHT, nesting, trace, traced, wait_for_load};
 
 /// The load of the etcd tests: every operation, and a few watches.
 fn load_with_watches(prefix: &str) -> Vec<ApiRequest> {
@@ -100,10 +100,10 @@ fn etcd_server_spans_are_children_of_the_servers_etcd_client_spans() {
     );
     eprintln!("{report}");
     let mut errs = n.problems("API request → client call", MIN_RIGHT);
-    if (right as f64) < MIN_RIGHT.parented * expected as f64 {
+    if (right as f64) < MIN_BOTH_ENDS * expected as f64 {
         errs.push(format!(
             "fewer than {:.0} % of etcd's server spans under the client call: {report}",
-            MIN_RIGHT.parented * 100.0
+            MIN_BOTH_ENDS * 100.0
         ));
     }
     if wrong > 0 {

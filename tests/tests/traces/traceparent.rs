@@ -1,12 +1,13 @@
 //! An incoming W3C `traceparent`: the API request joins the caller's trace as the child of the
-//! caller's span, and its etcd and webhook calls follow it.
+//! caller's span, and its etcd and webhook calls follow it (those that find their request: see
+//! `common::MIN_RIGHT`).
 
 use integration_tests::ending::assert_finished_ok;
 use integration_tests::nesting::{is_etcd_call, is_webhook_call, ns_of_api_path, ns_of_call};
 use integration_tests::stack::{ApiRequest, Op, Variant};
 use integration_tests::*;
 
-use super::common::{traced, wait_for_load};
+use super::common::{MIN_RIGHT, traced, wait_for_load};
 
 /// Creates (webhook over HTTP/2, etcd Txn) and updates (webhook over HTTP/1.1, etcd Put), sent
 /// over HTTP/1.1 and HTTP/2, each with a traceparent of its own.
@@ -26,6 +27,7 @@ fn a_request_with_a_traceparent_joins_its_callers_trace_with_its_calls() {
     let pid = stack.pid();
     let (etcd_port, webhook_port) = (stack.etcd.as_ref().map(|e| e.port()), stack.webhook.port());
     let mut errs = Vec::new();
+    let (mut in_trace, mut unparented) = (0usize, 0usize);
     for r in &requests {
         let tp = r.traceparent.as_deref().unwrap();
         let (trace, parent) = (&tp[3..35], &tp[36..52]);
@@ -58,6 +60,13 @@ fn a_request_with_a_traceparent_joins_its_callers_trace_with_its_calls() {
             ));
         }
         for c in calls {
+            // A call left a root is counted below (the floor of the other suites); a call with a
+            // parent must be in the caller's trace, under this request.
+            if c.parent_span_id.is_empty() {
+                unparented += 1;
+                continue;
+            }
+            in_trace += 1;
             if c.trace_id != trace || c.parent_span_id != server.span_id {
                 errs.push(format!(
                     "call of {} {} not in trace {trace} under {}: {}",
@@ -68,6 +77,13 @@ fn a_request_with_a_traceparent_joins_its_callers_trace_with_its_calls() {
                 ));
             }
         }
+    }
+    let share = in_trace as f64 / (in_trace + unparented).max(1) as f64;
+    if share < MIN_RIGHT.parented {
+        errs.push(format!(
+            "{in_trace} calls in their caller's trace, {unparented} left roots: want ≥ {:.0} %",
+            MIN_RIGHT.parented * 100.0
+        ));
     }
     if !errs.is_empty() {
         errs.push(format!("tracer: {}", integration_tests::nesting::trace_counters(&fin.output.stderr)));
